@@ -1,0 +1,11 @@
+//! coldstart: make a whole Kubernetes cluster safe to stop and start again.
+//!
+//! Each module owns one thing in the life of a cluster's disaster recovery; each opens
+//! with a paragraph on what it owns.
+
+/// Connecting to a cluster from a kubeconfig, the way kubectl resolves it.
+pub mod cluster;
+/// The simulated cluster (Kubernetes API server) used as test bed and embedded default.
+pub mod sim;
+/// Logging and tracing set-up shared by every command.
+pub mod telemetry;

@@ -1,0 +1,138 @@
+//! Shared fixtures: a simulated cluster per test, the real `kubectl` pointed at it, and a
+//! kube-rs client for it.
+
+use std::path::PathBuf;
+use std::process::Output;
+
+use coldstart::sim::seed::{self, Seed};
+use coldstart::sim::{self, Running, Sim, SimConfig};
+
+pub struct TestCluster {
+    pub running: Running,
+    pub dir: tempfile::TempDir,
+    pub kubeconfig: PathBuf,
+}
+
+impl TestCluster {
+    pub async fn start() -> Self {
+        Self::start_with(Seed::Empty).await
+    }
+
+    pub async fn start_with(seed: Seed) -> Self {
+        let sim = Sim::new(SimConfig::default());
+        seed::load(&sim, seed);
+        let running = sim::start(sim, "127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("simulated cluster starts");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kubeconfig = dir.path().join("kubeconfig");
+        std::fs::write(&kubeconfig, running.kubeconfig()).expect("write kubeconfig");
+        TestCluster {
+            running,
+            dir,
+            kubeconfig,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        self.running.url()
+    }
+
+    /// Run the real kubectl against this cluster (its own discovery cache, so tests never
+    /// see each other's resources).
+    pub async fn kubectl(&self, args: &[&str]) -> Output {
+        self.kubectl_stdin(args, None).await
+    }
+
+    pub async fn kubectl_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut all: Vec<String> = vec![
+            format!("--kubeconfig={}", self.kubeconfig.display()),
+            format!("--cache-dir={}", self.dir.path().join("cache").display()),
+        ];
+        all.extend(args.iter().map(|s| (*s).to_owned()));
+        let input = stdin.map(str::to_owned);
+        tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            let mut cmd = std::process::Command::new("kubectl");
+            cmd.args(&all)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .stdin(std::process::Stdio::piped());
+            let mut child = cmd.spawn().expect("kubectl is installed (see README)");
+            if let Some(input) = input {
+                child
+                    .stdin
+                    .take()
+                    .expect("stdin")
+                    .write_all(input.as_bytes())
+                    .expect("write stdin");
+            } else {
+                drop(child.stdin.take());
+            }
+            child.wait_with_output().expect("kubectl runs")
+        })
+        .await
+        .expect("join")
+    }
+
+    /// kubectl that must succeed; returns stdout.
+    pub async fn kubectl_ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args).await;
+        assert_ok(&out, args);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub async fn apply(&self, yaml: &str, extra: &[&str]) -> String {
+        let mut args = vec!["apply", "-f", "-"];
+        args.extend_from_slice(extra);
+        let out = self.kubectl_stdin(&args, Some(yaml)).await;
+        assert_ok(&out, &args);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub async fn client(&self) -> kube::Client {
+        coldstart::cluster::connect(Some(&self.kubeconfig), None)
+            .await
+            .expect("client")
+    }
+
+    pub async fn stop(self) {
+        self.running.stop().await;
+    }
+}
+
+pub fn assert_ok(out: &Output, args: &[&str]) {
+    assert!(
+        out.status.success(),
+        "kubectl {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// A raw API call; returns the status code and the JSON body (Null if not JSON).
+pub async fn http(
+    method: &str,
+    url: &str,
+    content_type: Option<&str>,
+    body: Option<String>,
+) -> (u16, serde_json::Value) {
+    let client = reqwest::Client::new();
+    let mut req = client.request(
+        reqwest::Method::from_bytes(method.as_bytes()).expect("method"),
+        url,
+    );
+    if let Some(ct) = content_type {
+        req = req.header("Content-Type", ct);
+    }
+    if let Some(b) = body {
+        req = req.body(b);
+    }
+    let resp = req.send().await.expect("request is sent");
+    let code = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    (
+        code,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+    )
+}

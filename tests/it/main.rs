@@ -1,0 +1,6 @@
+//! Integration tests: one binary, one module per area, a shared helper module.
+//! Every test starts its own simulated cluster on 127.0.0.1:0.
+
+mod helpers;
+mod sim_api;
+mod sim_kubectl;
