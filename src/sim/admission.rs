@@ -67,28 +67,44 @@ impl ProgramCache {
     }
 }
 
-fn rule_matches(rule: &Value, def: &ResourceDef, op: Operation) -> bool {
+/// The resource as admission rules name it: `pods`, or `pods/status` for a subresource.
+fn rule_resource(def: &ResourceDef, sub: Option<&str>) -> String {
+    match sub {
+        Some(s) => format!("{}/{s}", def.plural),
+        None => def.plural.clone(),
+    }
+}
+
+fn rule_matches(rule: &Value, def: &ResourceDef, sub: Option<&str>, op: Operation) -> bool {
     let any = |field: &str, want: &str| {
         rule.get(field)
             .and_then(Value::as_array)
             .is_some_and(|a| a.iter().any(|x| x == "*" || x == want))
     };
+    let resource = rule_resource(def, sub);
+    let star_sub = sub.map(|s| format!("*/{s}"));
     any("apiGroups", &def.group)
         && any("apiVersions", &def.version)
         && any("operations", op.as_str())
-        && any("resources", &def.plural)
+        && (any("resources", &resource) || star_sub.as_deref().is_some_and(|s| any("resources", s)))
 }
 
-fn matches_resources(spec: Option<&Value>, def: &ResourceDef, op: Operation, obj: &Value) -> bool {
+fn matches_resources(
+    spec: Option<&Value>,
+    def: &ResourceDef,
+    sub: Option<&str>,
+    op: Operation,
+    obj: &Value,
+) -> bool {
     let Some(spec) = spec else { return true };
     let included = spec
         .get("resourceRules")
         .and_then(Value::as_array)
-        .is_none_or(|rules| rules.iter().any(|r| rule_matches(r, def, op)));
+        .is_none_or(|rules| rules.iter().any(|r| rule_matches(r, def, sub, op)));
     let excluded = spec
         .get("excludeResourceRules")
         .and_then(Value::as_array)
-        .is_some_and(|rules| rules.iter().any(|r| rule_matches(r, def, op)));
+        .is_some_and(|rules| rules.iter().any(|r| rule_matches(r, def, sub, op)));
     let selected = spec
         .get("objectSelector")
         .is_none_or(|sel| label_selector_matches(sel, obj));
@@ -165,6 +181,7 @@ pub fn check(
     sim: &Sim,
     op: Operation,
     def: &ResourceDef,
+    sub: Option<&str>,
     object: Option<&Value>,
     old: Option<&Value>,
     actor: &Actor,
@@ -186,6 +203,7 @@ pub fn check(
             "namespace": subject.pointer("/metadata/namespace"),
             "kind": {"group": def.group, "version": def.version, "kind": def.kind},
             "resource": {"group": def.group, "version": def.version, "resource": def.plural},
+            "subResource": sub.unwrap_or(""),
             "userInfo": {"username": actor.username, "groups": actor.groups},
         }),
     };
@@ -211,8 +229,14 @@ pub fn check(
         };
         let policy = policy.value();
         let spec = policy.get("spec").cloned().unwrap_or(json!({}));
-        if !matches_resources(spec.get("matchConstraints"), def, op, &subject)
-            || !matches_resources(binding.pointer("/spec/matchResources"), def, op, &subject)
+        if !matches_resources(spec.get("matchConstraints"), def, sub, op, &subject)
+            || !matches_resources(
+                binding.pointer("/spec/matchResources"),
+                def,
+                sub,
+                op,
+                &subject,
+            )
         {
             continue;
         }

@@ -120,7 +120,7 @@ impl Sim {
         } else {
             None
         };
-        admission::check(self, Operation::Create, def, Some(&obj), None, actor)?;
+        admission::check(self, Operation::Create, def, None, Some(&obj), None, actor)?;
         if opts.dry_run {
             return Ok(Arc::new(dry_stored(&obj)));
         }
@@ -298,10 +298,15 @@ impl Sim {
             if next == current {
                 return Ok(cur);
             }
+            let sub = match scope {
+                UpdateScope::Status => Some("status"),
+                UpdateScope::Main => None,
+            };
             admission::check(
                 self,
                 Operation::Update,
                 def,
+                sub,
                 Some(&next),
                 Some(&current),
                 actor,
@@ -365,7 +370,7 @@ impl Sim {
                     return Err(ApiError::conflict(&resource_name(def), name));
                 }
             }
-            admission::check(self, Operation::Delete, def, None, Some(&v), actor)?;
+            admission::check(self, Operation::Delete, def, None, None, Some(&v), actor)?;
             if opts.dry_run {
                 return Ok(Arc::new(dry_stored(&v)));
             }

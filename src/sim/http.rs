@@ -116,6 +116,8 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .route("/version", get(version))
         .route("/sim/v1/cluster", get(sim_cluster))
         .route("/sim/v1/faults", get(get_faults).put(put_faults))
+        .route("/sim/v1/cloud", get(sim_cloud))
+        .route("/sim/v1/teardown", axum::routing::post(sim_teardown))
         .fallback(api)
         .with_state(sim)
 }
@@ -134,6 +136,18 @@ async fn version() -> Response {
 
 async fn sim_cluster(State(sim): State<Arc<Sim>>) -> Response {
     json_response(StatusCode::OK, sim.summary())
+}
+
+async fn sim_cloud(State(sim): State<Arc<Sim>>) -> Response {
+    json_response(StatusCode::OK, json!(sim.cloud.snapshot()))
+}
+
+async fn sim_teardown(State(sim): State<Arc<Sim>>) -> Response {
+    let s = sim.clone();
+    match tokio::task::spawn_blocking(move || s.teardown()).await {
+        Ok(summary) => json_response(StatusCode::OK, summary),
+        Err(e) => ApiError::internal(format!("failed to tear down: {e}")).into_response(),
+    }
 }
 
 async fn get_faults(State(sim): State<Arc<Sim>>) -> Response {

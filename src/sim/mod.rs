@@ -18,10 +18,13 @@
 
 pub mod admission;
 pub mod apiserver;
+pub mod cloud;
+pub mod controllers;
 pub mod faults;
 pub mod http;
 pub mod kubeconfig;
 pub mod patch;
+pub mod platform;
 pub mod registry;
 pub mod seed;
 pub mod selector;
@@ -115,6 +118,8 @@ pub struct SimConfig {
 #[derive(Debug)]
 pub struct Sim {
     pub store: Store,
+    /// The cloud outside the cluster; it survives teardown.
+    pub cloud: cloud::Cloud,
     registry: RwLock<Registry>,
     alloc: Mutex<Allocator>,
     pub faults: RwLock<Faults>,
@@ -132,6 +137,7 @@ impl Sim {
         tokens.insert(admin_token.clone(), Actor::admin());
         let sim = Arc::new(Sim {
             store: Store::new(),
+            cloud: cloud::Cloud::default(),
             registry: RwLock::new(Registry::new()),
             alloc: Mutex::new(Allocator::default()),
             faults: RwLock::new(config.faults),
@@ -197,6 +203,22 @@ impl Sim {
                 Default::default(),
             );
         }
+        if let Some(node) = self.registry().get("", "v1", "nodes").cloned() {
+            for (i, zone) in cloud::ZONES.iter().enumerate() {
+                let name = format!("sim-node-{}", i + 1);
+                let _ = self.create(
+                    &node,
+                    None,
+                    json!({"metadata": {"name": name, "labels": {
+                        "kubernetes.io/hostname": name,
+                        "topology.kubernetes.io/zone": zone,
+                        "topology.ebs.csi.aws.com/zone": zone}},
+                        "spec": {"providerID": format!("aws:///{zone}/i-0{:016x}", rand::random::<u64>())}}),
+                    &sys,
+                    Default::default(),
+                );
+            }
+        }
         if let Some(svc) = self.registry().get("", "v1", "services").cloned() {
             let _ = self.create(
                 &svc,
@@ -216,6 +238,28 @@ impl Sim {
         *self.registry_mut() = Registry::new();
         *self.alloc() = Allocator::default();
         self.bootstrap();
+    }
+
+    /// Delete the cluster the way a cloud does: `Delete`-policy disks deleted, addresses
+    /// the controllers allocated released, buckets whose claims say Delete deleted; then a
+    /// new, empty cluster answers at the same address. Returns the new cluster's summary.
+    pub fn teardown(&self) -> Value {
+        let mut doomed = Vec::new();
+        if let Some(pv) = self.def("", "persistentvolumes") {
+            for (_, s) in self.store.all(&pv.group_resource(), None) {
+                let v = s.value();
+                if v.pointer("/spec/persistentVolumeReclaimPolicy")
+                    .and_then(Value::as_str)
+                    == Some("Delete")
+                {
+                    doomed.extend(controllers::storage_disk_of(&v));
+                }
+            }
+        }
+        self.cloud.lock().delete_cluster(&doomed);
+        self.wipe_cluster();
+        tracing::info!(disks_deleted = doomed.len(), "simulated cluster torn down");
+        self.summary()
     }
 
     /// The UID of `kube-system`: what tools commonly use as a cluster's identity. A
@@ -268,6 +312,7 @@ impl Sim {
 pub struct Running {
     pub sim: Arc<Sim>,
     pub addr: SocketAddr,
+    controllers: Option<controllers::Controllers>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     pub task: tokio::task::JoinHandle<()>,
 }
@@ -286,11 +331,15 @@ impl Running {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+        if let Some(c) = self.controllers.take() {
+            let _ = tokio::task::spawn_blocking(move || c.stop()).await;
+        }
         let _ = (&mut self.task).await;
     }
 }
 
-/// Start a simulated cluster's HTTP server on `addr` (port 0 picks a free one).
+/// Start a simulated cluster's HTTP server and controllers on `addr` (port 0 picks a
+/// free one).
 pub async fn start(sim: Arc<Sim>, addr: SocketAddr) -> std::io::Result<Running> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
@@ -303,9 +352,11 @@ pub async fn start(sim: Arc<Sim>, addr: SocketAddr) -> std::io::Result<Running> 
             })
             .await;
     });
+    let controllers = Some(controllers::spawn(sim.clone()));
     Ok(Running {
         sim,
         addr,
+        controllers,
         shutdown: Some(tx),
         task,
     })

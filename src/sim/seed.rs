@@ -15,7 +15,7 @@ use super::registry::GroupResource;
 /// Why a seed could not be loaded.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SeedError {
-    #[error("unknown seed {0:?} (known: scale:N, empty)")]
+    #[error("unknown seed {0:?} (known: platform, scale:N, empty)")]
     Unknown(String),
     #[error("invalid object count in {0:?}: expected scale:N with N a whole number")]
     Count(String),
@@ -26,6 +26,7 @@ pub enum SeedError {
 pub enum Seed {
     Empty,
     Scale(usize),
+    Platform,
 }
 
 impl std::str::FromStr for Seed {
@@ -34,6 +35,7 @@ impl std::str::FromStr for Seed {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "" | "empty" => Ok(Seed::Empty),
+            "platform" => Ok(Seed::Platform),
             _ => match s.strip_prefix("scale:") {
                 Some(n) => n
                     .replace('_', "")
@@ -163,6 +165,7 @@ pub fn load(sim: &Sim, seed: Seed) {
     match seed {
         Seed::Empty => {}
         Seed::Scale(n) => scale(sim, n),
+        Seed::Platform => super::platform::load(sim),
     }
 }
 
@@ -292,6 +295,7 @@ mod tests {
     fn seeds_parse_from_their_cli_names() {
         assert_eq!("scale:100000".parse(), Ok(Seed::Scale(100_000)));
         assert_eq!("scale:100_000".parse(), Ok(Seed::Scale(100_000)));
+        assert_eq!("platform".parse(), Ok(Seed::Platform));
         assert!(matches!(
             "scale:x".parse::<Seed>(),
             Err(SeedError::Count(_))

@@ -1,0 +1,330 @@
+//! The controllers that make a stop and start hard, running inside the simulated cluster:
+//! the PV binder and a dynamic provisioner (a PVC without `volumeName` gets a NEW disk; a
+//! PV whose claim uid is stale is `Released`, and with `Delete` its disk is deleted), the
+//! StatefulSet and Deployment controllers (claims from templates, readiness, disk
+//! attachment), the Service load-balancer controller (pinned address reused when free, else
+//! a NEW one) with external-dns-style records, a bucket operator (COSI and Crossplane styles:
+//! adopt the named bucket, else create a NEW one), namespace defaults, and "operators":
+//! Deployments that create the objects they manage whenever they are running — what races a
+//! naive restore.
+//!
+//! Every controller acts through the API server's verbs under its own identity, so an
+//! admission gate applies to it exactly as to any client. The runner is a work queue fed by
+//! the store's change events, on its own thread so a slow reconcile never stalls the API.
+
+mod buckets;
+mod namespaces;
+mod services;
+mod storage;
+mod workloads;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::apiserver::WriteOpts;
+use super::patch::PatchKind;
+use super::registry::ResourceDef;
+use super::semantics::UpdateScope;
+use super::status::ApiError;
+use super::store::EventType;
+use super::{Actor, Sim};
+
+/// Label that marks a Deployment as an operator of the simulated platform.
+pub const OPERATOR_LABEL: &str = "sim.coldstart.dev/operator";
+/// Annotation holding the JSON list of objects an operator creates when they are absent.
+pub const MANAGES_ANNOTATION: &str = "sim.coldstart.dev/manages";
+
+/// What to reconcile.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Key {
+    Pvc(String, String),
+    Pv(String),
+    Service(String, String),
+    StatefulSet(String, String),
+    Deployment(String, String),
+    BucketClaim(String, String),
+    CrossplaneBucket(String),
+    Namespace(String),
+}
+
+/// When to look at a key again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requeue {
+    No,
+    After(Duration),
+}
+
+/// Pending work is retried at this pace: fast enough that tests settle in well under a
+/// second, slow enough not to spin.
+const RETRY: Duration = Duration::from_millis(200);
+
+/// Running operators re-check what they manage this often (they recreate what is deleted).
+const OPERATOR_RESYNC: Duration = Duration::from_millis(500);
+
+fn keys_for(group: &str, plural: &str, ns: &str, name: &str, obj: &Value) -> Vec<Key> {
+    let (ns, name) = (ns.to_owned(), name.to_owned());
+    match (group, plural) {
+        ("", "persistentvolumeclaims") => vec![Key::Pvc(ns, name)],
+        ("", "persistentvolumes") => {
+            let mut keys = vec![Key::Pv(name)];
+            if let (Some(cns), Some(cname)) = (
+                obj.pointer("/spec/claimRef/namespace")
+                    .and_then(Value::as_str),
+                obj.pointer("/spec/claimRef/name").and_then(Value::as_str),
+            ) {
+                keys.push(Key::Pvc(cns.to_owned(), cname.to_owned()));
+            }
+            keys
+        }
+        ("", "services") => vec![Key::Service(ns, name)],
+        ("", "namespaces") => vec![Key::Namespace(name)],
+        ("apps", "statefulsets") => vec![Key::StatefulSet(ns, name)],
+        ("apps", "deployments") => vec![Key::Deployment(ns, name)],
+        ("objectstorage.k8s.io", "bucketclaims") => vec![Key::BucketClaim(ns, name)],
+        ("s3.aws.upbound.io", "buckets") => vec![Key::CrossplaneBucket(name)],
+        _ => Vec::new(),
+    }
+}
+
+/// Every key the controllers care about, for the first pass over a seeded cluster.
+fn all_keys(sim: &Sim) -> Vec<Key> {
+    let mut keys = Vec::new();
+    for (group, plural) in [
+        ("", "namespaces"),
+        ("", "persistentvolumes"),
+        ("", "persistentvolumeclaims"),
+        ("", "services"),
+        ("apps", "statefulsets"),
+        ("apps", "deployments"),
+        ("objectstorage.k8s.io", "bucketclaims"),
+        ("s3.aws.upbound.io", "buckets"),
+    ] {
+        let Some(def) = sim.def(group, plural) else {
+            continue;
+        };
+        for ((ns, name), s) in sim.store.all(&def.group_resource(), None) {
+            // ClusterIP Services, and Deployments that are ready without volumes or operator
+            // labels, need nothing; skip them (a 100k seed has tens of thousands).
+            if plural == "services" && !contains(&s.raw, b"LoadBalancer") {
+                continue;
+            }
+            if plural == "deployments"
+                && contains(&s.raw, b"readyReplicas")
+                && !contains(&s.raw, OPERATOR_LABEL.as_bytes())
+                && !contains(&s.raw, b"persistentVolumeClaim")
+            {
+                continue;
+            }
+            keys.extend(keys_for(group, plural, &ns, &name, &Value::Null));
+        }
+    }
+    keys
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+fn reconcile(sim: &Sim, key: &Key) -> Requeue {
+    let result = match key {
+        Key::Pvc(ns, name) => storage::reconcile_pvc(sim, ns, name),
+        Key::Pv(name) => storage::reconcile_pv(sim, name),
+        Key::Service(ns, name) => services::reconcile(sim, ns, name),
+        Key::StatefulSet(ns, name) => workloads::reconcile_statefulset(sim, ns, name),
+        Key::Deployment(ns, name) => workloads::reconcile_deployment(sim, ns, name),
+        Key::BucketClaim(ns, name) => buckets::reconcile_claim(sim, ns, name),
+        Key::CrossplaneBucket(name) => buckets::reconcile_crossplane(sim, name),
+        Key::Namespace(name) => namespaces::reconcile(sim, name),
+    };
+    match result {
+        Ok(r) => r,
+        Err(e) => {
+            // Conflicts and denials are expected (another writer, an admission gate): try
+            // again shortly, as a real controller's work queue does.
+            tracing::debug!(?key, error = %e, "reconcile failed; retrying");
+            Requeue::After(RETRY)
+        }
+    }
+}
+
+/// Handle to the controller thread; dropping it does not stop the thread, `stop` does.
+#[derive(Debug)]
+pub struct Controllers {
+    stop: tokio::sync::watch::Sender<bool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Controllers {
+    pub fn stop(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Start the controllers for `sim` on their own thread.
+pub fn spawn(sim: Arc<Sim>) -> Controllers {
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let mut rx = sim.store.subscribe();
+    let thread = std::thread::Builder::new()
+        .name("sim-controllers".into())
+        .spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                let mut due: HashMap<Key, Instant> = HashMap::new();
+                let now = Instant::now();
+                for k in all_keys(&sim) {
+                    due.insert(k, now);
+                }
+                loop {
+                    // Run everything that is due, each key once per pass.
+                    let now = Instant::now();
+                    let ready: Vec<Key> = due
+                        .iter()
+                        .filter(|(_, t)| **t <= now)
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                    let mut seen = HashSet::new();
+                    for k in ready {
+                        due.remove(&k);
+                        if !seen.insert(k.clone()) {
+                            continue;
+                        }
+                        if let Requeue::After(d) = reconcile(&sim, &k) {
+                            let at = Instant::now() + d;
+                            due.entry(k).and_modify(|t| *t = (*t).min(at)).or_insert(at);
+                        }
+                    }
+                    let next = due.values().min().copied();
+                    let sleep = next
+                        .map(|t| t.saturating_duration_since(Instant::now()))
+                        .unwrap_or(Duration::from_secs(3600));
+                    tokio::select! {
+                        _ = stop_rx.changed() => return,
+                        _ = tokio::time::sleep(sleep) => {}
+                        ev = rx.recv() => match ev {
+                            Ok(ev) => {
+                                let now = Instant::now();
+                                let obj = if ev.kind == EventType::Deleted || ev.gr.plural == "persistentvolumes" {
+                                    ev.object.value()
+                                } else {
+                                    Value::Null
+                                };
+                                for k in keys_for(&ev.gr.group, &ev.gr.plural, &ev.namespace, &ev.name, &obj) {
+                                    due.insert(k, now);
+                                }
+                                // Drain whatever else is queued before reconciling.
+                                while let Ok(ev) = rx.try_recv() {
+                                    let obj = if ev.gr.plural == "persistentvolumes" { ev.object.value() } else { Value::Null };
+                                    for k in keys_for(&ev.gr.group, &ev.gr.plural, &ev.namespace, &ev.name, &obj) {
+                                        due.insert(k, now);
+                                    }
+                                }
+                            }
+                            Err(RecvError::Lagged(_)) => {
+                                let now = Instant::now();
+                                for k in all_keys(&sim) {
+                                    due.insert(k, now);
+                                }
+                            }
+                            Err(RecvError::Closed) => return,
+                        },
+                    }
+                }
+            });
+        })
+        .ok();
+    Controllers {
+        stop: stop_tx,
+        thread,
+    }
+}
+
+/// The disk id behind a PV (CSI handle, or an in-tree EBS volume id).
+pub fn storage_disk_of(pv: &Value) -> Option<String> {
+    storage::disk_of(pv)
+}
+
+// ---- small helpers shared by the controllers ----
+
+pub(crate) fn get(sim: &Sim, group: &str, plural: &str, ns: &str, name: &str) -> Option<Value> {
+    let def = sim.def(group, plural)?;
+    let ns = def.namespaced.then_some(ns);
+    sim.get(&def, ns, name).ok().map(|s| s.value())
+}
+
+pub(crate) fn def(sim: &Sim, group: &str, plural: &str) -> Result<ResourceDef, ApiError> {
+    sim.def(group, plural)
+        .ok_or_else(|| ApiError::internal(format!("{plural}.{group} is not served")))
+}
+
+/// Merge-patch the main resource.
+pub(crate) fn patch_main(
+    sim: &Sim,
+    group: &str,
+    plural: &str,
+    ns: &str,
+    name: &str,
+    patch: &Value,
+    actor: &Actor,
+) -> Result<(), ApiError> {
+    let d = def(sim, group, plural)?;
+    let ns = d.namespaced.then_some(ns);
+    sim.patch(
+        &d,
+        ns,
+        name,
+        PatchKind::Merge,
+        patch.to_string().as_bytes(),
+        UpdateScope::Main,
+        actor,
+        WriteOpts::default(),
+    )
+    .map(|_| ())
+}
+
+/// Replace the status of an object if it differs.
+pub(crate) fn set_status(
+    sim: &Sim,
+    group: &str,
+    plural: &str,
+    obj: &Value,
+    status: Value,
+    actor: &Actor,
+) -> Result<(), ApiError> {
+    if obj.get("status") == Some(&status) {
+        return Ok(());
+    }
+    let d = def(sim, group, plural)?;
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let ns = obj.pointer("/metadata/namespace").and_then(Value::as_str);
+    let mut next = obj.clone();
+    next["status"] = status;
+    sim.update(
+        &d,
+        ns,
+        name,
+        next,
+        UpdateScope::Status,
+        actor,
+        WriteOpts::default(),
+    )
+    .map(|_| ())
+}
+
+pub(crate) fn str_at<'a>(v: &'a Value, ptr: &str) -> Option<&'a str> {
+    v.pointer(ptr).and_then(Value::as_str)
+}

@@ -1,0 +1,44 @@
+//! What controllers put into every new namespace: the `default` ServiceAccount and the
+//! `kube-root-ca.crt` ConfigMap. A snapshot must not need them and a restore must not trip
+//! over them (they exist before it writes).
+
+use serde_json::json;
+
+use super::{Requeue, def, get, str_at};
+use crate::sim::apiserver::WriteOpts;
+use crate::sim::status::ApiError;
+use crate::sim::{Actor, Sim};
+
+pub fn reconcile(sim: &Sim, name: &str) -> Result<Requeue, ApiError> {
+    let Some(ns) = get(sim, "", "namespaces", "", name) else {
+        return Ok(Requeue::No);
+    };
+    if str_at(&ns, "/status/phase") != Some("Active") {
+        return Ok(Requeue::No);
+    }
+    if get(sim, "", "serviceaccounts", name, "default").is_none() {
+        let d = def(sim, "", "serviceaccounts")?;
+        let actor = Actor::system("system:serviceaccount:kube-system:service-account-controller");
+        let _ = sim.create(
+            &d,
+            Some(name),
+            json!({"metadata": {"name": "default"}}),
+            &actor,
+            WriteOpts::default(),
+        );
+    }
+    if get(sim, "", "configmaps", name, "kube-root-ca.crt").is_none() {
+        let d = def(sim, "", "configmaps")?;
+        let actor = Actor::system("system:serviceaccount:kube-system:root-ca-cert-publisher");
+        let _ = sim.create(
+            &d,
+            Some(name),
+            json!({"metadata": {"name": "kube-root-ca.crt",
+                                "annotations": {"kubernetes.io/description": "Contains a CA bundle that can be used to verify the kube-apiserver when using internal endpoints such as the internal service IP or kubernetes.default.svc. No other usage is guaranteed across distributions of Kubernetes clusters."}},
+                   "data": {"ca.crt": "-----BEGIN CERTIFICATE-----\nMIIBsimulatedcoldstart\n-----END CERTIFICATE-----\n"}}),
+            &actor,
+            WriteOpts::default(),
+        );
+    }
+    Ok(Requeue::No)
+}

@@ -1,0 +1,375 @@
+//! The PV binder and the dynamic provisioner, with Kubernetes' sharp edges kept: a PVC
+//! without `volumeName` gets a NEW, empty disk; a PV whose `claimRef.uid` names a claim that
+//! no longer exists is `Released`, and with reclaim policy `Delete` its disk is deleted.
+
+use serde_json::{Value, json};
+
+use super::{Requeue, def, get, patch_main, set_status, str_at};
+use crate::sim::apiserver::WriteOpts;
+use crate::sim::cloud::{CSI_DRIVER, ZONES};
+use crate::sim::status::ApiError;
+use crate::sim::{Actor, Sim};
+
+fn binder() -> Actor {
+    Actor::system("system:serviceaccount:kube-system:persistent-volume-binder")
+}
+
+fn provisioner() -> Actor {
+    Actor::system("system:serviceaccount:kube-system:ebs-csi-controller-sa")
+}
+
+/// `10Gi` → 10; anything unparseable counts as 1 GiB.
+pub fn gib(q: &str) -> u64 {
+    let q = q.trim();
+    let (num, mult) = if let Some(n) = q.strip_suffix("Ti") {
+        (n, 1024.0)
+    } else if let Some(n) = q.strip_suffix("Gi") {
+        (n, 1.0)
+    } else if let Some(n) = q.strip_suffix("Mi") {
+        (n, 1.0 / 1024.0)
+    } else if let Some(n) = q.strip_suffix('G') {
+        (n, 1e9 / 1073741824.0)
+    } else {
+        (q, 1.0 / 1073741824.0)
+    };
+    let v: f64 = num.parse().unwrap_or(1.0);
+    ((v * mult).ceil() as u64).max(1)
+}
+
+fn default_storage_class(sim: &Sim) -> Option<Value> {
+    let d = sim.def("storage.k8s.io", "storageclasses")?;
+    sim.store
+        .all(&d.group_resource(), None)
+        .into_iter()
+        .map(|(_, s)| s.value())
+        .find(|sc| {
+            str_at(
+                sc,
+                "/metadata/annotations/storageclass.kubernetes.io~1is-default-class",
+            ) == Some("true")
+        })
+}
+
+fn all_pvs(sim: &Sim) -> Vec<Value> {
+    let Some(d) = sim.def("", "persistentvolumes") else {
+        return Vec::new();
+    };
+    sim.store
+        .all(&d.group_resource(), None)
+        .into_iter()
+        .map(|(_, s)| s.value())
+        .collect()
+}
+
+/// The disk id behind a PV (CSI handle, or an in-tree EBS volume id).
+pub fn disk_of(pv: &Value) -> Option<String> {
+    str_at(pv, "/spec/csi/volumeHandle")
+        .or_else(|| str_at(pv, "/spec/awsElasticBlockStore/volumeID"))
+        .map(|h| h.rsplit('/').next().unwrap_or(h).to_owned())
+}
+
+pub fn reconcile_pvc(sim: &Sim, ns: &str, name: &str) -> Result<Requeue, ApiError> {
+    let Some(pvc) = get(sim, "", "persistentvolumeclaims", ns, name) else {
+        return Ok(Requeue::No);
+    };
+    if pvc.pointer("/metadata/deletionTimestamp").is_some() {
+        return Ok(Requeue::No);
+    }
+    let uid = str_at(&pvc, "/metadata/uid").unwrap_or_default().to_owned();
+    let phase = str_at(&pvc, "/status/phase").unwrap_or("Pending");
+    if phase == "Bound" {
+        return Ok(Requeue::No);
+    }
+    if let Some(vn) = str_at(&pvc, "/spec/volumeName").filter(|v| !v.is_empty()) {
+        let Some(pv) = get(sim, "", "persistentvolumes", "", vn) else {
+            return Ok(Requeue::No); // the PV's creation will requeue this claim
+        };
+        return bind_if_compatible(sim, &pvc, &pv, &uid);
+    }
+    // A PV pre-bound to this claim (claimRef names it, uid empty or ours) wins.
+    if let Some(pv) = all_pvs(sim).into_iter().find(|pv| {
+        str_at(pv, "/spec/claimRef/namespace") == Some(ns)
+            && str_at(pv, "/spec/claimRef/name") == Some(name)
+            && str_at(pv, "/spec/claimRef/uid").is_none_or(|u| u.is_empty() || u == uid)
+            && str_at(pv, "/status/phase") != Some("Released")
+    }) {
+        return bind_if_compatible(sim, &pvc, &pv, &uid);
+    }
+    provision(sim, &pvc, ns, name, &uid)
+}
+
+fn bind_if_compatible(sim: &Sim, pvc: &Value, pv: &Value, uid: &str) -> Result<Requeue, ApiError> {
+    let ns = str_at(pvc, "/metadata/namespace").unwrap_or_default();
+    let name = str_at(pvc, "/metadata/name").unwrap_or_default();
+    let pv_name = str_at(pv, "/metadata/name").unwrap_or_default();
+    if let Some(cr_name) = str_at(pv, "/spec/claimRef/name") {
+        let other = cr_name != name || str_at(pv, "/spec/claimRef/namespace") != Some(ns);
+        let stale = str_at(pv, "/spec/claimRef/uid").is_some_and(|u| !u.is_empty() && u != uid);
+        if other || stale {
+            // Bound (or once bound) to another claim: this claim waits, as in Kubernetes.
+            return Ok(Requeue::No);
+        }
+    }
+    if str_at(pv, "/status/phase") == Some("Released") {
+        return Ok(Requeue::No);
+    }
+    let want = str_at(pvc, "/spec/resources/requests/storage")
+        .map(gib)
+        .unwrap_or(1);
+    let have = str_at(pv, "/spec/capacity/storage").map(gib).unwrap_or(0);
+    if have < want {
+        return Ok(Requeue::No);
+    }
+    // PV side first: claimRef with the claim's uid, then Bound.
+    patch_main(
+        sim,
+        "",
+        "persistentvolumes",
+        "",
+        pv_name,
+        &json!({"spec": {"claimRef": {"kind": "PersistentVolumeClaim", "apiVersion": "v1",
+            "namespace": ns, "name": name, "uid": uid}}}),
+        &binder(),
+    )?;
+    if let Some(pv) = get(sim, "", "persistentvolumes", "", pv_name) {
+        set_status(
+            sim,
+            "",
+            "persistentvolumes",
+            &pv,
+            json!({"phase": "Bound"}),
+            &binder(),
+        )?;
+    }
+    let mut pvc_patch =
+        json!({"metadata": {"annotations": {"pv.kubernetes.io/bind-completed": "yes"}}});
+    if str_at(pvc, "/spec/volumeName").is_none_or(str::is_empty) {
+        pvc_patch["spec"] = json!({"volumeName": pv_name});
+        pvc_patch["metadata"]["annotations"]["pv.kubernetes.io/bound-by-controller"] = json!("yes");
+    }
+    patch_main(
+        sim,
+        "",
+        "persistentvolumeclaims",
+        ns,
+        name,
+        &pvc_patch,
+        &binder(),
+    )?;
+    if let Some(pvc) = get(sim, "", "persistentvolumeclaims", ns, name) {
+        let status = json!({
+            "phase": "Bound",
+            "accessModes": pv.pointer("/spec/accessModes").cloned().unwrap_or(json!(["ReadWriteOnce"])),
+            "capacity": pv.pointer("/spec/capacity").cloned().unwrap_or(json!({})),
+        });
+        set_status(sim, "", "persistentvolumeclaims", &pvc, status, &binder())?;
+    }
+    Ok(Requeue::No)
+}
+
+/// Dynamic provisioning: a NEW disk and a PV for it.
+fn provision(sim: &Sim, pvc: &Value, ns: &str, name: &str, uid: &str) -> Result<Requeue, ApiError> {
+    let sc_name = match pvc.pointer("/spec/storageClassName") {
+        Some(Value::String(s)) if s.is_empty() => return Ok(Requeue::No), // static only
+        Some(Value::String(s)) => Some(s.clone()),
+        _ => None,
+    };
+    let sc = match &sc_name {
+        Some(n) => get(sim, "storage.k8s.io", "storageclasses", "", n),
+        None => default_storage_class(sim),
+    };
+    let Some(sc) = sc else {
+        return Ok(Requeue::After(super::RETRY));
+    };
+    let prov = str_at(&sc, "/provisioner").unwrap_or_default();
+    if prov != CSI_DRIVER && prov != "kubernetes.io/aws-ebs" {
+        return Ok(Requeue::No);
+    }
+    let sc_name = str_at(&sc, "/metadata/name").unwrap_or_default().to_owned();
+    let size = str_at(pvc, "/spec/resources/requests/storage")
+        .map(gib)
+        .unwrap_or(1);
+    let zone = str_at(&sc, "/parameters/zone")
+        .map(str::to_owned)
+        .unwrap_or_else(|| {
+            ZONES[uid.bytes().map(usize::from).sum::<usize>() % ZONES.len()].to_owned()
+        });
+    let disk = sim.cloud.lock().create_disk(
+        &zone,
+        size,
+        "",
+        &format!("dynamically provisioned for PVC {ns}/{name} (no spec.volumeName)"),
+    );
+    let pv = json!({
+        "apiVersion": "v1", "kind": "PersistentVolume",
+        "metadata": {"name": format!("pvc-{uid}"),
+                     "annotations": {"pv.kubernetes.io/provisioned-by": CSI_DRIVER,
+                                     "volume.kubernetes.io/provisioner-deletion-secret-name": ""},
+                     "finalizers": ["kubernetes.io/pv-protection"]},
+        "spec": {
+            "capacity": {"storage": format!("{size}Gi")},
+            "accessModes": pvc.pointer("/spec/accessModes").cloned().unwrap_or(json!(["ReadWriteOnce"])),
+            "persistentVolumeReclaimPolicy": str_at(&sc, "/reclaimPolicy").unwrap_or("Delete"),
+            "storageClassName": sc_name,
+            "volumeMode": "Filesystem",
+            "csi": {"driver": CSI_DRIVER, "volumeHandle": disk.id, "fsType": "ext4"},
+            "claimRef": {"kind": "PersistentVolumeClaim", "apiVersion": "v1", "namespace": ns, "name": name, "uid": uid},
+            "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                {"key": "topology.ebs.csi.aws.com/zone", "operator": "In", "values": [zone]}]}]}},
+        }
+    });
+    let d = def(sim, "", "persistentvolumes")?;
+    sim.create(&d, None, pv, &provisioner(), WriteOpts::default())?;
+    patch_main(
+        sim,
+        "",
+        "persistentvolumeclaims",
+        ns,
+        name,
+        &json!({"metadata": {"annotations": {
+            "volume.kubernetes.io/storage-provisioner": CSI_DRIVER,
+            "volume.beta.kubernetes.io/storage-provisioner": CSI_DRIVER}}}),
+        &provisioner(),
+    )?;
+    Ok(Requeue::After(super::RETRY))
+}
+
+pub fn reconcile_pv(sim: &Sim, name: &str) -> Result<Requeue, ApiError> {
+    let Some(pv) = get(sim, "", "persistentvolumes", "", name) else {
+        return Ok(Requeue::No);
+    };
+    let phase = str_at(&pv, "/status/phase").unwrap_or("Pending");
+    if pv.pointer("/metadata/deletionTimestamp").is_some() {
+        // pv-protection: released once no claim uses it.
+        if phase != "Bound" {
+            let mut next = pv.clone();
+            if let Some(f) = next
+                .pointer_mut("/metadata/finalizers")
+                .and_then(Value::as_array_mut)
+            {
+                f.retain(|x| x != "kubernetes.io/pv-protection");
+            }
+            let d = def(sim, "", "persistentvolumes")?;
+            sim.update(
+                &d,
+                None,
+                name,
+                next,
+                crate::sim::semantics::UpdateScope::Main,
+                &binder(),
+                WriteOpts::default(),
+            )?;
+        }
+        return Ok(Requeue::No);
+    }
+    let claim_uid = str_at(&pv, "/spec/claimRef/uid").filter(|u| !u.is_empty());
+    let target = match (
+        claim_uid,
+        str_at(&pv, "/spec/claimRef/namespace"),
+        str_at(&pv, "/spec/claimRef/name"),
+    ) {
+        (None, _, _) => "Available",
+        (Some(uid), Some(cns), Some(cname)) => {
+            let claim = get(sim, "", "persistentvolumeclaims", cns, cname);
+            match claim {
+                Some(c) if str_at(&c, "/metadata/uid") == Some(uid) => {
+                    if phase == "Bound" {
+                        "Bound"
+                    } else {
+                        "Available"
+                    }
+                }
+                // The claim it was bound to is gone (or is a different object now).
+                _ => "Released",
+            }
+        }
+        _ => "Available",
+    };
+    if target != phase {
+        set_status(
+            sim,
+            "",
+            "persistentvolumes",
+            &pv,
+            json!({"phase": target}),
+            &binder(),
+        )?;
+    }
+    if target == "Released" && str_at(&pv, "/spec/persistentVolumeReclaimPolicy") == Some("Delete")
+    {
+        // The provisioner reclaims: the disk goes, then the PV.
+        if let Some(disk) = disk_of(&pv) {
+            let cause = format!(
+                "reclaim policy Delete: PV {name} released (its claim {}/{} with uid {} no longer exists)",
+                str_at(&pv, "/spec/claimRef/namespace").unwrap_or(""),
+                str_at(&pv, "/spec/claimRef/name").unwrap_or(""),
+                claim_uid.unwrap_or("")
+            );
+            let mut cloud = sim.cloud.lock();
+            if cloud
+                .disks
+                .get(&disk)
+                .is_some_and(|d| d.attached_to.is_some())
+            {
+                return Ok(Requeue::After(super::RETRY));
+            }
+            let _ = cloud.delete_disk(&disk, &cause);
+        }
+        let d = def(sim, "", "persistentvolumes")?;
+        let mut next = pv.clone();
+        if let Some(m) = next.pointer_mut("/metadata").and_then(Value::as_object_mut) {
+            m.remove("finalizers");
+        }
+        let _ = sim.update(
+            &d,
+            None,
+            name,
+            next,
+            crate::sim::semantics::UpdateScope::Main,
+            &provisioner(),
+            WriteOpts::default(),
+        );
+        let _ = sim.delete(
+            &d,
+            None,
+            name,
+            None,
+            false,
+            &provisioner(),
+            WriteOpts::default(),
+        );
+    }
+    Ok(Requeue::No)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantities_round_up_to_whole_gibibytes() {
+        for (q, want) in [
+            ("10Gi", 10),
+            ("1Ti", 1024),
+            ("512Mi", 1),
+            ("5G", 5),
+            ("garbage", 1),
+        ] {
+            assert_eq!(gib(q), want, "{q}");
+        }
+    }
+
+    #[test]
+    fn the_disk_of_a_pv_is_its_csi_handle_or_in_tree_volume_id() {
+        assert_eq!(
+            disk_of(&json!({"spec": {"csi": {"volumeHandle": "vol-1"}}})),
+            Some("vol-1".into())
+        );
+        assert_eq!(
+            disk_of(
+                &json!({"spec": {"awsElasticBlockStore": {"volumeID": "aws://eu-west-1a/vol-2"}}})
+            ),
+            Some("vol-2".into())
+        );
+    }
+}

@@ -1,0 +1,289 @@
+//! StatefulSets (claims from `volumeClaimTemplates` named `<template>-<sts>-<ordinal>`, pods,
+//! ordered readiness, disk attachment), Deployments (readiness once their claims are
+//! bound) and operators (running Deployments that create what they manage when absent).
+
+use serde_json::{Value, json};
+
+use super::{MANAGES_ANNOTATION, OPERATOR_LABEL, Requeue, def, get, set_status, str_at};
+use crate::sim::apiserver::WriteOpts;
+use crate::sim::status::ApiError;
+use crate::sim::{Actor, Sim};
+
+use super::storage::disk_of;
+
+fn sts_controller() -> Actor {
+    Actor::system("system:serviceaccount:kube-system:statefulset-controller")
+}
+
+fn deploy_controller() -> Actor {
+    Actor::system("system:serviceaccount:kube-system:deployment-controller")
+}
+
+fn node_for(ordinal: usize) -> String {
+    format!("sim-node-{}", ordinal % 3 + 1)
+}
+
+/// The bound PV's disk for a claim, if the claim is Bound.
+fn bound_disk(sim: &Sim, ns: &str, claim: &str) -> Option<Option<String>> {
+    let pvc = get(sim, "", "persistentvolumeclaims", ns, claim)?;
+    if str_at(&pvc, "/status/phase") != Some("Bound") {
+        return None;
+    }
+    let pv =
+        str_at(&pvc, "/spec/volumeName").and_then(|vn| get(sim, "", "persistentvolumes", "", vn));
+    Some(pv.as_ref().and_then(disk_of))
+}
+
+fn set_attached(sim: &Sim, disk: &str, node: Option<&str>, cause: &str) {
+    let mut cloud = sim.cloud.lock();
+    match node {
+        Some(n) => {
+            let _ = cloud.attach_disk(disk, n);
+        }
+        None => cloud.detach_disk(disk, cause),
+    }
+}
+
+pub fn reconcile_statefulset(sim: &Sim, ns: &str, name: &str) -> Result<Requeue, ApiError> {
+    let Some(sts) = get(sim, "apps", "statefulsets", ns, name) else {
+        return Ok(Requeue::No);
+    };
+    let replicas = sts
+        .pointer("/spec/replicas")
+        .and_then(Value::as_u64)
+        .unwrap_or(1) as usize;
+    let templates: Vec<Value> = sts
+        .pointer("/spec/volumeClaimTemplates")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let labels = sts
+        .pointer("/spec/selector/matchLabels")
+        .cloned()
+        .unwrap_or(json!({}));
+    let pvc_def = def(sim, "", "persistentvolumeclaims")?;
+    let mut pending = false;
+    let mut ready = 0usize;
+    let mut still_in_order = true;
+    for i in 0..replicas {
+        let mut all_bound = true;
+        let mut disks = Vec::new();
+        for t in &templates {
+            let tname = str_at(t, "/metadata/name").unwrap_or("data");
+            let claim = format!("{tname}-{name}-{i}");
+            if get(sim, "", "persistentvolumeclaims", ns, &claim).is_none() {
+                let pvc = json!({
+                    "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                    "metadata": {"name": claim, "namespace": ns, "labels": labels},
+                    "spec": t.get("spec").cloned().unwrap_or(json!({})),
+                });
+                if let Err(e) = sim.create(
+                    &pvc_def,
+                    Some(ns),
+                    pvc,
+                    &sts_controller(),
+                    WriteOpts::default(),
+                ) && e.code != 409
+                {
+                    tracing::debug!(%ns, %claim, error = %e, "statefulset claim not created");
+                }
+            }
+            match bound_disk(sim, ns, &claim) {
+                Some(d) => disks.extend(d),
+                None => all_bound = false,
+            }
+        }
+        if all_bound && still_in_order {
+            ready += 1;
+            for d in &disks {
+                set_attached(sim, d, Some(&node_for(i)), "");
+            }
+        } else {
+            still_in_order = false;
+            pending = true;
+        }
+        ensure_pod(sim, &sts, ns, name, i, all_bound)?;
+    }
+    // Ordinals past the replica count: pods go, disks come off their nodes.
+    for i in replicas..replicas + 64 {
+        let pod = format!("{name}-{i}");
+        let had_pod = get(sim, "", "pods", ns, &pod).is_some();
+        let mut any = had_pod;
+        for t in &templates {
+            let tname = str_at(t, "/metadata/name").unwrap_or("data");
+            if let Some(Some(d)) = bound_disk(sim, ns, &format!("{tname}-{name}-{i}")) {
+                any = true;
+                set_attached(sim, &d, None, &format!("pod {ns}/{pod} stopped"));
+            }
+        }
+        if had_pod && let Some(pd) = sim.def("", "pods") {
+            let _ = sim.delete(
+                &pd,
+                Some(ns),
+                &pod,
+                None,
+                false,
+                &sts_controller(),
+                WriteOpts::default(),
+            );
+        }
+        if !any {
+            break;
+        }
+    }
+    let generation = sts
+        .pointer("/metadata/generation")
+        .cloned()
+        .unwrap_or(json!(1));
+    let status = json!({
+        "replicas": replicas, "readyReplicas": ready, "availableReplicas": ready,
+        "currentReplicas": replicas, "updatedReplicas": replicas, "observedGeneration": generation,
+    });
+    set_status(sim, "apps", "statefulsets", &sts, status, &sts_controller())?;
+    Ok(if pending {
+        Requeue::After(super::RETRY)
+    } else {
+        Requeue::No
+    })
+}
+
+fn ensure_pod(
+    sim: &Sim,
+    sts: &Value,
+    ns: &str,
+    name: &str,
+    i: usize,
+    ready: bool,
+) -> Result<(), ApiError> {
+    let Some(pd) = sim.def("", "pods") else {
+        return Ok(());
+    };
+    let pod_name = format!("{name}-{i}");
+    let phase = if ready { "Running" } else { "Pending" };
+    let status = json!({"phase": phase, "conditions": [{"type": "Ready", "status": if ready {"True"} else {"False"}}]});
+    match get(sim, "", "pods", ns, &pod_name) {
+        Some(p) => set_status(sim, "", "pods", &p, status, &sts_controller()),
+        None => {
+            let mut spec = sts
+                .pointer("/spec/template/spec")
+                .cloned()
+                .unwrap_or(json!({}));
+            spec["nodeName"] = json!(node_for(i));
+            let pod = json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": pod_name, "namespace": ns,
+                    "labels": sts.pointer("/spec/template/metadata/labels").cloned().unwrap_or(json!({})),
+                    "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": name,
+                        "uid": str_at(sts, "/metadata/uid").unwrap_or(""), "controller": true, "blockOwnerDeletion": true}]},
+                "spec": spec,
+            });
+            let created =
+                sim.create(&pd, Some(ns), pod, &sts_controller(), WriteOpts::default())?;
+            set_status(sim, "", "pods", &created.value(), status, &sts_controller())
+        }
+    }
+}
+
+pub fn reconcile_deployment(sim: &Sim, ns: &str, name: &str) -> Result<Requeue, ApiError> {
+    let Some(dep) = get(sim, "apps", "deployments", ns, name) else {
+        return Ok(Requeue::No);
+    };
+    let replicas = dep
+        .pointer("/spec/replicas")
+        .and_then(Value::as_u64)
+        .unwrap_or(1);
+    let claims: Vec<String> = dep
+        .pointer("/spec/template/spec/volumes")
+        .and_then(Value::as_array)
+        .map(|vs| {
+            vs.iter()
+                .filter_map(|v| str_at(v, "/persistentVolumeClaim/claimName").map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut disks = Vec::new();
+    let mut bound = true;
+    for c in &claims {
+        match bound_disk(sim, ns, c) {
+            Some(d) => disks.extend(d),
+            None => bound = false,
+        }
+    }
+    let ready = if bound { replicas } else { 0 };
+    for d in &disks {
+        if ready > 0 {
+            set_attached(sim, d, Some(&node_for(0)), "");
+        } else {
+            set_attached(sim, d, None, &format!("deployment {ns}/{name} scaled to 0"));
+        }
+    }
+    let generation = dep
+        .pointer("/metadata/generation")
+        .cloned()
+        .unwrap_or(json!(1));
+    let status = json!({
+        "replicas": replicas, "readyReplicas": ready, "availableReplicas": ready,
+        "updatedReplicas": replicas, "observedGeneration": generation,
+    });
+    set_status(
+        sim,
+        "apps",
+        "deployments",
+        &dep,
+        status,
+        &deploy_controller(),
+    )?;
+    let is_operator = str_at(
+        &dep,
+        &format!("/metadata/labels/{}", OPERATOR_LABEL.replace('/', "~1")),
+    ) == Some("true");
+    if is_operator && ready > 0 {
+        operate(sim, &dep, ns, name);
+        return Ok(Requeue::After(super::OPERATOR_RESYNC));
+    }
+    Ok(if bound {
+        Requeue::No
+    } else {
+        Requeue::After(super::RETRY)
+    })
+}
+
+/// A running operator creates whatever it manages that is absent, under its own identity.
+fn operate(sim: &Sim, dep: &Value, ns: &str, name: &str) {
+    let Some(manages) = str_at(
+        dep,
+        &format!(
+            "/metadata/annotations/{}",
+            MANAGES_ANNOTATION.replace('/', "~1")
+        ),
+    )
+    .and_then(|s| serde_json::from_str::<Vec<Value>>(s).ok()) else {
+        return;
+    };
+    let actor = Actor::system(&format!("system:serviceaccount:{ns}:{name}"));
+    for obj in manages {
+        let (Some(av), Some(kind), Some(oname)) = (
+            str_at(&obj, "/apiVersion"),
+            str_at(&obj, "/kind"),
+            str_at(&obj, "/metadata/name"),
+        ) else {
+            continue;
+        };
+        let Some(d) = sim.registry().by_kind(av, kind).cloned() else {
+            continue;
+        };
+        let ons = str_at(&obj, "/metadata/namespace").unwrap_or(ns).to_owned();
+        let ons = d.namespaced.then_some(ons.as_str());
+        if sim.get(&d, ons, oname).is_ok() {
+            continue;
+        }
+        match sim.create(&d, ons, obj.clone(), &actor, WriteOpts::default()) {
+            Ok(_) => {
+                tracing::info!(operator = %format!("{ns}/{name}"), %kind, name = %oname, "operator created a managed object")
+            }
+            Err(e) => {
+                tracing::debug!(operator = %format!("{ns}/{name}"), %kind, name = %oname, error = %e, "operator could not create")
+            }
+        }
+    }
+}
