@@ -15,6 +15,11 @@ use super::Global;
 pub enum SimCommand {
     /// Serve a simulated cluster until interrupted (Ctrl-C / SIGTERM).
     Serve(ServeArgs),
+    /// Delete the simulated cluster the way a cloud deletes one (`--kubeconfig` names it):
+    /// `Delete`-policy disks and controller-allocated IPs go, a new empty cluster answers.
+    Teardown,
+    /// Print the simulated cloud: disks, addresses, load balancers, DNS, buckets, ledger.
+    Cloud,
 }
 
 #[derive(Debug, Args)]
@@ -28,7 +33,8 @@ pub struct ServeArgs {
     /// Cluster name (kubeconfig context and cluster identity).
     #[arg(long, default_value = "sim")]
     pub name: String,
-    /// What the cluster holds at start: `empty`, or `scale:N` (N objects of realistic size).
+    /// What the cluster holds at start: `empty`, `platform` (a multi-tenant data platform
+    /// with disks, IPs, DNS and buckets), or `scale:N` (N objects of realistic size).
     #[arg(long, default_value = "empty")]
     pub seed: String,
     /// Injected faults, e.g. `latency=20ms,error-rate=0.05,throttle-rate=0.2,writes-only`.
@@ -39,7 +45,44 @@ pub struct ServeArgs {
 pub async fn run(cmd: SimCommand, global: &Global) -> anyhow::Result<ExitCode> {
     match cmd {
         SimCommand::Serve(args) => serve(args, global).await,
+        SimCommand::Teardown => {
+            let out = sim_call(global, http::Method::POST, "/sim/v1/teardown").await?;
+            if global.json {
+                println!("{out}");
+            } else {
+                println!(
+                    "cluster torn down; a new empty cluster answers (kube-system uid {})",
+                    out["uid"]
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        SimCommand::Cloud => {
+            let out = sim_call(global, http::Method::GET, "/sim/v1/cloud").await?;
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// Call a `/sim/v1` endpoint of the simulated cluster the kubeconfig points at.
+async fn sim_call(
+    global: &Global,
+    method: http::Method,
+    path: &str,
+) -> anyhow::Result<serde_json::Value> {
+    let client =
+        coldstart::cluster::connect(global.kubeconfig.as_deref(), global.context.as_deref())
+            .await?;
+    let req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .body(Vec::new())
+        .context("failed to build request")?;
+    let text = client.request_text(req).await.with_context(|| {
+        format!("failed to call {path}: is --kubeconfig a simulated cluster's?")
+    })?;
+    serde_json::from_str(&text).context("failed to decode the simulated cluster's answer")
 }
 
 async fn serve(args: ServeArgs, global: &Global) -> anyhow::Result<ExitCode> {

@@ -72,12 +72,15 @@ impl ApiError {
 
     pub fn invalid(kind: &str, name: &str, message: impl Into<String>) -> Self {
         let message = message.into();
-        Self::new(
+        let mut e = Self::new(
             422,
             "Invalid",
             format!("{kind} \"{name}\" is invalid: {message}"),
-        )
-        .with_details(name, kind)
+        );
+        // kubectl prints an Invalid error from its causes, so the reason must be one.
+        e.details = Some(Box::new(json!({"name": name, "kind": kind,
+            "causes": [{"reason": "FieldValueInvalid", "message": message, "field": ""}]})));
+        e
     }
 
     pub fn forbidden(message: impl Into<String>) -> Self {

@@ -34,6 +34,51 @@ impl TestCluster {
         }
     }
 
+    pub fn sim(&self) -> &Sim {
+        &self.running.sim
+    }
+
+    /// Create an object as the cluster admin, in-process.
+    pub fn create(&self, obj: serde_json::Value) -> serde_json::Value {
+        self.create_as(obj, &coldstart::sim::Actor::admin())
+            .unwrap_or_else(|e| panic!("create failed: {e}"))
+    }
+
+    pub fn create_as(
+        &self,
+        obj: serde_json::Value,
+        actor: &coldstart::sim::Actor,
+    ) -> Result<serde_json::Value, coldstart::sim::status::ApiError> {
+        let sim = self.sim();
+        let av = obj["apiVersion"].as_str().unwrap_or_default().to_owned();
+        let kind = obj["kind"].as_str().unwrap_or_default().to_owned();
+        let def = sim
+            .registry()
+            .by_kind(&av, &kind)
+            .cloned()
+            .unwrap_or_else(|| panic!("{av} {kind} is not served"));
+        let ns = obj["metadata"]["namespace"].as_str().map(str::to_owned);
+        sim.create(&def, ns.as_deref(), obj, actor, Default::default())
+            .map(|s| s.value())
+    }
+
+    /// Read an object in-process (`group`, `plural`, namespace or "", name).
+    pub fn get(
+        &self,
+        group: &str,
+        plural: &str,
+        ns: &str,
+        name: &str,
+    ) -> Option<serde_json::Value> {
+        let def = self.sim().def(group, plural)?;
+        let ns = def.namespaced.then_some(ns);
+        self.sim().get(&def, ns, name).ok().map(|s| s.value())
+    }
+
+    pub fn cloud(&self) -> coldstart::sim::cloud::CloudState {
+        self.sim().cloud.snapshot()
+    }
+
     pub fn url(&self) -> String {
         self.running.url()
     }
@@ -135,4 +180,16 @@ pub async fn http(
         code,
         serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
     )
+}
+
+/// Poll `cond` every 50 ms until it holds; panic with `what` after 10 s.
+pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }

@@ -3,4 +3,5 @@
 
 mod helpers;
 mod sim_api;
+mod sim_cloud;
 mod sim_kubectl;

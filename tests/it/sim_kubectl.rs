@@ -230,7 +230,7 @@ async fn a_crd_applied_with_kubectl_serves_its_custom_resources() {
 async fn kubectl_get_all_namespaces_json_pages_through_every_object() {
     let c = TestCluster::start_with(Seed::Scale(3000)).await;
     let out = c
-        .kubectl_ok(&["get", "-A", "-o", "json", "--chunk-size=500", "configmaps,secrets,services,deployments.apps,serviceaccounts,roles.rbac.authorization.k8s.io,rolebindings.rbac.authorization.k8s.io,networkpolicies.networking.k8s.io,widgets.example.com"])
+        .kubectl_ok(&["get", "-A", "-o", "json", "--chunk-size=500", "-l", "app.kubernetes.io/part-of=scale-seed", "configmaps,secrets,services,deployments.apps,serviceaccounts,roles.rbac.authorization.k8s.io,rolebindings.rbac.authorization.k8s.io,networkpolicies.networking.k8s.io,widgets.example.com"])
         .await;
     let v: serde_json::Value = serde_json::from_str(&out).expect("json");
     let seeded = v["items"]

@@ -33,8 +33,9 @@ use super::status::ApiError;
 use super::store::EventType;
 use super::{Actor, Sim};
 
-/// Label that marks a Deployment as an operator of the simulated platform.
-pub const OPERATOR_LABEL: &str = "sim.coldstart.dev/operator";
+/// Label that marks a Deployment as an operator (the label coldstart's restore looks for by
+/// default, so the simulated platform is labelled the way a user would label theirs).
+pub const OPERATOR_LABEL: &str = "coldstart.dev/operator";
 /// Annotation holding the JSON list of objects an operator creates when they are absent.
 pub const MANAGES_ANNOTATION: &str = "sim.coldstart.dev/manages";
 
