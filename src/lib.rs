@@ -5,6 +5,8 @@
 
 /// Connecting to a cluster from a kubeconfig, the way kubectl resolves it.
 pub mod cluster;
+/// Cold-start restore: plan, admission gate, tiered apply, verification.
+pub mod restore;
 /// The simulated cluster (Kubernetes API server) used as test bed and embedded default.
 pub mod sim;
 /// Logging and tracing set-up shared by every command.

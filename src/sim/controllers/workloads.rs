@@ -34,13 +34,16 @@ fn bound_disk(sim: &Sim, ns: &str, claim: &str) -> Option<Option<String>> {
     Some(pv.as_ref().and_then(disk_of))
 }
 
-fn set_attached(sim: &Sim, disk: &str, node: Option<&str>, cause: &str) {
+/// Attach (or detach) a disk; false when it cannot be attached (missing, or in use
+/// elsewhere), which keeps the workload from becoming ready, as on a real node.
+fn set_attached(sim: &Sim, disk: &str, node: Option<&str>, cause: &str) -> bool {
     let mut cloud = sim.cloud.lock();
     match node {
-        Some(n) => {
-            let _ = cloud.attach_disk(disk, n);
+        Some(n) => cloud.attach_disk(disk, n).is_ok(),
+        None => {
+            cloud.detach_disk(disk, cause);
+            true
         }
-        None => cloud.detach_disk(disk, cause),
     }
 }
 
@@ -93,16 +96,18 @@ pub fn reconcile_statefulset(sim: &Sim, ns: &str, name: &str) -> Result<Requeue,
                 None => all_bound = false,
             }
         }
-        if all_bound && still_in_order {
+        let attached = all_bound
+            && still_in_order
+            && disks
+                .iter()
+                .all(|d| set_attached(sim, d, Some(&node_for(i)), ""));
+        if attached {
             ready += 1;
-            for d in &disks {
-                set_attached(sim, d, Some(&node_for(i)), "");
-            }
         } else {
             still_in_order = false;
             pending = true;
         }
-        ensure_pod(sim, &sts, ns, name, i, all_bound)?;
+        ensure_pod(sim, &sts, ns, name, i, attached)?;
     }
     // Ordinals past the replica count: pods go, disks come off their nodes.
     for i in replicas..replicas + 64 {
@@ -113,7 +118,7 @@ pub fn reconcile_statefulset(sim: &Sim, ns: &str, name: &str) -> Result<Requeue,
             let tname = str_at(t, "/metadata/name").unwrap_or("data");
             if let Some(Some(d)) = bound_disk(sim, ns, &format!("{tname}-{name}-{i}")) {
                 any = true;
-                set_attached(sim, &d, None, &format!("pod {ns}/{pod} stopped"));
+                let _ = set_attached(sim, &d, None, &format!("pod {ns}/{pod} stopped"));
             }
         }
         if had_pod && let Some(pd) = sim.def("", "pods") {
@@ -209,14 +214,17 @@ pub fn reconcile_deployment(sim: &Sim, ns: &str, name: &str) -> Result<Requeue, 
             None => bound = false,
         }
     }
-    let ready = if bound { replicas } else { 0 };
-    for d in &disks {
-        if ready > 0 {
-            set_attached(sim, d, Some(&node_for(0)), "");
-        } else {
-            set_attached(sim, d, None, &format!("deployment {ns}/{name} scaled to 0"));
+    let attached = if bound && replicas > 0 {
+        disks
+            .iter()
+            .all(|d| set_attached(sim, d, Some(&node_for(0)), ""))
+    } else {
+        for d in &disks {
+            let _ = set_attached(sim, d, None, &format!("deployment {ns}/{name} scaled to 0"));
         }
-    }
+        bound
+    };
+    let ready = if bound && attached { replicas } else { 0 };
     let generation = dep
         .pointer("/metadata/generation")
         .cloned()

@@ -1,0 +1,219 @@
+//! The admission gate: ValidatingAdmissionPolicies (and their bindings) that, for every
+//! identity but coldstart's own, deny what would provision something new while a restore
+//! runs — a PVC without `spec.volumeName`, a LoadBalancer Service without a pinned address,
+//! a bucket claim that would create a bucket. Installed before the first write, lifted
+//! after verification. The policies are pure data ([`policies`]); installing and lifting
+//! are thin calls.
+
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use serde_json::{Value, json};
+
+use super::plan::PIN_ANNOTATIONS;
+
+/// Label on every gate object, so status and lifting find them all.
+pub const GATE_LABEL: &str = "coldstart.dev/gate";
+/// Field manager for server-side apply of the gate.
+const MANAGER: &str = "coldstart";
+
+fn policy(name: &str, exempt: &str, rules: Value, validations: Value) -> Value {
+    json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": name, "labels": {GATE_LABEL: "true"}},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": rules},
+            "matchConditions": [{"name": "not-coldstart",
+                "expression": format!("request.userInfo.username != {}", cel_string(exempt))}],
+            "validations": validations,
+        }
+    })
+}
+
+fn binding(name: &str) -> Value {
+    json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": name, "labels": {GATE_LABEL: "true"}},
+        "spec": {"policyName": name, "validationActions": ["Deny"]}
+    })
+}
+
+/// A CEL string literal.
+fn cel_string(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// The gate's policies and bindings, exempting `exempt` (coldstart's own username).
+pub fn policies(exempt: &str) -> Vec<Value> {
+    let pin_check = PIN_ANNOTATIONS
+        .iter()
+        .map(|a| format!("{} in object.metadata.annotations", cel_string(a)))
+        .collect::<Vec<_>>()
+        .join(" || ");
+    let pvcs = policy(
+        "coldstart-gate-volumes",
+        exempt,
+        json!([{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["persistentvolumeclaims"]}]),
+        json!([{
+            "expression": "has(object.spec.volumeName) && object.spec.volumeName != ''",
+            "message": "coldstart is restoring this cluster: a PersistentVolumeClaim must name its volume (spec.volumeName) so no new disk is provisioned",
+            "reason": "Forbidden",
+        }]),
+    );
+    let services = policy(
+        "coldstart-gate-addresses",
+        exempt,
+        json!([{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"], "resources": ["services"]}]),
+        json!([{
+            "expression": format!(
+                "!has(object.spec.type) || object.spec.type != 'LoadBalancer' || (has(object.spec.loadBalancerIP) && object.spec.loadBalancerIP != '') || (has(object.metadata.annotations) && ({pin_check}))"
+            ),
+            "message": "coldstart is restoring this cluster: a LoadBalancer Service must pin its address so no new IP is allocated",
+            "reason": "Forbidden",
+        }]),
+    );
+    let buckets = policy(
+        "coldstart-gate-buckets",
+        exempt,
+        json!([
+            {"apiGroups": ["objectstorage.k8s.io"], "apiVersions": ["*"], "operations": ["CREATE"], "resources": ["bucketclaims"]},
+            {"apiGroups": ["objectbucket.io"], "apiVersions": ["*"], "operations": ["CREATE"], "resources": ["objectbucketclaims"]},
+            {"apiGroups": ["s3.aws.upbound.io", "s3.aws.crossplane.io"], "apiVersions": ["*"], "operations": ["CREATE"], "resources": ["buckets"]},
+        ]),
+        json!([{
+            "expression": "(request.kind.kind == 'BucketClaim' && has(object.spec.existingBucketName)) || (request.kind.kind == 'ObjectBucketClaim' && has(object.spec.bucketName)) || (request.kind.kind == 'Bucket' && has(object.metadata.annotations) && 'crossplane.io/external-name' in object.metadata.annotations)",
+            "message": "coldstart is restoring this cluster: a bucket claim must name an existing bucket so no new bucket is created",
+            "reason": "Forbidden",
+        }]),
+    );
+    let mut out = Vec::new();
+    for p in [pvcs, services, buckets] {
+        let name = p["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        out.push(p);
+        out.push(binding(&name));
+    }
+    out
+}
+
+fn api_for(client: &kube::Client, kind: &str) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk("admissionregistration.k8s.io", "v1", kind);
+    let plural = format!("{}s", kind.to_lowercase()).replace("policys", "policies");
+    let ar = ApiResource::from_gvk_with_plural(&gvk, &plural);
+    Api::all_with(client.clone(), &ar)
+}
+
+/// Why the gate could not be installed, inspected or lifted.
+#[derive(Debug, thiserror::Error)]
+pub enum GateError {
+    #[error(
+        "failed to install the admission gate ({name}): {source}; the cluster must serve admissionregistration.k8s.io/v1 ValidatingAdmissionPolicy (Kubernetes ≥ 1.30)"
+    )]
+    Install { name: String, source: kube::Error },
+    #[error("failed to list the admission gate: {0}")]
+    List(kube::Error),
+    #[error(
+        "failed to lift the admission gate ({name}): {source}; lift it by hand with `coldstart gate off`"
+    )]
+    Lift { name: String, source: kube::Error },
+}
+
+/// Install (or refresh) the gate. Server-side apply, so re-running after a crash converges.
+pub async fn install(client: &kube::Client, exempt: &str) -> Result<usize, GateError> {
+    let items = policies(exempt);
+    for obj in &items {
+        let kind = obj["kind"].as_str().unwrap_or_default();
+        let name = obj["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        api_for(client, kind)
+            .patch(
+                &name,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(obj),
+            )
+            .await
+            .map_err(|source| GateError::Install {
+                name: name.clone(),
+                source,
+            })?;
+    }
+    Ok(items.len() / 2)
+}
+
+/// The gate policies currently installed (by name).
+pub async fn status(client: &kube::Client) -> Result<Vec<String>, GateError> {
+    let lp = ListParams::default().labels(&format!("{GATE_LABEL}=true"));
+    let list = api_for(client, "ValidatingAdmissionPolicy")
+        .list(&lp)
+        .await
+        .map_err(GateError::List)?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .collect())
+}
+
+/// Remove every gate object (bindings first, so nothing is half-enforced).
+pub async fn lift(client: &kube::Client) -> Result<usize, GateError> {
+    let lp = ListParams::default().labels(&format!("{GATE_LABEL}=true"));
+    let mut removed = 0;
+    for kind in [
+        "ValidatingAdmissionPolicyBinding",
+        "ValidatingAdmissionPolicy",
+    ] {
+        let api = api_for(client, kind);
+        let list = api.list(&lp).await.map_err(GateError::List)?;
+        for item in list.items {
+            let name = item.metadata.name.unwrap_or_default();
+            match api.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => removed += 1,
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(source) => return Err(GateError::Lift { name, source }),
+            }
+        }
+    }
+    Ok(removed / 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gate_has_a_bound_policy_for_volumes_addresses_and_buckets() {
+        let objs = policies("system:serviceaccount:coldstart:coldstart");
+        let names: Vec<&str> = objs
+            .iter()
+            .filter_map(|o| o["metadata"]["name"].as_str())
+            .collect();
+        assert_eq!(names.len(), 6);
+        for n in [
+            "coldstart-gate-volumes",
+            "coldstart-gate-addresses",
+            "coldstart-gate-buckets",
+        ] {
+            assert_eq!(
+                names.iter().filter(|x| **x == n).count(),
+                2,
+                "{n} has a policy and a binding"
+            );
+        }
+        assert!(
+            objs[0]["spec"]["matchConditions"][0]["expression"]
+                .as_str()
+                .is_some_and(|e| e.contains("'system:serviceaccount:coldstart:coldstart'"))
+        );
+    }
+
+    #[test]
+    fn cel_strings_are_quoted_safely() {
+        assert_eq!(cel_string("a'b"), "'a\\'b'");
+    }
+}

@@ -1,0 +1,922 @@
+//! The restore plan, as pure functions: which tier each object belongs to, and how each
+//! object is rewritten so that a new cluster reuses every disk, address and bucket instead
+//! of provisioning new ones. Nothing here touches a cluster; `restore --dry-run` prints it.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::Recorded;
+
+/// The tiers, in order; each is a barrier (the next starts when it is done).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Tier {
+    Crds,
+    Namespaces,
+    Classes,
+    PersistentVolumes,
+    PersistentVolumeClaims,
+    Config,
+    Services,
+    CustomResources,
+    Workloads,
+    Admission,
+}
+
+impl Tier {
+    pub const ALL: [Tier; 10] = [
+        Tier::Crds,
+        Tier::Namespaces,
+        Tier::Classes,
+        Tier::PersistentVolumes,
+        Tier::PersistentVolumeClaims,
+        Tier::Config,
+        Tier::Services,
+        Tier::CustomResources,
+        Tier::Workloads,
+        Tier::Admission,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Tier::Crds => "crds",
+            Tier::Namespaces => "namespaces",
+            Tier::Classes => "classes",
+            Tier::PersistentVolumes => "persistent-volumes",
+            Tier::PersistentVolumeClaims => "persistent-volume-claims",
+            Tier::Config => "config",
+            Tier::Services => "services",
+            Tier::CustomResources => "custom-resources",
+            Tier::Workloads => "workloads",
+            Tier::Admission => "admission",
+        }
+    }
+}
+
+fn group_of(api_version: &str) -> &str {
+    api_version.rsplit_once('/').map_or("", |(g, _)| g)
+}
+
+/// Which tier an object is restored in. Admission webhooks and policies come last: a
+/// webhook whose pods are not running yet would block everything after it (velero #4524).
+pub fn tier_of(api_version: &str, kind: &str) -> Tier {
+    match (group_of(api_version), kind) {
+        ("apiextensions.k8s.io", "CustomResourceDefinition") => Tier::Crds,
+        ("", "Namespace") => Tier::Namespaces,
+        ("storage.k8s.io", _)
+        | ("scheduling.k8s.io", _)
+        | ("networking.k8s.io", "IngressClass") => Tier::Classes,
+        ("", "PersistentVolume") => Tier::PersistentVolumes,
+        ("", "PersistentVolumeClaim") => Tier::PersistentVolumeClaims,
+        ("rbac.authorization.k8s.io", _)
+        | ("", "ServiceAccount" | "Secret" | "ConfigMap" | "ResourceQuota" | "LimitRange")
+        | ("networking.k8s.io", "NetworkPolicy")
+        | ("policy", _) => Tier::Config,
+        ("", "Service" | "Endpoints") | ("networking.k8s.io", "Ingress") => Tier::Services,
+        ("apps" | "batch", _) | ("", "Pod" | "ReplicationController") => Tier::Workloads,
+        ("admissionregistration.k8s.io", _) => Tier::Admission,
+        ("" | "coordination.k8s.io" | "discovery.k8s.io" | "autoscaling", _) => Tier::Config,
+        _ => Tier::CustomResources,
+    }
+}
+
+/// How a restore is shaped; every field has a sensible default.
+#[derive(Debug, Clone)]
+pub struct PlanOptions {
+    /// Label selector (equality terms) marking operators, restored at 0 replicas.
+    pub operator_selector: Vec<(String, String)>,
+    /// Keep every nodePort, not only explicitly requested ones.
+    pub preserve_node_ports: bool,
+    /// How to pin a LoadBalancer address on this cloud.
+    pub pin_style: PinStyle,
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        PlanOptions {
+            operator_selector: vec![("coldstart.dev/operator".to_owned(), "true".to_owned())],
+            preserve_node_ports: false,
+            pin_style: PinStyle::LoadBalancerIp,
+        }
+    }
+}
+
+/// The provider mechanism that pins a Service to an address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+pub enum PinStyle {
+    /// `spec.loadBalancerIP` (GCP, and the simulated cloud).
+    LoadBalancerIp,
+    /// `metallb.io/loadBalancerIPs`.
+    Metallb,
+    /// `service.beta.kubernetes.io/azure-load-balancer-ipv4`.
+    Azure,
+    /// `service.beta.kubernetes.io/aws-load-balancer-eip-allocations` (needs the recorded
+    /// allocation id).
+    Aws,
+}
+
+/// Annotations through which a Service already pins its address, on any provider.
+pub const PIN_ANNOTATIONS: [&str; 6] = [
+    "service.beta.kubernetes.io/aws-load-balancer-eip-allocations",
+    "service.beta.kubernetes.io/azure-pip-name",
+    "service.beta.kubernetes.io/azure-load-balancer-ipv4",
+    "metallb.io/loadBalancerIPs",
+    "metallb.universe.tf/loadBalancerIPs",
+    "metallb.universe.tf/load-balancer-ips",
+];
+
+/// Annotation recording what a transform replaced, so `start` can put it back.
+pub const ORIGINAL_RECLAIM: &str = "coldstart.dev/original-reclaim-policy";
+pub const ORIGINAL_REPLICAS: &str = "coldstart.dev/original-replicas";
+pub const ORIGINAL_OWNERS: &str = "coldstart.dev/original-owner-references";
+pub const ORIGINAL_MANAGEMENT: &str = "coldstart.dev/original-management";
+
+/// One object, rewritten for the new cluster, with what was changed and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Planned {
+    pub tier: Tier,
+    pub api_version: String,
+    pub kind: String,
+    pub namespace: Option<String>,
+    pub name: String,
+    pub object: Value,
+    pub transforms: Vec<String>,
+    pub operator: bool,
+}
+
+impl Planned {
+    pub fn key(&self) -> String {
+        match &self.namespace {
+            Some(ns) => format!("{}/{}/{ns}/{}", self.api_version, self.kind, self.name),
+            None => format!("{}/{}/{}", self.api_version, self.kind, self.name),
+        }
+    }
+}
+
+/// The whole plan, tier by tier.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Plan {
+    pub tiers: BTreeMap<Tier, Vec<Planned>>,
+}
+
+impl Plan {
+    pub fn len(&self) -> usize {
+        self.tiers.values().map(Vec::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn operators(&self) -> impl Iterator<Item = &Planned> {
+        self.tiers.values().flatten().filter(|p| p.operator)
+    }
+}
+
+fn annotations_mut(obj: &mut Value) -> &mut serde_json::Map<String, Value> {
+    if !obj["metadata"]["annotations"].is_object() {
+        obj["metadata"]["annotations"] = json!({});
+    }
+    obj["metadata"]["annotations"]
+        .as_object_mut()
+        .expect("annotations was just made an object")
+}
+
+fn drop_annotations(obj: &mut Value, keys: &[&str], transforms: &mut Vec<String>) {
+    if let Some(a) = obj
+        .pointer_mut("/metadata/annotations")
+        .and_then(Value::as_object_mut)
+    {
+        for k in keys {
+            if a.remove(*k).is_some() {
+                transforms.push(format!("dropped annotation {k}"));
+            }
+        }
+    }
+}
+
+/// Rewrite an in-tree volume source to its CSI form.
+fn in_tree_to_csi(spec: &mut serde_json::Map<String, Value>, zone: Option<&str>) -> Option<String> {
+    if let Some(ebs) = spec.remove("awsElasticBlockStore") {
+        let id = ebs["volumeID"].as_str().unwrap_or_default();
+        let handle = id.rsplit('/').next().unwrap_or(id).to_owned();
+        let mut csi = json!({"driver": "ebs.csi.aws.com", "volumeHandle": handle});
+        if let Some(fs) = ebs.get("fsType") {
+            csi["fsType"] = fs.clone();
+        }
+        spec.insert("csi".into(), csi);
+        return Some(format!(
+            "in-tree awsElasticBlockStore {id} → CSI ebs.csi.aws.com {handle}"
+        ));
+    }
+    if let Some(az) = spec.remove("azureDisk") {
+        let uri = az["diskURI"].as_str().unwrap_or_default().to_owned();
+        let mut csi = json!({"driver": "disk.csi.azure.com", "volumeHandle": uri});
+        if let Some(fs) = az.get("fsType") {
+            csi["fsType"] = fs.clone();
+        }
+        spec.insert("csi".into(), csi);
+        return Some(format!("in-tree azureDisk → CSI disk.csi.azure.com {uri}"));
+    }
+    if let Some(gce) = spec.remove("gcePersistentDisk") {
+        let pd = gce["pdName"].as_str().unwrap_or_default();
+        let handle = format!(
+            "projects/UNSPECIFIED/zones/{}/disks/{pd}",
+            zone.unwrap_or("UNSPECIFIED")
+        );
+        let mut csi = json!({"driver": "pd.csi.storage.gke.io", "volumeHandle": handle});
+        if let Some(fs) = gce.get("fsType") {
+            csi["fsType"] = fs.clone();
+        }
+        spec.insert("csi".into(), csi);
+        return Some(format!(
+            "in-tree gcePersistentDisk {pd} → CSI pd.csi.storage.gke.io {handle}"
+        ));
+    }
+    None
+}
+
+fn zone_of(pv: &Value) -> Option<String> {
+    let terms = pv
+        .pointer("/spec/nodeAffinity/required/nodeSelectorTerms")?
+        .as_array()?;
+    terms.iter().find_map(|t| {
+        t["matchExpressions"].as_array()?.iter().find_map(|e| {
+            let k = e["key"].as_str()?;
+            (k.ends_with("/zone") || k.ends_with("zone"))
+                .then(|| e["values"][0].as_str().map(str::to_owned))
+                .flatten()
+        })
+    })
+}
+
+/// PV: `Retain`, claimRef without uid/resourceVersion, CSI form, binding annotations gone.
+pub fn transform_pv(pv: &mut Value, transforms: &mut Vec<String>) {
+    let policy = pv["spec"]["persistentVolumeReclaimPolicy"]
+        .as_str()
+        .unwrap_or("Delete")
+        .to_owned();
+    if policy != "Retain" {
+        pv["spec"]["persistentVolumeReclaimPolicy"] = json!("Retain");
+        annotations_mut(pv).insert(ORIGINAL_RECLAIM.into(), json!(policy));
+        transforms.push(format!(
+            "reclaim policy {policy} → Retain (a restore must never delete a disk)"
+        ));
+    }
+    if let Some(cr) = pv
+        .pointer_mut("/spec/claimRef")
+        .and_then(Value::as_object_mut)
+    {
+        for k in ["uid", "resourceVersion"] {
+            if cr.remove(k).is_some() {
+                transforms.push(format!(
+                    "claimRef.{k} cleared (a stale uid makes the PV Released)"
+                ));
+            }
+        }
+    }
+    let zone = zone_of(pv);
+    if let Some(spec) = pv.get_mut("spec").and_then(Value::as_object_mut)
+        && let Some(t) = in_tree_to_csi(spec, zone.as_deref())
+    {
+        transforms.push(t);
+    }
+    drop_annotations(pv, &["pv.kubernetes.io/bound-by-controller"], transforms);
+}
+
+/// PVC: bound to its volume by name; binding and provisioner annotations gone.
+pub fn transform_pvc(pvc: &mut Value, volume: Option<&str>, transforms: &mut Vec<String>) {
+    let current = pvc["spec"]["volumeName"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    match volume {
+        Some(v) if current != v => {
+            pvc["spec"]["volumeName"] = json!(v);
+            transforms.push(format!(
+                "spec.volumeName → {v} (pre-bound: nothing is provisioned)"
+            ));
+        }
+        _ => {}
+    }
+    drop_annotations(
+        pvc,
+        &[
+            "pv.kubernetes.io/bind-completed",
+            "pv.kubernetes.io/bound-by-controller",
+            "volume.kubernetes.io/selected-node",
+            "volume.kubernetes.io/storage-provisioner",
+            "volume.beta.kubernetes.io/storage-provisioner",
+        ],
+        transforms,
+    );
+}
+
+/// Node ports the user asked for explicitly (per kubectl's last-applied configuration).
+fn explicit_node_ports(svc: &Value) -> Vec<(Option<String>, u64)> {
+    let Some(last) = svc
+        .pointer("/metadata/annotations/kubectl.kubernetes.io~1last-applied-configuration")
+        .and_then(Value::as_str)
+        .and_then(|s| serde_json::from_str::<Value>(s).ok())
+    else {
+        return Vec::new();
+    };
+    last.pointer("/spec/ports")
+        .and_then(Value::as_array)
+        .map(|ps| {
+            ps.iter()
+                .filter_map(|p| {
+                    Some((
+                        p["name"].as_str().map(str::to_owned),
+                        p["nodePort"].as_u64()?,
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether a Service already names its address in any provider's form.
+pub fn is_pinned(svc: &Value) -> bool {
+    svc.pointer("/spec/loadBalancerIP")
+        .and_then(Value::as_str)
+        .is_some_and(|s| !s.is_empty())
+        || svc
+            .pointer("/metadata/annotations")
+            .and_then(Value::as_object)
+            .is_some_and(|a| PIN_ANNOTATIONS.iter().any(|k| a.contains_key(*k)))
+}
+
+/// Service: cluster IPs, status and auto-assigned node ports gone; pinned to its recorded
+/// address when it was not pinned already.
+pub fn transform_service(
+    svc: &mut Value,
+    recorded: Option<&super::RecordedAddress>,
+    opts: &PlanOptions,
+    transforms: &mut Vec<String>,
+) {
+    let headless = svc["spec"]["clusterIP"].as_str() == Some("None");
+    if !headless
+        && let Some(spec) = svc.get_mut("spec").and_then(Value::as_object_mut)
+        && spec.remove("clusterIP").is_some() | spec.remove("clusterIPs").is_some()
+    {
+        transforms.push("clusterIP(s) cleared (the new cluster allocates them)".into());
+    }
+    if !opts.preserve_node_ports {
+        let explicit = explicit_node_ports(svc);
+        if let Some(ports) = svc.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
+            for p in ports {
+                let Some(np) = p["nodePort"].as_u64() else {
+                    continue;
+                };
+                let name = p["name"].as_str().map(str::to_owned);
+                if !explicit
+                    .iter()
+                    .any(|(n, e)| *e == np && (n.is_none() || *n == name))
+                {
+                    if let Some(o) = p.as_object_mut() {
+                        o.remove("nodePort");
+                    }
+                    transforms.push(format!("auto-assigned nodePort {np} cleared"));
+                }
+            }
+        }
+    }
+    if svc["spec"]["type"].as_str() != Some("LoadBalancer") || is_pinned(svc) {
+        return;
+    }
+    let Some(rec) = recorded else {
+        transforms.push("NOT pinned: no address was recorded for this Service".into());
+        return;
+    };
+    match opts.pin_style {
+        PinStyle::LoadBalancerIp => {
+            svc["spec"]["loadBalancerIP"] = json!(rec.ip);
+            transforms.push(format!(
+                "pinned to its recorded address {} (spec.loadBalancerIP)",
+                rec.ip
+            ));
+        }
+        PinStyle::Metallb => {
+            annotations_mut(svc).insert("metallb.io/loadBalancerIPs".into(), json!(rec.ip));
+            transforms.push(format!("pinned to {} (metallb.io/loadBalancerIPs)", rec.ip));
+        }
+        PinStyle::Azure => {
+            annotations_mut(svc).insert(
+                "service.beta.kubernetes.io/azure-load-balancer-ipv4".into(),
+                json!(rec.ip),
+            );
+            transforms.push(format!("pinned to {} (azure-load-balancer-ipv4)", rec.ip));
+        }
+        PinStyle::Aws => match &rec.allocation_id {
+            Some(a) => {
+                annotations_mut(svc).insert(
+                    "service.beta.kubernetes.io/aws-load-balancer-eip-allocations".into(),
+                    json!(a),
+                );
+                transforms.push(format!("pinned to {} (EIP allocation {a})", rec.ip));
+            }
+            None => transforms.push(format!(
+                "NOT pinned: {} has no Elastic IP allocation to pin to",
+                rec.ip
+            )),
+        },
+    }
+}
+
+/// Bucket claims of every style: adopt the recorded bucket instead of creating one.
+pub fn transform_bucket_claim(obj: &mut Value, bucket: Option<&str>, transforms: &mut Vec<String>) {
+    let api_version = obj["apiVersion"].as_str().unwrap_or_default().to_owned();
+    let kind = obj["kind"].as_str().unwrap_or_default().to_owned();
+    match (group_of(&api_version), kind.as_str()) {
+        ("objectstorage.k8s.io", "BucketClaim") => {
+            if obj.pointer("/spec/existingBucketName").is_none()
+                && let Some(b) = bucket
+            {
+                obj["spec"]["existingBucketName"] = json!(b);
+                transforms.push(format!("adopts bucket {b} (spec.existingBucketName)"));
+            }
+        }
+        ("objectstorage.k8s.io", "Bucket") => {
+            if obj.pointer("/spec/existingBucketID").is_none()
+                && let Some(b) = bucket
+            {
+                obj["spec"]["existingBucketID"] = json!(b);
+                transforms.push(format!("adopts bucket {b} (spec.existingBucketID)"));
+            }
+        }
+        ("objectbucket.io", "ObjectBucketClaim") => {
+            if let Some(b) = bucket {
+                if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
+                    if spec.remove("generateBucketName").is_some() {
+                        transforms.push("generateBucketName removed".into());
+                    }
+                    spec.insert("bucketName".into(), json!(b));
+                }
+                transforms.push(format!("adopts bucket {b} (spec.bucketName)"));
+            }
+        }
+        (g, _) if g.ends_with(".services.k8s.aws") || g == "s3.services.k8s.aws" => {
+            let a = annotations_mut(obj);
+            a.insert("services.k8s.aws/adoption-policy".into(), json!("adopt"));
+            a.insert("services.k8s.aws/deletion-policy".into(), json!("retain"));
+            transforms.push("ACK adoption-policy adopt, deletion-policy retain".into());
+        }
+        (g, "Bucket") if g.contains("upbound.io") || g.contains("crossplane.io") => {
+            // Read-only adoption until verified: a missing bucket must show as missing, not
+            // be created anew; the original policies come back after verification.
+            let original = json!({
+                "managementPolicies": obj.pointer("/spec/managementPolicies").cloned().unwrap_or(Value::Null),
+                "deletionPolicy": obj.pointer("/spec/deletionPolicy").cloned().unwrap_or(Value::Null),
+            });
+            if obj.pointer("/spec/managementPolicies") != Some(&json!(["Observe"])) {
+                annotations_mut(obj)
+                    .insert(ORIGINAL_MANAGEMENT.into(), json!(original.to_string()));
+                obj["spec"]["managementPolicies"] = json!(["Observe"]);
+                obj["spec"]["deletionPolicy"] = json!("Orphan");
+                transforms.push(
+                    "managementPolicies [Observe], deletionPolicy Orphan until verified".into(),
+                );
+            }
+            let name = bucket.map(str::to_owned).or_else(|| {
+                obj.pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            });
+            if let Some(b) = name {
+                let a = annotations_mut(obj);
+                if a.get("crossplane.io/external-name").and_then(Value::as_str) != Some(b.as_str())
+                {
+                    a.insert("crossplane.io/external-name".into(), json!(b));
+                    transforms.push(format!("adopts bucket {b} (crossplane.io/external-name)"));
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Whether an object is a bucket claim of a known style.
+pub fn is_bucket_claim(api_version: &str, kind: &str) -> bool {
+    let g = group_of(api_version);
+    matches!(
+        (g, kind),
+        ("objectstorage.k8s.io", "BucketClaim" | "Bucket")
+            | ("objectbucket.io", "ObjectBucketClaim")
+    ) || (kind == "Bucket"
+        && (g.contains("upbound.io")
+            || g.contains("crossplane.io")
+            || g.ends_with("services.k8s.aws")))
+}
+
+fn matches_selector(obj: &Value, selector: &[(String, String)]) -> bool {
+    !selector.is_empty()
+        && selector.iter().all(|(k, v)| {
+            obj.pointer("/metadata/labels")
+                .and_then(|l| l.get(k))
+                .and_then(Value::as_str)
+                == Some(v.as_str())
+        })
+}
+
+/// Build the plan for a set of (sanitized) snapshot objects and their recorded bindings.
+pub fn plan(objects: Vec<Value>, recorded: &Recorded, opts: &PlanOptions) -> Plan {
+    let mut out = Plan::default();
+    let claim_volume: HashMap<(String, String), String> = recorded
+        .volumes
+        .iter()
+        .filter_map(|v| {
+            Some((
+                (v.claim.as_ref()?.0.clone(), v.claim.as_ref()?.1.clone()),
+                v.pv.clone(),
+            ))
+        })
+        .collect();
+    for mut obj in objects {
+        let api_version = obj["apiVersion"].as_str().unwrap_or_default().to_owned();
+        let kind = obj["kind"].as_str().unwrap_or_default().to_owned();
+        let name = obj
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let namespace = obj
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let tier = tier_of(&api_version, &kind);
+        let mut transforms = Vec::new();
+        if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+            for k in [
+                "uid",
+                "resourceVersion",
+                "creationTimestamp",
+                "generation",
+                "managedFields",
+                "selfLink",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+            ] {
+                m.remove(k);
+            }
+        }
+        if let Some(o) = obj.as_object_mut() {
+            o.remove("status");
+        }
+        // Owner uids are the old cluster's: park them and re-link once owners exist, or the
+        // garbage collector would delete the dependents.
+        if let Some(owners) = obj
+            .get_mut("metadata")
+            .and_then(Value::as_object_mut)
+            .and_then(|m| m.remove("ownerReferences"))
+        {
+            annotations_mut(&mut obj).insert(ORIGINAL_OWNERS.into(), json!(owners.to_string()));
+            transforms.push("ownerReferences parked until their owners exist again".into());
+        }
+        let group = group_of(&api_version).to_owned();
+        match (group.as_str(), kind.as_str()) {
+            ("", "PersistentVolume") => transform_pv(&mut obj, &mut transforms),
+            ("", "PersistentVolumeClaim") => {
+                let ns = namespace.clone().unwrap_or_default();
+                let vol = claim_volume
+                    .get(&(ns, name.clone()))
+                    .cloned()
+                    .or_else(|| obj["spec"]["volumeName"].as_str().map(str::to_owned));
+                transform_pvc(&mut obj, vol.as_deref(), &mut transforms);
+            }
+            ("", "Service") => {
+                let rec = recorded
+                    .addresses
+                    .iter()
+                    .find(|a| Some(&a.namespace) == namespace.as_ref() && a.name == name);
+                transform_service(&mut obj, rec, opts, &mut transforms);
+            }
+            _ if is_bucket_claim(&api_version, &kind) => {
+                let rec = recorded
+                    .buckets
+                    .iter()
+                    .find(|b| b.kind == kind && b.namespace == namespace && b.name == name);
+                transform_bucket_claim(&mut obj, rec.map(|b| b.bucket.as_str()), &mut transforms);
+            }
+            _ => {}
+        }
+        let operator = tier == Tier::Workloads && matches_selector(&obj, &opts.operator_selector);
+        if operator {
+            let replicas = obj
+                .pointer("/spec/replicas")
+                .and_then(Value::as_i64)
+                .unwrap_or(1);
+            obj["spec"]["replicas"] = json!(0);
+            annotations_mut(&mut obj).insert(ORIGINAL_REPLICAS.into(), json!(replicas.to_string()));
+            transforms.push(format!(
+                "operator: restored at 0 replicas (was {replicas}); scaled up after verification"
+            ));
+        }
+        out.tiers.entry(tier).or_default().push(Planned {
+            tier,
+            api_version,
+            kind,
+            namespace,
+            name,
+            object: obj,
+            transforms,
+            operator,
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::restore::{RecordedAddress, RecordedBucket, RecordedVolume};
+
+    #[test]
+    fn tiers_follow_the_dependency_order_of_a_cold_start() {
+        let cases = [
+            (
+                "apiextensions.k8s.io/v1",
+                "CustomResourceDefinition",
+                Tier::Crds,
+            ),
+            ("v1", "Namespace", Tier::Namespaces),
+            ("storage.k8s.io/v1", "StorageClass", Tier::Classes),
+            ("scheduling.k8s.io/v1", "PriorityClass", Tier::Classes),
+            ("v1", "PersistentVolume", Tier::PersistentVolumes),
+            ("v1", "PersistentVolumeClaim", Tier::PersistentVolumeClaims),
+            ("rbac.authorization.k8s.io/v1", "ClusterRole", Tier::Config),
+            ("v1", "Secret", Tier::Config),
+            ("v1", "ServiceAccount", Tier::Config),
+            ("v1", "Service", Tier::Services),
+            (
+                "objectstorage.k8s.io/v1alpha1",
+                "BucketClaim",
+                Tier::CustomResources,
+            ),
+            (
+                "kafka.strimzi.io/v1beta2",
+                "KafkaTopic",
+                Tier::CustomResources,
+            ),
+            ("apps/v1", "StatefulSet", Tier::Workloads),
+            ("batch/v1", "CronJob", Tier::Workloads),
+            (
+                "admissionregistration.k8s.io/v1",
+                "ValidatingWebhookConfiguration",
+                Tier::Admission,
+            ),
+        ];
+        for (av, kind, want) in cases {
+            assert_eq!(tier_of(av, kind), want, "{av} {kind}");
+        }
+        let mut sorted = Tier::ALL;
+        sorted.sort();
+        assert_eq!(sorted, Tier::ALL, "tiers are declared in restore order");
+    }
+
+    #[test]
+    fn a_pv_is_retained_its_claim_uid_cleared_and_in_tree_sources_become_csi() {
+        let mut pv = json!({"apiVersion": "v1", "kind": "PersistentVolume",
+            "metadata": {"name": "pv", "annotations": {"pv.kubernetes.io/bound-by-controller": "yes", "pv.kubernetes.io/provisioned-by": "ebs.csi.aws.com"}},
+            "spec": {"persistentVolumeReclaimPolicy": "Delete",
+                     "awsElasticBlockStore": {"volumeID": "aws://eu-west-1a/vol-1", "fsType": "ext4"},
+                     "claimRef": {"namespace": "a", "name": "c", "uid": "old", "resourceVersion": "9"},
+                     "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [{"key": "topology.kubernetes.io/zone", "operator": "In", "values": ["eu-west-1a"]}]}]}}}});
+        let mut t = Vec::new();
+        transform_pv(&mut pv, &mut t);
+        assert_eq!(pv["spec"]["persistentVolumeReclaimPolicy"], "Retain");
+        assert_eq!(pv["metadata"]["annotations"][ORIGINAL_RECLAIM], "Delete");
+        assert_eq!(
+            pv["spec"]["claimRef"],
+            json!({"namespace": "a", "name": "c"})
+        );
+        assert_eq!(
+            pv["spec"]["csi"],
+            json!({"driver": "ebs.csi.aws.com", "volumeHandle": "vol-1", "fsType": "ext4"})
+        );
+        assert!(pv["spec"].get("awsElasticBlockStore").is_none());
+        assert!(
+            pv["metadata"]["annotations"]
+                .get("pv.kubernetes.io/bound-by-controller")
+                .is_none()
+        );
+        assert_eq!(
+            pv["metadata"]["annotations"]["pv.kubernetes.io/provisioned-by"],
+            "ebs.csi.aws.com"
+        );
+        assert!(
+            pv["spec"]["nodeAffinity"].is_object(),
+            "zone affinity is kept"
+        );
+    }
+
+    #[test]
+    fn azure_and_gce_in_tree_disks_become_csi_handles() {
+        let mut az = serde_json::Map::new();
+        az.insert("azureDisk".into(), json!({"diskName": "d", "diskURI": "/subscriptions/s/resourceGroups/r/providers/Microsoft.Compute/disks/d"}));
+        in_tree_to_csi(&mut az, None).expect("converted");
+        assert_eq!(az["csi"]["driver"], "disk.csi.azure.com");
+        let mut gce = serde_json::Map::new();
+        gce.insert("gcePersistentDisk".into(), json!({"pdName": "pd-1"}));
+        in_tree_to_csi(&mut gce, Some("europe-west1-b")).expect("converted");
+        assert_eq!(
+            gce["csi"]["volumeHandle"],
+            "projects/UNSPECIFIED/zones/europe-west1-b/disks/pd-1"
+        );
+    }
+
+    #[test]
+    fn a_pvc_is_pre_bound_and_loses_its_binding_annotations() {
+        let mut pvc = json!({"metadata": {"name": "c", "annotations": {
+            "pv.kubernetes.io/bind-completed": "yes", "volume.kubernetes.io/selected-node": "n1",
+            "volume.beta.kubernetes.io/storage-provisioner": "ebs.csi.aws.com", "team": "a"}},
+            "spec": {}});
+        let mut t = Vec::new();
+        transform_pvc(&mut pvc, Some("pv-1"), &mut t);
+        assert_eq!(pvc["spec"]["volumeName"], "pv-1");
+        assert_eq!(pvc["metadata"]["annotations"], json!({"team": "a"}));
+    }
+
+    fn recorded_ip(ip: &str) -> RecordedAddress {
+        RecordedAddress {
+            namespace: "a".into(),
+            name: "s".into(),
+            ip: ip.into(),
+            allocation_id: None,
+            hostnames: vec![],
+        }
+    }
+
+    #[test]
+    fn a_service_loses_cluster_ips_and_auto_node_ports_and_is_pinned_to_its_recorded_address() {
+        let mut svc = json!({"metadata": {"name": "s", "namespace": "a", "annotations": {
+            "kubectl.kubernetes.io/last-applied-configuration": "{\"spec\":{\"ports\":[{\"name\":\"https\",\"port\":443,\"nodePort\":31443}]}}"}},
+            "spec": {"type": "LoadBalancer", "clusterIP": "10.0.0.1", "clusterIPs": ["10.0.0.1"],
+                     "ports": [{"name": "https", "port": 443, "nodePort": 31443}, {"name": "http", "port": 80, "nodePort": 30080}]}});
+        let mut t = Vec::new();
+        transform_service(
+            &mut svc,
+            Some(&recorded_ip("203.0.113.7")),
+            &PlanOptions::default(),
+            &mut t,
+        );
+        assert!(svc["spec"].get("clusterIP").is_none() && svc["spec"].get("clusterIPs").is_none());
+        assert_eq!(
+            svc["spec"]["ports"][0]["nodePort"], 31443,
+            "explicit node port kept"
+        );
+        assert!(
+            svc["spec"]["ports"][1].get("nodePort").is_none(),
+            "auto-assigned node port cleared"
+        );
+        assert_eq!(svc["spec"]["loadBalancerIP"], "203.0.113.7");
+    }
+
+    #[test]
+    fn headless_services_keep_cluster_ip_none_and_pinned_services_keep_their_pin() {
+        let mut headless = json!({"spec": {"clusterIP": "None", "ports": []}});
+        transform_service(
+            &mut headless,
+            None,
+            &PlanOptions::default(),
+            &mut Vec::new(),
+        );
+        assert_eq!(headless["spec"]["clusterIP"], "None");
+        let mut pinned = json!({"metadata": {"annotations": {"service.beta.kubernetes.io/aws-load-balancer-eip-allocations": "eipalloc-1"}},
+            "spec": {"type": "LoadBalancer"}});
+        transform_service(
+            &mut pinned,
+            Some(&recorded_ip("1.2.3.4")),
+            &PlanOptions::default(),
+            &mut Vec::new(),
+        );
+        assert!(
+            pinned["spec"].get("loadBalancerIP").is_none(),
+            "an existing pin is not overridden"
+        );
+    }
+
+    #[test]
+    fn each_pin_style_uses_its_providers_mechanism() {
+        let cases = [
+            (
+                PinStyle::Metallb,
+                "/metadata/annotations/metallb.io~1loadBalancerIPs",
+            ),
+            (
+                PinStyle::Azure,
+                "/metadata/annotations/service.beta.kubernetes.io~1azure-load-balancer-ipv4",
+            ),
+            (PinStyle::LoadBalancerIp, "/spec/loadBalancerIP"),
+        ];
+        for (style, ptr) in cases {
+            let mut svc = json!({"metadata": {}, "spec": {"type": "LoadBalancer"}});
+            let opts = PlanOptions {
+                pin_style: style,
+                ..Default::default()
+            };
+            transform_service(
+                &mut svc,
+                Some(&recorded_ip("1.2.3.4")),
+                &opts,
+                &mut Vec::new(),
+            );
+            assert_eq!(svc.pointer(ptr), Some(&json!("1.2.3.4")), "{style:?}");
+        }
+        let mut aws = json!({"metadata": {}, "spec": {"type": "LoadBalancer"}});
+        let mut t = Vec::new();
+        let opts = PlanOptions {
+            pin_style: PinStyle::Aws,
+            ..Default::default()
+        };
+        transform_service(&mut aws, Some(&recorded_ip("1.2.3.4")), &opts, &mut t);
+        assert!(
+            t.iter().any(|x| x.starts_with("NOT pinned")),
+            "no allocation id: reported, not faked"
+        );
+    }
+
+    #[test]
+    fn bucket_claims_of_every_style_adopt_their_recorded_bucket() {
+        let cases = [
+            (
+                json!({"apiVersion": "objectstorage.k8s.io/v1alpha1", "kind": "BucketClaim", "metadata": {"name": "c"}, "spec": {"bucketClassName": "std"}}),
+                "/spec/existingBucketName",
+            ),
+            (
+                json!({"apiVersion": "objectbucket.io/v1alpha1", "kind": "ObjectBucketClaim", "metadata": {"name": "c"}, "spec": {"generateBucketName": "x"}}),
+                "/spec/bucketName",
+            ),
+            (
+                json!({"apiVersion": "s3.aws.upbound.io/v1beta1", "kind": "Bucket", "metadata": {"name": "c"}, "spec": {}}),
+                "/metadata/annotations/crossplane.io~1external-name",
+            ),
+        ];
+        let mut xp = json!({"apiVersion": "s3.aws.upbound.io/v1beta1", "kind": "Bucket", "metadata": {"name": "c"}, "spec": {"deletionPolicy": "Delete"}});
+        transform_bucket_claim(&mut xp, Some("b-1"), &mut Vec::new());
+        assert_eq!(
+            xp["spec"]["managementPolicies"],
+            json!(["Observe"]),
+            "adopted read-only until verified"
+        );
+        assert_eq!(xp["spec"]["deletionPolicy"], "Orphan");
+        for (mut obj, ptr) in cases {
+            transform_bucket_claim(&mut obj, Some("b-1"), &mut Vec::new());
+            assert_eq!(obj.pointer(ptr), Some(&json!("b-1")), "{obj}");
+        }
+        let mut ack = json!({"apiVersion": "s3.services.k8s.aws/v1alpha1", "kind": "Bucket", "metadata": {"name": "c"}, "spec": {}});
+        transform_bucket_claim(&mut ack, Some("c"), &mut Vec::new());
+        assert_eq!(
+            ack["metadata"]["annotations"]["services.k8s.aws/adoption-policy"],
+            "adopt"
+        );
+        assert_eq!(
+            ack["metadata"]["annotations"]["services.k8s.aws/deletion-policy"],
+            "retain"
+        );
+    }
+
+    #[test]
+    fn the_plan_restores_operators_at_zero_and_parks_owner_references() {
+        let objects = vec![
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "op", "namespace": "k", "labels": {"coldstart.dev/operator": "true"}}, "spec": {"replicas": 2}}),
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s", "namespace": "k", "uid": "u", "resourceVersion": "1",
+                "ownerReferences": [{"apiVersion": "x/v1", "kind": "X", "name": "o", "uid": "old"}]}, "status": {"a": 1}}),
+            json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data", "namespace": "k"}, "spec": {}}),
+        ];
+        let recorded = Recorded {
+            volumes: vec![RecordedVolume {
+                pv: "pv-9".into(),
+                disk: "vol-9".into(),
+                claim: Some(("k".into(), "data".into())),
+            }],
+            addresses: vec![],
+            buckets: vec![RecordedBucket {
+                kind: "BucketClaim".into(),
+                namespace: None,
+                name: "x".into(),
+                bucket: "b".into(),
+            }],
+        };
+        let p = plan(objects, &recorded, &PlanOptions::default());
+        let op = &p.tiers[&Tier::Workloads][0];
+        assert!(op.operator);
+        assert_eq!(op.object["spec"]["replicas"], 0);
+        assert_eq!(op.object["metadata"]["annotations"][ORIGINAL_REPLICAS], "2");
+        let secret = &p.tiers[&Tier::Config][0].object;
+        assert!(secret["metadata"].get("ownerReferences").is_none());
+        assert!(secret["metadata"].get("uid").is_none() && secret.get("status").is_none());
+        assert!(
+            secret["metadata"]["annotations"][ORIGINAL_OWNERS]
+                .as_str()
+                .is_some_and(|s| s.contains("old"))
+        );
+        assert_eq!(
+            p.tiers[&Tier::PersistentVolumeClaims][0].object["spec"]["volumeName"],
+            "pv-9"
+        );
+        assert_eq!(p.len(), 3);
+    }
+}
