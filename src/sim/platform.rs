@@ -162,7 +162,7 @@ pub fn load(sim: &Sim) {
         cloud.create_bucket(
             "tenant-b-scratch",
             "tenant-b:scratch",
-            "platform seed: created for BucketClaim tenant-b/scratch",
+            "platform seed: created by the tenant-b bucket operator",
         );
         (kafka, zk, pg, kafka_ip, ingress_ip)
     };
@@ -388,36 +388,21 @@ pub fn load(sim: &Sim) {
         "metadata": {"name": "mqtt", "namespace": "tenant-a",
             "annotations": {"external-dns.alpha.kubernetes.io/hostname": "mqtt.tenant-a.example.com"}},
         "spec": {"type": "LoadBalancer", "selector": {"app": "ingest"}, "ports": [{"name": "mqtts", "port": 8883, "targetPort": 8883}]}}));
-    // tenant-b: an API on a controller-allocated address, and a bucket its operator asked
-    // for by class (a NEW bucket, deleted with its claim).
+    // tenant-b: an API on a controller-allocated address, and an operator-managed bucket.
     create(json!({"apiVersion": "v1", "kind": "Service",
         "metadata": {"name": "api", "namespace": "tenant-b",
             "annotations": {"external-dns.kubernetes.io/hostname": "api.tenant-b.example.com"}},
         "spec": {"type": "LoadBalancer", "selector": {"app": "ingest"}, "ports": [{"name": "https", "port": 443, "targetPort": 8443}]}}));
-    let scratch_claim = json!({"apiVersion": "objectstorage.k8s.io/v1alpha1", "kind": "BucketClaim",
-        "metadata": {"name": "scratch", "namespace": "tenant-b"},
-        "spec": {"bucketClassName": "standard"}});
-    create(scratch_claim.clone());
-    // Its bucket was created by the operator long ago; the claim's status records it.
-    if let Some(d) = sim.def("objectstorage.k8s.io", "bucketclaims")
-        && let Ok(s) = sim.get(&d, Some("tenant-b"), "scratch")
-    {
-        let mut v = s.value();
-        v["status"] = json!({"bucketReady": true, "bucketName": "tenant-b-scratch"});
-        let _ = sim.update(
-            &d,
-            Some("tenant-b"),
-            "scratch",
-            v,
-            super::semantics::UpdateScope::Status,
-            &admin,
-            WriteOpts::default(),
-        );
-    }
+    // Its scratch bucket is a Crossplane managed resource the tenant's operator declares,
+    // deleted with the cluster (deletionPolicy Delete).
+    let scratch = json!({"apiVersion": "s3.aws.upbound.io/v1beta1", "kind": "Bucket",
+        "metadata": {"name": "tenant-b-scratch", "labels": {"tenant": "tenant-b"}},
+        "spec": {"deletionPolicy": "Delete", "forProvider": {"region": "eu-west-1"}}});
+    create(scratch.clone());
     create(
         json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "bucket-operator", "namespace": "tenant-b"}}),
     );
-    create(operator("tenant-b", "bucket-operator", &[scratch_claim]));
+    create(operator("tenant-b", "bucket-operator", &[scratch]));
 }
 
 fn base64_of(s: &str) -> String {

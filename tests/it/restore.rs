@@ -215,13 +215,11 @@ async fn a_restore_after_teardown_reuses_every_disk_address_and_bucket_and_creat
     }
     c.kubectl_ok(&[
         "patch",
-        "bucketclaim",
-        "scratch",
-        "-n",
-        "tenant-b",
+        "buckets.s3.aws.upbound.io",
+        "tenant-b-scratch",
         "--type=merge",
         "-p",
-        r#"{"spec":{"bucketClassName":"retained"}}"#,
+        r#"{"spec":{"deletionPolicy":"Orphan"}}"#,
     ])
     .await;
     wait_until("scratch retained", || {
