@@ -3,6 +3,8 @@
 //! Each module owns one thing in the life of a cluster's disaster recovery; each opens
 //! with a paragraph on what it owns.
 
+/// The retention audit: what would be lost if the cluster were deleted now.
+pub mod audit;
 /// Connecting to a cluster from a kubeconfig, the way kubectl resolves it.
 pub mod cluster;
 /// Cold-start restore: plan, admission gate, tiered apply, verification.

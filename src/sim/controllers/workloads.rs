@@ -23,28 +23,83 @@ fn node_for(ordinal: usize) -> String {
     format!("sim-node-{}", ordinal % 3 + 1)
 }
 
-/// The bound PV's disk for a claim, if the claim is Bound.
-fn bound_disk(sim: &Sim, ns: &str, claim: &str) -> Option<Option<String>> {
+/// A claim's bound volume: its PV's name and disk.
+#[derive(Debug, Clone)]
+struct Volume {
+    pv: String,
+    disk: String,
+}
+
+/// The bound PV and disk for a claim, if the claim is Bound (`Some(None)`: bound, but the
+/// PV has no disk this cloud knows).
+fn bound_disk(sim: &Sim, ns: &str, claim: &str) -> Option<Option<Volume>> {
     let pvc = get(sim, "", "persistentvolumeclaims", ns, claim)?;
     if str_at(&pvc, "/status/phase") != Some("Bound") {
         return None;
     }
     let pv =
         str_at(&pvc, "/spec/volumeName").and_then(|vn| get(sim, "", "persistentvolumes", "", vn));
-    Some(pv.as_ref().and_then(disk_of))
+    Some(pv.as_ref().and_then(|pv| {
+        Some(Volume {
+            pv: str_at(pv, "/metadata/name")?.to_owned(),
+            disk: disk_of(pv)?,
+        })
+    }))
 }
 
-/// Attach (or detach) a disk; false when it cannot be attached (missing, or in use
-/// elsewhere), which keeps the workload from becoming ready, as on a real node.
-fn set_attached(sim: &Sim, disk: &str, node: Option<&str>, cause: &str) -> bool {
-    let mut cloud = sim.cloud.lock();
-    match node {
-        Some(n) => cloud.attach_disk(disk, n).is_ok(),
-        None => {
-            cloud.detach_disk(disk, cause);
-            true
+fn attacher() -> Actor {
+    Actor::system("system:serviceaccount:kube-system:ebs-csi-attacher")
+}
+
+/// Attach (or detach) a volume's disk, with the VolumeAttachment a CSI attacher keeps;
+/// false when the disk cannot be attached (missing, or in use elsewhere), which keeps the
+/// workload from becoming ready, as on a real node.
+fn set_attached(sim: &Sim, v: &Volume, node: Option<&str>, cause: &str) -> bool {
+    let attached = {
+        let mut cloud = sim.cloud.lock();
+        match node {
+            Some(n) => cloud.attach_disk(&v.disk, n).is_ok(),
+            None => {
+                cloud.detach_disk(&v.disk, cause);
+                false
+            }
         }
+    };
+    let Some(va) = sim.def("storage.k8s.io", "volumeattachments") else {
+        return attached || node.is_none();
+    };
+    let name = format!("csi-{}", v.pv);
+    let exists = sim.get(&va, None, &name).is_ok();
+    match (node, attached, exists) {
+        (Some(n), true, false) => {
+            let obj = json!({"metadata": {"name": name},
+                "spec": {"attacher": crate::sim::cloud::CSI_DRIVER, "nodeName": n,
+                         "source": {"persistentVolumeName": v.pv}}});
+            if let Ok(s) = sim.create(&va, None, obj, &attacher(), WriteOpts::default()) {
+                let _ = set_status(
+                    sim,
+                    "storage.k8s.io",
+                    "volumeattachments",
+                    &s.value(),
+                    json!({"attached": true}),
+                    &attacher(),
+                );
+            }
+        }
+        (None, _, true) => {
+            let _ = sim.delete(
+                &va,
+                None,
+                &name,
+                None,
+                false,
+                &attacher(),
+                WriteOpts::default(),
+            );
+        }
+        _ => {}
     }
+    attached || node.is_none()
 }
 
 pub fn reconcile_statefulset(sim: &Sim, ns: &str, name: &str) -> Result<Requeue, ApiError> {
