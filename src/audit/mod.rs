@@ -153,7 +153,7 @@ pub fn audit(inputs: &Inputs, now: DateTime<Utc>, rpo_target: Duration) -> Vec<F
     for claim in &inputs.cosi_claims {
         let adopted = claim.pointer("/spec/existingBucketName").is_some();
         let class = s(claim, "/spec/bucketClassName");
-        let deletes = class.is_some_and(|c| class_policy.get(c).map_or(true, |p| p == "Delete"));
+        let deletes = class.is_some_and(|c| class_policy.get(c).is_none_or(|p| p == "Delete"));
         if deletes {
             out.push(Finding {
                 severity: if adopted {
