@@ -7,6 +7,8 @@
 pub mod audit;
 /// Connecting to a cluster from a kubeconfig, the way kubectl resolves it.
 pub mod cluster;
+/// Planned stop and start of a whole cluster.
+pub mod lifecycle;
 /// Cold-start restore: plan, admission gate, tiered apply, verification.
 pub mod restore;
 /// The simulated cluster (Kubernetes API server) used as test bed and embedded default.

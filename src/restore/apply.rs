@@ -125,23 +125,34 @@ pub async fn discover(client: &kube::Client) -> Result<ResourceMap, ApplyError> 
     Ok(map)
 }
 
-fn gvk_of(p: &Planned) -> (String, String, String) {
-    let (g, v) = p
-        .api_version
+fn split_api_version(api_version: &str) -> (String, String) {
+    api_version
         .rsplit_once('/')
-        .map_or((String::new(), p.api_version.clone()), |(g, v)| {
+        .map_or((String::new(), api_version.to_owned()), |(g, v)| {
             (g.to_owned(), v.to_owned())
-        });
-    (g, v, p.kind.clone())
+        })
+}
+
+/// The API for an object of `api_version`/`kind` (in `namespace` when namespaced), if the
+/// cluster serves its type.
+pub fn api_for(
+    client: &kube::Client,
+    map: &ResourceMap,
+    api_version: &str,
+    kind: &str,
+    namespace: Option<&str>,
+) -> Option<Api<DynamicObject>> {
+    let (g, v) = split_api_version(api_version);
+    let (ar, namespaced) = map.get(&(g, v, kind.to_owned()))?;
+    Some(match (namespace, namespaced) {
+        (Some(ns), true) => Api::namespaced_with(client.clone(), ns, ar),
+        _ => Api::all_with(client.clone(), ar),
+    })
 }
 
 /// The API for a planned object, if the cluster serves its type.
 pub fn api_of(client: &kube::Client, map: &ResourceMap, p: &Planned) -> Option<Api<DynamicObject>> {
-    let (ar, namespaced) = map.get(&gvk_of(p))?;
-    Some(match (&p.namespace, namespaced) {
-        (Some(ns), true) => Api::namespaced_with(client.clone(), ns, ar),
-        _ => Api::all_with(client.clone(), ar),
-    })
+    api_for(client, map, &p.api_version, &p.kind, p.namespace.as_deref())
 }
 
 /// Status codes worth retrying: throttling and server-side trouble.

@@ -604,10 +604,17 @@ pub fn plan(objects: Vec<Value>, recorded: &Recorded, opts: &PlanOptions) -> Pla
         }
         let operator = tier == Tier::Workloads && matches_selector(&obj, &opts.operator_selector);
         if operator {
-            let replicas = obj
-                .pointer("/spec/replicas")
-                .and_then(Value::as_i64)
-                .unwrap_or(1);
+            // A planned stop already recorded the replicas before scaling to 0: keep those.
+            let recorded = obj
+                .pointer("/metadata/annotations")
+                .and_then(|a| a.get(ORIGINAL_REPLICAS))
+                .and_then(Value::as_str)
+                .and_then(|s| s.parse::<i64>().ok());
+            let replicas = recorded.unwrap_or_else(|| {
+                obj.pointer("/spec/replicas")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(1)
+            });
             obj["spec"]["replicas"] = json!(0);
             annotations_mut(&mut obj).insert(ORIGINAL_REPLICAS.into(), json!(replicas.to_string()));
             transforms.push(format!(
