@@ -3,9 +3,15 @@
 //! Each module owns one thing in the life of a cluster's disaster recovery; each opens
 //! with a paragraph on what it owns.
 
+/// The bindings a cold start reuses: disks behind volumes, pinned addresses, buckets.
+pub mod bindings;
 /// Connecting to a cluster from a kubeconfig, the way kubectl resolves it.
 pub mod cluster;
 /// The simulated cluster (Kubernetes API server) used as test bed and embedded default.
 pub mod sim;
+/// Snapshots: capture, format, encryption, reading back verified, retention.
+pub mod snapshot;
+/// The snapshot store: object storage backends by URL, key layout, the writer lock.
+pub mod store;
 /// Logging and tracing set-up shared by every command.
 pub mod telemetry;

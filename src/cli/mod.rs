@@ -2,6 +2,7 @@
 //! binary's thin shell; every decision lives in the library modules.
 
 mod sim;
+mod snapshot;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -59,11 +60,18 @@ pub enum Command {
     /// Run or control a simulated cluster and cloud (the test bed and `demo` default).
     #[command(subcommand)]
     Sim(sim::SimCommand),
+    /// Take a snapshot of the cluster and its bindings into the store; prints its id.
+    Snapshot(snapshot::SnapshotArgs),
+    /// List, inspect, verify and prune the snapshots in the store.
+    #[command(subcommand)]
+    Snapshots(snapshot::SnapshotsCommand),
 }
 
 /// Run the parsed command.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Sim(cmd) => sim::run(cmd, &cli.global).await,
+        Command::Snapshot(args) => snapshot::snapshot(args, &cli.global).await,
+        Command::Snapshots(cmd) => snapshot::snapshots(cmd, &cli.global).await,
     }
 }
