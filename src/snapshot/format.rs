@@ -224,11 +224,12 @@ pub struct Manifest {
     pub stats: Stats,
 }
 
-/// A new snapshot id: its UTC start time (so ids sort by age) and a random suffix.
+/// A new snapshot id: its UTC start time to the millisecond (so ids sort by age) and a
+/// random suffix.
 pub fn new_snapshot_id(now: DateTime<Utc>) -> String {
     format!(
         "{}-{}",
-        now.format("%Y%m%dT%H%M%SZ"),
+        now.format("%Y%m%dT%H%M%S%3fZ"),
         &uuid::Uuid::new_v4().simple().to_string()[..8]
     )
 }

@@ -4,3 +4,4 @@
 mod helpers;
 mod sim_api;
 mod sim_kubectl;
+mod snapshot;
