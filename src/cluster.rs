@@ -21,11 +21,18 @@ pub enum ConnectError {
     Client(#[from] kube::Error),
 }
 
+/// Pick rustls's process-wide crypto provider. kube-rs is built on `ring` and the cloud
+/// object-store clients on `aws-lc-rs`; with both compiled in, rustls cannot choose alone.
+pub fn init_tls() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Build a client for the cluster the user named.
 pub async fn connect(
     kubeconfig: Option<&Path>,
     context: Option<&str>,
 ) -> Result<kube::Client, ConnectError> {
+    init_tls();
     let options = KubeConfigOptions {
         context: context.map(str::to_owned),
         ..Default::default()
@@ -43,4 +50,34 @@ pub async fn connect(
         None => kube::Config::infer().await?,
     };
     Ok(kube::Client::try_from(config)?)
+}
+
+/// The cluster name and server URL of the kubeconfig context in use (for a snapshot's
+/// identity), if a kubeconfig file can be read.
+pub fn kubeconfig_cluster(
+    kubeconfig: Option<&Path>,
+    context: Option<&str>,
+) -> Option<(String, Option<String>)> {
+    let kc = match kubeconfig {
+        Some(p) => Kubeconfig::read_from(p).ok()?,
+        None => Kubeconfig::read().ok()?,
+    };
+    let ctx_name = context
+        .map(str::to_owned)
+        .or_else(|| kc.current_context.clone())?;
+    let cluster = kc
+        .contexts
+        .iter()
+        .find(|c| c.name == ctx_name)?
+        .context
+        .as_ref()?
+        .cluster
+        .clone();
+    let server = kc
+        .clusters
+        .iter()
+        .find(|c| c.name == cluster)
+        .and_then(|c| c.cluster.as_ref())
+        .and_then(|c| c.server.clone());
+    Some((cluster, server))
 }

@@ -5,6 +5,8 @@
 
 /// The retention audit: what would be lost if the cluster were deleted now.
 pub mod audit;
+/// The bindings a cold start reuses: disks behind volumes, pinned addresses, buckets.
+pub mod bindings;
 /// Connecting to a cluster from a kubeconfig, the way kubectl resolves it.
 pub mod cluster;
 /// Planned stop and start of a whole cluster.
@@ -13,5 +15,9 @@ pub mod lifecycle;
 pub mod restore;
 /// The simulated cluster (Kubernetes API server) used as test bed and embedded default.
 pub mod sim;
+/// Snapshots: capture, format, encryption, reading back verified, retention.
+pub mod snapshot;
+/// The snapshot store: object storage backends by URL, key layout, the writer lock.
+pub mod store;
 /// Logging and tracing set-up shared by every command.
 pub mod telemetry;

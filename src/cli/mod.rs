@@ -1,7 +1,9 @@
 //! Command-line interface: argument definitions and dispatch to the library. This is the
 //! binary's thin shell; every decision lives in the library modules.
 
+mod restore;
 mod sim;
+mod snapshot;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -59,11 +61,70 @@ pub enum Command {
     /// Run or control a simulated cluster and cloud (the test bed and `demo` default).
     #[command(subcommand)]
     Sim(sim::SimCommand),
+    /// Take a snapshot of the cluster and its bindings into the store; prints its id.
+    Snapshot(snapshot::SnapshotArgs),
+    /// List, inspect, verify and prune the snapshots in the store.
+    #[command(subcommand)]
+    Snapshots(snapshot::SnapshotsCommand),
+    /// Restore a snapshot into a (fresh) cluster: gate, tiers, verification, operators.
+    Restore(restore::RestoreArgs),
+    /// Show or lift the admission gate a restore installs.
+    #[command(subcommand)]
+    Gate(restore::GateCommand),
+    /// What would be lost if this cluster were deleted now.
+    Audit(restore::AuditArgs),
 }
 
 /// Run the parsed command.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Sim(cmd) => sim::run(cmd, &cli.global).await,
+        Command::Snapshot(args) => snapshot::snapshot(args, &cli.global).await,
+        Command::Snapshots(cmd) => snapshot::snapshots(cmd, &cli.global).await,
+        Command::Restore(args) => restore::restore_cmd(args, &cli.global).await,
+        Command::Gate(cmd) => restore::gate_cmd(cmd, &cli.global).await,
+        Command::Audit(args) => restore::audit_cmd(args, &cli.global).await,
     }
+}
+
+/// A terminal progress bar fed by a restore's live progress; nothing when piped or --json.
+pub struct Bar(Option<(indicatif::ProgressBar, tokio::task::JoinHandle<()>)>);
+
+impl Bar {
+    pub fn finish(self) {
+        if let Some((bar, task)) = self.0 {
+            task.abort();
+            bar.finish_and_clear();
+        }
+    }
+}
+
+pub fn progress_bar(
+    json: bool,
+    progress: std::sync::Arc<std::sync::Mutex<coldstart::restore::progress::Progress>>,
+) -> Bar {
+    use std::io::IsTerminal;
+    if json || !std::io::stderr().is_terminal() {
+        return Bar(None);
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {elapsed_precise} [{bar:30}] {pos}/{len} {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    let b = bar.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            if let Ok(p) = progress.lock() {
+                b.set_length(p.total() as u64);
+                b.set_position(p.done() as u64);
+                b.set_message(p.phase.clone());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    });
+    Bar(Some((bar, task)))
 }

@@ -1,6 +1,326 @@
 //! Planned whole-cluster stop and start. `stop` makes nothing losable (PVs retained,
 //! addresses pinned, buckets orphaned: each change recorded with its undo), quiesces in
-//! order, waits for pods to go and volumes to detach, then takes a final snapshot and marks
-//! it. `start` restores that snapshot and scales everything back in reverse order.
+//! order, waits for pods to go and volumes to detach, then takes a final snapshot, verifies
+//! it and leaves a marker naming it in the store. `start` restores that snapshot (the
+//! cold-start path, gate included) and scales everything back in reverse order.
+//!
+//! Both are re-runnable: an interrupted stop continues (fixes are idempotent, recorded
+//! replicas survive), a start skips what already exists.
 
 pub mod stop;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use kube::api::{Api, DynamicObject, ListParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use serde::{Deserialize, Serialize};
+
+use crate::audit::{self, Finding};
+use crate::restore::plan::PinStyle;
+use crate::restore::progress::Progress;
+use crate::restore::{self, RestoreOptions, RestoreReport};
+use crate::snapshot::crypto::{Keys, Role};
+use crate::snapshot::{format, read, write};
+use crate::store::{Store, layout};
+
+use self::stop::{Change, Group, Step};
+
+/// What a stop leaves in the store for the start.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StopMarker {
+    pub cluster: String,
+    pub snapshot: String,
+    pub stopped_at: DateTime<Utc>,
+    pub changes: Vec<Change>,
+    pub steps: Vec<Step>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StopOptions {
+    pub pin_style: PinStyle,
+    pub order: Vec<Group>,
+    pub quiesce_timeout: Duration,
+    pub snapshot: write::Options,
+    pub dry_run: bool,
+}
+
+impl Default for StopOptions {
+    fn default() -> Self {
+        StopOptions {
+            pin_style: PinStyle::LoadBalancerIp,
+            order: stop::DEFAULT_ORDER.to_vec(),
+            quiesce_timeout: Duration::from_secs(600),
+            snapshot: write::Options::default(),
+            dry_run: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StopReport {
+    /// What would have been lost before the stop fixed it.
+    pub findings: Vec<Finding>,
+    pub changes: Vec<Change>,
+    pub steps: Vec<Step>,
+    pub snapshot: Option<String>,
+    pub snapshot_objects: u64,
+    pub dry_run: bool,
+    pub phase_ms: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    #[error(transparent)]
+    Audit(#[from] audit::AuditError),
+    #[error(transparent)]
+    Stop(#[from] stop::StopError),
+    #[error(
+        "failed to take the final snapshot: {0}; the cluster is quiesced and its fixes are in place: re-run `coldstart stop` to retry"
+    )]
+    Snapshot(#[from] write::WriteError),
+    #[error("failed to verify the final snapshot: {0}; re-run `coldstart stop` to take another")]
+    Verify(read::ReadError),
+    #[error("failed to read the stop marker: {0}")]
+    Marker(String),
+    #[error(
+        "there is no stopped marker in {0}: was `coldstart stop` run against this store? Use `coldstart start --snapshot ID` to start from a given snapshot"
+    )]
+    NotStopped(String),
+    #[error(transparent)]
+    Restore(#[from] restore::RestoreError),
+    #[error("failed to list workloads: {0}")]
+    List(kube::Error),
+}
+
+fn set(progress: &Arc<Mutex<Progress>>, phase: &str) {
+    if let Ok(mut p) = progress.lock() {
+        p.phase(phase);
+    }
+}
+
+async fn workloads(client: &kube::Client) -> Result<Vec<serde_json::Value>, LifecycleError> {
+    let mut out = Vec::new();
+    for (kind, plural) in [
+        ("Deployment", "deployments"),
+        ("StatefulSet", "statefulsets"),
+    ] {
+        let ar =
+            ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("apps", "v1", kind), plural);
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+        let list = api
+            .list(&ListParams::default())
+            .await
+            .map_err(LifecycleError::List)?;
+        out.extend(
+            list.items
+                .into_iter()
+                .filter_map(|o| serde_json::to_value(o).ok()),
+        );
+    }
+    // kube-system is the platform's, not the workload's: leave it running.
+    out.retain(|w| {
+        w.pointer("/metadata/namespace").and_then(|n| n.as_str()) != Some("kube-system")
+    });
+    Ok(out)
+}
+
+async fn read_marker(store: &Store, keys: &Keys) -> Result<Option<StopMarker>, LifecycleError> {
+    let Some(bytes) = store
+        .get_opt(layout::STOP_MARKER)
+        .await
+        .map_err(|e| LifecycleError::Marker(e.to_string()))?
+    else {
+        return Ok(None);
+    };
+    format::decode_json(keys, Role::Marker, &bytes, "the stop marker")
+        .map(Some)
+        .map_err(|e| LifecycleError::Marker(e.to_string()))
+}
+
+/// Stop the cluster so that deleting it loses nothing.
+pub async fn stop(
+    client: &kube::Client,
+    store: &Store,
+    keys: &Keys,
+    opts: &StopOptions,
+    progress: &Arc<Mutex<Progress>>,
+) -> Result<StopReport, LifecycleError> {
+    let mut phase_ms = BTreeMap::new();
+    let mut t = Instant::now();
+    let mut mark = |name: &str, t: &mut Instant| {
+        phase_ms.insert(name.to_owned(), t.elapsed().as_millis() as u64);
+        *t = Instant::now();
+    };
+    set(progress, "auditing");
+    let inputs = audit::collect(client, None).await?;
+    let findings: Vec<Finding> = audit::audit(&inputs, Utc::now(), Duration::MAX)
+        .into_iter()
+        .filter(|f| f.kind != audit::FindingKind::NoSnapshot)
+        .collect();
+    // An interrupted stop already changed things: keep its changes (and their undos).
+    let previous = read_marker(store, keys)
+        .await?
+        .filter(|m| m.cluster == opts.snapshot.cluster_name);
+    let mut changes: Vec<Change> = previous
+        .as_ref()
+        .map(|m| m.changes.clone())
+        .unwrap_or_default();
+    for c in stop::plan_fixes(&inputs, opts.pin_style) {
+        if !changes
+            .iter()
+            .any(|x| x.object == c.object && x.description == c.description)
+        {
+            changes.push(c);
+        }
+    }
+    let steps = stop::plan_quiesce(&workloads(client).await?, &opts.order);
+    mark("audit", &mut t);
+    if opts.dry_run {
+        return Ok(StopReport {
+            findings,
+            changes,
+            steps,
+            snapshot: None,
+            snapshot_objects: 0,
+            dry_run: true,
+            phase_ms,
+        });
+    }
+    set(progress, "making nothing losable");
+    stop::apply_changes(client, &changes, false).await?;
+    mark("fix", &mut t);
+    for step in &steps {
+        set(
+            progress,
+            &format!("quiescing {:?}", step.group).to_lowercase(),
+        );
+        stop::scale_step(client, step, true).await?;
+        stop::wait_step(client, step, true, opts.quiesce_timeout).await?;
+    }
+    set(progress, "waiting for volumes to detach");
+    stop::wait_detached(client, opts.quiesce_timeout).await?;
+    mark("quiesce", &mut t);
+    set(progress, "taking the final snapshot");
+    let manifest = write::take(
+        client,
+        store,
+        keys,
+        &opts.snapshot,
+        Arc::new(write::Progress::default()),
+    )
+    .await?;
+    read::open(store, keys, &manifest.id)
+        .await
+        .map_err(LifecycleError::Verify)?;
+    mark("snapshot", &mut t);
+    let marker = StopMarker {
+        cluster: opts.snapshot.cluster_name.clone(),
+        snapshot: manifest.id.clone(),
+        stopped_at: Utc::now(),
+        changes: changes.clone(),
+        steps: steps.clone(),
+    };
+    store
+        .put(
+            layout::STOP_MARKER,
+            Bytes::from(format::encode_json(keys, Role::Marker, &marker)),
+        )
+        .await
+        .map_err(|e| LifecycleError::Marker(e.to_string()))?;
+    if let Ok(mut p) = progress.lock() {
+        p.finish(true);
+    }
+    Ok(StopReport {
+        findings,
+        changes,
+        steps,
+        snapshot: Some(manifest.id),
+        snapshot_objects: manifest.stats.objects,
+        dry_run: false,
+        phase_ms,
+    })
+}
+
+#[derive(Debug, Clone)]
+pub struct StartOptions {
+    pub restore: RestoreOptions,
+    /// Start from this snapshot instead of the stop marker's.
+    pub snapshot: Option<String>,
+    pub ready_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StartReport {
+    pub snapshot: String,
+    pub restore: RestoreReport,
+    /// Groups brought back, in order, with how long each took to be ready.
+    pub scaled_up: Vec<(Group, u64)>,
+    pub rto_ms: u64,
+    pub phase_ms: BTreeMap<String, u64>,
+}
+
+/// Start a stopped cluster (or a fresh one) from the stop's snapshot.
+pub async fn start(
+    client: &kube::Client,
+    store: &Store,
+    keys: &Keys,
+    opts: &StartOptions,
+    progress: &Arc<Mutex<Progress>>,
+) -> Result<StartReport, LifecycleError> {
+    let started = Instant::now();
+    let marker = read_marker(store, keys).await?;
+    let (id, steps) = match (&opts.snapshot, &marker) {
+        (Some(id), _) => (
+            id.clone(),
+            marker
+                .as_ref()
+                .filter(|m| &m.snapshot == id)
+                .map(|m| m.steps.clone())
+                .unwrap_or_default(),
+        ),
+        (None, Some(m)) => (m.snapshot.clone(), m.steps.clone()),
+        (None, None) => return Err(LifecycleError::NotStopped(store.url().to_owned())),
+    };
+    set(progress, "reading and verifying the snapshot");
+    let snap = read::open(store, keys, &id)
+        .await
+        .map_err(LifecycleError::Verify)?;
+    let source = restore::source::from_snapshot(&snap);
+    let mut ropts = opts.restore.clone();
+    // The start brings operators back itself, in reverse quiesce order.
+    ropts.scale_operators = steps.is_empty();
+    let report = restore::run(client, &source, &ropts, progress).await?;
+    let mut phase_ms = report.phase_ms.clone();
+    let mut scaled_up = Vec::new();
+    if report.succeeded {
+        for step in steps.iter().rev() {
+            let t = Instant::now();
+            set(
+                progress,
+                &format!("starting {:?}", step.group).to_lowercase(),
+            );
+            stop::scale_step(client, step, false).await?;
+            stop::wait_step(client, step, false, opts.ready_timeout).await?;
+            let ms = t.elapsed().as_millis() as u64;
+            phase_ms.insert(format!("start-{:?}", step.group).to_lowercase(), ms);
+            scaled_up.push((step.group, ms));
+        }
+        if marker.is_some_and(|m| m.snapshot == id) {
+            let _ = store.delete(layout::STOP_MARKER).await;
+        }
+    }
+    if let Ok(mut p) = progress.lock() {
+        p.finish(report.succeeded);
+    }
+    Ok(StartReport {
+        snapshot: id,
+        rto_ms: started.elapsed().as_millis() as u64,
+        restore: report,
+        scaled_up,
+        phase_ms,
+    })
+}

@@ -18,6 +18,7 @@ pub mod apply;
 pub mod gate;
 pub mod plan;
 pub mod progress;
+pub mod source;
 pub mod verify;
 
 use std::collections::BTreeMap;
@@ -89,6 +90,8 @@ pub struct RestoreOptions {
     pub verify_timeout: Duration,
     /// How long to wait for each operator to become ready after scaling it up.
     pub operator_timeout: Duration,
+    /// Scale operators up after verification (a `start` does it itself, in order).
+    pub scale_operators: bool,
 }
 
 impl Default for RestoreOptions {
@@ -99,6 +102,7 @@ impl Default for RestoreOptions {
             gate: true,
             verify_timeout: Duration::from_secs(120),
             operator_timeout: Duration::from_secs(120),
+            scale_operators: true,
         }
     }
 }
@@ -236,8 +240,10 @@ pub async fn run(
             gate::lift(client).await?;
         }
         restore_management(client, &plan).await;
-        set_phase(progress, "scaling operators up");
-        operators = scale_operators_up(client, &plan, opts.operator_timeout).await;
+        if opts.scale_operators {
+            set_phase(progress, "scaling operators up");
+            operators = scale_operators_up(client, &plan, opts.operator_timeout).await;
+        }
         mark("operators", &mut t);
         if opts.gate {
             "lifted".to_owned()

@@ -193,3 +193,101 @@ pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// moto's S3 server on a free loopback port, killed on drop. Panics (fails the test) if
+/// moto is not installed: `tests/run` installs it.
+pub struct Moto {
+    child: std::process::Child,
+    pub endpoint: String,
+}
+
+impl Moto {
+    pub async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let child = std::process::Command::new("python3")
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs");
+        let mut moto = Moto {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        };
+        for _ in 0..200 {
+            if let Ok(Some(status)) = moto.child.try_wait() {
+                panic!(
+                    "moto's server exited ({status}); install it with `pip install \"moto[server]\"` (tests/run does)"
+                );
+            }
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return moto;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("moto's server did not start listening on port {port} within 20 s");
+    }
+
+    /// Create a bucket (moto accepts unsigned requests).
+    pub async fn bucket(&self, name: &str) {
+        let resp = reqwest::Client::new()
+            .put(format!("{}/{name}", self.endpoint))
+            .send()
+            .await
+            .expect("moto answers");
+        assert!(
+            resp.status().is_success(),
+            "create bucket: {}",
+            resp.status()
+        );
+    }
+
+    /// Environment for a process using this server as its S3.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("COLDSTART_S3_ENDPOINT", self.endpoint.clone()),
+            ("AWS_ACCESS_KEY_ID", "testing".to_owned()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".to_owned()),
+            ("AWS_REGION", "us-east-1".to_owned()),
+        ]
+    }
+
+    /// A store on this server, built directly (tests cannot set process environment).
+    pub fn store(&self, bucket: &str, prefix: &str) -> coldstart::store::Store {
+        coldstart::cluster::init_tls();
+        let s3 = object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(&self.endpoint)
+            .with_allow_http(true)
+            .with_bucket_name(bucket)
+            .with_region("us-east-1")
+            .with_access_key_id("testing")
+            .with_secret_access_key("testing")
+            .build()
+            .expect("s3 store");
+        coldstart::store::Store::new(
+            std::sync::Arc::new(s3),
+            prefix,
+            &format!("s3://{bucket}/{prefix}"),
+        )
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -6,3 +6,4 @@ mod restore;
 mod sim_api;
 mod sim_cloud;
 mod sim_kubectl;
+mod snapshot;

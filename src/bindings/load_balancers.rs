@@ -1,0 +1,258 @@
+//! Load-balancer bindings: how each LoadBalancer Service's address is pinned (if it is),
+//! the address it answers on now, and the DNS names external-dns publishes for it.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{owned, str_at};
+
+const AWS_EIPS: &str = "service.beta.kubernetes.io/aws-load-balancer-eip-allocations";
+const AZURE_PIP: &str = "service.beta.kubernetes.io/azure-pip-name";
+const AZURE_IPV4: &str = "service.beta.kubernetes.io/azure-load-balancer-ipv4";
+const AZURE_RG: &str = "service.beta.kubernetes.io/azure-load-balancer-resource-group";
+const METALLB: &[&str] = &[
+    "metallb.io/loadBalancerIPs",
+    "metallb.universe.tf/loadBalancerIPs",
+    "metallb.universe.tf/load-balancer-ips",
+];
+/// external-dns reads both prefixes; the `alpha` one is the historical default.
+const DNS_PREFIXES: &[&str] = &[
+    "external-dns.alpha.kubernetes.io/",
+    "external-dns.kubernetes.io/",
+];
+
+/// How a Service's address is pinned, per provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "provider", rename_all = "kebab-case")]
+pub enum Pin {
+    /// AWS Load Balancer Controller: Elastic IP allocations, one per subnet.
+    AwsEip { allocations: Vec<String> },
+    /// Azure: a named public IP resource and/or an explicit IPv4 address.
+    #[serde(rename_all = "camelCase")]
+    Azure {
+        pip_name: Option<String>,
+        ipv4: Option<String>,
+        resource_group: Option<String>,
+    },
+    /// GCP (and any provider honouring it): `spec.loadBalancerIP` with a reserved address.
+    LoadBalancerIp { address: String },
+    /// MetalLB address annotations (current or legacy prefix).
+    Metallb { addresses: Vec<String> },
+}
+
+/// One LoadBalancer Service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadBalancerBinding {
+    pub namespace: String,
+    pub name: String,
+    pub pin: Option<Pin>,
+    /// Whether the address survives a cold start: pinned, not allocated by a controller.
+    pub pinned: bool,
+    /// Current addresses from `status.loadBalancer.ingress`.
+    pub ingress_ips: Vec<String>,
+    pub ingress_hostnames: Vec<String>,
+    /// DNS names external-dns publishes (`hostname` annotations, both prefixes).
+    pub dns_names: Vec<String>,
+    /// Explicit DNS targets (`target` annotations), if any.
+    pub dns_targets: Vec<String>,
+    pub load_balancer_class: Option<String>,
+}
+
+fn annotation<'a>(svc: &'a Value, key: &str) -> Option<&'a str> {
+    svc.pointer("/metadata/annotations")
+        .and_then(|a| a.get(key))
+        .and_then(Value::as_str)
+        .filter(|s| !s.trim().is_empty())
+}
+
+fn split_list(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn pin_of(svc: &Value) -> Option<Pin> {
+    if let Some(eips) = annotation(svc, AWS_EIPS) {
+        return Some(Pin::AwsEip {
+            allocations: split_list(eips),
+        });
+    }
+    let pip = annotation(svc, AZURE_PIP);
+    let ipv4 = annotation(svc, AZURE_IPV4);
+    if pip.is_some() || ipv4.is_some() {
+        return Some(Pin::Azure {
+            pip_name: owned(pip),
+            ipv4: owned(ipv4),
+            resource_group: owned(annotation(svc, AZURE_RG)),
+        });
+    }
+    if let Some(ips) = METALLB.iter().find_map(|k| annotation(svc, k)) {
+        return Some(Pin::Metallb {
+            addresses: split_list(ips),
+        });
+    }
+    str_at(svc, "/spec/loadBalancerIP").map(|ip| Pin::LoadBalancerIp {
+        address: ip.to_owned(),
+    })
+}
+
+fn dns(svc: &Value, suffix: &str) -> Vec<String> {
+    let mut out: Vec<String> = DNS_PREFIXES
+        .iter()
+        .filter_map(|p| annotation(svc, &format!("{p}{suffix}")))
+        .flat_map(split_list)
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The binding of one Service, if it is of type LoadBalancer.
+pub fn extract(svc: &Value) -> Option<LoadBalancerBinding> {
+    if str_at(svc, "/spec/type") != Some("LoadBalancer") {
+        return None;
+    }
+    let ingress = svc
+        .pointer("/status/loadBalancer/ingress")
+        .and_then(Value::as_array);
+    let field = |f: &str| -> Vec<String> {
+        ingress
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i.get(f).and_then(Value::as_str))
+            .map(str::to_owned)
+            .collect()
+    };
+    let pin = pin_of(svc);
+    Some(LoadBalancerBinding {
+        namespace: str_at(svc, "/metadata/namespace")
+            .unwrap_or("default")
+            .to_owned(),
+        name: str_at(svc, "/metadata/name")?.to_owned(),
+        pinned: pin.is_some(),
+        pin,
+        ingress_ips: field("ip"),
+        ingress_hostnames: field("hostname"),
+        dns_names: dns(svc, "hostname"),
+        dns_targets: dns(svc, "target"),
+        load_balancer_class: owned(str_at(svc, "/spec/loadBalancerClass")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn svc(annotations: Value, spec_extra: Value, ingress: Value) -> Value {
+        let mut spec = json!({"type": "LoadBalancer", "ports": [{"port": 443}]});
+        for (k, v) in spec_extra.as_object().unwrap() {
+            spec[k] = v.clone();
+        }
+        json!({"metadata": {"name": "web", "namespace": "shop", "annotations": annotations},
+               "spec": spec, "status": {"loadBalancer": {"ingress": ingress}}})
+    }
+
+    #[test]
+    fn every_provider_pin_is_recognised() {
+        let cases = [
+            (
+                "aws eips",
+                json!({AWS_EIPS: "eipalloc-1, eipalloc-2"}),
+                json!({}),
+                Some(Pin::AwsEip {
+                    allocations: vec!["eipalloc-1".into(), "eipalloc-2".into()],
+                }),
+            ),
+            (
+                "azure pip",
+                json!({AZURE_PIP: "pip-web", AZURE_RG: "rg-net"}),
+                json!({}),
+                Some(Pin::Azure {
+                    pip_name: Some("pip-web".into()),
+                    ipv4: None,
+                    resource_group: Some("rg-net".into()),
+                }),
+            ),
+            (
+                "azure ipv4",
+                json!({AZURE_IPV4: "20.1.2.3"}),
+                json!({}),
+                Some(Pin::Azure {
+                    pip_name: None,
+                    ipv4: Some("20.1.2.3".into()),
+                    resource_group: None,
+                }),
+            ),
+            (
+                "gcp loadBalancerIP",
+                json!({}),
+                json!({"loadBalancerIP": "34.1.2.3"}),
+                Some(Pin::LoadBalancerIp {
+                    address: "34.1.2.3".into(),
+                }),
+            ),
+            (
+                "metallb",
+                json!({"metallb.io/loadBalancerIPs": "192.168.1.10"}),
+                json!({}),
+                Some(Pin::Metallb {
+                    addresses: vec!["192.168.1.10".into()],
+                }),
+            ),
+            (
+                "metallb legacy",
+                json!({"metallb.universe.tf/loadBalancerIPs": "192.168.1.11"}),
+                json!({}),
+                Some(Pin::Metallb {
+                    addresses: vec!["192.168.1.11".into()],
+                }),
+            ),
+            ("controller allocated", json!({}), json!({}), None),
+            (
+                "empty annotation is no pin",
+                json!({AWS_EIPS: " "}),
+                json!({}),
+                None,
+            ),
+        ];
+        for (name, ann, spec, pin) in cases {
+            let b = extract(&svc(ann, spec, json!([{"ip": "1.2.3.4"}]))).unwrap();
+            assert_eq!(b.pinned, pin.is_some(), "{name}");
+            assert_eq!(b.pin, pin, "{name}");
+            assert_eq!(b.ingress_ips, vec!["1.2.3.4".to_owned()], "{name}");
+        }
+    }
+
+    #[test]
+    fn dns_names_come_from_both_external_dns_prefixes() {
+        let b = extract(&svc(
+            json!({"external-dns.alpha.kubernetes.io/hostname": "a.example.com,b.example.com",
+                   "external-dns.kubernetes.io/hostname": "c.example.com",
+                   "external-dns.kubernetes.io/target": "lb.example.net"}),
+            json!({}),
+            json!([{"hostname": "k8s-shop-web.elb.amazonaws.com"}]),
+        ))
+        .unwrap();
+        assert_eq!(
+            b.dns_names,
+            ["a.example.com", "b.example.com", "c.example.com"]
+        );
+        assert_eq!(b.dns_targets, ["lb.example.net"]);
+        assert_eq!(b.ingress_hostnames, ["k8s-shop-web.elb.amazonaws.com"]);
+        assert!(b.ingress_ips.is_empty());
+    }
+
+    #[test]
+    fn only_load_balancer_services_bind_an_address() {
+        let cluster_ip = json!({"metadata": {"name": "x"}, "spec": {"type": "ClusterIP"}});
+        assert_eq!(extract(&cluster_ip), None);
+        let pending =
+            json!({"metadata": {"name": "x", "namespace": "a"}, "spec": {"type": "LoadBalancer"}});
+        let b = extract(&pending).unwrap();
+        assert!(b.ingress_ips.is_empty() && !b.pinned);
+    }
+}

@@ -1,0 +1,335 @@
+//! Volume bindings: which cloud disk a PersistentVolume is, from its CSI source or a removed
+//! in-tree source (recorded under the CSI driver that replaces it).
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{owned, str_at};
+
+/// The cloud a disk lives in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    Aws,
+    Azure,
+    Gcp,
+    /// Any other CSI driver (its name is in `csi_driver`).
+    Other,
+}
+
+/// The PVC a PV is bound to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+/// One PersistentVolume and the disk behind it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeBinding {
+    pub pv: String,
+    pub provider: Provider,
+    /// The CSI driver (for in-tree sources, the driver that replaces them).
+    pub csi_driver: String,
+    /// `csi` or the in-tree source's field name (`awsElasticBlockStore`, …).
+    pub source: String,
+    /// The CSI volume handle (for in-tree sources, the handle the CSI migration uses).
+    pub volume_handle: String,
+    /// The disk's own id: `vol-…`, the Azure disk resource id, the GCE disk name.
+    pub disk_id: String,
+    pub zone: Option<String>,
+    pub size: Option<String>,
+    pub storage_class: Option<String>,
+    pub reclaim_policy: Option<String>,
+    pub claim: Option<ClaimRef>,
+    pub fs_type: Option<String>,
+}
+
+/// Node-affinity keys that carry a volume's zone, most specific first.
+const ZONE_KEYS: &[&str] = &[
+    "topology.ebs.csi.aws.com/zone",
+    "topology.disk.csi.azure.com/zone",
+    "topology.gke.io/zone",
+    "topology.kubernetes.io/zone",
+    "failure-domain.beta.kubernetes.io/zone",
+];
+
+fn zone_from_affinity(pv: &Value) -> Option<String> {
+    let terms = pv
+        .pointer("/spec/nodeAffinity/required/nodeSelectorTerms")?
+        .as_array()?;
+    let exprs: Vec<&Value> = terms
+        .iter()
+        .filter_map(|t| t.get("matchExpressions").and_then(Value::as_array))
+        .flatten()
+        .collect();
+    ZONE_KEYS.iter().find_map(|key| {
+        exprs
+            .iter()
+            .find(|e| e.get("key").and_then(Value::as_str) == Some(key))
+            .and_then(|e| e.pointer("/values/0"))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    })
+}
+
+fn provider_of(driver: &str) -> Provider {
+    match driver {
+        "ebs.csi.aws.com" => Provider::Aws,
+        "disk.csi.azure.com" => Provider::Azure,
+        "pd.csi.storage.gke.io" => Provider::Gcp,
+        _ => Provider::Other,
+    }
+}
+
+/// The disk id inside a CSI handle: Azure keeps the whole resource id, GCE the disk name.
+fn disk_id_of(provider: &Provider, handle: &str) -> String {
+    match provider {
+        Provider::Gcp => handle.rsplit('/').next().unwrap_or(handle).to_owned(),
+        _ => handle.to_owned(),
+    }
+}
+
+fn gce_zone(handle: &str) -> Option<String> {
+    let parts: Vec<&str> = handle.split('/').collect();
+    parts
+        .iter()
+        .position(|p| *p == "zones")
+        .and_then(|i| parts.get(i + 1))
+        .map(|z| (*z).to_owned())
+}
+
+/// The binding of one PV, if it is backed by a disk.
+pub fn extract(pv: &Value) -> Option<VolumeBinding> {
+    let spec = pv.get("spec")?;
+    let (source, driver, handle, fs_type, mut zone) = if let Some(csi) = spec.get("csi") {
+        (
+            "csi",
+            str_at(csi, "/driver")?.to_owned(),
+            str_at(csi, "/volumeHandle")?.to_owned(),
+            owned(str_at(csi, "/fsType")),
+            None,
+        )
+    } else if let Some(ebs) = spec.get("awsElasticBlockStore") {
+        // In-tree ids look like `aws://us-east-1a/vol-123` or plain `vol-123`.
+        let raw = str_at(ebs, "/volumeID")?;
+        let (zone, id) = match raw.strip_prefix("aws://") {
+            Some(rest) => match rest.split_once('/') {
+                Some((z, id)) => ((!z.is_empty()).then(|| z.to_owned()), id.to_owned()),
+                None => (None, rest.to_owned()),
+            },
+            None => (None, raw.to_owned()),
+        };
+        (
+            "awsElasticBlockStore",
+            "ebs.csi.aws.com".to_owned(),
+            id,
+            owned(str_at(ebs, "/fsType")),
+            zone,
+        )
+    } else if let Some(az) = spec.get("azureDisk") {
+        (
+            "azureDisk",
+            "disk.csi.azure.com".to_owned(),
+            str_at(az, "/diskURI")?.to_owned(),
+            owned(str_at(az, "/fsType")),
+            None,
+        )
+    } else if let Some(gce) = spec.get("gcePersistentDisk") {
+        let zone = zone_from_affinity(pv);
+        let name = str_at(gce, "/pdName")?;
+        // The CSI migration library's handle for an in-tree PD.
+        let handle = format!(
+            "projects/UNSPECIFIED/zones/{}/disks/{name}",
+            zone.as_deref().unwrap_or("UNSPECIFIED")
+        );
+        (
+            "gcePersistentDisk",
+            "pd.csi.storage.gke.io".to_owned(),
+            handle,
+            owned(str_at(gce, "/fsType")),
+            zone,
+        )
+    } else {
+        return None;
+    };
+    let provider = provider_of(&driver);
+    if zone.is_none() {
+        zone = zone_from_affinity(pv);
+    }
+    if zone.is_none() && provider == Provider::Gcp {
+        zone = gce_zone(&handle);
+    }
+    let claim = match (
+        str_at(spec, "/claimRef/namespace"),
+        str_at(spec, "/claimRef/name"),
+    ) {
+        (Some(namespace), Some(name)) => Some(ClaimRef {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        }),
+        _ => None,
+    };
+    Some(VolumeBinding {
+        pv: str_at(pv, "/metadata/name")?.to_owned(),
+        disk_id: disk_id_of(&provider, &handle),
+        provider,
+        csi_driver: driver,
+        source: source.to_owned(),
+        volume_handle: handle,
+        zone,
+        size: owned(str_at(spec, "/capacity/storage")),
+        storage_class: owned(str_at(spec, "/storageClassName")),
+        reclaim_policy: owned(str_at(spec, "/persistentVolumeReclaimPolicy")),
+        claim,
+        fs_type,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pv(source: Value, zone_key: Option<(&str, &str)>) -> Value {
+        let mut spec = json!({"capacity": {"storage": "20Gi"}, "storageClassName": "gp3",
+            "persistentVolumeReclaimPolicy": "Delete",
+            "claimRef": {"namespace": "db", "name": "data", "uid": "old"}});
+        for (k, v) in source.as_object().unwrap() {
+            spec[k] = v.clone();
+        }
+        if let Some((k, z)) = zone_key {
+            spec["nodeAffinity"] = json!({"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                {"key": k, "operator": "In", "values": [z]}]}]}});
+        }
+        json!({"metadata": {"name": "pv-1"}, "spec": spec})
+    }
+
+    #[test]
+    fn every_disk_source_yields_provider_driver_handle_disk_and_zone() {
+        // (case, source, zone label, provider, driver, handle, disk id, zone)
+        let cases = [
+            (
+                "ebs csi",
+                json!({"csi": {"driver": "ebs.csi.aws.com", "volumeHandle": "vol-0abc", "fsType": "ext4"}}),
+                Some(("topology.ebs.csi.aws.com/zone", "eu-west-1a")),
+                Provider::Aws,
+                "ebs.csi.aws.com",
+                "vol-0abc",
+                "vol-0abc",
+                Some("eu-west-1a"),
+            ),
+            (
+                "azure csi",
+                json!({"csi": {"driver": "disk.csi.azure.com", "volumeHandle": "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/disks/d1"}}),
+                Some(("topology.disk.csi.azure.com/zone", "westeurope-1")),
+                Provider::Azure,
+                "disk.csi.azure.com",
+                "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/disks/d1",
+                "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/disks/d1",
+                Some("westeurope-1"),
+            ),
+            (
+                "gce csi, zone from handle",
+                json!({"csi": {"driver": "pd.csi.storage.gke.io", "volumeHandle": "projects/p/zones/europe-west1-b/disks/pd-1"}}),
+                None,
+                Provider::Gcp,
+                "pd.csi.storage.gke.io",
+                "projects/p/zones/europe-west1-b/disks/pd-1",
+                "pd-1",
+                Some("europe-west1-b"),
+            ),
+            (
+                "in-tree ebs with zone in id",
+                json!({"awsElasticBlockStore": {"volumeID": "aws://us-east-1c/vol-0def"}}),
+                None,
+                Provider::Aws,
+                "ebs.csi.aws.com",
+                "vol-0def",
+                "vol-0def",
+                Some("us-east-1c"),
+            ),
+            (
+                "in-tree ebs plain id",
+                json!({"awsElasticBlockStore": {"volumeID": "vol-0fed"}}),
+                Some(("topology.kubernetes.io/zone", "us-east-1b")),
+                Provider::Aws,
+                "ebs.csi.aws.com",
+                "vol-0fed",
+                "vol-0fed",
+                Some("us-east-1b"),
+            ),
+            (
+                "in-tree azure disk",
+                json!({"azureDisk": {"diskName": "d2", "diskURI": "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/disks/d2"}}),
+                None,
+                Provider::Azure,
+                "disk.csi.azure.com",
+                "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/disks/d2",
+                "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/disks/d2",
+                None,
+            ),
+            (
+                "in-tree gce pd",
+                json!({"gcePersistentDisk": {"pdName": "pd-2"}}),
+                Some(("failure-domain.beta.kubernetes.io/zone", "us-central1-a")),
+                Provider::Gcp,
+                "pd.csi.storage.gke.io",
+                "projects/UNSPECIFIED/zones/us-central1-a/disks/pd-2",
+                "pd-2",
+                Some("us-central1-a"),
+            ),
+            (
+                "other csi driver",
+                json!({"csi": {"driver": "rook-ceph.rbd.csi.ceph.com", "volumeHandle": "0001-abc"}}),
+                None,
+                Provider::Other,
+                "rook-ceph.rbd.csi.ceph.com",
+                "0001-abc",
+                "0001-abc",
+                None,
+            ),
+        ];
+        for (name, source, zone_key, provider, driver, handle, disk, zone) in cases {
+            let b = extract(&pv(source, zone_key)).unwrap_or_else(|| panic!("{name}: no binding"));
+            assert_eq!(b.provider, provider, "{name}");
+            assert_eq!(b.csi_driver, driver, "{name}");
+            assert_eq!(b.volume_handle, handle, "{name}");
+            assert_eq!(b.disk_id, disk, "{name}");
+            assert_eq!(b.zone.as_deref(), zone, "{name}");
+            assert_eq!(b.size.as_deref(), Some("20Gi"), "{name}");
+            assert_eq!(b.storage_class.as_deref(), Some("gp3"), "{name}");
+            assert_eq!(b.reclaim_policy.as_deref(), Some("Delete"), "{name}");
+            assert_eq!(
+                b.claim,
+                Some(ClaimRef {
+                    namespace: "db".into(),
+                    name: "data".into()
+                }),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn volumes_without_a_disk_have_no_binding() {
+        let cases = [
+            json!({"metadata": {"name": "x"}, "spec": {"hostPath": {"path": "/data"}}}),
+            json!({"metadata": {"name": "x"}, "spec": {"nfs": {"server": "n", "path": "/"}}}),
+            json!({"metadata": {"name": "x"}}),
+        ];
+        for pv in cases {
+            assert_eq!(extract(&pv), None, "{pv}");
+        }
+    }
+
+    #[test]
+    fn an_unbound_volume_has_no_claim() {
+        let b = extract(&json!({"metadata": {"name": "x"},
+            "spec": {"csi": {"driver": "ebs.csi.aws.com", "volumeHandle": "vol-1"}}}))
+        .unwrap();
+        assert_eq!(b.claim, None);
+        assert_eq!(b.reclaim_policy, None);
+    }
+}

@@ -1,0 +1,342 @@
+//! `coldstart restore`, `coldstart gate`, `coldstart audit`: the cold-start path and its
+//! checks, wired to the store and the cluster.
+
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use coldstart::audit::{self, Severity, SnapshotFacts};
+use coldstart::restore::apply::Existing;
+use coldstart::restore::plan::{PinStyle, Plan, Tier};
+use coldstart::restore::progress::Progress;
+use coldstart::restore::{self, RestoreOptions, RestoreReport, source};
+use coldstart::snapshot::crypto::Keys;
+use coldstart::snapshot::read;
+use coldstart::store::Store;
+
+use super::Global;
+use super::snapshot::{KeyArgs, load_keys};
+
+/// How the new cluster is shaped and how hard to push it.
+#[derive(Debug, Args, Clone)]
+pub struct ShapeArgs {
+    /// Label selector (key=value[,key=value]) marking operators, restored at 0 replicas and
+    /// scaled up only after verification.
+    #[arg(
+        long,
+        default_value = "coldstart.dev/operator=true",
+        value_name = "SELECTOR"
+    )]
+    pub operator_selector: String,
+    /// How this cloud pins a LoadBalancer address.
+    #[arg(long, value_enum, default_value_t = PinStyle::LoadBalancerIp)]
+    pub pin_style: PinStyle,
+    /// Keep every nodePort, not only the ones set explicitly.
+    #[arg(long)]
+    pub preserve_node_ports: bool,
+}
+
+impl ShapeArgs {
+    pub fn plan_options(&self) -> anyhow::Result<restore::plan::PlanOptions> {
+        let mut selector = Vec::new();
+        for term in self
+            .operator_selector
+            .split(',')
+            .filter(|t| !t.trim().is_empty())
+        {
+            let (k, v) = term.split_once('=').with_context(|| {
+                format!("failed to parse --operator-selector term {term:?}: expected key=value")
+            })?;
+            selector.push((k.trim().to_owned(), v.trim().to_owned()));
+        }
+        Ok(restore::plan::PlanOptions {
+            operator_selector: selector,
+            preserve_node_ports: self.preserve_node_ports,
+            pin_style: self.pin_style,
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Snapshot to restore (default: the newest complete one).
+    #[arg(long, value_name = "ID")]
+    pub snapshot: Option<String>,
+    /// Print the ordered plan and every transform; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// What to do with objects that already exist.
+    #[arg(long, value_enum, default_value_t = Existing::Skip)]
+    pub existing: Existing,
+    /// Creates in flight within a tier.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Seconds to wait for claims to bind and addresses to appear.
+    #[arg(long, default_value_t = 300)]
+    pub verify_timeout: u64,
+    /// Do NOT install the admission gate (shows what goes wrong without it; never in
+    /// production).
+    #[arg(long, hide = true)]
+    pub no_gate: bool,
+    #[command(flatten)]
+    pub shape: ShapeArgs,
+    #[command(flatten)]
+    pub key: KeyArgs,
+}
+
+pub(crate) async fn open_store(global: &Global, key: &KeyArgs) -> anyhow::Result<(Store, Keys)> {
+    let store = Store::open(&global.store)?;
+    let keys = load_keys(key, global)
+        .await?
+        .unwrap_or_else(Keys::plaintext);
+    Ok((store, keys))
+}
+
+/// The snapshot to use: the one named, or the newest.
+pub(crate) async fn pick(store: &Store, keys: &Keys, id: Option<&str>) -> anyhow::Result<String> {
+    if let Some(id) = id {
+        return Ok(id.to_owned());
+    }
+    let all = read::list(store, keys).await?;
+    all.iter()
+        .max_by_key(|m| m.started_at)
+        .map(|m| m.id.clone())
+        .with_context(|| {
+            format!(
+                "failed to find a snapshot in {}: take one with `coldstart snapshot`",
+                store.url()
+            )
+        })
+}
+
+pub async fn restore_cmd(args: RestoreArgs, global: &Global) -> anyhow::Result<ExitCode> {
+    let (store, keys) = open_store(global, &args.key).await?;
+    let id = pick(&store, &keys, args.snapshot.as_deref()).await?;
+    // Read, decrypt and verify everything before the first write.
+    let snap = read::open(&store, &keys, &id).await?;
+    let src = source::from_snapshot(&snap);
+    let plan_opts = args.shape.plan_options()?;
+    if args.dry_run {
+        let plan = restore::plan_for(&src, &plan_opts);
+        print_plan(&plan, global.json)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let client =
+        coldstart::cluster::connect(global.kubeconfig.as_deref(), global.context.as_deref())
+            .await?;
+    let opts = RestoreOptions {
+        plan: plan_opts,
+        apply: restore::apply::ApplyOptions {
+            concurrency: args.concurrency,
+            existing: args.existing,
+            ..Default::default()
+        },
+        gate: !args.no_gate,
+        verify_timeout: Duration::from_secs(args.verify_timeout),
+        ..Default::default()
+    };
+    let progress = Arc::new(Mutex::new(Progress::default()));
+    if let Ok(mut p) = progress.lock() {
+        p.begin("restore");
+    }
+    let bar = super::progress_bar(global.json, progress.clone());
+    let report = restore::run(&client, &src, &opts, &progress).await?;
+    bar.finish();
+    print_report(&report, global.json)?;
+    Ok(if report.succeeded {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn print_plan(plan: &Plan, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(plan)?);
+        return Ok(());
+    }
+    for tier in Tier::ALL {
+        let Some(items) = plan.tiers.get(&tier) else {
+            continue;
+        };
+        println!("== tier {} ({} objects)", tier.name(), items.len());
+        for p in items {
+            println!(
+                "  {} {}",
+                p.kind,
+                p.namespace
+                    .as_deref()
+                    .map(|n| format!("{n}/{}", p.name))
+                    .unwrap_or_else(|| p.name.clone())
+            );
+            for t in &p.transforms {
+                println!("      ~ {t}");
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn print_report(r: &RestoreReport, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(r)?);
+        return Ok(());
+    }
+    println!(
+        "restore of snapshot {}: {}",
+        r.snapshot,
+        if r.succeeded {
+            "VERIFIED"
+        } else {
+            "NOT VERIFIED"
+        }
+    );
+    println!(
+        "  {:<26} {:>7} {:>8} {:>8} {:>8} {:>7}",
+        "TIER", "TOTAL", "CREATED", "EXISTING", "UPDATED", "FAILED"
+    );
+    for (tier, c) in &r.tiers {
+        println!(
+            "  {:<26} {:>7} {:>8} {:>8} {:>8} {:>7}",
+            tier.name(),
+            c.total,
+            c.created,
+            c.existing,
+            c.updated,
+            c.failed
+        );
+    }
+    for f in &r.failures {
+        println!("  FAILED {} ({}): {}", f.object, f.tier.name(), f.reason);
+    }
+    println!(
+        "  volumes reused {}/{}, addresses reused {}/{}, buckets reused {}/{}",
+        r.volumes_reused,
+        r.verification.volumes_expected,
+        r.ips_reused,
+        r.verification.ips_expected,
+        r.buckets_reused,
+        r.verification.buckets_expected
+    );
+    println!(
+        "  new disks {}, new addresses {}, new buckets {}{}",
+        r.new_disks,
+        r.new_ips,
+        r.new_buckets,
+        if r.verification.cloud_ledger {
+            " (checked against the cloud ledger)"
+        } else {
+            ""
+        }
+    );
+    for p in &r.verification.problems {
+        println!("  PROBLEM {p}");
+    }
+    println!(
+        "  gate: {}; operators scaled up: {}",
+        r.gate,
+        r.operators_scaled_up.len()
+    );
+    println!("  RTO {:.1} s, RPO {} s", r.rto_ms as f64 / 1000.0, r.rpo_s);
+    Ok(())
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GateCommand {
+    /// Show whether the restore gate is installed.
+    Status,
+    /// Lift the gate by hand (after a failed verification, once you have looked).
+    Off,
+}
+
+pub async fn gate_cmd(cmd: GateCommand, global: &Global) -> anyhow::Result<ExitCode> {
+    let client =
+        coldstart::cluster::connect(global.kubeconfig.as_deref(), global.context.as_deref())
+            .await?;
+    match cmd {
+        GateCommand::Status => {
+            let installed = restore::gate::status(&client).await?;
+            if global.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"installed": !installed.is_empty(), "policies": installed})
+                );
+            } else if installed.is_empty() {
+                println!("gate: not installed");
+            } else {
+                println!("gate: INSTALLED ({})", installed.join(", "));
+            }
+        }
+        GateCommand::Off => {
+            let n = restore::gate::lift(&client).await?;
+            println!("gate lifted ({n} policies removed)");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// The newest snapshot must be younger than this (seconds).
+    #[arg(long, default_value_t = 900)]
+    pub rpo_target: u64,
+    /// Exit non-zero when a finding is at or above this severity (for CI).
+    #[arg(long, value_enum)]
+    pub fail_on: Option<Severity>,
+    #[command(flatten)]
+    pub key: KeyArgs,
+}
+
+/// The newest snapshot's facts, if the store has one (an unreadable store is an error).
+pub(crate) async fn newest_facts(
+    store: &Store,
+    keys: &Keys,
+) -> anyhow::Result<Option<SnapshotFacts>> {
+    let all = read::list(store, keys).await?;
+    Ok(all
+        .into_iter()
+        .max_by_key(|m| m.started_at)
+        .map(|m| SnapshotFacts {
+            id: m.id.clone(),
+            taken_at: m.started_at,
+            recorded: restore::Recorded::from_bindings(&m.bindings),
+        }))
+}
+
+pub async fn audit_cmd(args: AuditArgs, global: &Global) -> anyhow::Result<ExitCode> {
+    let (store, keys) = open_store(global, &args.key).await?;
+    let client =
+        coldstart::cluster::connect(global.kubeconfig.as_deref(), global.context.as_deref())
+            .await?;
+    let facts = newest_facts(&store, &keys).await?;
+    let inputs = audit::collect(&client, facts).await?;
+    let findings = audit::audit(
+        &inputs,
+        chrono::Utc::now(),
+        Duration::from_secs(args.rpo_target),
+    );
+    print_findings(&findings, global.json)?;
+    Ok(match args.fail_on {
+        Some(t) if audit::fails(&findings, t) => ExitCode::from(2),
+        _ => ExitCode::SUCCESS,
+    })
+}
+
+pub(crate) fn print_findings(findings: &[audit::Finding], json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(findings)?);
+        return Ok(());
+    }
+    if findings.is_empty() {
+        println!("nothing would be lost if this cluster were deleted now");
+        return Ok(());
+    }
+    println!("{:<9} {:<44} WHAT WOULD BE LOST", "SEVERITY", "OBJECT");
+    for f in findings {
+        println!("{:<9} {:<44} {}", f.severity.as_str(), f.object, f.message);
+        println!("{:<9} {:<44}   fix: {}", "", "", f.fix);
+    }
+    Ok(())
+}

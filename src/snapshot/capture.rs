@@ -1,0 +1,401 @@
+//! Reading the cluster: discovery of every served resource (preferred version per group,
+//! CRDs and aggregated APIs included) and paged LISTs that survive a throttling or failing
+//! API server. An aggregated API that does not answer discovery is reported, not fatal.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rand::Rng as _;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::format::{ResourceRef, Unavailable};
+
+/// Objects per LIST page: the API server's own recommendation for large lists.
+pub const PAGE_SIZE: u32 = 500;
+
+/// Why reading the cluster failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error(
+        "failed to {what}: the API server kept answering {last} for {elapsed:?} ({attempts} attempts); it is overloaded or down: retry later or raise --api-retry-budget"
+    )]
+    RetriesExhausted {
+        what: String,
+        last: String,
+        attempts: u32,
+        elapsed: Duration,
+    },
+    #[error("failed to {what}: the API server answered {status}: {body}")]
+    Refused {
+        what: String,
+        status: u16,
+        body: String,
+    },
+    #[error("failed to {what}: {source}")]
+    Decode {
+        what: String,
+        source: serde_json::Error,
+    },
+    #[error("failed to {what}: {detail}")]
+    Request { what: String, detail: String },
+}
+
+/// How long to keep retrying a failing API server.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub first_delay: Duration,
+    pub max_delay: Duration,
+    /// Give up once this much time has gone into one request's retries.
+    pub budget: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            first_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(10),
+            budget: Duration::from_secs(120),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Delay before attempt `attempt + 1`: exponential with full jitter, or what the server
+    /// asked for in Retry-After (capped at the max delay).
+    pub fn delay(&self, attempt: u32, retry_after: Option<Duration>, jitter: f64) -> Duration {
+        if let Some(ra) = retry_after {
+            return ra.min(self.max_delay);
+        }
+        let exp = self
+            .first_delay
+            .saturating_mul(1u32 << attempt.min(16))
+            .min(self.max_delay);
+        exp.mul_f64(0.5 + jitter.clamp(0.0, 1.0) / 2.0)
+    }
+}
+
+/// Whether a status is worth retrying.
+pub fn is_retryable(status: u16) -> bool {
+    status == 429 || (500..600).contains(&status) && status != 501
+}
+
+/// A GET with retries; returns the body of the first 2xx answer.
+pub async fn get(
+    client: &kube::Client,
+    path: &str,
+    what: &str,
+    policy: &RetryPolicy,
+) -> Result<Bytes, CaptureError> {
+    let started = Instant::now();
+    let mut attempt = 0u32;
+    loop {
+        let req = http::Request::get(path)
+            .body(kube::client::Body::empty())
+            .map_err(|e| CaptureError::Request {
+                what: what.to_owned(),
+                detail: e.to_string(),
+            })?;
+        let (last, retry_after) = match client.send(req).await {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let retry_after = resp
+                    .headers()
+                    .get(http::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(Duration::from_secs);
+                let body = resp.into_body().collect_bytes().await;
+                match body {
+                    Ok(b) if (200..300).contains(&status) => return Ok(b),
+                    Ok(b) if !is_retryable(status) => {
+                        return Err(CaptureError::Refused {
+                            what: what.to_owned(),
+                            status,
+                            body: String::from_utf8_lossy(&b[..b.len().min(300)]).into_owned(),
+                        });
+                    }
+                    Ok(_) => (format!("HTTP {status}"), retry_after),
+                    Err(e) => (format!("a broken response ({e})"), None),
+                }
+            }
+            Err(e) => (format!("a transport error ({e})"), None),
+        };
+        let delay = policy.delay(attempt, retry_after, rand::rng().random());
+        attempt += 1;
+        if started.elapsed() + delay > policy.budget {
+            return Err(CaptureError::RetriesExhausted {
+                what: what.to_owned(),
+                last,
+                attempts: attempt,
+                elapsed: started.elapsed(),
+            });
+        }
+        tracing::debug!(path, %last, ?delay, attempt, "retrying");
+        tokio::time::sleep(delay).await;
+    }
+}
+
+async fn get_json<T: serde::de::DeserializeOwned>(
+    client: &kube::Client,
+    path: &str,
+    what: &str,
+    policy: &RetryPolicy,
+) -> Result<T, CaptureError> {
+    let body = get(client, path, what, policy).await?;
+    serde_json::from_slice(&body).map_err(|source| CaptureError::Decode {
+        what: what.to_owned(),
+        source,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct ResourceList {
+    #[serde(default)]
+    resources: Vec<ApiResource>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ApiResource {
+    name: String,
+    kind: String,
+    namespaced: bool,
+    #[serde(default)]
+    verbs: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct GroupList {
+    #[serde(default)]
+    groups: Vec<Group>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Group {
+    name: String,
+    preferred_version: Option<GroupVersion>,
+    #[serde(default)]
+    versions: Vec<GroupVersion>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GroupVersion {
+    group_version: String,
+    version: String,
+}
+
+/// What discovery found.
+#[derive(Debug, Clone, Default)]
+pub struct Discovered {
+    pub resources: Vec<ResourceRef>,
+    pub unavailable: Vec<Unavailable>,
+}
+
+fn listable(group: &str, version: &str, list: ResourceList) -> impl Iterator<Item = ResourceRef> {
+    list.resources
+        .into_iter()
+        .filter(|r| !r.name.contains('/') && r.verbs.iter().any(|v| v == "list"))
+        .map(move |r| ResourceRef {
+            group: group.to_owned(),
+            version: version.to_owned(),
+            resource: r.name,
+            kind: r.kind,
+            namespaced: r.namespaced,
+        })
+}
+
+/// Every listable resource at its group's preferred version.
+pub async fn discover(
+    client: &kube::Client,
+    policy: &RetryPolicy,
+) -> Result<Discovered, CaptureError> {
+    let mut out = Discovered::default();
+    let core: ResourceList =
+        get_json(client, "/api/v1", "discover the core API (/api/v1)", policy).await?;
+    out.resources.extend(listable("", "v1", core));
+    let groups: GroupList =
+        get_json(client, "/apis", "discover API groups (/apis)", policy).await?;
+    let lookups = groups.groups.into_iter().filter_map(|g| {
+        let pv = g
+            .preferred_version
+            .or_else(|| g.versions.into_iter().next())?;
+        Some((g.name, pv))
+    });
+    let found = futures::future::join_all(lookups.map(|(group, pv)| async move {
+        let path = format!("/apis/{}", pv.group_version);
+        let what = format!("discover {}", pv.group_version);
+        // An aggregated API whose backend is down fails here: report it and go on, the
+        // way `kubectl api-resources` does.
+        let quick = RetryPolicy {
+            budget: policy.budget.min(Duration::from_secs(10)),
+            ..*policy
+        };
+        (
+            group,
+            pv,
+            get_json::<ResourceList>(client, &path, &what, &quick).await,
+        )
+    }))
+    .await;
+    for (group, pv, result) in found {
+        match result {
+            Ok(list) => out.resources.extend(listable(&group, &pv.version, list)),
+            Err(e) => out.unavailable.push(Unavailable {
+                group_version: pv.group_version,
+                error: e.to_string(),
+            }),
+        }
+    }
+    Ok(out)
+}
+
+/// One LIST page.
+#[derive(Debug, Deserialize)]
+pub struct Page {
+    #[serde(default)]
+    pub items: Vec<Value>,
+    #[serde(default)]
+    pub metadata: PageMeta,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct PageMeta {
+    #[serde(rename = "continue", default)]
+    pub continue_token: Option<String>,
+}
+
+/// The URL of a page of `r` (all namespaces).
+pub fn list_path(
+    r: &ResourceRef,
+    label_selector: Option<&str>,
+    continue_token: Option<&str>,
+) -> String {
+    let base = if r.group.is_empty() {
+        format!("/api/{}/{}", r.version, r.resource)
+    } else {
+        format!("/apis/{}/{}/{}", r.group, r.version, r.resource)
+    };
+    let mut q = format!("{base}?limit={PAGE_SIZE}");
+    if let Some(sel) = label_selector.filter(|s| !s.is_empty()) {
+        q.push_str("&labelSelector=");
+        q.push_str(&urlencoding::encode(sel));
+    }
+    if let Some(c) = continue_token.filter(|s| !s.is_empty()) {
+        q.push_str("&continue=");
+        q.push_str(&urlencoding::encode(c));
+    }
+    q
+}
+
+/// Parse a page body (CPU work: call from a blocking thread for large pages).
+pub fn parse_page(body: &[u8], what: &str) -> Result<Page, CaptureError> {
+    serde_json::from_slice(body).map_err(|source| CaptureError::Decode {
+        what: what.to_owned(),
+        source,
+    })
+}
+
+/// UID of `kube-system`: the cluster's identity.
+pub async fn cluster_uid(
+    client: &kube::Client,
+    policy: &RetryPolicy,
+) -> Result<String, CaptureError> {
+    let ns: Value = get_json(
+        client,
+        "/api/v1/namespaces/kube-system",
+        "read namespace kube-system (the cluster's identity)",
+        policy,
+    )
+    .await?;
+    Ok(ns
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_exponentially_is_capped_and_honours_retry_after() {
+        let p = RetryPolicy {
+            first_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(2),
+            budget: Duration::from_secs(60),
+        };
+        let cases = [
+            (
+                "first retry, no jitter",
+                0,
+                None,
+                1.0,
+                Duration::from_millis(100),
+            ),
+            ("third retry", 2, None, 1.0, Duration::from_millis(400)),
+            (
+                "half jitter floor",
+                2,
+                None,
+                0.0,
+                Duration::from_millis(200),
+            ),
+            ("capped", 10, None, 1.0, Duration::from_secs(2)),
+            (
+                "retry-after wins",
+                0,
+                Some(Duration::from_secs(1)),
+                0.3,
+                Duration::from_secs(1),
+            ),
+            (
+                "retry-after capped",
+                0,
+                Some(Duration::from_secs(60)),
+                0.3,
+                Duration::from_secs(2),
+            ),
+        ];
+        for (name, attempt, ra, jitter, want) in cases {
+            assert_eq!(p.delay(attempt, ra, jitter), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn throttling_and_server_errors_are_retried_client_errors_are_not() {
+        for (status, retry) in [
+            (429, true),
+            (500, true),
+            (503, true),
+            (504, true),
+            (501, false),
+            (404, false),
+            (403, false),
+            (410, false),
+        ] {
+            assert_eq!(is_retryable(status), retry, "{status}");
+        }
+    }
+
+    #[test]
+    fn list_paths_page_and_select() {
+        let r = ResourceRef {
+            group: "apps".into(),
+            version: "v1".into(),
+            resource: "deployments".into(),
+            kind: "Deployment".into(),
+            namespaced: true,
+        };
+        assert_eq!(
+            list_path(&r, None, None),
+            "/apis/apps/v1/deployments?limit=500"
+        );
+        assert_eq!(
+            list_path(&r, Some("app=a,tier in (x)"), Some("tok/1")),
+            "/apis/apps/v1/deployments?limit=500&labelSelector=app%3Da%2Ctier%20in%20%28x%29&continue=tok%2F1"
+        );
+    }
+}

@@ -1,0 +1,518 @@
+//! Taking a snapshot. Pages stream from the API server through exclusion, binding
+//! extraction and sanitizing into content-addressed blobs; only blobs the store does not
+//! already hold go to the packer, so an unchanged cluster costs a few KiB. Memory stays flat:
+//! a few pages and packs in flight, plus 32 bytes of id per object for the trees.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::Utc;
+use futures::StreamExt as _;
+use tokio::sync::mpsc;
+
+use super::capture::{self, CaptureError, RetryPolicy};
+use super::crypto::{BlobId, Keys, Role};
+use super::format::{
+    self, ClusterIdentity, FORMAT_VERSION, Index, Manifest, PackEntry, ResourceRef, Stats,
+    TreeEntry,
+};
+use super::read::{self, ReadError};
+use super::rules::{self, Selection};
+use super::{ConfigError, check_store};
+use crate::bindings::{self, Collector};
+use crate::store::lock::{self, LockError};
+use crate::store::{Created, Store, StoreError, layout};
+
+/// Uncompressed bytes per pack: ~16 MiB of config-like JSON stores as a few MiB, so 100k
+/// objects make a few dozen PUTs, and two packs in flight stay well inside the memory goal.
+pub const PACK_SIZE: usize = 16 << 20;
+/// Packs sealed and uploaded at once.
+const UPLOADS_IN_FLIGHT: usize = 2;
+
+/// Why a snapshot failed. A failed snapshot leaves no manifest: it does not exist.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Capture(#[from] CaptureError),
+    #[error(transparent)]
+    ReadExisting(#[from] ReadError),
+    #[error(
+        "failed to start the snapshot: Secrets would be stored unencrypted; give a key (COLDSTART_ENCRYPTION_KEY, --encryption-key-file, --encryption-key-secret), exclude secrets (--exclude-resources secrets), or pass --allow-plaintext-secrets"
+    )]
+    PlaintextSecrets,
+    #[error("failed to write manifest {id}: a snapshot with that id already exists")]
+    ManifestExists { id: String },
+    #[error("failed to {what}: an internal task stopped ({detail})")]
+    Task { what: String, detail: String },
+}
+
+/// What to capture and how.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub selection: Selection,
+    /// The cluster's name for the manifest (kubeconfig cluster name by default).
+    pub cluster_name: String,
+    /// The API server URL, recorded with the cluster's identity.
+    pub server: String,
+    /// Resources listed at once.
+    pub concurrency: usize,
+    pub retry: RetryPolicy,
+    pub allow_plaintext_secrets: bool,
+    pub pack_size: usize,
+    pub lock_ttl: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            selection: Selection::default(),
+            cluster_name: "unknown".to_owned(),
+            server: String::new(),
+            concurrency: 4,
+            retry: RetryPolicy::default(),
+            allow_plaintext_secrets: false,
+            pack_size: PACK_SIZE,
+            lock_ttl: lock::DEFAULT_TTL,
+        }
+    }
+}
+
+/// Live counters for a progress display.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub objects: AtomicU64,
+    pub bytes_written: AtomicU64,
+    pub resources_total: AtomicU64,
+    pub resources_done: AtomicU64,
+}
+
+/// Blobs the store already holds (from its indexes), and the packs they live in.
+#[derive(Debug, Default)]
+struct Known {
+    blobs: HashMap<BlobId, u32>,
+    packs: Vec<(String, u64)>,
+}
+
+type Batch = Vec<(BlobId, Bytes)>;
+
+/// What listing one resource produced.
+#[derive(Debug, Default)]
+struct Listed {
+    entries: Vec<TreeEntry>,
+    existing_packs: HashSet<u32>,
+    objects: u64,
+    bytes: u64,
+}
+
+/// Take a snapshot: capture the cluster into the store and return its manifest.
+pub async fn take(
+    client: &kube::Client,
+    store: &Store,
+    keys: &Keys,
+    opts: &Options,
+    progress: Arc<Progress>,
+) -> Result<Manifest, WriteError> {
+    let lock = lock::acquire(store, "snapshot", opts.lock_ttl).await?;
+    let result = take_locked(client, store, keys, opts, progress).await;
+    if let Err(e) = lock.release().await {
+        tracing::warn!(error = %e, "failed to release the writer lock; the next writer will take it over once it expires");
+    }
+    result
+}
+
+async fn take_locked(
+    client: &kube::Client,
+    store: &Store,
+    keys: &Keys,
+    opts: &Options,
+    progress: Arc<Progress>,
+) -> Result<Manifest, WriteError> {
+    let started_at = Utc::now();
+    let id = format::new_snapshot_id(started_at);
+    let discovered = capture::discover(client, &opts.retry).await?;
+    for u in &discovered.unavailable {
+        tracing::warn!(group_version = %u.group_version, error = %u.error, "API unavailable; its objects are not in this snapshot");
+    }
+    let resources: Vec<ResourceRef> = discovered
+        .resources
+        .into_iter()
+        .filter(|r| match rules::excluded_resource(&r.group, &r.resource) {
+            Some(why) => {
+                tracing::debug!(resource = %r.qualified(), why, "resource excluded");
+                false
+            }
+            None => opts.selection.wants_resource(&r.group, &r.resource),
+        })
+        .collect();
+    let secrets = resources
+        .iter()
+        .any(|r| r.group.is_empty() && r.resource == "secrets");
+    if secrets && !keys.is_encrypted() && !opts.allow_plaintext_secrets {
+        return Err(WriteError::PlaintextSecrets);
+    }
+    check_store(store, keys, true).await?;
+    let uid = capture::cluster_uid(client, &opts.retry).await?;
+    let known = Arc::new(load_known(store, keys).await?);
+    progress
+        .resources_total
+        .store(resources.len() as u64, Ordering::Relaxed);
+
+    let (tx, rx) = mpsc::channel::<Batch>(8);
+    let packer = tokio::spawn(pack_blobs(
+        rx,
+        store.clone(),
+        keys.clone(),
+        opts.pack_size,
+        progress.clone(),
+    ));
+    let collector = Arc::new(Mutex::new(Collector::default()));
+    let listed: Vec<Result<Listed, WriteError>> = futures::stream::iter(resources)
+        .map(|r| {
+            let ctx = ListCtx {
+                client,
+                keys,
+                opts,
+                known: &known,
+                tx: tx.clone(),
+                collector: &collector,
+                progress: &progress,
+            };
+            async move { list_resource(ctx, r).await }
+        })
+        .buffer_unordered(opts.concurrency.max(1))
+        .collect()
+        .await;
+    drop(tx);
+    let packed = packer.await.map_err(|e| WriteError::Task {
+        what: "write packs".to_owned(),
+        detail: e.to_string(),
+    });
+    // A lister fails with `Task` when the packer stopped; the packer's error is the cause.
+    let new_packs = packed??;
+    let mut entries = Vec::new();
+    let mut existing = HashSet::new();
+    let mut stats = Stats::default();
+    for l in listed {
+        let l = l?;
+        entries.extend(l.entries);
+        existing.extend(l.existing_packs);
+        stats.objects += l.objects;
+        stats.bytes_total += l.bytes;
+    }
+    entries.sort_by(|a, b| (&a.resource, &a.namespace).cmp(&(&b.resource, &b.namespace)));
+
+    let mut bytes_written = progress.bytes_written.load(Ordering::Relaxed);
+    if !new_packs.is_empty() {
+        let index = Index {
+            format: FORMAT_VERSION,
+            packs: new_packs.clone(),
+        };
+        let sealed = format::encode_json(keys, Role::Index, &index);
+        bytes_written += sealed.len() as u64;
+        let hash = format::stored_hash(&sealed);
+        store
+            .put(&layout::index(&hash), Bytes::from(sealed))
+            .await?;
+    }
+    let mut packs: Vec<(String, u64)> = existing
+        .into_iter()
+        .filter_map(|i| known.packs.get(i as usize).cloned())
+        .collect();
+    packs.extend(new_packs.iter().map(|p| (p.id.clone(), p.size)));
+    packs.sort();
+    packs.dedup();
+    stats.bytes_stored = packs.iter().map(|(_, s)| s).sum();
+    let bindings = Arc::try_unwrap(collector)
+        .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
+        .unwrap_or_default()
+        .finish();
+    let mut manifest = Manifest {
+        format: FORMAT_VERSION,
+        id: id.clone(),
+        coldstart_version: env!("CARGO_PKG_VERSION").to_owned(),
+        cluster: ClusterIdentity {
+            name: opts.cluster_name.clone(),
+            uid,
+            server: opts.server.clone(),
+        },
+        started_at,
+        finished_at: Utc::now(),
+        encryption: format::StoreConfig::for_keys(keys).encryption,
+        plaintext_secrets: secrets && !keys.is_encrypted(),
+        resources: entries,
+        packs: packs.into_iter().map(|(p, _)| p).collect(),
+        bindings,
+        unavailable: discovered.unavailable,
+        stats,
+    };
+    // The manifest's own size is part of what this run wrote; estimate it from a first
+    // encoding (it differs by a few bytes at most).
+    let draft = format::encode_json(keys, Role::Manifest, &manifest);
+    manifest.stats.bytes_written = bytes_written + draft.len() as u64;
+    let sealed = format::encode_json(keys, Role::Manifest, &manifest);
+    if store
+        .create(&layout::manifest(&id), Bytes::from(sealed))
+        .await?
+        == Created::AlreadyExists
+    {
+        return Err(WriteError::ManifestExists { id });
+    }
+    Ok(manifest)
+}
+
+async fn load_known(store: &Store, keys: &Keys) -> Result<Known, WriteError> {
+    let mut known = Known::default();
+    for (_, index) in read::load_indexes(store, keys).await? {
+        for p in index.packs {
+            let n = known.packs.len() as u32;
+            known.packs.push((p.id, p.size));
+            for (blob, _, _) in p.blobs {
+                known.blobs.entry(blob).or_insert(n);
+            }
+        }
+    }
+    Ok(known)
+}
+
+struct ListCtx<'a> {
+    client: &'a kube::Client,
+    keys: &'a Keys,
+    opts: &'a Options,
+    known: &'a Arc<Known>,
+    tx: mpsc::Sender<Batch>,
+    collector: &'a Arc<Mutex<Collector>>,
+    progress: &'a Arc<Progress>,
+}
+
+/// One page after exclusion, sanitizing and hashing.
+struct Processed {
+    entries: Vec<(Option<String>, String, BlobId)>,
+    new_blobs: Batch,
+    existing: Vec<u32>,
+    bytes: u64,
+    next: Option<String>,
+}
+
+fn process_page(
+    body: &[u8],
+    r: &ResourceRef,
+    keys: &Keys,
+    selection: &Selection,
+    known: &Known,
+    collector: &Mutex<Collector>,
+) -> Result<Processed, CaptureError> {
+    let page = capture::parse_page(body, &format!("decode a page of {}", r.qualified()))?;
+    let relevant = bindings::is_relevant(&r.group, &r.resource, &r.kind);
+    let api_version = r.api_version();
+    let mut out = Processed {
+        entries: Vec::with_capacity(page.items.len()),
+        new_blobs: Vec::new(),
+        existing: Vec::new(),
+        bytes: 0,
+        next: page.metadata.continue_token.filter(|c| !c.is_empty()),
+    };
+    for mut obj in page.items {
+        let name = obj
+            .pointer("/metadata/name")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let namespace = obj
+            .pointer("/metadata/namespace")
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned);
+        let ns_of_object = if r.group.is_empty() && r.resource == "namespaces" {
+            Some(name.as_str())
+        } else {
+            namespace.as_deref()
+        };
+        if !selection.wants_namespace(ns_of_object) {
+            continue;
+        }
+        if let Some(why) = rules::excluded_object(&r.group, &r.resource, &obj) {
+            tracing::trace!(resource = %r.qualified(), ?namespace, name, why, "object excluded");
+            continue;
+        }
+        if relevant {
+            collector.lock().unwrap_or_else(|e| e.into_inner()).observe(
+                &r.group,
+                &r.resource,
+                &r.kind,
+                &obj,
+            );
+        }
+        rules::sanitize(&mut obj, &api_version, &r.kind);
+        let json = serde_json::to_vec(&obj).unwrap_or_default();
+        let id = keys.blob_id(&json);
+        out.bytes += json.len() as u64;
+        match known.blobs.get(&id) {
+            Some(p) => out.existing.push(*p),
+            None => out.new_blobs.push((id, Bytes::from(json))),
+        }
+        out.entries.push((namespace, name, id));
+    }
+    Ok(out)
+}
+
+async fn list_resource(ctx: ListCtx<'_>, r: ResourceRef) -> Result<Listed, WriteError> {
+    let mut by_ns: BTreeMap<Option<String>, Vec<(String, BlobId)>> = BTreeMap::new();
+    let mut listed = Listed::default();
+    let mut token: Option<String> = None;
+    let packer_gone = || WriteError::Task {
+        what: "hand objects to the packer".to_owned(),
+        detail: "the packer stopped".to_owned(),
+    };
+    loop {
+        let path = capture::list_path(
+            &r,
+            ctx.opts.selection.label_selector.as_deref(),
+            token.as_deref(),
+        );
+        let what = format!("list {}", r.qualified());
+        let body = capture::get(ctx.client, &path, &what, &ctx.opts.retry).await?;
+        let (keys, selection, known, collector, r2) = (
+            ctx.keys.clone(),
+            ctx.opts.selection.clone(),
+            ctx.known.clone(),
+            ctx.collector.clone(),
+            r.clone(),
+        );
+        let page = tokio::task::spawn_blocking(move || {
+            process_page(&body, &r2, &keys, &selection, &known, &collector)
+        })
+        .await
+        .map_err(|e| WriteError::Task {
+            what: format!("process a page of {}", r.qualified()),
+            detail: e.to_string(),
+        })??;
+        listed.objects += page.entries.len() as u64;
+        listed.bytes += page.bytes;
+        listed.existing_packs.extend(page.existing);
+        ctx.progress
+            .objects
+            .fetch_add(page.entries.len() as u64, Ordering::Relaxed);
+        for (ns, name, id) in page.entries {
+            by_ns.entry(ns).or_default().push((name, id));
+        }
+        if !page.new_blobs.is_empty() {
+            ctx.tx
+                .send(page.new_blobs)
+                .await
+                .map_err(|_| packer_gone())?;
+        }
+        match page.next {
+            Some(t) => token = Some(t),
+            None => break,
+        }
+    }
+    let mut tree_blobs: Batch = Vec::new();
+    for (namespace, mut objs) in by_ns {
+        objs.sort_by(|a, b| a.0.cmp(&b.0));
+        let ids: Vec<BlobId> = objs.iter().map(|(_, id)| *id).collect();
+        let mut trees = Vec::new();
+        for chunk in format::chunk_tree(&ids) {
+            let id = ctx.keys.blob_id(&chunk);
+            match ctx.known.blobs.get(&id) {
+                Some(p) => {
+                    listed.existing_packs.insert(*p);
+                }
+                None => tree_blobs.push((id, Bytes::from(chunk))),
+            }
+            trees.push(id);
+        }
+        listed.entries.push(TreeEntry {
+            resource: r.clone(),
+            namespace,
+            count: ids.len() as u64,
+            trees,
+        });
+    }
+    if !tree_blobs.is_empty() {
+        ctx.tx.send(tree_blobs).await.map_err(|_| packer_gone())?;
+    }
+    ctx.progress.resources_done.fetch_add(1, Ordering::Relaxed);
+    Ok(listed)
+}
+
+/// Group new blobs into packs, seal and upload them; returns the packs written.
+async fn pack_blobs(
+    mut rx: mpsc::Receiver<Batch>,
+    store: Store,
+    keys: Keys,
+    pack_size: usize,
+    progress: Arc<Progress>,
+) -> Result<Vec<PackEntry>, WriteError> {
+    let mut seen: HashSet<BlobId> = HashSet::new();
+    let mut buf: Vec<u8> = Vec::with_capacity(pack_size + (1 << 20));
+    let mut blobs: Vec<(BlobId, u32, u32)> = Vec::new();
+    let mut uploads = tokio::task::JoinSet::new();
+    let mut done = Vec::new();
+    let mut next = rx.recv().await;
+    loop {
+        let finished = next.is_none();
+        if let Some(batch) = next.take() {
+            for (id, data) in batch {
+                if !seen.insert(id) {
+                    continue;
+                }
+                blobs.push((id, buf.len() as u32, data.len() as u32));
+                buf.extend_from_slice(&data);
+            }
+        }
+        if buf.len() >= pack_size || (finished && !buf.is_empty()) {
+            while uploads.len() >= UPLOADS_IN_FLIGHT {
+                if let Some(r) = uploads.join_next().await {
+                    done.push(joined(r)?);
+                }
+            }
+            let payload = std::mem::replace(&mut buf, Vec::with_capacity(pack_size + (1 << 20)));
+            let entries = std::mem::take(&mut blobs);
+            let (store, keys, progress) = (store.clone(), keys.clone(), progress.clone());
+            uploads.spawn(async move {
+                let sealed = tokio::task::spawn_blocking(move || {
+                    format::encode(&keys, Role::Pack, &payload)
+                })
+                .await
+                .map_err(|e| WriteError::Task {
+                    what: "seal a pack".to_owned(),
+                    detail: e.to_string(),
+                })?;
+                let id = format::stored_hash(&sealed);
+                let size = sealed.len() as u64;
+                store.put(&layout::pack(&id), Bytes::from(sealed)).await?;
+                progress.bytes_written.fetch_add(size, Ordering::Relaxed);
+                Ok::<_, WriteError>(PackEntry {
+                    id,
+                    size,
+                    blobs: entries,
+                })
+            });
+        }
+        if finished {
+            break;
+        }
+        next = rx.recv().await;
+    }
+    while let Some(r) = uploads.join_next().await {
+        done.push(joined(r)?);
+    }
+    Ok(done)
+}
+
+fn joined(
+    r: Result<Result<PackEntry, WriteError>, tokio::task::JoinError>,
+) -> Result<PackEntry, WriteError> {
+    r.map_err(|e| WriteError::Task {
+        what: "upload a pack".to_owned(),
+        detail: e.to_string(),
+    })?
+}

@@ -1,0 +1,806 @@
+//! Snapshots end to end: a simulated cluster holding disks, load balancers, bucket claims
+//! and Secrets, snapshotted into memory, local and S3 (moto) stores, read back verified;
+//! and every way it can go wrong.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use coldstart::bindings::{BucketKind, Pin, Provider};
+use coldstart::sim::seed::Seed;
+use coldstart::snapshot::capture::RetryPolicy;
+use coldstart::snapshot::crypto::Keys;
+use coldstart::snapshot::prune::{self, Policy};
+use coldstart::snapshot::read::{self, ReadError};
+use coldstart::snapshot::write::{self, Options, Progress, WriteError};
+use coldstart::snapshot::{ConfigError, format::Manifest};
+use coldstart::store::{Store, layout};
+use serde_json::{Value, json};
+
+use crate::helpers::{Moto, TestCluster, http, wait_until};
+
+const KEY_B64: &str = "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=";
+
+fn keys() -> Keys {
+    Keys::from_master(&[7u8; 32])
+}
+
+fn opts() -> Options {
+    Options {
+        cluster_name: "test".to_owned(),
+        retry: RetryPolicy {
+            budget: Duration::from_secs(30),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+async fn take(
+    c: &TestCluster,
+    store: &Store,
+    keys: &Keys,
+    opts: &Options,
+) -> Result<Manifest, WriteError> {
+    let client = c.client().await;
+    write::take(&client, store, keys, opts, Arc::new(Progress::default())).await
+}
+
+const FIXTURE: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: db}
+---
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: pv-ebs, annotations: {pv.kubernetes.io/provisioned-by: ebs.csi.aws.com}}
+spec:
+  capacity: {storage: 20Gi}
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Delete
+  storageClassName: gp3
+  csi: {driver: ebs.csi.aws.com, volumeHandle: vol-0123456789abcdef0, fsType: ext4}
+  claimRef: {namespace: db, name: data-pg-0}
+  nodeAffinity:
+    required:
+      nodeSelectorTerms:
+      - matchExpressions: [{key: topology.ebs.csi.aws.com/zone, operator: In, values: [eu-west-1b]}]
+---
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: pv-intree}
+spec:
+  capacity: {storage: 5Gi}
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Retain
+  awsElasticBlockStore: {volumeID: "aws://eu-west-1a/vol-0aaaaaaaaaaaaaaaa"}
+---
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: pv-azure}
+spec:
+  capacity: {storage: 8Gi}
+  accessModes: [ReadWriteOnce]
+  csi: {driver: disk.csi.azure.com, volumeHandle: /subscriptions/s1/resourceGroups/rg/providers/Microsoft.Compute/disks/d1}
+---
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: pv-gce}
+spec:
+  capacity: {storage: 10Gi}
+  accessModes: [ReadWriteOnce]
+  gcePersistentDisk: {pdName: pd-legacy}
+  nodeAffinity:
+    required:
+      nodeSelectorTerms:
+      - matchExpressions: [{key: topology.kubernetes.io/zone, operator: In, values: [us-central1-a]}]
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata:
+  name: data-pg-0
+  namespace: db
+  ownerReferences: [{apiVersion: apps/v1, kind: StatefulSet, name: pg, uid: "9", controller: true}]
+spec: {accessModes: [ReadWriteOnce], volumeName: pv-ebs, resources: {requests: {storage: 20Gi}}}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  namespace: shop
+  annotations:
+    service.beta.kubernetes.io/aws-load-balancer-eip-allocations: eipalloc-1,eipalloc-2
+    external-dns.alpha.kubernetes.io/hostname: shop.example.com
+spec: {type: LoadBalancer, ports: [{port: 443}]}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: mqtt
+  namespace: shop
+  annotations: {external-dns.kubernetes.io/hostname: mqtt.example.com}
+spec: {type: LoadBalancer, ports: [{port: 8883}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: lan, namespace: shop, annotations: {metallb.io/loadBalancerIPs: 192.168.10.5}}
+spec: {type: LoadBalancer, ports: [{port: 80}]}
+---
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: bucketclaims.objectstorage.k8s.io}
+spec:
+  group: objectstorage.k8s.io
+  scope: Namespaced
+  names: {plural: bucketclaims, singular: bucketclaim, kind: BucketClaim}
+  versions:
+  - name: v1alpha1
+    served: true
+    storage: true
+    subresources: {status: {}}
+    schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
+---
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: bucketclasses.objectstorage.k8s.io}
+spec:
+  group: objectstorage.k8s.io
+  scope: Cluster
+  names: {plural: bucketclasses, singular: bucketclass, kind: BucketClass}
+  versions:
+  - name: v1alpha1
+    served: true
+    storage: true
+    schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
+"#;
+
+const FIXTURE_OBJECTS: &str = r#"
+apiVersion: objectstorage.k8s.io/v1alpha1
+kind: BucketClass
+metadata: {name: standard}
+driverName: sim
+deletionPolicy: Delete
+---
+apiVersion: objectstorage.k8s.io/v1alpha1
+kind: BucketClaim
+metadata: {name: data, namespace: shop}
+spec: {existingBucketName: shop-data, bucketClassName: retained}
+---
+apiVersion: objectstorage.k8s.io/v1alpha1
+kind: BucketClaim
+metadata: {name: scratch, namespace: shop}
+spec: {bucketClassName: standard}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: creds, namespace: shop}
+type: Opaque
+data: {password: c3VwZXJzZWNyZXQtcGFzc3dvcmQ=}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: kube-root-ca.crt, namespace: shop}
+data: {ca.crt: old-cluster-ca}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: app, namespace: shop}
+data: {mode: production}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web-abc-1
+  namespace: shop
+  ownerReferences: [{apiVersion: apps/v1, kind: ReplicaSet, name: web-abc, uid: "7", controller: true}]
+spec: {containers: [{name: c, image: nginx}]}
+"#;
+
+/// A cluster with every kind of binding; the simulated cloud's controllers give the load
+/// balancers their addresses and the class-based claim its bucket.
+async fn platform_like() -> TestCluster {
+    let c = TestCluster::start().await;
+    c.apply(FIXTURE, &[]).await;
+    c.apply(FIXTURE_OBJECTS, &[]).await;
+    wait_until("load balancers and buckets are provisioned", || {
+        ["web", "mqtt", "lan"].iter().all(|s| {
+            c.get("", "services", "shop", s)
+                .is_some_and(|v| v["status"]["loadBalancer"]["ingress"][0]["ip"].is_string())
+        }) && c
+            .get("objectstorage.k8s.io", "bucketclaims", "shop", "scratch")
+            .is_some_and(|v| v["status"]["bucketName"].is_string())
+    })
+    .await;
+    c
+}
+
+/// What the simulated cluster and cloud hold, which the bindings must match.
+struct Live {
+    web: String,
+    mqtt: String,
+    scratch: String,
+}
+
+fn live(c: &TestCluster) -> Live {
+    let ip = |name: &str| {
+        c.get("", "services", "shop", name).expect("service")["status"]["loadBalancer"]["ingress"]
+            [0]["ip"]
+            .as_str()
+            .expect("address")
+            .to_owned()
+    };
+    Live {
+        web: ip("web"),
+        mqtt: ip("mqtt"),
+        scratch: c
+            .get("objectstorage.k8s.io", "bucketclaims", "shop", "scratch")
+            .expect("claim")["status"]["bucketName"]
+            .as_str()
+            .expect("bucket")
+            .to_owned(),
+    }
+}
+
+fn check_bindings(m: &Manifest, live: &Live) {
+    let b = &m.bindings;
+    let vol = |name: &str| {
+        b.volumes
+            .iter()
+            .find(|v| v.pv == name)
+            .unwrap_or_else(|| panic!("no binding for {name}"))
+    };
+    let ebs = vol("pv-ebs");
+    assert_eq!(
+        (
+            ebs.provider.clone(),
+            ebs.disk_id.as_str(),
+            ebs.zone.as_deref()
+        ),
+        (Provider::Aws, "vol-0123456789abcdef0", Some("eu-west-1b"))
+    );
+    assert_eq!(
+        (
+            ebs.size.as_deref(),
+            ebs.storage_class.as_deref(),
+            ebs.reclaim_policy.as_deref()
+        ),
+        (Some("20Gi"), Some("gp3"), Some("Delete"))
+    );
+    assert_eq!(
+        ebs.claim
+            .as_ref()
+            .map(|c| (c.namespace.as_str(), c.name.as_str())),
+        Some(("db", "data-pg-0"))
+    );
+    let intree = vol("pv-intree");
+    assert_eq!(
+        (
+            intree.source.as_str(),
+            intree.disk_id.as_str(),
+            intree.zone.as_deref()
+        ),
+        (
+            "awsElasticBlockStore",
+            "vol-0aaaaaaaaaaaaaaaa",
+            Some("eu-west-1a")
+        )
+    );
+    assert_eq!(vol("pv-azure").provider, Provider::Azure);
+    let gce = vol("pv-gce");
+    assert_eq!(
+        (
+            gce.provider.clone(),
+            gce.disk_id.as_str(),
+            gce.zone.as_deref()
+        ),
+        (Provider::Gcp, "pd-legacy", Some("us-central1-a"))
+    );
+
+    let lb = |name: &str| {
+        b.load_balancers
+            .iter()
+            .find(|l| l.name == name)
+            .unwrap_or_else(|| panic!("no binding for {name}"))
+    };
+    let web = lb("web");
+    assert!(web.pinned);
+    assert_eq!(
+        web.pin,
+        Some(Pin::AwsEip {
+            allocations: vec!["eipalloc-1".into(), "eipalloc-2".into()]
+        })
+    );
+    assert_eq!(web.ingress_ips, std::slice::from_ref(&live.web));
+    assert_eq!(web.dns_names, ["shop.example.com"]);
+    let mqtt = lb("mqtt");
+    assert!(!mqtt.pinned, "a controller-allocated address is not pinned");
+    assert_eq!(mqtt.ingress_ips, std::slice::from_ref(&live.mqtt));
+    assert_eq!(mqtt.dns_names, ["mqtt.example.com"]);
+    assert_eq!(
+        lb("lan").pin,
+        Some(Pin::Metallb {
+            addresses: vec!["192.168.10.5".into()]
+        })
+    );
+    assert!(!b.load_balancers.iter().any(|l| l.name == "kubernetes"));
+
+    let bucket = |name: &str| {
+        b.buckets
+            .iter()
+            .find(|x| x.name == name)
+            .unwrap_or_else(|| panic!("no binding for {name}"))
+    };
+    let data = bucket("data");
+    assert_eq!(
+        (data.kind, data.bucket.as_deref(), data.adopted),
+        (BucketKind::CosiBucketClaim, Some("shop-data"), true)
+    );
+    let scratch = bucket("scratch");
+    assert_eq!(
+        (
+            scratch.bucket.as_deref(),
+            scratch.adopted,
+            scratch.deletion_policy.as_deref()
+        ),
+        (Some(live.scratch.as_str()), false, Some("Delete"))
+    );
+}
+
+fn names(snap: &read::Snapshot, group: &str, resource: &str) -> Vec<String> {
+    snap.resource(group, resource)
+        .flat_map(|r| r.objects())
+        .map(|o| {
+            o["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_snapshot_into_memory_holds_every_binding_and_only_what_a_cold_start_needs() {
+    let c = platform_like().await;
+    let store = Store::memory();
+    let m = take(&c, &store, &keys(), &opts()).await.expect("snapshot");
+    check_bindings(&m, &live(&c));
+    assert!(!m.cluster.uid.is_empty());
+    assert_eq!(m.cluster.name, "test");
+    assert_eq!(m.encryption, "xchacha20poly1305");
+
+    let snap = read::open(&store, &keys(), &m.id).await.expect("open");
+    assert_eq!(snap.object_count() as u64, m.stats.objects);
+    assert_eq!(snap.bindings(), &m.bindings);
+    assert_eq!(names(&snap, "", "secrets"), ["creds"]);
+    assert_eq!(
+        names(&snap, "", "configmaps"),
+        ["app"],
+        "kube-root-ca.crt is left out"
+    );
+    assert!(
+        names(&snap, "", "pods").is_empty(),
+        "controller-owned pods are left out"
+    );
+    assert_eq!(
+        names(&snap, "", "persistentvolumeclaims"),
+        ["data-pg-0"],
+        "StatefulSet claims are kept"
+    );
+    assert!(!names(&snap, "", "services").contains(&"kubernetes".to_owned()));
+    assert_eq!(
+        names(&snap, "objectstorage.k8s.io", "bucketclaims"),
+        ["data", "scratch"]
+    );
+    assert!(
+        names(&snap, "apiextensions.k8s.io", "customresourcedefinitions")
+            .contains(&"bucketclaims.objectstorage.k8s.io".to_owned())
+    );
+    for group in snap.resources() {
+        for obj in group.objects() {
+            let meta = &obj["metadata"];
+            assert!(
+                meta.get("uid").is_none()
+                    && meta.get("resourceVersion").is_none()
+                    && meta.get("creationTimestamp").is_none(),
+                "{obj}"
+            );
+            assert!(obj.get("status").is_none(), "{obj}");
+            assert_eq!(obj["kind"].as_str(), Some(group.resource.kind.as_str()));
+        }
+    }
+    // Nothing in the store reveals the Secret.
+    for l in store.list("").await.unwrap() {
+        let bytes = store.get(&l.key).await.unwrap();
+        assert!(
+            !bytes.windows(8).any(|w| w == b"c3VwZXJz"),
+            "{} holds the Secret in plaintext",
+            l.key
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_snapshot_into_s3_on_moto_holds_every_binding_and_verifies() {
+    let moto = Moto::start().await;
+    moto.bucket("snapshots").await;
+    let c = platform_like().await;
+    // Through the CLI, so the store comes from the URL and the S3 endpoint from the env.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_coldstart"))
+        .args([
+            "--kubeconfig",
+            c.kubeconfig.to_str().unwrap(),
+            "--store",
+            "s3://snapshots/prod/eu",
+            "--json",
+            "snapshot",
+        ])
+        .envs(moto.env())
+        .env("COLDSTART_ENCRYPTION_KEY", KEY_B64)
+        .output()
+        .await
+        .expect("coldstart runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&out.stdout).expect("json summary");
+    for field in [
+        "id",
+        "objects",
+        "bytes_written",
+        "bytes_total",
+        "duration_ms",
+    ] {
+        assert!(
+            summary.get(field).is_some(),
+            "--json has {field}: {summary}"
+        );
+    }
+    assert_eq!(
+        summary["bindings"],
+        json!({"volumes": 4, "load_balancers": 3, "buckets": 2})
+    );
+    let id = summary["id"].as_str().unwrap();
+    let store = moto.store("snapshots", "prod/eu");
+    let key = Keys::from_master(&coldstart::snapshot::crypto::parse_key(KEY_B64, "test").unwrap());
+    let snap = read::open(&store, &key, id).await.expect("open from s3");
+    check_bindings(&snap.manifest, &live(&c));
+    assert_eq!(
+        snap.manifest.cluster.name, "sim",
+        "the kubeconfig's cluster name is the default"
+    );
+    let verify = tokio::process::Command::new(env!("CARGO_BIN_EXE_coldstart"))
+        .args([
+            "--store",
+            "s3://snapshots/prod/eu",
+            "snapshots",
+            "verify",
+            id,
+        ])
+        .envs(moto.env())
+        .env("COLDSTART_ENCRYPTION_KEY", KEY_B64)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+}
+
+#[tokio::test]
+async fn an_unchanged_cluster_costs_almost_nothing_to_snapshot_again_and_a_few_changes_little() {
+    let c = TestCluster::start_with(Seed::Scale(3000)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&format!("file://{}", dir.path().display())).unwrap();
+    let first = take(&c, &store, &keys(), &opts()).await.unwrap();
+    assert!(first.stats.objects >= 3000);
+    let second = take(&c, &store, &keys(), &opts()).await.unwrap();
+    assert!(
+        second.stats.bytes_written * 100 <= first.stats.bytes_written,
+        "unchanged: {} of {}",
+        second.stats.bytes_written,
+        first.stats.bytes_written
+    );
+    for i in (0..3000).step_by(100) {
+        let ns = format!("tenant-{:04}", i % 3);
+        let name = format!("obj-{i:07}");
+        for path in [
+            format!("/api/v1/namespaces/{ns}/configmaps/{name}"),
+            format!("/api/v1/namespaces/{ns}/secrets/{name}"),
+        ] {
+            let _ = http(
+                "PATCH",
+                &format!("{}{path}", c.url()),
+                Some("application/merge-patch+json"),
+                Some(json!({"metadata": {"labels": {"changed": "yes"}}}).to_string()),
+            )
+            .await;
+        }
+    }
+    let third = take(&c, &store, &keys(), &opts()).await.unwrap();
+    assert!(
+        third.stats.bytes_written * 20 <= first.stats.bytes_written,
+        "1% changed: {} of {}",
+        third.stats.bytes_written,
+        first.stats.bytes_written
+    );
+    for m in [&first, &second, &third] {
+        read::verify(&store, &keys(), &m.id)
+            .await
+            .expect("verifies");
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_key_is_named_as_such_and_no_key_is_asked_for() {
+    let c = platform_like().await;
+    let store = Store::memory();
+    let m = take(&c, &store, &keys(), &opts()).await.unwrap();
+    let wrong = Keys::from_master(&[8u8; 32]);
+    let err = read::open(&store, &wrong, &m.id).await.unwrap_err();
+    assert!(
+        matches!(err, ReadError::Config(ConfigError::WrongKey { .. })),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("COLDSTART_ENCRYPTION_KEY"),
+        "{err}"
+    );
+    let err = take(&c, &store, &wrong, &opts()).await.unwrap_err();
+    assert!(err.to_string().contains("wrong encryption key"), "{err}");
+    let err = read::open(&store, &Keys::plaintext(), &m.id)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no key was given"), "{err}");
+}
+
+#[tokio::test]
+async fn a_tampered_or_truncated_pack_or_a_missing_manifest_fails_verification_clearly() {
+    let c = platform_like().await;
+    let store = Store::memory();
+    let m = take(&c, &store, &keys(), &opts()).await.unwrap();
+    let pack = layout::pack(&m.packs[0]);
+    let good = store.get(&pack).await.unwrap();
+
+    let mut flipped = good.to_vec();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 0x40;
+    store.put(&pack, flipped.into()).await.unwrap();
+    let err = read::verify(&store, &keys(), &m.id).await.unwrap_err();
+    assert!(matches!(err, ReadError::Hash { .. }), "{err}");
+    assert!(err.to_string().contains("tampered"), "{err}");
+
+    store
+        .put(&pack, good.slice(..good.len() - 10))
+        .await
+        .unwrap();
+    let err = read::verify(&store, &keys(), &m.id).await.unwrap_err();
+    assert!(matches!(err, ReadError::Hash { .. }), "{err}");
+
+    store.delete(&pack).await.unwrap();
+    let err = read::verify(&store, &keys(), &m.id).await.unwrap_err();
+    assert!(matches!(err, ReadError::MissingPack { .. }), "{err}");
+
+    store.put(&pack, good).await.unwrap();
+    read::verify(&store, &keys(), &m.id)
+        .await
+        .expect("restored pack verifies");
+    store.delete(&layout::manifest(&m.id)).await.unwrap();
+    let err = read::open(&store, &keys(), &m.id).await.unwrap_err();
+    assert!(matches!(err, ReadError::MissingManifest { .. }), "{err}");
+    assert!(
+        err.to_string().contains("coldstart snapshots list"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn an_unusable_store_fails_with_the_url_and_what_to_check() {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let err = Store::open(&format!("file://{}/sub", file.path().display())).unwrap_err();
+    assert!(
+        err.to_string().contains("failed to open snapshot store"),
+        "{err}"
+    );
+    // An S3 endpoint nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let c = TestCluster::start().await;
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_coldstart"))
+        .args([
+            "--kubeconfig",
+            c.kubeconfig.to_str().unwrap(),
+            "--store",
+            "s3://nowhere/x",
+            "snapshot",
+            "--allow-plaintext-secrets",
+        ])
+        .env("COLDSTART_S3_ENDPOINT", format!("http://127.0.0.1:{port}"))
+        .env("AWS_ACCESS_KEY_ID", "x")
+        .env("AWS_SECRET_ACCESS_KEY", "x")
+        .env_remove("COLDSTART_ENCRYPTION_KEY")
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("s3://nowhere/x") && stderr.contains("reachable"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_storm_of_429s_and_5xxs_is_ridden_out() {
+    let c = TestCluster::start_with(Seed::Scale(2000)).await;
+    *c.running.sim.faults.write().unwrap() = coldstart::sim::faults::Faults {
+        throttle_rate: 0.3,
+        error_rate: 0.1,
+        ..Default::default()
+    };
+    let store = Store::memory();
+    let mut o = opts();
+    o.retry.first_delay = Duration::from_millis(5);
+    o.retry.max_delay = Duration::from_millis(50);
+    let m = take(&c, &store, &keys(), &o)
+        .await
+        .expect("retries get through");
+    *c.running.sim.faults.write().unwrap() = Default::default();
+    let calm = take(&c, &Store::memory(), &keys(), &opts()).await.unwrap();
+    assert_eq!(m.stats.objects, calm.stats.objects);
+    read::verify(&store, &keys(), &m.id).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_api_server_that_never_recovers_fails_clearly_and_leaves_no_snapshot() {
+    let c = TestCluster::start_with(Seed::Scale(500)).await;
+    let store = Store::memory();
+    let good = take(&c, &store, &keys(), &opts()).await.unwrap();
+    *c.running.sim.faults.write().unwrap() = coldstart::sim::faults::Faults {
+        error_rate: 1.0,
+        ..Default::default()
+    };
+    let mut o = opts();
+    o.retry = RetryPolicy {
+        first_delay: Duration::from_millis(10),
+        max_delay: Duration::from_millis(100),
+        budget: Duration::from_secs(1),
+    };
+    let err = take(&c, &store, &keys(), &o).await.unwrap_err();
+    assert!(err.to_string().contains("retry later"), "{err}");
+    let listed = read::list(&store, &keys()).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
+        [good.id.as_str()]
+    );
+    read::verify(&store, &keys(), &good.id).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_crash_mid_snapshot_leaves_nothing_that_looks_complete_and_the_lock_is_recovered() {
+    let c = TestCluster::start_with(Seed::Scale(3000)).await;
+    let store = Store::memory();
+    let mut o = opts();
+    o.lock_ttl = Duration::from_secs(1);
+    o.pack_size = 256 << 10;
+    let good = take(&c, &store, &keys(), &o).await.unwrap();
+    c.running.sim.faults.write().unwrap().latency_ms = 20;
+    let client = c.client().await;
+    let (s2, k2, o2) = (store.clone(), keys(), o.clone());
+    let crashed = tokio::spawn(async move {
+        write::take(&client, &s2, &k2, &o2, Arc::new(Progress::default())).await
+    });
+    // Change data so the crashed run has new packs to write, then kill it mid-way.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    crashed.abort();
+    let _ = crashed.await;
+    c.running.sim.faults.write().unwrap().latency_ms = 0;
+    let listed = read::list(&store, &keys()).await.unwrap();
+    assert_eq!(listed.len(), 1, "only the complete snapshot is visible");
+    let err = take(&c, &store, &keys(), &o).await.unwrap_err();
+    assert!(
+        matches!(err, WriteError::Lock(_)),
+        "the crashed writer's lock still holds: {err}"
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let next = take(&c, &store, &keys(), &o)
+        .await
+        .expect("a stale lock is taken over");
+    read::verify(&store, &keys(), &good.id).await.unwrap();
+    read::verify(&store, &keys(), &next.id).await.unwrap();
+}
+
+#[tokio::test]
+async fn secrets_are_refused_without_a_key_unless_plaintext_is_allowed() {
+    let c = platform_like().await;
+    let store = Store::memory();
+    let err = take(&c, &store, &Keys::plaintext(), &opts())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, WriteError::PlaintextSecrets), "{err}");
+    assert!(store.list("").await.unwrap().is_empty(), "nothing written");
+    let mut no_secrets = opts();
+    no_secrets.selection.exclude_resources = vec!["secrets".into()];
+    let m = take(&c, &store, &Keys::plaintext(), &no_secrets)
+        .await
+        .unwrap();
+    assert!(!m.plaintext_secrets && m.encryption == "none");
+    let plain_store = Store::memory();
+    let mut allowed = opts();
+    allowed.allow_plaintext_secrets = true;
+    let m = take(&c, &plain_store, &Keys::plaintext(), &allowed)
+        .await
+        .unwrap();
+    assert!(
+        m.plaintext_secrets,
+        "the manifest says Secrets are in plaintext"
+    );
+}
+
+#[tokio::test]
+async fn namespaces_resources_and_labels_select_what_is_captured() {
+    let c = platform_like().await;
+    let mut o = opts();
+    o.selection.include_namespaces = vec!["db".into()];
+    o.selection.exclude_resources = vec!["persistentvolumes".into()];
+    let store = Store::memory();
+    let m = take(&c, &store, &keys(), &o).await.unwrap();
+    let snap = read::open(&store, &keys(), &m.id).await.unwrap();
+    assert_eq!(names(&snap, "", "namespaces"), ["db"]);
+    assert!(names(&snap, "", "configmaps").is_empty());
+    assert!(names(&snap, "", "persistentvolumes").is_empty());
+    assert_eq!(names(&snap, "", "persistentvolumeclaims"), ["data-pg-0"]);
+}
+
+#[tokio::test]
+async fn prune_keeps_what_retention_asks_and_collects_unreferenced_packs() {
+    let c = platform_like().await;
+    let store = Store::memory();
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let _ = http(
+            "PATCH",
+            &format!("{}/api/v1/namespaces/shop/configmaps/app", c.url()),
+            Some("application/merge-patch+json"),
+            Some(json!({"data": {"round": format!("{i}")}}).to_string()),
+        )
+        .await;
+        ids.push(take(&c, &store, &keys(), &opts()).await.unwrap().id);
+    }
+    let packs_before = store.list(layout::PACKS).await.unwrap().len();
+    let r = prune::prune(
+        &store,
+        &keys(),
+        Policy {
+            keep_last: 1,
+            ..Default::default()
+        },
+        Duration::ZERO,
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.kept, [ids[2].clone()]);
+    assert_eq!(r.forgotten, [ids[0].clone(), ids[1].clone()]);
+    assert!(r.packs_deleted > 0);
+    assert_eq!(
+        store.list(layout::PACKS).await.unwrap().len(),
+        packs_before - r.packs_deleted
+    );
+    read::verify(&store, &keys(), &ids[2])
+        .await
+        .expect("the kept snapshot is whole");
+    let next = take(&c, &store, &keys(), &opts()).await.unwrap();
+    read::verify(&store, &keys(), &next.id)
+        .await
+        .expect("a snapshot after GC is whole");
+}
