@@ -40,24 +40,28 @@ impl Recorded {
                 })
             })
             .collect();
-        let buckets = b
-            .buckets
-            .iter()
-            .filter(|x| x.kind != BucketKind::CosiBucket)
-            .filter_map(|x| {
-                Some(RecordedBucket {
-                    kind: match x.kind {
-                        BucketKind::CosiBucketClaim => "BucketClaim",
-                        BucketKind::RookObc => "ObjectBucketClaim",
-                        _ => "Bucket",
-                    }
-                    .to_owned(),
-                    namespace: x.namespace.clone(),
-                    name: x.name.clone(),
-                    bucket: x.bucket.clone()?,
+        let buckets =
+            b.buckets
+                .iter()
+                .filter(|x| x.kind != BucketKind::CosiBucket)
+                .filter_map(|x| {
+                    Some(RecordedBucket {
+                        kind: match x.kind {
+                            BucketKind::CosiBucketClaim => "BucketClaim",
+                            BucketKind::RookObc => "ObjectBucketClaim",
+                            _ => "Bucket",
+                        }
+                        .to_owned(),
+                        namespace: x.namespace.clone(),
+                        name: x.name.clone(),
+                        // A Crossplane managed resource is named after its bucket unless
+                        // `crossplane.io/external-name` says otherwise.
+                        bucket: x.bucket.clone().or_else(|| {
+                            (x.kind == BucketKind::Crossplane).then(|| x.name.clone())
+                        })?,
+                    })
                 })
-            })
-            .collect();
+                .collect();
         Recorded {
             volumes,
             addresses,

@@ -2,6 +2,7 @@
 //! Every test starts its own simulated cluster on 127.0.0.1:0.
 
 mod helpers;
+mod lifecycle;
 mod restore;
 mod sim_api;
 mod sim_cloud;

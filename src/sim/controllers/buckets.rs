@@ -114,6 +114,21 @@ pub fn reconcile_crossplane(sim: &Sim, name: &str) -> Result<Requeue, ApiError> 
             None => false,
         }
     };
+    if ready && str_at(&b, "/metadata/annotations/crossplane.io~1external-name").is_none() {
+        // Crossplane records the external name it found or created.
+        super::patch_main(
+            sim,
+            "s3.aws.upbound.io",
+            "buckets",
+            "",
+            name,
+            &json!({"metadata": {"annotations": {"crossplane.io/external-name": external}}}),
+            &crossplane(),
+        )?;
+    }
+    let Some(b) = get(sim, "s3.aws.upbound.io", "buckets", "", name) else {
+        return Ok(Requeue::No);
+    };
     let status = json!({
         "atProvider": {"id": external, "arn": format!("arn:aws:s3:::{external}")},
         "conditions": [

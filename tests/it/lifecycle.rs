@@ -1,0 +1,245 @@
+//! Planned stop and start, end to end on the simulated platform: audit says what would be
+//! lost, stop fixes it and quiesces, the cluster is deleted the way a cloud deletes one, and
+//! start brings back the same disks, addresses, DNS names and buckets with nothing new —
+//! while the same cycle without `stop` loses exactly what the audit said.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::helpers::TestCluster;
+use crate::restore::settled_platform;
+use coldstart::audit::{self, FindingKind};
+use coldstart::lifecycle::{self, StartOptions, StopOptions};
+use coldstart::restore::progress::Progress;
+use coldstart::restore::{self, RestoreOptions};
+use coldstart::snapshot::crypto::Keys;
+use coldstart::snapshot::{read, write};
+use coldstart::store::Store;
+
+fn keys() -> Keys {
+    Keys::from_master(&[7u8; 32])
+}
+
+fn snapshot_opts() -> write::Options {
+    write::Options {
+        cluster_name: "platform".into(),
+        ..Default::default()
+    }
+}
+
+fn restore_opts() -> RestoreOptions {
+    RestoreOptions {
+        verify_timeout: Duration::from_secs(15),
+        operator_timeout: Duration::from_secs(15),
+        ..Default::default()
+    }
+}
+
+/// Every workload's replicas, by `namespace/name`.
+fn replicas(c: &TestCluster) -> BTreeMap<String, i64> {
+    let mut out = BTreeMap::new();
+    for plural in ["deployments", "statefulsets"] {
+        let def = c.sim().def("apps", plural).expect("served");
+        for ((ns, name), s) in c.sim().store.all(&def.group_resource(), None) {
+            out.insert(
+                format!("{ns}/{name}"),
+                s.value()["spec"]["replicas"].as_i64().unwrap_or(1),
+            );
+        }
+    }
+    out
+}
+
+fn inventory(
+    c: &TestCluster,
+) -> (
+    Vec<(String, String)>,
+    Vec<String>,
+    BTreeMap<String, String>,
+    Vec<String>,
+) {
+    let cloud = c.cloud();
+    let mut disks: Vec<_> = cloud
+        .disks
+        .values()
+        .map(|d| (d.id.clone(), d.data_token.clone()))
+        .collect();
+    disks.sort();
+    let mut ips: Vec<_> = cloud.addresses.keys().cloned().collect();
+    ips.sort();
+    let dns = cloud
+        .dns
+        .iter()
+        .map(|(k, v)| (k.clone(), v.target.clone()))
+        .collect();
+    let mut buckets: Vec<_> = cloud.buckets.keys().cloned().collect();
+    buckets.sort();
+    (disks, ips, dns, buckets)
+}
+
+async fn teardown(c: &TestCluster) {
+    let (code, _) =
+        crate::helpers::http("POST", &format!("{}/sim/v1/teardown", c.url()), None, None).await;
+    assert_eq!(code, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stop_then_teardown_then_start_brings_back_every_original_and_nothing_new() {
+    let c = settled_platform().await;
+    let client = c.client().await;
+    let store = Store::memory();
+    let progress = Arc::new(Mutex::new(Progress::default()));
+
+    // The audit names what a deletion would lose right now.
+    let inputs = audit::collect(&client, None).await.expect("audit inputs");
+    let findings = audit::audit(&inputs, chrono::Utc::now(), Duration::from_secs(900));
+    let lost_volumes = findings
+        .iter()
+        .filter(|f| f.kind == FindingKind::VolumeDeletedWithCluster)
+        .count();
+    let lost_ips = findings
+        .iter()
+        .filter(|f| f.kind == FindingKind::AddressReleasedWithCluster)
+        .count();
+    assert_eq!(
+        (lost_volumes, lost_ips),
+        (4, 2),
+        "ZooKeeper ×3 and PostgreSQL disks; mqtt and api addresses"
+    );
+
+    let before_replicas = replicas(&c);
+    let stop_opts = StopOptions {
+        snapshot: snapshot_opts(),
+        quiesce_timeout: Duration::from_secs(20),
+        ..Default::default()
+    };
+    let stopped = lifecycle::stop(&client, &store, &keys(), &stop_opts, &progress)
+        .await
+        .expect("stop");
+    assert!(stopped.changes.len() >= 8, "{:#?}", stopped.changes);
+    assert!(
+        replicas(&c).values().all(|r| *r == 0),
+        "everything quiesced"
+    );
+    assert!(
+        c.cloud().disks.values().all(|d| d.attached_to.is_none()),
+        "every disk detached"
+    );
+    let after_stop = audit::audit(
+        &audit::collect(&client, None).await.expect("inputs"),
+        chrono::Utc::now(),
+        Duration::from_secs(900),
+    );
+    assert!(
+        after_stop.iter().all(|f| f.kind == FindingKind::NoSnapshot),
+        "after stop nothing is losable: {after_stop:#?}"
+    );
+    let before = inventory(&c);
+
+    teardown(&c).await;
+    let mark = c.cloud().position();
+    assert_eq!(
+        inventory(&c).0,
+        before.0,
+        "no disk was lost with the cluster"
+    );
+    assert_eq!(inventory(&c).1, before.1, "no address was released");
+
+    let start_opts = StartOptions {
+        restore: restore_opts(),
+        snapshot: None,
+        ready_timeout: Duration::from_secs(20),
+    };
+    let started = lifecycle::start(&client, &store, &keys(), &start_opts, &progress)
+        .await
+        .expect("start");
+    assert!(started.restore.succeeded, "{:#?}", started.restore);
+    assert_eq!(
+        (
+            started.restore.new_disks,
+            started.restore.new_ips,
+            started.restore.new_buckets
+        ),
+        (0, 0, 0)
+    );
+    assert_eq!(started.restore.volumes_reused, 7);
+    assert_eq!(started.restore.ips_reused, 4);
+    assert_eq!(started.scaled_up.len(), 3, "data, operators, apps");
+    let created = c.cloud().created_since(mark);
+    assert_eq!(
+        (created.disks, created.ips, created.buckets),
+        (0, 0, 0),
+        "the ledger shows nothing new"
+    );
+    assert_eq!(
+        inventory(&c),
+        before,
+        "same disks (data intact), addresses, DNS targets, buckets"
+    );
+    assert_eq!(replicas(&c), before_replicas, "replicas are as before");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let created = c.cloud().created_since(mark);
+    assert_eq!(
+        (created.disks, created.ips, created.buckets),
+        (0, 0, 0),
+        "running operators created nothing"
+    );
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_stop_a_snapshot_teardown_restore_loses_what_the_audit_named() {
+    let c = settled_platform().await;
+    let client = c.client().await;
+    let store = Store::memory();
+    let inputs = audit::collect(&client, None).await.expect("audit inputs");
+    let findings = audit::audit(&inputs, chrono::Utc::now(), Duration::from_secs(900));
+    let named_disks: Vec<String> = findings
+        .iter()
+        .filter(|f| f.kind == FindingKind::VolumeDeletedWithCluster)
+        .filter_map(|f| f.message.split_whitespace().nth(1).map(str::to_owned))
+        .collect();
+    let named_ips: Vec<String> = findings
+        .iter()
+        .filter(|f| f.kind == FindingKind::AddressReleasedWithCluster)
+        .filter_map(|f| f.message.split_whitespace().nth(1).map(str::to_owned))
+        .collect();
+    let m = write::take(
+        &client,
+        &store,
+        &keys(),
+        &snapshot_opts(),
+        Arc::new(write::Progress::default()),
+    )
+    .await
+    .expect("snapshot");
+    teardown(&c).await;
+    let cloud = c.cloud();
+    for d in &named_disks {
+        let id = d.rsplit('/').next().unwrap_or(d);
+        assert!(
+            !cloud.disks.contains_key(id),
+            "the audit said {id} would be lost, and it was"
+        );
+    }
+    for ip in &named_ips {
+        assert!(
+            !cloud.addresses.contains_key(ip),
+            "the audit said {ip} would be released, and it was"
+        );
+    }
+    let snap = read::open(&store, &keys(), &m.id).await.expect("verified");
+    let source = restore::source::from_snapshot(&snap);
+    let progress = Arc::new(Mutex::new(Progress::default()));
+    let report = restore::run(&client, &source, &restore_opts(), &progress)
+        .await
+        .expect("restore");
+    assert!(!report.succeeded);
+    assert_eq!(
+        report.volumes_reused, 3,
+        "only the Retain (Kafka) disks come back"
+    );
+    assert_eq!(report.ips_reused, 2, "only the pinned addresses come back");
+    c.stop().await;
+}
