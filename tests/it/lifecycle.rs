@@ -51,14 +51,15 @@ fn replicas(c: &TestCluster) -> BTreeMap<String, i64> {
     out
 }
 
-fn inventory(
-    c: &TestCluster,
-) -> (
+/// Disks (id, data token), addresses, DNS (name → target), buckets.
+type Inventory = (
     Vec<(String, String)>,
     Vec<String>,
     BTreeMap<String, String>,
     Vec<String>,
-) {
+);
+
+fn inventory(c: &TestCluster) -> Inventory {
     let cloud = c.cloud();
     let mut disks: Vec<_> = cloud
         .disks
