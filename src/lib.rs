@@ -9,6 +9,8 @@ pub mod audit;
 pub mod bindings;
 /// Connecting to a cluster from a kubeconfig, the way kubectl resolves it.
 pub mod cluster;
+/// `coldstart demo`: the simulated platform through audit, stop, deletion and start.
+pub mod demo;
 /// Planned stop and start of a whole cluster.
 pub mod lifecycle;
 /// Cold-start restore: plan, admission gate, tiered apply, verification.

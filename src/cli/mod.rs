@@ -1,6 +1,7 @@
 //! Command-line interface: argument definitions and dispatch to the library. This is the
 //! binary's thin shell; every decision lives in the library modules.
 
+mod lifecycle;
 mod restore;
 mod sim;
 mod snapshot;
@@ -73,6 +74,12 @@ pub enum Command {
     Gate(restore::GateCommand),
     /// What would be lost if this cluster were deleted now.
     Audit(restore::AuditArgs),
+    /// Planned stop: make nothing losable, quiesce in order, final snapshot, marker.
+    Stop(lifecycle::StopArgs),
+    /// Start a stopped cluster from its final snapshot and bring everything back in order.
+    Start(lifecycle::StartArgs),
+    /// The whole story on the simulated platform: audit, stop, deletion, start, verdict.
+    Demo(lifecycle::DemoArgs),
 }
 
 /// Run the parsed command.
@@ -84,6 +91,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Restore(args) => restore::restore_cmd(args, &cli.global).await,
         Command::Gate(cmd) => restore::gate_cmd(cmd, &cli.global).await,
         Command::Audit(args) => restore::audit_cmd(args, &cli.global).await,
+        Command::Stop(args) => lifecycle::stop_cmd(args, &cli.global).await,
+        Command::Start(args) => lifecycle::start_cmd(args, &cli.global).await,
+        Command::Demo(args) => lifecycle::demo_cmd(args, &cli.global).await,
     }
 }
 

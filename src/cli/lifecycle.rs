@@ -1,0 +1,267 @@
+//! `coldstart stop`, `coldstart start`, `coldstart demo`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use coldstart::demo::{self, DemoOptions, Narrator};
+use coldstart::lifecycle::stop::{DEFAULT_ORDER, Group};
+use coldstart::lifecycle::{self, StartOptions, StopOptions};
+use coldstart::restore::progress::Progress;
+use coldstart::restore::{RestoreOptions, plan::PinStyle};
+use coldstart::snapshot::write;
+
+use super::Global;
+use super::restore::{ShapeArgs, open_store, print_findings, print_report};
+use super::snapshot::KeyArgs;
+
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// Show every step and change; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Quiesce order (start brings them back in reverse).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = DEFAULT_ORDER.to_vec())]
+    pub order: Vec<Group>,
+    /// How this cloud pins a LoadBalancer address.
+    #[arg(long, value_enum, default_value_t = PinStyle::LoadBalancerIp)]
+    pub pin_style: PinStyle,
+    /// Seconds to wait for pods to go and volumes to detach.
+    #[arg(long, default_value_t = 600)]
+    pub timeout: u64,
+    /// Cluster name recorded in the snapshot (default: the kubeconfig's cluster).
+    #[arg(long)]
+    pub cluster_name: Option<String>,
+    #[command(flatten)]
+    pub key: KeyArgs,
+}
+
+pub async fn stop_cmd(args: StopArgs, global: &Global) -> anyhow::Result<ExitCode> {
+    let (store, keys) = open_store(global, &args.key).await?;
+    let client =
+        coldstart::cluster::connect(global.kubeconfig.as_deref(), global.context.as_deref())
+            .await?;
+    let (kc_name, server) = coldstart::cluster::kubeconfig_cluster(
+        global.kubeconfig.as_deref(),
+        global.context.as_deref(),
+    )
+    .unwrap_or_else(|| ("unknown".to_owned(), None));
+    let opts = StopOptions {
+        pin_style: args.pin_style,
+        order: args.order,
+        quiesce_timeout: Duration::from_secs(args.timeout),
+        snapshot: write::Options {
+            cluster_name: args.cluster_name.unwrap_or(kc_name),
+            server: server.unwrap_or_default(),
+            ..Default::default()
+        },
+        dry_run: args.dry_run,
+    };
+    let progress = Arc::new(Mutex::new(Progress::default()));
+    let r = lifecycle::stop(&client, &store, &keys, &opts, &progress).await?;
+    if global.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("what would have been lost:");
+    print_findings(&r.findings, false)?;
+    println!(
+        "{} ({}):",
+        if r.dry_run {
+            "changes that stop WOULD make"
+        } else {
+            "changes made"
+        },
+        r.changes.len()
+    );
+    for c in &r.changes {
+        println!("  {}: {}", c.object.display(), c.description);
+    }
+    for s in &r.steps {
+        println!(
+            "quiesce {:?}: {}",
+            s.group,
+            s.workloads
+                .iter()
+                .map(|w| format!("{} ({})", w.object.display(), w.replicas))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    match &r.snapshot {
+        Some(id) => println!(
+            "stopped: final snapshot {id} ({} objects), marker written",
+            r.snapshot_objects
+        ),
+        None => println!("dry run: nothing changed"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// Start from this snapshot instead of the one `stop` marked.
+    #[arg(long)]
+    pub snapshot: Option<String>,
+    /// Seconds to wait for each group to become ready.
+    #[arg(long, default_value_t = 600)]
+    pub timeout: u64,
+    #[command(flatten)]
+    pub shape: ShapeArgs,
+    #[command(flatten)]
+    pub key: KeyArgs,
+}
+
+pub async fn start_cmd(args: StartArgs, global: &Global) -> anyhow::Result<ExitCode> {
+    let (store, keys) = open_store(global, &args.key).await?;
+    let client =
+        coldstart::cluster::connect(global.kubeconfig.as_deref(), global.context.as_deref())
+            .await?;
+    let opts = StartOptions {
+        restore: RestoreOptions {
+            plan: args.shape.plan_options()?,
+            verify_timeout: Duration::from_secs(args.timeout),
+            ..Default::default()
+        },
+        snapshot: args.snapshot,
+        ready_timeout: Duration::from_secs(args.timeout),
+    };
+    let progress = Arc::new(Mutex::new(Progress::default()));
+    if let Ok(mut p) = progress.lock() {
+        p.begin("start");
+    }
+    let bar = super::progress_bar(global.json, progress.clone());
+    let r = lifecycle::start(&client, &store, &keys, &opts, &progress).await?;
+    bar.finish();
+    if global.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        print_report(&r.restore, false)?;
+        for (g, ms) in &r.scaled_up {
+            println!("  started {g:?} in {:.1} s", *ms as f64 / 1000.0);
+        }
+        println!("start complete: RTO {:.1} s", r.rto_ms as f64 / 1000.0);
+    }
+    Ok(if r.restore.succeeded {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Where the demo keeps its kubeconfig and snapshot store (default: a temporary
+    /// directory, removed afterwards).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Keep the simulated cluster (and status page) up on this address after the run.
+    #[arg(long, value_name = "ADDR")]
+    pub serve: Option<std::net::SocketAddr>,
+}
+
+/// Prints each step as it starts and ends, with its duration.
+struct Terminal {
+    started: Instant,
+}
+
+impl Narrator for Terminal {
+    fn step(&self, title: &str) {
+        println!("[{:>5.1}s] ▶ {title}", self.started.elapsed().as_secs_f64());
+    }
+    fn done(&self, summary: &str, elapsed: Duration) {
+        println!("         ✔ {summary} ({:.1}s)", elapsed.as_secs_f64());
+    }
+}
+
+pub async fn demo_cmd(args: DemoArgs, global: &Global) -> anyhow::Result<ExitCode> {
+    let tmp = tempfile::tempdir()?;
+    let dir = args.dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
+    let opts = DemoOptions {
+        dir,
+        settle_timeout: Duration::from_secs(30),
+    };
+    let progress = Arc::new(Mutex::new(Progress::default()));
+    let terminal = Terminal {
+        started: Instant::now(),
+    };
+    let quiet = demo::Quiet;
+    let narrator: &dyn Narrator = if global.json { &quiet } else { &terminal };
+    let (report, running) = demo::run(&opts, narrator, &progress).await?;
+    if global.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        if let Some(stop) = &report.stop {
+            println!(
+                "\nwhat a deletion would have lost before `stop` ({} findings):",
+                report.findings.len()
+            );
+            print_findings(&report.findings, false)?;
+            println!(
+                "\n`stop` changed {} objects so nothing was losable:",
+                stop.changes.len()
+            );
+            for c in &stop.changes {
+                println!("  {}: {}", c.object.display(), c.description);
+            }
+        }
+        println!(
+            "\n{:<8} {:<42} {:<46} {:<46} SAME",
+            "KIND", "NAME", "BEFORE", "AFTER"
+        );
+        for r in &report.rows {
+            println!(
+                "{:<8} {:<42} {:<46} {:<46} {}",
+                r.kind,
+                r.name,
+                r.before,
+                r.after,
+                if r.same { "yes" } else { "NO" }
+            );
+        }
+        println!();
+        println!(
+            "volumes reused   {:>4}    new disks     {:>3}",
+            report.volumes_reused, report.new_disks
+        );
+        println!(
+            "addresses reused {:>4}    new addresses {:>3}",
+            report.ips_reused, report.new_ips
+        );
+        println!(
+            "buckets reused   {:>4}    new buckets   {:>3}",
+            report.buckets_reused, report.new_buckets
+        );
+        println!("DNS names same   {:>4}", report.dns_names_same);
+        println!(
+            "objects restored {:>4}    RTO {:.1} s, RPO {} s",
+            report.objects_restored,
+            report.rto_ms as f64 / 1000.0,
+            report.rpo_s
+        );
+        println!(
+            "\nverdict: {}",
+            if report.verified {
+                "every disk, address, DNS name and bucket is the original; nothing new was provisioned"
+            } else {
+                "NOT VERIFIED: see the rows marked NO above"
+            }
+        );
+    }
+    if args.serve.is_some() {
+        println!(
+            "simulated cluster still up at {} (kubeconfig {}); Ctrl-C to stop",
+            running.url(),
+            report.kubeconfig
+        );
+        super::sim::shutdown_signal().await;
+    }
+    running.stop().await;
+    Ok(if report.verified {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
