@@ -1,0 +1,147 @@
+//! The `coldstart` binary as a user runs it: the README's main job, and the restore
+//! commands against a simulated cluster.
+
+use std::process::Command;
+
+use crate::helpers::TestCluster;
+use crate::restore::settled_platform;
+
+fn coldstart() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_coldstart"))
+}
+
+async fn run(mut cmd: Command) -> std::process::Output {
+    tokio::task::spawn_blocking(move || cmd.output().expect("coldstart runs"))
+        .await
+        .expect("join")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_demo_runs_a_full_stop_and_start_and_proves_nothing_new_was_provisioned() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let started = std::time::Instant::now();
+    let mut cmd = coldstart();
+    cmd.args(["demo", "--json", "--dir"]).arg(dir.path());
+    let out = run(cmd).await;
+    assert!(
+        out.status.success(),
+        "demo failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json report");
+    assert_eq!(report["verified"], true, "{report:#}");
+    for k in ["new_disks", "new_ips", "new_buckets"] {
+        assert_eq!(report[k], 0, "{k}");
+    }
+    assert_eq!(report["volumes_reused"], 7);
+    assert_eq!(report["ips_reused"], 4);
+    assert!(
+        report["rows"]
+            .as_array()
+            .is_some_and(|r| r.iter().all(|x| x["same"] == true))
+    );
+    assert!(
+        started.elapsed().as_secs() < 60,
+        "the demo runs in well under a minute"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn snapshot_then_teardown_then_restore_with_the_cli_reuses_everything_that_survived() {
+    let c = settled_platform().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = format!("file://{}", dir.path().display());
+    let key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    let base = |args: &[&str]| {
+        let mut cmd = coldstart();
+        cmd.arg("--kubeconfig")
+            .arg(&c.kubeconfig)
+            .args(["--store", &store])
+            .args(args);
+        cmd.env("COLDSTART_ENCRYPTION_KEY", key);
+        cmd
+    };
+    let out = run(base(&["audit", "--json", "--fail-on", "high"])).await;
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "high findings fail the audit for CI"
+    );
+    let out = run(base(&["snapshot", "--json"])).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(base(&["restore", "--dry-run"])).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        plan.contains("== tier persistent-volumes")
+            && plan.contains("reclaim policy Delete → Retain"),
+        "{plan}"
+    );
+    let (code, _) =
+        crate::helpers::http("POST", &format!("{}/sim/v1/teardown", c.url()), None, None).await;
+    assert_eq!(code, 200);
+    let out = run(base(&["restore", "--json", "--verify-timeout", "10"])).await;
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json report");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "without `stop`, lost Delete disks fail verification"
+    );
+    assert_eq!(report["volumes_reused"], 3, "{report:#}");
+    assert_eq!(report["new_disks"], 0);
+    let out = run(base(&["gate", "status"])).await;
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("INSTALLED"),
+        "the gate stays up after a failed verification"
+    );
+    let out = run(base(&["gate", "off"])).await;
+    assert!(out.status.success());
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restore_with_the_wrong_key_fails_before_changing_anything() {
+    let c = TestCluster::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = format!("file://{}", dir.path().display());
+    let mut snap = coldstart();
+    snap.arg("--kubeconfig")
+        .arg(&c.kubeconfig)
+        .args(["--store", &store, "snapshot"])
+        .env(
+            "COLDSTART_ENCRYPTION_KEY",
+            "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+        );
+    assert!(run(snap).await.status.success());
+    let before = c.sim().store.resource_version();
+    let mut restore = coldstart();
+    restore
+        .arg("--kubeconfig")
+        .arg(&c.kubeconfig)
+        .args(["--store", &store, "restore"])
+        .env(
+            "COLDSTART_ENCRYPTION_KEY",
+            "HwAeHRwbGhkYFxYVFBMSERAPDg0MCwoJCAcGBQQDAgE=",
+        );
+    let out = run(restore).await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.to_lowercase().contains("key"),
+        "the error names the key: {err}"
+    );
+    assert_eq!(
+        c.sim().store.resource_version(),
+        before,
+        "nothing was written to the cluster"
+    );
+    c.stop().await;
+}
