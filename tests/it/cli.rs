@@ -145,3 +145,45 @@ async fn a_restore_with_the_wrong_key_fails_before_changing_anything() {
     );
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restore_of_a_tampered_snapshot_fails_naming_the_damage_and_changes_nothing() {
+    let c = TestCluster::start_with(coldstart::sim::seed::Seed::Scale(300)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = format!("file://{}", dir.path().display());
+    let key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    let cmd = |args: &[&str]| {
+        let mut cmd = coldstart();
+        cmd.arg("--kubeconfig").arg(&c.kubeconfig).args(["--store", &store]).args(args)
+            .env("COLDSTART_ENCRYPTION_KEY", key);
+        cmd
+    };
+    assert!(run(cmd(&["snapshot"])).await.status.success());
+    // Flip a byte in the middle of every pack.
+    for entry in walk(&dir.path().join("packs")) {
+        let mut bytes = std::fs::read(&entry).expect("read pack");
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xff;
+        std::fs::write(&entry, bytes).expect("write pack");
+    }
+    let before = c.sim().store.resource_version();
+    let out = run(cmd(&["restore"])).await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("tampered") || err.contains("failed to verify") || err.contains("decrypt"), "{err}");
+    assert_eq!(c.sim().store.resource_version(), before, "nothing was written to the cluster");
+    c.stop().await;
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
