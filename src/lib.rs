@@ -5,9 +5,15 @@
 
 /// Connecting to a cluster from a kubeconfig, the way kubectl resolves it.
 pub mod cluster;
+/// The `serve` configuration: YAML file, overrides, validation naming the field.
+pub mod config;
 /// Cold-start restore: plan, admission gate, tiered apply, verification.
 pub mod restore;
+/// When scheduled jobs are due (pure) and which replica runs them (Lease election).
+pub mod schedule;
 /// The simulated cluster (Kubernetes API server) used as test bed and embedded default.
 pub mod sim;
 /// Logging and tracing set-up shared by every command.
 pub mod telemetry;
+/// The status page, JSON API, probes and `/metrics` of `coldstart serve`.
+pub mod web;
