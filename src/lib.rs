@@ -11,6 +11,8 @@ pub mod config;
 pub mod restore;
 /// When scheduled jobs are due (pure) and which replica runs them (Lease election).
 pub mod schedule;
+/// The `coldstart serve` loop: leader-only jobs on schedules, through the `Jobs` trait.
+pub mod serve;
 /// The simulated cluster (Kubernetes API server) used as test bed and embedded default.
 pub mod sim;
 /// Logging and tracing set-up shared by every command.

@@ -3,6 +3,8 @@
 
 mod helpers;
 mod restore;
+mod serve;
 mod sim_api;
 mod sim_cloud;
 mod sim_kubectl;
+mod web;
