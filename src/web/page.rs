@@ -64,13 +64,24 @@ pub fn duration_ms(ms: u64) -> String {
         60..3600 if s.is_multiple_of(60) => format!("{} min", s / 60),
         60..3600 => format!("{} min {} s", s / 60, s % 60),
         3600..86_400 => format!("{} h {} min", s / 3600, (s % 3600) / 60),
+        _ if (s % 86_400) / 3600 == 0 => format!("{} d", s / 86_400),
         _ => format!("{} d {} h", s / 86_400, (s % 86_400) / 3600),
+    }
+}
+
+/// An age or a wait, to the precision a person reads it at: `42 s`, `6 min`, `2 h 5 min`.
+pub fn coarse(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min", s / 60),
+        _ => duration_ms(ms - ms % 60_000),
     }
 }
 
 fn relative(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
     let d = (t - now).num_milliseconds();
-    let span = duration_ms(d.unsigned_abs());
+    let span = coarse(d.unsigned_abs());
     if d.abs() < 1000 {
         "now".to_owned()
     } else if d < 0 {
@@ -127,6 +138,10 @@ main{max-width:1200px;margin:0 auto;padding:20px 24px 32px}
 .badge.info,.badge.grey{background:var(--grey-bg);color:var(--muted)}
 .bar{height:10px;background:var(--grey-bg);border-radius:999px;overflow:hidden;margin:10px 0 6px}
 .bar>span{display:block;height:100%;background:var(--accent);border-radius:999px}
+.bar.slim{height:6px;margin:6px 0 2px;min-width:80px}
+td.prog{width:45%}
+.pct{font-size:18px;color:var(--muted);font-weight:600}
+.when{white-space:nowrap;text-align:right}
 .bar.failed>span{background:var(--red)}.bar.done>span{background:var(--green)}
 ul.plain{list-style:none;margin:0;padding:0}
 ul.plain li{display:flex;justify-content:space-between;gap:10px;padding:5px 0;border-bottom:1px solid var(--line)}
@@ -149,12 +164,13 @@ footer a{color:var(--accent)}
  main{padding:14px 12px 24px}
  .grid{gap:12px}
  .big{font-size:26px}
- table,tbody,tr,td{display:block;width:100%}
- thead{display:none}
- tr{border:1px solid var(--line);border-radius:8px;padding:6px 10px;margin-bottom:10px}
- td{display:flex;justify-content:space-between;gap:12px;border:0;padding:4px 0;text-align:right}
- td.num{text-align:right}
- td::before{content:attr(data-label);color:var(--muted);font-size:12px;text-transform:uppercase;letter-spacing:.04em;text-align:left;flex:none}
+ table:not(.compact),table:not(.compact) tbody,table:not(.compact) tr,table:not(.compact) td{display:block;width:100%}
+ table:not(.compact) thead{display:none}
+ table:not(.compact) tr{border:1px solid var(--line);border-radius:8px;padding:6px 10px;margin-bottom:10px}
+ table:not(.compact) td{display:flex;justify-content:space-between;gap:12px;border:0;padding:4px 0;text-align:right}
+ table:not(.compact) td::before{content:attr(data-label);color:var(--muted);font-size:12px;text-transform:uppercase;letter-spacing:.04em;text-align:left;flex:none}
+ table.compact td,table.compact th{padding-right:6px;font-size:13px}
+ table.compact td.prog{width:40%}
  tr:last-child td{border:0}
 }
 "#;
@@ -239,7 +255,7 @@ fn cards(h: &mut String, v: &ServiceView, p: &Progress, now: DateTime<Utc>) {
     };
     let age = rpo
         .age_seconds
-        .map_or_else(|| "no snapshot".to_owned(), |a| duration_ms(a * 1000));
+        .map_or_else(|| "no snapshot".to_owned(), |a| coarse(a * 1000));
     let _ = write!(
         h,
         r#"<div class="card rpo {level}"><h2>Recovery point</h2><div class="big">{}</div><div class="sub">since the last good snapshot · target {}</div><div style="margin-top:8px"><span class="badge {level}">{level}</span> <span class="sub">{word}</span></div>"#,
@@ -268,7 +284,7 @@ fn cards(h: &mut String, v: &ServiceView, p: &Progress, now: DateTime<Utc>) {
         let elapsed = (now - started).num_milliseconds().max(0).unsigned_abs();
         let _ = write!(
             h,
-            r#"<div class="big">{}</div><div class="sub">{}</div><div class="bar {state}" role="progressbar" aria-valuenow="{pct}" aria-valuemin="0" aria-valuemax="100"><span style="width:{pct}%"></span></div><div class="sub">{done} / {total} objects · {} elapsed{}</div>"#,
+            r#"<div class="big">{} <span class="pct">{pct}%</span></div><div class="sub">{}</div><div class="bar {state}" role="progressbar" aria-valuenow="{pct}" aria-valuemin="0" aria-valuemax="100"><span style="width:{pct}%"></span></div><div class="sub">{done} / {total} objects · {} elapsed{}</div>"#,
             esc(&p.operation),
             esc(&p.phase),
             duration_ms(elapsed),
@@ -302,7 +318,7 @@ fn cards(h: &mut String, v: &ServiceView, p: &Progress, now: DateTime<Utc>) {
                 .map_or_else(|| "—".to_owned(), |t| time_tag(t, now));
             let _ = write!(
                 h,
-                r#"<li><span><b>{}</b> <span class="sub mono">{}</span></span><span>{next}</span></li>"#,
+                r#"<li><span><b>{}</b><br><span class="sub mono">{}</span></span><span class="when">{next}</span></li>"#,
                 esc(&s.job),
                 esc(&s.cron)
             );
@@ -318,9 +334,9 @@ fn cards(h: &mut String, v: &ServiceView, p: &Progress, now: DateTime<Utc>) {
             let verdict = if d.passed { "passed" } else { "failed" };
             let _ = write!(
                 h,
-                r#"<div class="big">RTO {}</div><div class="sub">RPO {} · {}</div><div style="margin-top:8px"><span class="badge {verdict}">{verdict}</span></div>"#,
+                r#"<div class="big">{}</div><div class="sub">recovery time (RTO) · RPO {} · {}</div><div style="margin-top:8px"><span class="badge {verdict}">{verdict}</span></div>"#,
                 duration_ms(d.rto_ms),
-                duration_ms(d.rpo_s * 1000),
+                coarse(d.rpo_s * 1000),
                 time_tag(d.at, now)
             );
         }
@@ -373,7 +389,7 @@ fn operation_section(h: &mut String, v: &ServiceView, p: &Progress, now: DateTim
         h.push_str("</section>");
         return;
     }
-    h.push_str(r#"<table><thead><tr><th>Tier</th><th class="num">Done</th><th class="num">Total</th><th class="num">Failed</th><th>State</th></tr></thead><tbody>"#);
+    h.push_str(r#"<table class="compact"><thead><tr><th>Tier</th><th>Progress</th><th class="num">Failed</th><th>State</th></tr></thead><tbody>"#);
     for (tier, t) in &p.tiers {
         let state = if t.failed > 0 {
             r#"<span class="badge failed">failures</span>"#
@@ -384,12 +400,13 @@ fn operation_section(h: &mut String, v: &ServiceView, p: &Progress, now: DateTim
         } else {
             r#"<span class="badge grey">waiting</span>"#
         };
+        let pct = (t.done * 100).checked_div(t.total).unwrap_or(100);
         let _ = write!(
             h,
-            r#"<tr><td data-label="Tier">{}</td><td class="num" data-label="Done">{}</td><td class="num" data-label="Total">{}</td><td class="num" data-label="Failed">{}</td><td data-label="State">{state}</td></tr>"#,
+            r#"<tr><td>{}</td><td class="prog"><div class="bar slim"><span style="width:{pct}%"></span></div><span class="sub">{} / {}</span></td><td class="num">{}</td><td>{state}</td></tr>"#,
             esc(tier.name()),
-            t.done,
-            t.total,
+            thousands(t.done as u64),
+            thousands(t.total as u64),
             t.failed
         );
     }
@@ -567,6 +584,8 @@ mod tests {
         assert_eq!(duration_ms(200_000), "3 min 20 s");
         assert_eq!(duration_ms(900_000), "15 min");
         assert_eq!(duration_ms(7_500_000), "2 h 5 min");
+        assert_eq!(coarse(361_000), "6 min");
+        assert_eq!(coarse(7_530_000), "2 h 5 min");
         assert_eq!(thousands(1_234_567), "1,234,567");
         assert_eq!(
             esc(r#"<a href="x">&'"#),

@@ -2,7 +2,9 @@
 //! Every test starts its own simulated cluster on 127.0.0.1:0.
 
 mod helpers;
+mod leader;
 mod restore;
+mod screenshot;
 mod serve;
 mod sim_api;
 mod sim_cloud;

@@ -55,20 +55,20 @@ pub async fn post(state: &AppState, uri: &str, token: Option<&str>) -> (u16, ser
 /// A cluster mid-way through a cold-start restore, with history: what an SRE would see.
 pub fn realistic_view() -> (ServiceView, Progress) {
     let now = Utc::now();
-    let snap = |i: i64, objects: u64, written: u64, trigger: &str| SnapshotRow {
-        id: format!(
-            "20250110T{:04}Z-{}",
-            1000 - i * 15,
-            &"7f3a9c2e41b8"[..(6 + i as usize % 3)]
-        ),
-        taken_at: now - ChronoDuration::minutes(6 + i * 15),
-        objects,
-        bytes_total: 187_000_000 + objects * 1000,
-        bytes_written: written,
-        duration_ms: 4_200 + (i as u64) * 350,
-        complete: true,
-        verified: i != 1,
-        trigger: trigger.to_owned(),
+    let snap = |i: i64, objects: u64, written: u64, trigger: &str| {
+        let taken_at = now - ChronoDuration::minutes(6 + i * 15);
+        let hash = ["7f3a9c", "e41b80", "2c9d17", "a05f3e"][i as usize % 4];
+        SnapshotRow {
+            id: format!("{}-{hash}", taken_at.format("%Y%m%dT%H%MZ")),
+            taken_at,
+            objects,
+            bytes_total: 187_000_000 + objects * 1000,
+            bytes_written: written,
+            duration_ms: 4_200 + (i as u64) * 350,
+            complete: true,
+            verified: i != 1,
+            trigger: trigger.to_owned(),
+        }
     };
     let binding =
         |kind, object: &str, target: &str, verification, reason: Option<&str>| BindingRow {
@@ -438,7 +438,7 @@ async fn the_page_shows_every_section_and_refreshes_itself_without_javascript() 
         "tenant-a-exports-7f3a",
         "DescribeVolumes: InvalidVolume.NotFound",
         "delete-reclaim-policy",
-        "RTO 5 min 12 s",
+        "5 min 12 s",
         "came back on a new address",
         "not ready",
     ] {
