@@ -1,6 +1,7 @@
 //! Command-line interface: argument definitions and dispatch to the library. This is the
 //! binary's thin shell; every decision lives in the library modules.
 
+mod serve;
 mod sim;
 
 use std::path::PathBuf;
@@ -59,11 +60,14 @@ pub enum Command {
     /// Run or control a simulated cluster and cloud (the test bed and `demo` default).
     #[command(subcommand)]
     Sim(sim::SimCommand),
+    /// Run in the cluster: scheduled snapshots, drills, cold-start restore, status page.
+    Serve(serve::ServeArgs),
 }
 
 /// Run the parsed command.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Sim(cmd) => sim::run(cmd, &cli.global).await,
+        Command::Serve(args) => serve::run(args, &cli.global).await,
     }
 }
