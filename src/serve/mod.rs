@@ -453,6 +453,12 @@ impl<J: Jobs> Service<J> {
 
     fn observe_leadership(&mut self, ls: &LeaderState) {
         let was_leading = self.state.view().replica.leading;
+        if !was_leading && ls.leading {
+            // The previous leader may have run jobs since we last looked: schedule from
+            // what the store says now, not from what we saw as a follower.
+            self.last_inventory = None;
+            self.seeded = false;
+        }
         if was_leading && !ls.leading {
             if let Some(r) = self.running.take() {
                 r.handle.abort();

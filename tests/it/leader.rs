@@ -113,3 +113,84 @@ async fn of_three_replicas_racing_for_the_lease_exactly_one_wins() {
     }
     cluster.stop().await;
 }
+
+/// Two `serve` replicas (service loop + elector each) on one simulated cluster: the leader
+/// takes the scheduled snapshot; killed, the other replica takes over and snapshots.
+#[tokio::test]
+async fn when_the_leading_replica_is_killed_the_other_takes_over_and_takes_the_snapshots() {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+
+    use crate::serve::{FakeJobs, ManualClock, app_state, config};
+    use coldstart::serve::Service;
+    use coldstart::web::Auth;
+
+    let cluster = TestCluster::start_with(Seed::Platform).await;
+    let clock = ManualClock::new("2025-01-10T10:07:00Z");
+    let store = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut replicas = Vec::new();
+    for id in ["replica-a", "replica-b"] {
+        let mut jobs = FakeJobs::new(&clock);
+        jobs.store = store.clone();
+        // Both replicas read the same store: the last snapshot is from 10:00.
+        jobs.inventory.snapshots =
+            vec![crate::serve::snapshot_at("snap-0", "2025-01-10T10:00:00Z")];
+        let jobs = Arc::new(jobs);
+        let (state, actions) = app_state(Auth::default());
+        let (publish, published) = watch::channel(BTreeMap::new());
+        let stop = CancellationToken::new();
+        let elector = LeaderElector::new(cluster.client().await, cfg(id), published);
+        let (leader_rx, elector_task) = elector.spawn(stop.clone());
+        let service = Service::new(
+            jobs.clone(),
+            config(|c| c.identity = id.to_owned()),
+            state.clone(),
+            clock.clock(),
+            publish,
+        );
+        let service_task = tokio::spawn(service.run(leader_rx.clone(), actions, stop.clone()));
+        replicas.push((jobs, state, leader_rx, elector_task, service_task));
+        if id == "replica-a" {
+            wait_for("replica-a leads", &replicas[0].2, true).await;
+        }
+    }
+    let (jobs_a, _, _, elector_a, service_a) = &replicas[0];
+    clock.set("2025-01-10T10:15:00Z");
+    crate::helpers::wait_until("the leader took the 10:15 snapshot", || {
+        jobs_a.snapshots.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let (jobs_b, state_b, rx_b, _, _) = &replicas[1];
+    assert_eq!(
+        jobs_b.snapshots.load(Ordering::SeqCst),
+        0,
+        "the follower runs nothing"
+    );
+    crate::helpers::wait_until("the follower mirrors the leader's readiness", || {
+        state_b.view().ready.ready
+    })
+    .await;
+
+    // Kill replica-a: no release, no goodbye.
+    elector_a.abort();
+    service_a.abort();
+    wait_for("replica-b takes over", rx_b, true).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        jobs_b.snapshots.load(Ordering::SeqCst),
+        0,
+        "nothing due before 10:30"
+    );
+    clock.set("2025-01-10T10:30:00Z");
+    crate::helpers::wait_until("the new leader takes the 10:30 snapshot", || {
+        jobs_b.snapshots.load(Ordering::SeqCst) >= 1
+    })
+    .await;
+    assert!(state_b.view().replica.leading);
+    assert_eq!(state_b.view().snapshots[0].trigger, "schedule");
+    for (_, _, _, e, s) in replicas {
+        e.abort();
+        s.abort();
+    }
+    cluster.stop().await;
+}

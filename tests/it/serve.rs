@@ -57,6 +57,8 @@ pub struct FakeJobs {
     pub snapshot_delay: Duration,
     pub cold_start: Mutex<Result<ColdStart, String>>,
     pub inventory: Inventory,
+    /// Snapshots taken, as the store holds them (shared between replicas in HA tests).
+    pub store: Arc<Mutex<Vec<SnapshotRow>>>,
     pub snapshots: AtomicUsize,
     pub prunes: AtomicUsize,
     pub audits: AtomicUsize,
@@ -73,6 +75,7 @@ impl FakeJobs {
             snapshot_delay: Duration::from_millis(10),
             cold_start: Mutex::new(Ok(ColdStart::Warm)),
             inventory: Inventory::default(),
+            store: Arc::new(Mutex::new(Vec::new())),
             snapshots: AtomicUsize::new(0),
             prunes: AtomicUsize::new(0),
             audits: AtomicUsize::new(0),
@@ -102,7 +105,10 @@ impl Jobs for FakeJobs {
     }
 
     async fn inventory(&self) -> Result<Inventory, String> {
-        Ok(self.inventory.clone())
+        let mut inv = self.inventory.clone();
+        inv.snapshots
+            .extend(self.store.lock().expect("store").iter().cloned());
+        Ok(inv)
     }
 
     async fn snapshot(&self, trigger: Trigger) -> Result<SnapshotRow, String> {
@@ -111,7 +117,7 @@ impl Jobs for FakeJobs {
         tokio::time::sleep(self.snapshot_delay).await;
         let n = self.snapshots.fetch_add(1, Ordering::SeqCst) + 1;
         self.leave();
-        Ok(SnapshotRow {
+        let row = SnapshotRow {
             id: format!("snap-{n}"),
             taken_at: self.clock.now(),
             objects: 1200 + n as u64,
@@ -121,7 +127,9 @@ impl Jobs for FakeJobs {
             complete: true,
             verified: true,
             trigger: trigger.as_str().to_owned(),
-        })
+        };
+        self.store.lock().expect("store").push(row.clone());
+        Ok(row)
     }
 
     async fn prune(&self, _retention: Retention) -> Result<PruneReport, String> {
@@ -250,7 +258,7 @@ pub fn start(jobs: Arc<FakeJobs>, clock: &ManualClock, cfg: ServiceConfig) -> Ha
     }
 }
 
-fn snapshot_at(id: &str, t: &str) -> SnapshotRow {
+pub fn snapshot_at(id: &str, t: &str) -> SnapshotRow {
     SnapshotRow {
         id: id.to_owned(),
         taken_at: at(t),
