@@ -9,12 +9,18 @@ pub mod audit;
 pub mod bindings;
 /// Connecting to a cluster from a kubeconfig, the way kubectl resolves it.
 pub mod cluster;
+/// The `serve` configuration: YAML file, overrides, validation naming the field.
+pub mod config;
 /// `coldstart demo`: the simulated platform through audit, stop, deletion and start.
 pub mod demo;
 /// Planned stop and start of a whole cluster.
 pub mod lifecycle;
 /// Cold-start restore: plan, admission gate, tiered apply, verification.
 pub mod restore;
+/// When scheduled jobs are due (pure) and which replica runs them (Lease election).
+pub mod schedule;
+/// The `coldstart serve` loop: leader-only jobs on schedules, through the `Jobs` trait.
+pub mod serve;
 /// The simulated cluster (Kubernetes API server) used as test bed and embedded default.
 pub mod sim;
 /// Snapshots: capture, format, encryption, reading back verified, retention.
@@ -23,3 +29,5 @@ pub mod snapshot;
 pub mod store;
 /// Logging and tracing set-up shared by every command.
 pub mod telemetry;
+/// The status page, JSON API, probes and `/metrics` of `coldstart serve`.
+pub mod web;

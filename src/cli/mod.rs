@@ -3,6 +3,7 @@
 
 mod lifecycle;
 mod restore;
+mod serve;
 mod sim;
 mod snapshot;
 
@@ -80,6 +81,8 @@ pub enum Command {
     Start(lifecycle::StartArgs),
     /// The whole story on the simulated platform: audit, stop, deletion, start, verdict.
     Demo(lifecycle::DemoArgs),
+    /// Run in the cluster: scheduled snapshots, drills, cold-start restore, status page.
+    Serve(serve::ServeArgs),
 }
 
 /// Run the parsed command.
@@ -94,6 +97,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Stop(args) => lifecycle::stop_cmd(args, &cli.global).await,
         Command::Start(args) => lifecycle::start_cmd(args, &cli.global).await,
         Command::Demo(args) => lifecycle::demo_cmd(args, &cli.global).await,
+        Command::Serve(args) => serve::run(args, &cli.global).await,
     }
 }
 

@@ -285,8 +285,10 @@ pub async fn apply(
         if let Ok(mut p) = progress.lock() {
             p.start_tier(tier, items.len());
         }
-        let results: Vec<(usize, Outcome)> = futures::stream::iter(items.iter().enumerate())
-            .map(|(i, p)| {
+        // Indices, not `iter()`, so the future stays `Send` for callers that spawn it.
+        let results: Vec<(usize, Outcome)> = futures::stream::iter(0..items.len())
+            .map(|i| {
+                let p = &items[i];
                 let map = &map;
                 async move { (i, apply_one(client, map, p, opts).await) }
             })

@@ -217,8 +217,11 @@ pub async fn open(store: &Store, keys: &Keys, id: &str) -> Result<Snapshot, Read
                 .extend(p.blobs.iter().copied());
         }
     }
-    let fetched: Vec<Result<PackBlobs, ReadError>> = futures::stream::iter(manifest.packs.iter())
-        .map(|pack| {
+    // Indices, not `iter()`: a closure over borrowed items makes this future non-`Send`
+    // for callers that spawn it (the higher-ranked lifetime of the item).
+    let fetched: Vec<Result<PackBlobs, ReadError>> = futures::stream::iter(0..manifest.packs.len())
+        .map(|i| {
+            let pack = &manifest.packs[i];
             let entries = where_.get(pack.as_str()).cloned().unwrap_or_default();
             read_pack(store, keys, id, pack, entries)
         })

@@ -154,7 +154,10 @@ async fn a_restore_of_a_tampered_snapshot_fails_naming_the_damage_and_changes_no
     let key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
     let cmd = |args: &[&str]| {
         let mut cmd = coldstart();
-        cmd.arg("--kubeconfig").arg(&c.kubeconfig).args(["--store", &store]).args(args)
+        cmd.arg("--kubeconfig")
+            .arg(&c.kubeconfig)
+            .args(["--store", &store])
+            .args(args)
             .env("COLDSTART_ENCRYPTION_KEY", key);
         cmd
     };
@@ -170,8 +173,15 @@ async fn a_restore_of_a_tampered_snapshot_fails_naming_the_damage_and_changes_no
     let out = run(cmd(&["restore"])).await;
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("tampered") || err.contains("failed to verify") || err.contains("decrypt"), "{err}");
-    assert_eq!(c.sim().store.resource_version(), before, "nothing was written to the cluster");
+    assert!(
+        err.contains("tampered") || err.contains("failed to verify") || err.contains("decrypt"),
+        "{err}"
+    );
+    assert_eq!(
+        c.sim().store.resource_version(),
+        before,
+        "nothing was written to the cluster"
+    );
     c.stop().await;
 }
 

@@ -251,29 +251,69 @@ async fn a_start_killed_halfway_and_run_again_converges_to_the_same_end_state() 
     let client = c.client().await;
     let store = Store::memory();
     let progress = Arc::new(Mutex::new(Progress::default()));
-    let stop_opts = StopOptions { snapshot: snapshot_opts(), quiesce_timeout: Duration::from_secs(20), ..Default::default() };
-    lifecycle::stop(&client, &store, &keys(), &stop_opts, &progress).await.expect("stop");
+    let stop_opts = StopOptions {
+        snapshot: snapshot_opts(),
+        quiesce_timeout: Duration::from_secs(20),
+        ..Default::default()
+    };
+    lifecycle::stop(&client, &store, &keys(), &stop_opts, &progress)
+        .await
+        .expect("stop");
     let before = inventory(&c);
     teardown(&c).await;
     let mark = c.cloud().position();
     // Slow every write down so the first start is killed in the middle of its tiers.
-    let (code, _) = crate::helpers::http("PUT", &format!("{}/sim/v1/faults", c.url()), Some("application/json"),
-        Some(r#"{"latencyMs": 15, "writesOnly": true}"#.into())).await;
+    let (code, _) = crate::helpers::http(
+        "PUT",
+        &format!("{}/sim/v1/faults", c.url()),
+        Some("application/json"),
+        Some(r#"{"latencyMs": 15, "writesOnly": true}"#.into()),
+    )
+    .await;
     assert_eq!(code, 200);
-    let start_opts = StartOptions { restore: restore_opts(), snapshot: None, ready_timeout: Duration::from_secs(20) };
+    let start_opts = StartOptions {
+        restore: restore_opts(),
+        snapshot: None,
+        ready_timeout: Duration::from_secs(20),
+    };
     let first = {
-        let (client, store, opts, progress) = (client.clone(), store.clone(), start_opts.clone(), progress.clone());
-        tokio::spawn(async move { lifecycle::start(&client, &store, &keys(), &opts, &progress).await })
+        let (client, store, opts, progress) = (
+            client.clone(),
+            store.clone(),
+            start_opts.clone(),
+            progress.clone(),
+        );
+        tokio::spawn(
+            async move { lifecycle::start(&client, &store, &keys(), &opts, &progress).await },
+        )
     };
     wait_until_async(|| progress.lock().map(|p| p.done() > 20).unwrap_or(false)).await;
     first.abort();
     let _ = first.await;
     let partial = replicas_or_none(&c);
-    assert!(partial < 81, "the first start was really cut short ({partial} objects restored)");
-    crate::helpers::http("PUT", &format!("{}/sim/v1/faults", c.url()), Some("application/json"), Some("{}".into())).await;
-    let again = lifecycle::start(&client, &store, &keys(), &start_opts, &progress).await.expect("second start");
-    assert!(again.restore.succeeded, "{:#?}", again.restore.verification.problems);
-    assert!(again.restore.tiers.values().any(|t| t.existing > 0), "what the first run created is skipped");
+    assert!(
+        partial < 81,
+        "the first start was really cut short ({partial} objects restored)"
+    );
+    crate::helpers::http(
+        "PUT",
+        &format!("{}/sim/v1/faults", c.url()),
+        Some("application/json"),
+        Some("{}".into()),
+    )
+    .await;
+    let again = lifecycle::start(&client, &store, &keys(), &start_opts, &progress)
+        .await
+        .expect("second start");
+    assert!(
+        again.restore.succeeded,
+        "{:#?}",
+        again.restore.verification.problems
+    );
+    assert!(
+        again.restore.tiers.values().any(|t| t.existing > 0),
+        "what the first run created is skipped"
+    );
     assert_eq!(inventory(&c), before);
     let created = c.cloud().created_since(mark);
     assert_eq!((created.disks, created.ips, created.buckets), (0, 0, 0));

@@ -2,10 +2,15 @@
 //! Every test starts its own simulated cluster on 127.0.0.1:0.
 
 mod cli;
+mod deploy;
 mod helpers;
+mod leader;
 mod lifecycle;
 mod restore;
+mod screenshot;
+mod serve;
 mod sim_api;
 mod sim_cloud;
 mod sim_kubectl;
 mod snapshot;
+mod web;
