@@ -1,10 +1,8 @@
 //! `coldstart serve`: load and validate the config, elect a leader, run the service loop
 //! and the web server until SIGTERM.
 //!
-//! The snapshot, drill and audit implementations are not merged yet, so the `Jobs` this
-//! command plugs in ([`UnwiredJobs`]) reads the cluster identity for real and answers every
-//! job with an explicit "not available in this build" error: the page and `/readyz` say so,
-//! and nothing pretends to have run. Replace it with the real implementation.
+//! The jobs are [`coldstart::serve::jobs::ClusterJobs`]: real snapshots, retention, audit
+//! and cold-start restore against the configured store and this cluster.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -13,18 +11,14 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use anyhow::Context;
 use clap::Args;
-use coldstart::config::{Config, Overrides, Retention};
+use coldstart::config::{Config, Overrides};
 use coldstart::restore::progress::Progress;
 use coldstart::schedule::leader::{LeaderElector, LeaseConfig};
-use coldstart::serve::{
-    AuditReport, ColdStart, Inventory, Jobs, PruneReport, Service, ServiceConfig, Trigger,
-    sole_leader, system_clock,
-};
+use coldstart::serve::jobs::ClusterJobs;
+use coldstart::serve::{Service, ServiceConfig, sole_leader, system_clock};
 use coldstart::web::metrics::Metrics;
-use coldstart::web::view::{ClusterIdentity, DrillRow, ServiceView, SnapshotRow};
+use coldstart::web::view::ServiceView;
 use coldstart::web::{self, AppState, Auth};
-use k8s_openapi::api::core::v1::Namespace;
-use kube::api::Api;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -148,8 +142,9 @@ pub async fn run(args: ServeArgs, global: &Global) -> anyhow::Result<ExitCode> {
         })
     };
 
+    let jobs = real_jobs(&settings, client.clone(), global, &args).await?;
     let service = Service::new(
-        Arc::new(UnwiredJobs { client }),
+        Arc::new(jobs),
         ServiceConfig::from_settings(&settings, &identity),
         state,
         system_clock(),
@@ -191,52 +186,58 @@ async fn cancel_on_signal(token: CancellationToken) {
     token.cancel();
 }
 
-/// The `Jobs` of this build: the cluster identity is real; snapshot, drill, audit and the
-/// cold-start check are not wired to their modules yet and say so.
-struct UnwiredJobs {
+/// The service's jobs, from the validated settings.
+async fn real_jobs(
+    settings: &coldstart::config::Settings,
     client: kube::Client,
-}
-
-const UNWIRED: &str =
-    "not available in this build: the snapshot/drill modules are not wired into serve yet";
-
-impl Jobs for UnwiredJobs {
-    async fn cluster_identity(&self) -> Result<ClusterIdentity, String> {
-        let ns = Api::<Namespace>::all(self.client.clone())
-            .get("kube-system")
-            .await
-            .map_err(|e| format!("failed to read namespace kube-system: {e}"))?;
-        Ok(ClusterIdentity {
-            name: String::new(),
-            uid: ns.metadata.uid.unwrap_or_default(),
-        })
+    global: &Global,
+    args: &ServeArgs,
+) -> anyhow::Result<ClusterJobs> {
+    let store = coldstart::store::Store::open(&settings.store_url)
+        .with_context(|| format!("store.url {}", settings.store_url))?;
+    let keys = match &settings.encryption_key {
+        Some(src) => {
+            let text = src
+                .read()
+                .map_err(|e| anyhow::anyhow!("encryption.key: {e}"))?;
+            let key = coldstart::snapshot::crypto::parse_key(&text, "encryption.key")?;
+            coldstart::snapshot::crypto::Keys::from_master(&key)
+        }
+        None => coldstart::snapshot::crypto::Keys::plaintext(),
+    };
+    let (kc_name, server) = coldstart::cluster::kubeconfig_cluster(
+        global.kubeconfig.as_deref(),
+        global.context.as_deref(),
+    )
+    .unwrap_or_else(|| ("in-cluster".to_owned(), None));
+    let mut selector = Vec::new();
+    for term in settings
+        .operator_selector
+        .split(',')
+        .filter(|t| !t.trim().is_empty())
+    {
+        if let Some((k, v)) = term.split_once('=') {
+            selector.push((k.trim().to_owned(), v.trim().to_owned()));
+        }
     }
-
-    async fn inventory(&self) -> Result<Inventory, String> {
-        Err(format!("inventory {UNWIRED}"))
-    }
-
-    async fn snapshot(&self, _trigger: Trigger) -> Result<SnapshotRow, String> {
-        Err(format!("snapshot {UNWIRED}"))
-    }
-
-    async fn prune(&self, _retention: Retention) -> Result<PruneReport, String> {
-        Err(format!("prune {UNWIRED}"))
-    }
-
-    async fn drill(&self, _progress: Arc<Mutex<Progress>>) -> Result<DrillRow, String> {
-        Err(format!("drill {UNWIRED}"))
-    }
-
-    async fn audit(&self) -> Result<AuditReport, String> {
-        Err(format!("audit {UNWIRED}"))
-    }
-
-    async fn cold_start_check(
-        &self,
-        _auto_restore: bool,
-        _progress: Arc<Mutex<Progress>>,
-    ) -> Result<ColdStart, String> {
-        Err(format!("cold-start check {UNWIRED}"))
-    }
+    Ok(ClusterJobs {
+        client,
+        store,
+        keys,
+        snapshot: coldstart::snapshot::write::Options {
+            cluster_name: settings.cluster_name.clone().unwrap_or(kc_name),
+            server: server.unwrap_or_default(),
+            allow_plaintext_secrets: settings.allow_plaintext_secrets,
+            ..Default::default()
+        },
+        restore: coldstart::restore::RestoreOptions {
+            plan: coldstart::restore::plan::PlanOptions {
+                operator_selector: selector,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+        own_namespace: args.lease_namespace.clone(),
+        rpo_target: settings.rpo_target,
+    })
 }

@@ -22,6 +22,8 @@
 //! complete; the event list records it as abandoned. Losing the lease abandons a job the
 //! same way, before another replica can start one.
 
+pub mod jobs;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;

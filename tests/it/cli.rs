@@ -197,3 +197,163 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// A `coldstart serve` process against a simulated cluster; killed on drop.
+struct Serving {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn serve(c: &TestCluster, dir: &std::path::Path, auto_restore: bool) -> Serving {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let config = dir.join(format!("config-{port}.yaml"));
+    std::fs::write(&config, format!(
+        "cluster: {{ name: platform }}\nstore:\n  url: file://{}/store\nencryption:\n  key: env:COLDSTART_ENCRYPTION_KEY\n\
+         schedules:\n  snapshot: {{ cron: \"0 0 1 1 *\" }}\nretention: {{ keepLast: 5 }}\ncoldStart: {{ autoRestore: {auto_restore} }}\n\
+         api: {{ token: env:COLDSTART_TEST_TOKEN }}\n", dir.display())).expect("config");
+    let child = coldstart()
+        .arg("--kubeconfig")
+        .arg(&c.kubeconfig)
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--config",
+        ])
+        .arg(&config)
+        .env(
+            "COLDSTART_ENCRYPTION_KEY",
+            "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+        )
+        .env("COLDSTART_TEST_TOKEN", "s3cret-token")
+        .env("POD_NAMESPACE", "kube-system")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("serve starts");
+    let s = Serving {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    for _ in 0..100 {
+        if reqwest::get(format!("{}/healthz", s.url)).await.is_ok() {
+            return s;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("coldstart serve did not come up");
+}
+
+async fn get_json(url: &str) -> serde_json::Value {
+    reqwest::get(url)
+        .await
+        .expect("get")
+        .json()
+        .await
+        .unwrap_or(serde_json::Value::Null)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_takes_snapshots_shows_them_and_restores_a_cold_start_before_it_is_ready() {
+    let c = settled_platform().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = serve(&c, dir.path(), true).await;
+    crate::helpers::wait_until_async("the warm cluster is ready", || async {
+        reqwest::get(format!("{}/readyz", s.url))
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    let denied = reqwest::Client::new()
+        .post(format!("{}/api/v1/snapshots", s.url))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(denied.status(), 401, "mutating endpoints need the token");
+    let accepted = reqwest::Client::new()
+        .post(format!("{}/api/v1/snapshots", s.url))
+        .bearer_auth("s3cret-token")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(accepted.status(), 202);
+    crate::helpers::wait_until_async("the snapshot shows in the API", || async {
+        get_json(&format!("{}/api/v1/snapshots", s.url)).await["items"]
+            .as_array()
+            .is_some_and(|i| !i.is_empty())
+    })
+    .await;
+    let metrics = reqwest::get(format!("{}/metrics", s.url))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("coldstart_snapshot_last_success_timestamp_seconds"),
+        "{metrics}"
+    );
+    let page = reqwest::get(format!("{}/", s.url))
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("html");
+    assert!(
+        !page.contains("s3cr3t-tenant-a"),
+        "no secret value on the page"
+    );
+    drop(s);
+
+    // A planned stop (so nothing is lost with the cluster), then the cluster is deleted.
+    let mut stop = coldstart();
+    stop.arg("--kubeconfig")
+        .arg(&c.kubeconfig)
+        .args([
+            "--store",
+            &format!("file://{}/store", dir.path().display()),
+            "stop",
+            "--cluster-name",
+            "platform",
+        ])
+        .env(
+            "COLDSTART_ENCRYPTION_KEY",
+            "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+        );
+    let out = run(stop).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (code, _) =
+        crate::helpers::http("POST", &format!("{}/sim/v1/teardown", c.url()), None, None).await;
+    assert_eq!(code, 200);
+    let s = serve(&c, dir.path(), true).await;
+    crate::helpers::wait_until_async("the cold start is restored and verified", || async {
+        reqwest::get(format!("{}/readyz", s.url))
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    assert!(
+        c.get("", "persistentvolumeclaims", "kafka", "data-kafka-0")
+            .is_some(),
+        "the platform is back"
+    );
+    assert_eq!(
+        c.get("", "persistentvolumeclaims", "kafka", "data-kafka-0")
+            .expect("pvc")["spec"]["volumeName"],
+        "pv-kafka-0"
+    );
+}

@@ -1,0 +1,309 @@
+//! The service's jobs, done for real: snapshots and retention against the store, the audit
+//! against the cluster, and the cold-start check (an empty cluster with a snapshot of this
+//! cluster in the store is restored when configured). Each job is a thin call into the
+//! module that owns it; this file only translates results into the page's rows.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use kube::api::{Api, ListParams};
+
+use super::{AuditReport, ColdStart, Inventory, Jobs, PruneReport, Trigger};
+use crate::audit::{self, SnapshotFacts};
+use crate::bindings::Bindings;
+use crate::config::Retention;
+use crate::restore::progress::Progress;
+use crate::restore::{self, Recorded, RestoreOptions};
+use crate::snapshot::crypto::Keys;
+use crate::snapshot::format::Manifest;
+use crate::snapshot::{prune, read, write};
+use crate::store::Store;
+use crate::web::view::{
+    BindingKind, BindingRow, ClusterIdentity, DrillRow, Finding, Severity, SnapshotRow,
+    Verification,
+};
+
+/// Namespaces every cluster has; a cluster with nothing else is empty.
+const SYSTEM_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
+
+/// Retention never forgets snapshots younger than this, so a drill or restore reading one
+/// is not pulled from under it.
+const PRUNE_GRACE: Duration = Duration::from_secs(3600);
+
+/// The jobs of a running `coldstart serve`.
+#[derive(Clone)]
+pub struct ClusterJobs {
+    pub client: kube::Client,
+    pub store: Store,
+    pub keys: Keys,
+    pub snapshot: write::Options,
+    pub restore: RestoreOptions,
+    /// The namespace coldstart itself runs in (not a sign of a warm cluster).
+    pub own_namespace: Option<String>,
+    pub rpo_target: Duration,
+}
+
+fn binding_rows(b: &Bindings) -> Vec<BindingRow> {
+    let mut rows = Vec::new();
+    for v in &b.volumes {
+        rows.push(BindingRow {
+            kind: BindingKind::Volume,
+            object: match &v.claim {
+                Some(c) => format!("{}/{} (PV {})", c.namespace, c.name, v.pv),
+                None => format!("PV {}", v.pv),
+            },
+            target: format!("{} {}", v.disk_id, v.zone.as_deref().unwrap_or(""))
+                .trim()
+                .to_owned(),
+            verification: Verification::Unverified,
+            reason: Some("recorded in the snapshot; a drill checks it against the cloud".into()),
+        });
+    }
+    for lb in &b.load_balancers {
+        let mut target = lb.ingress_ips.join(", ");
+        if !lb.dns_names.is_empty() {
+            target.push_str(&format!(" ({})", lb.dns_names.join(", ")));
+        }
+        rows.push(BindingRow {
+            kind: BindingKind::Address,
+            object: format!("{}/{}", lb.namespace, lb.name),
+            target,
+            verification: Verification::Unverified,
+            reason: Some(if lb.pinned {
+                "pinned".into()
+            } else {
+                "controller-allocated: pinned on restore".into()
+            }),
+        });
+    }
+    for bk in &b.buckets {
+        rows.push(BindingRow {
+            kind: BindingKind::Bucket,
+            object: match &bk.namespace {
+                Some(ns) => format!("{ns}/{}", bk.name),
+                None => bk.name.clone(),
+            },
+            target: bk
+                .bucket
+                .clone()
+                .unwrap_or_else(|| "(not yet known)".into()),
+            verification: Verification::Unverified,
+            reason: bk
+                .deletion_policy
+                .as_ref()
+                .map(|p| format!("deletion policy {p}")),
+        });
+    }
+    rows
+}
+
+fn row_of(m: &Manifest, trigger: &str) -> SnapshotRow {
+    SnapshotRow {
+        id: m.id.clone(),
+        taken_at: m.started_at,
+        objects: m.stats.objects,
+        bytes_total: m.stats.bytes_total,
+        bytes_written: m.stats.bytes_written,
+        duration_ms: (m.finished_at - m.started_at).num_milliseconds().max(0) as u64,
+        complete: true,
+        verified: false,
+        trigger: trigger.to_owned(),
+    }
+}
+
+fn severity(s: audit::Severity) -> Severity {
+    match s {
+        audit::Severity::Critical | audit::Severity::High => Severity::Critical,
+        audit::Severity::Medium => Severity::Warning,
+        audit::Severity::Low | audit::Severity::Info => Severity::Info,
+    }
+}
+
+impl ClusterJobs {
+    async fn manifests(&self) -> Result<Vec<Manifest>, String> {
+        let mut all = read::list(&self.store, &self.keys)
+            .await
+            .map_err(|e| e.to_string())?;
+        all.retain(|m| m.cluster.name == self.snapshot.cluster_name);
+        all.sort_by_key(|m| m.started_at);
+        Ok(all)
+    }
+
+    /// Whether the cluster is empty: only system namespaces (and coldstart's own).
+    async fn is_empty(&self) -> Result<bool, String> {
+        let list = Api::<Namespace>::all(self.client.clone())
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| format!("failed to list namespaces: {e}"))?;
+        Ok(list.items.iter().all(|ns| {
+            let name = ns.metadata.name.as_deref().unwrap_or_default();
+            SYSTEM_NAMESPACES.contains(&name) || Some(name) == self.own_namespace.as_deref()
+        }))
+    }
+
+    /// The restore marker a previous (possibly interrupted) restore left, with its phase.
+    async fn restore_phase(&self) -> Result<Option<String>, String> {
+        match Api::<ConfigMap>::namespaced(self.client.clone(), "kube-system")
+            .get_opt(restore::STATE_CONFIGMAP)
+            .await
+        {
+            Ok(cm) => Ok(cm
+                .and_then(|c| c.data)
+                .and_then(|d| d.get("phase").cloned())),
+            Err(e) => Err(format!(
+                "failed to read kube-system/{}: {e}",
+                restore::STATE_CONFIGMAP
+            )),
+        }
+    }
+}
+
+impl Jobs for ClusterJobs {
+    async fn cluster_identity(&self) -> Result<ClusterIdentity, String> {
+        let ns = Api::<Namespace>::all(self.client.clone())
+            .get("kube-system")
+            .await
+            .map_err(|e| format!("failed to read namespace kube-system: {e}"))?;
+        Ok(ClusterIdentity {
+            name: self.snapshot.cluster_name.clone(),
+            uid: ns.metadata.uid.unwrap_or_default(),
+        })
+    }
+
+    async fn inventory(&self) -> Result<Inventory, String> {
+        let manifests = self.manifests().await?;
+        let bindings = manifests
+            .last()
+            .map(|m| binding_rows(&m.bindings))
+            .unwrap_or_default();
+        Ok(Inventory {
+            snapshots: manifests.iter().map(|m| row_of(m, "recorded")).collect(),
+            drills: Vec::new(),
+            bindings,
+        })
+    }
+
+    async fn snapshot(&self, trigger: Trigger) -> Result<SnapshotRow, String> {
+        let m = write::take(
+            &self.client,
+            &self.store,
+            &self.keys,
+            &self.snapshot,
+            Arc::new(write::Progress::default()),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        Ok(row_of(&m, trigger.as_str()))
+    }
+
+    async fn prune(&self, retention: Retention) -> Result<PruneReport, String> {
+        let policy = prune::Policy {
+            keep_last: (retention.keep_last as usize).max(1),
+            keep_daily: retention.daily as usize,
+            keep_weekly: retention.weekly as usize,
+        };
+        let r = prune::prune(&self.store, &self.keys, policy, PRUNE_GRACE, false)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(PruneReport {
+            deleted: r.forgotten,
+            bytes_freed: r.bytes_freed,
+        })
+    }
+
+    async fn drill(&self, _progress: Arc<Mutex<Progress>>) -> Result<DrillRow, String> {
+        Err("drills are not available in this build yet (coldstart drill, issue 8)".into())
+    }
+
+    async fn audit(&self) -> Result<AuditReport, String> {
+        let newest = self.manifests().await?.pop();
+        let bindings = newest
+            .as_ref()
+            .map(|m| binding_rows(&m.bindings))
+            .unwrap_or_default();
+        let facts = newest.map(|m| SnapshotFacts {
+            id: m.id.clone(),
+            taken_at: m.started_at,
+            recorded: Recorded::from_bindings(&m.bindings),
+        });
+        let inputs = audit::collect(&self.client, facts)
+            .await
+            .map_err(|e| e.to_string())?;
+        let findings = audit::audit(&inputs, chrono::Utc::now(), self.rpo_target)
+            .into_iter()
+            .map(|f| Finding {
+                severity: severity(f.severity),
+                kind: serde_json::to_value(f.kind)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                object: f.object,
+                message: f.message,
+            })
+            .collect();
+        Ok(AuditReport { findings, bindings })
+    }
+
+    async fn cold_start_check(
+        &self,
+        auto_restore: bool,
+        progress: Arc<Mutex<Progress>>,
+    ) -> Result<ColdStart, String> {
+        let phase = self.restore_phase().await?;
+        if phase.as_deref() == Some("verified") {
+            return Ok(ColdStart::Warm);
+        }
+        // A restore that was interrupted (or failed) is a cold start still in progress.
+        let interrupted = phase.is_some();
+        if !interrupted && !self.is_empty().await? {
+            return Ok(ColdStart::Warm);
+        }
+        let Some(newest) = self.manifests().await?.pop() else {
+            // An empty cluster with nothing of it in the store: a brand-new cluster.
+            return Ok(ColdStart::Warm);
+        };
+        if !auto_restore {
+            return Ok(ColdStart::NeedsRestore {
+                message: format!(
+                    "this cluster is empty and snapshot {} of {} exists: run `coldstart restore` (auto-restore is off)",
+                    newest.id, newest.cluster.name
+                ),
+            });
+        }
+        if let Ok(mut p) = progress.lock() {
+            p.begin("restore");
+        }
+        let started = Instant::now();
+        let snap = read::open(&self.store, &self.keys, &newest.id)
+            .await
+            .map_err(|e| e.to_string())?;
+        let source = restore::source::from_snapshot(&snap);
+        let report = restore::run(&self.client, &source, &self.restore, &progress)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(ColdStart::Restored {
+            snapshot_id: newest.id,
+            verified: report.succeeded,
+            message: format!(
+                "restored {} objects in {:.1} s: {} volumes, {} addresses, {} buckets reused; {} new disks, {} new addresses, {} new buckets{}",
+                report.objects,
+                started.elapsed().as_secs_f64(),
+                report.volumes_reused,
+                report.ips_reused,
+                report.buckets_reused,
+                report.new_disks,
+                report.new_ips,
+                report.new_buckets,
+                if report.succeeded {
+                    String::new()
+                } else {
+                    format!(
+                        "; NOT verified: {}",
+                        report.verification.problems.join("; ")
+                    )
+                }
+            ),
+        })
+    }
+}
