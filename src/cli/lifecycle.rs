@@ -22,6 +22,10 @@ pub struct StopArgs {
     /// Show every step and change; change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Cancel a stop on a cluster that still runs: undo every recorded change and bring
+    /// the workloads back.
+    #[arg(long, conflicts_with = "dry_run")]
+    pub undo: bool,
     /// Quiesce order (start brings them back in reverse).
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = DEFAULT_ORDER.to_vec())]
     pub order: Vec<Group>,

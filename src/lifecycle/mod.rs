@@ -245,6 +245,36 @@ pub async fn stop(
     })
 }
 
+/// What `stop --undo` put back.
+#[derive(Debug, Clone, Serialize)]
+pub struct UndoReport {
+    pub changes_undone: usize,
+    pub workloads_restarted: usize,
+}
+
+/// Cancel a stop on a cluster that still runs: undo every recorded change and bring the
+/// quiesced workloads back (data → operators → apps). The marker is removed.
+pub async fn undo_stop(
+    client: &kube::Client,
+    store: &Store,
+    keys: &Keys,
+    ready_timeout: Duration,
+) -> Result<UndoReport, LifecycleError> {
+    let marker = read_marker(store, keys)
+        .await?
+        .ok_or_else(|| LifecycleError::NotStopped(store.url().to_owned()))?;
+    for step in marker.steps.iter().rev() {
+        stop::scale_step(client, step, false).await?;
+        stop::wait_step(client, step, false, ready_timeout).await?;
+    }
+    let undone = stop::apply_changes(client, &marker.changes, true).await?;
+    let _ = store.delete(layout::STOP_MARKER).await;
+    Ok(UndoReport {
+        changes_undone: undone,
+        workloads_restarted: marker.steps.iter().map(|s| s.workloads.len()).sum(),
+    })
+}
+
 #[derive(Debug, Clone)]
 pub struct StartOptions {
     pub restore: RestoreOptions,

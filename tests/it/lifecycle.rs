@@ -342,3 +342,43 @@ fn replicas_or_none(c: &TestCluster) -> usize {
         })
         .sum()
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stop_can_be_undone_while_the_cluster_still_runs() {
+    let c = settled_platform().await;
+    let client = c.client().await;
+    let store = Store::memory();
+    let progress = Arc::new(Mutex::new(Progress::default()));
+    let before = replicas(&c);
+    let pv_policy = |c: &TestCluster| {
+        c.get("", "persistentvolumes", "", "pv-zookeeper-0")
+            .expect("pv")["spec"]["persistentVolumeReclaimPolicy"]
+            .clone()
+    };
+    assert_eq!(pv_policy(&c), "Delete");
+    let stop_opts = StopOptions {
+        snapshot: snapshot_opts(),
+        quiesce_timeout: Duration::from_secs(20),
+        ..Default::default()
+    };
+    lifecycle::stop(&client, &store, &keys(), &stop_opts, &progress)
+        .await
+        .expect("stop");
+    assert_eq!(pv_policy(&c), "Retain");
+    let undone = lifecycle::undo_stop(&client, &store, &keys(), Duration::from_secs(20))
+        .await
+        .expect("undo");
+    assert!(undone.changes_undone >= 8);
+    assert_eq!(pv_policy(&c), "Delete", "the recorded change is reverted");
+    assert_eq!(
+        replicas(&c),
+        before,
+        "every workload is back at its replicas"
+    );
+    assert!(
+        c.get("", "services", "tenant-a", "mqtt").expect("svc")["spec"]
+            .get("loadBalancerIP")
+            .is_none()
+    );
+    c.stop().await;
+}
