@@ -2,6 +2,12 @@
 
 mod cli;
 
+/// mimalloc instead of the system allocator: with tokio's worker threads, glibc's per-thread
+/// arenas fragment and keep freed pages, which doubled the peak RSS of a 100k-object
+/// snapshot; mimalloc returns them.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 
 #[tokio::main]

@@ -44,21 +44,15 @@ pub struct StopArgs {
 
 pub async fn stop_cmd(args: StopArgs, global: &Global) -> anyhow::Result<ExitCode> {
     let (store, keys) = open_store(global, &args.key).await?;
-    let client =
-        coldstart::cluster::connect(global.kubeconfig.as_deref(), global.context.as_deref())
-            .await?;
-    let (kc_name, server) = coldstart::cluster::kubeconfig_cluster(
-        global.kubeconfig.as_deref(),
-        global.context.as_deref(),
-    )
-    .unwrap_or_else(|| ("unknown".to_owned(), None));
+    let client = global.client().await?;
+    let (kc_name, server) = global.cluster_identity();
     let opts = StopOptions {
         pin_style: args.pin_style,
         order: args.order,
         quiesce_timeout: Duration::from_secs(args.timeout),
         snapshot: write::Options {
             cluster_name: args.cluster_name.unwrap_or(kc_name),
-            server: server.unwrap_or_default(),
+            server,
             ..Default::default()
         },
         dry_run: args.dry_run,
@@ -120,9 +114,7 @@ pub struct StartArgs {
 
 pub async fn start_cmd(args: StartArgs, global: &Global) -> anyhow::Result<ExitCode> {
     let (store, keys) = open_store(global, &args.key).await?;
-    let client =
-        coldstart::cluster::connect(global.kubeconfig.as_deref(), global.context.as_deref())
-            .await?;
+    let client = global.client().await?;
     let opts = StartOptions {
         restore: RestoreOptions {
             plan: args.shape.plan_options()?,

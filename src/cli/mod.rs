@@ -101,6 +101,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+impl Global {
+    /// A client for the cluster `--kubeconfig`/`--context` name.
+    pub async fn client(&self) -> anyhow::Result<kube::Client> {
+        Ok(
+            coldstart::cluster::connect(self.kubeconfig.as_deref(), self.context.as_deref())
+                .await?,
+        )
+    }
+
+    /// The kubeconfig's cluster name and server URL (what a snapshot records as identity).
+    pub fn cluster_identity(&self) -> (String, String) {
+        let (name, server) = coldstart::cluster::kubeconfig_cluster(
+            self.kubeconfig.as_deref(),
+            self.context.as_deref(),
+        )
+        .unwrap_or_else(|| ("unknown".to_owned(), None));
+        (name, server.unwrap_or_default())
+    }
+}
+
 /// A terminal progress bar fed by a restore's live progress; nothing when piped or --json.
 pub struct Bar(Option<(indicatif::ProgressBar, tokio::task::JoinHandle<()>)>);
 

@@ -123,9 +123,7 @@ pub async fn restore_cmd(args: RestoreArgs, global: &Global) -> anyhow::Result<E
         print_plan(&plan, global.json)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let client =
-        coldstart::cluster::connect(global.kubeconfig.as_deref(), global.context.as_deref())
-            .await?;
+    let client = global.client().await?;
     let opts = RestoreOptions {
         plan: plan_opts,
         apply: restore::apply::ApplyOptions {
@@ -252,9 +250,7 @@ pub enum GateCommand {
 }
 
 pub async fn gate_cmd(cmd: GateCommand, global: &Global) -> anyhow::Result<ExitCode> {
-    let client =
-        coldstart::cluster::connect(global.kubeconfig.as_deref(), global.context.as_deref())
-            .await?;
+    let client = global.client().await?;
     match cmd {
         GateCommand::Status => {
             let installed = restore::gate::status(&client).await?;
@@ -307,9 +303,7 @@ pub(crate) async fn newest_facts(
 
 pub async fn audit_cmd(args: AuditArgs, global: &Global) -> anyhow::Result<ExitCode> {
     let (store, keys) = open_store(global, &args.key).await?;
-    let client =
-        coldstart::cluster::connect(global.kubeconfig.as_deref(), global.context.as_deref())
-            .await?;
+    let client = global.client().await?;
     let facts = newest_facts(&store, &keys).await?;
     let inputs = audit::collect(&client, facts).await?;
     let findings = audit::audit(

@@ -94,9 +94,7 @@ pub async fn run(args: ServeArgs, global: &Global) -> anyhow::Result<ExitCode> {
         .clone()
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| format!("coldstart-{}", uuid::Uuid::new_v4().simple()));
-    let client =
-        coldstart::cluster::connect(global.kubeconfig.as_deref(), global.context.as_deref())
-            .await?;
+    let client = global.client().await?;
 
     let (actions_tx, actions_rx) = mpsc::channel(4);
     let state = AppState {

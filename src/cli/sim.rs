@@ -71,9 +71,7 @@ async fn sim_call(
     method: http::Method,
     path: &str,
 ) -> anyhow::Result<serde_json::Value> {
-    let client =
-        coldstart::cluster::connect(global.kubeconfig.as_deref(), global.context.as_deref())
-            .await?;
+    let client = global.client().await?;
     let req = http::Request::builder()
         .method(method)
         .uri(path)

@@ -173,14 +173,8 @@ pub(crate) async fn load_keys(k: &KeyArgs, global: &Global) -> anyhow::Result<Op
 pub async fn snapshot(args: SnapshotArgs, global: &Global) -> anyhow::Result<ExitCode> {
     let keys = load_keys(&args.key, global).await?;
     let store = Store::open(&global.store)?;
-    let client =
-        coldstart::cluster::connect(global.kubeconfig.as_deref(), global.context.as_deref())
-            .await?;
-    let (kc_name, server) = coldstart::cluster::kubeconfig_cluster(
-        global.kubeconfig.as_deref(),
-        global.context.as_deref(),
-    )
-    .unwrap_or_else(|| ("unknown".to_owned(), None));
+    let client = global.client().await?;
+    let (kc_name, server) = global.cluster_identity();
     let opts = write::Options {
         selection: Selection {
             include_namespaces: args.include_namespaces,
@@ -190,7 +184,7 @@ pub async fn snapshot(args: SnapshotArgs, global: &Global) -> anyhow::Result<Exi
             label_selector: args.selector,
         },
         cluster_name: args.cluster_name.unwrap_or(kc_name),
-        server: server.unwrap_or_default(),
+        server,
         concurrency: args.concurrency,
         retry: RetryPolicy {
             budget: Duration::from_secs(args.api_retry_budget),

@@ -26,9 +26,10 @@ use crate::bindings::{self, Collector};
 use crate::store::lock::{self, LockError};
 use crate::store::{Created, Store, StoreError, layout};
 
-/// Uncompressed bytes per pack: ~16 MiB of config-like JSON stores as a few MiB, so 100k
-/// objects make a few dozen PUTs, and two packs in flight stay well inside the memory goal.
-pub const PACK_SIZE: usize = 16 << 20;
+/// Uncompressed bytes per pack: 8 MiB of config-like JSON stores as ~2 MiB, so 100k objects
+/// make about forty PUTs, and two packs in flight (each held as plain, compressed and
+/// sealed copies) stay well inside the memory goal.
+pub const PACK_SIZE: usize = 8 << 20;
 /// Packs sealed and uploaded at once.
 const UPLOADS_IN_FLIGHT: usize = 2;
 
