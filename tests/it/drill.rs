@@ -642,3 +642,65 @@ async fn a_drill_against_moto_fails_for_each_binding_broken_in_turn_and_names_it
         [true, false, false, false]
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_drill_on_a_scratch_cluster_restores_the_plan_but_attaches_nothing() {
+    let c = settled_platform().await;
+    let store = Store::memory();
+    let id = snapshot(&c, &store, "platform").await;
+    // The scratch cluster shares the cloud account: production's disks and addresses are
+    // visible there (stand-ins play them), and must stay untouched.
+    let scratch = TestCluster::start().await;
+    let bindings = coldstart::snapshot::read::manifest(&store, &keys(), &id)
+        .await
+        .expect("manifest")
+        .bindings;
+    drill::rehearsal::install_stand_ins(&mut scratch.sim().cloud.lock(), &bindings);
+    let opts = DrillOptions {
+        target: drill::Target::Cluster {
+            client: scratch.client().await,
+            label: "scratch".into(),
+        },
+        ..drill_opts()
+    };
+    let progress = Arc::new(Mutex::new(Progress::default()));
+    let verifier = SimVerifier::new(c.client().await);
+    let report = drill::run_drill(&store, &keys(), &id, &opts, &verifier, &progress)
+        .await
+        .expect("drill");
+    assert!(report.passed, "{:#?}", report.failures);
+    assert_eq!(report.target, "scratch");
+    assert!(
+        report
+            .left_out
+            .iter()
+            .any(|l| l.contains("BucketClaim tenant-a/data")),
+        "{:?}",
+        report.left_out
+    );
+    let pv = scratch
+        .get("", "persistentvolumes", "", "pv-kafka-0")
+        .expect("PV restored");
+    assert_eq!(
+        pv["spec"]["csi"]["driver"],
+        drill::rehearsal::REHEARSAL_DRIVER
+    );
+    let kafka = scratch
+        .get("apps", "statefulsets", "kafka", "kafka")
+        .expect("StatefulSet restored");
+    assert_eq!(kafka["spec"]["replicas"], 0);
+    assert!(
+        scratch
+            .cloud()
+            .disks
+            .values()
+            .all(|d| d.attached_to.is_none()),
+        "no disk was attached in the scratch cluster"
+    );
+    assert!(
+        scratch
+            .get("objectstorage.k8s.io", "bucketclaims", "tenant-a", "data")
+            .is_none(),
+        "bucket claims are not restored in a rehearsal"
+    );
+}
