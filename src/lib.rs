@@ -7,12 +7,16 @@
 pub mod audit;
 /// The bindings a cold start reuses: disks behind volumes, pinned addresses, buckets.
 pub mod bindings;
+/// Cloud verification: does every binding still point at something real?
+pub mod cloud;
 /// Connecting to a cluster from a kubeconfig, the way kubectl resolves it.
 pub mod cluster;
 /// The `serve` configuration: YAML file, overrides, validation naming the field.
 pub mod config;
 /// `coldstart demo`: the simulated platform through audit, stop, deletion and start.
 pub mod demo;
+/// Drills: rehearse a cold start in a shadow cluster, verify bindings, keep a report.
+pub mod drill;
 /// Planned stop and start of a whole cluster.
 pub mod lifecycle;
 /// Cold-start restore: plan, admission gate, tiered apply, verification.

@@ -1,6 +1,7 @@
 //! Command-line interface: argument definitions and dispatch to the library. This is the
 //! binary's thin shell; every decision lives in the library modules.
 
+mod drill;
 mod lifecycle;
 mod restore;
 mod serve;
@@ -83,6 +84,14 @@ pub enum Command {
     Demo(lifecycle::DemoArgs),
     /// Run in the cluster: scheduled snapshots, drills, cold-start restore, status page.
     Serve(serve::ServeArgs),
+    /// Rehearse a cold start of a snapshot in a shadow cluster, verify its bindings against
+    /// the cloud, record the report; exits 1 when the drill fails.
+    Drill(drill::DrillArgs),
+    /// List and show recorded drill reports.
+    #[command(subcommand)]
+    Drills(drill::DrillsCommand),
+    /// Check that every binding of a snapshot still points at something real in the cloud.
+    VerifyBindings(drill::VerifyBindingsArgs),
 }
 
 /// Run the parsed command.
@@ -98,6 +107,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Start(args) => lifecycle::start_cmd(args, &cli.global).await,
         Command::Demo(args) => lifecycle::demo_cmd(args, &cli.global).await,
         Command::Serve(args) => serve::run(args, &cli.global).await,
+        Command::Drill(args) => drill::drill_cmd(args, &cli.global).await,
+        Command::Drills(cmd) => drill::drills_cmd(cmd, &cli.global).await,
+        Command::VerifyBindings(args) => drill::verify_bindings_cmd(args, &cli.global).await,
     }
 }
 

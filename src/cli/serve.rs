@@ -237,5 +237,10 @@ async fn real_jobs(
         },
         own_namespace: args.lease_namespace.clone(),
         rpo_target: settings.rpo_target,
+        cloud: match std::env::var("COLDSTART_CLOUD").as_deref() {
+            Ok("aws") => coldstart::cloud::Provider::Aws,
+            Ok("sim") => coldstart::cloud::Provider::Sim,
+            _ => coldstart::cloud::Provider::None,
+        },
     })
 }

@@ -42,6 +42,8 @@ pub struct ClusterJobs {
     /// The namespace coldstart itself runs in (not a sign of a warm cluster).
     pub own_namespace: Option<String>,
     pub rpo_target: Duration,
+    /// Which cloud a drill verifies bindings against.
+    pub cloud: crate::cloud::Provider,
 }
 
 fn binding_rows(b: &Bindings) -> Vec<BindingRow> {
@@ -112,6 +114,18 @@ fn row_of(m: &Manifest, trigger: &str) -> SnapshotRow {
     }
 }
 
+fn drill_row(r: &crate::drill::DrillReport) -> DrillRow {
+    DrillRow {
+        id: r.id.clone(),
+        at: r.started_at,
+        snapshot_id: r.snapshot.clone(),
+        rto_ms: r.rto_ms.unwrap_or(0),
+        rpo_s: r.rpo_s.unwrap_or(0).max(0) as u64,
+        passed: r.passed,
+        failures: r.failures.clone(),
+    }
+}
+
 fn severity(s: audit::Severity) -> Severity {
     match s {
         audit::Severity::Critical | audit::Severity::High => Severity::Critical,
@@ -177,9 +191,15 @@ impl Jobs for ClusterJobs {
             .last()
             .map(|m| binding_rows(&m.bindings))
             .unwrap_or_default();
+        let drills = crate::drill::history(&self.store, &self.keys)
+            .await
+            .map_err(|e| e.to_string())?
+            .iter()
+            .map(drill_row)
+            .collect();
         Ok(Inventory {
             snapshots: manifests.iter().map(|m| row_of(m, "recorded")).collect(),
-            drills: Vec::new(),
+            drills,
             bindings,
         })
     }
@@ -212,8 +232,31 @@ impl Jobs for ClusterJobs {
         })
     }
 
-    async fn drill(&self, _progress: Arc<Mutex<Progress>>) -> Result<DrillRow, String> {
-        Err("drills are not available in this build yet (coldstart drill, issue 8)".into())
+    async fn drill(&self, progress: Arc<Mutex<Progress>>) -> Result<DrillRow, String> {
+        let newest = self
+            .manifests()
+            .await?
+            .pop()
+            .ok_or_else(|| "no snapshot of this cluster to drill yet".to_owned())?;
+        let verifier = crate::cloud::verifier(self.cloud, Some(self.client.clone()))
+            .await
+            .map_err(|e| e.to_string())?;
+        let opts = crate::drill::DrillOptions {
+            restore: self.restore.clone(),
+            ..Default::default()
+        };
+        let report = crate::drill::run_drill(
+            &self.store,
+            &self.keys,
+            &newest.id,
+            &opts,
+            verifier.as_ref(),
+            &progress,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        // run_drill records the report in the store itself.
+        Ok(drill_row(&report))
     }
 
     async fn audit(&self) -> Result<AuditReport, String> {

@@ -393,11 +393,11 @@ mod tests {
         };
         assert_eq!(
             list_path(&r, None, None),
-            "/apis/apps/v1/deployments?limit=500"
+            "/apis/apps/v1/deployments?limit=250"
         );
         assert_eq!(
             list_path(&r, Some("app=a,tier in (x)"), Some("tok/1")),
-            "/apis/apps/v1/deployments?limit=500&labelSelector=app%3Da%2Ctier%20in%20%28x%29&continue=tok%2F1"
+            "/apis/apps/v1/deployments?limit=250&labelSelector=app%3Da%2Ctier%20in%20%28x%29&continue=tok%2F1"
         );
     }
 }

@@ -307,3 +307,35 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+impl Moto {
+    /// An AWS SDK configuration for this server (moto accepts any credentials), built
+    /// explicitly so tests never touch the process environment.
+    pub fn sdk_config(&self, region: &str) -> aws_config::SdkConfig {
+        coldstart::cluster::init_tls();
+        aws_config::SdkConfig::builder()
+            .region(aws_config::Region::new(region.to_owned()))
+            .endpoint_url(&self.endpoint)
+            .credentials_provider(aws_sdk_s3::config::SharedCredentialsProvider::new(
+                aws_sdk_s3::config::Credentials::new("testing", "testing", None, None, "moto"),
+            ))
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .build()
+    }
+
+    pub fn ec2(&self, region: &str) -> aws_sdk_ec2::Client {
+        aws_sdk_ec2::Client::new(&self.sdk_config(region))
+    }
+
+    /// S3 with path-style addressing, as moto's single endpoint needs.
+    pub fn s3(&self, region: &str) -> aws_sdk_s3::Client {
+        let conf = aws_sdk_s3::config::Builder::from(&self.sdk_config(region))
+            .force_path_style(true)
+            .build();
+        aws_sdk_s3::Client::from_conf(conf)
+    }
+
+    pub fn route53(&self) -> aws_sdk_route53::Client {
+        aws_sdk_route53::Client::new(&self.sdk_config("us-east-1"))
+    }
+}

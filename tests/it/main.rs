@@ -3,6 +3,7 @@
 
 mod cli;
 mod deploy;
+mod drill;
 mod helpers;
 mod leader;
 mod lifecycle;

@@ -81,7 +81,10 @@ pub fn reconcile(sim: &Sim, ns: &str, name: &str) -> Result<Requeue, ApiError> {
         return Ok(Requeue::No);
     };
     let key = format!("{ns}/{name}");
-    let is_lb = str_at(&svc, "/spec/type") == Some("LoadBalancer");
+    // A Service with a load-balancer class belongs to that class's controller; the default
+    // cloud controller (this one) leaves it alone, as in Kubernetes.
+    let is_lb = str_at(&svc, "/spec/type") == Some("LoadBalancer")
+        && str_at(&svc, "/spec/loadBalancerClass").is_none();
     let deleting = svc.pointer("/metadata/deletionTimestamp").is_some();
     let has_finalizer = svc
         .pointer("/metadata/finalizers")

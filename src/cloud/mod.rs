@@ -1,0 +1,209 @@
+//! Cloud verification: does every binding a snapshot recorded still point at something
+//! real? A disk that was deleted, an address now associated with someone else's machine, a
+//! bucket gone or moved to another region — each would need manual fixes on the day of a
+//! cold start, so a drill finds them first.
+//!
+//! ```text
+//!  Bindings ─▶ provider fetches facts (aws: EC2, S3, Route53 │ sim: /sim/v1/cloud │ none)
+//!           ─▶ rules (pure: binding + observed facts → Verdict) ─▶ Vec<Verdict>
+//! ```
+//!
+//! Providers only observe; every decision is in [`rules`], table-tested. Nothing here
+//! changes the cloud. The verdicts and what to do about each are described in
+//! `docs/runbooks/dr-drill.md`.
+
+pub mod aws;
+pub mod none;
+pub mod rules;
+pub mod sim;
+
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+
+use crate::bindings::Bindings;
+
+/// What kind of binding a verdict is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// The disk behind a PersistentVolume.
+    Volume,
+    /// The address (EIP, static IP) a LoadBalancer Service is pinned to.
+    Address,
+    /// The bucket a bucket claim owns.
+    Bucket,
+    /// A DNS name a Service answers on.
+    Dns,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Volume => "volume",
+            Kind::Address => "address",
+            Kind::Bucket => "bucket",
+            Kind::Dns => "dns",
+        }
+    }
+}
+
+/// What the cloud says about one binding.
+///
+/// Only `missing`, `in-use-elsewhere` and `moved` fail a drill: they are what would need a
+/// manual fix after a cold start. `in-use` is what a drill normally sees (production is
+/// running and holds its own disks and addresses); `unprotected` and `unverifiable` are
+/// shown, never counted as fine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    /// Exists, where the snapshot says, free for a restore to reuse.
+    Ok,
+    /// Exists and is held by what the snapshot recorded (a disk attached to production's
+    /// node, an address on production's own load balancer): expected during a drill.
+    InUse,
+    /// Exists and is usable, but not protected the way a DR target should be (a bucket
+    /// without versioning).
+    Unprotected,
+    /// Does not exist (deleted, released, or in another account).
+    Missing,
+    /// Held by something the snapshot did not record: another instance, another load
+    /// balancer. A restore would fail to take it, or take it from its new owner.
+    InUseElsewhere,
+    /// Exists, but in another zone or region than recorded: workloads pinned to the
+    /// recorded topology cannot use it.
+    Moved,
+    /// Could not be checked (no provider, no permission, not this provider's resource).
+    Unverifiable,
+}
+
+impl Status {
+    /// Whether this verdict fails a drill.
+    pub fn fails(self) -> bool {
+        matches!(
+            self,
+            Status::Missing | Status::InUseElsewhere | Status::Moved
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::InUse => "in-use",
+            Status::Unprotected => "unprotected",
+            Status::Missing => "missing",
+            Status::InUseElsewhere => "in-use-elsewhere",
+            Status::Moved => "moved",
+            Status::Unverifiable => "unverifiable",
+        }
+    }
+}
+
+/// The verdict on one binding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verdict {
+    pub kind: Kind,
+    /// What in the cluster holds the binding: a PV name, `namespace/service`, or a bucket
+    /// claim as `Kind namespace/name`.
+    pub subject: String,
+    /// What in the cloud it points at: a disk id, an allocation id or IP, a bucket, a DNS
+    /// name.
+    pub target: String,
+    pub status: Status,
+    /// Why, in words an operator can act on.
+    pub reason: String,
+}
+
+impl Verdict {
+    /// `kind subject → target: status (reason)`, for failure lists and logs.
+    pub fn line(&self) -> String {
+        format!(
+            "{} {} → {}: {} ({})",
+            self.kind.as_str(),
+            self.subject,
+            self.target,
+            self.status.as_str(),
+            self.reason
+        )
+    }
+}
+
+/// Counts of verdicts by status.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tally {
+    pub ok: usize,
+    pub in_use: usize,
+    pub unprotected: usize,
+    pub missing: usize,
+    pub in_use_elsewhere: usize,
+    pub moved: usize,
+    pub unverifiable: usize,
+}
+
+impl Tally {
+    pub fn of(verdicts: &[Verdict]) -> Self {
+        let mut t = Tally::default();
+        for v in verdicts {
+            *match v.status {
+                Status::Ok => &mut t.ok,
+                Status::InUse => &mut t.in_use,
+                Status::Unprotected => &mut t.unprotected,
+                Status::Missing => &mut t.missing,
+                Status::InUseElsewhere => &mut t.in_use_elsewhere,
+                Status::Moved => &mut t.moved,
+                Status::Unverifiable => &mut t.unverifiable,
+            } += 1;
+        }
+        t
+    }
+
+    pub fn failing(&self) -> usize {
+        self.missing + self.in_use_elsewhere + self.moved
+    }
+}
+
+/// Checks bindings against a cloud. Implementations only fetch facts and hand them to
+/// [`rules`]; a fetch that fails makes the affected verdicts `unverifiable`, never an error,
+/// so one denied permission does not hide every other finding.
+pub trait CloudVerifier: Send + Sync {
+    /// The provider's name (`aws`, `sim`, `none`), as recorded in a drill report.
+    fn name(&self) -> &'static str;
+    /// One verdict per binding target (a Service pinned to two EIPs gets two), in the
+    /// bindings' order: volumes, addresses, DNS names, buckets.
+    fn verify<'a>(&'a self, bindings: &'a Bindings) -> BoxFuture<'a, Vec<Verdict>>;
+}
+
+/// Which cloud to verify against (`--cloud`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    /// AWS: EC2 volumes and Elastic IPs, S3 buckets, Route53 records. Credentials and
+    /// region from the usual AWS sources; `AWS_ENDPOINT_URL` points it elsewhere (moto).
+    Aws,
+    /// The simulated cloud behind the simulated cluster.
+    Sim,
+    /// No cloud: every binding is reported as unverifiable.
+    None,
+}
+
+/// Build the verifier for `provider`. `sim` reads the simulated cloud through `client`.
+pub async fn verifier(
+    provider: Provider,
+    client: Option<kube::Client>,
+) -> Result<Box<dyn CloudVerifier>, VerifierError> {
+    Ok(match provider {
+        Provider::Aws => Box::new(aws::AwsVerifier::from_env().await),
+        Provider::Sim => Box::new(sim::SimVerifier::new(
+            client.ok_or(VerifierError::NeedsCluster)?,
+        )),
+        Provider::None => Box::new(none::NoVerifier),
+    })
+}
+
+/// Why a verifier could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifierError {
+    #[error(
+        "failed to build the sim cloud verifier: it reads the simulated cloud through a cluster connection; give --kubeconfig of a simulated cluster"
+    )]
+    NeedsCluster,
+}
