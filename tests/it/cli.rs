@@ -237,6 +237,7 @@ async fn serve(c: &TestCluster, dir: &std::path::Path, auto_restore: bool) -> Se
         )
         .env("COLDSTART_TEST_TOKEN", "s3cret-token")
         .env("POD_NAMESPACE", "kube-system")
+        .env("COLDSTART_CLOUD", "sim")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -303,6 +304,19 @@ async fn serve_takes_snapshots_shows_them_and_restores_a_cold_start_before_it_is
         metrics.contains("coldstart_snapshot_last_success_timestamp_seconds"),
         "{metrics}"
     );
+    let drill = reqwest::Client::new()
+        .post(format!("{}/api/v1/drills", s.url))
+        .bearer_auth("s3cret-token")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(drill.status(), 202);
+    crate::helpers::wait_until_async("the drill report shows in the API", || async {
+        get_json(&format!("{}/api/v1/drills", s.url)).await["items"]
+            .as_array()
+            .is_some_and(|i| i.iter().any(|d| d["passed"] == true))
+    })
+    .await;
     let page = reqwest::get(format!("{}/", s.url))
         .await
         .expect("page")
