@@ -153,9 +153,10 @@ pub struct DemoArgs {
     /// directory, removed afterwards).
     #[arg(long)]
     pub dir: Option<PathBuf>,
-    /// Keep the simulated cluster (and status page) up on this address after the run.
-    #[arg(long, value_name = "ADDR")]
-    pub serve: Option<std::net::SocketAddr>,
+    /// Keep the simulated cluster up after the run (its kubeconfig is printed), until Ctrl-C.
+    /// The status page of a demo is not served yet: run `coldstart serve` against it.
+    #[arg(long)]
+    pub keep: bool,
 }
 
 /// Prints each step as it starts and ends, with its duration.
@@ -246,7 +247,7 @@ pub async fn demo_cmd(args: DemoArgs, global: &Global) -> anyhow::Result<ExitCod
             }
         );
     }
-    if args.serve.is_some() {
+    if args.keep {
         println!(
             "simulated cluster still up at {} (kubeconfig {}); Ctrl-C to stop",
             running.url(),
