@@ -435,14 +435,7 @@ pub async fn record(store: &Store, keys: &Keys, report: &DrillReport) -> Result<
 
 /// Every drill report in the store, oldest first: the status page's drill history.
 pub async fn history(store: &Store, keys: &Keys) -> Result<Vec<DrillReport>, DrillError> {
-    let mut ids: Vec<String> = store
-        .list(layout::DRILLS)
-        .await?
-        .into_iter()
-        .map(|l| layout::name_of(&l.key).to_owned())
-        .filter(|id| layout::is_snapshot_id(id))
-        .collect();
-    ids.sort();
+    let ids = store.ids(layout::DRILLS).await?;
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
         out.push(load(store, keys, &id).await?);

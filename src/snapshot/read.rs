@@ -122,14 +122,7 @@ pub async fn list(store: &Store, keys: &Keys) -> Result<Vec<Manifest>, ReadError
     if !super::check_store(store, keys, false).await? {
         return Ok(Vec::new());
     }
-    let mut ids: Vec<String> = store
-        .list(layout::SNAPSHOTS)
-        .await?
-        .into_iter()
-        .map(|l| layout::name_of(&l.key).to_owned())
-        .filter(|id| layout::is_snapshot_id(id))
-        .collect();
-    ids.sort();
+    let ids = store.ids(layout::SNAPSHOTS).await?;
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
         out.push(manifest(store, keys, &id).await?);

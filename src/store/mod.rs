@@ -280,6 +280,19 @@ impl Store {
             })
     }
 
+    /// The ids stored under `dir` (snapshots, drills), sorted, ignoring stray names.
+    pub async fn ids(&self, dir: &str) -> Result<Vec<String>, StoreError> {
+        let mut ids: Vec<String> = self
+            .list(dir)
+            .await?
+            .into_iter()
+            .map(|l| layout::name_of(&l.key).to_owned())
+            .filter(|id| layout::is_snapshot_id(id))
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
     /// Delete an object; deleting one that is already gone succeeds.
     pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
         match self.inner.delete(&self.path(key)).await {
