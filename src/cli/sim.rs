@@ -40,13 +40,32 @@ pub struct ServeArgs {
     /// Injected faults, e.g. `latency=20ms,error-rate=0.05,throttle-rate=0.2,writes-only`.
     #[arg(long, value_name = "SPEC")]
     pub faults: Option<String>,
+    /// Which API server answers: `embedded` (coldstart's simulated one, with the simulated
+    /// cloud) or `kubernetes` (etcd, kube-apiserver, kube-controller-manager, kube-scheduler
+    /// and kwok from tests/kube/build.sh, found through $COLDSTART_KUBE_BIN).
+    #[arg(long, value_enum, default_value_t = ControlPlaneKind::Embedded)]
+    pub control_plane: ControlPlaneKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ControlPlaneKind {
+    Embedded,
+    Kubernetes,
 }
 
 pub async fn run(cmd: SimCommand, global: &Global) -> anyhow::Result<ExitCode> {
     match cmd {
         SimCommand::Serve(args) => serve(args, global).await,
         SimCommand::Teardown => {
-            let out = sim_call(global, http::Method::POST, "/sim/v1/teardown").await?;
+            let out = match admin_endpoint(global)? {
+                // A real control plane: its launcher re-creates the cluster.
+                Some(endpoint) => {
+                    sim::control_plane::admin::call(&endpoint, "POST", "/sim/v1/teardown")
+                        .await
+                        .context("failed to tear the cluster down")?
+                }
+                None => sim_call(global, http::Method::POST, "/sim/v1/teardown").await?,
+            };
             if global.json {
                 println!("{out}");
             } else {
@@ -63,6 +82,20 @@ pub async fn run(cmd: SimCommand, global: &Global) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The launcher's admin endpoint the kubeconfig names (a real control plane's), if any.
+fn admin_endpoint(global: &Global) -> anyhow::Result<Option<sim::kubeconfig::AdminEndpoint>> {
+    let kc = match &global.kubeconfig {
+        Some(path) => kube::config::Kubeconfig::read_from(path),
+        None => kube::config::Kubeconfig::read(),
+    };
+    // No readable kubeconfig: the embedded path reports the error with its own context.
+    let Ok(kc) = kc else { return Ok(None) };
+    Ok(sim::kubeconfig::admin_endpoint(
+        &kc,
+        global.context.as_deref(),
+    ))
 }
 
 /// Call a `/sim/v1` endpoint of the simulated cluster the kubeconfig points at.
@@ -84,6 +117,9 @@ async fn sim_call(
 }
 
 async fn serve(args: ServeArgs, global: &Global) -> anyhow::Result<ExitCode> {
+    if args.control_plane == ControlPlaneKind::Kubernetes {
+        return serve_kubernetes(args, global).await;
+    }
     let faults = match &args.faults {
         Some(f) => Faults::parse(f).context("invalid --faults")?,
         None => Faults::default(),
@@ -121,6 +157,75 @@ async fn serve(args: ServeArgs, global: &Global) -> anyhow::Result<ExitCode> {
     shutdown_signal().await;
     tracing::info!("shutting down");
     running.stop().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Serve Kubernetes' own control plane until interrupted; `sim teardown` reaches it through
+/// the admin endpoint the kubeconfig names.
+async fn serve_kubernetes(args: ServeArgs, global: &Global) -> anyhow::Result<ExitCode> {
+    use sim::control_plane::{self, ControlPlane};
+    anyhow::ensure!(
+        args.seed == "empty",
+        "--seed {} needs the embedded control plane (the real one starts empty)",
+        args.seed
+    );
+    anyhow::ensure!(
+        args.faults.is_none(),
+        "--faults needs the embedded control plane"
+    );
+    let bin_dir = control_plane::locate_binaries()?;
+    let started = std::time::Instant::now();
+    let cp = ControlPlane::start(control_plane::Config::new(&args.name, bin_dir))
+        .await
+        .context("failed to start the Kubernetes control plane")?;
+    let startup = started.elapsed();
+    let memory = cp.memory();
+    let total_rss: u64 = memory.iter().map(|m| m.rss_bytes).sum();
+    let url = cp.url();
+    let state_dir = cp.dir().to_path_buf();
+    let cp = std::sync::Arc::new(tokio::sync::Mutex::new(cp));
+    let admin = control_plane::admin::serve(cp.clone())
+        .await
+        .context("failed to serve the admin endpoint")?;
+    let kubeconfig = cp.lock().await.kubeconfig(Some(&admin.endpoint));
+    if let Some(path) = &args.kubeconfig_out {
+        std::fs::write(path, &kubeconfig)
+            .with_context(|| format!("failed to write kubeconfig to {}", path.display()))?;
+    }
+    if global.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "url": url,
+                "kubeconfig": args.kubeconfig_out,
+                "control_plane": "kubernetes",
+                "startup_ms": startup.as_millis() as u64,
+                "memory": memory,
+                "rss_bytes": total_rss,
+                "state_dir": state_dir,
+            })
+        );
+    } else {
+        println!(
+            "Kubernetes control plane {:?} listening on {url} (started in {:.1} s, {} MiB resident: {})",
+            args.name,
+            startup.as_secs_f64(),
+            total_rss >> 20,
+            memory
+                .iter()
+                .map(|m| format!("{} {} MiB", m.component, m.rss_bytes >> 20))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        println!("state and logs in {}", state_dir.display());
+        if let Some(path) = &args.kubeconfig_out {
+            println!("kubeconfig written to {}", path.display());
+        }
+    }
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    drop(admin);
+    cp.lock().await.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }
 

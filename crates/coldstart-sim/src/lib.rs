@@ -19,6 +19,7 @@
 pub mod admission;
 pub mod apiserver;
 pub mod cloud;
+pub mod control_plane;
 pub mod controllers;
 pub mod faults;
 pub mod http;

@@ -1,0 +1,113 @@
+//! Child processes of the control plane: spawned so that they die with the launcher, their
+//! output kept in a log file whose tail explains a failure.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use tokio::process::{Child, Command};
+
+use super::Error;
+
+/// One running component.
+#[derive(Debug)]
+pub struct Component {
+    pub name: &'static str,
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Component {
+    /// Start `bin` with `args`, stdout and stderr appended to `log`.
+    ///
+    /// `kill_on_drop` covers a launcher that unwinds; `setpriv --pdeathsig KILL` (util-linux)
+    /// covers one that is killed outright, which no destructor sees. It is used when present
+    /// because setting the parent-death signal directly would need `unsafe` (`pre_exec`).
+    pub fn spawn(
+        name: &'static str,
+        bin: &Path,
+        args: &[String],
+        log: PathBuf,
+    ) -> Result<Self, Error> {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(|source| Error::Io {
+                what: format!("open {}", log.display()),
+                source,
+            })?;
+        let err = out.try_clone().map_err(|source| Error::Io {
+            what: format!("open {}", log.display()),
+            source,
+        })?;
+        let setpriv = Path::new("/usr/bin/setpriv");
+        let mut cmd = if setpriv.exists() {
+            let mut c = Command::new(setpriv);
+            c.args(["--pdeathsig", "KILL", "--"]).arg(bin);
+            c
+        } else {
+            Command::new(bin)
+        };
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .kill_on_drop(true);
+        let child = cmd.spawn().map_err(|source| Error::Spawn {
+            name,
+            bin: bin.to_path_buf(),
+            source,
+        })?;
+        Ok(Component { name, child, log })
+    }
+
+    /// The process id (setpriv execs the component, so it is the component's own).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Fail with the log's tail if the process has exited.
+    pub fn check_alive(&mut self) -> Result<(), Error> {
+        match self.child.try_wait() {
+            Ok(Some(status)) => Err(Error::Exited {
+                name: self.name,
+                status: status.to_string(),
+                log: self.log.clone(),
+                tail: tail(&self.log, 25),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Kill the process and reap it.
+    pub async fn stop(mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+
+    /// Resident memory in bytes (Linux), read from /proc.
+    pub fn rss_bytes(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+}
+
+/// The last `n` lines of a log file.
+pub fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// A loopback port nobody listens on right now (the component binds it a moment later).
+pub fn free_port() -> Result<u16, Error> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|source| Error::Io {
+            what: "find a free loopback port".to_owned(),
+            source,
+        })
+}

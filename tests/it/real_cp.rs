@@ -1,0 +1,346 @@
+//! The CLI against Kubernetes' own control plane (`coldstart sim serve --control-plane
+//! kubernetes`: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok), built
+//! by tests/kube/build.sh. These tests fail, never skip, when the binaries are missing: a
+//! claim about real Kubernetes that was not checked against it must not pass.
+
+use std::path::PathBuf;
+use std::process::Output;
+use std::time::Duration;
+
+use serde_json::Value;
+
+const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+/// A `coldstart sim serve --control-plane kubernetes` process; killed (with its control
+/// plane, which dies with it) on drop.
+struct RealCluster {
+    _serve: tokio::process::Child,
+    dir: tempfile::TempDir,
+    kubeconfig: PathBuf,
+    started: Value,
+}
+
+impl RealCluster {
+    async fn start() -> Self {
+        let bin = coldstart_sim::control_plane::locate_binaries().unwrap_or_else(|e| panic!("{e}"));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kubeconfig = dir.path().join("kubeconfig");
+        let mut serve = tokio::process::Command::new(env!("CARGO_BIN_EXE_coldstart"))
+            .args(["--json", "sim", "serve", "--control-plane", "kubernetes"])
+            .arg("--kubeconfig-out")
+            .arg(&kubeconfig)
+            .env(coldstart_sim::control_plane::BIN_ENV, &bin)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("coldstart runs");
+        let stdout = serve.stdout.take().expect("stdout");
+        let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+        let line = tokio::time::timeout(Duration::from_secs(180), lines.next_line())
+            .await
+            .expect("the control plane starts within 3 minutes")
+            .expect("read stdout")
+            .expect("sim serve prints its address (see its stderr above for why it did not)");
+        let started: Value = serde_json::from_str(&line).expect("json");
+        RealCluster {
+            _serve: serve,
+            dir,
+            kubeconfig,
+            started,
+        }
+    }
+
+    async fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut cmd = tokio::process::Command::new("kubectl");
+        cmd.arg(format!("--kubeconfig={}", self.kubeconfig.display()))
+            .arg(format!(
+                "--cache-dir={}",
+                self.dir.path().join("cache").display()
+            ))
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().expect("kubectl is installed");
+        let mut input = child.stdin.take().expect("stdin");
+        if let Some(s) = stdin {
+            tokio::io::AsyncWriteExt::write_all(&mut input, s.as_bytes())
+                .await
+                .expect("write stdin");
+        }
+        drop(input);
+        child.wait_with_output().await.expect("kubectl runs")
+    }
+
+    async fn kubectl_ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args, None).await;
+        crate::helpers::assert_ok(&out, args);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    async fn get(&self, args: &[&str]) -> Value {
+        let mut all = vec!["get", "-o", "json"];
+        all.extend_from_slice(args);
+        serde_json::from_str(&self.kubectl_ok(&all).await).expect("json")
+    }
+
+    async fn apply(&self, yaml: &str) {
+        let args = ["apply", "-f", "-"];
+        let out = self.kubectl(&args, Some(yaml)).await;
+        crate::helpers::assert_ok(&out, &args);
+    }
+
+    /// Run the coldstart CLI against this cluster with a file store in `store`.
+    async fn coldstart(&self, store: &std::path::Path, args: &[&str]) -> Output {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_coldstart"))
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(["--store", &format!("file://{}", store.display())])
+            .args(args)
+            .env("COLDSTART_ENCRYPTION_KEY", KEY)
+            .output()
+            .await
+            .expect("coldstart runs")
+    }
+
+    async fn wait_for(&self, what: &str, mut cond: impl AsyncFnMut(&Self) -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        while !cond(self).await {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting until {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+fn ok(out: &Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}): {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kubectl_version_against_the_real_control_plane_reports_the_release_and_its_nodes_are_ready_across_zones()
+ {
+    let c = RealCluster::start().await;
+    let release = include_str!("../kube/VERSION").trim();
+    let v: Value =
+        serde_json::from_str(&c.kubectl_ok(&["version", "-o", "json"]).await).expect("json");
+    assert_eq!(v["serverVersion"]["gitVersion"], release, "{v:#}");
+    assert_eq!(c.started["control_plane"], "kubernetes");
+    assert!(
+        c.started["rss_bytes"].as_u64().unwrap_or(0) > 0,
+        "{:#}",
+        c.started
+    );
+    let nodes = c.get(&["nodes"]).await;
+    let items = nodes["items"].as_array().expect("items");
+    assert_eq!(items.len(), 6);
+    let mut zones: Vec<&str> = items
+        .iter()
+        .filter(|n| {
+            n["status"]["conditions"].as_array().is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
+        })
+        .filter_map(|n| n["metadata"]["labels"]["topology.kubernetes.io/zone"].as_str())
+        .collect();
+    zones.sort_unstable();
+    zones.dedup();
+    assert_eq!(zones, ["eu-west-1a", "eu-west-1b", "eu-west-1c"]);
+}
+
+/// Everything the restore must bring back, as plain manifests. The PV is static (a CSI
+/// volume handle, as a disk that survived the cluster), and the claim names no volume: the
+/// real PV binder has to pick it.
+const MANIFESTS: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {team: payments}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: settings, namespace: shop}
+data: {mode: live, "feature.flags": "a,b,c"}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: db-creds, namespace: shop}
+type: Opaque
+stringData: {user: shop, password: s3cret}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: shop}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers: [{name: web, image: "nginx:1.27", ports: [{containerPort: 80}]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: shop}
+spec:
+  clusterIP: None
+  selector: {app: db}
+  ports: [{port: 5432}]
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db, namespace: shop}
+spec:
+  serviceName: db
+  replicas: 1
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec:
+      containers: [{name: pg, image: "postgres:17", volumeMounts: [{name: data, mountPath: /var/lib/postgresql/data}]}]
+      volumes: [{name: data, persistentVolumeClaim: {claimName: db-data}}]
+---
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: widgets.example.com}
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {plural: widgets, singular: widget, kind: Widget}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            properties:
+              size: {type: integer}
+              color: {type: string}
+---
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: pv-db-data}
+spec:
+  capacity: {storage: 10Gi}
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Retain
+  storageClassName: manual
+  csi: {driver: ebs.csi.aws.com, volumeHandle: vol-0abc123def4567890, fsType: ext4}
+  nodeAffinity:
+    required:
+      nodeSelectorTerms:
+      - matchExpressions: [{key: topology.kubernetes.io/zone, operator: In, values: [eu-west-1a]}]
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: db-data, namespace: shop}
+spec:
+  accessModes: [ReadWriteOnce]
+  storageClassName: manual
+  resources: {requests: {storage: 10Gi}}
+"#;
+
+const WIDGET: &str = r#"
+apiVersion: example.com/v1
+kind: Widget
+metadata: {name: blue, namespace: shop}
+spec: {size: 3, color: blue}
+"#;
+
+/// What must be equal before and after: the user-owned part of each object.
+async fn state(c: &RealCluster) -> Value {
+    let cm = c.get(&["-n", "shop", "configmap", "settings"]).await;
+    let secret = c.get(&["-n", "shop", "secret", "db-creds"]).await;
+    let deploy = c.get(&["-n", "shop", "deployment", "web"]).await;
+    let sts = c.get(&["-n", "shop", "statefulset", "db"]).await;
+    let widget = c.get(&["-n", "shop", "widget", "blue"]).await;
+    let pv = c.get(&["pv", "pv-db-data"]).await;
+    let pvc = c.get(&["-n", "shop", "pvc", "db-data"]).await;
+    let ns = c.get(&["namespace", "shop"]).await;
+    serde_json::json!({
+        "ns_labels": ns["metadata"]["labels"]["team"],
+        "cm": cm["data"],
+        "secret": secret["data"],
+        "deploy": [deploy["spec"]["replicas"], deploy["spec"]["template"]["spec"]["containers"][0]["image"]],
+        "sts": [sts["spec"]["serviceName"], sts["spec"]["template"]["spec"]["volumes"]],
+        "widget": widget["spec"],
+        "pv": [pv["spec"]["csi"], pv["spec"]["persistentVolumeReclaimPolicy"], pv["status"]["phase"], pv["spec"]["claimRef"]["name"]],
+        "pvc": [pvc["spec"]["volumeName"], pvc["status"]["phase"]],
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn snapshot_teardown_restore_on_the_real_control_plane_brings_back_plain_objects_and_the_real_binder_binds_the_claim()
+ {
+    let c = RealCluster::start().await;
+    c.apply(MANIFESTS).await;
+    c.wait_for("the CRD is established", async |c| {
+        c.kubectl(&["get", "widgets.example.com", "-A"], None)
+            .await
+            .status
+            .success()
+    })
+    .await;
+    c.apply(WIDGET).await;
+    c.wait_for("the real PV binder binds the claim", async |c| {
+        c.get(&["-n", "shop", "pvc", "db-data"]).await["status"]["phase"] == "Bound"
+    })
+    .await;
+    c.wait_for("the deployment's pods run on kwok's nodes", async |c| {
+        c.get(&["-n", "shop", "deployment", "web"]).await["status"]["readyReplicas"] == 2
+    })
+    .await;
+    let before = state(&c).await;
+    assert_eq!(before["pvc"][0], "pv-db-data", "{before:#}");
+    let uid_before = c.get(&["namespace", "kube-system"]).await["metadata"]["uid"].clone();
+
+    let store = c.dir.path().join("store");
+    let out = c.coldstart(&store, &["snapshot", "--json"]).await;
+    ok(&out, "coldstart snapshot");
+
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_coldstart"))
+        .arg("--kubeconfig")
+        .arg(&c.kubeconfig)
+        .args(["--json", "sim", "teardown"])
+        .output()
+        .await
+        .expect("coldstart runs");
+    let torn: Value = serde_json::from_str(&ok(&out, "coldstart sim teardown")).expect("json");
+    let uid_after = c.get(&["namespace", "kube-system"]).await["metadata"]["uid"].clone();
+    assert_eq!(torn["uid"], uid_after);
+    assert_ne!(uid_before, uid_after, "a new cluster has a new kube-system");
+    let gone = c.kubectl(&["get", "namespace", "shop"], None).await;
+    assert!(!gone.status.success(), "the new cluster is empty");
+
+    let out = c
+        .coldstart(&store, &["restore", "--json", "--verify-timeout", "60"])
+        .await;
+    let report = ok(&out, "coldstart restore");
+    let report: Value = serde_json::from_str(&report).expect("json report");
+    c.wait_for("the restored claim is bound again", async |c| {
+        c.get(&["-n", "shop", "pvc", "db-data"]).await["status"]["phase"] == "Bound"
+    })
+    .await;
+    let after = state(&c).await;
+    assert_eq!(before, after, "report: {report:#}");
+    let pvc = c.get(&["-n", "shop", "pvc", "db-data"]).await;
+    let pv = c.get(&["pv", "pv-db-data"]).await;
+    assert_eq!(
+        pv["spec"]["claimRef"]["uid"], pvc["metadata"]["uid"],
+        "the volume is bound to the new claim, not the old one's uid"
+    );
+}
