@@ -61,7 +61,8 @@ async fn teardown(State(s): State<AdminState>, headers: HeaderMap) -> Response {
     let authorized = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v == format!("Bearer {}", s.token));
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| t == s.token);
     if !authorized {
         return (
             StatusCode::UNAUTHORIZED,

@@ -80,8 +80,13 @@ pub enum Error {
 /// Where the binaries live: `$COLDSTART_KUBE_BIN`, or else the newest complete build in
 /// `tests/kube/build.sh`'s default cache.
 pub fn locate_binaries() -> Result<PathBuf, Error> {
-    let dir = match std::env::var_os(BIN_ENV) {
-        Some(d) => PathBuf::from(d),
+    locate_binaries_in(std::env::var_os(BIN_ENV).map(PathBuf::from))
+}
+
+/// [`locate_binaries`] with the directory `$COLDSTART_KUBE_BIN` would name.
+pub fn locate_binaries_in(named: Option<PathBuf>) -> Result<PathBuf, Error> {
+    let dir = match named {
+        Some(d) => d,
         None => default_cache_bin().ok_or_else(|| Error::Missing {
             detail: format!(
                 "{BIN_ENV} is not set and no complete build is in ~/.cache/coldstart/kube"
@@ -391,6 +396,8 @@ impl ControlPlane {
             "--profiling=false".to_owned(),
         ];
         self.spawn("kube-apiserver", &apiserver_args)?;
+        // Listening first, then ready: fewer failed /readyz calls for kube-rs to log.
+        self.wait_tcp(p.apiserver, "kube-apiserver").await?;
         self.wait_ready().await?;
 
         let kcm = d("controller-manager.kubeconfig");
@@ -605,4 +612,33 @@ async fn get_json(client: &kube::Client, path: &str) -> Result<serde_json::Value
         .map_err(|e| e.to_string())?;
     let text = client.request_text(req).await.map_err(|e| e.to_string())?;
     serde_json::from_str(&text).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_directory_without_the_binaries_is_refused_with_the_command_that_builds_them() {
+        let empty = tempfile::tempdir().expect("tempdir");
+        std::fs::write(empty.path().join("etcd"), "").expect("write");
+        let err = locate_binaries_in(Some(empty.path().to_path_buf()))
+            .expect_err("binaries are missing")
+            .to_string();
+        assert!(err.contains("run tests/kube/build.sh"), "{err}");
+        assert!(
+            err.contains("kube-apiserver, kube-controller-manager, kube-scheduler, kwok"),
+            "{err}"
+        );
+        assert!(!err.contains("lacks etcd"), "{err}");
+    }
+
+    #[test]
+    fn the_default_nodes_spread_over_three_zones() {
+        let c = Config::new("t", PathBuf::new());
+        let mut zones: Vec<&str> = c.nodes.iter().map(|(_, z)| z.as_str()).collect();
+        zones.dedup();
+        assert_eq!(zones, ["eu-west-1a", "eu-west-1b", "eu-west-1c"]);
+        assert_eq!(c.nodes.len(), 6);
+    }
 }
