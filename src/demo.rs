@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::audit::{self, Finding};
 use crate::lifecycle::{self, StartOptions, StartReport, StopOptions, StopReport};
 use crate::restore::RestoreOptions;
-use crate::restore::progress::Progress;
+use crate::progress::Progress;
 use crate::sim::cloud::CloudState;
 use crate::sim::seed::{self, Seed};
 use crate::sim::{self, Running, Sim, SimConfig};
@@ -91,7 +91,7 @@ pub enum DemoError {
     #[error("the simulated platform did not settle within {0:?}")]
     Settle(Duration),
     #[error(transparent)]
-    Connect(#[from] crate::cluster::ConnectError),
+    Connect(#[from] crate::k8s::connect::ConnectError),
     #[error(transparent)]
     Audit(#[from] audit::AuditError),
     #[error(transparent)]
@@ -173,7 +173,7 @@ pub async fn run(
     let kubeconfig = opts.dir.join("kubeconfig");
     std::fs::write(&kubeconfig, running.kubeconfig()).map_err(|e| prep("kubeconfig", &e))?;
     wait_settled(&simulated, opts.settle_timeout).await?;
-    let client = crate::cluster::connect(Some(&kubeconfig), None).await?;
+    let client = crate::k8s::connect::connect(Some(&kubeconfig), None).await?;
     let cloud = simulated.cloud.snapshot();
     narrator.done(
         &format!(

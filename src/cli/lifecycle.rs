@@ -9,7 +9,7 @@ use clap::Args;
 use coldstart::demo::{self, DemoOptions, Narrator};
 use coldstart::lifecycle::stop::{DEFAULT_ORDER, Group};
 use coldstart::lifecycle::{self, StartOptions, StopOptions};
-use coldstart::restore::progress::Progress;
+use coldstart::progress::Progress;
 use coldstart::restore::{RestoreOptions, plan::PinStyle};
 use coldstart::snapshot::write;
 

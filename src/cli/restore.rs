@@ -10,7 +10,7 @@ use clap::{Args, Subcommand};
 use coldstart::audit::{self, Severity, SnapshotFacts};
 use coldstart::restore::apply::Existing;
 use coldstart::restore::plan::{PinStyle, Plan, Tier};
-use coldstart::restore::progress::Progress;
+use coldstart::progress::Progress;
 use coldstart::restore::{self, RestoreOptions, RestoreReport, source};
 use coldstart::snapshot::crypto::Keys;
 use coldstart::snapshot::read;

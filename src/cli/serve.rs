@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use anyhow::Context;
 use clap::Args;
 use coldstart::config::{Config, Overrides};
-use coldstart::restore::progress::Progress;
+use coldstart::progress::Progress;
 use coldstart::schedule::leader::{LeaderElector, LeaseConfig};
 use coldstart::serve::jobs::ClusterJobs;
 use coldstart::serve::{Service, ServiceConfig, sole_leader, system_clock};
@@ -203,7 +203,7 @@ async fn real_jobs(
         }
         None => coldstart::snapshot::crypto::Keys::plaintext(),
     };
-    let (kc_name, server) = coldstart::cluster::kubeconfig_cluster(
+    let (kc_name, server) = coldstart::k8s::connect::kubeconfig_cluster(
         global.kubeconfig.as_deref(),
         global.context.as_deref(),
     )

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use coldstart::bindings::{Bindings, Pin};
-use coldstart::snapshot::capture::RetryPolicy;
+use coldstart::k8s::RetryPolicy;
 use coldstart::snapshot::crypto::{self, Keys};
 use coldstart::snapshot::prune::{self, Policy};
 use coldstart::snapshot::rules::Selection;
@@ -143,7 +143,7 @@ pub(crate) async fn load_keys(k: &KeyArgs, global: &Global) -> anyhow::Result<Op
             .encryption_key_context
             .as_deref()
             .or(global.context.as_deref());
-        let client = coldstart::cluster::connect(global.kubeconfig.as_deref(), context).await?;
+        let client = coldstart::k8s::connect::connect(global.kubeconfig.as_deref(), context).await?;
         let api: kube::Api<k8s_openapi::api::core::v1::Secret> = kube::Api::namespaced(client, ns);
         let secret = api
             .get(name)

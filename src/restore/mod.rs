@@ -17,7 +17,6 @@
 pub mod apply;
 pub mod gate;
 pub mod plan;
-pub mod progress;
 pub mod source;
 pub mod verify;
 
@@ -33,8 +32,9 @@ use serde_json::{Value, json};
 
 use self::apply::{ApplyOptions, ApplyReport, Failure, TierCounts};
 use self::plan::{ORIGINAL_MANAGEMENT, ORIGINAL_REPLICAS, Plan, PlanOptions, Tier};
-use self::progress::Progress;
+use crate::progress::Progress;
 use self::verify::Verification;
+use crate::k8s::{self, Resources};
 
 /// A volume the snapshot recorded: its PV, the disk behind it, the claim it served.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -194,9 +194,24 @@ pub fn plan_for(source: &RestoreSource, opts: &PlanOptions) -> Plan {
     plan::plan(source.objects.clone(), &source.recorded, opts)
 }
 
-/// Restore `source` into the cluster `client` points at.
+/// Restore `source` into the cluster `client` points at (discovering what it serves).
 pub async fn run(
     client: &kube::Client,
+    source: &RestoreSource,
+    opts: &RestoreOptions,
+    progress: &Arc<Mutex<Progress>>,
+) -> Result<RestoreReport, RestoreError> {
+    let mut resources = Resources::discover(client)
+        .await
+        .map_err(apply::ApplyError::from)?;
+    run_in(client, &mut resources, source, opts, progress).await
+}
+
+/// Restore `source` with the run's discovery, which is refreshed once CRDs are in (so the
+/// caller can go on using it: `start` scales workloads with it).
+pub async fn run_in(
+    client: &kube::Client,
+    resources: &mut Resources,
     source: &RestoreSource,
     opts: &RestoreOptions,
     progress: &Arc<Mutex<Progress>>,
@@ -227,7 +242,8 @@ pub async fn run(
         "disabled".to_owned()
     };
     mark("gate", &mut t);
-    let applied: ApplyReport = apply::apply(client, &plan, &opts.apply, progress).await?;
+    let applied: ApplyReport =
+        apply::apply(client, resources, &plan, &opts.apply, progress).await?;
     mark("apply", &mut t);
     set_phase(progress, "verifying");
     let verification = verify::verify(client, &source.recorded, ledger, opts.verify_timeout).await;
@@ -239,10 +255,10 @@ pub async fn run(
             set_phase(progress, "lifting gate");
             gate::lift(client).await?;
         }
-        restore_management(client, &plan).await;
+        restore_management(client, resources, &plan).await;
         if opts.scale_operators {
             set_phase(progress, "scaling operators up");
-            operators = scale_operators_up(client, &plan, opts.operator_timeout).await;
+            operators = scale_operators_up(client, resources, &plan, opts.operator_timeout).await;
         }
         mark("operators", &mut t);
         if opts.gate {
@@ -293,11 +309,15 @@ fn set_phase(progress: &Arc<Mutex<Progress>>, phase: &str) {
     }
 }
 
-/// Scale every operator back to its recorded replicas, one at a time, waiting for each.
-async fn scale_operators_up(client: &kube::Client, plan: &Plan, timeout: Duration) -> Vec<String> {
-    let Ok(map) = apply::discover(client).await else {
-        return Vec::new();
-    };
+/// Scale every operator back to its recorded replicas, one at a time, waiting (watching)
+/// for each to be ready. An operator that cannot be scaled or is not ready in time is left
+/// for the report's reader: the restore itself has already been verified.
+async fn scale_operators_up(
+    client: &kube::Client,
+    resources: &Resources,
+    plan: &Plan,
+    timeout: Duration,
+) -> Vec<String> {
     let mut done = Vec::new();
     for op in plan.operators() {
         let replicas: i64 = op
@@ -307,28 +327,24 @@ async fn scale_operators_up(client: &kube::Client, plan: &Plan, timeout: Duratio
             .and_then(Value::as_str)
             .and_then(|s| s.parse().ok())
             .unwrap_or(1);
-        let Some(api) = apply::api_of(client, &map, op) else {
+        let Some(api) = apply::api_of(client, resources, op) else {
             continue;
         };
         let patch = json!({"spec": {"replicas": replicas}, "metadata": {"annotations": {ORIGINAL_REPLICAS: null}}});
-        if api
+        if let Err(e) = api
             .patch(&op.name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
-            .is_err()
         {
+            tracing::warn!(operator = %op.key(), error = %e, "failed to scale an operator up");
             continue;
         }
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            let ready = api.get(&op.name).await.ok().and_then(|d| {
-                d.data
-                    .pointer("/status/readyReplicas")
-                    .and_then(Value::as_i64)
-            });
-            if ready.unwrap_or(0) >= replicas {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+        let ready = |o: Option<&DynamicObject>| {
+            o.and_then(|d| d.data.pointer("/status/readyReplicas").and_then(Value::as_i64))
+                .unwrap_or(0)
+                >= replicas
+        };
+        if let Err(e) = k8s::wait::until(api, &op.name, timeout, ready).await {
+            tracing::warn!(operator = %op.key(), error = %e, "operator not ready; going on to the next");
         }
         done.push(format!(
             "{}/{}",
@@ -340,10 +356,7 @@ async fn scale_operators_up(client: &kube::Client, plan: &Plan, timeout: Duratio
 }
 
 /// Give adopted managed resources back their original management and deletion policies.
-async fn restore_management(client: &kube::Client, plan: &Plan) -> usize {
-    let Ok(map) = apply::discover(client).await else {
-        return 0;
-    };
+async fn restore_management(client: &kube::Client, resources: &Resources, plan: &Plan) -> usize {
     let mut n = 0;
     for p in plan.tiers.values().flatten() {
         let Some(original) = p
@@ -355,17 +368,19 @@ async fn restore_management(client: &kube::Client, plan: &Plan) -> usize {
         else {
             continue;
         };
-        let Some(api) = apply::api_of(client, &map, p) else {
+        let Some(api) = apply::api_of(client, resources, p) else {
             continue;
         };
         let patch =
             json!({"spec": original, "metadata": {"annotations": {ORIGINAL_MANAGEMENT: null}}});
-        if api
+        match api
             .patch(&p.name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
-            .is_ok()
         {
-            n += 1;
+            Ok(_) => n += 1,
+            Err(e) => {
+                tracing::warn!(object = %p.key(), error = %e, "failed to give back original management")
+            }
         }
     }
     n

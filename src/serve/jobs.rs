@@ -13,7 +13,7 @@ use super::{AuditReport, ColdStart, Inventory, Jobs, PruneReport, Trigger};
 use crate::audit::{self, SnapshotFacts};
 use crate::bindings::Bindings;
 use crate::config::Retention;
-use crate::restore::progress::Progress;
+use crate::progress::Progress;
 use crate::restore::{self, Recorded, RestoreOptions};
 use crate::snapshot::crypto::Keys;
 use crate::snapshot::format::Manifest;

@@ -126,7 +126,7 @@ pub trait Jobs: Send + Sync + 'static {
     /// live progress into `progress`.
     fn drill(
         &self,
-        progress: Arc<std::sync::Mutex<crate::restore::progress::Progress>>,
+        progress: Arc<std::sync::Mutex<crate::progress::Progress>>,
     ) -> impl Future<Output = Result<DrillRow, String>> + Send;
     /// What would be lost if the cluster were deleted now, and the bindings' state.
     fn audit(&self) -> impl Future<Output = Result<AuditReport, String>> + Send;
@@ -134,7 +134,7 @@ pub trait Jobs: Send + Sync + 'static {
     fn cold_start_check(
         &self,
         auto_restore: bool,
-        progress: Arc<std::sync::Mutex<crate::restore::progress::Progress>>,
+        progress: Arc<std::sync::Mutex<crate::progress::Progress>>,
     ) -> impl Future<Output = Result<ColdStart, String>> + Send;
 }
 

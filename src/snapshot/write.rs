@@ -13,7 +13,8 @@ use chrono::Utc;
 use futures::StreamExt as _;
 use tokio::sync::mpsc;
 
-use super::capture::{self, CaptureError, RetryPolicy};
+use super::capture::{self, CaptureError};
+use crate::k8s::RetryPolicy;
 use super::crypto::{BlobId, Keys, Role};
 use super::format::{
     self, ClusterIdentity, FORMAT_VERSION, Index, Manifest, PackEntry, ResourceRef, Stats,

@@ -15,7 +15,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use super::view::{BindingKind, Outcome, ServiceView, Severity, Verification};
-use crate::restore::progress::Progress;
+use crate::progress::Progress;
 
 type FGauge = Gauge<f64, AtomicU64>;
 

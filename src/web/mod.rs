@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 
 use self::metrics::Metrics;
 use self::view::ServiceView;
-use crate::restore::progress::Progress;
+use crate::progress::Progress;
 
 /// What a POST asks the service loop to do.
 #[derive(Debug, Clone, PartialEq, Eq)]

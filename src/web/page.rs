@@ -7,7 +7,7 @@ use std::fmt::Write;
 use chrono::{DateTime, Utc};
 
 use super::view::{Outcome, RpoLevel, ServiceView, Severity, Verification};
-use crate::restore::progress::Progress;
+use crate::progress::Progress;
 
 /// Short enough to follow a restore tier by tier, long enough not to load the server.
 const REFRESH_SECONDS: u32 = 5;

@@ -18,7 +18,7 @@ use coldstart::cloud::sim::SimVerifier;
 use coldstart::cloud::{CloudVerifier, Kind, Status, Verdict};
 use coldstart::drill::{self, DrillOptions, DrillReport};
 use coldstart::restore::RestoreOptions;
-use coldstart::restore::progress::Progress;
+use coldstart::progress::Progress;
 use coldstart::snapshot::crypto::Keys;
 use coldstart::snapshot::write;
 use coldstart::store::Store;

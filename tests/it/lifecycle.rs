@@ -11,7 +11,7 @@ use crate::helpers::TestCluster;
 use crate::restore::settled_platform;
 use coldstart::audit::{self, FindingKind};
 use coldstart::lifecycle::{self, StartOptions, StopOptions};
-use coldstart::restore::progress::Progress;
+use coldstart::progress::Progress;
 use coldstart::restore::{self, RestoreOptions};
 use coldstart::snapshot::crypto::Keys;
 use coldstart::snapshot::{read, write};

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::helpers::{TestCluster, wait_until};
 use coldstart::restore::plan::PlanOptions;
-use coldstart::restore::progress::Progress;
+use coldstart::progress::Progress;
 use coldstart::restore::{
     self, Recorded, RecordedAddress, RecordedBucket, RecordedVolume, RestoreOptions, RestoreSource,
 };

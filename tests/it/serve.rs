@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use coldstart::config::Retention;
-use coldstart::restore::progress::Progress;
+use coldstart::progress::Progress;
 use coldstart::schedule::Schedule;
 use coldstart::schedule::leader::LeaderState;
 use coldstart::serve::{

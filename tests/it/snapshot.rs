@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use coldstart::bindings::{BucketKind, Pin, Provider};
 use coldstart::sim::seed::Seed;
-use coldstart::snapshot::capture::RetryPolicy;
+use coldstart::k8s::RetryPolicy;
 use coldstart::snapshot::crypto::Keys;
 use coldstart::snapshot::prune::{self, Policy};
 use coldstart::snapshot::read::{self, ReadError};

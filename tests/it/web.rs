@@ -7,7 +7,7 @@ use axum::body::Body;
 use axum::http::{Request, header};
 use chrono::{Duration as ChronoDuration, Utc};
 use coldstart::restore::plan::Tier;
-use coldstart::restore::progress::Progress;
+use coldstart::progress::Progress;
 use coldstart::web::view::{
     AuditView, BindingKind, BindingRow, ClusterIdentity, DrillRow, Event, Finding, Outcome,
     Readiness, ReplicaView, ScheduleRow, ServiceView, Severity, SnapshotRow, Verification,
