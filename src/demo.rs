@@ -12,8 +12,8 @@ use serde::Serialize;
 
 use crate::audit::{self, Finding};
 use crate::lifecycle::{self, StartOptions, StartReport, StopOptions, StopReport};
-use crate::restore::RestoreOptions;
 use crate::progress::Progress;
+use crate::restore::RestoreOptions;
 use crate::snapshot::crypto::Keys;
 use crate::snapshot::write;
 use crate::store::Store;
@@ -248,6 +248,7 @@ pub async fn run(
     let start_opts = StartOptions {
         restore: RestoreOptions {
             verify_timeout: Duration::from_secs(60),
+            cloud: crate::cloud::Provider::Sim,
             ..Default::default()
         },
         snapshot: None,

@@ -33,5 +33,9 @@ pub mod snapshot;
 pub mod store;
 /// Logging and tracing set-up shared by every command.
 pub mod telemetry;
+/// Chainable fixture builders for tests (unit tests, and `tests/` through the `testing`
+/// feature).
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 /// The status page, JSON API, probes and `/metrics` of `coldstart serve`.
 pub mod web;

@@ -355,23 +355,39 @@ pub async fn collect_with(
     resources: &Resources,
     newest_snapshot: Option<SnapshotFacts>,
 ) -> Result<Inputs, AuditError> {
-    let list = |gvk, what| list_served(client, resources, gvk, what);
+    let (c, r) = (client, resources);
     Ok(Inputs {
-        persistent_volumes: list(("v1", "PersistentVolume"), "PersistentVolumes").await?,
-        services: list(("v1", "Service"), "Services").await?,
-        cosi_claims: list(
+        persistent_volumes: list_served(c, r, ("v1", "PersistentVolume"), "PersistentVolumes")
+            .await?,
+        services: list_served(c, r, ("v1", "Service"), "Services").await?,
+        cosi_claims: list_served(
+            c,
+            r,
             ("objectstorage.k8s.io/v1alpha1", "BucketClaim"),
             "BucketClaims",
         )
         .await?,
-        cosi_classes: list(
+        cosi_classes: list_served(
+            c,
+            r,
             ("objectstorage.k8s.io/v1alpha1", "BucketClass"),
             "BucketClasses",
         )
         .await?,
-        crossplane_buckets: list(("s3.aws.upbound.io/v1beta1", "Bucket"), "Crossplane Buckets")
-            .await?,
-        ack_buckets: list(("s3.services.k8s.aws/v1alpha1", "Bucket"), "ACK Buckets").await?,
+        crossplane_buckets: list_served(
+            c,
+            r,
+            ("s3.aws.upbound.io/v1beta1", "Bucket"),
+            "Crossplane Buckets",
+        )
+        .await?,
+        ack_buckets: list_served(
+            c,
+            r,
+            ("s3.services.k8s.aws/v1alpha1", "Bucket"),
+            "ACK Buckets",
+        )
+        .await?,
         newest_snapshot,
     })
 }

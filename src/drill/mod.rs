@@ -407,6 +407,11 @@ async fn rehearse_in_shadow(
     let running = sim::start(shadow, std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
         .map_err(|e| DrillError::Shadow(e).to_string())?;
+    // The shadow's cloud is simulated: its ledger shows anything the rehearsal created.
+    let opts = &RestoreOptions {
+        cloud: crate::cloud::Provider::Sim,
+        ..opts.clone()
+    };
     let result = async {
         let dir = tempfile::tempdir().map_err(|e| DrillError::Shadow(e).to_string())?;
         let kubeconfig = dir.path().join("kubeconfig");

@@ -68,13 +68,13 @@ pub async fn connect_with(
 
 /// A client for `config` whose requests are retried by [`super::retry`] alone: kube's own
 /// retry layer is switched off, so a budget means what it says.
-pub fn client(mut config: kube::Config, retry: RetryPolicy) -> Result<kube::Client, kube::Error> {
+pub fn client(mut config: kube::Config, policy: RetryPolicy) -> Result<kube::Client, kube::Error> {
     config.default_retry = false;
     Ok(ClientBuilder::try_from(config)?
         // The retry layer clones the service per request; a buffer makes the boxed stack
         // cloneable. Its bound only queues requests waiting for the worker to hand them on.
         .with_layer(&BufferLayer::new(1024))
-        .with_layer(&retry::layer(retry))
+        .with_layer(&retry::layer(policy))
         .build())
 }
 

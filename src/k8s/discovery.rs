@@ -51,7 +51,8 @@ impl Resources {
     /// How to reach `api_version`/`kind`, and whether it is namespaced.
     pub fn resource(&self, api_version: &str, kind: &str) -> Option<&(ApiResource, bool)> {
         let (g, v) = split_api_version(api_version);
-        self.by_gvk.get(&(g.to_owned(), v.to_owned(), kind.to_owned()))
+        self.by_gvk
+            .get(&(g.to_owned(), v.to_owned(), kind.to_owned()))
     }
 
     /// The API for objects of `api_version`/`kind` (in `namespace` when namespaced, across
@@ -117,7 +118,7 @@ mod tests {
     }
 
     #[test]
-    fn an_unserved_type_has_no_api_and_requiring_it_names_it() {
+    fn only_the_types_discovery_found_are_served_with_their_scope() {
         let deploy = ApiResource::from_gvk_with_plural(
             &GroupVersionKind::gvk("apps", "v1", "Deployment"),
             "deployments",

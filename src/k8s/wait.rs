@@ -82,7 +82,8 @@ where
             }
         }
     };
-    match tokio::time::timeout(timeout, watch).await {
+    let waited = tokio::time::timeout(timeout, watch).await;
+    match waited {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(NoneLeftError::Wait(e)),
         Err(_) => Err(NoneLeftError::Remaining {

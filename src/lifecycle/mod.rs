@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::audit::{self, Finding};
 use crate::k8s::Resources;
-use crate::restore::plan::PinStyle;
 use crate::progress::Progress;
+use crate::restore::plan::PinStyle;
 use crate::restore::{self, RestoreOptions, RestoreReport};
 use crate::snapshot::crypto::{Keys, Role};
 use crate::snapshot::{format, read, write};
@@ -116,11 +116,12 @@ async fn workloads(client: &kube::Client) -> Result<Vec<serde_json::Value>, Life
             .list(&ListParams::default())
             .await
             .map_err(LifecycleError::List)?;
-        out.extend(
-            list.items
-                .into_iter()
-                .filter_map(|o| serde_json::to_value(o).ok()),
-        );
+        for o in list.items {
+            out.push(
+                serde_json::to_value(o)
+                    .map_err(|e| LifecycleError::List(kube::Error::SerdeError(e)))?,
+            );
+        }
     }
     // kube-system is the platform's, not the workload's: leave it running.
     out.retain(|w| {
@@ -158,7 +159,9 @@ pub async fn stop(
     };
     set(progress, "auditing");
     // One discovery for the whole stop: the audit, the fixes and every quiesce step.
-    let resources = Resources::discover(client).await.map_err(stop::StopError::from)?;
+    let resources = Resources::discover(client)
+        .await
+        .map_err(stop::StopError::from)?;
     let inputs = audit::collect_with(client, &resources, None).await?;
     let findings: Vec<Finding> = audit::audit(&inputs, Utc::now(), Duration::MAX)
         .into_iter()
@@ -213,7 +216,7 @@ pub async fn stop(
         store,
         keys,
         &opts.snapshot,
-        Arc::new(write::Progress::default()),
+        Arc::new(write::CaptureProgress::default()),
     )
     .await?;
     read::open(store, keys, &manifest.id)
@@ -266,7 +269,9 @@ pub async fn undo_stop(
     let marker = read_marker(store, keys)
         .await?
         .ok_or_else(|| LifecycleError::NotStopped(store.url().to_owned()))?;
-    let resources = Resources::discover(client).await.map_err(stop::StopError::from)?;
+    let resources = Resources::discover(client)
+        .await
+        .map_err(stop::StopError::from)?;
     for step in marker.steps.iter().rev() {
         stop::scale_step(client, &resources, step, false).await?;
         stop::wait_step(client, &resources, step, false, ready_timeout).await?;
@@ -329,7 +334,9 @@ pub async fn start(
     ropts.scale_operators = steps.is_empty();
     // One discovery for the whole start: the restore refreshes it once its CRDs are in, and
     // the workloads are scaled up with it.
-    let mut resources = Resources::discover(client).await.map_err(stop::StopError::from)?;
+    let mut resources = Resources::discover(client)
+        .await
+        .map_err(stop::StopError::from)?;
     let report = restore::run_in(client, &mut resources, &source, &ropts, progress).await?;
     let mut phase_ms = report.phase_ms.clone();
     let mut scaled_up = Vec::new();

@@ -302,8 +302,12 @@ pub async fn scale_step(
 }
 
 fn ready_replicas(o: Option<&DynamicObject>) -> i64 {
-    o.and_then(|o| o.data.pointer("/status/readyReplicas").and_then(Value::as_i64))
-        .unwrap_or(0)
+    o.and_then(|o| {
+        o.data
+            .pointer("/status/readyReplicas")
+            .and_then(Value::as_i64)
+    })
+    .unwrap_or(0)
 }
 
 /// Wait (watching each workload) until a step's workloads report the wanted readiness:
@@ -321,7 +325,11 @@ pub async fn wait_step(
         let wanted = w.replicas;
         let done = move |d: Option<&DynamicObject>| {
             let ready = ready_replicas(d);
-            if stopping { ready == 0 } else { ready >= wanted }
+            if stopping {
+                ready == 0
+            } else {
+                ready >= wanted
+            }
         };
         Some(async move {
             let waited = k8s::wait::until(api.clone(), &o.name, timeout, done).await;

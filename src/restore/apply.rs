@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::runtime::wait::conditions;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -54,7 +54,7 @@ impl Default for ApplyOptions {
 /// One object's fate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "outcome", content = "reason")]
-pub enum Outcome {
+pub enum ObjectOutcome {
     Created,
     Existing,
     Updated,
@@ -117,16 +117,16 @@ async fn apply_one(
     resources: &Resources,
     p: &Planned,
     opts: &ApplyOptions,
-) -> Outcome {
+) -> ObjectOutcome {
     let Some(api) = api_of(client, resources, p) else {
-        return Outcome::Failed(format!(
+        return ObjectOutcome::Failed(format!(
             "{} {} is not served by this cluster (missing CRD or API)",
             p.api_version, p.kind
         ));
     };
     let obj: DynamicObject = match serde_json::from_value(p.object.clone()) {
         Ok(o) => o,
-        Err(e) => return Outcome::Failed(format!("failed to decode object: {e}")),
+        Err(e) => return ObjectOutcome::Failed(format!("failed to decode object: {e}")),
     };
     let pp = PostParams {
         field_manager: Some("coldstart".into()),
@@ -134,22 +134,22 @@ async fn apply_one(
     };
     // 429s and 5xx are retried by the client's retry layer, within its budget.
     match api.create(&pp, &obj).await {
-        Ok(_) => Outcome::Created,
+        Ok(_) => ObjectOutcome::Created,
         Err(kube::Error::Api(s)) if s.code == 409 => match opts.existing {
-            Existing::Skip => Outcome::Existing,
+            Existing::Skip => ObjectOutcome::Existing,
             Existing::Update => {
                 let patch = Patch::Apply(&p.object);
                 let params = PatchParams::apply("coldstart").force();
                 match api.patch(&p.name, &params, &patch).await {
-                    Ok(_) => Outcome::Updated,
-                    Err(e) => Outcome::Failed(format!(
+                    Ok(_) => ObjectOutcome::Updated,
+                    Err(e) => ObjectOutcome::Failed(format!(
                         "failed to update existing object: {}",
                         k8s::describe(&e)
                     )),
                 }
             }
         },
-        Err(e) => Outcome::Failed(k8s::describe(&e)),
+        Err(e) => ObjectOutcome::Failed(k8s::describe(&e)),
     }
 }
 
@@ -164,8 +164,7 @@ async fn wait_established(
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     for p in crds {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        match k8s::wait::until(api.clone(), &p.name, left, conditions::is_crd_established()).await
-        {
+        match k8s::wait::until(api.clone(), &p.name, left, conditions::is_crd_established()).await {
             Ok(_) => {}
             Err(k8s::wait::WaitError::Timeout(_)) => {
                 return Err(ApplyError::CrdTimeout(p.name.clone(), timeout));
@@ -195,7 +194,7 @@ pub async fn apply(
             p.start_tier(tier, items.len());
         }
         // Indices, not `iter()`, so the future stays `Send` for callers that spawn it.
-        let results: Vec<(usize, Outcome)> = futures::stream::iter(0..items.len())
+        let results: Vec<(usize, ObjectOutcome)> = futures::stream::iter(0..items.len())
             .map(|i| {
                 let p = &items[i];
                 let resources = &*resources;
@@ -204,7 +203,7 @@ pub async fn apply(
             .buffer_unordered(opts.concurrency.max(1))
             .inspect(|(_, o)| {
                 if let Ok(mut p) = progress.lock() {
-                    p.object_done(tier, matches!(o, Outcome::Failed(_)));
+                    p.object_done(tier, matches!(o, ObjectOutcome::Failed(_)));
                 }
             })
             .collect()
@@ -213,10 +212,10 @@ pub async fn apply(
         counts.total = items.len();
         for (i, outcome) in results {
             match outcome {
-                Outcome::Created => counts.created += 1,
-                Outcome::Existing => counts.existing += 1,
-                Outcome::Updated => counts.updated += 1,
-                Outcome::Failed(reason) => {
+                ObjectOutcome::Created => counts.created += 1,
+                ObjectOutcome::Existing => counts.existing += 1,
+                ObjectOutcome::Updated => counts.updated += 1,
+                ObjectOutcome::Failed(reason) => {
                     counts.failed += 1;
                     report.failures.push(Failure {
                         object: items[i].key(),
@@ -278,7 +277,16 @@ async fn relink_owners(client: &kube::Client, resources: &Resources, plan: &Plan
             let uid = match uids.get(&key) {
                 Some(u) => Some(u.clone()),
                 None => match api_of(client, resources, &owner) {
-                    Some(api) => api.get(name).await.ok().and_then(|o| o.metadata.uid),
+                    // An owner that was not restored (404) leaves the reference parked, as
+                    // it was recorded; any other failure is logged and leaves it parked too:
+                    // relinking is best effort and changes nothing verification counts.
+                    Some(api) => match api.get_opt(name).await {
+                        Ok(o) => o.and_then(|o| o.metadata.uid),
+                        Err(e) => {
+                            tracing::warn!(owner = name, error = %k8s::describe(&e), "failed to read an owner to relink");
+                            None
+                        }
+                    },
                     None => None,
                 },
             };
@@ -299,8 +307,7 @@ async fn relink_owners(client: &kube::Client, resources: &Resources, plan: &Plan
             json!({"metadata": {"ownerReferences": refs, "annotations": {ORIGINAL_OWNERS: null}}});
         let patch = Patch::Merge(&patch);
         let params = PatchParams::default();
-        if api.patch(&p.name, &params, &patch).await.is_ok()
-        {
+        if api.patch(&p.name, &params, &patch).await.is_ok() {
             relinked += 1;
         }
     }

@@ -32,9 +32,10 @@ use serde_json::{Value, json};
 
 use self::apply::{ApplyOptions, ApplyReport, Failure, TierCounts};
 use self::plan::{ORIGINAL_MANAGEMENT, ORIGINAL_REPLICAS, Plan, PlanOptions, Tier};
-use crate::progress::Progress;
 use self::verify::Verification;
+use crate::cloud::Provider;
 use crate::k8s::{self, Resources};
+use crate::progress::Progress;
 
 /// A volume the snapshot recorded: its PV, the disk behind it, the claim it served.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,6 +93,9 @@ pub struct RestoreOptions {
     pub operator_timeout: Duration,
     /// Scale operators up after verification (a `start` does it itself, in order).
     pub scale_operators: bool,
+    /// The cloud whose ledger proves nothing new was created (`none`: the cluster-side
+    /// count alone).
+    pub cloud: Provider,
 }
 
 impl Default for RestoreOptions {
@@ -103,6 +107,7 @@ impl Default for RestoreOptions {
             verify_timeout: Duration::from_secs(120),
             operator_timeout: Duration::from_secs(120),
             scale_operators: true,
+            cloud: Provider::None,
         }
     }
 }
@@ -145,10 +150,56 @@ pub enum RestoreError {
     Apply(#[from] apply::ApplyError),
     #[error("failed to record restore state in kube-system/coldstart-restore: {0}")]
     State(kube::Error),
+    #[error(transparent)]
+    Cloud(#[from] crate::cloud::VerifierError),
+    #[error(transparent)]
+    Verify(#[from] verify::VerifyError),
 }
 
 /// ConfigMap recording a restore's state in the cluster (cold-start detection reads it).
 pub const STATE_CONFIGMAP: &str = "coldstart-restore";
+
+/// Where a restore stands, as [`STATE_CONFIGMAP`] records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestorePhase {
+    /// Started and not finished: interrupted, if nothing is running it.
+    Restoring,
+    /// Finished and verified: the cluster is warm.
+    Verified,
+    /// Finished and not verified: the gate is still up.
+    Failed,
+}
+
+impl RestorePhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestorePhase::Restoring => "restoring",
+            RestorePhase::Verified => "verified",
+            RestorePhase::Failed => "failed",
+        }
+    }
+
+    /// The phase a recorded value names. A value this version does not know (written by
+    /// another one) is not "verified", so it counts as a restore that did not finish well.
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "verified" => RestorePhase::Verified,
+            "restoring" => RestorePhase::Restoring,
+            _ => RestorePhase::Failed,
+        }
+    }
+}
+
+/// The phase the last restore into this cluster recorded (None: no restore ever ran here).
+pub async fn recorded_phase(client: &kube::Client) -> Result<Option<RestorePhase>, kube::Error> {
+    let api: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(client.clone(), "kube-system");
+    Ok(api
+        .get_opt(STATE_CONFIGMAP)
+        .await?
+        .and_then(|c| c.data)
+        .and_then(|d| d.get("phase").map(|p| RestorePhase::parse(p))))
+}
 
 /// The username the cluster knows coldstart by.
 pub async fn whoami(client: &kube::Client) -> Result<String, RestoreError> {
@@ -165,6 +216,8 @@ pub async fn whoami(client: &kube::Client) -> Result<String, RestoreError> {
         .create(&Default::default(), &review)
         .await
         .map_err(RestoreError::WhoAmI)?;
+    // The review answered: an absent username (an anonymous identity) exempts nobody
+    // from the gate, which is the safe side.
     Ok(out
         .data
         .pointer("/status/userInfo/username")
@@ -226,10 +279,17 @@ pub async fn run_in(
     set_phase(progress, "preflight");
     let me = whoami(client).await?;
     let plan = plan_for(source, &opts.plan);
-    let ledger = verify::sim_ledger_position(client).await;
+    let cloud = crate::cloud::verifier(opts.cloud, Some(client.clone())).await?;
+    // Where the cloud's ledger stands before the first write: what it creates after this
+    // mark is new.
+    let ledger_mark = cloud
+        .ledger()
+        .await
+        .map_err(verify::VerifyError::from)?
+        .map(|l| l.position());
     record_state(
         client,
-        json!({"snapshot": source.snapshot_id, "phase": "restoring",
+        json!({"snapshot": source.snapshot_id, "phase": RestorePhase::Restoring.as_str(),
         "startedAt": Utc::now().to_rfc3339()}),
     )
     .await?;
@@ -246,7 +306,15 @@ pub async fn run_in(
         apply::apply(client, resources, &plan, &opts.apply, progress).await?;
     mark("apply", &mut t);
     set_phase(progress, "verifying");
-    let verification = verify::verify(client, &source.recorded, ledger, opts.verify_timeout).await;
+    let verification = verify::verify(
+        client,
+        resources,
+        &source.recorded,
+        cloud.as_ref(),
+        ledger_mark,
+        opts.verify_timeout,
+    )
+    .await?;
     mark("verify", &mut t);
     let succeeded = verification.ok() && applied.failures.is_empty();
     let mut operators = Vec::new();
@@ -274,7 +342,7 @@ pub async fn run_in(
     record_state(
         client,
         json!({"snapshot": source.snapshot_id,
-        "phase": if succeeded { "verified" } else { "failed" },
+        "phase": if succeeded { RestorePhase::Verified } else { RestorePhase::Failed }.as_str(),
         "finishedAt": Utc::now().to_rfc3339()}),
     )
     .await?;
@@ -339,8 +407,12 @@ async fn scale_operators_up(
             continue;
         }
         let ready = |o: Option<&DynamicObject>| {
-            o.and_then(|d| d.data.pointer("/status/readyReplicas").and_then(Value::as_i64))
-                .unwrap_or(0)
+            o.and_then(|d| {
+                d.data
+                    .pointer("/status/readyReplicas")
+                    .and_then(Value::as_i64)
+            })
+            .unwrap_or(0)
                 >= replicas
         };
         if let Err(e) = k8s::wait::until(api, &op.name, timeout, ready).await {

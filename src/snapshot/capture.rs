@@ -74,10 +74,14 @@ pub async fn get(
         .await
         .map_err(|e| exhausted(format!("a transport error ({e})")))?;
     let status = resp.status().as_u16();
-    let body = resp.into_body().collect_bytes().await.map_err(|e| CaptureError::Request {
-        what: what.to_owned(),
-        detail: format!("the answer broke off: {e}"),
-    })?;
+    let body = resp
+        .into_body()
+        .collect_bytes()
+        .await
+        .map_err(|e| CaptureError::Request {
+            what: what.to_owned(),
+            detail: format!("the answer broke off: {e}"),
+        })?;
     match status {
         200..300 => Ok(body),
         s if is_retryable(s) => Err(exhausted(format!("HTTP {status}"))),

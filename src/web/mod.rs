@@ -218,12 +218,12 @@ async fn status(State(state): State<AppState>) -> Json<serde_json::Value> {
             unverified: v
                 .bindings
                 .iter()
-                .filter(|b| b.verification == view::Verification::Unverified)
+                .filter(|b| b.verification == view::BindingState::Unverified)
                 .count(),
             missing: v
                 .bindings
                 .iter()
-                .filter(|b| b.verification == view::Verification::Missing)
+                .filter(|b| b.verification == view::BindingState::Missing)
                 .count(),
         },
         findings: v

@@ -211,7 +211,7 @@ async fn without_stop_a_snapshot_teardown_restore_loses_what_the_audit_named() {
         &store,
         &keys(),
         &snapshot_opts(),
-        Arc::new(write::Progress::default()),
+        Arc::new(write::CaptureProgress::default()),
     )
     .await
     .expect("snapshot");
