@@ -32,6 +32,9 @@ fn restore_opts() -> RestoreOptions {
     RestoreOptions {
         verify_timeout: Duration::from_secs(15),
         operator_timeout: Duration::from_secs(15),
+        // The simulated cloud knows which disks still exist: a claim bound to a deleted
+        // disk is not "reused".
+        cloud: coldstart::cloud::Provider::Sim,
         ..Default::default()
     }
 }
