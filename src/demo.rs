@@ -12,8 +12,8 @@ use serde::Serialize;
 
 use crate::audit::{self, Finding};
 use crate::lifecycle::{self, StartOptions, StartReport, StopOptions, StopReport};
+use crate::progress::Progress;
 use crate::restore::RestoreOptions;
-use crate::restore::progress::Progress;
 use crate::snapshot::crypto::Keys;
 use crate::snapshot::write;
 use crate::store::Store;
@@ -91,7 +91,7 @@ pub enum DemoError {
     #[error("the simulated platform did not settle within {0:?}")]
     Settle(Duration),
     #[error(transparent)]
-    Connect(#[from] crate::cluster::ConnectError),
+    Connect(#[from] crate::k8s::connect::ConnectError),
     #[error(transparent)]
     Audit(#[from] audit::AuditError),
     #[error(transparent)]
@@ -173,7 +173,7 @@ pub async fn run(
     let kubeconfig = opts.dir.join("kubeconfig");
     std::fs::write(&kubeconfig, running.kubeconfig()).map_err(|e| prep("kubeconfig", &e))?;
     wait_settled(&simulated, opts.settle_timeout).await?;
-    let client = crate::cluster::connect(Some(&kubeconfig), None).await?;
+    let client = crate::k8s::connect::connect(Some(&kubeconfig), None).await?;
     let cloud = simulated.cloud.snapshot();
     narrator.done(
         &format!(
@@ -248,6 +248,7 @@ pub async fn run(
     let start_opts = StartOptions {
         restore: RestoreOptions {
             verify_timeout: Duration::from_secs(60),
+            cloud: crate::cloud::Provider::Sim,
             ..Default::default()
         },
         snapshot: None,

@@ -9,16 +9,18 @@ pub mod audit;
 pub mod bindings;
 /// Cloud verification: does every binding still point at something real?
 pub mod cloud;
-/// Connecting to a cluster from a kubeconfig, the way kubectl resolves it.
-pub mod cluster;
 /// The `serve` configuration: YAML file, overrides, validation naming the field.
 pub mod config;
 /// `coldstart demo`: the simulated platform through audit, stop, deletion and start.
 pub mod demo;
 /// Drills: rehearse a cold start in a shadow cluster, verify bindings, keep a report.
 pub mod drill;
+/// Shared Kubernetes plumbing: connecting, discovery once per run, the one retry layer, waits.
+pub mod k8s;
 /// Planned stop and start of a whole cluster.
 pub mod lifecycle;
+/// Live progress of a restore, stop, start or drill, read by the page and the terminal bar.
+pub mod progress;
 /// Cold-start restore: plan, admission gate, tiered apply, verification.
 pub mod restore;
 /// When scheduled jobs are due (pure) and which replica runs them (Lease election).
@@ -31,5 +33,9 @@ pub mod snapshot;
 pub mod store;
 /// Logging and tracing set-up shared by every command.
 pub mod telemetry;
+/// Chainable fixture builders for tests (unit tests, and `tests/` through the `testing`
+/// feature).
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 /// The status page, JSON API, probes and `/metrics` of `coldstart serve`.
 pub mod web;

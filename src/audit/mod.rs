@@ -6,11 +6,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use kube::api::{Api, DynamicObject, ListParams};
-use kube::core::{ApiResource, GroupVersionKind};
+use kube::api::ListParams;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::k8s::{K8sError, Resources};
 use crate::restore::Recorded;
 use crate::restore::plan::is_pinned;
 
@@ -306,6 +306,8 @@ pub fn humantime(d: Duration) -> String {
 /// Why the cluster's objects could not be collected.
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
+    #[error(transparent)]
+    Discovery(#[from] K8sError),
     #[error("failed to list {what}: {source}")]
     List {
         what: &'static str,
@@ -313,65 +315,76 @@ pub enum AuditError {
     },
 }
 
-async fn list_opt(
+/// Every object of `api_version`/`kind`; a type the cluster does not serve (discovery says
+/// so) has nothing to lose.
+async fn list_served(
     client: &kube::Client,
-    gvk: (&str, &str, &str),
-    plural: &str,
+    resources: &Resources,
+    (api_version, kind): (&str, &str),
     what: &'static str,
 ) -> Result<Vec<Value>, AuditError> {
-    let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(gvk.0, gvk.1, gvk.2), plural);
-    let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
-    match api.list(&ListParams::default()).await {
-        Ok(l) => Ok(l
-            .items
-            .into_iter()
-            .filter_map(|o| serde_json::to_value(o).ok())
-            .collect()),
-        // A type the cluster does not serve has nothing to lose.
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(Vec::new()),
-        Err(source) => Err(AuditError::List { what, source }),
-    }
+    let Some(api) = resources.api(client, api_version, kind, None) else {
+        return Ok(Vec::new());
+    };
+    let list = api
+        .list(&ListParams::default())
+        .await
+        .map_err(|source| AuditError::List { what, source })?;
+    list.items
+        .into_iter()
+        .map(serde_json::to_value)
+        .collect::<Result<_, _>>()
+        .map_err(|e| AuditError::List {
+            what,
+            source: kube::Error::SerdeError(e),
+        })
 }
 
-/// Collect what the rules look at from the cluster.
+/// Collect what the rules look at from the cluster (discovering what it serves).
 pub async fn collect(
     client: &kube::Client,
     newest_snapshot: Option<SnapshotFacts>,
 ) -> Result<Inputs, AuditError> {
+    let resources = Resources::discover(client).await?;
+    collect_with(client, &resources, newest_snapshot).await
+}
+
+/// Collect what the rules look at, with the run's discovery.
+pub async fn collect_with(
+    client: &kube::Client,
+    resources: &Resources,
+    newest_snapshot: Option<SnapshotFacts>,
+) -> Result<Inputs, AuditError> {
+    let (c, r) = (client, resources);
     Ok(Inputs {
-        persistent_volumes: list_opt(
-            client,
-            ("", "v1", "PersistentVolume"),
-            "persistentvolumes",
-            "PersistentVolumes",
-        )
-        .await?,
-        services: list_opt(client, ("", "v1", "Service"), "services", "Services").await?,
-        cosi_claims: list_opt(
-            client,
-            ("objectstorage.k8s.io", "v1alpha1", "BucketClaim"),
-            "bucketclaims",
+        persistent_volumes: list_served(c, r, ("v1", "PersistentVolume"), "PersistentVolumes")
+            .await?,
+        services: list_served(c, r, ("v1", "Service"), "Services").await?,
+        cosi_claims: list_served(
+            c,
+            r,
+            ("objectstorage.k8s.io/v1alpha1", "BucketClaim"),
             "BucketClaims",
         )
         .await?,
-        cosi_classes: list_opt(
-            client,
-            ("objectstorage.k8s.io", "v1alpha1", "BucketClass"),
-            "bucketclasses",
+        cosi_classes: list_served(
+            c,
+            r,
+            ("objectstorage.k8s.io/v1alpha1", "BucketClass"),
             "BucketClasses",
         )
         .await?,
-        crossplane_buckets: list_opt(
-            client,
-            ("s3.aws.upbound.io", "v1beta1", "Bucket"),
-            "buckets",
+        crossplane_buckets: list_served(
+            c,
+            r,
+            ("s3.aws.upbound.io/v1beta1", "Bucket"),
             "Crossplane Buckets",
         )
         .await?,
-        ack_buckets: list_opt(
-            client,
-            ("s3.services.k8s.aws", "v1alpha1", "Bucket"),
-            "buckets",
+        ack_buckets: list_served(
+            c,
+            r,
+            ("s3.services.k8s.aws/v1alpha1", "Bucket"),
             "ACK Buckets",
         )
         .await?,

@@ -9,8 +9,8 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use coldstart::cloud::{self, CloudVerifier, Provider, Tally, Verdict};
 use coldstart::drill::{self, DrillOptions, DrillReport, Target};
+use coldstart::progress::Progress;
 use coldstart::restore::RestoreOptions;
-use coldstart::restore::progress::Progress;
 use coldstart::snapshot::read;
 
 use super::Global;
@@ -31,7 +31,7 @@ impl CloudArgs {
     async fn verifier(&self, global: &Global) -> anyhow::Result<Box<dyn CloudVerifier>> {
         let client = match self.cloud {
             Provider::Sim => Some(
-                coldstart::cluster::connect(
+                coldstart::k8s::connect::connect(
                     global.kubeconfig.as_deref(),
                     global.context.as_deref(),
                 )
@@ -105,7 +105,8 @@ pub async fn drill_cmd(args: DrillArgs, global: &Global) -> anyhow::Result<ExitC
     let target = match &args.target_kubeconfig {
         None => Target::Shadow,
         Some(path) => Target::Cluster {
-            client: coldstart::cluster::connect(Some(path), args.target_context.as_deref()).await?,
+            client: coldstart::k8s::connect::connect(Some(path), args.target_context.as_deref())
+                .await?,
             label: format!("cluster {}", path.display()),
         },
     };
@@ -115,6 +116,7 @@ pub async fn drill_cmd(args: DrillArgs, global: &Global) -> anyhow::Result<ExitC
             plan: args.shape.plan_options()?,
             verify_timeout: Duration::from_secs(args.verify_timeout),
             operator_timeout: Duration::from_secs(args.verify_timeout),
+            cloud: args.cloud.cloud,
             ..Default::default()
         },
     };

@@ -9,7 +9,7 @@ use clap::Args;
 use coldstart::demo::{self, DemoOptions, Narrator};
 use coldstart::lifecycle::stop::{DEFAULT_ORDER, Group};
 use coldstart::lifecycle::{self, StartOptions, StopOptions};
-use coldstart::restore::progress::Progress;
+use coldstart::progress::Progress;
 use coldstart::restore::{RestoreOptions, plan::PinStyle};
 use coldstart::snapshot::write;
 
@@ -106,6 +106,9 @@ pub struct StartArgs {
     /// Seconds to wait for each group to become ready.
     #[arg(long, default_value_t = 600)]
     pub timeout: u64,
+    /// The cloud whose ledger proves nothing new was created (`sim`, `aws`, `none`).
+    #[arg(long, value_enum, default_value_t = coldstart::cloud::Provider::None)]
+    pub cloud: coldstart::cloud::Provider,
     #[command(flatten)]
     pub shape: ShapeArgs,
     #[command(flatten)]
@@ -119,6 +122,7 @@ pub async fn start_cmd(args: StartArgs, global: &Global) -> anyhow::Result<ExitC
         restore: RestoreOptions {
             plan: args.shape.plan_options()?,
             verify_timeout: Duration::from_secs(args.timeout),
+            cloud: args.cloud,
             ..Default::default()
         },
         snapshot: args.snapshot,

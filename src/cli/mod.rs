@@ -117,14 +117,14 @@ impl Global {
     /// A client for the cluster `--kubeconfig`/`--context` name.
     pub async fn client(&self) -> anyhow::Result<kube::Client> {
         Ok(
-            coldstart::cluster::connect(self.kubeconfig.as_deref(), self.context.as_deref())
+            coldstart::k8s::connect::connect(self.kubeconfig.as_deref(), self.context.as_deref())
                 .await?,
         )
     }
 
     /// The kubeconfig's cluster name and server URL (what a snapshot records as identity).
     pub fn cluster_identity(&self) -> (String, String) {
-        let (name, server) = coldstart::cluster::kubeconfig_cluster(
+        let (name, server) = coldstart::k8s::connect::kubeconfig_cluster(
             self.kubeconfig.as_deref(),
             self.context.as_deref(),
         )
@@ -147,7 +147,7 @@ impl Bar {
 
 pub fn progress_bar(
     json: bool,
-    progress: std::sync::Arc<std::sync::Mutex<coldstart::restore::progress::Progress>>,
+    progress: std::sync::Arc<std::sync::Mutex<coldstart::progress::Progress>>,
 ) -> Bar {
     use std::io::IsTerminal;
     if json || !std::io::stderr().is_terminal() {

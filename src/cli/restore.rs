@@ -8,9 +8,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use coldstart::audit::{self, Severity, SnapshotFacts};
+use coldstart::progress::Progress;
 use coldstart::restore::apply::Existing;
 use coldstart::restore::plan::{PinStyle, Plan, Tier};
-use coldstart::restore::progress::Progress;
 use coldstart::restore::{self, RestoreOptions, RestoreReport, source};
 use coldstart::snapshot::crypto::Keys;
 use coldstart::snapshot::read;
@@ -76,6 +76,10 @@ pub struct RestoreArgs {
     /// Seconds to wait for claims to bind and addresses to appear.
     #[arg(long, default_value_t = 300)]
     pub verify_timeout: u64,
+    /// The cloud whose ledger proves nothing new was created: `sim` (the simulated cloud
+    /// keeps one), `aws` or `none` (count from the cluster side alone).
+    #[arg(long, value_enum, default_value_t = coldstart::cloud::Provider::None)]
+    pub cloud: coldstart::cloud::Provider,
     /// Do NOT install the admission gate (shows what goes wrong without it; never in
     /// production).
     #[arg(long, hide = true)]
@@ -133,6 +137,7 @@ pub async fn restore_cmd(args: RestoreArgs, global: &Global) -> anyhow::Result<E
         },
         gate: !args.no_gate,
         verify_timeout: Duration::from_secs(args.verify_timeout),
+        cloud: args.cloud,
         ..Default::default()
     };
     let progress = Arc::new(Mutex::new(Progress::default()));

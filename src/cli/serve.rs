@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use anyhow::Context;
 use clap::Args;
 use coldstart::config::{Config, Overrides};
-use coldstart::restore::progress::Progress;
+use coldstart::progress::Progress;
 use coldstart::schedule::leader::{LeaderElector, LeaseConfig};
 use coldstart::serve::jobs::ClusterJobs;
 use coldstart::serve::{Service, ServiceConfig, sole_leader, system_clock};
@@ -203,7 +203,12 @@ async fn real_jobs(
         }
         None => coldstart::snapshot::crypto::Keys::plaintext(),
     };
-    let (kc_name, server) = coldstart::cluster::kubeconfig_cluster(
+    let cloud = match std::env::var("COLDSTART_CLOUD").as_deref() {
+        Ok("aws") => coldstart::cloud::Provider::Aws,
+        Ok("sim") => coldstart::cloud::Provider::Sim,
+        _ => coldstart::cloud::Provider::None,
+    };
+    let (kc_name, server) = coldstart::k8s::connect::kubeconfig_cluster(
         global.kubeconfig.as_deref(),
         global.context.as_deref(),
     )
@@ -233,14 +238,11 @@ async fn real_jobs(
                 operator_selector: selector,
                 ..Default::default()
             },
+            cloud,
             ..Default::default()
         },
         own_namespace: args.lease_namespace.clone(),
         rpo_target: settings.rpo_target,
-        cloud: match std::env::var("COLDSTART_CLOUD").as_deref() {
-            Ok("aws") => coldstart::cloud::Provider::Aws,
-            Ok("sim") => coldstart::cloud::Provider::Sim,
-            _ => coldstart::cloud::Provider::None,
-        },
+        cloud,
     })
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use coldstart::bindings::{Bindings, Pin};
-use coldstart::snapshot::capture::RetryPolicy;
+use coldstart::k8s::RetryPolicy;
 use coldstart::snapshot::crypto::{self, Keys};
 use coldstart::snapshot::prune::{self, Policy};
 use coldstart::snapshot::rules::Selection;
@@ -143,7 +143,8 @@ pub(crate) async fn load_keys(k: &KeyArgs, global: &Global) -> anyhow::Result<Op
             .encryption_key_context
             .as_deref()
             .or(global.context.as_deref());
-        let client = coldstart::cluster::connect(global.kubeconfig.as_deref(), context).await?;
+        let client =
+            coldstart::k8s::connect::connect(global.kubeconfig.as_deref(), context).await?;
         let api: kube::Api<k8s_openapi::api::core::v1::Secret> = kube::Api::namespaced(client, ns);
         let secret = api
             .get(name)
@@ -195,7 +196,7 @@ pub async fn snapshot(args: SnapshotArgs, global: &Global) -> anyhow::Result<Exi
     };
     let encrypted = keys.is_some();
     let keys = keys.unwrap_or_else(Keys::plaintext);
-    let progress = Arc::new(write::Progress::default());
+    let progress = Arc::new(write::CaptureProgress::default());
     let bar =
         (!global.json && std::io::stderr().is_terminal()).then(|| spawn_bar(progress.clone()));
     let started = Instant::now();
@@ -244,7 +245,7 @@ pub async fn snapshot(args: SnapshotArgs, global: &Global) -> anyhow::Result<Exi
 }
 
 fn spawn_bar(
-    progress: Arc<write::Progress>,
+    progress: Arc<write::CaptureProgress>,
 ) -> (indicatif::ProgressBar, tokio::task::JoinHandle<()>) {
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(

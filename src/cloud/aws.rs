@@ -54,7 +54,7 @@ impl std::fmt::Debug for AwsVerifier {
 impl AwsVerifier {
     /// Clients from the default AWS configuration chain (`AWS_ENDPOINT_URL` honoured).
     pub async fn from_env() -> Self {
-        crate::cluster::init_tls();
+        crate::k8s::connect::init_tls();
         let conf = aws_config::defaults(BehaviorVersion::latest()).load().await;
         Self::from_config(&conf)
     }
@@ -62,7 +62,7 @@ impl AwsVerifier {
     /// Clients from an explicit configuration (tests point it at moto). S3 uses path-style
     /// addressing when an endpoint is set, as S3-compatible servers expect.
     pub fn from_config(conf: &SdkConfig) -> Self {
-        crate::cluster::init_tls();
+        crate::k8s::connect::init_tls();
         let s3 = aws_sdk_s3::config::Builder::from(conf)
             .force_path_style(conf.endpoint_url().is_some())
             .build();

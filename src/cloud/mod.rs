@@ -170,6 +170,59 @@ pub trait CloudVerifier: Send + Sync {
     /// One verdict per binding target (a Service pinned to two EIPs gets two), in the
     /// bindings' order: volumes, addresses, DNS names, buckets.
     fn verify<'a>(&'a self, bindings: &'a Bindings) -> BoxFuture<'a, Vec<Verdict>>;
+    /// The cloud's record of the disks it holds and of everything it created, in order,
+    /// when this provider can read one (`None`: it keeps none, and a restore counts what
+    /// is new from the cluster side alone). A restore reads it before its first write (the
+    /// mark) and after verifying, and counts what was created in between.
+    fn ledger(&self) -> BoxFuture<'_, Result<Option<Ledger>, LedgerError>> {
+        futures::FutureExt::boxed(async { Ok(None) })
+    }
+}
+
+/// What a cloud created, in order, and the disks it holds now.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ledger {
+    /// Every disk id the cloud holds.
+    pub disks: std::collections::BTreeSet<String>,
+    /// Every creation, as (sequence number, what kind of thing), oldest first.
+    pub creations: Vec<(u64, Kind)>,
+}
+
+/// Counts of what a cloud created after a mark.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Created {
+    pub disks: usize,
+    pub ips: usize,
+    pub buckets: usize,
+}
+
+impl Ledger {
+    /// Where the ledger stands: the sequence number of its last creation (0 when empty).
+    pub fn position(&self) -> u64 {
+        self.creations.last().map_or(0, |c| c.0)
+    }
+
+    /// What was created after `mark`.
+    pub fn created_since(&self, mark: u64) -> Created {
+        let mut n = Created::default();
+        for (_, kind) in self.creations.iter().filter(|c| c.0 > mark) {
+            match kind {
+                Kind::Volume => n.disks += 1,
+                Kind::Address => n.ips += 1,
+                Kind::Bucket => n.buckets += 1,
+                Kind::Dns => {}
+            }
+        }
+        n
+    }
+}
+
+/// Why a cloud's ledger could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("failed to read the {provider} cloud's ledger: {detail}")]
+pub struct LedgerError {
+    pub provider: &'static str,
+    pub detail: String,
 }
 
 /// Which cloud to verify against (`--cloud`).

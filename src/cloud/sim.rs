@@ -1,6 +1,10 @@
 //! The simulated cloud as a verification target: its whole state is one read
 //! (`GET /sim/v1/cloud` through the cluster connection), then every binding is judged
-//! against it by the same rules as a real cloud.
+//! against it by the same rules as a real cloud. Its ledger (every creation, in order) is
+//! what a restore counts "nothing new" against.
+//!
+//! This is the one product module outside `demo`/`drill` that names the simulator's types:
+//! they are the serde shape of the `/sim/v1/cloud` answer it reads over HTTP.
 
 use futures::FutureExt as _;
 use futures::future::BoxFuture;
@@ -8,9 +12,9 @@ use futures::future::BoxFuture;
 use super::rules::{
     self, AddressFacts, Association, BucketFacts, DnsFacts, Observed, Versioning, VolumeFacts,
 };
-use super::{CloudVerifier, Verdict};
+use super::{CloudVerifier, Kind, Ledger, LedgerError, Verdict};
 use crate::bindings::Bindings;
-use coldstart_sim::cloud::{CloudState, ZONES};
+use coldstart_sim::cloud::{Action, CloudState, Resource, ZONES};
 
 /// Reads the simulated cloud behind the cluster `client` points at.
 #[derive(Clone)]
@@ -52,6 +56,40 @@ impl CloudVerifier for SimVerifier {
             }
         }
         .boxed()
+    }
+
+    fn ledger(&self) -> BoxFuture<'_, Result<Option<Ledger>, LedgerError>> {
+        async move {
+            let cloud = fetch(&self.client).await.map_err(|detail| LedgerError {
+                provider: "sim",
+                detail,
+            })?;
+            Ok(Some(ledger(&cloud)))
+        }
+        .boxed()
+    }
+}
+
+/// The simulated cloud's disks and creations, in the provider-neutral shape.
+pub fn ledger(cloud: &CloudState) -> Ledger {
+    Ledger {
+        disks: cloud.disks.keys().cloned().collect(),
+        creations: cloud
+            .ledger
+            .iter()
+            .filter(|e| e.action == Action::Created)
+            .filter_map(|e| {
+                let kind = match e.resource {
+                    Resource::Disk => Kind::Volume,
+                    Resource::Ip => Kind::Address,
+                    Resource::Bucket => Kind::Bucket,
+                    Resource::Dns => Kind::Dns,
+                    // A load balancer carries an address, which is counted on its own.
+                    Resource::LoadBalancer => return None,
+                };
+                Some((e.seq, kind))
+            })
+            .collect(),
     }
 }
 

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bindings::Bindings;
 use crate::cloud::{CloudVerifier, Tally, Verdict};
-use crate::restore::progress::Progress;
+use crate::progress::Progress;
 use crate::restore::{self, RestoreOptions, RestoreReport, source};
 use crate::snapshot::crypto::{Keys, Role};
 use crate::snapshot::{format, read};
@@ -134,7 +134,7 @@ pub enum DrillError {
     #[error("failed to start the shadow cluster for the rehearsal: {0}")]
     Shadow(std::io::Error),
     #[error("failed to connect to the shadow cluster: {0}")]
-    Connect(#[from] crate::cluster::ConnectError),
+    Connect(#[from] crate::k8s::connect::ConnectError),
     #[error("failed to record the drill report in the store: {0}")]
     Record(#[from] StoreError),
     #[error("failed to read drill report {id}: {source}")]
@@ -407,12 +407,17 @@ async fn rehearse_in_shadow(
     let running = sim::start(shadow, std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
         .map_err(|e| DrillError::Shadow(e).to_string())?;
+    // The shadow's cloud is simulated: its ledger shows anything the rehearsal created.
+    let opts = &RestoreOptions {
+        cloud: crate::cloud::Provider::Sim,
+        ..opts.clone()
+    };
     let result = async {
         let dir = tempfile::tempdir().map_err(|e| DrillError::Shadow(e).to_string())?;
         let kubeconfig = dir.path().join("kubeconfig");
         std::fs::write(&kubeconfig, running.kubeconfig())
             .map_err(|e| DrillError::Shadow(e).to_string())?;
-        let client = crate::cluster::connect(Some(&kubeconfig), None)
+        let client = crate::k8s::connect::connect(Some(&kubeconfig), None)
             .await
             .map_err(|e| DrillError::Connect(e).to_string())?;
         restore::run(&client, src, opts, progress)

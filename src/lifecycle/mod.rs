@@ -20,8 +20,9 @@ use kube::core::{ApiResource, GroupVersionKind};
 use serde::{Deserialize, Serialize};
 
 use crate::audit::{self, Finding};
+use crate::k8s::Resources;
+use crate::progress::Progress;
 use crate::restore::plan::PinStyle;
-use crate::restore::progress::Progress;
 use crate::restore::{self, RestoreOptions, RestoreReport};
 use crate::snapshot::crypto::{Keys, Role};
 use crate::snapshot::{format, read, write};
@@ -115,11 +116,12 @@ async fn workloads(client: &kube::Client) -> Result<Vec<serde_json::Value>, Life
             .list(&ListParams::default())
             .await
             .map_err(LifecycleError::List)?;
-        out.extend(
-            list.items
-                .into_iter()
-                .filter_map(|o| serde_json::to_value(o).ok()),
-        );
+        for o in list.items {
+            out.push(
+                serde_json::to_value(o)
+                    .map_err(|e| LifecycleError::List(kube::Error::SerdeError(e)))?,
+            );
+        }
     }
     // kube-system is the platform's, not the workload's: leave it running.
     out.retain(|w| {
@@ -156,7 +158,11 @@ pub async fn stop(
         *t = Instant::now();
     };
     set(progress, "auditing");
-    let inputs = audit::collect(client, None).await?;
+    // One discovery for the whole stop: the audit, the fixes and every quiesce step.
+    let resources = Resources::discover(client)
+        .await
+        .map_err(stop::StopError::from)?;
+    let inputs = audit::collect_with(client, &resources, None).await?;
     let findings: Vec<Finding> = audit::audit(&inputs, Utc::now(), Duration::MAX)
         .into_iter()
         .filter(|f| f.kind != audit::FindingKind::NoSnapshot)
@@ -191,15 +197,15 @@ pub async fn stop(
         });
     }
     set(progress, "making nothing losable");
-    stop::apply_changes(client, &changes, false).await?;
+    stop::apply_changes(client, &resources, &changes, false).await?;
     mark("fix", &mut t);
     for step in &steps {
         set(
             progress,
             &format!("quiescing {:?}", step.group).to_lowercase(),
         );
-        stop::scale_step(client, step, true).await?;
-        stop::wait_step(client, step, true, opts.quiesce_timeout).await?;
+        stop::scale_step(client, &resources, step, true).await?;
+        stop::wait_step(client, &resources, step, true, opts.quiesce_timeout).await?;
     }
     set(progress, "waiting for volumes to detach");
     stop::wait_detached(client, opts.quiesce_timeout).await?;
@@ -210,7 +216,7 @@ pub async fn stop(
         store,
         keys,
         &opts.snapshot,
-        Arc::new(write::Progress::default()),
+        Arc::new(write::CaptureProgress::default()),
     )
     .await?;
     read::open(store, keys, &manifest.id)
@@ -263,11 +269,14 @@ pub async fn undo_stop(
     let marker = read_marker(store, keys)
         .await?
         .ok_or_else(|| LifecycleError::NotStopped(store.url().to_owned()))?;
+    let resources = Resources::discover(client)
+        .await
+        .map_err(stop::StopError::from)?;
     for step in marker.steps.iter().rev() {
-        stop::scale_step(client, step, false).await?;
-        stop::wait_step(client, step, false, ready_timeout).await?;
+        stop::scale_step(client, &resources, step, false).await?;
+        stop::wait_step(client, &resources, step, false, ready_timeout).await?;
     }
-    let undone = stop::apply_changes(client, &marker.changes, true).await?;
+    let undone = stop::apply_changes(client, &resources, &marker.changes, true).await?;
     let _ = store.delete(layout::STOP_MARKER).await;
     Ok(UndoReport {
         changes_undone: undone,
@@ -323,7 +332,12 @@ pub async fn start(
     let mut ropts = opts.restore.clone();
     // The start brings operators back itself, in reverse quiesce order.
     ropts.scale_operators = steps.is_empty();
-    let report = restore::run(client, &source, &ropts, progress).await?;
+    // One discovery for the whole start: the restore refreshes it once its CRDs are in, and
+    // the workloads are scaled up with it.
+    let mut resources = Resources::discover(client)
+        .await
+        .map_err(stop::StopError::from)?;
+    let report = restore::run_in(client, &mut resources, &source, &ropts, progress).await?;
     let mut phase_ms = report.phase_ms.clone();
     let mut scaled_up = Vec::new();
     if report.succeeded {
@@ -333,8 +347,8 @@ pub async fn start(
                 progress,
                 &format!("starting {:?}", step.group).to_lowercase(),
             );
-            stop::scale_step(client, step, false).await?;
-            stop::wait_step(client, step, false, opts.ready_timeout).await?;
+            stop::scale_step(client, &resources, step, false).await?;
+            stop::wait_step(client, &resources, step, false, opts.ready_timeout).await?;
             let ms = t.elapsed().as_millis() as u64;
             phase_ms.insert(format!("start-{:?}", step.group).to_lowercase(), ms);
             scaled_up.push((step.group, ms));

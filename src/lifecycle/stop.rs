@@ -2,14 +2,14 @@
 //! pure functions from the audit's inputs ([`plan_fixes`], [`plan_quiesce`]); each change
 //! carries its undo, and everything applied is recorded so it can be shown and undone.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use kube::api::{DynamicObject, ListParams, Patch, PatchParams};
+use kube::api::{DynamicObject, Patch, PatchParams};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::audit::Inputs;
-use crate::restore::apply::{self, ResourceMap};
+use crate::k8s::{self, K8sError, Resources};
 use crate::restore::plan::{ORIGINAL_RECLAIM, ORIGINAL_REPLICAS, PinStyle, is_pinned};
 
 /// An object, addressed the way the API is.
@@ -221,14 +221,14 @@ pub fn plan_quiesce(workloads: &[Value], order: &[Group]) -> Vec<Step> {
 /// Why a stop step failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StopError {
-    #[error("failed to discover the cluster's resources: {0}")]
-    Discovery(#[from] apply::ApplyError),
+    #[error(transparent)]
+    Discovery(#[from] K8sError),
     #[error("failed to change {object}: {source}")]
     Patch { object: String, source: kube::Error },
-    #[error("failed to list {what}: {source}")]
-    List {
-        what: &'static str,
-        source: kube::Error,
+    #[error("failed to watch {what}: {source}")]
+    Watch {
+        what: String,
+        source: k8s::wait::WaitError,
     },
     #[error(
         "failed to quiesce within {timeout:?}; still running or attached: {stuck:?}. Check those workloads (a PodDisruptionBudget? a stuck finalizer?) and re-run `coldstart stop`: it continues where it stopped"
@@ -241,11 +241,12 @@ pub enum StopError {
 
 async fn patch(
     client: &kube::Client,
-    map: &ResourceMap,
+    resources: &Resources,
     o: &ObjectRef,
     p: &Value,
 ) -> Result<(), StopError> {
-    let api = apply::api_for(client, map, &o.api_version, &o.kind, o.namespace.as_deref())
+    let api = resources
+        .api(client, &o.api_version, &o.kind, o.namespace.as_deref())
         .ok_or_else(|| StopError::Patch {
             object: o.display(),
             source: kube::Error::Discovery(kube::error::DiscoveryError::MissingResource(
@@ -253,8 +254,8 @@ async fn patch(
             )),
         })?;
     let params = PatchParams::default();
-    let pt = Patch::Merge(p);
-    apply::with_retry(Duration::from_secs(60), || api.patch(&o.name, &params, &pt))
+    // 429s and 5xx are retried by the client's retry layer, within its budget.
+    api.patch(&o.name, &params, &Patch::Merge(p))
         .await
         .map(|_| ())
         .map_err(|source| StopError::Patch {
@@ -266,14 +267,14 @@ async fn patch(
 /// Apply changes (or their undos).
 pub async fn apply_changes(
     client: &kube::Client,
+    resources: &Resources,
     changes: &[Change],
     undo: bool,
 ) -> Result<usize, StopError> {
-    let map = apply::discover(client).await?;
     for c in changes {
         patch(
             client,
-            &map,
+            resources,
             &c.object,
             if undo { &c.undo } else { &c.patch },
         )
@@ -285,112 +286,111 @@ pub async fn apply_changes(
 /// Scale a step's workloads to `replicas` (None: back to each one's recorded count).
 pub async fn scale_step(
     client: &kube::Client,
+    resources: &Resources,
     step: &Step,
     to_zero: bool,
 ) -> Result<(), StopError> {
-    let map = apply::discover(client).await?;
     for w in &step.workloads {
         let p = if to_zero {
             json!({"spec": {"replicas": 0}, "metadata": {"annotations": {ORIGINAL_REPLICAS: w.replicas.to_string()}}})
         } else {
             json!({"spec": {"replicas": w.replicas}, "metadata": {"annotations": {ORIGINAL_REPLICAS: null}}})
         };
-        patch(client, &map, &w.object, &p).await?;
+        patch(client, resources, &w.object, &p).await?;
     }
     Ok(())
 }
 
-/// Wait until a step's workloads report the wanted readiness: none ready (stopping), or
-/// all ready (starting).
+fn ready_replicas(o: Option<&DynamicObject>) -> i64 {
+    o.and_then(|o| {
+        o.data
+            .pointer("/status/readyReplicas")
+            .and_then(Value::as_i64)
+    })
+    .unwrap_or(0)
+}
+
+/// Wait (watching each workload) until a step's workloads report the wanted readiness:
+/// none ready (stopping), or all ready (starting), all within `timeout`.
 pub async fn wait_step(
     client: &kube::Client,
+    resources: &Resources,
     step: &Step,
     stopping: bool,
     timeout: Duration,
 ) -> Result<(), StopError> {
-    let map = apply::discover(client).await?;
-    let deadline = Instant::now() + timeout;
-    loop {
-        let mut stuck = Vec::new();
-        for w in &step.workloads {
-            let Some(api) = apply::api_for(
-                client,
-                &map,
-                &w.object.api_version,
-                &w.object.kind,
-                w.object.namespace.as_deref(),
-            ) else {
-                continue;
-            };
-            let ready = api
-                .get(&w.object.name)
-                .await
-                .ok()
-                .and_then(|o: DynamicObject| {
-                    o.data
-                        .pointer("/status/readyReplicas")
-                        .and_then(Value::as_i64)
-                })
-                .unwrap_or(0);
-            let done = if stopping {
+    let waits = step.workloads.iter().filter_map(|w| {
+        let o = &w.object;
+        let api = resources.api(client, &o.api_version, &o.kind, o.namespace.as_deref())?;
+        let wanted = w.replicas;
+        let done = move |d: Option<&DynamicObject>| {
+            let ready = ready_replicas(d);
+            if stopping {
                 ready == 0
             } else {
-                ready >= w.replicas
-            };
-            if !done {
+                ready >= wanted
+            }
+        };
+        Some(async move {
+            let waited = k8s::wait::until(api.clone(), &o.name, timeout, done).await;
+            (w, api, waited)
+        })
+    });
+    let mut stuck = Vec::new();
+    for (w, api, waited) in futures::future::join_all(waits).await {
+        match waited {
+            Ok(_) => {}
+            Err(k8s::wait::WaitError::Timeout(_)) => {
+                // Say how far it got; the count is only for the message.
+                let ready = match api.get_opt(&w.object.name).await {
+                    Ok(o) => ready_replicas(o.as_ref()).to_string(),
+                    Err(e) => format!("unknown: {}", k8s::describe(&e)),
+                };
                 stuck.push(format!("{} ({ready} ready)", w.object.display()));
             }
+            Err(source) => {
+                return Err(StopError::Watch {
+                    what: w.object.display(),
+                    source,
+                });
+            }
         }
-        if stuck.is_empty() {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            return Err(StopError::Stuck { timeout, stuck });
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    if stuck.is_empty() {
+        Ok(())
+    } else {
+        Err(StopError::Stuck { timeout, stuck })
     }
 }
 
-/// Wait until no volume is attached to a node any more (no VolumeAttachments left).
+/// Wait (watching) until no volume is attached to a node any more (no VolumeAttachments
+/// left).
 pub async fn wait_detached(client: &kube::Client, timeout: Duration) -> Result<(), StopError> {
-    let ar = kube::core::ApiResource::from_gvk_with_plural(
-        &kube::core::GroupVersionKind::gvk("storage.k8s.io", "v1", "VolumeAttachment"),
-        "volumeattachments",
-    );
-    let api: kube::Api<DynamicObject> = kube::Api::all_with(client.clone(), &ar);
-    let deadline = Instant::now() + timeout;
-    loop {
-        let list = api
-            .list(&ListParams::default())
-            .await
-            .map_err(|source| StopError::List {
-                what: "VolumeAttachments",
-                source,
-            })?;
-        if list.items.is_empty() {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            let stuck = list
-                .items
+    use k8s_openapi::api::storage::v1::VolumeAttachment;
+    let api: kube::Api<VolumeAttachment> = kube::Api::all(client.clone());
+    match k8s::wait::until_none_left(api, timeout).await {
+        Ok(()) => Ok(()),
+        Err(k8s::wait::NoneLeftError::Remaining { objects, .. }) => Err(StopError::Stuck {
+            timeout,
+            stuck: objects
                 .iter()
                 .map(|va| {
                     format!(
                         "volume {} attached to {}",
-                        va.data
-                            .pointer("/spec/source/persistentVolumeName")
-                            .and_then(Value::as_str)
+                        va.spec
+                            .source
+                            .persistent_volume_name
+                            .as_deref()
                             .unwrap_or("?"),
-                        va.data
-                            .pointer("/spec/nodeName")
-                            .and_then(Value::as_str)
-                            .unwrap_or("?")
+                        va.spec.node_name
                     )
                 })
-                .collect();
-            return Err(StopError::Stuck { timeout, stuck });
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+                .collect(),
+        }),
+        Err(k8s::wait::NoneLeftError::Wait(source)) => Err(StopError::Watch {
+            what: "VolumeAttachments".to_owned(),
+            source,
+        }),
     }
 }
 

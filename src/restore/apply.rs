@@ -1,21 +1,23 @@
 //! Carrying out a plan against a cluster: tier by tier (each a barrier), many creates in
-//! flight within a tier, backoff on 429 and 5xx, CRDs waited on until `Established`,
+//! flight within a tier (the client's retry layer rides out 429 and 5xx), CRDs watched
+//! until `Established`,
 //! existing objects skipped or updated, every object's outcome recorded. Re-running after a
 //! crash converges: what exists is skipped, what is missing is created.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
-use kube::core::ApiResource;
-use kube::discovery::{Discovery, Scope};
+use kube::runtime::wait::conditions;
 use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::plan::{ORIGINAL_OWNERS, Plan, Planned, Tier};
-use super::progress::Progress;
+use crate::k8s::{self, K8sError, Resources};
+use crate::progress::Progress;
 
 /// What to do with an object that already exists in the cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum, Default)]
@@ -33,8 +35,6 @@ pub struct ApplyOptions {
     /// Creates in flight within a tier.
     pub concurrency: usize,
     pub existing: Existing,
-    /// Give up on an object after retrying 429/5xx for this long.
-    pub retry_budget: Duration,
     /// How long to wait for CRDs to become Established.
     pub crd_timeout: Duration,
 }
@@ -46,7 +46,6 @@ impl Default for ApplyOptions {
             // (400 mutating requests by default).
             concurrency: 64,
             existing: Existing::Skip,
-            retry_budget: Duration::from_secs(120),
             crd_timeout: Duration::from_secs(60),
         }
     }
@@ -55,7 +54,7 @@ impl Default for ApplyOptions {
 /// One object's fate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "outcome", content = "reason")]
-pub enum Outcome {
+pub enum ObjectOutcome {
     Created,
     Existing,
     Updated,
@@ -96,187 +95,96 @@ impl ApplyReport {
 /// Why applying could not even proceed (per-object failures are in the report instead).
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
-    #[error("failed to discover the cluster's resources: {0}")]
-    Discovery(kube::Error),
+    #[error(transparent)]
+    Discovery(#[from] K8sError),
     #[error("failed to wait for CRDs to become Established: {0} not established after {1:?}")]
     CrdTimeout(String, Duration),
-}
-
-/// (group, version, kind) → how to reach it.
-pub type ResourceMap = HashMap<(String, String, String), (ApiResource, bool)>;
-
-/// Every served (group, version, kind) and how to reach it.
-pub async fn discover(client: &kube::Client) -> Result<ResourceMap, ApplyError> {
-    let d = Discovery::new(client.clone())
-        .run()
-        .await
-        .map_err(ApplyError::Discovery)?;
-    let mut map = HashMap::new();
-    for g in d.groups() {
-        for v in g.versions() {
-            for (ar, caps) in g.versioned_resources(v) {
-                map.insert(
-                    (ar.group.clone(), ar.version.clone(), ar.kind.clone()),
-                    (ar, caps.scope == Scope::Namespaced),
-                );
-            }
-        }
-    }
-    Ok(map)
-}
-
-fn split_api_version(api_version: &str) -> (String, String) {
-    api_version
-        .rsplit_once('/')
-        .map_or((String::new(), api_version.to_owned()), |(g, v)| {
-            (g.to_owned(), v.to_owned())
-        })
-}
-
-/// The API for an object of `api_version`/`kind` (in `namespace` when namespaced), if the
-/// cluster serves its type.
-pub fn api_for(
-    client: &kube::Client,
-    map: &ResourceMap,
-    api_version: &str,
-    kind: &str,
-    namespace: Option<&str>,
-) -> Option<Api<DynamicObject>> {
-    let (g, v) = split_api_version(api_version);
-    let (ar, namespaced) = map.get(&(g, v, kind.to_owned()))?;
-    Some(match (namespace, namespaced) {
-        (Some(ns), true) => Api::namespaced_with(client.clone(), ns, ar),
-        _ => Api::all_with(client.clone(), ar),
-    })
+    #[error("failed to wait for CRD {0} to become Established: {1}")]
+    CrdWatch(String, #[source] k8s::wait::WaitError),
 }
 
 /// The API for a planned object, if the cluster serves its type.
-pub fn api_of(client: &kube::Client, map: &ResourceMap, p: &Planned) -> Option<Api<DynamicObject>> {
-    api_for(client, map, &p.api_version, &p.kind, p.namespace.as_deref())
-}
-
-/// Status codes worth retrying: throttling and server-side trouble.
-fn retryable(e: &kube::Error) -> bool {
-    match e {
-        kube::Error::Api(s) => matches!(s.code, 429 | 500 | 502 | 503 | 504),
-        kube::Error::HyperError(_) | kube::Error::Service(_) => true,
-        _ => false,
-    }
-}
-
-fn describe(e: &kube::Error) -> String {
-    match e {
-        kube::Error::Api(s) => format!("{} ({}): {}", s.code, s.reason, s.message),
-        other => other.to_string(),
-    }
-}
-
-/// Exponential backoff with full jitter: 50 ms doubling to 5 s.
-fn backoff(attempt: u32) -> Duration {
-    let cap = 5_000u64.min(50u64 << attempt.min(7));
-    Duration::from_millis(rand::random_range(cap / 2..=cap))
-}
-
-/// Run `op`, retrying throttling and server errors with backoff for up to `budget`.
-pub async fn with_retry<T, F, Fut>(budget: Duration, mut op: F) -> Result<T, kube::Error>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, kube::Error>>,
-{
-    let start = Instant::now();
-    let mut attempt = 0;
-    loop {
-        match op().await {
-            Err(e) if retryable(&e) && start.elapsed() < budget => {
-                tokio::time::sleep(backoff(attempt)).await;
-                attempt += 1;
-            }
-            other => return other,
-        }
-    }
+pub fn api_of(
+    client: &kube::Client,
+    resources: &Resources,
+    p: &Planned,
+) -> Option<Api<DynamicObject>> {
+    resources.api(client, &p.api_version, &p.kind, p.namespace.as_deref())
 }
 
 async fn apply_one(
     client: &kube::Client,
-    map: &ResourceMap,
+    resources: &Resources,
     p: &Planned,
     opts: &ApplyOptions,
-) -> Outcome {
-    let Some(api) = api_of(client, map, p) else {
-        return Outcome::Failed(format!(
+) -> ObjectOutcome {
+    let Some(api) = api_of(client, resources, p) else {
+        return ObjectOutcome::Failed(format!(
             "{} {} is not served by this cluster (missing CRD or API)",
             p.api_version, p.kind
         ));
     };
     let obj: DynamicObject = match serde_json::from_value(p.object.clone()) {
         Ok(o) => o,
-        Err(e) => return Outcome::Failed(format!("failed to decode object: {e}")),
+        Err(e) => return ObjectOutcome::Failed(format!("failed to decode object: {e}")),
     };
     let pp = PostParams {
         field_manager: Some("coldstart".into()),
         ..Default::default()
     };
-    match with_retry(opts.retry_budget, || api.create(&pp, &obj)).await {
-        Ok(_) => Outcome::Created,
+    // 429s and 5xx are retried by the client's retry layer, within its budget.
+    match api.create(&pp, &obj).await {
+        Ok(_) => ObjectOutcome::Created,
         Err(kube::Error::Api(s)) if s.code == 409 => match opts.existing {
-            Existing::Skip => Outcome::Existing,
+            Existing::Skip => ObjectOutcome::Existing,
             Existing::Update => {
                 let patch = Patch::Apply(&p.object);
                 let params = PatchParams::apply("coldstart").force();
-                match with_retry(opts.retry_budget, || api.patch(&p.name, &params, &patch)).await {
-                    Ok(_) => Outcome::Updated,
-                    Err(e) => Outcome::Failed(format!(
+                match api.patch(&p.name, &params, &patch).await {
+                    Ok(_) => ObjectOutcome::Updated,
+                    Err(e) => ObjectOutcome::Failed(format!(
                         "failed to update existing object: {}",
-                        describe(&e)
+                        k8s::describe(&e)
                     )),
                 }
             }
         },
-        Err(e) => Outcome::Failed(describe(&e)),
+        Err(e) => ObjectOutcome::Failed(k8s::describe(&e)),
     }
 }
 
+/// Wait until every CRD in `crds` is Established (watched, not polled), within `timeout`
+/// overall.
 async fn wait_established(
     client: &kube::Client,
-    map: &ResourceMap,
     crds: &[Planned],
     timeout: Duration,
 ) -> Result<(), ApplyError> {
-    let deadline = Instant::now() + timeout;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     for p in crds {
-        let Some(api) = api_of(client, map, p) else {
-            continue;
-        };
-        loop {
-            let ok = api.get(&p.name).await.ok().is_some_and(|crd| {
-                crd.data
-                    .pointer("/status/conditions")
-                    .and_then(Value::as_array)
-                    .is_some_and(|cs| {
-                        cs.iter()
-                            .any(|c| c["type"] == "Established" && c["status"] == "True")
-                    })
-            });
-            if ok {
-                break;
-            }
-            if Instant::now() > deadline {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match k8s::wait::until(api.clone(), &p.name, left, conditions::is_crd_established()).await {
+            Ok(_) => {}
+            Err(k8s::wait::WaitError::Timeout(_)) => {
                 return Err(ApplyError::CrdTimeout(p.name.clone(), timeout));
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            Err(e) => return Err(ApplyError::CrdWatch(p.name.clone(), e)),
         }
     }
     Ok(())
 }
 
-/// Apply every tier of `plan`, in order.
+/// Apply every tier of `plan`, in order. `resources` is the run's discovery; it is
+/// refreshed once the CRDs tier is Established, since custom resources are only servable
+/// then.
 pub async fn apply(
     client: &kube::Client,
+    resources: &mut Resources,
     plan: &Plan,
     opts: &ApplyOptions,
     progress: &Arc<Mutex<Progress>>,
 ) -> Result<ApplyReport, ApplyError> {
-    let mut map = discover(client).await?;
     let mut report = ApplyReport::default();
     for tier in Tier::ALL {
         let Some(items) = plan.tiers.get(&tier) else {
@@ -286,16 +194,16 @@ pub async fn apply(
             p.start_tier(tier, items.len());
         }
         // Indices, not `iter()`, so the future stays `Send` for callers that spawn it.
-        let results: Vec<(usize, Outcome)> = futures::stream::iter(0..items.len())
+        let results: Vec<(usize, ObjectOutcome)> = futures::stream::iter(0..items.len())
             .map(|i| {
                 let p = &items[i];
-                let map = &map;
-                async move { (i, apply_one(client, map, p, opts).await) }
+                let resources = &*resources;
+                async move { (i, apply_one(client, resources, p, opts).await) }
             })
             .buffer_unordered(opts.concurrency.max(1))
             .inspect(|(_, o)| {
                 if let Ok(mut p) = progress.lock() {
-                    p.object_done(tier, matches!(o, Outcome::Failed(_)));
+                    p.object_done(tier, matches!(o, ObjectOutcome::Failed(_)));
                 }
             })
             .collect()
@@ -304,10 +212,10 @@ pub async fn apply(
         counts.total = items.len();
         for (i, outcome) in results {
             match outcome {
-                Outcome::Created => counts.created += 1,
-                Outcome::Existing => counts.existing += 1,
-                Outcome::Updated => counts.updated += 1,
-                Outcome::Failed(reason) => {
+                ObjectOutcome::Created => counts.created += 1,
+                ObjectOutcome::Existing => counts.existing += 1,
+                ObjectOutcome::Updated => counts.updated += 1,
+                ObjectOutcome::Failed(reason) => {
                     counts.failed += 1;
                     report.failures.push(Failure {
                         object: items[i].key(),
@@ -318,22 +226,17 @@ pub async fn apply(
             }
         }
         if tier == Tier::Crds {
-            wait_established(client, &map, items, opts.crd_timeout).await?;
+            wait_established(client, items, opts.crd_timeout).await?;
             // Custom resources are only discoverable once their CRDs are served.
-            map = discover(client).await?;
+            *resources = Resources::discover(client).await?;
         }
     }
-    report.owners_relinked = relink_owners(client, &map, plan, opts).await;
+    report.owners_relinked = relink_owners(client, resources, plan).await;
     Ok(report)
 }
 
 /// Give parked owner references their owners' new uids, now that owners exist.
-async fn relink_owners(
-    client: &kube::Client,
-    map: &ResourceMap,
-    plan: &Plan,
-    opts: &ApplyOptions,
-) -> usize {
+async fn relink_owners(client: &kube::Client, resources: &Resources, plan: &Plan) -> usize {
     let mut uids: HashMap<(String, String, Option<String>, String), String> = HashMap::new();
     let mut relinked = 0;
     for p in plan.tiers.values().flatten() {
@@ -373,8 +276,17 @@ async fn relink_owners(
             );
             let uid = match uids.get(&key) {
                 Some(u) => Some(u.clone()),
-                None => match api_of(client, map, &owner) {
-                    Some(api) => api.get(name).await.ok().and_then(|o| o.metadata.uid),
+                None => match api_of(client, resources, &owner) {
+                    // An owner that was not restored (404) leaves the reference parked, as
+                    // it was recorded; any other failure is logged and leaves it parked too:
+                    // relinking is best effort and changes nothing verification counts.
+                    Some(api) => match api.get_opt(name).await {
+                        Ok(o) => o.and_then(|o| o.metadata.uid),
+                        Err(e) => {
+                            tracing::warn!(owner = name, error = %k8s::describe(&e), "failed to read an owner to relink");
+                            None
+                        }
+                    },
                     None => None,
                 },
             };
@@ -388,56 +300,16 @@ async fn relink_owners(
         if refs.is_empty() {
             continue;
         }
-        let Some(api) = api_of(client, map, p) else {
+        let Some(api) = api_of(client, resources, p) else {
             continue;
         };
         let patch =
             json!({"metadata": {"ownerReferences": refs, "annotations": {ORIGINAL_OWNERS: null}}});
         let patch = Patch::Merge(&patch);
         let params = PatchParams::default();
-        if with_retry(opts.retry_budget, || api.patch(&p.name, &params, &patch))
-            .await
-            .is_ok()
-        {
+        if api.patch(&p.name, &params, &patch).await.is_ok() {
             relinked += 1;
         }
     }
     relinked
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_to_a_cap_with_jitter() {
-        for attempt in 0..20 {
-            let d = backoff(attempt);
-            assert!(d <= Duration::from_secs(5), "attempt {attempt}: {d:?}");
-            assert!(d >= Duration::from_millis(25));
-        }
-        assert!(backoff(10) >= Duration::from_millis(2500));
-    }
-
-    #[test]
-    fn throttling_and_server_errors_are_retried_and_client_errors_are_not() {
-        let api = |code: u16| {
-            kube::Error::Api(
-                serde_json::from_value(
-                    json!({"status": "Failure", "message": "m", "reason": "r", "code": code}),
-                )
-                .expect("status"),
-            )
-        };
-        for (code, want) in [
-            (429, true),
-            (500, true),
-            (503, true),
-            (409, false),
-            (422, false),
-            (403, false),
-        ] {
-            assert_eq!(retryable(&api(code)), want, "{code}");
-        }
-    }
 }

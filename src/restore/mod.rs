@@ -17,7 +17,6 @@
 pub mod apply;
 pub mod gate;
 pub mod plan;
-pub mod progress;
 pub mod source;
 pub mod verify;
 
@@ -33,8 +32,10 @@ use serde_json::{Value, json};
 
 use self::apply::{ApplyOptions, ApplyReport, Failure, TierCounts};
 use self::plan::{ORIGINAL_MANAGEMENT, ORIGINAL_REPLICAS, Plan, PlanOptions, Tier};
-use self::progress::Progress;
 use self::verify::Verification;
+use crate::cloud::Provider;
+use crate::k8s::{self, Resources};
+use crate::progress::Progress;
 
 /// A volume the snapshot recorded: its PV, the disk behind it, the claim it served.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,6 +93,9 @@ pub struct RestoreOptions {
     pub operator_timeout: Duration,
     /// Scale operators up after verification (a `start` does it itself, in order).
     pub scale_operators: bool,
+    /// The cloud whose ledger proves nothing new was created (`none`: the cluster-side
+    /// count alone).
+    pub cloud: Provider,
 }
 
 impl Default for RestoreOptions {
@@ -103,6 +107,7 @@ impl Default for RestoreOptions {
             verify_timeout: Duration::from_secs(120),
             operator_timeout: Duration::from_secs(120),
             scale_operators: true,
+            cloud: Provider::None,
         }
     }
 }
@@ -145,10 +150,56 @@ pub enum RestoreError {
     Apply(#[from] apply::ApplyError),
     #[error("failed to record restore state in kube-system/coldstart-restore: {0}")]
     State(kube::Error),
+    #[error(transparent)]
+    Cloud(#[from] crate::cloud::VerifierError),
+    #[error(transparent)]
+    Verify(#[from] verify::VerifyError),
 }
 
 /// ConfigMap recording a restore's state in the cluster (cold-start detection reads it).
 pub const STATE_CONFIGMAP: &str = "coldstart-restore";
+
+/// Where a restore stands, as [`STATE_CONFIGMAP`] records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestorePhase {
+    /// Started and not finished: interrupted, if nothing is running it.
+    Restoring,
+    /// Finished and verified: the cluster is warm.
+    Verified,
+    /// Finished and not verified: the gate is still up.
+    Failed,
+}
+
+impl RestorePhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestorePhase::Restoring => "restoring",
+            RestorePhase::Verified => "verified",
+            RestorePhase::Failed => "failed",
+        }
+    }
+
+    /// The phase a recorded value names. A value this version does not know (written by
+    /// another one) is not "verified", so it counts as a restore that did not finish well.
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "verified" => RestorePhase::Verified,
+            "restoring" => RestorePhase::Restoring,
+            _ => RestorePhase::Failed,
+        }
+    }
+}
+
+/// The phase the last restore into this cluster recorded (None: no restore ever ran here).
+pub async fn recorded_phase(client: &kube::Client) -> Result<Option<RestorePhase>, kube::Error> {
+    let api: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(client.clone(), "kube-system");
+    Ok(api
+        .get_opt(STATE_CONFIGMAP)
+        .await?
+        .and_then(|c| c.data)
+        .and_then(|d| d.get("phase").map(|p| RestorePhase::parse(p))))
+}
 
 /// The username the cluster knows coldstart by.
 pub async fn whoami(client: &kube::Client) -> Result<String, RestoreError> {
@@ -165,6 +216,8 @@ pub async fn whoami(client: &kube::Client) -> Result<String, RestoreError> {
         .create(&Default::default(), &review)
         .await
         .map_err(RestoreError::WhoAmI)?;
+    // The review answered: an absent username (an anonymous identity) exempts nobody
+    // from the gate, which is the safe side.
     Ok(out
         .data
         .pointer("/status/userInfo/username")
@@ -194,9 +247,24 @@ pub fn plan_for(source: &RestoreSource, opts: &PlanOptions) -> Plan {
     plan::plan(source.objects.clone(), &source.recorded, opts)
 }
 
-/// Restore `source` into the cluster `client` points at.
+/// Restore `source` into the cluster `client` points at (discovering what it serves).
 pub async fn run(
     client: &kube::Client,
+    source: &RestoreSource,
+    opts: &RestoreOptions,
+    progress: &Arc<Mutex<Progress>>,
+) -> Result<RestoreReport, RestoreError> {
+    let mut resources = Resources::discover(client)
+        .await
+        .map_err(apply::ApplyError::from)?;
+    run_in(client, &mut resources, source, opts, progress).await
+}
+
+/// Restore `source` with the run's discovery, which is refreshed once CRDs are in (so the
+/// caller can go on using it: `start` scales workloads with it).
+pub async fn run_in(
+    client: &kube::Client,
+    resources: &mut Resources,
     source: &RestoreSource,
     opts: &RestoreOptions,
     progress: &Arc<Mutex<Progress>>,
@@ -211,10 +279,17 @@ pub async fn run(
     set_phase(progress, "preflight");
     let me = whoami(client).await?;
     let plan = plan_for(source, &opts.plan);
-    let ledger = verify::sim_ledger_position(client).await;
+    let cloud = crate::cloud::verifier(opts.cloud, Some(client.clone())).await?;
+    // Where the cloud's ledger stands before the first write: what it creates after this
+    // mark is new.
+    let ledger_mark = cloud
+        .ledger()
+        .await
+        .map_err(verify::VerifyError::from)?
+        .map(|l| l.position());
     record_state(
         client,
-        json!({"snapshot": source.snapshot_id, "phase": "restoring",
+        json!({"snapshot": source.snapshot_id, "phase": RestorePhase::Restoring.as_str(),
         "startedAt": Utc::now().to_rfc3339()}),
     )
     .await?;
@@ -227,10 +302,19 @@ pub async fn run(
         "disabled".to_owned()
     };
     mark("gate", &mut t);
-    let applied: ApplyReport = apply::apply(client, &plan, &opts.apply, progress).await?;
+    let applied: ApplyReport =
+        apply::apply(client, resources, &plan, &opts.apply, progress).await?;
     mark("apply", &mut t);
     set_phase(progress, "verifying");
-    let verification = verify::verify(client, &source.recorded, ledger, opts.verify_timeout).await;
+    let verification = verify::verify(
+        client,
+        resources,
+        &source.recorded,
+        cloud.as_ref(),
+        ledger_mark,
+        opts.verify_timeout,
+    )
+    .await?;
     mark("verify", &mut t);
     let succeeded = verification.ok() && applied.failures.is_empty();
     let mut operators = Vec::new();
@@ -239,10 +323,10 @@ pub async fn run(
             set_phase(progress, "lifting gate");
             gate::lift(client).await?;
         }
-        restore_management(client, &plan).await;
+        restore_management(client, resources, &plan).await;
         if opts.scale_operators {
             set_phase(progress, "scaling operators up");
-            operators = scale_operators_up(client, &plan, opts.operator_timeout).await;
+            operators = scale_operators_up(client, resources, &plan, opts.operator_timeout).await;
         }
         mark("operators", &mut t);
         if opts.gate {
@@ -258,7 +342,7 @@ pub async fn run(
     record_state(
         client,
         json!({"snapshot": source.snapshot_id,
-        "phase": if succeeded { "verified" } else { "failed" },
+        "phase": if succeeded { RestorePhase::Verified } else { RestorePhase::Failed }.as_str(),
         "finishedAt": Utc::now().to_rfc3339()}),
     )
     .await?;
@@ -293,11 +377,15 @@ fn set_phase(progress: &Arc<Mutex<Progress>>, phase: &str) {
     }
 }
 
-/// Scale every operator back to its recorded replicas, one at a time, waiting for each.
-async fn scale_operators_up(client: &kube::Client, plan: &Plan, timeout: Duration) -> Vec<String> {
-    let Ok(map) = apply::discover(client).await else {
-        return Vec::new();
-    };
+/// Scale every operator back to its recorded replicas, one at a time, waiting (watching)
+/// for each to be ready. An operator that cannot be scaled or is not ready in time is left
+/// for the report's reader: the restore itself has already been verified.
+async fn scale_operators_up(
+    client: &kube::Client,
+    resources: &Resources,
+    plan: &Plan,
+    timeout: Duration,
+) -> Vec<String> {
     let mut done = Vec::new();
     for op in plan.operators() {
         let replicas: i64 = op
@@ -307,28 +395,28 @@ async fn scale_operators_up(client: &kube::Client, plan: &Plan, timeout: Duratio
             .and_then(Value::as_str)
             .and_then(|s| s.parse().ok())
             .unwrap_or(1);
-        let Some(api) = apply::api_of(client, &map, op) else {
+        let Some(api) = apply::api_of(client, resources, op) else {
             continue;
         };
         let patch = json!({"spec": {"replicas": replicas}, "metadata": {"annotations": {ORIGINAL_REPLICAS: null}}});
-        if api
+        if let Err(e) = api
             .patch(&op.name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
-            .is_err()
         {
+            tracing::warn!(operator = %op.key(), error = %e, "failed to scale an operator up");
             continue;
         }
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            let ready = api.get(&op.name).await.ok().and_then(|d| {
+        let ready = |o: Option<&DynamicObject>| {
+            o.and_then(|d| {
                 d.data
                     .pointer("/status/readyReplicas")
                     .and_then(Value::as_i64)
-            });
-            if ready.unwrap_or(0) >= replicas {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            })
+            .unwrap_or(0)
+                >= replicas
+        };
+        if let Err(e) = k8s::wait::until(api, &op.name, timeout, ready).await {
+            tracing::warn!(operator = %op.key(), error = %e, "operator not ready; going on to the next");
         }
         done.push(format!(
             "{}/{}",
@@ -340,10 +428,7 @@ async fn scale_operators_up(client: &kube::Client, plan: &Plan, timeout: Duratio
 }
 
 /// Give adopted managed resources back their original management and deletion policies.
-async fn restore_management(client: &kube::Client, plan: &Plan) -> usize {
-    let Ok(map) = apply::discover(client).await else {
-        return 0;
-    };
+async fn restore_management(client: &kube::Client, resources: &Resources, plan: &Plan) -> usize {
     let mut n = 0;
     for p in plan.tiers.values().flatten() {
         let Some(original) = p
@@ -355,17 +440,19 @@ async fn restore_management(client: &kube::Client, plan: &Plan) -> usize {
         else {
             continue;
         };
-        let Some(api) = apply::api_of(client, &map, p) else {
+        let Some(api) = apply::api_of(client, resources, p) else {
             continue;
         };
         let patch =
             json!({"spec": original, "metadata": {"annotations": {ORIGINAL_MANAGEMENT: null}}});
-        if api
+        match api
             .patch(&p.name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
-            .is_ok()
         {
-            n += 1;
+            Ok(_) => n += 1,
+            Err(e) => {
+                tracing::warn!(object = %p.key(), error = %e, "failed to give back original management")
+            }
         }
     }
     n

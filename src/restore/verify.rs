@@ -1,17 +1,27 @@
 //! Proving the restore: every restored claim Bound to its original disk, every LoadBalancer
 //! Service on its recorded address, every bucket claim on its original bucket — and nothing
-//! new: no disk, address or bucket the snapshot did not record. The cluster-side count works
-//! on any cloud; where the cloud keeps a ledger (the simulated cloud) it is counted too.
+//! new: no disk, address or bucket the snapshot did not record.
+//!
+//! ```text
+//!  observe (I/O: list PVs, PVCs, Services, bucket claims; every error propagated)
+//!        ─▶ judge (pure: recorded × observed × cloud disks → Verification)
+//!        ─▶ settled? else wait for the cluster to change, observe again (until timeout)
+//!        ─▶ cloud ledger: what the cloud created since the restore's mark
+//! ```
+//!
+//! The cluster-side count works on any cloud; where the cloud keeps a ledger the
+//! [`CloudVerifier`] can read (the simulated cloud does), it is counted too.
 
-use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::collections::{BTreeSet, HashSet};
+use std::time::Duration;
 
-use kube::api::{Api, DynamicObject, ListParams};
-use kube::core::{ApiResource, GroupVersionKind};
+use kube::api::ListParams;
 use serde::Serialize;
 use serde_json::Value;
 
 use super::Recorded;
+use crate::cloud::{CloudVerifier, LedgerError};
+use crate::k8s::Resources;
 
 /// The verification counts a restore reports.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
@@ -42,42 +52,147 @@ impl Verification {
     }
 }
 
-fn api(
+/// Why verification could not look at the cluster or the cloud (as opposed to looking and
+/// finding problems, which are in the [`Verification`]).
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("failed to list {what} to verify the restore: {source}")]
+    List {
+        what: &'static str,
+        source: kube::Error,
+    },
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+}
+
+/// What the cluster showed in one pass: the objects verification judges.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Observed {
+    pub persistent_volumes: Vec<Value>,
+    pub claims: Vec<Value>,
+    pub services: Vec<Value>,
+    /// COSI `BucketClaim`s.
+    pub bucket_claims: Vec<Value>,
+    /// Crossplane `Bucket`s.
+    pub crossplane_buckets: Vec<Value>,
+}
+
+/// Every object of a kind, as JSON; a kind the cluster does not serve (discovery says so)
+/// has none.
+async fn list(
     client: &kube::Client,
-    group: &str,
-    version: &str,
-    kind: &str,
-    plural: &str,
-) -> Api<DynamicObject> {
-    let ar =
-        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
-    Api::all_with(client.clone(), &ar)
+    resources: &Resources,
+    (api_version, kind): (&str, &str),
+    what: &'static str,
+) -> Result<Vec<Value>, VerifyError> {
+    let Some(api) = resources.api(client, api_version, kind, None) else {
+        return Ok(Vec::new());
+    };
+    let list = api
+        .list(&ListParams::default())
+        .await
+        .map_err(|source| VerifyError::List { what, source })?;
+    list.items
+        .into_iter()
+        .map(serde_json::to_value)
+        .collect::<Result<_, _>>()
+        .map_err(|e| VerifyError::List {
+            what,
+            source: kube::Error::SerdeError(e),
+        })
+}
+
+/// Look at the cluster once. A failed LIST is an error, never an empty list: "0 new disks"
+/// must mean the disks were counted.
+pub async fn observe(
+    client: &kube::Client,
+    resources: &Resources,
+) -> Result<Observed, VerifyError> {
+    Ok(Observed {
+        persistent_volumes: list(
+            client,
+            resources,
+            ("v1", "PersistentVolume"),
+            "PersistentVolumes",
+        )
+        .await?,
+        claims: list(
+            client,
+            resources,
+            ("v1", "PersistentVolumeClaim"),
+            "PersistentVolumeClaims",
+        )
+        .await?,
+        services: list(client, resources, ("v1", "Service"), "Services").await?,
+        bucket_claims: list(
+            client,
+            resources,
+            ("objectstorage.k8s.io/v1alpha1", "BucketClaim"),
+            "BucketClaims",
+        )
+        .await?,
+        crossplane_buckets: list(
+            client,
+            resources,
+            ("s3.aws.upbound.io/v1beta1", "Bucket"),
+            "Crossplane Buckets",
+        )
+        .await?,
+    })
 }
 
 fn disk_key(handle: &str) -> String {
     handle.rsplit('/').next().unwrap_or(handle).to_owned()
 }
 
-async fn list(api: &Api<DynamicObject>) -> Vec<DynamicObject> {
-    api.list(&ListParams::default())
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default()
+fn s<'a>(v: &'a Value, ptr: &str) -> Option<&'a str> {
+    v.pointer(ptr).and_then(Value::as_str)
 }
 
-fn key(o: &DynamicObject) -> (Option<String>, String) {
-    (
-        o.metadata.namespace.clone(),
-        o.metadata.name.clone().unwrap_or_default(),
-    )
+fn is(o: &Value, namespace: Option<&str>, name: &str) -> bool {
+    s(o, "/metadata/namespace") == namespace && s(o, "/metadata/name") == Some(name)
 }
 
-/// One pass over the cluster; no problems means everything matched. `disks`, when the
-/// cloud's inventory is known, also proves each recorded disk still exists.
-async fn check(
-    client: &kube::Client,
+fn disk_of(pv: &Value) -> Option<String> {
+    s(pv, "/spec/csi/volumeHandle")
+        .or_else(|| s(pv, "/spec/awsElasticBlockStore/volumeID"))
+        .map(disk_key)
+}
+
+fn address_of(svc: &Value) -> Option<&str> {
+    s(svc, "/status/loadBalancer/ingress/0/ip")
+}
+
+/// The bucket a claim is on, once it is ready: a COSI claim's `bucketName`, or a Crossplane
+/// Bucket's external name (its own name by default).
+fn bucket_of(o: &Value) -> Option<String> {
+    if o.pointer("/status/bucketReady") == Some(&Value::Bool(true))
+        && let Some(b) = s(o, "/status/bucketName")
+    {
+        return Some(b.to_owned());
+    }
+    let ready = o
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        });
+    ready
+        .then(|| {
+            s(o, "/metadata/annotations/crossplane.io~1external-name")
+                .or_else(|| s(o, "/metadata/name"))
+                .map(str::to_owned)
+        })
+        .flatten()
+}
+
+/// Judge what was observed against what the snapshot recorded. `cloud_disks`, when the
+/// cloud's inventory is known, also proves each recorded disk still exists. Pure.
+pub fn judge(
     recorded: &Recorded,
-    disks: Option<&HashSet<String>>,
+    observed: &Observed,
+    cloud_disks: Option<&BTreeSet<String>>,
 ) -> Verification {
     let mut v = Verification {
         volumes_expected: recorded
@@ -89,59 +204,30 @@ async fn check(
         buckets_expected: recorded.buckets.len(),
         ..Default::default()
     };
-    let pvs = list(&api(
-        client,
-        "",
-        "v1",
-        "PersistentVolume",
-        "persistentvolumes",
-    ))
-    .await;
-    let pvcs = list(&api(
-        client,
-        "",
-        "v1",
-        "PersistentVolumeClaim",
-        "persistentvolumeclaims",
-    ))
-    .await;
-    let services = list(&api(client, "", "v1", "Service", "services")).await;
-    let handle_of = |pv: &DynamicObject| {
-        pv.data
-            .pointer("/spec/csi/volumeHandle")
-            .or_else(|| pv.data.pointer("/spec/awsElasticBlockStore/volumeID"))
-            .and_then(Value::as_str)
-            .map(disk_key)
-    };
     let recorded_disks: HashSet<String> =
         recorded.volumes.iter().map(|x| disk_key(&x.disk)).collect();
     for rec in &recorded.volumes {
         let Some((ns, name)) = &rec.claim else {
             continue;
         };
-        let pvc = pvcs
+        let Some(pvc) = observed
+            .claims
             .iter()
-            .find(|c| key(c) == (Some(ns.clone()), name.clone()));
-        let Some(pvc) = pvc else {
+            .find(|c| is(c, Some(ns.as_str()), name))
+        else {
             v.problems.push(format!("PVC {ns}/{name} is missing"));
             continue;
         };
-        let phase = pvc
-            .data
-            .pointer("/status/phase")
-            .and_then(Value::as_str)
-            .unwrap_or("Pending");
-        let bound_to = pvc
-            .data
-            .pointer("/spec/volumeName")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        let pv = pvs
+        let phase = s(pvc, "/status/phase").unwrap_or("Pending");
+        let bound_to = s(pvc, "/spec/volumeName").unwrap_or("");
+        let disk = observed
+            .persistent_volumes
             .iter()
-            .find(|p| p.metadata.name.as_deref() == Some(bound_to));
-        let disk = pv.and_then(handle_of);
-        let exists = disks.is_none_or(|d| d.contains(&disk_key(&rec.disk)));
-        if phase == "Bound" && disk.as_deref() == Some(disk_key(&rec.disk).as_str()) && exists {
+            .find(|p| s(p, "/metadata/name") == Some(bound_to))
+            .and_then(disk_of);
+        let want = disk_key(&rec.disk);
+        let exists = cloud_disks.is_none_or(|d| d.contains(&want));
+        if phase == "Bound" && disk.as_deref() == Some(want.as_str()) && exists {
             v.volumes_reused += 1;
         } else if !exists {
             v.problems.push(format!(
@@ -161,21 +247,19 @@ async fn check(
             ));
         }
     }
-    v.new_disks = pvs
+    v.new_disks = observed
+        .persistent_volumes
         .iter()
-        .filter_map(handle_of)
+        .filter_map(disk_of)
         .filter(|h| !recorded_disks.contains(h))
         .count();
     let recorded_ips: HashSet<&str> = recorded.addresses.iter().map(|a| a.ip.as_str()).collect();
     for rec in &recorded.addresses {
-        let svc = services
+        let ip = observed
+            .services
             .iter()
-            .find(|s| key(s) == (Some(rec.namespace.clone()), rec.name.clone()));
-        let ip = svc.and_then(|s| {
-            s.data
-                .pointer("/status/loadBalancer/ingress/0/ip")
-                .and_then(Value::as_str)
-        });
+            .find(|svc| is(svc, Some(rec.namespace.as_str()), &rec.name))
+            .and_then(address_of);
         if ip == Some(rec.ip.as_str()) {
             v.ips_reused += 1;
         } else {
@@ -188,66 +272,23 @@ async fn check(
             ));
         }
     }
-    v.new_ips = services
+    v.new_ips = observed
+        .services
         .iter()
-        .filter_map(|s| {
-            s.data
-                .pointer("/status/loadBalancer/ingress/0/ip")
-                .and_then(Value::as_str)
-        })
+        .filter_map(address_of)
         .filter(|ip| !recorded_ips.contains(ip))
         .count();
     let recorded_buckets: HashSet<&str> =
         recorded.buckets.iter().map(|b| b.bucket.as_str()).collect();
-    let cosi = list(&api(
-        client,
-        "objectstorage.k8s.io",
-        "v1alpha1",
-        "BucketClaim",
-        "bucketclaims",
-    ))
-    .await;
-    let crossplane = list(&api(
-        client,
-        "s3.aws.upbound.io",
-        "v1beta1",
-        "Bucket",
-        "buckets",
-    ))
-    .await;
-    let bucket_of = |o: &DynamicObject| -> Option<String> {
-        o.data
-            .pointer("/status/bucketName")
-            .and_then(Value::as_str)
-            .filter(|_| o.data.pointer("/status/bucketReady") == Some(&Value::Bool(true)))
-            .map(str::to_owned)
-            .or_else(|| {
-                let ready = o
-                    .data
-                    .pointer("/status/conditions")
-                    .and_then(Value::as_array)
-                    .is_some_and(|cs| {
-                        cs.iter()
-                            .any(|c| c["type"] == "Ready" && c["status"] == "True")
-                    });
-                ready.then(|| {
-                    o.metadata
-                        .annotations
-                        .as_ref()
-                        .and_then(|a| a.get("crossplane.io/external-name").cloned())
-                        .or_else(|| o.metadata.name.clone())
-                })?
-            })
-    };
     for rec in &recorded.buckets {
         let pool = if rec.kind == "BucketClaim" {
-            &cosi
+            &observed.bucket_claims
         } else {
-            &crossplane
+            &observed.crossplane_buckets
         };
         let found = pool
             .iter()
-            .find(|o| key(o) == (rec.namespace.clone(), rec.name.clone()));
+            .find(|o| is(o, rec.namespace.as_deref(), &rec.name));
         match found.and_then(bucket_of) {
             Some(b) if b == rec.bucket => v.buckets_reused += 1,
             other => v.problems.push(format!(
@@ -263,65 +304,255 @@ async fn check(
             )),
         }
     }
-    v.new_buckets = cosi
+    v.new_buckets = observed
+        .bucket_claims
         .iter()
-        .chain(crossplane.iter())
+        .chain(observed.crossplane_buckets.iter())
         .filter_map(bucket_of)
         .filter(|b| !recorded_buckets.contains(b.as_str()))
         .count();
     v
 }
 
-/// Verify, waiting up to `timeout` for claims to bind and addresses to appear.
+/// How often verification looks again while claims bind and addresses appear: quick
+/// enough not to add to the RTO, slow enough to leave the API server to the restore.
+const SETTLE_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Verify, observing again until everything matched or `timeout` passed; then count what
+/// the cloud created since `mark` (a ledger position read before the restore's first
+/// write) when the cloud keeps a ledger.
 pub async fn verify(
     client: &kube::Client,
+    resources: &Resources,
     recorded: &Recorded,
-    ledger_mark: Option<u64>,
+    cloud: &dyn CloudVerifier,
+    mark: Option<u64>,
     timeout: Duration,
-) -> Verification {
-    let deadline = Instant::now() + timeout;
-    let cloud_disks: Option<HashSet<String>> = sim_cloud(client)
-        .await
-        .map(|c| c.disks.keys().cloned().collect());
+) -> Result<Verification, VerifyError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let cloud_disks = cloud.ledger().await?.map(|l| l.disks);
     let mut v = loop {
-        let v = check(client, recorded, cloud_disks.as_ref()).await;
-        let settled = v.problems.is_empty();
-        if settled || Instant::now() >= deadline {
+        let v = judge(
+            recorded,
+            &observe(client, resources).await?,
+            cloud_disks.as_ref(),
+        );
+        if v.problems.is_empty() || tokio::time::Instant::now() >= deadline {
             break v;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(SETTLE_INTERVAL).await;
     };
-    if let Some(mark) = ledger_mark
-        && let Some(n) = sim_ledger_created_since(client, mark).await
+    if let Some(mark) = mark
+        && let Some(ledger) = cloud.ledger().await?
     {
+        let n = ledger.created_since(mark);
         v.cloud_ledger = true;
         v.new_disks = v.new_disks.max(n.disks);
         v.new_ips = v.new_ips.max(n.ips);
         v.new_buckets = v.new_buckets.max(n.buckets);
     }
-    v
+    Ok(v)
 }
 
-async fn sim_cloud(client: &kube::Client) -> Option<coldstart_sim::cloud::CloudState> {
-    let req = http::Request::get("/sim/v1/cloud").body(Vec::new()).ok()?;
-    let text = client.request_text(req).await.ok()?;
-    serde_json::from_str(&text).ok()
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::restore::{RecordedAddress, RecordedBucket, RecordedVolume};
+    use crate::testing::{bucket_claim, lb_service, pv, pvc};
 
-/// The cloud ledger's position, when the cluster is a simulated one (None elsewhere).
-pub async fn sim_ledger_position(client: &kube::Client) -> Option<u64> {
-    sim_cloud(client)
-        .await
-        .map(|c| c.ledger.last().map_or(0, |e| e.seq))
-}
+    fn recorded() -> Recorded {
+        Recorded {
+            volumes: vec![RecordedVolume {
+                pv: "pv-data".into(),
+                disk: "aws://eu-west-1a/vol-1".into(),
+                claim: Some(("db".into(), "data".into())),
+            }],
+            addresses: vec![RecordedAddress {
+                namespace: "edge".into(),
+                name: "mqtt".into(),
+                ip: "203.0.113.7".into(),
+                allocation_id: None,
+                hostnames: vec![],
+            }],
+            buckets: vec![RecordedBucket {
+                kind: "BucketClaim".into(),
+                namespace: Some("media".into()),
+                name: "uploads".into(),
+                bucket: "uploads-1a2b".into(),
+            }],
+        }
+    }
 
-/// What the simulated cloud created after `mark`.
-pub async fn sim_ledger_created_since(
-    client: &kube::Client,
-    mark: u64,
-) -> Option<coldstart_sim::cloud::NewResources> {
-    let mut c = sim_cloud(client).await?;
-    // The position is not serialized; the ledger carries it.
-    c.ledger.retain(|e| e.seq > mark);
-    Some(c.created_since(0))
+    /// The cluster exactly as recorded: claim bound to its disk, Service on its address,
+    /// bucket claim on its bucket.
+    fn as_recorded() -> Observed {
+        Observed {
+            persistent_volumes: vec![pv("pv-data").csi_disk("vol-1").build()],
+            claims: vec![pvc("db", "data").bound_to("pv-data").build()],
+            services: vec![lb_service("edge", "mqtt").ingress_ip("203.0.113.7").build()],
+            bucket_claims: vec![
+                bucket_claim("media", "uploads")
+                    .ready_on("uploads-1a2b")
+                    .build(),
+            ],
+            crossplane_buckets: vec![],
+        }
+    }
+
+    #[test]
+    fn judge_table() {
+        let disks = |ids: &[&str]| ids.iter().map(|s| (*s).to_owned()).collect::<BTreeSet<_>>();
+        type Case = (
+            &'static str,
+            Observed,
+            Option<BTreeSet<String>>,
+            bool,
+            &'static str,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "everything as recorded is verified",
+                as_recorded(),
+                None,
+                true,
+                "",
+            ),
+            (
+                "everything as recorded and the disk still in the cloud",
+                as_recorded(),
+                Some(disks(&["vol-1", "vol-other"])),
+                true,
+                "",
+            ),
+            (
+                "a recorded disk gone from the cloud fails",
+                as_recorded(),
+                Some(disks(&["vol-other"])),
+                false,
+                "no longer exists in the cloud",
+            ),
+            (
+                "a missing claim fails",
+                Observed {
+                    claims: vec![],
+                    ..as_recorded()
+                },
+                None,
+                false,
+                "PVC db/data is missing",
+            ),
+            (
+                "a claim still pending fails and says so",
+                Observed {
+                    claims: vec![pvc("db", "data").build()],
+                    ..as_recorded()
+                },
+                None,
+                false,
+                "PVC db/data is Pending on no volume",
+            ),
+            (
+                "a claim bound to a new disk fails and counts a new disk",
+                Observed {
+                    persistent_volumes: vec![
+                        pv("pv-data").csi_disk("vol-1").build(),
+                        pv("pv-new").csi_disk("vol-9").build(),
+                    ],
+                    claims: vec![pvc("db", "data").bound_to("pv-new").build()],
+                    ..as_recorded()
+                },
+                None,
+                false,
+                "expected disk aws://eu-west-1a/vol-1",
+            ),
+            (
+                "a Service on another address fails",
+                Observed {
+                    services: vec![
+                        lb_service("edge", "mqtt")
+                            .ingress_ip("198.51.100.1")
+                            .build(),
+                    ],
+                    ..as_recorded()
+                },
+                None,
+                false,
+                "answers on 198.51.100.1, expected 203.0.113.7",
+            ),
+            (
+                "a Service without an address yet fails",
+                Observed {
+                    services: vec![lb_service("edge", "mqtt").build()],
+                    ..as_recorded()
+                },
+                None,
+                false,
+                "answers on no address yet",
+            ),
+            (
+                "a bucket claim not ready yet fails",
+                Observed {
+                    bucket_claims: vec![bucket_claim("media", "uploads").build()],
+                    ..as_recorded()
+                },
+                None,
+                false,
+                "is on no bucket yet",
+            ),
+            (
+                "an extra LoadBalancer on a new address is something new",
+                Observed {
+                    services: vec![
+                        lb_service("edge", "mqtt").ingress_ip("203.0.113.7").build(),
+                        lb_service("edge", "new").ingress_ip("198.51.100.9").build(),
+                    ],
+                    ..as_recorded()
+                },
+                None,
+                false,
+                "",
+            ),
+        ];
+        for (name, observed, cloud, ok, problem) in cases {
+            let v = judge(&recorded(), &observed, cloud.as_ref());
+            assert_eq!(v.ok(), ok, "{name}: {v:#?}");
+            if !problem.is_empty() {
+                assert!(
+                    v.problems.iter().any(|p| p.contains(problem)),
+                    "{name}: {:?}",
+                    v.problems
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn new_disks_addresses_and_buckets_are_counted_from_what_the_snapshot_did_not_record() {
+        let observed = Observed {
+            persistent_volumes: vec![
+                pv("pv-data").csi_disk("vol-1").build(),
+                pv("pv-a").csi_disk("vol-8").build(),
+                pv("pv-b").ebs_volume("aws://eu-west-1a/vol-9").build(),
+            ],
+            services: vec![
+                lb_service("edge", "mqtt").ingress_ip("203.0.113.7").build(),
+                lb_service("edge", "new").ingress_ip("198.51.100.9").build(),
+            ],
+            bucket_claims: vec![
+                bucket_claim("media", "uploads")
+                    .ready_on("uploads-1a2b")
+                    .build(),
+                bucket_claim("media", "thumbs")
+                    .ready_on("thumbs-new")
+                    .build(),
+            ],
+            ..as_recorded()
+        };
+        let v = judge(&recorded(), &observed, None);
+        assert_eq!((v.new_disks, v.new_ips, v.new_buckets), (2, 1, 1));
+        assert_eq!(
+            (v.volumes_reused, v.ips_reused, v.buckets_reused),
+            (1, 1, 1)
+        );
+    }
 }

@@ -6,22 +6,22 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, ListParams};
 
-use super::{AuditReport, ColdStart, Inventory, Jobs, PruneReport, Trigger};
+use super::{AuditReport, ColdStart, Inventory, JobError, Jobs, PruneReport, Trigger};
 use crate::audit::{self, SnapshotFacts};
 use crate::bindings::Bindings;
 use crate::config::Retention;
-use crate::restore::progress::Progress;
-use crate::restore::{self, Recorded, RestoreOptions};
+use crate::progress::Progress;
+use crate::restore::{self, Recorded, RestoreOptions, RestorePhase};
 use crate::snapshot::crypto::Keys;
 use crate::snapshot::format::Manifest;
 use crate::snapshot::{prune, read, write};
 use crate::store::Store;
 use crate::web::view::{
-    BindingKind, BindingRow, ClusterIdentity, DrillRow, Finding, Severity, SnapshotRow,
-    Verification,
+    BindingKind, BindingRow, BindingState, ClusterIdentity, DrillRow, Finding, Severity,
+    SnapshotRow,
 };
 
 /// Namespaces every cluster has; a cluster with nothing else is empty.
@@ -58,7 +58,7 @@ fn binding_rows(b: &Bindings) -> Vec<BindingRow> {
             target: format!("{} {}", v.disk_id, v.zone.as_deref().unwrap_or(""))
                 .trim()
                 .to_owned(),
-            verification: Verification::Unverified,
+            verification: BindingState::Unverified,
             reason: Some("recorded in the snapshot; a drill checks it against the cloud".into()),
         });
     }
@@ -71,7 +71,7 @@ fn binding_rows(b: &Bindings) -> Vec<BindingRow> {
             kind: BindingKind::Address,
             object: format!("{}/{}", lb.namespace, lb.name),
             target,
-            verification: Verification::Unverified,
+            verification: BindingState::Unverified,
             reason: Some(if lb.pinned {
                 "pinned".into()
             } else {
@@ -90,7 +90,7 @@ fn binding_rows(b: &Bindings) -> Vec<BindingRow> {
                 .bucket
                 .clone()
                 .unwrap_or_else(|| "(not yet known)".into()),
-            verification: Verification::Unverified,
+            verification: BindingState::Unverified,
             reason: bk
                 .deletion_policy
                 .as_ref()
@@ -135,65 +135,62 @@ fn severity(s: audit::Severity) -> Severity {
 }
 
 impl ClusterJobs {
-    async fn manifests(&self) -> Result<Vec<Manifest>, String> {
-        let mut all = read::list(&self.store, &self.keys)
-            .await
-            .map_err(|e| e.to_string())?;
+    async fn manifests(&self) -> Result<Vec<Manifest>, JobError> {
+        let mut all = read::list(&self.store, &self.keys).await?;
         all.retain(|m| m.cluster.name == self.snapshot.cluster_name);
         all.sort_by_key(|m| m.started_at);
         Ok(all)
     }
 
     /// Whether the cluster is empty: only system namespaces (and coldstart's own).
-    async fn is_empty(&self) -> Result<bool, String> {
+    async fn is_empty(&self) -> Result<bool, JobError> {
         let list = Api::<Namespace>::all(self.client.clone())
             .list(&ListParams::default())
             .await
-            .map_err(|e| format!("failed to list namespaces: {e}"))?;
+            .map_err(|source| JobError::Cluster {
+                what: "list namespaces".to_owned(),
+                source,
+            })?;
         Ok(list.items.iter().all(|ns| {
             let name = ns.metadata.name.as_deref().unwrap_or_default();
             SYSTEM_NAMESPACES.contains(&name) || Some(name) == self.own_namespace.as_deref()
         }))
     }
 
-    /// The restore marker a previous (possibly interrupted) restore left, with its phase.
-    async fn restore_phase(&self) -> Result<Option<String>, String> {
-        match Api::<ConfigMap>::namespaced(self.client.clone(), "kube-system")
-            .get_opt(restore::STATE_CONFIGMAP)
+    /// The phase a previous (possibly interrupted) restore recorded.
+    async fn restore_phase(&self) -> Result<Option<RestorePhase>, JobError> {
+        restore::recorded_phase(&self.client)
             .await
-        {
-            Ok(cm) => Ok(cm
-                .and_then(|c| c.data)
-                .and_then(|d| d.get("phase").cloned())),
-            Err(e) => Err(format!(
-                "failed to read kube-system/{}: {e}",
-                restore::STATE_CONFIGMAP
-            )),
-        }
+            .map_err(|source| JobError::Cluster {
+                what: format!("read kube-system/{}", restore::STATE_CONFIGMAP),
+                source,
+            })
     }
 }
 
 impl Jobs for ClusterJobs {
-    async fn cluster_identity(&self) -> Result<ClusterIdentity, String> {
+    async fn cluster_identity(&self) -> Result<ClusterIdentity, JobError> {
         let ns = Api::<Namespace>::all(self.client.clone())
             .get("kube-system")
             .await
-            .map_err(|e| format!("failed to read namespace kube-system: {e}"))?;
+            .map_err(|source| JobError::Cluster {
+                what: "read namespace kube-system".to_owned(),
+                source,
+            })?;
         Ok(ClusterIdentity {
             name: self.snapshot.cluster_name.clone(),
             uid: ns.metadata.uid.unwrap_or_default(),
         })
     }
 
-    async fn inventory(&self) -> Result<Inventory, String> {
+    async fn inventory(&self) -> Result<Inventory, JobError> {
         let manifests = self.manifests().await?;
         let bindings = manifests
             .last()
             .map(|m| binding_rows(&m.bindings))
             .unwrap_or_default();
         let drills = crate::drill::history(&self.store, &self.keys)
-            .await
-            .map_err(|e| e.to_string())?
+            .await?
             .iter()
             .map(drill_row)
             .collect();
@@ -204,43 +201,34 @@ impl Jobs for ClusterJobs {
         })
     }
 
-    async fn snapshot(&self, trigger: Trigger) -> Result<SnapshotRow, String> {
+    async fn snapshot(&self, trigger: Trigger) -> Result<SnapshotRow, JobError> {
         let m = write::take(
             &self.client,
             &self.store,
             &self.keys,
             &self.snapshot,
-            Arc::new(write::Progress::default()),
+            Arc::new(write::CaptureProgress::default()),
         )
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
         Ok(row_of(&m, trigger.as_str()))
     }
 
-    async fn prune(&self, retention: Retention) -> Result<PruneReport, String> {
+    async fn prune(&self, retention: Retention) -> Result<PruneReport, JobError> {
         let policy = prune::Policy {
             keep_last: (retention.keep_last as usize).max(1),
             keep_daily: retention.daily as usize,
             keep_weekly: retention.weekly as usize,
         };
-        let r = prune::prune(&self.store, &self.keys, policy, PRUNE_GRACE, false)
-            .await
-            .map_err(|e| e.to_string())?;
+        let r = prune::prune(&self.store, &self.keys, policy, PRUNE_GRACE, false).await?;
         Ok(PruneReport {
             deleted: r.forgotten,
             bytes_freed: r.bytes_freed,
         })
     }
 
-    async fn drill(&self, progress: Arc<Mutex<Progress>>) -> Result<DrillRow, String> {
-        let newest = self
-            .manifests()
-            .await?
-            .pop()
-            .ok_or_else(|| "no snapshot of this cluster to drill yet".to_owned())?;
-        let verifier = crate::cloud::verifier(self.cloud, Some(self.client.clone()))
-            .await
-            .map_err(|e| e.to_string())?;
+    async fn drill(&self, progress: Arc<Mutex<Progress>>) -> Result<DrillRow, JobError> {
+        let newest = self.manifests().await?.pop().ok_or(JobError::NoSnapshot)?;
+        let verifier = crate::cloud::verifier(self.cloud, Some(self.client.clone())).await?;
         let opts = crate::drill::DrillOptions {
             restore: self.restore.clone(),
             ..Default::default()
@@ -253,13 +241,12 @@ impl Jobs for ClusterJobs {
             verifier.as_ref(),
             &progress,
         )
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
         // run_drill records the report in the store itself.
         Ok(drill_row(&report))
     }
 
-    async fn audit(&self) -> Result<AuditReport, String> {
+    async fn audit(&self) -> Result<AuditReport, JobError> {
         let newest = self.manifests().await?.pop();
         let bindings = newest
             .as_ref()
@@ -270,9 +257,7 @@ impl Jobs for ClusterJobs {
             taken_at: m.started_at,
             recorded: Recorded::from_bindings(&m.bindings),
         });
-        let inputs = audit::collect(&self.client, facts)
-            .await
-            .map_err(|e| e.to_string())?;
+        let inputs = audit::collect(&self.client, facts).await?;
         let findings = audit::audit(&inputs, chrono::Utc::now(), self.rpo_target)
             .into_iter()
             .map(|f| Finding {
@@ -292,9 +277,9 @@ impl Jobs for ClusterJobs {
         &self,
         auto_restore: bool,
         progress: Arc<Mutex<Progress>>,
-    ) -> Result<ColdStart, String> {
+    ) -> Result<ColdStart, JobError> {
         let phase = self.restore_phase().await?;
-        if phase.as_deref() == Some("verified") {
+        if phase == Some(RestorePhase::Verified) {
             return Ok(ColdStart::Warm);
         }
         // A restore that was interrupted (or failed) is a cold start still in progress.
@@ -318,13 +303,9 @@ impl Jobs for ClusterJobs {
             p.begin("restore");
         }
         let started = Instant::now();
-        let snap = read::open(&self.store, &self.keys, &newest.id)
-            .await
-            .map_err(|e| e.to_string())?;
+        let snap = read::open(&self.store, &self.keys, &newest.id).await?;
         let source = restore::source::from_snapshot(&snap);
-        let report = restore::run(&self.client, &source, &self.restore, &progress)
-            .await
-            .map_err(|e| e.to_string())?;
+        let report = restore::run(&self.client, &source, &self.restore, &progress).await?;
         Ok(ColdStart::Restored {
             snapshot_id: newest.id,
             verified: report.succeeded,

@@ -101,41 +101,69 @@ impl Trigger {
     }
 }
 
-/// The work the service schedules. Errors are messages for the page and logs: the
-/// implementation owns its typed errors and says what failed.
+/// Why a job failed. Each variant is the step that failed, with its module's typed error;
+/// the loop shows it on the page and in the logs, and the web layer alone decides what
+/// HTTP makes of it.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("failed to {what}: {source}")]
+    Cluster {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error(transparent)]
+    Read(#[from] crate::snapshot::read::ReadError),
+    #[error(transparent)]
+    Snapshot(#[from] crate::snapshot::write::WriteError),
+    #[error(transparent)]
+    Prune(#[from] crate::snapshot::prune::PruneError),
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
+    #[error(transparent)]
+    Drill(#[from] crate::drill::DrillError),
+    #[error(transparent)]
+    Restore(#[from] crate::restore::RestoreError),
+    #[error(transparent)]
+    Cloud(#[from] crate::cloud::VerifierError),
+    #[error("no snapshot of this cluster to drill yet")]
+    NoSnapshot,
+}
+
+/// The work the service schedules, each returning its typed [`JobError`].
 ///
 /// Each method may take long; the service runs one at a time and may drop the future
 /// (shutdown, lost leadership), so implementations must leave nothing half-visible.
 pub trait Jobs: Send + Sync + 'static {
     /// Name (from the cluster, if it has one) and kube-system UID.
-    fn cluster_identity(&self) -> impl Future<Output = Result<ClusterIdentity, String>> + Send;
+    fn cluster_identity(&self) -> impl Future<Output = Result<ClusterIdentity, JobError>> + Send;
     /// Snapshots, drills and bindings already recorded in the store.
-    fn inventory(&self) -> impl Future<Output = Result<Inventory, String>> + Send;
+    fn inventory(&self) -> impl Future<Output = Result<Inventory, JobError>> + Send;
     /// Take a snapshot; the row describes it (complete once its manifest is written).
     fn snapshot(
         &self,
         trigger: Trigger,
-    ) -> impl Future<Output = Result<SnapshotRow, String>> + Send;
+    ) -> impl Future<Output = Result<SnapshotRow, JobError>> + Send;
     /// Apply retention after a successful snapshot. Must never delete the newest complete
     /// snapshot.
     fn prune(
         &self,
         retention: Retention,
-    ) -> impl Future<Output = Result<PruneReport, String>> + Send;
+    ) -> impl Future<Output = Result<PruneReport, JobError>> + Send;
     /// Restore the latest snapshot into a scratch target, verify, measure RTO/RPO. Writes
     /// live progress into `progress`.
     fn drill(
         &self,
-        progress: Arc<std::sync::Mutex<crate::restore::progress::Progress>>,
-    ) -> impl Future<Output = Result<DrillRow, String>> + Send;
+        progress: Arc<std::sync::Mutex<crate::progress::Progress>>,
+    ) -> impl Future<Output = Result<DrillRow, JobError>> + Send;
     /// What would be lost if the cluster were deleted now, and the bindings' state.
-    fn audit(&self) -> impl Future<Output = Result<AuditReport, String>> + Send;
+    fn audit(&self) -> impl Future<Output = Result<AuditReport, JobError>> + Send;
     /// Is this a cold start? If so and `auto_restore`, restore (writing `progress`).
     fn cold_start_check(
         &self,
         auto_restore: bool,
-        progress: Arc<std::sync::Mutex<crate::restore::progress::Progress>>,
-    ) -> impl Future<Output = Result<ColdStart, String>> + Send;
+        progress: Arc<std::sync::Mutex<crate::progress::Progress>>,
+    ) -> impl Future<Output = Result<ColdStart, JobError>> + Send;
 }
 
 /// The service's own settings (a subset of [`Settings`] plus timing).
@@ -226,10 +254,10 @@ impl JobKind {
 }
 
 enum Done {
-    Snapshot(Result<(SnapshotRow, Result<PruneReport, String>), String>),
-    Audit(Result<AuditReport, String>),
-    Drill(Result<DrillRow, String>),
-    ColdStart(Result<ColdStart, String>),
+    Snapshot(Result<(SnapshotRow, Result<PruneReport, JobError>), JobError>),
+    Audit(Result<AuditReport, JobError>),
+    Drill(Result<DrillRow, JobError>),
+    ColdStart(Result<ColdStart, JobError>),
 }
 
 struct Running {
@@ -689,10 +717,10 @@ impl<J: Jobs> Service<J> {
                         self.event("prune", Outcome::Succeeded, msg);
                     }
                     Ok(_) => {}
-                    Err(e) => self.event("prune", Outcome::Failed, e),
+                    Err(e) => self.event("prune", Outcome::Failed, e.to_string()),
                 }
             }
-            Done::Snapshot(Err(e)) => self.event("snapshot", Outcome::Failed, e),
+            Done::Snapshot(Err(e)) => self.event("snapshot", Outcome::Failed, e.to_string()),
             Done::Audit(Ok(report)) => {
                 let at = (self.clock)();
                 let n = report.findings.len();
@@ -705,7 +733,7 @@ impl<J: Jobs> Service<J> {
                 });
                 self.event("audit", Outcome::Succeeded, format!("{n} finding(s)"));
             }
-            Done::Audit(Err(e)) => self.event("audit", Outcome::Failed, e),
+            Done::Audit(Err(e)) => self.event("audit", Outcome::Failed, e.to_string()),
             Done::Drill(Ok(d)) => {
                 let msg = format!(
                     "drill {}: RTO {} ms, RPO {} s, {}",
@@ -725,12 +753,12 @@ impl<J: Jobs> Service<J> {
                 });
                 self.event("drill", outcome, msg);
             }
-            Done::Drill(Err(e)) => self.event("drill", Outcome::Failed, e),
+            Done::Drill(Err(e)) => self.event("drill", Outcome::Failed, e.to_string()),
             Done::ColdStart(result) => self.settle_cold_start(result),
         }
     }
 
-    fn settle_cold_start(&mut self, result: Result<ColdStart, String>) {
+    fn settle_cold_start(&mut self, result: Result<ColdStart, JobError>) {
         let (ready, reason, outcome) = match &result {
             Ok(ColdStart::Warm) => (
                 true,

@@ -5,11 +5,12 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rand::Rng as _;
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::format::{ResourceRef, Unavailable};
+use crate::k8s::RetryPolicy;
+use crate::k8s::retry::{Tally, is_retryable};
 
 /// Objects per LIST page. Each page in flight is parsed whole, so the page size times the
 /// listing concurrency sets the peak memory: 250 keeps a 100k-object snapshot under 256 MiB
@@ -43,46 +44,9 @@ pub enum CaptureError {
     Request { what: String, detail: String },
 }
 
-/// How long to keep retrying a failing API server.
-#[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
-    pub first_delay: Duration,
-    pub max_delay: Duration,
-    /// Give up once this much time has gone into one request's retries.
-    pub budget: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            first_delay: Duration::from_millis(100),
-            max_delay: Duration::from_secs(10),
-            budget: Duration::from_secs(120),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// Delay before attempt `attempt + 1`: exponential with full jitter, or what the server
-    /// asked for in Retry-After (capped at the max delay).
-    pub fn delay(&self, attempt: u32, retry_after: Option<Duration>, jitter: f64) -> Duration {
-        if let Some(ra) = retry_after {
-            return ra.min(self.max_delay);
-        }
-        let exp = self
-            .first_delay
-            .saturating_mul(1u32 << attempt.min(16))
-            .min(self.max_delay);
-        exp.mul_f64(0.5 + jitter.clamp(0.0, 1.0) / 2.0)
-    }
-}
-
-/// Whether a status is worth retrying.
-pub fn is_retryable(status: u16) -> bool {
-    status == 429 || (500..600).contains(&status) && status != 501
-}
-
-/// A GET with retries; returns the body of the first 2xx answer.
+/// A GET; returns the body of the first 2xx answer. Throttling, server errors and
+/// transport failures are retried by the client's retry layer within `policy`'s budget
+/// (carried on the request), so what arrives here is final.
 pub async fn get(
     client: &kube::Client,
     path: &str,
@@ -90,51 +54,42 @@ pub async fn get(
     policy: &RetryPolicy,
 ) -> Result<Bytes, CaptureError> {
     let started = Instant::now();
-    let mut attempt = 0u32;
-    loop {
-        let req = http::Request::get(path)
-            .body(kube::client::Body::empty())
-            .map_err(|e| CaptureError::Request {
-                what: what.to_owned(),
-                detail: e.to_string(),
-            })?;
-        let (last, retry_after) = match client.send(req).await {
-            Ok(resp) => {
-                let status = resp.status().as_u16();
-                let retry_after = resp
-                    .headers()
-                    .get(http::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .map(Duration::from_secs);
-                let body = resp.into_body().collect_bytes().await;
-                match body {
-                    Ok(b) if (200..300).contains(&status) => return Ok(b),
-                    Ok(b) if !is_retryable(status) => {
-                        return Err(CaptureError::Refused {
-                            what: what.to_owned(),
-                            status,
-                            body: String::from_utf8_lossy(&b[..b.len().min(300)]).into_owned(),
-                        });
-                    }
-                    Ok(_) => (format!("HTTP {status}"), retry_after),
-                    Err(e) => (format!("a broken response ({e})"), None),
-                }
-            }
-            Err(e) => (format!("a transport error ({e})"), None),
-        };
-        let delay = policy.delay(attempt, retry_after, rand::rng().random());
-        attempt += 1;
-        if started.elapsed() + delay > policy.budget {
-            return Err(CaptureError::RetriesExhausted {
-                what: what.to_owned(),
-                last,
-                attempts: attempt,
-                elapsed: started.elapsed(),
-            });
-        }
-        tracing::debug!(path, %last, ?delay, attempt, "retrying");
-        tokio::time::sleep(delay).await;
+    let tally = Tally::default();
+    let mut req = http::Request::get(path)
+        .body(kube::client::Body::empty())
+        .map_err(|e| CaptureError::Request {
+            what: what.to_owned(),
+            detail: e.to_string(),
+        })?;
+    req.extensions_mut().insert(*policy);
+    req.extensions_mut().insert(tally.clone());
+    let exhausted = |last: String| CaptureError::RetriesExhausted {
+        what: what.to_owned(),
+        last,
+        attempts: tally.attempts(),
+        elapsed: started.elapsed(),
+    };
+    let resp = client
+        .send(req)
+        .await
+        .map_err(|e| exhausted(format!("a transport error ({e})")))?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .into_body()
+        .collect_bytes()
+        .await
+        .map_err(|e| CaptureError::Request {
+            what: what.to_owned(),
+            detail: format!("the answer broke off: {e}"),
+        })?;
+    match status {
+        200..300 => Ok(body),
+        s if is_retryable(s) => Err(exhausted(format!("HTTP {status}"))),
+        _ => Err(CaptureError::Refused {
+            what: what.to_owned(),
+            status,
+            body: String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned(),
+        }),
     }
 }
 
@@ -321,66 +276,6 @@ pub async fn cluster_uid(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_grows_exponentially_is_capped_and_honours_retry_after() {
-        let p = RetryPolicy {
-            first_delay: Duration::from_millis(100),
-            max_delay: Duration::from_secs(2),
-            budget: Duration::from_secs(60),
-        };
-        let cases = [
-            (
-                "first retry, no jitter",
-                0,
-                None,
-                1.0,
-                Duration::from_millis(100),
-            ),
-            ("third retry", 2, None, 1.0, Duration::from_millis(400)),
-            (
-                "half jitter floor",
-                2,
-                None,
-                0.0,
-                Duration::from_millis(200),
-            ),
-            ("capped", 10, None, 1.0, Duration::from_secs(2)),
-            (
-                "retry-after wins",
-                0,
-                Some(Duration::from_secs(1)),
-                0.3,
-                Duration::from_secs(1),
-            ),
-            (
-                "retry-after capped",
-                0,
-                Some(Duration::from_secs(60)),
-                0.3,
-                Duration::from_secs(2),
-            ),
-        ];
-        for (name, attempt, ra, jitter, want) in cases {
-            assert_eq!(p.delay(attempt, ra, jitter), want, "{name}");
-        }
-    }
-
-    #[test]
-    fn throttling_and_server_errors_are_retried_client_errors_are_not() {
-        for (status, retry) in [
-            (429, true),
-            (500, true),
-            (503, true),
-            (504, true),
-            (501, false),
-            (404, false),
-            (403, false),
-            (410, false),
-        ] {
-            assert_eq!(is_retryable(status), retry, "{status}");
-        }
-    }
 
     #[test]
     fn list_paths_page_and_select() {

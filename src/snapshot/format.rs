@@ -85,7 +85,7 @@ pub fn stored_hash(sealed: &[u8]) -> String {
 /// secret, and it must be readable to say "wrong key" before decrypting anything).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct StoreConfig {
+pub struct StoreSettings {
     pub format: u32,
     /// `xchacha20poly1305` or `none`.
     pub encryption: String,
@@ -93,9 +93,9 @@ pub struct StoreConfig {
     pub key_check: Option<String>,
 }
 
-impl StoreConfig {
+impl StoreSettings {
     pub fn for_keys(keys: &Keys) -> Self {
-        StoreConfig {
+        StoreSettings {
             format: FORMAT_VERSION,
             encryption: if keys.is_encrypted() {
                 "xchacha20poly1305".to_owned()

@@ -23,12 +23,12 @@ pub mod write;
 use bytes::Bytes;
 
 use self::crypto::Keys;
-use self::format::StoreConfig;
+use self::format::StoreSettings;
 use crate::store::{Created, Store, StoreError, layout};
 
 /// Why a store's settings do not match the key given.
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
+pub enum StoreKeyError {
     #[error(
         "failed to open the snapshot store {url}: it is encrypted with a different key (wrong encryption key? check COLDSTART_ENCRYPTION_KEY / --encryption-key-file / --encryption-key-secret)"
     )]
@@ -52,8 +52,8 @@ pub enum ConfigError {
 
 /// Check the store's settings against the key; with `init`, create them if absent (the
 /// first snapshot). Returns false if the store has never held a snapshot.
-pub async fn check_store(store: &Store, keys: &Keys, init: bool) -> Result<bool, ConfigError> {
-    let mine = StoreConfig::for_keys(keys);
+pub async fn check_store(store: &Store, keys: &Keys, init: bool) -> Result<bool, StoreKeyError> {
+    let mine = StoreSettings::for_keys(keys);
     let existing = match store.get_opt(layout::CONFIG).await? {
         Some(b) => b,
         None if init => {
@@ -65,17 +65,17 @@ pub async fn check_store(store: &Store, keys: &Keys, init: bool) -> Result<bool,
         }
         None => return Ok(false),
     };
-    let theirs: StoreConfig =
-        serde_json::from_slice(&existing).map_err(|source| ConfigError::Parse {
+    let theirs: StoreSettings =
+        serde_json::from_slice(&existing).map_err(|source| StoreKeyError::Parse {
             url: store.url().to_owned(),
             source,
         })?;
     let url = store.url().to_owned();
     match (theirs.key_check.as_deref(), mine.key_check.as_deref()) {
         (Some(a), Some(b)) if a == b => Ok(true),
-        (Some(_), Some(_)) => Err(ConfigError::WrongKey { url }),
-        (Some(_), None) => Err(ConfigError::KeyRequired { url }),
-        (None, Some(_)) => Err(ConfigError::Unencrypted { url }),
+        (Some(_), Some(_)) => Err(StoreKeyError::WrongKey { url }),
+        (Some(_), None) => Err(StoreKeyError::KeyRequired { url }),
+        (None, Some(_)) => Err(StoreKeyError::Unencrypted { url }),
         (None, None) => Ok(true),
     }
 }
@@ -92,12 +92,12 @@ mod tests {
         assert!(check_store(&store, &k1, true).await.unwrap());
         assert!(check_store(&store, &k1, false).await.unwrap());
         let wrong = check_store(&store, &Keys::from_master(&[2; 32]), false).await;
-        assert!(matches!(wrong, Err(ConfigError::WrongKey { .. })));
+        assert!(matches!(wrong, Err(StoreKeyError::WrongKey { .. })));
         let none = check_store(&store, &Keys::plaintext(), true).await;
-        assert!(matches!(none, Err(ConfigError::KeyRequired { .. })));
+        assert!(matches!(none, Err(StoreKeyError::KeyRequired { .. })));
         let plain = Store::memory();
         check_store(&plain, &Keys::plaintext(), true).await.unwrap();
         let keyed = check_store(&plain, &k1, true).await;
-        assert!(matches!(keyed, Err(ConfigError::Unencrypted { .. })));
+        assert!(matches!(keyed, Err(StoreKeyError::Unencrypted { .. })));
     }
 }

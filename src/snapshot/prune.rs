@@ -15,7 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use chrono::{DateTime, Datelike as _, Utc};
 
-use super::ConfigError;
+use super::StoreKeyError;
 use super::crypto::{Keys, Role};
 use super::format::{self, FORMAT_VERSION, Index};
 use super::read::{self, ReadError};
@@ -28,7 +28,7 @@ pub enum PruneError {
     #[error(transparent)]
     Lock(#[from] LockError),
     #[error(transparent)]
-    Config(#[from] ConfigError),
+    Config(#[from] StoreKeyError),
     #[error(transparent)]
     Read(#[from] ReadError),
     #[error(transparent)]

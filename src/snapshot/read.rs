@@ -20,7 +20,7 @@ use bytes::Bytes;
 use futures::StreamExt as _;
 use serde_json::Value;
 
-use super::ConfigError;
+use super::StoreKeyError;
 use super::crypto::{BlobId, Keys, Role};
 use super::format::{self, FormatError, Index, Manifest, ResourceRef};
 use crate::bindings::Bindings;
@@ -36,7 +36,7 @@ const PACKS_IN_FLIGHT: usize = 4;
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
     #[error(transparent)]
-    Config(#[from] ConfigError),
+    Config(#[from] StoreKeyError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]

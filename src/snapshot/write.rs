@@ -13,7 +13,7 @@ use chrono::Utc;
 use futures::StreamExt as _;
 use tokio::sync::mpsc;
 
-use super::capture::{self, CaptureError, RetryPolicy};
+use super::capture::{self, CaptureError};
 use super::crypto::{BlobId, Keys, Role};
 use super::format::{
     self, ClusterIdentity, FORMAT_VERSION, Index, Manifest, PackEntry, ResourceRef, Stats,
@@ -21,8 +21,9 @@ use super::format::{
 };
 use super::read::{self, ReadError};
 use super::rules::{self, Selection};
-use super::{ConfigError, check_store};
+use super::{StoreKeyError, check_store};
 use crate::bindings::{self, Collector};
+use crate::k8s::RetryPolicy;
 use crate::store::lock::{self, LockError};
 use crate::store::{Created, Store, StoreError, layout};
 
@@ -39,7 +40,7 @@ pub enum WriteError {
     #[error(transparent)]
     Lock(#[from] LockError),
     #[error(transparent)]
-    Config(#[from] ConfigError),
+    Config(#[from] StoreKeyError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -89,7 +90,7 @@ impl Default for Options {
 
 /// Live counters for a progress display.
 #[derive(Debug, Default)]
-pub struct Progress {
+pub struct CaptureProgress {
     pub objects: AtomicU64,
     pub bytes_written: AtomicU64,
     pub resources_total: AtomicU64,
@@ -120,7 +121,7 @@ pub async fn take(
     store: &Store,
     keys: &Keys,
     opts: &Options,
-    progress: Arc<Progress>,
+    progress: Arc<CaptureProgress>,
 ) -> Result<Manifest, WriteError> {
     let lock = lock::acquire(store, "snapshot", opts.lock_ttl).await?;
     let result = take_locked(client, store, keys, opts, progress).await;
@@ -135,7 +136,7 @@ async fn take_locked(
     store: &Store,
     keys: &Keys,
     opts: &Options,
-    progress: Arc<Progress>,
+    progress: Arc<CaptureProgress>,
 ) -> Result<Manifest, WriteError> {
     let started_at = Utc::now();
     let id = format::new_snapshot_id(started_at);
@@ -247,7 +248,7 @@ async fn take_locked(
         },
         started_at,
         finished_at: Utc::now(),
-        encryption: format::StoreConfig::for_keys(keys).encryption,
+        encryption: format::StoreSettings::for_keys(keys).encryption,
         plaintext_secrets: secrets && !keys.is_encrypted(),
         resources: entries,
         packs: packs.into_iter().map(|(p, _)| p).collect(),
@@ -291,7 +292,7 @@ struct ListCtx<'a> {
     known: &'a Arc<Known>,
     tx: mpsc::Sender<Batch>,
     collector: &'a Arc<Mutex<Collector>>,
-    progress: &'a Arc<Progress>,
+    progress: &'a Arc<CaptureProgress>,
 }
 
 /// One page after exclusion, sanitizing and hashing.
@@ -450,7 +451,7 @@ async fn pack_blobs(
     store: Store,
     keys: Keys,
     pack_size: usize,
-    progress: Arc<Progress>,
+    progress: Arc<CaptureProgress>,
 ) -> Result<Vec<PackEntry>, WriteError> {
     let mut seen: HashSet<BlobId> = HashSet::new();
     let mut buf: Vec<u8> = Vec::with_capacity(pack_size + (1 << 20));

@@ -95,7 +95,7 @@ impl Store {
     /// Open the store a URL names. Credentials and endpoints come from the environment the
     /// way each cloud's own tools read them (`AWS_*`, `AZURE_*`, `GOOGLE_*`).
     pub fn open(url: &str) -> Result<Self, StoreError> {
-        crate::cluster::init_tls();
+        crate::k8s::connect::init_tls();
         let fail = |reason: String| StoreError::Open {
             url: url.to_owned(),
             reason,

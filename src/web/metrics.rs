@@ -14,8 +14,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use super::view::{BindingKind, Outcome, ServiceView, Severity, Verification};
-use crate::restore::progress::Progress;
+use super::view::{BindingKind, BindingState, Outcome, ServiceView, Severity};
+use crate::progress::Progress;
 
 type FGauge = Gauge<f64, AtomicU64>;
 
@@ -277,9 +277,9 @@ impl Metrics {
             BindingKind::Bucket,
         ] {
             for v in [
-                Verification::Ok,
-                Verification::Missing,
-                Verification::Unverified,
+                BindingState::Ok,
+                BindingState::Missing,
+                BindingState::Unverified,
             ] {
                 let n = view
                     .bindings

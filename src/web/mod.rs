@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 
 use self::metrics::Metrics;
 use self::view::ServiceView;
-use crate::restore::progress::Progress;
+use crate::progress::Progress;
 
 /// What a POST asks the service loop to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -218,12 +218,12 @@ async fn status(State(state): State<AppState>) -> Json<serde_json::Value> {
             unverified: v
                 .bindings
                 .iter()
-                .filter(|b| b.verification == view::Verification::Unverified)
+                .filter(|b| b.verification == view::BindingState::Unverified)
                 .count(),
             missing: v
                 .bindings
                 .iter()
-                .filter(|b| b.verification == view::Verification::Missing)
+                .filter(|b| b.verification == view::BindingState::Missing)
                 .count(),
         },
         findings: v

@@ -6,8 +6,8 @@ use std::fmt::Write;
 
 use chrono::{DateTime, Utc};
 
-use super::view::{Outcome, RpoLevel, ServiceView, Severity, Verification};
-use crate::restore::progress::Progress;
+use super::view::{BindingState, Outcome, RpoLevel, ServiceView, Severity};
+use crate::progress::Progress;
 
 /// Short enough to follow a restore tier by tier, long enough not to load the server.
 const REFRESH_SECONDS: u32 = 5;
@@ -466,7 +466,7 @@ fn bindings_section(h: &mut String, v: &ServiceView) {
         let state = b.verification.as_str();
         let reason = match (&b.reason, b.verification) {
             (Some(r), _) => format!(r#"<div class="reason">{}</div>"#, esc(r)),
-            (None, Verification::Ok) | (None, _) => String::new(),
+            (None, BindingState::Ok) | (None, _) => String::new(),
         };
         let _ = write!(
             h,

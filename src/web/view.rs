@@ -108,7 +108,7 @@ impl BindingKind {
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[serde(rename_all = "lowercase")]
-pub enum Verification {
+pub enum BindingState {
     /// The cloud resource exists and is what the binding says.
     Ok,
     /// The cloud resource is gone.
@@ -117,12 +117,12 @@ pub enum Verification {
     Unverified,
 }
 
-impl Verification {
+impl BindingState {
     pub fn as_str(self) -> &'static str {
         match self {
-            Verification::Ok => "ok",
-            Verification::Missing => "missing",
-            Verification::Unverified => "unverified",
+            BindingState::Ok => "ok",
+            BindingState::Missing => "missing",
+            BindingState::Unverified => "unverified",
         }
     }
 }
@@ -135,7 +135,7 @@ pub struct BindingRow {
     pub object: String,
     /// Disk id, `IP (host, host)`, or bucket name.
     pub target: String,
-    pub verification: Verification,
+    pub verification: BindingState,
     pub reason: Option<String>,
 }
 

@@ -88,7 +88,15 @@ async fn snapshot_then_teardown_then_restore_with_the_cli_reuses_everything_that
     let (code, _) =
         crate::helpers::http("POST", &format!("{}/sim/v1/teardown", c.url()), None, None).await;
     assert_eq!(code, 200);
-    let out = run(base(&["restore", "--json", "--verify-timeout", "10"])).await;
+    let out = run(base(&[
+        "restore",
+        "--json",
+        "--verify-timeout",
+        "10",
+        "--cloud",
+        "sim",
+    ]))
+    .await;
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json report");
     assert_eq!(
         out.status.code(),

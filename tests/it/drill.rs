@@ -17,8 +17,8 @@ use coldstart::cloud::aws::AwsVerifier;
 use coldstart::cloud::sim::SimVerifier;
 use coldstart::cloud::{CloudVerifier, Kind, Status, Verdict};
 use coldstart::drill::{self, DrillOptions, DrillReport};
+use coldstart::progress::Progress;
 use coldstart::restore::RestoreOptions;
-use coldstart::restore::progress::Progress;
 use coldstart::snapshot::crypto::Keys;
 use coldstart::snapshot::write;
 use coldstart::store::Store;
@@ -518,20 +518,6 @@ metadata:
   namespace: shop
   annotations: {service.beta.kubernetes.io/aws-load-balancer-eip-allocations: ALLOCATION}
 spec: {type: LoadBalancer, ports: [{port: 443}]}
----
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata: {name: bucketclaims.objectstorage.k8s.io}
-spec:
-  group: objectstorage.k8s.io
-  scope: Namespaced
-  names: {plural: bucketclaims, singular: bucketclaim, kind: BucketClaim}
-  versions:
-  - name: v1alpha1
-    served: true
-    storage: true
-    subresources: {status: {}}
-    schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
 "#;
 
 const AWS_CLAIM: &str = r#"
@@ -554,6 +540,8 @@ async fn a_drill_against_moto_fails_for_each_binding_broken_in_turn_and_names_it
 
     // A cluster whose bindings are moto's disk, Elastic IP and bucket.
     let c = TestCluster::start().await;
+    c.apply(&coldstart::testing::cosi_bucket_claim_crd().yaml(), &[])
+        .await;
     c.apply(
         &AWS_FIXTURE
             .replace("VOLUME", &disk)

@@ -136,7 +136,7 @@ impl TestCluster {
     }
 
     pub async fn client(&self) -> kube::Client {
-        coldstart::cluster::connect(Some(&self.kubeconfig), None)
+        coldstart::k8s::connect::connect(Some(&self.kubeconfig), None)
             .await
             .expect("client")
     }
@@ -267,7 +267,7 @@ impl Moto {
 
     /// A store on this server, built directly (tests cannot set process environment).
     pub fn store(&self, bucket: &str, prefix: &str) -> coldstart::store::Store {
-        coldstart::cluster::init_tls();
+        coldstart::k8s::connect::init_tls();
         let s3 = object_store::aws::AmazonS3Builder::new()
             .with_endpoint(&self.endpoint)
             .with_allow_http(true)
@@ -312,7 +312,7 @@ impl Moto {
     /// An AWS SDK configuration for this server (moto accepts any credentials), built
     /// explicitly so tests never touch the process environment.
     pub fn sdk_config(&self, region: &str) -> aws_config::SdkConfig {
-        coldstart::cluster::init_tls();
+        coldstart::k8s::connect::init_tls();
         aws_config::SdkConfig::builder()
             .region(aws_config::Region::new(region.to_owned()))
             .endpoint_url(&self.endpoint)

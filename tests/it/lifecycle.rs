@@ -11,7 +11,7 @@ use crate::helpers::TestCluster;
 use crate::restore::settled_platform;
 use coldstart::audit::{self, FindingKind};
 use coldstart::lifecycle::{self, StartOptions, StopOptions};
-use coldstart::restore::progress::Progress;
+use coldstart::progress::Progress;
 use coldstart::restore::{self, RestoreOptions};
 use coldstart::snapshot::crypto::Keys;
 use coldstart::snapshot::{read, write};
@@ -32,6 +32,9 @@ fn restore_opts() -> RestoreOptions {
     RestoreOptions {
         verify_timeout: Duration::from_secs(15),
         operator_timeout: Duration::from_secs(15),
+        // The simulated cloud knows which disks still exist: a claim bound to a deleted
+        // disk is not "reused".
+        cloud: coldstart::cloud::Provider::Sim,
         ..Default::default()
     }
 }
@@ -211,7 +214,7 @@ async fn without_stop_a_snapshot_teardown_restore_loses_what_the_audit_named() {
         &store,
         &keys(),
         &snapshot_opts(),
-        Arc::new(write::Progress::default()),
+        Arc::new(write::CaptureProgress::default()),
     )
     .await
     .expect("snapshot");

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::helpers::{TestCluster, wait_until};
+use coldstart::progress::Progress;
 use coldstart::restore::plan::PlanOptions;
-use coldstart::restore::progress::Progress;
 use coldstart::restore::{
     self, Recorded, RecordedAddress, RecordedBucket, RecordedVolume, RestoreOptions, RestoreSource,
 };
@@ -145,6 +145,8 @@ fn quick() -> RestoreOptions {
     RestoreOptions {
         verify_timeout: Duration::from_secs(15),
         operator_timeout: Duration::from_secs(15),
+        // The simulated cloud keeps a ledger: count what it created, too.
+        cloud: coldstart::cloud::Provider::Sim,
         ..Default::default()
     }
 }

@@ -7,17 +7,17 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use coldstart::config::Retention;
-use coldstart::restore::progress::Progress;
+use coldstart::progress::Progress;
 use coldstart::schedule::Schedule;
 use coldstart::schedule::leader::LeaderState;
 use coldstart::serve::{
-    AuditReport, Clock, ColdStart, Inventory, Jobs, PruneReport, Service, ServiceConfig, Stopped,
-    Trigger,
+    AuditReport, Clock, ColdStart, Inventory, JobError, Jobs, PruneReport, Service, ServiceConfig,
+    Stopped, Trigger,
 };
 use coldstart::web::metrics::Metrics;
 use coldstart::web::view::{
-    BindingKind, BindingRow, ClusterIdentity, DrillRow, Finding, Outcome, ServiceView, Severity,
-    SnapshotRow, Verification,
+    BindingKind, BindingRow, BindingState, ClusterIdentity, DrillRow, Finding, Outcome,
+    ServiceView, Severity, SnapshotRow,
 };
 use coldstart::web::{Action, AppState, Auth};
 use tokio::sync::{mpsc, watch};
@@ -55,7 +55,7 @@ impl ManualClock {
 pub struct FakeJobs {
     pub clock: ManualClock,
     pub snapshot_delay: Duration,
-    pub cold_start: Mutex<Result<ColdStart, String>>,
+    pub cold_start: Mutex<ColdStart>,
     pub inventory: Inventory,
     /// Snapshots taken, as the store holds them (shared between replicas in HA tests).
     pub store: Arc<Mutex<Vec<SnapshotRow>>>,
@@ -73,7 +73,7 @@ impl FakeJobs {
         FakeJobs {
             clock: clock.clone(),
             snapshot_delay: Duration::from_millis(10),
-            cold_start: Mutex::new(Ok(ColdStart::Warm)),
+            cold_start: Mutex::new(ColdStart::Warm),
             inventory: Inventory::default(),
             store: Arc::new(Mutex::new(Vec::new())),
             snapshots: AtomicUsize::new(0),
@@ -97,21 +97,21 @@ impl FakeJobs {
 }
 
 impl Jobs for FakeJobs {
-    async fn cluster_identity(&self) -> Result<ClusterIdentity, String> {
+    async fn cluster_identity(&self) -> Result<ClusterIdentity, JobError> {
         Ok(ClusterIdentity {
             name: "sim".to_owned(),
             uid: "2f1c5f0e-0000-4000-8000-000000000001".to_owned(),
         })
     }
 
-    async fn inventory(&self) -> Result<Inventory, String> {
+    async fn inventory(&self) -> Result<Inventory, JobError> {
         let mut inv = self.inventory.clone();
         inv.snapshots
             .extend(self.store.lock().expect("store").iter().cloned());
         Ok(inv)
     }
 
-    async fn snapshot(&self, trigger: Trigger) -> Result<SnapshotRow, String> {
+    async fn snapshot(&self, trigger: Trigger) -> Result<SnapshotRow, JobError> {
         self.enter();
         self.triggers.lock().expect("triggers").push(trigger);
         tokio::time::sleep(self.snapshot_delay).await;
@@ -132,12 +132,12 @@ impl Jobs for FakeJobs {
         Ok(row)
     }
 
-    async fn prune(&self, _retention: Retention) -> Result<PruneReport, String> {
+    async fn prune(&self, _retention: Retention) -> Result<PruneReport, JobError> {
         self.prunes.fetch_add(1, Ordering::SeqCst);
         Ok(PruneReport::default())
     }
 
-    async fn drill(&self, progress: Arc<Mutex<Progress>>) -> Result<DrillRow, String> {
+    async fn drill(&self, progress: Arc<Mutex<Progress>>) -> Result<DrillRow, JobError> {
         self.enter();
         progress.lock().expect("progress").begin("drill");
         let n = self.drills.fetch_add(1, Ordering::SeqCst) + 1;
@@ -154,7 +154,7 @@ impl Jobs for FakeJobs {
         })
     }
 
-    async fn audit(&self) -> Result<AuditReport, String> {
+    async fn audit(&self) -> Result<AuditReport, JobError> {
         self.enter();
         self.audits.fetch_add(1, Ordering::SeqCst);
         self.leave();
@@ -169,7 +169,7 @@ impl Jobs for FakeJobs {
                 kind: BindingKind::Volume,
                 object: "PersistentVolume pvc-kafka-0".to_owned(),
                 target: "vol-0a1b2c".to_owned(),
-                verification: Verification::Ok,
+                verification: BindingState::Ok,
                 reason: None,
             }],
         })
@@ -179,8 +179,8 @@ impl Jobs for FakeJobs {
         &self,
         _auto_restore: bool,
         _progress: Arc<Mutex<Progress>>,
-    ) -> Result<ColdStart, String> {
-        self.cold_start.lock().expect("cold start").clone()
+    ) -> Result<ColdStart, JobError> {
+        Ok(self.cold_start.lock().expect("cold start").clone())
     }
 }
 
@@ -431,9 +431,9 @@ async fn shutdown_abandons_a_run_that_outlives_the_grace_period() {
 async fn nothing_is_scheduled_while_a_detected_cold_start_waits_for_a_restore() {
     let clock = ManualClock::new("2025-01-10T10:07:00Z");
     let jobs = FakeJobs::new(&clock);
-    *jobs.cold_start.lock().expect("lock") = Ok(ColdStart::NeedsRestore {
+    *jobs.cold_start.lock().expect("lock") = ColdStart::NeedsRestore {
         message: "kube-system UID changed and the cluster is empty".to_owned(),
-    });
+    };
     let jobs = Arc::new(jobs);
     let h = start(jobs.clone(), &clock, config(|c| c.auto_restore = false));
     wait_until("the cold start is reported", || {
@@ -466,11 +466,11 @@ async fn nothing_is_scheduled_while_a_detected_cold_start_waits_for_a_restore() 
 async fn a_verified_cold_start_restore_makes_the_service_ready() {
     let clock = ManualClock::new("2025-01-10T10:07:00Z");
     let jobs = FakeJobs::new(&clock);
-    *jobs.cold_start.lock().expect("lock") = Ok(ColdStart::Restored {
+    *jobs.cold_start.lock().expect("lock") = ColdStart::Restored {
         snapshot_id: "snap-41".to_owned(),
         verified: true,
         message: String::new(),
-    });
+    };
     let h = start(Arc::new(jobs), &clock, config(|_| {}));
     wait_until("ready", || h.view().ready.ready).await;
     let (code, body) = super::web::get(&h.state, "/readyz").await;

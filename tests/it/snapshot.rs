@@ -6,13 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use coldstart::bindings::{BucketKind, Pin, Provider};
-use coldstart::snapshot::capture::RetryPolicy;
+use coldstart::k8s::RetryPolicy;
 use coldstart::snapshot::crypto::Keys;
 use coldstart::snapshot::prune::{self, Policy};
 use coldstart::snapshot::read::{self, ReadError};
-use coldstart::snapshot::write::{self, Options, Progress, WriteError};
-use coldstart::snapshot::{ConfigError, format::Manifest};
+use coldstart::snapshot::write::{self, CaptureProgress, Options, WriteError};
+use coldstart::snapshot::{StoreKeyError, format::Manifest};
 use coldstart::store::{Store, layout};
+use coldstart::testing;
 use coldstart_sim::seed::Seed;
 use serde_json::{Value, json};
 
@@ -42,7 +43,14 @@ async fn take(
     opts: &Options,
 ) -> Result<Manifest, WriteError> {
     let client = c.client().await;
-    write::take(&client, store, keys, opts, Arc::new(Progress::default())).await
+    write::take(
+        &client,
+        store,
+        keys,
+        opts,
+        Arc::new(CaptureProgress::default()),
+    )
+    .await
 }
 
 const FIXTURE: &str = r#"
@@ -128,33 +136,6 @@ apiVersion: v1
 kind: Service
 metadata: {name: lan, namespace: shop, annotations: {metallb.io/loadBalancerIPs: 192.168.10.5}}
 spec: {type: LoadBalancer, ports: [{port: 80}]}
----
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata: {name: bucketclaims.objectstorage.k8s.io}
-spec:
-  group: objectstorage.k8s.io
-  scope: Namespaced
-  names: {plural: bucketclaims, singular: bucketclaim, kind: BucketClaim}
-  versions:
-  - name: v1alpha1
-    served: true
-    storage: true
-    subresources: {status: {}}
-    schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
----
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata: {name: bucketclasses.objectstorage.k8s.io}
-spec:
-  group: objectstorage.k8s.io
-  scope: Cluster
-  names: {plural: bucketclasses, singular: bucketclass, kind: BucketClass}
-  versions:
-  - name: v1alpha1
-    served: true
-    storage: true
-    schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
 "#;
 
 const FIXTURE_OBJECTS: &str = r#"
@@ -203,6 +184,15 @@ spec: {containers: [{name: c, image: nginx}]}
 /// balancers their addresses and the class-based claim its bucket.
 async fn platform_like() -> TestCluster {
     let c = TestCluster::start().await;
+    c.apply(
+        &format!(
+            "{}---\n{}",
+            testing::cosi_bucket_claim_crd().yaml(),
+            testing::cosi_bucket_class_crd().yaml()
+        ),
+        &[],
+    )
+    .await;
     c.apply(FIXTURE, &[]).await;
     c.apply(FIXTURE_OBJECTS, &[]).await;
     wait_until("load balancers and buckets are provisioned", || {
@@ -545,7 +535,7 @@ async fn a_wrong_key_is_named_as_such_and_no_key_is_asked_for() {
     let wrong = Keys::from_master(&[8u8; 32]);
     let err = read::open(&store, &wrong, &m.id).await.unwrap_err();
     assert!(
-        matches!(err, ReadError::Config(ConfigError::WrongKey { .. })),
+        matches!(err, ReadError::Config(StoreKeyError::WrongKey { .. })),
         "{err}"
     );
     assert!(
@@ -686,6 +676,32 @@ async fn an_api_server_that_never_recovers_fails_clearly_and_leaves_no_snapshot(
 }
 
 #[tokio::test]
+async fn the_api_retry_budget_is_enforced_even_when_the_server_keeps_asking_to_retry_later() {
+    // Every request answered 429 with Retry-After: 1. kube's own retry layer used to retry
+    // those 15 times underneath ours, so a 2 s budget gave up only after ~15 s; with one
+    // layer the budget is what bounds the wait.
+    let c = TestCluster::start_with(Seed::Scale(50)).await;
+    *c.running.sim.faults.write().unwrap() = coldstart_sim::faults::Faults {
+        throttle_rate: 1.0,
+        ..Default::default()
+    };
+    let mut o = opts();
+    o.retry = RetryPolicy {
+        first_delay: Duration::from_millis(10),
+        max_delay: Duration::from_secs(5),
+        budget: Duration::from_secs(2),
+    };
+    let started = std::time::Instant::now();
+    let err = take(&c, &Store::memory(), &keys(), &o).await.unwrap_err();
+    let took = started.elapsed();
+    assert!(err.to_string().contains("--api-retry-budget"), "{err}");
+    assert!(
+        took < Duration::from_secs(6),
+        "gave up after {took:?} with a 2 s budget"
+    );
+}
+
+#[tokio::test]
 async fn a_crash_mid_snapshot_leaves_nothing_that_looks_complete_and_the_lock_is_recovered() {
     let c = TestCluster::start_with(Seed::Scale(3000)).await;
     let store = Store::memory();
@@ -697,7 +713,7 @@ async fn a_crash_mid_snapshot_leaves_nothing_that_looks_complete_and_the_lock_is
     let client = c.client().await;
     let (s2, k2, o2) = (store.clone(), keys(), o.clone());
     let crashed = tokio::spawn(async move {
-        write::take(&client, &s2, &k2, &o2, Arc::new(Progress::default())).await
+        write::take(&client, &s2, &k2, &o2, Arc::new(CaptureProgress::default())).await
     });
     // Change data so the crashed run has new packs to write, then kill it mid-way.
     tokio::time::sleep(Duration::from_millis(400)).await;

@@ -6,11 +6,11 @@ use std::collections::BTreeSet;
 use axum::body::Body;
 use axum::http::{Request, header};
 use chrono::{Duration as ChronoDuration, Utc};
+use coldstart::progress::Progress;
 use coldstart::restore::plan::Tier;
-use coldstart::restore::progress::Progress;
 use coldstart::web::view::{
-    AuditView, BindingKind, BindingRow, ClusterIdentity, DrillRow, Event, Finding, Outcome,
-    Readiness, ReplicaView, ScheduleRow, ServiceView, Severity, SnapshotRow, Verification,
+    AuditView, BindingKind, BindingRow, BindingState, ClusterIdentity, DrillRow, Event, Finding,
+    Outcome, Readiness, ReplicaView, ScheduleRow, ServiceView, Severity, SnapshotRow,
 };
 use coldstart::web::{self, AppState, Auth};
 use http_body_util::BodyExt;
@@ -127,56 +127,56 @@ pub fn realistic_view() -> (ServiceView, Progress) {
                 BindingKind::Volume,
                 "PersistentVolume kafka/data-kafka-0",
                 "vol-0a1b2c3d4e5f60718 (eu-west-1a)",
-                Verification::Ok,
+                BindingState::Ok,
                 None,
             ),
             binding(
                 BindingKind::Volume,
                 "PersistentVolume kafka/data-kafka-1",
                 "vol-0f9e8d7c6b5a40312 (eu-west-1b)",
-                Verification::Ok,
+                BindingState::Ok,
                 None,
             ),
             binding(
                 BindingKind::Volume,
                 "PersistentVolume zookeeper/data-zk-0",
                 "vol-04c2b1a0f9e8d7c61 (eu-west-1a)",
-                Verification::Unverified,
+                BindingState::Unverified,
                 Some("still attached to terminated node i-0d1e2f3a"),
             ),
             binding(
                 BindingKind::Volume,
                 "PersistentVolume pg/pgdata",
                 "vol-09a8b7c6d5e4f3a21 (eu-west-1c)",
-                Verification::Missing,
+                BindingState::Missing,
                 Some("DescribeVolumes: InvalidVolume.NotFound"),
             ),
             binding(
                 BindingKind::Address,
                 "Service ingress/public",
                 "52.18.44.201 (shop.example.com, api.example.com)",
-                Verification::Ok,
+                BindingState::Ok,
                 None,
             ),
             binding(
                 BindingKind::Address,
                 "Service iot/mqtt",
                 "34.240.11.7 (mqtt.example.com)",
-                Verification::Unverified,
+                BindingState::Unverified,
                 Some("address allocated by the controller, not pinned"),
             ),
             binding(
                 BindingKind::Bucket,
                 "BucketClaim tenant-a/exports",
                 "tenant-a-exports-7f3a",
-                Verification::Ok,
+                BindingState::Ok,
                 None,
             ),
             binding(
                 BindingKind::Bucket,
                 "Bucket crossplane/analytics",
                 "analytics-lake-eu1",
-                Verification::Ok,
+                BindingState::Ok,
                 None,
             ),
         ],

@@ -1,9 +1,14 @@
 //! Connecting to a cluster: `--kubeconfig` / `--context` resolved as kubectl does
-//! (explicit file, else `KUBECONFIG`, else `~/.kube/config`, else in-cluster).
+//! (explicit file, else `KUBECONFIG`, else `~/.kube/config`, else in-cluster), into a
+//! client whose only retries are [`super::retry`]'s.
 
 use std::path::Path;
 
+use kube::client::ClientBuilder;
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use tower::buffer::BufferLayer;
+
+use super::retry::{self, RetryPolicy};
 
 /// Why a cluster connection could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -27,10 +32,19 @@ pub fn init_tls() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// Build a client for the cluster the user named.
+/// Build a client for the cluster the user named, retrying with the default budget.
 pub async fn connect(
     kubeconfig: Option<&Path>,
     context: Option<&str>,
+) -> Result<kube::Client, ConnectError> {
+    connect_with(kubeconfig, context, RetryPolicy::default()).await
+}
+
+/// Build a client for the cluster the user named, retrying within `retry`'s budget.
+pub async fn connect_with(
+    kubeconfig: Option<&Path>,
+    context: Option<&str>,
+    retry: RetryPolicy,
 ) -> Result<kube::Client, ConnectError> {
     init_tls();
     let options = KubeConfigOptions {
@@ -49,7 +63,19 @@ pub async fn connect(
         None if context.is_some() => kube::Config::from_kubeconfig(&options).await?,
         None => kube::Config::infer().await?,
     };
-    Ok(kube::Client::try_from(config)?)
+    Ok(client(config, retry)?)
+}
+
+/// A client for `config` whose requests are retried by [`super::retry`] alone: kube's own
+/// retry layer is switched off, so a budget means what it says.
+pub fn client(mut config: kube::Config, policy: RetryPolicy) -> Result<kube::Client, kube::Error> {
+    config.default_retry = false;
+    Ok(ClientBuilder::try_from(config)?
+        // The retry layer clones the service per request; a buffer makes the boxed stack
+        // cloneable. Its bound only queues requests waiting for the worker to hand them on.
+        .with_layer(&BufferLayer::new(1024))
+        .with_layer(&retry::layer(policy))
+        .build())
 }
 
 /// The cluster name and server URL of the kubeconfig context in use (for a snapshot's

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::plan::Tier;
+use crate::restore::plan::Tier;
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct TierProgress {

@@ -1,0 +1,40 @@
+//! Shared Kubernetes plumbing, used by every step that talks to a cluster (snapshot
+//! capture, restore, stop/start, audit, the gate, serve):
+//!
+//! ```text
+//!  connect (kubeconfig as kubectl resolves it) ─▶ kube::Client with ONE retry layer
+//!        │                                          (429/5xx/transport, Retry-After, budget)
+//!        ▼
+//!  Resources::discover (once per run, passed down) ─▶ typed Api handles per kind
+//!        ▼
+//!  wait (kube::runtime watches: one object's condition, "none left")
+//! ```
+//!
+//! Nothing here knows what a snapshot or a binding is.
+
+pub mod connect;
+pub mod discovery;
+pub mod retry;
+pub mod wait;
+
+pub use connect::{ConnectError, connect, connect_with};
+pub use discovery::Resources;
+pub use retry::RetryPolicy;
+
+/// Why a piece of shared plumbing failed.
+#[derive(Debug, thiserror::Error)]
+pub enum K8sError {
+    #[error("failed to discover the cluster's resources: {0}")]
+    Discovery(#[source] kube::Error),
+    #[error("{api_version} {kind} is not served by this cluster (missing CRD or API)")]
+    NotServed { api_version: String, kind: String },
+}
+
+/// An API error as a one-line reason: `code (reason): message` for a status, the error
+/// otherwise.
+pub fn describe(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => format!("{} ({}): {}", s.code, s.reason, s.message),
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,108 @@
+//! Waiting on the cluster with watches, not sleep loops: `kube::runtime`'s
+//! `await_condition` for one object, a watcher-fed set for "until none is left". A wait
+//! wakes on the change it is waiting for, and a failing watch is an error, never "not yet".
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::time::Duration;
+
+use futures::TryStreamExt as _;
+use kube::Resource;
+use kube::api::Api;
+use kube::runtime::wait::{Condition, await_condition};
+use kube::runtime::watcher::{self, Event};
+use serde::de::DeserializeOwned;
+
+/// Why a wait ended without its condition.
+#[derive(Debug, thiserror::Error)]
+pub enum WaitError {
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("failed to watch: {0}")]
+    Watch(#[source] watcher::Error),
+}
+
+/// Wait up to `timeout` until `cond` holds for the object `name` (which may not exist
+/// yet). Returns the object as it was when the condition held.
+pub async fn until<K>(
+    api: Api<K>,
+    name: &str,
+    timeout: Duration,
+    cond: impl Condition<K>,
+) -> Result<Option<K>, WaitError>
+where
+    K: Clone + Debug + Send + DeserializeOwned + Resource + 'static,
+{
+    match tokio::time::timeout(timeout, await_condition(api, name, cond)).await {
+        Ok(Ok(obj)) => Ok(obj),
+        Ok(Err(kube::runtime::wait::Error::ProbeFailed(e))) => Err(WaitError::Watch(e)),
+        Err(_) => Err(WaitError::Timeout(timeout)),
+    }
+}
+
+/// Wait up to `timeout` until `api` lists no object at all. On timeout, the objects still
+/// there are returned (so the caller can say which).
+pub async fn until_none_left<K>(api: Api<K>, timeout: Duration) -> Result<(), NoneLeftError<K>>
+where
+    K: Clone + Debug + Send + DeserializeOwned + Resource + 'static,
+{
+    let mut left: BTreeMap<(Option<String>, String), K> = BTreeMap::new();
+    let watch = async {
+        let mut listing: BTreeMap<(Option<String>, String), K> = BTreeMap::new();
+        let mut stream = std::pin::pin!(watcher::watcher(api, watcher::Config::default()));
+        loop {
+            let Some(ev) = stream.try_next().await.map_err(WaitError::Watch)? else {
+                // The watcher restarts itself; an ended stream is not "empty".
+                continue;
+            };
+            let settled = match ev {
+                Event::Init => {
+                    listing.clear();
+                    false
+                }
+                Event::InitApply(o) => {
+                    listing.insert(key(&o), o);
+                    false
+                }
+                Event::InitDone => {
+                    left = std::mem::take(&mut listing);
+                    true
+                }
+                Event::Apply(o) => {
+                    left.insert(key(&o), o);
+                    true
+                }
+                Event::Delete(o) => {
+                    left.remove(&key(&o));
+                    true
+                }
+            };
+            if settled && left.is_empty() {
+                return Ok::<(), WaitError>(());
+            }
+        }
+    };
+    let waited = tokio::time::timeout(timeout, watch).await;
+    match waited {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(NoneLeftError::Wait(e)),
+        Err(_) => Err(NoneLeftError::Remaining {
+            timeout,
+            objects: left.into_values().collect(),
+        }),
+    }
+}
+
+fn key<K: Resource>(o: &K) -> (Option<String>, String) {
+    let m = o.meta();
+    (m.namespace.clone(), m.name.clone().unwrap_or_default())
+}
+
+/// Why [`until_none_left`] ended with objects left.
+#[derive(Debug, thiserror::Error)]
+pub enum NoneLeftError<K: Debug> {
+    #[error("{} still there after {timeout:?}", objects.len())]
+    Remaining { timeout: Duration, objects: Vec<K> },
+    #[error(transparent)]
+    Wait(WaitError),
+}
