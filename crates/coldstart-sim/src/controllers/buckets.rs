@@ -18,9 +18,9 @@
 use serde_json::{Value, json};
 
 use super::{Requeue, get, set_status, str_at};
-use crate::sim::apiserver::WriteOpts;
-use crate::sim::status::ApiError;
-use crate::sim::{Actor, Sim};
+use crate::apiserver::WriteOpts;
+use crate::status::ApiError;
+use crate::{Actor, Sim};
 
 const COSI: &str = "objectstorage.k8s.io";
 
