@@ -11,9 +11,9 @@ use kube::core::{ApiResource, GroupVersionKind};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::bindings::is_pinned;
 use crate::bindings::{self, BucketBinding, BucketKind};
 use crate::restore::Recorded;
-use crate::restore::plan::is_pinned;
 
 /// How bad a finding is; `--fail-on` compares against this order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, clap::ValueEnum)]
@@ -48,6 +48,9 @@ pub enum FindingKind {
     NoSnapshot,
     StaleSnapshot,
     BindingChanged,
+    /// A pin that does not hold: it names another address than the Service answers on,
+    /// or a mechanism the provider ignores, or an address shared with other Services.
+    PinNotHeld,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -96,12 +99,7 @@ fn name(v: &Value) -> String {
 }
 
 fn disk_of(pv: &Value) -> String {
-    s(pv, "/spec/csi/volumeHandle")
-        .or_else(|| s(pv, "/spec/awsElasticBlockStore/volumeID"))
-        .or_else(|| s(pv, "/spec/azureDisk/diskURI"))
-        .or_else(|| s(pv, "/spec/gcePersistentDisk/pdName"))
-        .unwrap_or("unknown disk")
-        .to_owned()
+    bindings::disk_id_of(pv).unwrap_or_else(|| "(no cloud disk)".to_owned())
 }
 
 /// Every bucket binding of the cluster with its object, deletion policies resolved the way
@@ -216,6 +214,42 @@ pub fn audit(inputs: &Inputs, now: DateTime<Utc>, rpo_target: Duration) -> Vec<F
             message: format!("address {ip} was allocated by the load-balancer controller and is not pinned: it is released with the cluster"),
             fix: format!("pin the Service to {ip} (coldstart stop does it)"),
         });
+    }
+    for svc in &inputs.services {
+        for p in bindings::pin_problems(svc) {
+            let (severity, message, fix) = match p {
+                bindings::PinProblem::Mismatch { pinned, answers } => (
+                    Severity::High,
+                    format!(
+                        "pinned to {} but answers on {}: a restore would move it",
+                        pinned.join(", "),
+                        answers.join(", ")
+                    ),
+                    "pin the address the Service answers on".to_owned(),
+                ),
+                bindings::PinProblem::IgnoredOnAws { address } => (
+                    Severity::High,
+                    format!(
+                        "spec.loadBalancerIP {address} is ignored on AWS: the address is not pinned"
+                    ),
+                    "pin with service.beta.kubernetes.io/aws-load-balancer-eip-allocations"
+                        .to_owned(),
+                ),
+                bindings::PinProblem::Shared { address, key } => (
+                    Severity::Low,
+                    format!("shares {address} with other Services (allow-shared-ip {key})"),
+                    "nothing: restore keeps every Service on the key pinned to the same address"
+                        .to_owned(),
+                ),
+            };
+            out.push(Finding {
+                severity,
+                kind: FindingKind::PinNotHeld,
+                object: format!("Service {}", name(svc)),
+                message,
+                fix,
+            });
+        }
     }
     for (b, _) in bucket_bindings(inputs) {
         if !b.deleted_with_cluster() {
@@ -483,7 +517,7 @@ mod tests {
     fn delete_policy_volumes_unpinned_addresses_and_deleting_buckets_are_findings() {
         let inputs = Inputs {
             persistent_volumes: vec![
-                json!({"metadata": {"name": "a"}, "spec": {"persistentVolumeReclaimPolicy": "Delete", "csi": {"volumeHandle": "vol-1"}}}),
+                json!({"metadata": {"name": "a"}, "spec": {"persistentVolumeReclaimPolicy": "Delete", "csi": {"driver": "ebs.csi.aws.com", "volumeHandle": "vol-1"}}}),
                 json!({"metadata": {"name": "b"}, "spec": {"persistentVolumeReclaimPolicy": "Retain"}}),
             ],
             services: vec![

@@ -192,8 +192,7 @@ pub fn extract(group: &str, resource: &str, kind: &str, obj: &Value) -> Option<B
                 .map(str::to_owned)
                 .collect();
             let may_delete = b.management_policies.is_empty()
-                || b
-                    .management_policies
+                || b.management_policies
                     .iter()
                     .any(|p| p == "*" || p == "Delete");
             // v1's default deletionPolicy is Delete; v2 has none. Either way, management
@@ -485,8 +484,15 @@ mod tests {
             let mut fixed = obj.clone();
             json_patch_merge(&mut fixed, &fix.patch);
             let after = extract(g, r, k, &fixed).unwrap_or_else(|| panic!("{name}"));
-            assert!(!after.deleted_with_cluster(), "{name}: the fix keeps the bucket");
-            assert_eq!(retain_fix(&after, &fixed), None, "{name}: a fixed object needs nothing");
+            assert!(
+                !after.deleted_with_cluster(),
+                "{name}: the fix keeps the bucket"
+            );
+            assert_eq!(
+                retain_fix(&after, &fixed),
+                None,
+                "{name}: a fixed object needs nothing"
+            );
         }
     }
 

@@ -16,9 +16,25 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use buckets::{APIS as BUCKET_APIS, BucketApi, BucketBinding, BucketKind, RetainFix, retain_fix};
-pub use load_balancers::{LoadBalancerBinding, Pin};
-pub use volumes::{ClaimRef, Provider, VolumeBinding};
+pub use buckets::{
+    APIS as BUCKET_APIS, BucketApi, BucketBinding, BucketKind, RetainFix, retain_fix,
+};
+pub use load_balancers::{
+    LoadBalancerBinding, PIN_ANNOTATIONS, Pin, PinProblem, is_pinned, pin_of, pin_problems,
+};
+pub use volumes::{ClaimRef, IN_TREE_SOURCES, Provider, VolumeBinding};
+
+/// The binding of one PersistentVolume, if a cloud disk backs it.
+pub fn volume_of(pv: &Value) -> Option<VolumeBinding> {
+    volumes::extract(pv)
+}
+
+/// The cloud disk behind a PersistentVolume (CSI handle or any in-tree source), in the one
+/// form every part of coldstart compares: `vol-…`, the Azure disk resource id, the GCE
+/// disk name.
+pub fn disk_id_of(pv: &Value) -> Option<String> {
+    volumes::extract(pv).map(|v| v.disk_id)
+}
 
 /// Every binding of one snapshot.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -231,9 +247,15 @@ mod tests {
         );
         let b = c.finish();
         let by = |k: BucketKind| b.buckets.iter().find(|x| x.kind == k).expect("bound");
-        assert_eq!(by(BucketKind::CosiBucketClaim).deletion_policy.as_deref(), Some("Retain"));
+        assert_eq!(
+            by(BucketKind::CosiBucketClaim).deletion_policy.as_deref(),
+            Some("Retain")
+        );
         assert!(!by(BucketKind::CosiBucketClaim).deleted_with_cluster());
-        assert_eq!(by(BucketKind::RookObc).deletion_policy.as_deref(), Some("Delete"));
+        assert_eq!(
+            by(BucketKind::RookObc).deletion_policy.as_deref(),
+            Some("Delete")
+        );
         assert!(by(BucketKind::RookObc).deleted_with_cluster());
     }
 

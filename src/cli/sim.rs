@@ -101,7 +101,9 @@ impl CreateCloud {
             CreateCloud::Pool { name, addresses } => {
                 e.pools.push(cloud::ExistingPool { name, addresses })
             }
-            CreateCloud::Bucket { name, data } => e.buckets.push(cloud::ExistingBucket { name, data }),
+            CreateCloud::Bucket { name, data } => {
+                e.buckets.push(cloud::ExistingBucket { name, data })
+            }
         }
         e
     }

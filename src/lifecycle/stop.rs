@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::audit::Inputs;
+use crate::bindings::is_pinned;
 use crate::restore::apply::{self, ResourceMap};
-use crate::restore::plan::{ORIGINAL_RECLAIM, ORIGINAL_REPLICAS, PinStyle, is_pinned};
+use crate::restore::plan::{ORIGINAL_RECLAIM, ORIGINAL_REPLICAS, PinStyle};
 
 /// An object, addressed the way the API is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,7 +91,18 @@ pub fn plan_fixes(inputs: &Inputs, pin_style: PinStyle) -> Vec<Change> {
         else {
             continue;
         };
-        let (patch, undo) = match pin_style {
+        // A Service MetalLB serves is pinned the way MetalLB reads pins, whatever the
+        // cluster-wide style says.
+        let metallb = svc
+            .pointer("/metadata/annotations")
+            .and_then(Value::as_object)
+            .is_some_and(|a| a.keys().any(|k| k.starts_with("metallb.")));
+        let style = if metallb {
+            PinStyle::Metallb
+        } else {
+            pin_style
+        };
+        let (patch, undo) = match style {
             PinStyle::LoadBalancerIp => (
                 json!({"spec": {"loadBalancerIP": ip}, "metadata": {"annotations": {PINNED_BY_STOP: ip}}}),
                 json!({"spec": {"loadBalancerIP": null}, "metadata": {"annotations": {PINNED_BY_STOP: null}}}),
@@ -278,7 +290,12 @@ pub async fn resume_cronjobs(client: &kube::Client) -> Result<usize, StopError> 
     let map = apply::discover(client).await?;
     let mut n = 0;
     for job in jobs.items {
-        if !job.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(SUSPENDED_BY_STOP)) {
+        if !job
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(SUSPENDED_BY_STOP))
+        {
             continue;
         }
         let o = ObjectRef {

@@ -107,11 +107,10 @@ async fn check(
     .await;
     let services = list(&api(client, "", "v1", "Service", "services")).await;
     let handle_of = |pv: &DynamicObject| {
-        pv.data
-            .pointer("/spec/csi/volumeHandle")
-            .or_else(|| pv.data.pointer("/spec/awsElasticBlockStore/volumeID"))
-            .and_then(Value::as_str)
-            .map(disk_key)
+        serde_json::to_value(pv)
+            .ok()
+            .and_then(|v| crate::bindings::disk_id_of(&v))
+            .map(|d| disk_key(&d))
     };
     let recorded_disks: HashSet<String> =
         recorded.volumes.iter().map(|x| disk_key(&x.disk)).collect();

@@ -163,7 +163,11 @@ fn precreate_cloud(c: &TestCluster) {
         .create_static_address("192.168.1.100", None, None, "pre-existing")
         .expect("free address");
     cloud
-        .create_pool("lb-metallb-a", &["192.168.1.100".to_owned()], "pre-existing")
+        .create_pool(
+            "lb-metallb-a",
+            &["192.168.1.100".to_owned()],
+            "pre-existing",
+        )
         .expect("pool");
     cloud
         .create_pool(
@@ -388,7 +392,10 @@ fn custom_resources(c: &TestCluster) -> BTreeMap<String, Value> {
         .sim()
         .registry()
         .all()
-        .filter(|d| d.group.contains('.') && !d.group.ends_with(".k8s.io") || d.group == "objectstorage.k8s.io")
+        .filter(|d| {
+            d.group.contains('.') && !d.group.ends_with(".k8s.io")
+                || d.group == "objectstorage.k8s.io"
+        })
         .cloned()
         .collect();
     let mut out = BTreeMap::new();
@@ -427,11 +434,15 @@ async fn teardown(c: &TestCluster) {
 }
 
 fn gate_objects(c: &TestCluster) -> Vec<String> {
-    all(c, "admissionregistration.k8s.io", "validatingadmissionpolicies")
-        .iter()
-        .filter(|p| p.pointer("/metadata/labels/coldstart.dev~1gate").is_some())
-        .map(key)
-        .collect()
+    all(
+        c,
+        "admissionregistration.k8s.io",
+        "validatingadmissionpolicies",
+    )
+    .iter()
+    .filter(|p| p.pointer("/metadata/labels/coldstart.dev~1gate").is_some())
+    .map(key)
+    .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -529,16 +540,40 @@ async fn stop_teardown_start_on_the_corpus_brings_back_every_original_and_nothin
         (created.disks, created.ips, created.buckets),
         (0, 0, 0),
         "nothing new in the cloud: {:#?}",
-        c.cloud().ledger.iter().filter(|e| e.seq > mark).collect::<Vec<_>>()
+        c.cloud()
+            .ledger
+            .iter()
+            .filter(|e| e.seq > mark)
+            .collect::<Vec<_>>()
     );
-    assert_eq!(inventory(&c), before, "every disk, address, DNS name and bucket is the original");
-    assert_eq!(service_addresses(&c), before_addrs, "every Service answers where it did");
-    assert_eq!(replicas(&c), before_replicas, "every workload is back at its replica count");
+    assert_eq!(
+        inventory(&c),
+        before,
+        "every disk, address, DNS name and bucket is the original"
+    );
+    assert_eq!(
+        service_addresses(&c),
+        before_addrs,
+        "every Service answers where it did"
+    );
+    assert_eq!(
+        replicas(&c),
+        before_replicas,
+        "every workload is back at its replica count"
+    );
     assert_eq!(cronjobs(&c), before_cron, "CronJobs resumed as they were");
-    assert!(gate_objects(&c).is_empty(), "the gate is lifted: {:?}", gate_objects(&c));
+    assert!(
+        gate_objects(&c).is_empty(),
+        "the gate is lifted: {:?}",
+        gate_objects(&c)
+    );
     let after_crs = custom_resources(&c);
     for (k, spec) in &before_crs {
-        assert_eq!(after_crs.get(k), Some(spec), "{k} came back as it was applied");
+        assert_eq!(
+            after_crs.get(k),
+            Some(spec),
+            "{k} came back as it was applied"
+        );
     }
     c.stop().await;
 }
@@ -572,7 +607,11 @@ async fn snapshot_teardown_restore_on_the_corpus_brings_back_everything_not_lost
     // Everything else comes back.
     let after = replicas(&c);
     for (k, n) in &before_replicas {
-        assert_eq!(after.get(k), Some(n), "{k} is back at its replica count: {report:#?}");
+        assert_eq!(
+            after.get(k),
+            Some(n),
+            "{k} is back at its replica count: {report:#?}"
+        );
     }
     let after_crs = custom_resources(&c);
     for k in before_crs.keys() {

@@ -569,9 +569,12 @@ impl CloudState {
 
     /// The first address of `pool` no load balancer uses.
     pub fn free_pool_address(&self, pool: &str) -> Option<String> {
-        self.pools.get(pool)?.addresses.iter().find(|ip| {
-            !self.load_balancers.values().any(|lb| &lb.ip == *ip)
-        }).cloned()
+        self.pools
+            .get(pool)?
+            .addresses
+            .iter()
+            .find(|ip| !self.load_balancers.values().any(|lb| &lb.ip == *ip))
+            .cloned()
     }
 
     /// A bucket that already exists in the account.
@@ -788,7 +791,8 @@ mod tests {
     fn an_address_serves_one_load_balancer_at_a_time() {
         let mut c = CloudState::default();
         let a = c.allocate_address(true, Some("pip-web"), "seed");
-        c.create_load_balancer("a/one", &a.ip, None, "svc").expect("free");
+        c.create_load_balancer("a/one", &a.ip, None, "svc")
+            .expect("free");
         assert!(matches!(
             c.create_load_balancer("b/two", &a.ip, None, "svc"),
             Err(CloudError::AddressInUse(..))

@@ -114,7 +114,10 @@ pub fn reconcile_cosi_bucket(sim: &Sim, name: &str) -> Result<Requeue, ApiError>
     let status = {
         let mut cloud = sim.cloud.lock();
         let id = match str_at(&b, "/spec/existingBucketID") {
-            Some(existing) => cloud.buckets.contains_key(existing).then(|| existing.to_owned()),
+            Some(existing) => cloud
+                .buckets
+                .contains_key(existing)
+                .then(|| existing.to_owned()),
             None => {
                 let id = str_at(&b, "/status/bucketID")
                     .filter(|id| cloud.buckets.contains_key(*id))
@@ -123,7 +126,9 @@ pub fn reconcile_cosi_bucket(sim: &Sim, name: &str) -> Result<Requeue, ApiError>
                     cloud.create_bucket(
                         &id,
                         "",
-                        &format!("created by the COSI driver for Bucket {name} (no existingBucketID)"),
+                        &format!(
+                            "created by the COSI driver for Bucket {name} (no existingBucketID)"
+                        ),
                     );
                 }
                 Some(id)
@@ -158,7 +163,12 @@ fn policies(b: &Value) -> Vec<String> {
         .unwrap_or_else(|| vec!["*".to_owned()])
 }
 
-pub fn reconcile_crossplane(sim: &Sim, group: &str, ns: &str, name: &str) -> Result<Requeue, ApiError> {
+pub fn reconcile_crossplane(
+    sim: &Sim,
+    group: &str,
+    ns: &str,
+    name: &str,
+) -> Result<Requeue, ApiError> {
     let Some(b) = get(sim, group, "buckets", ns, name) else {
         return Ok(Requeue::No);
     };
@@ -224,11 +234,20 @@ pub fn reconcile_ack(sim: &Sim, ns: &str, name: &str) -> Result<Requeue, ApiErro
         return Ok(Requeue::No);
     };
     let key = format!("{ns}/{name}");
-    let adopt = str_at(&b, "/metadata/annotations/services.k8s.aws~1adoption-policy") == Some("adopt");
-    let adopted_name = str_at(&b, "/metadata/annotations/services.k8s.aws~1adoption-fields")
-        .and_then(|f| serde_json::from_str::<Value>(f).ok())
-        .and_then(|f| f["name"].as_str().map(str::to_owned));
-    let retain = str_at(&b, "/metadata/annotations/services.k8s.aws~1deletion-policy") == Some("retain");
+    let adopt = str_at(
+        &b,
+        "/metadata/annotations/services.k8s.aws~1adoption-policy",
+    ) == Some("adopt");
+    let adopted_name = str_at(
+        &b,
+        "/metadata/annotations/services.k8s.aws~1adoption-fields",
+    )
+    .and_then(|f| serde_json::from_str::<Value>(f).ok())
+    .and_then(|f| f["name"].as_str().map(str::to_owned));
+    let retain = str_at(
+        &b,
+        "/metadata/annotations/services.k8s.aws~1deletion-policy",
+    ) == Some("retain");
     let bucket = adopted_name
         .clone()
         .or_else(|| str_at(&b, "/spec/name").map(str::to_owned));

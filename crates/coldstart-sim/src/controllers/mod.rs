@@ -96,7 +96,8 @@ fn keys_for(group: &str, plural: &str, ns: &str, name: &str, obj: &Value) -> Vec
             if let (Some(cns), Some(cname)) = (
                 obj.pointer("/spec/bucketClaim/namespace")
                     .and_then(Value::as_str),
-                obj.pointer("/spec/bucketClaim/name").and_then(Value::as_str),
+                obj.pointer("/spec/bucketClaim/name")
+                    .and_then(Value::as_str),
             ) {
                 keys.push(Key::BucketClaim(cns.to_owned(), cname.to_owned()));
             }

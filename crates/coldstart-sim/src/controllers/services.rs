@@ -39,7 +39,10 @@ pub enum Ask {
     Any,
     /// Pinned addresses, in the provider's terms (IPs, EIP allocation ids, an Azure public
     /// IP name), resolved against the cloud; the first is the one the Service answers on.
-    Pinned { via: &'static str, keys: Vec<String> },
+    Pinned {
+        via: &'static str,
+        keys: Vec<String>,
+    },
     /// An address from this MetalLB pool.
     Pool(String),
 }
@@ -52,7 +55,10 @@ const PIN_ANNOTATIONS: &[&str] = &[
     "metallb.universe.tf/loadBalancerIPs",
     "metallb.universe.tf/load-balancer-ips",
 ];
-const POOL_ANNOTATIONS: &[&str] = &["metallb.io/address-pool", "metallb.universe.tf/address-pool"];
+const POOL_ANNOTATIONS: &[&str] = &[
+    "metallb.io/address-pool",
+    "metallb.universe.tf/address-pool",
+];
 const SHARE_ANNOTATIONS: &[&str] = &[
     "metallb.io/allow-shared-ip",
     "metallb.universe.tf/allow-shared-ip",
@@ -111,17 +117,26 @@ pub enum Placement {
 pub fn place(cloud: &CloudState, key: &str, ask: &Ask, share_key: Option<&str>) -> Placement {
     let usable = |ip: &str| {
         cloud.load_balancers.values().all(|lb| {
-            lb.ip != ip || lb.service == key || (share_key.is_some() && lb.share_key.as_deref() == share_key)
+            lb.ip != ip
+                || lb.service == key
+                || (share_key.is_some() && lb.share_key.as_deref() == share_key)
         })
     };
     match ask {
         Ask::Any => Placement::New,
         Ask::Pool(pool) => match cloud.pools.get(pool) {
             None => Placement::Fail(format!("address pool {pool} does not exist")),
+            // A Service keeps the pool address it holds; otherwise the first free one.
             Some(p) => p
                 .addresses
                 .iter()
-                .find(|ip| usable(ip))
+                .find(|ip| {
+                    cloud
+                        .load_balancers
+                        .values()
+                        .any(|lb| lb.service == key && lb.ip == **ip)
+                })
+                .or_else(|| p.addresses.iter().find(|ip| usable(ip)))
                 .map_or_else(
                     || Placement::Fail(format!("address pool {pool} has no free address")),
                     |ip| Placement::On(ip.clone()),
@@ -262,7 +277,12 @@ pub fn reconcile(sim: &Sim, ns: &str, name: &str) -> Result<Requeue, ApiError> {
                     let _ = cloud.reserve_address(&ip, &format!("pinned by Service {key}"));
                 }
                 cloud
-                    .create_load_balancer(&key, &ip, share.as_deref(), &format!("Service {key} on {ip}"))
+                    .create_load_balancer(
+                        &key,
+                        &ip,
+                        share.as_deref(),
+                        &format!("Service {key} on {ip}"),
+                    )
                     .map(|lb| lb.ip)
                     .map_err(|e| e.to_string())
             }
@@ -275,7 +295,12 @@ pub fn reconcile(sim: &Sim, ns: &str, name: &str) -> Result<Requeue, ApiError> {
                         &format!("allocated for Service {key} (no pinned address)"),
                     );
                     cloud
-                        .create_load_balancer(&key, &a.ip, share.as_deref(), &format!("Service {key}"))
+                        .create_load_balancer(
+                            &key,
+                            &a.ip,
+                            share.as_deref(),
+                            &format!("Service {key}"),
+                        )
                         .map(|lb| lb.ip)
                         .map_err(|e| e.to_string())
                 }
@@ -295,7 +320,14 @@ pub fn reconcile(sim: &Sim, ns: &str, name: &str) -> Result<Requeue, ApiError> {
                 &controller(),
             )?;
             if let Some(svc) = get(sim, "", "services", ns, name) {
-                set_status(sim, "", "services", &svc, json!({"loadBalancer": {}}), &controller())?;
+                set_status(
+                    sim,
+                    "",
+                    "services",
+                    &svc,
+                    json!({"loadBalancer": {}}),
+                    &controller(),
+                )?;
             }
             return Ok(Requeue::After(PIN_RETRY));
         }
@@ -345,14 +377,23 @@ mod tests {
         };
         let eips = "service.beta.kubernetes.io/aws-load-balancer-eip-allocations";
         let cases = [
-            (ann(eips, "eipalloc-1, eipalloc-2"), pinned(eips, &["eipalloc-1", "eipalloc-2"])),
+            (
+                ann(eips, "eipalloc-1, eipalloc-2"),
+                pinned(eips, &["eipalloc-1", "eipalloc-2"]),
+            ),
             (
                 ann("service.beta.kubernetes.io/azure-pip-name", "pip-web"),
                 pinned("service.beta.kubernetes.io/azure-pip-name", &["pip-web"]),
             ),
             (
-                ann("service.beta.kubernetes.io/azure-load-balancer-ipv4", "1.2.3.4"),
-                pinned("service.beta.kubernetes.io/azure-load-balancer-ipv4", &["1.2.3.4"]),
+                ann(
+                    "service.beta.kubernetes.io/azure-load-balancer-ipv4",
+                    "1.2.3.4",
+                ),
+                pinned(
+                    "service.beta.kubernetes.io/azure-load-balancer-ipv4",
+                    &["1.2.3.4"],
+                ),
             ),
             (
                 ann("metallb.io/loadBalancerIPs", "10.0.0.5"),
@@ -371,7 +412,10 @@ mod tests {
                 Ask::Pool("public".into()),
             ),
             (ann(eips, " "), Ask::Any),
-            (json!({"metadata": {}, "spec": {"loadBalancerIP": ""}}), Ask::Any),
+            (
+                json!({"metadata": {}, "spec": {"loadBalancerIP": ""}}),
+                Ask::Any,
+            ),
             (json!({"metadata": {}, "spec": {}}), Ask::Any),
         ];
         for (svc, want) in cases {
@@ -382,7 +426,8 @@ mod tests {
     fn cloud_with(ips: &[(&str, Option<&str>)]) -> CloudState {
         let mut c = CloudState::default();
         for (ip, alloc) in ips {
-            c.create_static_address(ip, *alloc, None, "test").expect("new");
+            c.create_static_address(ip, *alloc, None, "test")
+                .expect("new");
         }
         c
     }
@@ -394,7 +439,9 @@ mod tests {
             via: "eips",
             keys: vec!["eipalloc-a".into(), "eipalloc-missing".into()],
         };
-        assert!(matches!(place(&c, "a/web", &ask, None), Placement::Fail(m) if m.contains("eipalloc-missing")));
+        assert!(
+            matches!(place(&c, "a/web", &ask, None), Placement::Fail(m) if m.contains("eipalloc-missing"))
+        );
         let ask = Ask::Pinned {
             via: "spec.loadBalancerIP",
             keys: vec!["9.9.9.9".into()],
@@ -404,7 +451,10 @@ mod tests {
             via: "eips",
             keys: vec!["eipalloc-a".into()],
         };
-        assert_eq!(place(&c, "a/web", &ask, None), Placement::On("52.0.0.1".into()));
+        assert_eq!(
+            place(&c, "a/web", &ask, None),
+            Placement::On("52.0.0.1".into())
+        );
     }
 
     #[test]
@@ -416,12 +466,22 @@ mod tests {
             via: "spec.loadBalancerIP",
             keys: vec!["1.2.3.4".into()],
         };
-        assert_eq!(place(&c, "d/udp", &ask, Some("k")), Placement::On("1.2.3.4".into()));
-        assert!(matches!(place(&c, "d/udp", &ask, Some("other")), Placement::Fail(_)));
+        assert_eq!(
+            place(&c, "d/udp", &ask, Some("k")),
+            Placement::On("1.2.3.4".into())
+        );
+        assert!(matches!(
+            place(&c, "d/udp", &ask, Some("other")),
+            Placement::Fail(_)
+        ));
         assert!(matches!(place(&c, "d/udp", &ask, None), Placement::Fail(_)));
         c.create_load_balancer("d/udp", "1.2.3.4", Some("k"), "test")
             .expect("shared");
-        let tcp = c.load_balancers.values().find(|l| l.service == "d/tcp").map(|l| l.id.clone());
+        let tcp = c
+            .load_balancers
+            .values()
+            .find(|l| l.service == "d/tcp")
+            .map(|l| l.id.clone());
         c.delete_load_balancer(&tcp.expect("lb"), "test");
         assert_eq!(
             c.addresses["1.2.3.4"].load_balancer.as_deref(),
@@ -437,8 +497,14 @@ mod tests {
             .expect("pool");
         c.create_load_balancer("a/one", "10.0.0.1", None, "test")
             .expect("free");
-        assert_eq!(place(&c, "a/two", &Ask::Pool("public".into()), None), Placement::On("10.0.0.2".into()));
-        assert!(matches!(place(&c, "a/two", &Ask::Pool("nope".into()), None), Placement::Fail(_)));
+        assert_eq!(
+            place(&c, "a/two", &Ask::Pool("public".into()), None),
+            Placement::On("10.0.0.2".into())
+        );
+        assert!(matches!(
+            place(&c, "a/two", &Ask::Pool("nope".into()), None),
+            Placement::Fail(_)
+        ));
     }
 
     #[test]
