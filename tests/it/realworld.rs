@@ -198,6 +198,24 @@ fn yaml_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// The namespaces a file's objects name themselves (kubectl refuses a `-n` that differs;
+/// their docs create them first).
+fn named_namespaces(path: &Path) -> Vec<String> {
+    use serde::Deserialize;
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut out: Vec<String> = serde_yaml::Deserializer::from_str(&text)
+        .filter_map(|doc| Value::deserialize(doc).ok())
+        .filter_map(|v| {
+            v.pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
 fn is_crd_file(path: &Path) -> bool {
     std::fs::read_to_string(path)
         .unwrap_or_default()
@@ -248,7 +266,15 @@ async fn apply_corpus(c: &TestCluster, root: &Path) {
                 Install::Apply => "apply",
                 Install::Create => "create",
             };
-            let out = c.kubectl(&[verb, "-n", ns, "-f", &path]).await;
+            let named = named_namespaces(f);
+            for n in &named {
+                ensure_namespace(c, n).await;
+            }
+            let out = if !named.is_empty() {
+                c.kubectl(&[verb, "-f", &path]).await
+            } else {
+                c.kubectl(&[verb, "-n", ns, "-f", &path]).await
+            };
             let rejected = g.rejected.contains(&file);
             assert_eq!(
                 out.status.success(),
