@@ -231,6 +231,23 @@ pub fn extract(group: &str, resource: &str, kind: &str, obj: &Value) -> Option<B
     Some(b)
 }
 
+/// Whether the object's controller reports it bound to its bucket, in its API's terms.
+pub fn bucket_ready(kind: BucketKind, obj: &Value) -> bool {
+    let condition = |ty: &str| {
+        obj.pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .is_some_and(|cs| cs.iter().any(|c| c["type"] == ty && c["status"] == "True"))
+    };
+    match kind {
+        BucketKind::CosiBucketClaim | BucketKind::CosiBucket => {
+            obj.pointer("/status/bucketReady") == Some(&Value::Bool(true))
+        }
+        BucketKind::Crossplane | BucketKind::CrossplaneNamespaced => condition("Ready"),
+        BucketKind::Ack => condition("ACK.ResourceSynced"),
+        BucketKind::RookObc => str_at(obj, "/status/phase") == Some("Bound"),
+    }
+}
+
 impl BucketBinding {
     /// Whether deleting the cluster (and so this object) deletes the bucket. A policy not
     /// known (a claim whose class was not seen) counts as Delete: the cautious answer.

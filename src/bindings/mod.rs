@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use buckets::{
-    APIS as BUCKET_APIS, BucketApi, BucketBinding, BucketKind, RetainFix, retain_fix,
+    APIS as BUCKET_APIS, BucketApi, BucketBinding, BucketKind, RetainFix, bucket_ready, retain_fix,
 };
 pub use load_balancers::{
     LoadBalancerBinding, PIN_ANNOTATIONS, Pin, PinProblem, is_pinned, pin_of, pin_problems,

@@ -198,56 +198,36 @@ async fn check(
         .count();
     let recorded_buckets: HashSet<&str> =
         recorded.buckets.iter().map(|b| b.bucket.as_str()).collect();
-    let cosi = list(&api(
-        client,
-        "objectstorage.k8s.io",
-        "v1alpha1",
-        "BucketClaim",
-        "bucketclaims",
-    ))
-    .await;
-    let crossplane = list(&api(
-        client,
-        "s3.aws.upbound.io",
-        "v1beta1",
-        "Bucket",
-        "buckets",
-    ))
-    .await;
-    let bucket_of = |o: &DynamicObject| -> Option<String> {
-        o.data
-            .pointer("/status/bucketName")
-            .and_then(Value::as_str)
-            .filter(|_| o.data.pointer("/status/bucketReady") == Some(&Value::Bool(true)))
-            .map(str::to_owned)
-            .or_else(|| {
-                let ready = o
-                    .data
-                    .pointer("/status/conditions")
-                    .and_then(Value::as_array)
-                    .is_some_and(|cs| {
-                        cs.iter()
-                            .any(|c| c["type"] == "Ready" && c["status"] == "True")
-                    });
-                ready.then(|| {
-                    o.metadata
-                        .annotations
-                        .as_ref()
-                        .and_then(|a| a.get("crossplane.io/external-name").cloned())
-                        .or_else(|| o.metadata.name.clone())
-                })?
-            })
+    // Every bucket API bindings knows, each object with the bucket it is on once its
+    // controller says it is ready.
+    let mut live: Vec<(crate::bindings::BucketBinding, Option<String>)> = Vec::new();
+    for a in crate::bindings::BUCKET_APIS {
+        for o in list(&api(client, a.group, a.version, a.kind, a.plural)).await {
+            let Some(obj) = serde_json::to_value(&o).ok() else {
+                continue;
+            };
+            if let Some(b) = crate::bindings::bucket_of(a, &obj) {
+                let on = crate::bindings::bucket_ready(b.kind, &obj)
+                    .then(|| b.bucket.clone())
+                    .flatten();
+                live.push((b, on));
+            }
+        }
+    }
+    let label = |k: crate::bindings::BucketKind| match k {
+        crate::bindings::BucketKind::CosiBucketClaim => "BucketClaim",
+        crate::bindings::BucketKind::RookObc => "ObjectBucketClaim",
+        _ => "Bucket",
     };
     for rec in &recorded.buckets {
-        let pool = if rec.kind == "BucketClaim" {
-            &cosi
-        } else {
-            &crossplane
-        };
-        let found = pool
+        let found = live
             .iter()
-            .find(|o| key(o) == (rec.namespace.clone(), rec.name.clone()));
-        match found.and_then(bucket_of) {
+            .filter(|(b, _)| {
+                label(b.kind) == rec.kind && b.namespace == rec.namespace && b.name == rec.name
+            })
+            .map(|(_, on)| on.clone())
+            .max();
+        match found.flatten() {
             Some(b) if b == rec.bucket => v.buckets_reused += 1,
             other => v.problems.push(format!(
                 "{} {}{} is on {}, expected bucket {}",
@@ -262,11 +242,12 @@ async fn check(
             )),
         }
     }
-    v.new_buckets = cosi
+    // A COSI Bucket object is its claim's bucket, counted through the claim.
+    v.new_buckets = live
         .iter()
-        .chain(crossplane.iter())
-        .filter_map(bucket_of)
-        .filter(|b| !recorded_buckets.contains(b.as_str()))
+        .filter(|(b, _)| b.kind != crate::bindings::BucketKind::CosiBucket)
+        .filter_map(|(_, on)| on.as_deref())
+        .filter(|b| !recorded_buckets.contains(b))
         .count();
     v
 }

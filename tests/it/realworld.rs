@@ -523,7 +523,7 @@ async fn stop_teardown_start_on_the_corpus_brings_back_every_original_and_nothin
         quiesce_timeout: Duration::from_secs(30),
         ..Default::default()
     };
-    lifecycle::stop(&client, &store, &keys(), &stop_opts, &progress)
+    let stopped = lifecycle::stop(&client, &store, &keys(), &stop_opts, &progress)
         .await
         .expect("stop");
     assert!(
@@ -593,15 +593,92 @@ async fn stop_teardown_start_on_the_corpus_brings_back_every_original_and_nothin
         "the gate is lifted: {:?}",
         gate_objects(&c)
     );
+    // Custom resources come back as they were applied, apart from what stop changed
+    // (each change in its report) and what the restore documents (each transform in the
+    // plan `restore --dry-run` prints).
+    let snap = read::open(
+        &store,
+        &keys(),
+        stopped.snapshot.as_deref().expect("snapshot"),
+    )
+    .await
+    .expect("verified");
+    let plan = restore::plan_for(&restore::source::from_snapshot(&snap), &Default::default());
+    let documented: BTreeMap<String, String> = plan
+        .tiers
+        .values()
+        .flatten()
+        .map(|p| {
+            (
+                format!(
+                    "{} {}/{}",
+                    p.kind,
+                    p.namespace.as_deref().unwrap_or(""),
+                    p.name
+                ),
+                p.transforms.join("; "),
+            )
+        })
+        .collect();
     let after_crs = custom_resources(&c);
     for (k, spec) in &before_crs {
-        assert_eq!(
-            after_crs.get(k),
-            Some(spec),
-            "{k} came back as it was applied"
-        );
+        let mut expected = spec.clone();
+        for change in &stopped.changes {
+            let o = &change.object;
+            if format!(
+                "{} {}/{}",
+                o.kind,
+                o.namespace.as_deref().unwrap_or(""),
+                o.name
+            ) == *k
+            {
+                merge(&mut expected, &change.patch["spec"]);
+            }
+        }
+        let after = after_crs.get(k).unwrap_or_else(|| panic!("{k} came back"));
+        let transforms = documented.get(k).cloned().unwrap_or_default();
+        for field in differing_fields(&expected, after) {
+            assert!(
+                transforms.contains(&field),
+                "{k}: spec.{field} differs from what was applied and no transform says so \
+                 (transforms: {transforms:?}); before {expected}, after {after}"
+            );
+        }
     }
     c.stop().await;
+}
+
+/// JSON merge patch (RFC 7386).
+fn merge(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(t), Value::Object(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        (t, p) if !p.is_null() => *t = p.clone(),
+        _ => {}
+    }
+}
+
+/// The top-level spec fields whose values differ.
+fn differing_fields(a: &Value, b: &Value) -> Vec<String> {
+    let empty = serde_json::Map::new();
+    let (a, b) = (
+        a.as_object().unwrap_or(&empty),
+        b.as_object().unwrap_or(&empty),
+    );
+    a.keys()
+        .chain(b.keys())
+        .filter(|k| a.get(*k) != b.get(*k))
+        .cloned()
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
