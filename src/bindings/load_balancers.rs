@@ -73,11 +73,10 @@ pub fn pin_problems(svc: &Value) -> Vec<PinProblem> {
         Some(Pin::Azure { ipv4: Some(ip), .. }) => vec![ip.clone()],
         _ => Vec::new(),
     };
-    if !pinned_ips.is_empty()
-        && !b.ingress_ips.is_empty()
-        && !pinned_ips.iter().any(|p| b.ingress_ips.contains(p))
-        && !(on_aws && matches!(b.pin, Some(Pin::LoadBalancerIp { .. })))
-    {
+    // On AWS a loadBalancerIP is ignored (reported above), not a pin that moved.
+    let ignored = on_aws && matches!(b.pin, Some(Pin::LoadBalancerIp { .. }));
+    let answers_on_pin = pinned_ips.iter().any(|p| b.ingress_ips.contains(p));
+    if !pinned_ips.is_empty() && !b.ingress_ips.is_empty() && !answers_on_pin && !ignored {
         out.push(PinProblem::Mismatch {
             pinned: pinned_ips.clone(),
             answers: b.ingress_ips.clone(),
