@@ -155,6 +155,20 @@ spec:
     served: true
     storage: true
     schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
+---
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: buckets.objectstorage.k8s.io}
+spec:
+  group: objectstorage.k8s.io
+  scope: Cluster
+  names: {plural: buckets, singular: bucket, kind: Bucket}
+  versions:
+  - name: v1alpha1
+    served: true
+    storage: true
+    subresources: {status: {}}
+    schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
 "#;
 
 const FIXTURE_OBJECTS: &str = r#"
@@ -203,6 +217,19 @@ spec: {containers: [{name: c, image: nginx}]}
 /// balancers their addresses and the class-based claim its bucket.
 async fn platform_like() -> TestCluster {
     let c = TestCluster::start().await;
+    // What the account holds before the cluster: the pinned addresses.
+    {
+        let mut cloud = c.sim().cloud.lock();
+        cloud
+            .create_static_address("52.1.2.1", Some("eipalloc-1"), None, "pre-existing")
+            .expect("free");
+        cloud
+            .create_static_address("52.1.2.2", Some("eipalloc-2"), None, "pre-existing")
+            .expect("free");
+        cloud
+            .create_pool("lan", &["192.168.10.5".to_owned()], "pre-existing")
+            .expect("pool");
+    }
     c.apply(FIXTURE, &[]).await;
     c.apply(FIXTURE_OBJECTS, &[]).await;
     wait_until("load balancers and buckets are provisioned", || {
@@ -460,9 +487,10 @@ async fn a_snapshot_into_s3_on_moto_holds_every_binding_and_verifies() {
             "--json has {field}: {summary}"
         );
     }
+    // Buckets: two claims and the COSI Bucket object the class-based claim got.
     assert_eq!(
         summary["bindings"],
-        json!({"volumes": 4, "load_balancers": 3, "buckets": 2})
+        json!({"volumes": 4, "load_balancers": 3, "buckets": 3})
     );
     let id = summary["id"].as_str().unwrap();
     let store = moto.store("snapshots", "prod/eu");
