@@ -8,11 +8,12 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use kube::api::ListParams;
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Value, json};
 
+use crate::bindings::is_pinned;
+use crate::bindings::{self, BucketBinding, BucketKind};
 use crate::k8s::{K8sError, Resources};
 use crate::restore::Recorded;
-use crate::restore::plan::is_pinned;
 
 /// How bad a finding is; `--fail-on` compares against this order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, clap::ValueEnum)]
@@ -47,6 +48,9 @@ pub enum FindingKind {
     NoSnapshot,
     StaleSnapshot,
     BindingChanged,
+    /// A pin that does not hold: it names another address than the Service answers on,
+    /// or a mechanism the provider ignores, or an address shared with other Services.
+    PinNotHeld,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -65,10 +69,12 @@ pub struct Finding {
 pub struct Inputs {
     pub persistent_volumes: Vec<Value>,
     pub services: Vec<Value>,
-    pub cosi_claims: Vec<Value>,
     pub cosi_classes: Vec<Value>,
-    pub crossplane_buckets: Vec<Value>,
-    pub ack_buckets: Vec<Value>,
+    pub storage_classes: Vec<Value>,
+    /// Every object of every bucket API `bindings` knows, `apiVersion` and `kind` set.
+    pub bucket_objects: Vec<Value>,
+    /// CronJobs (`stop` suspends them: nothing fires while the platform is down).
+    pub cronjobs: Vec<Value>,
     pub newest_snapshot: Option<SnapshotFacts>,
 }
 
@@ -93,12 +99,81 @@ fn name(v: &Value) -> String {
 }
 
 fn disk_of(pv: &Value) -> String {
-    s(pv, "/spec/csi/volumeHandle")
-        .or_else(|| s(pv, "/spec/awsElasticBlockStore/volumeID"))
-        .or_else(|| s(pv, "/spec/azureDisk/diskURI"))
-        .or_else(|| s(pv, "/spec/gcePersistentDisk/pdName"))
-        .unwrap_or("unknown disk")
-        .to_owned()
+    bindings::disk_id_of(pv).unwrap_or_else(|| "(no cloud disk)".to_owned())
+}
+
+/// Every bucket binding of the cluster with its object, deletion policies resolved the way
+/// a snapshot resolves them. A COSI claim bound to a `Bucket` object in the list is left
+/// out: the `Bucket` carries the policy (and is what `stop` changes), one verdict per
+/// bucket.
+pub fn bucket_bindings(inputs: &Inputs) -> Vec<(BucketBinding, &Value)> {
+    let mut out: Vec<(BucketBinding, &Value)> = inputs
+        .bucket_objects
+        .iter()
+        .filter_map(|o| {
+            let av = s(o, "/apiVersion").unwrap_or_default();
+            let group = av.split_once('/').map_or("", |(g, _)| g);
+            let kind = s(o, "/kind").unwrap_or_default();
+            let api = bindings::BUCKET_APIS
+                .iter()
+                .find(|a| a.group == group && a.kind == kind)?;
+            Some((bindings::bucket_of(api, o)?, o))
+        })
+        .collect();
+    let classes = |list: &[Value], field: &str| -> BTreeMap<String, String> {
+        list.iter()
+            .filter_map(|c| {
+                Some((
+                    s(c, "/metadata/name")?.to_owned(),
+                    s(c, field).unwrap_or("Delete").to_owned(),
+                ))
+            })
+            .collect()
+    };
+    let mut all: Vec<BucketBinding> = out.iter().map(|(b, _)| b.clone()).collect();
+    bindings::resolve_bucket_policies(
+        &mut all,
+        &classes(&inputs.cosi_classes, "/deletionPolicy"),
+        &classes(&inputs.storage_classes, "/reclaimPolicy"),
+    );
+    let cosi_buckets: Vec<String> = all
+        .iter()
+        .filter(|b| b.kind == BucketKind::CosiBucket)
+        .map(|b| b.name.clone())
+        .collect();
+    for ((b, _), resolved) in out.iter_mut().zip(all) {
+        *b = resolved;
+    }
+    out.retain(|(b, _)| {
+        b.kind != BucketKind::CosiBucketClaim
+            || !b.bucket.as_ref().is_some_and(|o| cosi_buckets.contains(o))
+    });
+    out
+}
+
+fn kind_label(b: &BucketBinding) -> &'static str {
+    match b.kind {
+        BucketKind::CosiBucketClaim => "BucketClaim",
+        BucketKind::CosiBucket => "Bucket.objectstorage.k8s.io",
+        BucketKind::Crossplane => "Bucket (Crossplane)",
+        BucketKind::CrossplaneNamespaced => "Bucket (Crossplane, namespaced)",
+        BucketKind::Ack => "Bucket (ACK)",
+        BucketKind::RookObc => "ObjectBucketClaim",
+    }
+}
+
+fn buckets_fix(b: &BucketBinding) -> String {
+    match b.kind {
+        BucketKind::CosiBucket => "set spec.deletionPolicy: Retain (coldstart stop does it)".into(),
+        BucketKind::Crossplane => "set spec.deletionPolicy: Orphan (coldstart stop does it)".into(),
+        BucketKind::CrossplaneNamespaced => {
+            "drop Delete from spec.managementPolicies (coldstart stop does it)".into()
+        }
+        BucketKind::Ack => {
+            "annotate services.k8s.aws/deletion-policy=retain (coldstart stop does it)".into()
+        }
+        BucketKind::CosiBucketClaim | BucketKind::RookObc => String::new(),
+    }
 }
 
 /// Apply every rule. `now` and `rpo_target` are injected so the rules stay pure.
@@ -140,66 +215,83 @@ pub fn audit(inputs: &Inputs, now: DateTime<Utc>, rpo_target: Duration) -> Vec<F
             fix: format!("pin the Service to {ip} (coldstart stop does it)"),
         });
     }
-    let class_policy: BTreeMap<String, String> = inputs
-        .cosi_classes
-        .iter()
-        .filter_map(|c| {
-            Some((
-                s(c, "/metadata/name")?.to_owned(),
-                s(c, "/deletionPolicy").unwrap_or("Delete").to_owned(),
-            ))
-        })
-        .collect();
-    for claim in &inputs.cosi_claims {
-        let adopted = claim.pointer("/spec/existingBucketName").is_some();
-        let class = s(claim, "/spec/bucketClassName");
-        let deletes = class.is_some_and(|c| class_policy.get(c).is_none_or(|p| p == "Delete"));
-        if deletes {
-            out.push(Finding {
-                severity: if adopted {
-                    Severity::Medium
-                } else {
-                    Severity::High
-                },
-                kind: FindingKind::BucketDeletedWithCluster,
-                object: format!("BucketClaim {}", name(claim)),
-                message: format!(
-                    "bucket {} follows BucketClass {} with deletionPolicy Delete",
-                    s(claim, "/status/bucketName")
-                        .or(s(claim, "/spec/existingBucketName"))
-                        .unwrap_or("?"),
-                    class.unwrap_or("?")
+    for svc in &inputs.services {
+        for p in bindings::pin_problems(svc) {
+            let (severity, message, fix) = match p {
+                bindings::PinProblem::Mismatch { pinned, answers } => (
+                    Severity::High,
+                    format!(
+                        "pinned to {} but answers on {}: a restore would move it",
+                        pinned.join(", "),
+                        answers.join(", ")
+                    ),
+                    "pin the address the Service answers on".to_owned(),
                 ),
-                fix: "set the COSI Bucket's deletionPolicy to Retain".into(),
+                bindings::PinProblem::IgnoredOnAws { address } => (
+                    Severity::High,
+                    format!(
+                        "spec.loadBalancerIP {address} is ignored on AWS: the address is not pinned"
+                    ),
+                    "pin with service.beta.kubernetes.io/aws-load-balancer-eip-allocations"
+                        .to_owned(),
+                ),
+                bindings::PinProblem::Shared { address, key } => (
+                    Severity::Low,
+                    format!("shares {address} with other Services (allow-shared-ip {key})"),
+                    "nothing: restore keeps every Service on the key pinned to the same address"
+                        .to_owned(),
+                ),
+            };
+            out.push(Finding {
+                severity,
+                kind: FindingKind::PinNotHeld,
+                object: format!("Service {}", name(svc)),
+                message,
+                fix,
             });
         }
     }
-    for b in &inputs.crossplane_buckets {
-        let observe =
-            b.pointer("/spec/managementPolicies") == Some(&serde_json::json!(["Observe"]));
-        if !observe && s(b, "/spec/deletionPolicy").unwrap_or("Delete") == "Delete" {
-            let external = s(b, "/metadata/annotations/crossplane.io~1external-name")
-                .or(s(b, "/metadata/name"))
-                .unwrap_or("?");
-            out.push(Finding {
-                severity: Severity::High,
-                kind: FindingKind::BucketDeletedWithCluster,
-                object: format!("Bucket {}", name(b)),
-                message: format!("bucket {external} has deletionPolicy Delete: deleting the managed resource deletes the bucket"),
-                fix: "set spec.deletionPolicy: Orphan".into(),
-            });
+    for (b, _) in bucket_bindings(inputs) {
+        if !b.deleted_with_cluster() {
+            continue;
         }
-    }
-    for b in &inputs.ack_buckets {
-        if s(b, "/metadata/annotations/services.k8s.aws~1deletion-policy") != Some("retain") {
-            out.push(Finding {
-                severity: Severity::High,
-                kind: FindingKind::BucketDeletedWithCluster,
-                object: format!("Bucket {}", name(b)),
-                message: "ACK deletes the bucket with the resource (no services.k8s.aws/deletion-policy: retain)".into(),
-                fix: "annotate services.k8s.aws/deletion-policy=retain".into(),
-            });
-        }
+        let subject = match &b.namespace {
+            Some(ns) => format!("{} {ns}/{}", kind_label(&b), b.name),
+            None => format!("{} {}", kind_label(&b), b.name),
+        };
+        let bucket = b.bucket.as_deref().unwrap_or("(not yet known)");
+        let policy = b.deletion_policy.as_deref().unwrap_or("Delete");
+        let (message, fix) = match b.kind {
+            BucketKind::CosiBucketClaim => (
+                format!(
+                    "bucket {bucket} follows BucketClass {} with deletionPolicy {policy}",
+                    b.bucket_class.as_deref().unwrap_or("?")
+                ),
+                "set the COSI Bucket's deletionPolicy to Retain (coldstart stop does it once the Bucket exists)".to_owned(),
+            ),
+            BucketKind::RookObc => (
+                format!(
+                    "bucket {bucket} follows StorageClass {} with reclaimPolicy {policy}: deleting the claim deletes it",
+                    b.bucket_class.as_deref().unwrap_or("?")
+                ),
+                "set the ObjectBucket's spec.reclaimPolicy to Retain".to_owned(),
+            ),
+            _ => (
+                format!("bucket {bucket} is deleted with its resource ({policy})"),
+                buckets_fix(&b),
+            ),
+        };
+        out.push(Finding {
+            severity: if b.adopted && b.kind == BucketKind::CosiBucketClaim {
+                Severity::Medium
+            } else {
+                Severity::High
+            },
+            kind: FindingKind::BucketDeletedWithCluster,
+            object: subject,
+            message,
+            fix,
+        });
     }
     match &inputs.newest_snapshot {
         None => out.push(Finding {
@@ -360,13 +452,6 @@ pub async fn collect_with(
         persistent_volumes: list_served(c, r, ("v1", "PersistentVolume"), "PersistentVolumes")
             .await?,
         services: list_served(c, r, ("v1", "Service"), "Services").await?,
-        cosi_claims: list_served(
-            c,
-            r,
-            ("objectstorage.k8s.io/v1alpha1", "BucketClaim"),
-            "BucketClaims",
-        )
-        .await?,
         cosi_classes: list_served(
             c,
             r,
@@ -374,20 +459,36 @@ pub async fn collect_with(
             "BucketClasses",
         )
         .await?,
-        crossplane_buckets: list_served(
+        storage_classes: list_served(
             c,
             r,
-            ("s3.aws.upbound.io/v1beta1", "Bucket"),
-            "Crossplane Buckets",
+            ("storage.k8s.io/v1", "StorageClass"),
+            "StorageClasses",
         )
         .await?,
-        ack_buckets: list_served(
-            c,
-            r,
-            ("s3.services.k8s.aws/v1alpha1", "Bucket"),
-            "ACK Buckets",
-        )
-        .await?,
+        cronjobs: list_served(c, r, ("batch/v1", "CronJob"), "CronJobs")
+            .await?
+            .into_iter()
+            .map(|mut o| {
+                o["apiVersion"] = json!("batch/v1");
+                o["kind"] = json!("CronJob");
+                o
+            })
+            .collect(),
+        bucket_objects: {
+            let mut all = Vec::new();
+            for api in bindings::BUCKET_APIS {
+                let api_version = format!("{}/{}", api.group, api.version);
+                let items =
+                    list_served(c, r, (&api_version, api.kind), "bucket objects").await?;
+                all.extend(items.into_iter().map(|mut o| {
+                    o["apiVersion"] = json!(format!("{}/{}", api.group, api.version));
+                    o["kind"] = json!(api.kind);
+                    o
+                }));
+            }
+            all
+        },
         newest_snapshot,
     })
 }
@@ -425,7 +526,7 @@ mod tests {
     fn delete_policy_volumes_unpinned_addresses_and_deleting_buckets_are_findings() {
         let inputs = Inputs {
             persistent_volumes: vec![
-                json!({"metadata": {"name": "a"}, "spec": {"persistentVolumeReclaimPolicy": "Delete", "csi": {"volumeHandle": "vol-1"}}}),
+                json!({"metadata": {"name": "a"}, "spec": {"persistentVolumeReclaimPolicy": "Delete", "csi": {"driver": "ebs.csi.aws.com", "volumeHandle": "vol-1"}}}),
                 json!({"metadata": {"name": "b"}, "spec": {"persistentVolumeReclaimPolicy": "Retain"}}),
             ],
             services: vec![
@@ -433,12 +534,10 @@ mod tests {
                 json!({"metadata": {"name": "pinned", "namespace": "t"}, "spec": {"type": "LoadBalancer", "loadBalancerIP": "5.6.7.8"}}),
                 json!({"metadata": {"name": "internal", "namespace": "t"}, "spec": {"type": "ClusterIP"}}),
             ],
-            crossplane_buckets: vec![
-                json!({"metadata": {"name": "tmp"}, "spec": {"deletionPolicy": "Delete"}}),
-                json!({"metadata": {"name": "logs"}, "spec": {"deletionPolicy": "Orphan"}}),
-            ],
-            cosi_claims: vec![
-                json!({"metadata": {"name": "c", "namespace": "t"}, "spec": {"bucketClassName": "std"}}),
+            bucket_objects: vec![
+                json!({"apiVersion": "s3.aws.upbound.io/v1beta1", "kind": "Bucket", "metadata": {"name": "tmp"}, "spec": {"deletionPolicy": "Delete"}}),
+                json!({"apiVersion": "s3.aws.upbound.io/v1beta1", "kind": "Bucket", "metadata": {"name": "logs"}, "spec": {"deletionPolicy": "Orphan"}}),
+                json!({"apiVersion": "objectstorage.k8s.io/v1alpha1", "kind": "BucketClaim", "metadata": {"name": "c", "namespace": "t"}, "spec": {"bucketClassName": "std"}}),
             ],
             cosi_classes: vec![json!({"metadata": {"name": "std"}, "deletionPolicy": "Delete"})],
             newest_snapshot: Some(snapshot(60)),

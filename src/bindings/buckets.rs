@@ -1,10 +1,13 @@
 //! Bucket bindings: which bucket each claim owns, whether it adopts an existing bucket or
 //! asks for a new one, and what deleting the claim does to the bucket. Recognised: COSI
 //! (`BucketClaim`, `Bucket`), Crossplane bucket managed resources (`*.upbound.io`,
-//! `*.crossplane.io`), ACK S3 `Bucket` and Rook `ObjectBucketClaim`.
+//! `*.crossplane.io`; v2 namespaced `*.m.upbound.io`), ACK S3 `Bucket` and Rook/NooBaa
+//! `ObjectBucketClaim`. What each API does to its bucket when the cluster goes
+//! ([`BucketBinding::deleted_with_cluster`]), and the change that keeps the bucket
+//! ([`retain_fix`]), live here too: audit, stop and the gate ask, none of them knows.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::{owned, str_at};
 
@@ -14,9 +17,90 @@ use super::{owned, str_at};
 pub enum BucketKind {
     CosiBucketClaim,
     CosiBucket,
+    /// Crossplane v1: cluster-scoped, `spec.deletionPolicy`.
     Crossplane,
+    /// Crossplane v2: namespaced (`*.m.upbound.io`), no `deletionPolicy`: what happens on
+    /// deletion is `spec.managementPolicies`.
+    CrossplaneNamespaced,
     Ack,
     RookObc,
+}
+
+/// One API whose objects bind buckets: what audit lists and the gate covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BucketApi {
+    pub group: &'static str,
+    /// A version every release of the API serves.
+    pub version: &'static str,
+    pub plural: &'static str,
+    pub kind: &'static str,
+    pub bucket_kind: BucketKind,
+}
+
+/// Every bucket API coldstart knows, with a version to list it at.
+pub const APIS: &[BucketApi] = &[
+    BucketApi {
+        group: "objectstorage.k8s.io",
+        version: "v1alpha1",
+        plural: "bucketclaims",
+        kind: "BucketClaim",
+        bucket_kind: BucketKind::CosiBucketClaim,
+    },
+    BucketApi {
+        group: "objectstorage.k8s.io",
+        version: "v1alpha1",
+        plural: "buckets",
+        kind: "Bucket",
+        bucket_kind: BucketKind::CosiBucket,
+    },
+    BucketApi {
+        group: "s3.aws.upbound.io",
+        version: "v1beta1",
+        plural: "buckets",
+        kind: "Bucket",
+        bucket_kind: BucketKind::Crossplane,
+    },
+    BucketApi {
+        group: "s3.aws.crossplane.io",
+        version: "v1beta1",
+        plural: "buckets",
+        kind: "Bucket",
+        bucket_kind: BucketKind::Crossplane,
+    },
+    BucketApi {
+        group: "s3.aws.m.upbound.io",
+        version: "v1beta1",
+        plural: "buckets",
+        kind: "Bucket",
+        bucket_kind: BucketKind::CrossplaneNamespaced,
+    },
+    BucketApi {
+        group: "s3.services.k8s.aws",
+        version: "v1alpha1",
+        plural: "buckets",
+        kind: "Bucket",
+        bucket_kind: BucketKind::Ack,
+    },
+    BucketApi {
+        group: "objectbucket.io",
+        version: "v1alpha1",
+        plural: "objectbucketclaims",
+        kind: "ObjectBucketClaim",
+        bucket_kind: BucketKind::RookObc,
+    },
+];
+
+/// Crossplane management policies that leave the external resource alone on deletion
+/// (everything but `Delete`): what a v2 namespaced resource, which has no
+/// `deletionPolicy`, offers to keep its bucket.
+pub const KEEP_POLICIES: [&str; 4] = ["Observe", "Create", "Update", "LateInitialize"];
+
+/// A change that keeps a bucket when its object is deleted, with its undo.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetainFix {
+    pub description: String,
+    pub patch: Value,
+    pub undo: Value,
 }
 
 /// One bucket claim and the bucket behind it.
@@ -43,6 +127,9 @@ pub struct BucketBinding {
 /// Which bucket API an object of `(group, kind)` belongs to.
 pub fn kind_of(group: &str, kind: &str) -> Option<BucketKind> {
     match (group, kind) {
+        (g, "Bucket") if g.ends_with(".m.upbound.io") || g.ends_with(".m.crossplane.io") => {
+            Some(BucketKind::CrossplaneNamespaced)
+        }
         ("objectstorage.k8s.io", "BucketClaim") => Some(BucketKind::CosiBucketClaim),
         ("objectstorage.k8s.io", "Bucket") => Some(BucketKind::CosiBucket),
         ("s3.services.k8s.aws", "Bucket") => Some(BucketKind::Ack),
@@ -90,16 +177,12 @@ pub fn extract(group: &str, resource: &str, kind: &str, obj: &Value) -> Option<B
             b.deletion_policy = owned(str_at(obj, "/spec/deletionPolicy"));
             b.bucket_class = owned(str_at(obj, "/spec/bucketClassName"));
         }
-        BucketKind::Crossplane => {
+        BucketKind::Crossplane | BucketKind::CrossplaneNamespaced => {
             let external = annotation(obj, "crossplane.io/external-name");
             b.adopted = external.is_some();
-            b.bucket = owned(external);
-            // Crossplane's default is Delete.
-            b.deletion_policy = Some(
-                str_at(obj, "/spec/deletionPolicy")
-                    .unwrap_or("Delete")
-                    .to_owned(),
-            );
+            // A managed resource is named after its bucket unless the external name says
+            // otherwise.
+            b.bucket = owned(external).or_else(|| Some(b.name.clone()));
             b.management_policies = obj
                 .pointer("/spec/managementPolicies")
                 .and_then(Value::as_array)
@@ -108,10 +191,26 @@ pub fn extract(group: &str, resource: &str, kind: &str, obj: &Value) -> Option<B
                 .filter_map(Value::as_str)
                 .map(str::to_owned)
                 .collect();
+            let may_delete = b.management_policies.is_empty()
+                || b.management_policies
+                    .iter()
+                    .any(|p| p == "*" || p == "Delete");
+            // v1's default deletionPolicy is Delete; v2 has none. Either way, management
+            // policies without Delete keep the bucket.
+            let policy = match kind {
+                BucketKind::Crossplane => str_at(obj, "/spec/deletionPolicy").unwrap_or("Delete"),
+                _ => "Delete",
+            };
+            b.deletion_policy = Some(if may_delete { policy } else { "Orphan" }.to_owned());
         }
         BucketKind::Ack => {
             b.adopted = annotation(obj, "services.k8s.aws/adoption-policy") == Some("adopt");
-            b.bucket = owned(str_at(obj, "/spec/name"));
+            // An adopting resource names its bucket in `adoption-fields` (its spec may be
+            // empty until ACK fills it in).
+            let adopted_name = annotation(obj, "services.k8s.aws/adoption-fields")
+                .and_then(|f| serde_json::from_str::<Value>(f).ok())
+                .and_then(|f| f.get("name").and_then(Value::as_str).map(str::to_owned));
+            b.bucket = owned(str_at(obj, "/spec/name")).or(adopted_name);
             // ACK deletes the AWS resource with its object unless told to retain it.
             b.deletion_policy = Some(
                 annotation(obj, "services.k8s.aws/deletion-policy")
@@ -124,10 +223,89 @@ pub fn extract(group: &str, resource: &str, kind: &str, obj: &Value) -> Option<B
             let name = str_at(obj, "/spec/bucketName");
             b.adopted = name.is_some() && !generated;
             b.bucket = owned(name);
+            // Its deletion policy is its StorageClass's reclaimPolicy (resolved by the
+            // collector).
             b.bucket_class = owned(str_at(obj, "/spec/storageClassName"));
         }
     }
     Some(b)
+}
+
+/// Whether the object's controller reports it bound to its bucket, in its API's terms.
+pub fn bucket_ready(kind: BucketKind, obj: &Value) -> bool {
+    let condition = |ty: &str| {
+        obj.pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .is_some_and(|cs| cs.iter().any(|c| c["type"] == ty && c["status"] == "True"))
+    };
+    match kind {
+        BucketKind::CosiBucketClaim | BucketKind::CosiBucket => {
+            obj.pointer("/status/bucketReady") == Some(&Value::Bool(true))
+        }
+        BucketKind::Crossplane | BucketKind::CrossplaneNamespaced => condition("Ready"),
+        BucketKind::Ack => condition("ACK.ResourceSynced"),
+        BucketKind::RookObc => str_at(obj, "/status/phase") == Some("Bound"),
+    }
+}
+
+impl BucketBinding {
+    /// Whether deleting the cluster (and so this object) deletes the bucket. A policy not
+    /// known (a claim whose class was not seen) counts as Delete: the cautious answer.
+    pub fn deleted_with_cluster(&self) -> bool {
+        let policy = self.deletion_policy.as_deref().unwrap_or("Delete");
+        policy.eq_ignore_ascii_case("delete")
+    }
+}
+
+/// The change that keeps the bucket behind `obj` when the object (or the cluster) is
+/// deleted, using the mechanism its API offers; `None` when nothing needs changing or
+/// the API offers nothing on this object (a COSI claim: its `Bucket` object is changed; an
+/// OBC: its StorageClass decides).
+pub fn retain_fix(binding: &BucketBinding, obj: &Value) -> Option<RetainFix> {
+    if !binding.deleted_with_cluster() {
+        return None;
+    }
+    match binding.kind {
+        BucketKind::CosiBucket => {
+            let current = obj.pointer("/spec/deletionPolicy").cloned();
+            Some(RetainFix {
+                description: "COSI Bucket deletionPolicy Delete → Retain".into(),
+                patch: json!({"spec": {"deletionPolicy": "Retain"}}),
+                undo: json!({"spec": {"deletionPolicy": current.unwrap_or(Value::Null)}}),
+            })
+        }
+        BucketKind::Crossplane => {
+            let current = obj.pointer("/spec/deletionPolicy").cloned();
+            Some(RetainFix {
+                description: "deletionPolicy Delete → Orphan".into(),
+                patch: json!({"spec": {"deletionPolicy": "Orphan"}}),
+                undo: json!({"spec": {"deletionPolicy": current.unwrap_or(Value::Null)}}),
+            })
+        }
+        BucketKind::CrossplaneNamespaced => {
+            let current = obj.pointer("/spec/managementPolicies").cloned();
+            Some(RetainFix {
+                description: format!(
+                    "managementPolicies → {KEEP_POLICIES:?} (no Delete: a namespaced resource has no deletionPolicy)"
+                ),
+                patch: json!({"spec": {"managementPolicies": KEEP_POLICIES}}),
+                undo: json!({"spec": {"managementPolicies": current.unwrap_or(Value::Null)}}),
+            })
+        }
+        BucketKind::Ack => {
+            let key = "services.k8s.aws/deletion-policy";
+            let current = obj
+                .pointer("/metadata/annotations")
+                .and_then(|a| a.get(key))
+                .cloned();
+            Some(RetainFix {
+                description: "ACK deletion-policy → retain".into(),
+                patch: json!({"metadata": {"annotations": {key: "retain"}}}),
+                undo: json!({"metadata": {"annotations": {key: current.unwrap_or(Value::Null)}}}),
+            })
+        }
+        BucketKind::CosiBucketClaim | BucketKind::RookObc => None,
+    }
 }
 
 #[cfg(test)]
@@ -186,9 +364,42 @@ mod tests {
                 "buckets",
                 "Bucket",
                 json!({"metadata": {"name": "new"}, "spec": {}}),
-                None,
+                Some("new"),
                 Some("Delete"),
                 false,
+            ),
+            (
+                "crossplane v1 delete but management policies without Delete",
+                "s3.aws.upbound.io",
+                "buckets",
+                "Bucket",
+                json!({"metadata": {"name": "kept"}, "spec": {"managementPolicies": ["Observe", "Create", "Update", "LateInitialize"]}}),
+                Some("kept"),
+                Some("Orphan"),
+                false,
+            ),
+            (
+                "crossplane v2 namespaced, default management policies",
+                "s3.aws.m.upbound.io",
+                "buckets",
+                "Bucket",
+                json!({"metadata": {"name": "rw-xp-ns", "namespace": "upbound-system"}, "spec": {"forProvider": {"region": "us-west-1"}}}),
+                Some("rw-xp-ns"),
+                Some("Delete"),
+                false,
+            ),
+            (
+                "ack adopting by adoption-fields before ACK fills spec.name",
+                "s3.services.k8s.aws",
+                "buckets",
+                "Bucket",
+                json!({"metadata": {"name": "rw-ack-adopt", "namespace": "t", "annotations": {
+                    "services.k8s.aws/adoption-policy": "adopt",
+                    "services.k8s.aws/adoption-fields": "{\"name\": \"rw-ack-existing-bucket\"}",
+                    "services.k8s.aws/deletion-policy": "retain"}}}),
+                Some("rw-ack-existing-bucket"),
+                Some("retain"),
+                true,
             ),
             (
                 "ack adopt retain",
@@ -238,6 +449,82 @@ mod tests {
             assert_eq!(b.bucket.as_deref(), bucket, "{name}");
             assert_eq!(b.deletion_policy.as_deref(), policy, "{name}");
             assert_eq!(b.adopted, adopted, "{name}");
+        }
+    }
+
+    #[test]
+    fn every_deleting_bucket_kind_has_a_fix_with_its_own_mechanism_and_an_undo() {
+        // (case, group, resource, kind, object, patched pointer, patched value)
+        let cases = [
+            (
+                "cosi bucket",
+                "objectstorage.k8s.io",
+                "buckets",
+                "Bucket",
+                json!({"metadata": {"name": "b"}, "spec": {"deletionPolicy": "Delete"}}),
+                "/spec/deletionPolicy",
+                json!("Retain"),
+            ),
+            (
+                "crossplane v1",
+                "s3.aws.upbound.io",
+                "buckets",
+                "Bucket",
+                json!({"metadata": {"name": "b"}, "spec": {}}),
+                "/spec/deletionPolicy",
+                json!("Orphan"),
+            ),
+            (
+                "crossplane v2 namespaced",
+                "s3.aws.m.upbound.io",
+                "buckets",
+                "Bucket",
+                json!({"metadata": {"name": "b", "namespace": "n"}, "spec": {}}),
+                "/spec/managementPolicies",
+                json!(KEEP_POLICIES),
+            ),
+            (
+                "ack",
+                "s3.services.k8s.aws",
+                "buckets",
+                "Bucket",
+                json!({"metadata": {"name": "b", "namespace": "n"}, "spec": {"name": "b"}}),
+                "/metadata/annotations/services.k8s.aws~1deletion-policy",
+                json!("retain"),
+            ),
+        ];
+        for (name, g, r, k, obj, ptr, want) in cases {
+            let b = extract(g, r, k, &obj).unwrap_or_else(|| panic!("{name}"));
+            assert!(b.deleted_with_cluster(), "{name}");
+            let fix = retain_fix(&b, &obj).unwrap_or_else(|| panic!("{name}: no fix"));
+            assert_eq!(fix.patch.pointer(ptr), Some(&want), "{name}");
+            let mut fixed = obj.clone();
+            json_patch_merge(&mut fixed, &fix.patch);
+            let after = extract(g, r, k, &fixed).unwrap_or_else(|| panic!("{name}"));
+            assert!(
+                !after.deleted_with_cluster(),
+                "{name}: the fix keeps the bucket"
+            );
+            assert_eq!(
+                retain_fix(&after, &fixed),
+                None,
+                "{name}: a fixed object needs nothing"
+            );
+        }
+    }
+
+    fn json_patch_merge(target: &mut Value, patch: &Value) {
+        match (target, patch) {
+            (Value::Object(t), Value::Object(p)) => {
+                for (k, v) in p {
+                    if v.is_null() {
+                        t.remove(k);
+                    } else {
+                        json_patch_merge(t.entry(k.clone()).or_insert(Value::Null), v);
+                    }
+                }
+            }
+            (t, p) => *t = p.clone(),
         }
     }
 

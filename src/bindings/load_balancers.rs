@@ -15,6 +15,84 @@ const METALLB: &[&str] = &[
     "metallb.universe.tf/loadBalancerIPs",
     "metallb.universe.tf/load-balancer-ips",
 ];
+/// Every annotation through which a Service pins its address, on any provider. A blank
+/// value pins nothing (the providers read it as no address); `spec.loadBalancerIP` is the
+/// other pin.
+pub const PIN_ANNOTATIONS: [&str; 6] = [
+    AWS_EIPS,
+    AZURE_PIP,
+    AZURE_IPV4,
+    "metallb.io/loadBalancerIPs",
+    "metallb.universe.tf/loadBalancerIPs",
+    "metallb.universe.tf/load-balancer-ips",
+];
+
+/// Annotations only the AWS load-balancer controllers read: a Service carrying one is on
+/// AWS, where `spec.loadBalancerIP` is ignored.
+const AWS_ONLY: &[&str] = &[
+    "service.beta.kubernetes.io/aws-load-balancer-type",
+    "service.beta.kubernetes.io/aws-load-balancer-scheme",
+    "service.beta.kubernetes.io/aws-load-balancer-nlb-target-type",
+    AWS_EIPS,
+];
+const SHARE_KEYS: &[&str] = &[
+    "metallb.io/allow-shared-ip",
+    "metallb.universe.tf/allow-shared-ip",
+];
+
+/// What is wrong with how a Service pins its address: checked, not trusted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PinProblem {
+    /// The pin names addresses the Service does not answer on.
+    Mismatch {
+        pinned: Vec<String>,
+        answers: Vec<String>,
+    },
+    /// `spec.loadBalancerIP` on AWS, whose controllers ignore it.
+    IgnoredOnAws { address: String },
+    /// A MetalLB address shared with other Services (`allow-shared-ip`): a restore must
+    /// bring them back together, on the same key.
+    Shared { address: String, key: String },
+}
+
+/// Check a Service's pin against the address it answers on and its provider's rules.
+pub fn pin_problems(svc: &Value) -> Vec<PinProblem> {
+    let mut out = Vec::new();
+    let Some(b) = extract(svc) else {
+        return out;
+    };
+    let on_aws = AWS_ONLY.iter().any(|k| annotation(svc, k).is_some());
+    if on_aws && let Some(ip) = str_at(svc, "/spec/loadBalancerIP") {
+        out.push(PinProblem::IgnoredOnAws {
+            address: ip.to_owned(),
+        });
+    }
+    let pinned_ips: Vec<String> = match &b.pin {
+        Some(Pin::LoadBalancerIp { address }) => vec![address.clone()],
+        Some(Pin::Metallb { addresses }) => addresses.clone(),
+        Some(Pin::Azure { ipv4: Some(ip), .. }) => vec![ip.clone()],
+        _ => Vec::new(),
+    };
+    // On AWS a loadBalancerIP is ignored (reported above), not a pin that moved.
+    let ignored = on_aws && matches!(b.pin, Some(Pin::LoadBalancerIp { .. }));
+    let answers_on_pin = pinned_ips.iter().any(|p| b.ingress_ips.contains(p));
+    if !pinned_ips.is_empty() && !b.ingress_ips.is_empty() && !answers_on_pin && !ignored {
+        out.push(PinProblem::Mismatch {
+            pinned: pinned_ips.clone(),
+            answers: b.ingress_ips.clone(),
+        });
+    }
+    if let Some(key) = SHARE_KEYS.iter().find_map(|k| annotation(svc, k))
+        && let Some(address) = pinned_ips.first().or(b.ingress_ips.first())
+    {
+        out.push(PinProblem::Shared {
+            address: address.clone(),
+            key: key.to_owned(),
+        });
+    }
+    out
+}
+
 /// external-dns reads both prefixes; the `alpha` one is the historical default.
 const DNS_PREFIXES: &[&str] = &[
     "external-dns.alpha.kubernetes.io/",
@@ -74,7 +152,13 @@ fn split_list(s: &str) -> Vec<String> {
         .collect()
 }
 
-fn pin_of(svc: &Value) -> Option<Pin> {
+/// Whether a Service names its address in any provider's form (a blank pin is none).
+pub fn is_pinned(svc: &Value) -> bool {
+    pin_of(svc).is_some()
+}
+
+/// How a Service pins its address, if it does.
+pub fn pin_of(svc: &Value) -> Option<Pin> {
     if let Some(eips) = annotation(svc, AWS_EIPS) {
         return Some(Pin::AwsEip {
             allocations: split_list(eips),
@@ -94,9 +178,12 @@ fn pin_of(svc: &Value) -> Option<Pin> {
             addresses: split_list(ips),
         });
     }
-    str_at(svc, "/spec/loadBalancerIP").map(|ip| Pin::LoadBalancerIp {
-        address: ip.to_owned(),
-    })
+    str_at(svc, "/spec/loadBalancerIP")
+        .map(str::trim)
+        .filter(|ip| !ip.is_empty())
+        .map(|ip| Pin::LoadBalancerIp {
+            address: ip.to_owned(),
+        })
 }
 
 fn dns(svc: &Value, suffix: &str) -> Vec<String> {
@@ -224,6 +311,59 @@ mod tests {
             assert_eq!(b.pinned, pin.is_some(), "{name}");
             assert_eq!(b.pin, pin, "{name}");
             assert_eq!(b.ingress_ips, vec!["1.2.3.4".to_owned()], "{name}");
+        }
+    }
+
+    #[test]
+    fn pins_are_checked_against_the_answering_address_and_the_provider() {
+        let cases = [
+            (
+                "pin answers elsewhere",
+                svc(
+                    json!({}),
+                    json!({"loadBalancerIP": "5.5.5.5"}),
+                    json!([{"ip": "1.2.3.4"}]),
+                ),
+                vec![PinProblem::Mismatch {
+                    pinned: vec!["5.5.5.5".into()],
+                    answers: vec!["1.2.3.4".into()],
+                }],
+            ),
+            (
+                "loadBalancerIP on AWS",
+                svc(
+                    json!({"service.beta.kubernetes.io/aws-load-balancer-type": "external"}),
+                    json!({"loadBalancerIP": "1.2.3.4"}),
+                    json!([{"hostname": "k8s.elb.amazonaws.com"}]),
+                ),
+                vec![PinProblem::IgnoredOnAws {
+                    address: "1.2.3.4".into(),
+                }],
+            ),
+            (
+                "shared MetalLB address",
+                svc(
+                    json!({"metallb.io/allow-shared-ip": "dns"}),
+                    json!({"loadBalancerIP": "1.2.3.4"}),
+                    json!([{"ip": "1.2.3.4"}]),
+                ),
+                vec![PinProblem::Shared {
+                    address: "1.2.3.4".into(),
+                    key: "dns".into(),
+                }],
+            ),
+            (
+                "a pin that holds",
+                svc(
+                    json!({"metallb.io/loadBalancerIPs": "1.2.3.4"}),
+                    json!({}),
+                    json!([{"ip": "1.2.3.4"}]),
+                ),
+                vec![],
+            ),
+        ];
+        for (name, s, want) in cases {
+            assert_eq!(pin_problems(&s), want, "{name}");
         }
     }
 

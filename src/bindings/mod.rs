@@ -16,9 +16,25 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use buckets::{BucketBinding, BucketKind};
-pub use load_balancers::{LoadBalancerBinding, Pin};
-pub use volumes::{ClaimRef, Provider, VolumeBinding};
+pub use buckets::{
+    APIS as BUCKET_APIS, BucketApi, BucketBinding, BucketKind, RetainFix, bucket_ready, retain_fix,
+};
+pub use load_balancers::{
+    LoadBalancerBinding, PIN_ANNOTATIONS, Pin, PinProblem, is_pinned, pin_of, pin_problems,
+};
+pub use volumes::{ClaimRef, IN_TREE_SOURCES, Provider, VolumeBinding};
+
+/// The binding of one PersistentVolume, if a cloud disk backs it.
+pub fn volume_of(pv: &Value) -> Option<VolumeBinding> {
+    volumes::extract(pv)
+}
+
+/// The cloud disk behind a PersistentVolume (CSI handle or any in-tree source), in the one
+/// form every part of coldstart compares: `vol-…`, the Azure disk resource id, the GCE
+/// disk name.
+pub fn disk_id_of(pv: &Value) -> Option<String> {
+    volumes::extract(pv).map(|v| v.disk_id)
+}
 
 /// Every binding of one snapshot.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,19 +61,65 @@ fn owned(s: Option<&str>) -> Option<String> {
     s.map(str::to_owned)
 }
 
+/// The binding of one object of a bucket API.
+pub fn bucket_of(api: &BucketApi, obj: &Value) -> Option<BucketBinding> {
+    buckets::extract(api.group, api.plural, api.kind, obj)
+}
+
+/// Fill in the deletion policies bucket objects do not carry: a COSI claim follows the
+/// `Bucket` object it is bound to (whose policy is the one that counts, and the one `stop`
+/// changes), else its class; an ObjectBucketClaim follows its StorageClass.
+pub fn resolve_bucket_policies(
+    buckets: &mut [BucketBinding],
+    bucket_classes: &BTreeMap<String, String>,
+    storage_classes: &BTreeMap<String, String>,
+) {
+    let cosi_buckets: BTreeMap<String, Option<String>> = buckets
+        .iter()
+        .filter(|b| b.kind == BucketKind::CosiBucket)
+        .map(|b| (b.name.clone(), b.deletion_policy.clone()))
+        .collect();
+    for b in buckets.iter_mut() {
+        if b.deletion_policy.is_some() {
+            continue;
+        }
+        b.deletion_policy = match b.kind {
+            BucketKind::CosiBucketClaim => b
+                .bucket
+                .as_ref()
+                .and_then(|o| cosi_buckets.get(o).cloned().flatten())
+                .or_else(|| {
+                    b.bucket_class
+                        .as_ref()
+                        .and_then(|c| bucket_classes.get(c).cloned())
+                }),
+            BucketKind::RookObc => b
+                .bucket_class
+                .as_ref()
+                .and_then(|c| storage_classes.get(c).cloned()),
+            _ => None,
+        };
+    }
+}
+
 /// Collects bindings from objects as capture streams them (in any order, from any task).
 #[derive(Debug, Default)]
 pub struct Collector {
     bindings: Bindings,
     /// COSI BucketClass name → deletionPolicy, to say what deleting a claim would do.
     bucket_classes: BTreeMap<String, String>,
+    /// StorageClass name → reclaimPolicy: an ObjectBucketClaim's bucket follows its class.
+    storage_classes: BTreeMap<String, String>,
 }
 
 /// Whether objects of this resource can carry bindings (so capture only looks at those).
 pub fn is_relevant(group: &str, resource: &str, kind: &str) -> bool {
     matches!(
         (group, resource),
-        ("", "persistentvolumes") | ("", "services") | ("objectstorage.k8s.io", "bucketclasses")
+        ("", "persistentvolumes")
+            | ("", "services")
+            | ("objectstorage.k8s.io", "bucketclasses")
+            | ("storage.k8s.io", "storageclasses")
     ) || buckets::kind_of(group, kind).is_some()
 }
 
@@ -82,6 +144,13 @@ impl Collector {
                         .insert(name.to_owned(), policy.to_owned());
                 }
             }
+            ("storage.k8s.io", "storageclasses") => {
+                if let Some(name) = str_at(obj, "/metadata/name") {
+                    let policy = str_at(obj, "/reclaimPolicy").unwrap_or("Delete");
+                    self.storage_classes
+                        .insert(name.to_owned(), policy.to_owned());
+                }
+            }
             _ => {
                 if let Some(b) = buckets::extract(group, resource, kind, obj) {
                     self.bindings.buckets.push(b);
@@ -93,13 +162,11 @@ impl Collector {
     /// The bindings, sorted for stable output, claims' deletion policies resolved from
     /// their classes.
     pub fn finish(mut self) -> Bindings {
-        for b in &mut self.bindings.buckets {
-            if b.deletion_policy.is_none()
-                && let Some(class) = &b.bucket_class
-            {
-                b.deletion_policy = self.bucket_classes.get(class).cloned();
-            }
-        }
+        resolve_bucket_policies(
+            &mut self.bindings.buckets,
+            &self.bucket_classes,
+            &self.storage_classes,
+        );
         let mut out = self.bindings;
         out.volumes.sort_by(|a, b| a.pv.cmp(&b.pv));
         out.load_balancers
@@ -137,6 +204,59 @@ mod tests {
         assert_eq!(b.buckets[0].deletion_policy.as_deref(), Some("Delete"));
         assert_eq!(b.buckets[0].bucket.as_deref(), Some("b-scratch"));
         assert!(!b.buckets[0].adopted);
+    }
+
+    #[test]
+    fn a_cosi_claim_follows_its_bucket_object_and_an_obc_its_storage_class() {
+        let mut c = Collector::default();
+        c.observe(
+            "objectstorage.k8s.io",
+            "bucketclasses",
+            "BucketClass",
+            &json!({"metadata": {"name": "delete-bucket-class"}, "deletionPolicy": "Delete"}),
+        );
+        c.observe(
+            "objectstorage.k8s.io",
+            "bucketclaims",
+            "BucketClaim",
+            &json!({"metadata": {"name": "auto", "namespace": "cosi-demo"},
+                    "spec": {"bucketClassName": "delete-bucket-class"},
+                    "status": {"bucketName": "delete-bucket-class-uid"}}),
+        );
+        // `stop` changed the Bucket object's policy: the class no longer decides.
+        c.observe(
+            "objectstorage.k8s.io",
+            "buckets",
+            "Bucket",
+            &json!({"metadata": {"name": "delete-bucket-class-uid"},
+                    "spec": {"deletionPolicy": "Retain", "bucketClassName": "delete-bucket-class"},
+                    "status": {"bucketID": "delete-bucket-class-uid"}}),
+        );
+        c.observe(
+            "storage.k8s.io",
+            "storageclasses",
+            "StorageClass",
+            &json!({"metadata": {"name": "rook-bucket"}, "reclaimPolicy": "Delete"}),
+        );
+        c.observe(
+            "objectbucket.io",
+            "objectbucketclaims",
+            "ObjectBucketClaim",
+            &json!({"metadata": {"name": "obc", "namespace": "t"},
+                    "spec": {"generateBucketName": "obc", "storageClassName": "rook-bucket"}}),
+        );
+        let b = c.finish();
+        let by = |k: BucketKind| b.buckets.iter().find(|x| x.kind == k).expect("bound");
+        assert_eq!(
+            by(BucketKind::CosiBucketClaim).deletion_policy.as_deref(),
+            Some("Retain")
+        );
+        assert!(!by(BucketKind::CosiBucketClaim).deleted_with_cluster());
+        assert_eq!(
+            by(BucketKind::RookObc).deletion_policy.as_deref(),
+            Some("Delete")
+        );
+        assert!(by(BucketKind::RookObc).deleted_with_cluster());
     }
 
     #[test]

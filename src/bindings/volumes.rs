@@ -55,6 +55,21 @@ const ZONE_KEYS: &[&str] = &[
     "failure-domain.beta.kubernetes.io/zone",
 ];
 
+/// Labels in-tree volumes carried their zone in (before node affinity existed for them).
+const ZONE_LABELS: &[&str] = &[
+    "topology.kubernetes.io/zone",
+    "failure-domain.beta.kubernetes.io/zone",
+];
+
+fn zone_from_labels(pv: &Value) -> Option<String> {
+    let labels = pv.pointer("/metadata/labels")?;
+    ZONE_LABELS
+        .iter()
+        .find_map(|k| labels.get(*k).and_then(Value::as_str))
+        .filter(|z| !z.is_empty())
+        .map(str::to_owned)
+}
+
 fn zone_from_affinity(pv: &Value) -> Option<String> {
     let terms = pv
         .pointer("/spec/nodeAffinity/required/nodeSelectorTerms")?
@@ -100,6 +115,17 @@ fn gce_zone(handle: &str) -> Option<String> {
         .map(|z| (*z).to_owned())
 }
 
+/// The in-tree volume sources coldstart knows, each recorded under the CSI driver that
+/// replaced it (the CSI migration's mapping).
+pub const IN_TREE_SOURCES: [&str; 6] = [
+    "awsElasticBlockStore",
+    "azureDisk",
+    "gcePersistentDisk",
+    "cinder",
+    "vsphereVolume",
+    "portworxVolume",
+];
+
 /// The binding of one PV, if it is backed by a disk.
 pub fn extract(pv: &Value) -> Option<VolumeBinding> {
     let spec = pv.get("spec")?;
@@ -136,8 +162,32 @@ pub fn extract(pv: &Value) -> Option<VolumeBinding> {
             owned(str_at(az, "/fsType")),
             None,
         )
+    } else if let Some(cinder) = spec.get("cinder") {
+        (
+            "cinder",
+            "cinder.csi.openstack.org".to_owned(),
+            str_at(cinder, "/volumeID")?.to_owned(),
+            owned(str_at(cinder, "/fsType")),
+            None,
+        )
+    } else if let Some(vs) = spec.get("vsphereVolume") {
+        (
+            "vsphereVolume",
+            "csi.vsphere.vmware.com".to_owned(),
+            str_at(vs, "/volumePath")?.to_owned(),
+            owned(str_at(vs, "/fsType")),
+            None,
+        )
+    } else if let Some(px) = spec.get("portworxVolume") {
+        (
+            "portworxVolume",
+            "pxd.portworx.com".to_owned(),
+            str_at(px, "/volumeID")?.to_owned(),
+            owned(str_at(px, "/fsType")),
+            None,
+        )
     } else if let Some(gce) = spec.get("gcePersistentDisk") {
-        let zone = zone_from_affinity(pv);
+        let zone = zone_from_affinity(pv).or_else(|| zone_from_labels(pv));
         let name = str_at(gce, "/pdName")?;
         // The CSI migration library's handle for an in-tree PD.
         let handle = format!(
@@ -156,7 +206,7 @@ pub fn extract(pv: &Value) -> Option<VolumeBinding> {
     };
     let provider = provider_of(&driver);
     if zone.is_none() {
-        zone = zone_from_affinity(pv);
+        zone = zone_from_affinity(pv).or_else(|| zone_from_labels(pv));
     }
     if zone.is_none() && provider == Provider::Gcp {
         zone = gce_zone(&handle);
@@ -281,6 +331,36 @@ mod tests {
                 Some("us-central1-a"),
             ),
             (
+                "in-tree ebs, zone only in the legacy label",
+                json!({"awsElasticBlockStore": {"volumeID": "vol-0aaa"}}),
+                None,
+                Provider::Aws,
+                "ebs.csi.aws.com",
+                "vol-0aaa",
+                "vol-0aaa",
+                None,
+            ),
+            (
+                "in-tree cinder",
+                json!({"cinder": {"volumeID": "c-1"}}),
+                Some(("topology.kubernetes.io/zone", "nova")),
+                Provider::Other,
+                "cinder.csi.openstack.org",
+                "c-1",
+                "c-1",
+                Some("nova"),
+            ),
+            (
+                "in-tree vsphere",
+                json!({"vsphereVolume": {"volumePath": "[ds1] volumes/v1.vmdk"}}),
+                None,
+                Provider::Other,
+                "csi.vsphere.vmware.com",
+                "[ds1] volumes/v1.vmdk",
+                "[ds1] volumes/v1.vmdk",
+                None,
+            ),
+            (
                 "other csi driver",
                 json!({"csi": {"driver": "rook-ceph.rbd.csi.ceph.com", "volumeHandle": "0001-abc"}}),
                 None,
@@ -310,6 +390,16 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    #[test]
+    fn an_in_tree_volume_takes_its_zone_from_the_labels_it_carried() {
+        let pv = json!({"metadata": {"name": "x", "labels": {"failure-domain.beta.kubernetes.io/zone": "us-east-1d"}},
+            "spec": {"awsElasticBlockStore": {"volumeID": "vol-9"}}});
+        assert_eq!(
+            extract(&pv).and_then(|b| b.zone).as_deref(),
+            Some("us-east-1d")
+        );
     }
 
     #[test]

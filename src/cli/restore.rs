@@ -36,6 +36,10 @@ pub struct ShapeArgs {
     /// Keep every nodePort, not only the ones set explicitly.
     #[arg(long)]
     pub preserve_node_ports: bool,
+    /// Keep every clusterIP, not only the ones set explicitly (allocated ones are cleared
+    /// by default: the new cluster's service range may differ).
+    #[arg(long)]
+    pub preserve_cluster_ips: bool,
 }
 
 impl ShapeArgs {
@@ -54,6 +58,7 @@ impl ShapeArgs {
         Ok(restore::plan::PlanOptions {
             operator_selector: selector,
             preserve_node_ports: self.preserve_node_ports,
+            preserve_cluster_ips: self.preserve_cluster_ips,
             pin_style: self.pin_style,
         })
     }

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use coldstart_sim::seed::{self, Seed};
-use coldstart_sim::{self as sim, Sim, SimConfig, faults::Faults};
+use coldstart_sim::{self as sim, Sim, SimConfig, cloud, faults::Faults};
 
 use super::Global;
 
@@ -18,8 +18,95 @@ pub enum SimCommand {
     /// Delete the simulated cluster the way a cloud deletes one (`--kubeconfig` names it):
     /// `Delete`-policy disks and controller-allocated IPs go, a new empty cluster answers.
     Teardown,
-    /// Print the simulated cloud: disks, addresses, load balancers, DNS, buckets, ledger.
-    Cloud,
+    /// Print the simulated cloud (disks, addresses, pools, load balancers, DNS, buckets,
+    /// ledger), or add to it what a real account already holds.
+    Cloud {
+        #[command(subcommand)]
+        action: Option<CloudAction>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CloudAction {
+    /// Add a resource that exists before any cluster (as in a real account).
+    Create {
+        #[command(subcommand)]
+        what: CreateCloud,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CreateCloud {
+    /// A disk, e.g. the one behind a static PersistentVolume.
+    Disk {
+        /// The disk id (`vol-…`), as a PersistentVolume's volume handle names it.
+        id: String,
+        #[arg(long)]
+        zone: String,
+        /// What is written on it (so a reused disk can be told from a new empty one).
+        #[arg(long, default_value = "")]
+        data: String,
+        #[arg(long, default_value_t = 10)]
+        size_gib: u64,
+    },
+    /// A static address reservation.
+    Address {
+        ip: String,
+        /// Its AWS Elastic IP allocation id (`eipalloc-…`).
+        #[arg(long)]
+        allocation_id: Option<String>,
+        /// Its Azure public IP resource name.
+        #[arg(long)]
+        pip_name: Option<String>,
+    },
+    /// A MetalLB address pool.
+    Pool {
+        name: String,
+        /// The pool's addresses, comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        addresses: Vec<String>,
+    },
+    /// A bucket.
+    Bucket {
+        name: String,
+        #[arg(long, default_value = "")]
+        data: String,
+    },
+}
+
+impl CreateCloud {
+    fn existing(self) -> cloud::Existing {
+        let mut e = cloud::Existing::default();
+        match self {
+            CreateCloud::Disk {
+                id,
+                zone,
+                data,
+                size_gib,
+            } => e.disks.push(cloud::ExistingDisk {
+                id,
+                zone,
+                size_gib,
+                data,
+            }),
+            CreateCloud::Address {
+                ip,
+                allocation_id,
+                pip_name,
+            } => e.addresses.push(cloud::ExistingAddress {
+                ip,
+                allocation_id,
+                pip_name,
+            }),
+            CreateCloud::Pool { name, addresses } => {
+                e.pools.push(cloud::ExistingPool { name, addresses })
+            }
+            CreateCloud::Bucket { name, data } => {
+                e.buckets.push(cloud::ExistingBucket { name, data })
+            }
+        }
+        e
+    }
 }
 
 #[derive(Debug, Args)]
@@ -40,6 +127,11 @@ pub struct ServeArgs {
     /// Injected faults, e.g. `latency=20ms,error-rate=0.05,throttle-rate=0.2,writes-only`.
     #[arg(long, value_name = "SPEC")]
     pub faults: Option<String>,
+    /// What the cloud account already holds, as YAML or JSON: `disks` (id, zone, data),
+    /// `addresses` (ip, allocationId, pipName), `pools` (name, addresses), `buckets` (name,
+    /// data).
+    #[arg(long, value_name = "FILE")]
+    pub cloud: Option<PathBuf>,
     /// Which API server answers: `embedded` (coldstart's simulated one, with the simulated
     /// cloud) or `kubernetes` (etcd, kube-apiserver, kube-controller-manager, kube-scheduler
     /// and kwok from tests/kube/build.sh, found through $COLDSTART_KUBE_BIN).
@@ -64,7 +156,7 @@ pub async fn run(cmd: SimCommand, global: &Global) -> anyhow::Result<ExitCode> {
                         .await
                         .context("failed to tear the cluster down")?
                 }
-                None => sim_call(global, http::Method::POST, "/sim/v1/teardown").await?,
+                None => sim_call(global, http::Method::POST, "/sim/v1/teardown", Vec::new()).await?,
             };
             if global.json {
                 println!("{out}");
@@ -76,9 +168,21 @@ pub async fn run(cmd: SimCommand, global: &Global) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        SimCommand::Cloud => {
-            let out = sim_call(global, http::Method::GET, "/sim/v1/cloud").await?;
+        SimCommand::Cloud { action: None } => {
+            let out = sim_call(global, http::Method::GET, "/sim/v1/cloud", Vec::new()).await?;
             println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        SimCommand::Cloud {
+            action: Some(CloudAction::Create { what }),
+        } => {
+            let body = serde_json::to_vec(&what.existing())?;
+            let out = sim_call(global, http::Method::POST, "/sim/v1/cloud", body).await?;
+            if global.json {
+                println!("{out}");
+            } else {
+                println!("created in the simulated cloud: {out}");
+            }
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -103,15 +207,21 @@ async fn sim_call(
     global: &Global,
     method: http::Method,
     path: &str,
+    body: Vec<u8>,
 ) -> anyhow::Result<serde_json::Value> {
     let client = global.client().await?;
     let req = http::Request::builder()
         .method(method)
         .uri(path)
-        .body(Vec::new())
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(body)
         .context("failed to build request")?;
-    let text = client.request_text(req).await.with_context(|| {
-        format!("failed to call {path}: is --kubeconfig a simulated cluster's?")
+    let text = client.request_text(req).await.map_err(|e| match e {
+        // The simulated cloud's own refusal (already exists, invalid): say it as it is.
+        kube::Error::Api(s) => anyhow::anyhow!("the simulated cloud refused: {}", s.message),
+        e => anyhow::Error::new(e).context(format!(
+            "failed to call {path}: is --kubeconfig a simulated cluster's?"
+        )),
     })?;
     serde_json::from_str(&text).context("failed to decode the simulated cluster's answer")
 }
@@ -129,6 +239,20 @@ async fn serve(args: ServeArgs, global: &Global) -> anyhow::Result<ExitCode> {
         faults,
     });
     let seed: Seed = args.seed.parse().context("invalid --seed")?;
+    if let Some(path) = &args.cloud {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("failed to read --cloud {}", path.display()))?;
+        let existing: cloud::Existing = serde_yaml::from_str(&text).with_context(|| {
+            format!(
+                "failed to parse --cloud {}: expected disks, addresses, pools, buckets",
+                path.display()
+            )
+        })?;
+        sim.cloud
+            .lock()
+            .add_existing(&existing)
+            .with_context(|| format!("failed to load --cloud {}", path.display()))?;
+    }
     let started = std::time::Instant::now();
     seed::load(&sim, seed);
     tracing::info!(seed = %args.seed, elapsed_ms = started.elapsed().as_millis() as u64, "seeded");
@@ -172,6 +296,10 @@ async fn serve_kubernetes(args: ServeArgs, global: &Global) -> anyhow::Result<Ex
     anyhow::ensure!(
         args.faults.is_none(),
         "--faults needs the embedded control plane"
+    );
+    anyhow::ensure!(
+        args.cloud.is_none(),
+        "--cloud needs the embedded control plane (the simulated cloud does not yet run beside the real one)"
     );
     let bin_dir = control_plane::locate_binaries()?;
     let started = std::time::Instant::now();

@@ -166,6 +166,7 @@ pub fn bucket_subject(b: &BucketBinding) -> String {
         BucketKind::CosiBucketClaim => "BucketClaim",
         BucketKind::CosiBucket => "Bucket.objectstorage.k8s.io",
         BucketKind::Crossplane => "Bucket.crossplane",
+        BucketKind::CrossplaneNamespaced => "Bucket.crossplane-namespaced",
         BucketKind::Ack => "Bucket.ack",
         BucketKind::RookObc => "ObjectBucketClaim",
     };

@@ -97,6 +97,7 @@ pub fn install_stand_ins(cloud: &mut CloudState, bindings: &Bindings) -> (usize,
                     name,
                     reserved: true,
                     load_balancer: None,
+                    pool: None,
                     created_at: at.clone(),
                 }
             });

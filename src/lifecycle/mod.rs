@@ -353,6 +353,9 @@ pub async fn start(
             phase_ms.insert(format!("start-{:?}", step.group).to_lowercase(), ms);
             scaled_up.push((step.group, ms));
         }
+        // Only once everything is back: nothing fires into a half-restored platform.
+        set(progress, "resuming CronJobs");
+        stop::resume_cronjobs(client, &resources).await?;
         if marker.is_some_and(|m| m.snapshot == id) {
             let _ = store.delete(layout::STOP_MARKER).await;
         }

@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::audit::Inputs;
+use crate::bindings::is_pinned;
 use crate::k8s::{self, K8sError, Resources};
-use crate::restore::plan::{ORIGINAL_RECLAIM, ORIGINAL_REPLICAS, PinStyle, is_pinned};
+use crate::restore::plan::{ORIGINAL_RECLAIM, ORIGINAL_REPLICAS, PinStyle};
 
 /// An object, addressed the way the API is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,6 +58,9 @@ pub struct Change {
 
 /// Annotation marking a Service pinned by `stop` (so `undo` knows what it added).
 pub const PINNED_BY_STOP: &str = "coldstart.dev/pinned-by-stop";
+/// Annotation marking a CronJob suspended by `stop`: `start` resumes exactly those (the
+/// snapshot carries it, so a start from any copy of the snapshot knows).
+pub const SUSPENDED_BY_STOP: &str = "coldstart.dev/suspended-by-stop";
 
 /// What to change so that deleting the cluster loses nothing: PVs to `Retain`, every
 /// LoadBalancer Service pinned to its current address, buckets orphaned/retained.
@@ -87,7 +91,18 @@ pub fn plan_fixes(inputs: &Inputs, pin_style: PinStyle) -> Vec<Change> {
         else {
             continue;
         };
-        let (patch, undo) = match pin_style {
+        // A Service MetalLB serves is pinned the way MetalLB reads pins, whatever the
+        // cluster-wide style says.
+        let metallb = svc
+            .pointer("/metadata/annotations")
+            .and_then(Value::as_object)
+            .is_some_and(|a| a.keys().any(|k| k.starts_with("metallb.")));
+        let style = if metallb {
+            PinStyle::Metallb
+        } else {
+            pin_style
+        };
+        let (patch, undo) = match style {
             PinStyle::LoadBalancerIp => (
                 json!({"spec": {"loadBalancerIP": ip}, "metadata": {"annotations": {PINNED_BY_STOP: ip}}}),
                 json!({"spec": {"loadBalancerIP": null}, "metadata": {"annotations": {PINNED_BY_STOP: null}}}),
@@ -111,30 +126,25 @@ pub fn plan_fixes(inputs: &Inputs, pin_style: PinStyle) -> Vec<Change> {
             undo,
         });
     }
-    for b in &inputs.crossplane_buckets {
-        let observe = b.pointer("/spec/managementPolicies") == Some(&json!(["Observe"]));
-        let policy = b["spec"]["deletionPolicy"].as_str().unwrap_or("Delete");
-        if !observe && policy == "Delete" {
+    // Nothing fires while the platform is down or half-restored.
+    for job in &inputs.cronjobs {
+        if job.pointer("/spec/suspend").and_then(Value::as_bool) != Some(true) {
             out.push(Change {
-                object: ObjectRef::of(b),
-                description: "deletionPolicy Delete → Orphan".into(),
-                patch: json!({"spec": {"deletionPolicy": "Orphan"}}),
-                undo: json!({"spec": {"deletionPolicy": policy}}),
+                object: ObjectRef::of(job),
+                description: "suspended (start resumes it)".into(),
+                patch: json!({"spec": {"suspend": true}, "metadata": {"annotations": {SUSPENDED_BY_STOP: "true"}}}),
+                undo: json!({"spec": {"suspend": false}, "metadata": {"annotations": {SUSPENDED_BY_STOP: null}}}),
             });
         }
     }
-    for b in &inputs.ack_buckets {
-        let key = "services.k8s.aws/deletion-policy";
-        let current = b
-            .pointer("/metadata/annotations")
-            .and_then(|a| a.get(key))
-            .cloned();
-        if current.as_ref().and_then(Value::as_str) != Some("retain") {
+    // Every bucket kind, with the mechanism its API offers (bindings knows which).
+    for (b, obj) in crate::audit::bucket_bindings(inputs) {
+        if let Some(fix) = crate::bindings::retain_fix(&b, obj) {
             out.push(Change {
-                object: ObjectRef::of(b),
-                description: "ACK deletion-policy → retain".into(),
-                patch: json!({"metadata": {"annotations": {key: "retain"}}}),
-                undo: json!({"metadata": {"annotations": {key: current.unwrap_or(Value::Null)}}}),
+                object: ObjectRef::of(obj),
+                description: fix.description,
+                patch: fix.patch,
+                undo: fix.undo,
             });
         }
     }
@@ -262,6 +272,51 @@ async fn patch(
             object: o.display(),
             source,
         })
+}
+
+/// Resume the CronJobs `stop` suspended (those carrying [`SUSPENDED_BY_STOP`]).
+pub async fn resume_cronjobs(
+    client: &kube::Client,
+    resources: &Resources,
+) -> Result<usize, StopError> {
+    let ar = kube::core::ApiResource::from_gvk_with_plural(
+        &kube::core::GroupVersionKind::gvk("batch", "v1", "CronJob"),
+        "cronjobs",
+    );
+    let api: kube::Api<DynamicObject> = kube::Api::all_with(client.clone(), &ar);
+    let jobs = api
+        .list(&ListParams::default())
+        .await
+        .map_err(|source| StopError::List {
+            what: "CronJobs",
+            source,
+        })?;
+    let mut n = 0;
+    for job in jobs.items {
+        if !job
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(SUSPENDED_BY_STOP))
+        {
+            continue;
+        }
+        let o = ObjectRef {
+            api_version: "batch/v1".into(),
+            kind: "CronJob".into(),
+            namespace: job.metadata.namespace.clone(),
+            name: job.metadata.name.clone().unwrap_or_default(),
+        };
+        patch(
+            client,
+            resources,
+            &o,
+            &json!({"spec": {"suspend": false}, "metadata": {"annotations": {SUSPENDED_BY_STOP: null}}}),
+        )
+        .await?;
+        n += 1;
+    }
+    Ok(n)
 }
 
 /// Apply changes (or their undos).
@@ -411,7 +466,7 @@ mod tests {
                 json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "pinned", "namespace": "t"},
                        "spec": {"type": "LoadBalancer", "loadBalancerIP": "5.5.5.5"}}),
             ],
-            crossplane_buckets: vec![
+            bucket_objects: vec![
                 json!({"apiVersion": "s3.aws.upbound.io/v1beta1", "kind": "Bucket", "metadata": {"name": "tmp"}, "spec": {"deletionPolicy": "Delete"}}),
             ],
             ..Default::default()

@@ -9,7 +9,7 @@ use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{Value, json};
 
-use super::plan::PIN_ANNOTATIONS;
+use crate::bindings::{BUCKET_APIS, BucketKind, PIN_ANNOTATIONS};
 
 /// Label on every gate object, so status and lifting find them all.
 pub const GATE_LABEL: &str = "coldstart.dev/gate";
@@ -45,11 +45,45 @@ fn cel_string(s: &str) -> String {
     format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
+/// The CEL that holds when an object of a bucket API adopts an existing bucket rather than
+/// asking for a new one (what bindings calls `adopted`).
+fn adopts_cel(kind: BucketKind) -> String {
+    let ann = |k: &str| {
+        format!(
+            "has(object.metadata.annotations) && {k} in object.metadata.annotations && object.metadata.annotations[{k}] != ''",
+            k = cel_string(k)
+        )
+    };
+    match kind {
+        BucketKind::CosiBucketClaim => {
+            "has(object.spec.existingBucketName) && object.spec.existingBucketName != ''".into()
+        }
+        BucketKind::CosiBucket => {
+            "has(object.spec.existingBucketID) && object.spec.existingBucketID != ''".into()
+        }
+        BucketKind::Crossplane | BucketKind::CrossplaneNamespaced => ann("crossplane.io/external-name"),
+        BucketKind::Ack => format!(
+            "{} && object.metadata.annotations['services.k8s.aws/adoption-policy'] == 'adopt'",
+            ann("services.k8s.aws/adoption-policy")
+        ),
+        BucketKind::RookObc => {
+            "has(object.spec.bucketName) && object.spec.bucketName != '' && !has(object.spec.generateBucketName)".into()
+        }
+    }
+}
+
 /// The gate's policies and bindings, exempting `exempt` (coldstart's own username).
 pub fn policies(exempt: &str) -> Vec<Value> {
+    // A blank pin is no pin (bindings reads it so, and so do the providers).
     let pin_check = PIN_ANNOTATIONS
         .iter()
-        .map(|a| format!("{} in object.metadata.annotations", cel_string(a)))
+        .map(|a| {
+            let k = cel_string(a);
+            format!(
+                "({k} in object.metadata.annotations && object.metadata.annotations[{k}].matches({}))",
+                cel_string(r"\S")
+            )
+        })
         .collect::<Vec<_>>()
         .join(" || ");
     let pvcs = policy(
@@ -68,7 +102,8 @@ pub fn policies(exempt: &str) -> Vec<Value> {
         json!([{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"], "resources": ["services"]}]),
         json!([{
             "expression": format!(
-                "!has(object.spec.type) || object.spec.type != 'LoadBalancer' || (has(object.spec.loadBalancerIP) && object.spec.loadBalancerIP != '') || (has(object.metadata.annotations) && ({pin_check}))"
+                "!has(object.spec.type) || object.spec.type != 'LoadBalancer' || (has(object.spec.loadBalancerIP) && object.spec.loadBalancerIP.matches({nonblank})) || (has(object.metadata.annotations) && ({pin_check}))",
+                nonblank = cel_string(r"\S")
             ),
             "message": "coldstart is restoring this cluster: a LoadBalancer Service must pin its address so no new IP is allocated",
             "reason": "Forbidden",
@@ -77,13 +112,21 @@ pub fn policies(exempt: &str) -> Vec<Value> {
     let buckets = policy(
         "coldstart-gate-buckets",
         exempt,
-        json!([
-            {"apiGroups": ["objectstorage.k8s.io"], "apiVersions": ["*"], "operations": ["CREATE"], "resources": ["bucketclaims"]},
-            {"apiGroups": ["objectbucket.io"], "apiVersions": ["*"], "operations": ["CREATE"], "resources": ["objectbucketclaims"]},
-            {"apiGroups": ["s3.aws.upbound.io", "s3.aws.crossplane.io"], "apiVersions": ["*"], "operations": ["CREATE"], "resources": ["buckets"]},
-        ]),
+        json!(BUCKET_APIS
+            .iter()
+            .map(|a| json!({"apiGroups": [a.group], "apiVersions": ["*"], "operations": ["CREATE"], "resources": [a.plural]}))
+            .collect::<Vec<_>>()),
         json!([{
-            "expression": "(request.kind.kind == 'BucketClaim' && has(object.spec.existingBucketName)) || (request.kind.kind == 'ObjectBucketClaim' && has(object.spec.bucketName)) || (request.kind.kind == 'Bucket' && has(object.metadata.annotations) && 'crossplane.io/external-name' in object.metadata.annotations)",
+            "expression": BUCKET_APIS
+                .iter()
+                .map(|a| format!(
+                    "(request.kind.group == {} && request.kind.kind == {} && ({}))",
+                    cel_string(a.group),
+                    cel_string(a.kind),
+                    adopts_cel(a.bucket_kind)
+                ))
+                .collect::<Vec<_>>()
+                .join(" || "),
             "message": "coldstart is restoring this cluster: a bucket claim must name an existing bucket so no new bucket is created",
             "reason": "Forbidden",
         }]),

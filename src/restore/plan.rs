@@ -89,6 +89,8 @@ pub struct PlanOptions {
     pub operator_selector: Vec<(String, String)>,
     /// Keep every nodePort, not only explicitly requested ones.
     pub preserve_node_ports: bool,
+    /// Keep every clusterIP, not only explicitly requested ones.
+    pub preserve_cluster_ips: bool,
     /// How to pin a LoadBalancer address on this cloud.
     pub pin_style: PinStyle,
 }
@@ -98,6 +100,7 @@ impl Default for PlanOptions {
         PlanOptions {
             operator_selector: vec![("coldstart.dev/operator".to_owned(), "true".to_owned())],
             preserve_node_ports: false,
+            preserve_cluster_ips: false,
             pin_style: PinStyle::LoadBalancerIp,
         }
     }
@@ -116,16 +119,6 @@ pub enum PinStyle {
     /// allocation id).
     Aws,
 }
-
-/// Annotations through which a Service already pins its address, on any provider.
-pub const PIN_ANNOTATIONS: [&str; 6] = [
-    "service.beta.kubernetes.io/aws-load-balancer-eip-allocations",
-    "service.beta.kubernetes.io/azure-pip-name",
-    "service.beta.kubernetes.io/azure-load-balancer-ipv4",
-    "metallb.io/loadBalancerIPs",
-    "metallb.universe.tf/loadBalancerIPs",
-    "metallb.universe.tf/load-balancer-ips",
-];
 
 /// Annotation recording what a transform replaced, so `start` can put it back.
 pub const ORIGINAL_RECLAIM: &str = "coldstart.dev/original-reclaim-policy";
@@ -197,59 +190,46 @@ fn drop_annotations(obj: &mut Value, keys: &[&str], transforms: &mut Vec<String>
     }
 }
 
-/// Rewrite an in-tree volume source to its CSI form.
-fn in_tree_to_csi(spec: &mut serde_json::Map<String, Value>, zone: Option<&str>) -> Option<String> {
-    if let Some(ebs) = spec.remove("awsElasticBlockStore") {
-        let id = ebs["volumeID"].as_str().unwrap_or_default();
-        let handle = id.rsplit('/').next().unwrap_or(id).to_owned();
-        let mut csi = json!({"driver": "ebs.csi.aws.com", "volumeHandle": handle});
-        if let Some(fs) = ebs.get("fsType") {
-            csi["fsType"] = fs.clone();
-        }
-        spec.insert("csi".into(), csi);
-        return Some(format!(
-            "in-tree awsElasticBlockStore {id} → CSI ebs.csi.aws.com {handle}"
-        ));
+/// Rewrite an in-tree volume source to the CSI form the CSI migration uses (bindings knows
+/// the driver and handle of every in-tree source). The in-tree source's zone lived in its
+/// volume id or its labels, which the CSI driver does not read: it becomes node affinity,
+/// or a pod scheduled in another zone could not attach the disk.
+fn in_tree_to_csi(pv: &mut Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let Some(b) = crate::bindings::volume_of(pv) else {
+        return out;
+    };
+    if b.source == "csi" {
+        return out;
     }
-    if let Some(az) = spec.remove("azureDisk") {
-        let uri = az["diskURI"].as_str().unwrap_or_default().to_owned();
-        let mut csi = json!({"driver": "disk.csi.azure.com", "volumeHandle": uri});
-        if let Some(fs) = az.get("fsType") {
-            csi["fsType"] = fs.clone();
-        }
-        spec.insert("csi".into(), csi);
-        return Some(format!("in-tree azureDisk → CSI disk.csi.azure.com {uri}"));
+    let Some(spec) = pv.get_mut("spec").and_then(Value::as_object_mut) else {
+        return out;
+    };
+    for src in crate::bindings::IN_TREE_SOURCES {
+        spec.remove(src);
     }
-    if let Some(gce) = spec.remove("gcePersistentDisk") {
-        let pd = gce["pdName"].as_str().unwrap_or_default();
-        let handle = format!(
-            "projects/UNSPECIFIED/zones/{}/disks/{pd}",
-            zone.unwrap_or("UNSPECIFIED")
+    let mut csi = json!({"driver": b.csi_driver, "volumeHandle": b.volume_handle});
+    if let Some(fs) = &b.fs_type {
+        csi["fsType"] = json!(fs);
+    }
+    spec.insert("csi".into(), csi);
+    out.push(format!(
+        "in-tree {} → CSI {} {}",
+        b.source, b.csi_driver, b.volume_handle
+    ));
+    if let Some(zone) = &b.zone
+        && !spec.contains_key("nodeAffinity")
+    {
+        spec.insert(
+            "nodeAffinity".into(),
+            json!({"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                {"key": "topology.kubernetes.io/zone", "operator": "In", "values": [zone]}]}]}}),
         );
-        let mut csi = json!({"driver": "pd.csi.storage.gke.io", "volumeHandle": handle});
-        if let Some(fs) = gce.get("fsType") {
-            csi["fsType"] = fs.clone();
-        }
-        spec.insert("csi".into(), csi);
-        return Some(format!(
-            "in-tree gcePersistentDisk {pd} → CSI pd.csi.storage.gke.io {handle}"
+        out.push(format!(
+            "node affinity topology.kubernetes.io/zone={zone} (the in-tree volume's zone)"
         ));
     }
-    None
-}
-
-fn zone_of(pv: &Value) -> Option<String> {
-    let terms = pv
-        .pointer("/spec/nodeAffinity/required/nodeSelectorTerms")?
-        .as_array()?;
-    terms.iter().find_map(|t| {
-        t["matchExpressions"].as_array()?.iter().find_map(|e| {
-            let k = e["key"].as_str()?;
-            (k.ends_with("/zone") || k.ends_with("zone"))
-                .then(|| e["values"][0].as_str().map(str::to_owned))
-                .flatten()
-        })
-    })
+    out
 }
 
 /// PV: `Retain`, claimRef without uid/resourceVersion, CSI form, binding annotations gone.
@@ -277,12 +257,7 @@ pub fn transform_pv(pv: &mut Value, transforms: &mut Vec<String>) {
             }
         }
     }
-    let zone = zone_of(pv);
-    if let Some(spec) = pv.get_mut("spec").and_then(Value::as_object_mut)
-        && let Some(t) = in_tree_to_csi(spec, zone.as_deref())
-    {
-        transforms.push(t);
-    }
+    transforms.extend(in_tree_to_csi(pv));
     drop_annotations(pv, &["pv.kubernetes.io/bound-by-controller"], transforms);
 }
 
@@ -338,16 +313,30 @@ fn explicit_node_ports(svc: &Value) -> Vec<(Option<String>, u64)> {
         .unwrap_or_default()
 }
 
-/// Whether a Service already names its address in any provider's form.
-pub fn is_pinned(svc: &Value) -> bool {
-    svc.pointer("/spec/loadBalancerIP")
+/// Whether the Service's author set its clusterIP (clients that depend on it, DNS-less
+/// setups): a field someone manages (managedFields) or applied (last-applied), not one the
+/// API server allocated.
+fn explicit_cluster_ip(svc: &Value) -> bool {
+    let set = |v: Option<&Value>| {
+        v.and_then(Value::as_str)
+            .is_some_and(|ip| !ip.is_empty() && ip != "None")
+    };
+    let managed = svc
+        .pointer("/metadata/managedFields")
+        .and_then(Value::as_array)
+        .is_some_and(|m| {
+            m.iter()
+                .any(|e| e.pointer("/fieldsV1/f:spec/f:clusterIP").is_some())
+        });
+    let applied = svc
+        .pointer("/metadata/annotations/kubectl.kubernetes.io~1last-applied-configuration")
         .and_then(Value::as_str)
-        .is_some_and(|s| !s.is_empty())
-        || svc
-            .pointer("/metadata/annotations")
-            .and_then(Value::as_object)
-            .is_some_and(|a| PIN_ANNOTATIONS.iter().any(|k| a.contains_key(*k)))
+        .and_then(|s| serde_json::from_str::<Value>(s).ok())
+        .is_some_and(|last| set(last.pointer("/spec/clusterIP")));
+    set(svc.pointer("/spec/clusterIP")) && (managed || applied)
 }
+
+pub use crate::bindings::is_pinned;
 
 /// Service: cluster IPs, status and auto-assigned node ports gone; pinned to its recorded
 /// address when it was not pinned already.
@@ -358,11 +347,13 @@ pub fn transform_service(
     transforms: &mut Vec<String>,
 ) {
     let headless = svc["spec"]["clusterIP"].as_str() == Some("None");
+    let keep_ip = opts.preserve_cluster_ips || explicit_cluster_ip(svc);
     if !headless
+        && !keep_ip
         && let Some(spec) = svc.get_mut("spec").and_then(Value::as_object_mut)
         && spec.remove("clusterIP").is_some() | spec.remove("clusterIPs").is_some()
     {
-        transforms.push("clusterIP(s) cleared (the new cluster allocates them)".into());
+        transforms.push("allocated clusterIP(s) cleared (the new cluster allocates them)".into());
     }
     if !opts.preserve_node_ports {
         let explicit = explicit_node_ports(svc);
@@ -721,17 +712,93 @@ mod tests {
 
     #[test]
     fn azure_and_gce_in_tree_disks_become_csi_handles() {
-        let mut az = serde_json::Map::new();
-        az.insert("azureDisk".into(), json!({"diskName": "d", "diskURI": "/subscriptions/s/resourceGroups/r/providers/Microsoft.Compute/disks/d"}));
-        in_tree_to_csi(&mut az, None).expect("converted");
-        assert_eq!(az["csi"]["driver"], "disk.csi.azure.com");
-        let mut gce = serde_json::Map::new();
-        gce.insert("gcePersistentDisk".into(), json!({"pdName": "pd-1"}));
-        in_tree_to_csi(&mut gce, Some("europe-west1-b")).expect("converted");
+        let mut az = json!({"metadata": {"name": "az"}, "spec": {"azureDisk": {"diskName": "d", "diskURI": "/subscriptions/s/resourceGroups/r/providers/Microsoft.Compute/disks/d"}}});
+        assert!(!in_tree_to_csi(&mut az).is_empty());
+        assert_eq!(az["spec"]["csi"]["driver"], "disk.csi.azure.com");
+        let mut gce = json!({"metadata": {"name": "gce", "labels": {"topology.kubernetes.io/zone": "europe-west1-b"}},
+            "spec": {"gcePersistentDisk": {"pdName": "pd-1"}}});
+        assert!(!in_tree_to_csi(&mut gce).is_empty());
         assert_eq!(
-            gce["csi"]["volumeHandle"],
+            gce["spec"]["csi"]["volumeHandle"],
             "projects/UNSPECIFIED/zones/europe-west1-b/disks/pd-1"
         );
+    }
+
+    #[test]
+    fn an_explicitly_set_cluster_ip_is_kept_and_an_allocated_one_cleared() {
+        let allocated = json!({"metadata": {"name": "a", "managedFields": [
+                {"manager": "kubectl-client-side-apply", "fieldsV1": {"f:spec": {"f:ports": {}}}}]},
+            "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.12", "clusterIPs": ["10.96.0.12"]}});
+        let managed = json!({"metadata": {"name": "b", "managedFields": [
+                {"manager": "kubectl-create", "fieldsV1": {"f:spec": {"f:clusterIP": {}}}}]},
+            "spec": {"type": "LoadBalancer", "clusterIP": "10.0.171.239", "clusterIPs": ["10.0.171.239"]}});
+        let applied = json!({"metadata": {"name": "c", "annotations": {
+                "kubectl.kubernetes.io/last-applied-configuration": "{\"spec\":{\"clusterIP\":\"10.96.5.5\"}}"}},
+            "spec": {"clusterIP": "10.96.5.5"}});
+        let cases = [
+            (
+                "allocated",
+                allocated.clone(),
+                PlanOptions::default(),
+                false,
+            ),
+            ("managed", managed, PlanOptions::default(), true),
+            ("last-applied", applied, PlanOptions::default(), true),
+            (
+                "allocated, --preserve-cluster-ips",
+                allocated,
+                PlanOptions {
+                    preserve_cluster_ips: true,
+                    ..Default::default()
+                },
+                true,
+            ),
+        ];
+        for (name, mut svc, opts, kept) in cases {
+            let mut t = Vec::new();
+            transform_service(&mut svc, None, &opts, &mut t);
+            assert_eq!(
+                svc["spec"].get("clusterIP").is_some(),
+                kept,
+                "{name}: {t:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_in_tree_volume_rewritten_to_csi_keeps_its_zone_as_node_affinity() {
+        // (case, pv, zone the rewritten PV must be pinned to)
+        let cases = [
+            (
+                "zone in the EBS volume id",
+                json!({"metadata": {"name": "a"}, "spec": {"awsElasticBlockStore": {"volumeID": "aws://eu-west-1b/vol-1"}}}),
+                "eu-west-1b",
+            ),
+            (
+                "zone in the legacy label",
+                json!({"metadata": {"name": "b", "labels": {"failure-domain.beta.kubernetes.io/zone": "eu-west-1c"}},
+                       "spec": {"awsElasticBlockStore": {"volumeID": "vol-2"}}}),
+                "eu-west-1c",
+            ),
+            (
+                "cinder with the GA label",
+                json!({"metadata": {"name": "c", "labels": {"topology.kubernetes.io/zone": "nova"}},
+                       "spec": {"cinder": {"volumeID": "c-1"}}}),
+                "nova",
+            ),
+        ];
+        for (name, mut pv, zone) in cases {
+            let mut t = Vec::new();
+            transform_pv(&mut pv, &mut t);
+            assert!(pv["spec"]["csi"].is_object(), "{name}: rewritten to CSI");
+            assert_eq!(
+                pv.pointer(
+                    "/spec/nodeAffinity/required/nodeSelectorTerms/0/matchExpressions/0/values/0"
+                ),
+                Some(&json!(zone)),
+                "{name}: {t:?}"
+            );
+        }
     }
 
     #[test]

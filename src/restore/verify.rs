@@ -20,6 +20,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::Recorded;
+use crate::bindings::{self, BucketBinding, BucketKind};
 use crate::cloud::{CloudVerifier, LedgerError};
 use crate::k8s::Resources;
 
@@ -71,10 +72,9 @@ pub struct Observed {
     pub persistent_volumes: Vec<Value>,
     pub claims: Vec<Value>,
     pub services: Vec<Value>,
-    /// COSI `BucketClaim`s.
-    pub bucket_claims: Vec<Value>,
-    /// Crossplane `Bucket`s.
-    pub crossplane_buckets: Vec<Value>,
+    /// The objects of every bucket API bindings knows ([`bindings::BUCKET_APIS`]), each with
+    /// its `apiVersion` and `kind` set.
+    pub bucket_objects: Vec<Value>,
 }
 
 /// Every object of a kind, as JSON; a kind the cluster does not serve (discovery says so)
@@ -124,20 +124,20 @@ pub async fn observe(
         )
         .await?,
         services: list(client, resources, ("v1", "Service"), "Services").await?,
-        bucket_claims: list(
-            client,
-            resources,
-            ("objectstorage.k8s.io/v1alpha1", "BucketClaim"),
-            "BucketClaims",
-        )
-        .await?,
-        crossplane_buckets: list(
-            client,
-            resources,
-            ("s3.aws.upbound.io/v1beta1", "Bucket"),
-            "Crossplane Buckets",
-        )
-        .await?,
+        bucket_objects: {
+            let mut all = Vec::new();
+            for api in bindings::BUCKET_APIS {
+                let api_version = format!("{}/{}", api.group, api.version);
+                let items = list(client, resources, (&api_version, api.kind), "bucket objects")
+                    .await?;
+                all.extend(items.into_iter().map(|mut o| {
+                    o["apiVersion"] = Value::from(api_version.clone());
+                    o["kind"] = Value::from(api.kind);
+                    o
+                }));
+            }
+            all
+        },
     })
 }
 
@@ -154,37 +154,40 @@ fn is(o: &Value, namespace: Option<&str>, name: &str) -> bool {
 }
 
 fn disk_of(pv: &Value) -> Option<String> {
-    s(pv, "/spec/csi/volumeHandle")
-        .or_else(|| s(pv, "/spec/awsElasticBlockStore/volumeID"))
-        .map(disk_key)
+    bindings::disk_id_of(pv).map(|d| disk_key(&d))
 }
 
 fn address_of(svc: &Value) -> Option<&str> {
     s(svc, "/status/loadBalancer/ingress/0/ip")
 }
 
-/// The bucket a claim is on, once it is ready: a COSI claim's `bucketName`, or a Crossplane
-/// Bucket's external name (its own name by default).
-fn bucket_of(o: &Value) -> Option<String> {
-    if o.pointer("/status/bucketReady") == Some(&Value::Bool(true))
-        && let Some(b) = s(o, "/status/bucketName")
-    {
-        return Some(b.to_owned());
-    }
-    let ready = o
-        .pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .is_some_and(|cs| {
-            cs.iter()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True")
-        });
-    ready
-        .then(|| {
-            s(o, "/metadata/annotations/crossplane.io~1external-name")
-                .or_else(|| s(o, "/metadata/name"))
-                .map(str::to_owned)
+/// Each bucket object's binding, with the bucket it is on once its controller says it is
+/// ready (bindings decides both, per API).
+fn live_buckets(objects: &[Value]) -> Vec<(BucketBinding, Option<String>)> {
+    objects
+        .iter()
+        .filter_map(|obj| {
+            let (group, version) = s(obj, "/apiVersion")?.split_once('/')?;
+            let kind = s(obj, "/kind")?;
+            let api = bindings::BUCKET_APIS
+                .iter()
+                .find(|a| a.group == group && a.version == version && a.kind == kind)?;
+            let b = bindings::bucket_of(api, obj)?;
+            let on = bindings::bucket_ready(b.kind, obj)
+                .then(|| b.bucket.clone())
+                .flatten();
+            Some((b, on))
         })
-        .flatten()
+        .collect()
+}
+
+/// The kind name a recorded bucket carries.
+fn bucket_label(kind: BucketKind) -> &'static str {
+    match kind {
+        BucketKind::CosiBucketClaim => "BucketClaim",
+        BucketKind::RookObc => "ObjectBucketClaim",
+        _ => "Bucket",
+    }
 }
 
 /// Judge what was observed against what the snapshot recorded. `cloud_disks`, when the
@@ -280,16 +283,20 @@ pub fn judge(
         .count();
     let recorded_buckets: HashSet<&str> =
         recorded.buckets.iter().map(|b| b.bucket.as_str()).collect();
+    // Every bucket object bindings knows, each with the bucket it is on once its
+    // controller says it is ready.
+    let live = live_buckets(&observed.bucket_objects);
     for rec in &recorded.buckets {
-        let pool = if rec.kind == "BucketClaim" {
-            &observed.bucket_claims
-        } else {
-            &observed.crossplane_buckets
-        };
-        let found = pool
+        let found = live
             .iter()
-            .find(|o| is(o, rec.namespace.as_deref(), &rec.name));
-        match found.and_then(bucket_of) {
+            .filter(|(b, _)| {
+                bucket_label(b.kind) == rec.kind
+                    && b.namespace == rec.namespace
+                    && b.name == rec.name
+            })
+            .map(|(_, on)| on.clone())
+            .max();
+        match found.flatten() {
             Some(b) if b == rec.bucket => v.buckets_reused += 1,
             other => v.problems.push(format!(
                 "{} {}{} is on {}, expected bucket {}",
@@ -304,12 +311,12 @@ pub fn judge(
             )),
         }
     }
-    v.new_buckets = observed
-        .bucket_claims
+    // A COSI Bucket object is its claim's bucket, counted through the claim.
+    v.new_buckets = live
         .iter()
-        .chain(observed.crossplane_buckets.iter())
-        .filter_map(bucket_of)
-        .filter(|b| !recorded_buckets.contains(b.as_str()))
+        .filter(|(b, _)| b.kind != BucketKind::CosiBucket)
+        .filter_map(|(_, on)| on.as_deref())
+        .filter(|b| !recorded_buckets.contains(b))
         .count();
     v
 }
@@ -390,12 +397,11 @@ mod tests {
             persistent_volumes: vec![pv("pv-data").csi_disk("vol-1").build()],
             claims: vec![pvc("db", "data").bound_to("pv-data").build()],
             services: vec![lb_service("edge", "mqtt").ingress_ip("203.0.113.7").build()],
-            bucket_claims: vec![
+            bucket_objects: vec![
                 bucket_claim("media", "uploads")
                     .ready_on("uploads-1a2b")
                     .build(),
             ],
-            crossplane_buckets: vec![],
         }
     }
 
@@ -492,7 +498,7 @@ mod tests {
             (
                 "a bucket claim not ready yet fails",
                 Observed {
-                    bucket_claims: vec![bucket_claim("media", "uploads").build()],
+                    bucket_objects: vec![bucket_claim("media", "uploads").build()],
                     ..as_recorded()
                 },
                 None,
@@ -538,7 +544,7 @@ mod tests {
                 lb_service("edge", "mqtt").ingress_ip("203.0.113.7").build(),
                 lb_service("edge", "new").ingress_ip("198.51.100.9").build(),
             ],
-            bucket_claims: vec![
+            bucket_objects: vec![
                 bucket_claim("media", "uploads")
                     .ready_on("uploads-1a2b")
                     .build(),

@@ -379,3 +379,61 @@ async fn serve_takes_snapshots_shows_them_and_restores_a_cold_start_before_it_is
         "pv-kafka-0"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sim_cloud_create_adds_what_an_account_already_holds_and_refuses_duplicates() {
+    let c = TestCluster::start().await;
+    let kc = c.kubeconfig.display().to_string();
+    let create = |args: &[&str]| {
+        let mut cmd = coldstart();
+        cmd.args(["--kubeconfig", &kc, "sim", "cloud", "create"])
+            .args(args);
+        cmd
+    };
+    for args in [
+        vec![
+            "disk",
+            "vol-0static",
+            "--zone",
+            "eu-west-1b",
+            "--data",
+            "orders",
+        ],
+        vec!["address", "52.1.1.10", "--allocation-id", "eipalloc-xyz"],
+        vec!["address", "20.1.2.3", "--pip-name", "web-pip"],
+        vec!["pool", "public", "--addresses", "192.168.10.0,192.168.10.1"],
+        vec!["bucket", "brownfield-bucket", "--data", "invoices"],
+    ] {
+        let out = run(create(&args)).await;
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let cloud = c.cloud();
+    assert_eq!(cloud.disks["vol-0static"].data_token, "orders");
+    assert_eq!(cloud.disks["vol-0static"].zone, "eu-west-1b");
+    assert_eq!(
+        cloud.find_address("eipalloc-xyz").map(|a| a.ip.as_str()),
+        Some("52.1.1.10")
+    );
+    assert_eq!(
+        cloud.find_address("web-pip").map(|a| a.ip.as_str()),
+        Some("20.1.2.3")
+    );
+    assert_eq!(cloud.pools["public"].addresses.len(), 2);
+    assert_eq!(cloud.buckets["brownfield-bucket"].data_token, "invoices");
+    let again = run(create(&["bucket", "brownfield-bucket"])).await;
+    assert!(!again.status.success(), "a duplicate is refused");
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(err.contains("already exists"), "{err}");
+    let bad_zone = run(create(&["disk", "vol-x", "--zone", "mars-1a"])).await;
+    assert!(!bad_zone.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad_zone.stderr).contains("not a zone"),
+        "{}",
+        String::from_utf8_lossy(&bad_zone.stderr)
+    );
+    c.stop().await;
+}

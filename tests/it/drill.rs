@@ -521,6 +521,28 @@ spec: {type: LoadBalancer, ports: [{port: 443}]}
 "#;
 
 const AWS_CLAIM: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: buckets.objectstorage.k8s.io}
+spec:
+  group: objectstorage.k8s.io
+  scope: Cluster
+  names: {plural: buckets, singular: bucket, kind: Bucket}
+  versions:
+  - name: v1alpha1
+    served: true
+    storage: true
+    subresources: {status: {}}
+    schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
+"#;
+
+/// Brownfield COSI: the Bucket object names the cloud bucket, the claim the object.
+const AWS_CLAIM_OBJECTS: &str = r#"
+apiVersion: objectstorage.k8s.io/v1alpha1
+kind: Bucket
+metadata: {name: shop-orders}
+spec: {existingBucketID: shop-orders, deletionPolicy: Retain}
+---
 apiVersion: objectstorage.k8s.io/v1alpha1
 kind: BucketClaim
 metadata: {name: data, namespace: shop}
@@ -534,14 +556,20 @@ async fn a_drill_against_moto_fails_for_each_binding_broken_in_turn_and_names_it
     let s3 = moto.s3("us-east-1");
     let aws = instance(&ec2).await;
     let disk = volume(&ec2, "us-east-1a").await;
-    let (alloc, _) = eip(&ec2).await;
+    let (alloc, public_ip) = eip(&ec2).await;
     bucket(&s3, "shop-orders", None, true).await;
     bucket(&s3, "snapshots", None, false).await;
 
-    // A cluster whose bindings are moto's disk, Elastic IP and bucket.
+    // A cluster whose bindings are moto's disk, Elastic IP and bucket (the simulated
+    // cloud holds the same allocation, so the pin lands as it does on AWS).
     let c = TestCluster::start().await;
     c.apply(&coldstart::testing::cosi_bucket_claim_crd().yaml(), &[])
         .await;
+    c.sim()
+        .cloud
+        .lock()
+        .create_static_address(&public_ip, Some(&alloc), None, "the moto account's EIP")
+        .expect("free");
     c.apply(
         &AWS_FIXTURE
             .replace("VOLUME", &disk)
@@ -550,6 +578,16 @@ async fn a_drill_against_moto_fails_for_each_binding_broken_in_turn_and_names_it
     )
     .await;
     c.apply(AWS_CLAIM, &[]).await;
+    c.kubectl_ok(&[
+        "wait",
+        "--for",
+        "condition=established",
+        "--timeout=30s",
+        "crd",
+        "--all",
+    ])
+    .await;
+    c.apply(AWS_CLAIM_OBJECTS, &[]).await;
     wait_until("the claim is bound and the Service has an address", || {
         c.get("", "persistentvolumeclaims", "shop", "orders")
             .is_some_and(|p| p["status"]["phase"] == "Bound")

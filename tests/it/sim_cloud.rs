@@ -296,7 +296,8 @@ async fn a_service_pinned_to_a_free_address_gets_that_address_in_every_provider_
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn an_unpinned_service_or_one_pinned_to_a_taken_address_gets_a_new_address_and_dns() {
+async fn an_unpinned_service_gets_a_new_address_and_a_pin_to_a_taken_or_missing_one_fails_as_the_provider_does()
+ {
     let c = TestCluster::start().await;
     c.create(ns("t"));
     let taken = c.sim().cloud.lock().allocate_address(true, None, "test");
@@ -309,19 +310,45 @@ async fn an_unpinned_service_or_one_pinned_to_a_taken_address_gets_a_new_address
         json!({"external-dns.alpha.kubernetes.io/hostname": "second.example.com"}),
         Some(&taken.ip),
     ));
-    c.create(lb_service("t", "third", json!({}), None));
-    wait_until("both are up", || {
-        ingress_ip(&c, "t", "second").is_some() && ingress_ip(&c, "t", "third").is_some()
+    c.create(lb_service("t", "missing", json!({}), Some("198.51.100.77")));
+    c.create(lb_service(
+        "t",
+        "third",
+        json!({"external-dns.alpha.kubernetes.io/hostname": "third.example.com"}),
+        None,
+    ));
+    wait_until("third is up", || ingress_ip(&c, "t", "third").is_some()).await;
+    let event = |svc: &str| {
+        c.get("", "events", "t", &format!("{svc}.syncloadbalancerfailed"))
+            .map(|e| e["message"].as_str().unwrap_or_default().to_owned())
+    };
+    wait_until("both pins failed with an event", || {
+        event("second").is_some() && event("missing").is_some()
     })
     .await;
-    let second = ingress_ip(&c, "t", "second").expect("ip");
-    assert_ne!(second, taken.ip, "a taken address is not shared");
-    assert_eq!(c.cloud().created_since(mark).ips, 2);
     assert_eq!(
-        c.cloud().dns["second.example.com"].target,
-        second,
-        "DNS follows the new address"
+        ingress_ip(&c, "t", "second"),
+        None,
+        "a taken address is not shared"
     );
+    assert_eq!(
+        ingress_ip(&c, "t", "missing"),
+        None,
+        "a missing address is not invented"
+    );
+    assert!(
+        event("missing").is_some_and(|m| m.contains("198.51.100.77 does not exist")),
+        "{:?}",
+        event("missing")
+    );
+    assert_eq!(
+        c.cloud().created_since(mark).ips,
+        1,
+        "only the unpinned Service got a new address"
+    );
+    let third = ingress_ip(&c, "t", "third").expect("ip");
+    assert_eq!(c.cloud().dns["third.example.com"].target, third);
+    assert!(!c.cloud().dns.contains_key("second.example.com"));
     c.stop().await;
 }
 
@@ -357,8 +384,13 @@ async fn bucket_claims_adopt_named_buckets_and_create_new_ones_otherwise() {
     })
     .await;
     let mark = c.cloud().position();
+    // Brownfield COSI: a Bucket object names the cloud bucket, the claim names the object.
+    c.create(json!({"apiVersion": "objectstorage.k8s.io/v1alpha1", "kind": "Bucket",
+        "metadata": {"name": "logs-object"}, "spec": {"existingBucketID": "platform-logs", "deletionPolicy": "Retain"}}));
     c.create(json!({"apiVersion": "objectstorage.k8s.io/v1alpha1", "kind": "BucketClaim",
-        "metadata": {"name": "adopt", "namespace": "tenant-c"}, "spec": {"existingBucketName": "platform-logs"}}));
+        "metadata": {"name": "adopt", "namespace": "tenant-c"}, "spec": {"existingBucketName": "logs-object"}}));
+    c.create(json!({"apiVersion": "objectstorage.k8s.io/v1alpha1", "kind": "BucketClaim",
+        "metadata": {"name": "cloud-name", "namespace": "tenant-c"}, "spec": {"existingBucketName": "platform-logs"}}));
     c.create(json!({"apiVersion": "objectstorage.k8s.io/v1alpha1", "kind": "BucketClaim",
         "metadata": {"name": "fresh", "namespace": "tenant-c"}, "spec": {"bucketClassName": "standard"}}));
     c.create(json!({"apiVersion": "s3.aws.upbound.io/v1beta1", "kind": "Bucket",
@@ -371,9 +403,36 @@ async fn bucket_claims_adopt_named_buckets_and_create_new_ones_otherwise() {
     .await;
     wait_until("adopt is ready", || {
         c.get("objectstorage.k8s.io", "bucketclaims", "tenant-c", "adopt")
-            .is_some_and(|b| b["status"]["bucketName"] == "platform-logs")
+            .is_some_and(|b| {
+                b["status"]["bucketName"] == "logs-object" && b["status"]["bucketReady"] == true
+            })
     })
     .await;
+    let fresh = c
+        .get("objectstorage.k8s.io", "bucketclaims", "tenant-c", "fresh")
+        .expect("claim");
+    let object = fresh["status"]["bucketName"]
+        .as_str()
+        .expect("bound")
+        .to_owned();
+    let bucket = c
+        .get("objectstorage.k8s.io", "buckets", "", &object)
+        .expect("the controller created a Bucket object for the greenfield claim");
+    assert_eq!(
+        bucket["spec"]["deletionPolicy"], "Delete",
+        "the class's deletion policy is copied into the Bucket object"
+    );
+    assert_eq!(
+        c.get(
+            "objectstorage.k8s.io",
+            "bucketclaims",
+            "tenant-c",
+            "cloud-name"
+        )
+        .expect("claim")["status"]["bucketReady"],
+        false,
+        "existingBucketName names a Bucket object, never a cloud bucket"
+    );
     assert_eq!(
         c.cloud().created_since(mark).buckets,
         1,

@@ -136,6 +136,20 @@ apiVersion: v1
 kind: Service
 metadata: {name: lan, namespace: shop, annotations: {metallb.io/loadBalancerIPs: 192.168.10.5}}
 spec: {type: LoadBalancer, ports: [{port: 80}]}
+---
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: buckets.objectstorage.k8s.io}
+spec:
+  group: objectstorage.k8s.io
+  scope: Cluster
+  names: {plural: buckets, singular: bucket, kind: Bucket}
+  versions:
+  - name: v1alpha1
+    served: true
+    storage: true
+    subresources: {status: {}}
+    schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
 "#;
 
 const FIXTURE_OBJECTS: &str = r#"
@@ -193,6 +207,19 @@ async fn platform_like() -> TestCluster {
         &[],
     )
     .await;
+    // What the account holds before the cluster: the pinned addresses.
+    {
+        let mut cloud = c.sim().cloud.lock();
+        cloud
+            .create_static_address("52.1.2.1", Some("eipalloc-1"), None, "pre-existing")
+            .expect("free");
+        cloud
+            .create_static_address("52.1.2.2", Some("eipalloc-2"), None, "pre-existing")
+            .expect("free");
+        cloud
+            .create_pool("lan", &["192.168.10.5".to_owned()], "pre-existing")
+            .expect("pool");
+    }
     c.apply(FIXTURE, &[]).await;
     c.apply(FIXTURE_OBJECTS, &[]).await;
     wait_until("load balancers and buckets are provisioned", || {
@@ -450,9 +477,10 @@ async fn a_snapshot_into_s3_on_moto_holds_every_binding_and_verifies() {
             "--json has {field}: {summary}"
         );
     }
+    // Buckets: two claims and the COSI Bucket object the class-based claim got.
     assert_eq!(
         summary["bindings"],
-        json!({"volumes": 4, "load_balancers": 3, "buckets": 2})
+        json!({"volumes": 4, "load_balancers": 3, "buckets": 3})
     );
     let id = summary["id"].as_str().unwrap();
     let store = moto.store("snapshots", "prod/eu");

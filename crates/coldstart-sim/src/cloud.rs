@@ -38,8 +38,19 @@ pub struct Address {
     pub name: Option<String>,
     /// A static reservation survives the cluster; a controller-allocated one does not.
     pub reserved: bool,
-    /// The load balancer it is associated with.
+    /// The load balancer it is associated with (the first, when Services share it).
     pub load_balancer: Option<String>,
+    /// The MetalLB-style address pool it belongs to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+    pub created_at: String,
+}
+
+/// A MetalLB-style address pool: addresses the cluster's load balancers hand out.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Pool {
+    pub name: String,
+    pub addresses: Vec<String>,
     pub created_at: String,
 }
 
@@ -49,6 +60,9 @@ pub struct LoadBalancer {
     /// `namespace/name` of the Service it serves.
     pub service: String,
     pub ip: String,
+    /// Services with the same key may share the address (MetalLB `allow-shared-ip`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share_key: Option<String>,
     pub created_at: String,
 }
 
@@ -112,11 +126,69 @@ pub struct CloudState {
     pub disks: BTreeMap<String, Disk>,
     pub addresses: BTreeMap<String, Address>,
     pub load_balancers: BTreeMap<String, LoadBalancer>,
+    #[serde(default)]
+    pub pools: BTreeMap<String, Pool>,
     pub dns: BTreeMap<String, DnsRecord>,
     pub buckets: BTreeMap<String, Bucket>,
     pub ledger: Vec<LedgerEntry>,
     #[serde(skip)]
     next: u64,
+}
+
+/// What a cloud account already holds before any cluster exists: `sim cloud create …`,
+/// `POST /sim/v1/cloud`, `sim serve --cloud FILE`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Existing {
+    #[serde(default)]
+    pub disks: Vec<ExistingDisk>,
+    #[serde(default)]
+    pub addresses: Vec<ExistingAddress>,
+    #[serde(default)]
+    pub pools: Vec<ExistingPool>,
+    #[serde(default)]
+    pub buckets: Vec<ExistingBucket>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExistingDisk {
+    pub id: String,
+    pub zone: String,
+    #[serde(default = "default_size")]
+    pub size_gib: u64,
+    /// What is written on it (so a test can tell it from a new empty disk).
+    #[serde(default)]
+    pub data: String,
+}
+
+fn default_size() -> u64 {
+    10
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExistingAddress {
+    pub ip: String,
+    #[serde(default)]
+    pub allocation_id: Option<String>,
+    #[serde(default)]
+    pub pip_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExistingPool {
+    pub name: String,
+    pub addresses: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExistingBucket {
+    pub name: String,
+    #[serde(default)]
+    pub data: String,
 }
 
 /// Counts of cloud resources created since a ledger position.
@@ -141,6 +213,14 @@ pub enum CloudError {
     AddressInUse(String, String),
     #[error("no bucket {0}")]
     NoBucket(String),
+    #[error("{0} already exists")]
+    Exists(String),
+    #[error("invalid {what} {value:?}: {why}")]
+    Invalid {
+        what: &'static str,
+        value: String,
+        why: &'static str,
+    },
 }
 
 fn now() -> String {
@@ -273,6 +353,7 @@ impl CloudState {
             name: name.map(str::to_owned),
             reserved,
             load_balancer: None,
+            pool: None,
             created_at: now(),
         };
         self.addresses.insert(ip.clone(), a.clone());
@@ -302,29 +383,39 @@ impl CloudState {
         Ok(())
     }
 
+    /// Create a load balancer for `service` on `ip`. The address must exist and be free,
+    /// unless every load balancer on it was created with the same `share_key` (MetalLB's
+    /// `allow-shared-ip`).
     pub fn create_load_balancer(
         &mut self,
         service: &str,
         ip: &str,
+        share_key: Option<&str>,
         cause: &str,
     ) -> Result<LoadBalancer, CloudError> {
-        let addr = self
-            .addresses
-            .get(ip)
-            .ok_or_else(|| CloudError::NoAddress(ip.to_owned()))?;
-        if let Some(lb) = &addr.load_balancer {
-            return Err(CloudError::AddressInUse(ip.to_owned(), lb.clone()));
+        if !self.addresses.contains_key(ip) {
+            return Err(CloudError::NoAddress(ip.to_owned()));
+        }
+        if let Some(other) = self
+            .load_balancers
+            .values()
+            .find(|lb| lb.ip == ip && (share_key.is_none() || lb.share_key.as_deref() != share_key))
+        {
+            return Err(CloudError::AddressInUse(ip.to_owned(), other.id.clone()));
         }
         let id = format!("lb-{}", hex_id(self.next));
         let lb = LoadBalancer {
             id: id.clone(),
             service: service.to_owned(),
             ip: ip.to_owned(),
+            share_key: share_key.map(str::to_owned),
             created_at: now(),
         };
         self.load_balancers.insert(id.clone(), lb.clone());
         self.record(Resource::LoadBalancer, Action::Created, &id, cause);
-        if let Some(a) = self.addresses.get_mut(ip) {
+        if let Some(a) = self.addresses.get_mut(ip)
+            && a.load_balancer.is_none()
+        {
             a.load_balancer = Some(id.clone());
         }
         self.record(
@@ -336,16 +427,22 @@ impl CloudState {
         Ok(lb)
     }
 
-    /// Delete a load balancer; its address is released unless it is a reservation.
+    /// Delete a load balancer; its address is released when no other load balancer shares
+    /// it, unless it is a reservation.
     pub fn delete_load_balancer(&mut self, id: &str, cause: &str) {
         let Some(lb) = self.load_balancers.remove(id) else {
             return;
         };
         self.record(Resource::LoadBalancer, Action::Deleted, id, cause);
+        let still = self
+            .load_balancers
+            .values()
+            .find(|other| other.ip == lb.ip)
+            .map(|other| other.id.clone());
         let release = match self.addresses.get_mut(&lb.ip) {
             Some(a) => {
-                a.load_balancer = None;
-                !a.reserved
+                a.load_balancer = still.clone();
+                still.is_none() && !a.reserved
             }
             None => false,
         };
@@ -353,6 +450,151 @@ impl CloudState {
             self.addresses.remove(&lb.ip);
             self.record(Resource::Ip, Action::Released, &lb.ip, cause);
         }
+    }
+
+    /// A disk that already exists in the account (created outside any cluster).
+    pub fn create_disk_with_id(
+        &mut self,
+        id: &str,
+        zone: &str,
+        size_gib: u64,
+        data_token: &str,
+        cause: &str,
+    ) -> Result<Disk, CloudError> {
+        if id.trim().is_empty() {
+            return Err(CloudError::Invalid {
+                what: "disk id",
+                value: id.to_owned(),
+                why: "a disk needs an id",
+            });
+        }
+        if !ZONES.contains(&zone) {
+            return Err(CloudError::Invalid {
+                what: "zone",
+                value: zone.to_owned(),
+                why: "not a zone of the simulated cloud (eu-west-1a, eu-west-1b, eu-west-1c)",
+            });
+        }
+        if self.disks.contains_key(id) {
+            return Err(CloudError::Exists(format!("disk {id}")));
+        }
+        let disk = Disk {
+            id: id.to_owned(),
+            zone: zone.to_owned(),
+            size_gib,
+            data_token: data_token.to_owned(),
+            attached_to: None,
+            created_at: now(),
+        };
+        self.disks.insert(id.to_owned(), disk.clone());
+        self.record(Resource::Disk, Action::Created, id, cause);
+        Ok(disk)
+    }
+
+    /// A static address reservation that already exists in the account: an IP, optionally
+    /// with an AWS allocation id (`eipalloc-…`) or an Azure public IP name.
+    pub fn create_static_address(
+        &mut self,
+        ip: &str,
+        allocation_id: Option<&str>,
+        name: Option<&str>,
+        cause: &str,
+    ) -> Result<Address, CloudError> {
+        if ip.parse::<std::net::IpAddr>().is_err() {
+            return Err(CloudError::Invalid {
+                what: "address",
+                value: ip.to_owned(),
+                why: "not an IP address",
+            });
+        }
+        if self.addresses.contains_key(ip) {
+            return Err(CloudError::Exists(format!("address {ip}")));
+        }
+        for key in allocation_id.iter().chain(name.iter()) {
+            if self.find_address(key).is_some() {
+                return Err(CloudError::Exists(format!("address {key}")));
+            }
+        }
+        let a = Address {
+            ip: ip.to_owned(),
+            allocation_id: allocation_id
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("eipalloc-{}", hex_id(self.next + 1))),
+            name: name.map(str::to_owned),
+            reserved: true,
+            load_balancer: None,
+            pool: None,
+            created_at: now(),
+        };
+        self.addresses.insert(ip.to_owned(), a.clone());
+        self.record(Resource::Ip, Action::Created, ip, cause);
+        Ok(a)
+    }
+
+    /// A MetalLB-style address pool. Its addresses are the network's, not a controller's:
+    /// they survive the cluster (existing ones join the pool).
+    pub fn create_pool(
+        &mut self,
+        name: &str,
+        addresses: &[String],
+        cause: &str,
+    ) -> Result<Pool, CloudError> {
+        if self.pools.contains_key(name) {
+            return Err(CloudError::Exists(format!("pool {name}")));
+        }
+        if addresses.is_empty() {
+            return Err(CloudError::Invalid {
+                what: "pool",
+                value: name.to_owned(),
+                why: "a pool needs at least one address",
+            });
+        }
+        for ip in addresses {
+            if !self.addresses.contains_key(ip) {
+                self.create_static_address(ip, None, None, &format!("{cause} (pool {name})"))?;
+            }
+            if let Some(a) = self.addresses.get_mut(ip) {
+                a.pool = Some(name.to_owned());
+                a.reserved = true;
+            }
+        }
+        let pool = Pool {
+            name: name.to_owned(),
+            addresses: addresses.to_vec(),
+            created_at: now(),
+        };
+        self.pools.insert(name.to_owned(), pool.clone());
+        Ok(pool)
+    }
+
+    /// The first address of `pool` no load balancer uses.
+    pub fn free_pool_address(&self, pool: &str) -> Option<String> {
+        self.pools
+            .get(pool)?
+            .addresses
+            .iter()
+            .find(|ip| !self.load_balancers.values().any(|lb| &lb.ip == *ip))
+            .cloned()
+    }
+
+    /// A bucket that already exists in the account.
+    pub fn create_existing_bucket(
+        &mut self,
+        name: &str,
+        data_token: &str,
+        cause: &str,
+    ) -> Result<Bucket, CloudError> {
+        if name.trim().is_empty() {
+            return Err(CloudError::Invalid {
+                what: "bucket name",
+                value: name.to_owned(),
+                why: "a bucket needs a name",
+            });
+        }
+        if self.buckets.contains_key(name) {
+            return Err(CloudError::Exists(format!("bucket {name}")));
+        }
+        Ok(self.create_bucket(name, data_token, cause))
     }
 
     pub fn upsert_dns(&mut self, name: &str, target: &str, cause: &str) {
@@ -407,6 +649,31 @@ impl CloudState {
             .remove(name)
             .ok_or_else(|| CloudError::NoBucket(name.to_owned()))?;
         self.record(Resource::Bucket, Action::Deleted, name, cause);
+        Ok(())
+    }
+
+    /// Add what an account already holds. All or nothing: on an error nothing is added.
+    pub fn add_existing(&mut self, e: &Existing) -> Result<(), CloudError> {
+        const CAUSE: &str = "existed before the cluster";
+        let mut next = self.clone();
+        for d in &e.disks {
+            next.create_disk_with_id(&d.id, &d.zone, d.size_gib, &d.data, CAUSE)?;
+        }
+        for a in &e.addresses {
+            next.create_static_address(
+                &a.ip,
+                a.allocation_id.as_deref(),
+                a.pip_name.as_deref(),
+                CAUSE,
+            )?;
+        }
+        for p in &e.pools {
+            next.create_pool(&p.name, &p.addresses, CAUSE)?;
+        }
+        for b in &e.buckets {
+            next.create_existing_bucket(&b.name, &b.data, CAUSE)?;
+        }
+        *self = next;
         Ok(())
     }
 
@@ -477,7 +744,7 @@ mod tests {
         let mark = c.position();
         c.create_disk("eu-west-1a", 10, "", "provisioned");
         let a = c.allocate_address(false, None, "lb");
-        c.create_load_balancer("ns/svc", &a.ip, "svc")
+        c.create_load_balancer("ns/svc", &a.ip, None, "svc")
             .expect("free address");
         let n = c.created_since(mark);
         assert_eq!((n.disks, n.ips, n.load_balancers, n.buckets), (1, 1, 1, 0));
@@ -488,9 +755,9 @@ mod tests {
         let mut c = CloudState::default();
         let pinned = c.allocate_address(true, None, "reserved by hand");
         let ephemeral = c.allocate_address(false, None, "controller");
-        c.create_load_balancer("a/pinned", &pinned.ip, "svc")
+        c.create_load_balancer("a/pinned", &pinned.ip, None, "svc")
             .expect("free");
-        c.create_load_balancer("a/ephemeral", &ephemeral.ip, "svc")
+        c.create_load_balancer("a/ephemeral", &ephemeral.ip, None, "svc")
             .expect("free");
         c.delete_cluster(&[]);
         assert!(c.load_balancers.is_empty());
@@ -524,9 +791,10 @@ mod tests {
     fn an_address_serves_one_load_balancer_at_a_time() {
         let mut c = CloudState::default();
         let a = c.allocate_address(true, Some("pip-web"), "seed");
-        c.create_load_balancer("a/one", &a.ip, "svc").expect("free");
+        c.create_load_balancer("a/one", &a.ip, None, "svc")
+            .expect("free");
         assert!(matches!(
-            c.create_load_balancer("b/two", &a.ip, "svc"),
+            c.create_load_balancer("b/two", &a.ip, None, "svc"),
             Err(CloudError::AddressInUse(..))
         ));
         assert_eq!(

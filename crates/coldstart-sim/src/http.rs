@@ -116,7 +116,7 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .route("/version", get(version))
         .route("/sim/v1/cluster", get(sim_cluster))
         .route("/sim/v1/faults", get(get_faults).put(put_faults))
-        .route("/sim/v1/cloud", get(sim_cloud))
+        .route("/sim/v1/cloud", get(sim_cloud).post(add_existing))
         .route("/sim/v1/teardown", axum::routing::post(sim_teardown))
         .fallback(api)
         .with_state(sim)
@@ -140,6 +140,24 @@ async fn sim_cluster(State(sim): State<Arc<Sim>>) -> Response {
 
 async fn sim_cloud(State(sim): State<Arc<Sim>>) -> Response {
     json_response(StatusCode::OK, json!(sim.cloud.snapshot()))
+}
+
+/// Add what a cloud account already holds (disks, addresses, pools, buckets).
+async fn add_existing(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
+    let existing: super::cloud::Existing = match serde_json::from_slice(&body) {
+        Ok(e) => e,
+        Err(e) => {
+            return ApiError::bad_request(format!("failed to decode the resources: {e}"))
+                .into_response();
+        }
+    };
+    match sim.cloud.lock().add_existing(&existing) {
+        Ok(()) => json_response(StatusCode::CREATED, json!(existing)),
+        Err(super::cloud::CloudError::Exists(what)) => {
+            ApiError::already_exists("cloud resource", &what).into_response()
+        }
+        Err(e) => ApiError::bad_request(format!("failed to add to the cloud: {e}")).into_response(),
+    }
 }
 
 async fn sim_teardown(State(sim): State<Arc<Sim>>) -> Response {

@@ -186,6 +186,14 @@ pub fn load(sim: &Sim) {
         json!([]),
     ));
     create(crd(
+        "objectstorage.k8s.io",
+        "buckets",
+        "Bucket",
+        "Cluster",
+        "v1alpha1",
+        json!([{"name": "BucketID", "type": "string", "jsonPath": ".status.bucketID"}]),
+    ));
+    create(crd(
         "s3.aws.upbound.io",
         "buckets",
         "Bucket",
@@ -362,6 +370,15 @@ pub fn load(sim: &Sim) {
             "spec": {"podSelector": {}, "policyTypes": ["Ingress"], "ingress": [{"from": [{"podSelector": {}}]}]}}),
         );
         create(app_deployment(t, "ingest", None));
+        // Brownfield COSI: a Bucket object names the cloud bucket, the claim names the
+        // Bucket object.
+        create(
+            json!({"apiVersion": "objectstorage.k8s.io/v1alpha1", "kind": "Bucket",
+            "metadata": {"name": format!("{t}-data")},
+            "spec": {"existingBucketID": format!("{t}-data"), "bucketClassName": "retained",
+                     "driverName": "s3.objectstorage.k8s.io", "deletionPolicy": "Retain",
+                     "bucketClaim": {"name": "data", "namespace": t}}}),
+        );
         create(
             json!({"apiVersion": "objectstorage.k8s.io/v1alpha1", "kind": "BucketClaim",
             "metadata": {"name": "data", "namespace": t},

@@ -235,6 +235,13 @@ const BUILTINS: &[Builtin] = &[
     ),
     with_status(b("batch/v1", "jobs", "Job", true, &[])),
     with_status(b("batch/v1", "cronjobs", "CronJob", true, &["cj"])),
+    with_status(b(
+        "autoscaling/v2",
+        "horizontalpodautoscalers",
+        "HorizontalPodAutoscaler",
+        true,
+        &["hpa"],
+    )),
     b("rbac.authorization.k8s.io/v1", "roles", "Role", true, &[]),
     b(
         "rbac.authorization.k8s.io/v1",

@@ -155,8 +155,28 @@ pub fn prepare_create(
     {
         o.remove("status");
     }
+    validate(def, &kind, &name, &obj)?;
     defaults_on_create(def, &mut obj);
     Ok(obj)
+}
+
+/// The few validations a real API server makes that manifests in the wild trip over.
+fn validate(def: &ResourceDef, kind: &str, name: &str, obj: &Value) -> Result<(), ApiError> {
+    if (def.group.as_str(), def.plural.as_str()) == ("", "services") {
+        let ty = obj
+            .pointer("/spec/type")
+            .and_then(Value::as_str)
+            .unwrap_or("ClusterIP");
+        let headless = obj.pointer("/spec/clusterIP").and_then(Value::as_str) == Some("None");
+        let no_ports = obj
+            .pointer("/spec/ports")
+            .and_then(Value::as_array)
+            .is_none_or(Vec::is_empty);
+        if ty != "ExternalName" && !headless && no_ports {
+            return Err(ApiError::invalid(kind, name, "spec.ports: Required value"));
+        }
+    }
+    Ok(())
 }
 
 /// Type-specific defaults that a real API server fills at creation.

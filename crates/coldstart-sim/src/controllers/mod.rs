@@ -48,7 +48,11 @@ pub enum Key {
     StatefulSet(String, String),
     Deployment(String, String),
     BucketClaim(String, String),
-    CrossplaneBucket(String),
+    CosiBucket(String),
+    /// A Crossplane bucket: (group, namespace or "", name): v1 cluster-scoped, v2 `.m.`
+    /// namespaced.
+    CrossplaneBucket(String, String, String),
+    AckBucket(String, String),
     Namespace(String),
 }
 
@@ -86,7 +90,23 @@ fn keys_for(group: &str, plural: &str, ns: &str, name: &str, obj: &Value) -> Vec
         ("apps", "statefulsets") => vec![Key::StatefulSet(ns, name)],
         ("apps", "deployments") => vec![Key::Deployment(ns, name)],
         ("objectstorage.k8s.io", "bucketclaims") => vec![Key::BucketClaim(ns, name)],
-        ("s3.aws.upbound.io", "buckets") => vec![Key::CrossplaneBucket(name)],
+        // A COSI Bucket's readiness is its claim's: look at both.
+        ("objectstorage.k8s.io", "buckets") => {
+            let mut keys = vec![Key::CosiBucket(name)];
+            if let (Some(cns), Some(cname)) = (
+                obj.pointer("/spec/bucketClaim/namespace")
+                    .and_then(Value::as_str),
+                obj.pointer("/spec/bucketClaim/name")
+                    .and_then(Value::as_str),
+            ) {
+                keys.push(Key::BucketClaim(cns.to_owned(), cname.to_owned()));
+            }
+            keys
+        }
+        (g @ ("s3.aws.upbound.io" | "s3.aws.m.upbound.io"), "buckets") => {
+            vec![Key::CrossplaneBucket(g.to_owned(), ns, name)]
+        }
+        ("s3.services.k8s.aws", "buckets") => vec![Key::AckBucket(ns, name)],
         _ => Vec::new(),
     }
 }
@@ -102,7 +122,10 @@ fn all_keys(sim: &Sim) -> Vec<Key> {
         ("apps", "statefulsets"),
         ("apps", "deployments"),
         ("objectstorage.k8s.io", "bucketclaims"),
+        ("objectstorage.k8s.io", "buckets"),
         ("s3.aws.upbound.io", "buckets"),
+        ("s3.aws.m.upbound.io", "buckets"),
+        ("s3.services.k8s.aws", "buckets"),
     ] {
         let Some(def) = sim.def(group, plural) else {
             continue;
@@ -138,7 +161,11 @@ fn reconcile(sim: &Sim, key: &Key) -> Requeue {
         Key::StatefulSet(ns, name) => workloads::reconcile_statefulset(sim, ns, name),
         Key::Deployment(ns, name) => workloads::reconcile_deployment(sim, ns, name),
         Key::BucketClaim(ns, name) => buckets::reconcile_claim(sim, ns, name),
-        Key::CrossplaneBucket(name) => buckets::reconcile_crossplane(sim, name),
+        Key::CosiBucket(name) => buckets::reconcile_cosi_bucket(sim, name),
+        Key::CrossplaneBucket(group, ns, name) => {
+            buckets::reconcile_crossplane(sim, group, ns, name)
+        }
+        Key::AckBucket(ns, name) => buckets::reconcile_ack(sim, ns, name),
         Key::Namespace(name) => namespaces::reconcile(sim, name),
     };
     match result {
@@ -216,7 +243,7 @@ pub fn spawn(sim: Arc<Sim>) -> Controllers {
                         ev = rx.recv() => match ev {
                             Ok(ev) => {
                                 let now = Instant::now();
-                                let obj = if ev.kind == EventType::Deleted || ev.gr.plural == "persistentvolumes" {
+                                let obj = if ev.kind == EventType::Deleted || ev.gr.plural == "persistentvolumes" || ev.gr.plural == "buckets" {
                                     ev.object.value()
                                 } else {
                                     Value::Null
@@ -226,7 +253,7 @@ pub fn spawn(sim: Arc<Sim>) -> Controllers {
                                 }
                                 // Drain whatever else is queued before reconciling.
                                 while let Ok(ev) = rx.try_recv() {
-                                    let obj = if ev.gr.plural == "persistentvolumes" { ev.object.value() } else { Value::Null };
+                                    let obj = if ev.gr.plural == "persistentvolumes" || ev.gr.plural == "buckets" { ev.object.value() } else { Value::Null };
                                     for k in keys_for(&ev.gr.group, &ev.gr.plural, &ev.namespace, &ev.name, &obj) {
                                         due.insert(k, now);
                                     }
@@ -324,6 +351,48 @@ pub(crate) fn set_status(
         WriteOpts::default(),
     )
     .map(|_| ())
+}
+
+/// Record a Warning event about `obj`, as a controller does when it cannot do its job
+/// (one event per object and reason: repeats only bump its count, as the event recorder
+/// aggregates them).
+pub(crate) fn warn(
+    sim: &Sim,
+    obj: &Value,
+    reason: &str,
+    message: &str,
+    actor: &Actor,
+) -> Result<(), ApiError> {
+    let d = def(sim, "", "events")?;
+    let ns = str_at(obj, "/metadata/namespace").unwrap_or("default");
+    let name = str_at(obj, "/metadata/name").unwrap_or_default();
+    let event_name = format!("{name}.{}", reason.to_lowercase());
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    if let Some(existing) = get(sim, "", "events", ns, &event_name) {
+        let count = existing["count"].as_i64().unwrap_or(1) + 1;
+        return patch_main(
+            sim,
+            "",
+            "events",
+            ns,
+            &event_name,
+            &serde_json::json!({"count": count, "message": message, "lastTimestamp": now}),
+            actor,
+        );
+    }
+    let event = serde_json::json!({
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"name": event_name, "namespace": ns},
+        "involvedObject": {
+            "apiVersion": obj["apiVersion"], "kind": obj["kind"], "namespace": ns,
+            "name": name, "uid": obj["metadata"]["uid"],
+        },
+        "type": "Warning", "reason": reason, "message": message, "count": 1,
+        "firstTimestamp": now, "lastTimestamp": now,
+        "source": {"component": actor.username},
+    });
+    sim.create(&d, Some(ns), event, actor, WriteOpts::default())
+        .map(|_| ())
 }
 
 pub(crate) fn str_at<'a>(v: &'a Value, ptr: &str) -> Option<&'a str> {

@@ -1,0 +1,131 @@
+//! One provider vocabulary: the gate, the audit and `stop` read disks, pins and bucket kinds
+//! the way `bindings/` does — no kind known in one place and not in another, no pin that
+//! counts in one place and not in another.
+
+use crate::helpers::TestCluster;
+use coldstart::restore;
+use serde_json::{Value, json};
+
+fn crd(group: &str, plural: &str, kind: &str, scope: &str, version: &str) -> Value {
+    json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": format!("{plural}.{group}")},
+        "spec": {"group": group, "scope": scope,
+            "names": {"plural": plural, "singular": kind.to_lowercase(), "kind": kind},
+            "versions": [{"name": version, "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}},
+                "subresources": {"status": {}}}]}
+    })
+}
+
+/// A cluster serving the ACK and Rook/NooBaa bucket APIs, with the gate up.
+async fn gated_cluster() -> TestCluster {
+    let c = TestCluster::start().await;
+    c.create(crd(
+        "s3.services.k8s.aws",
+        "buckets",
+        "Bucket",
+        "Namespaced",
+        "v1alpha1",
+    ));
+    c.create(crd(
+        "objectbucket.io",
+        "objectbucketclaims",
+        "ObjectBucketClaim",
+        "Namespaced",
+        "v1alpha1",
+    ));
+    c.apply(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: t}\n",
+        &[],
+    )
+    .await;
+    let client = c.client().await;
+    // The gate exempts coldstart itself; these tests write as someone else.
+    restore::gate::install(&client, "coldstart-itself")
+        .await
+        .expect("gate");
+    c
+}
+
+fn denied(c: &TestCluster, obj: Value) -> Option<String> {
+    let user = coldstart_sim::Actor::system("system:serviceaccount:ops:operator");
+    match c.create_as(obj, &user) {
+        Ok(_) => None,
+        Err(e) => Some(e.message),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_gate_denies_a_new_ack_bucket_and_a_new_obc_and_admits_adopting_ones() {
+    let c = gated_cluster().await;
+    let new_ack = json!({"apiVersion": "s3.services.k8s.aws/v1alpha1", "kind": "Bucket",
+        "metadata": {"name": "fresh", "namespace": "t"}, "spec": {"name": "fresh"}});
+    let adopting_ack = json!({"apiVersion": "s3.services.k8s.aws/v1alpha1", "kind": "Bucket",
+        "metadata": {"name": "kept", "namespace": "t", "annotations": {
+            "services.k8s.aws/adoption-policy": "adopt",
+            "services.k8s.aws/adoption-fields": "{\"name\": \"kept\"}"}}});
+    let new_obc = json!({"apiVersion": "objectbucket.io/v1alpha1", "kind": "ObjectBucketClaim",
+        "metadata": {"name": "fresh", "namespace": "t"},
+        "spec": {"generateBucketName": "fresh", "storageClassName": "rook-bucket"}});
+    let named_obc = json!({"apiVersion": "objectbucket.io/v1alpha1", "kind": "ObjectBucketClaim",
+        "metadata": {"name": "kept", "namespace": "t"},
+        "spec": {"bucketName": "kept-7f3a", "storageClassName": "rook-bucket"}});
+    let msg = denied(&c, new_ack).expect("a new ACK bucket is denied while the gate is up");
+    assert!(
+        msg.contains("bucket claim must name an existing bucket"),
+        "{msg}"
+    );
+    assert!(
+        denied(&c, new_obc).is_some(),
+        "a new ObjectBucketClaim is denied while the gate is up"
+    );
+    assert_eq!(
+        denied(&c, adopting_ack),
+        None,
+        "an adopting ACK bucket is admitted"
+    );
+    assert_eq!(
+        denied(&c, named_obc),
+        None,
+        "an OBC naming its bucket is admitted"
+    );
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_blank_pin_annotation_is_no_pin_for_the_gate_the_audit_and_stop() {
+    let c = gated_cluster().await;
+    let blank = json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "web", "namespace": "t", "annotations": {
+            "service.beta.kubernetes.io/aws-load-balancer-eip-allocations": ""}},
+        "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]}});
+    assert!(
+        denied(&c, blank.clone()).is_some(),
+        "the gate does not take a blank pin for a pin"
+    );
+    assert!(!coldstart::bindings::is_pinned(&blank));
+    let mut with_status = blank.clone();
+    with_status["status"] = json!({"loadBalancer": {"ingress": [{"ip": "203.0.113.9"}]}});
+    let inputs = coldstart::audit::Inputs {
+        services: vec![with_status.clone()],
+        ..Default::default()
+    };
+    let findings = coldstart::audit::audit(
+        &inputs,
+        chrono::Utc::now(),
+        std::time::Duration::from_secs(900),
+    );
+    assert!(
+        findings
+            .iter()
+            .any(|f| f.kind == coldstart::audit::FindingKind::AddressReleasedWithCluster),
+        "the audit reports the address as losable: {findings:#?}"
+    );
+    let fixes = coldstart::lifecycle::stop::plan_fixes(
+        &inputs,
+        coldstart::restore::plan::PinStyle::LoadBalancerIp,
+    );
+    assert_eq!(fixes.len(), 1, "stop pins it: {fixes:#?}");
+    c.stop().await;
+}
