@@ -79,6 +79,9 @@ pub async fn run(args: ServeArgs, global: &Global) -> anyhow::Result<ExitCode> {
         lease_namespace: args.lease_namespace.clone(),
     });
     let settings = config.validate().context("invalid configuration")?;
+    settings
+        .check_sources()
+        .context("invalid configuration")?;
     if args.check_config {
         println!("configuration is valid");
         return Ok(ExitCode::SUCCESS);
@@ -96,17 +99,13 @@ pub async fn run(args: ServeArgs, global: &Global) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| format!("coldstart-{}", uuid::Uuid::new_v4().simple()));
     let client = global.client().await?;
 
-    let (actions_tx, actions_rx) = mpsc::channel(4);
-    let state = AppState {
-        view: Arc::new(RwLock::new(ServiceView::default())),
-        progress: Arc::new(Mutex::new(Progress::default())),
-        actions: actions_tx,
-        metrics: Arc::new(Metrics::new()),
-        auth: Arc::new(Auth {
+    let (state, actions_rx) = AppState::new(
+        Auth {
             token,
             protect_reads: settings.protect_reads,
-        }),
-    };
+        },
+        Arc::new(Metrics::new()),
+    );
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
 

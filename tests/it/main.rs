@@ -4,8 +4,11 @@
 mod cli;
 mod deploy;
 mod drill;
+mod faults;
+mod fuzz;
 mod helpers;
 mod leader;
+mod matrix;
 mod lifecycle;
 mod restore;
 mod screenshot;
