@@ -406,7 +406,11 @@ impl Config {
             self.ordering.operators.is_some(),
             self.ordering.quiesce.is_some(),
         ];
-        if let Some((field, why)) = NOT_READ.iter().zip(set).find_map(|(f, set)| set.then_some(f)) {
+        if let Some((field, why)) = NOT_READ
+            .iter()
+            .zip(set)
+            .find_map(|(f, set)| set.then_some(f))
+        {
             return Err(ConfigError::invalid(field, *why));
         }
         let encryption_key = self
@@ -769,11 +773,17 @@ shutdownGrace: 2m
         std::fs::write(&key, "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n").unwrap();
         let token = dir.path().join("token");
         std::fs::write(&token, "t0ken").unwrap();
-        let (k, t) = (format!("file:{}", key.display()), format!("file:{}", token.display()));
+        let (k, t) = (
+            format!("file:{}", key.display()),
+            format!("file:{}", token.display()),
+        );
         settings(yaml(&k, &t)).check_sources().unwrap();
         let cases = [
             (yaml("file:/nonexistent/key", &t), "encryption.key"),
-            (yaml("env:COLDSTART_TEST_UNSET_VARIABLE", &t), "encryption.key"),
+            (
+                yaml("env:COLDSTART_TEST_UNSET_VARIABLE", &t),
+                "encryption.key",
+            ),
             (yaml(&t, &t), "encryption.key"),
             (yaml(&k, "file:/nonexistent/token"), "api.token"),
         ];

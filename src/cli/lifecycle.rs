@@ -47,8 +47,8 @@ pub async fn stop_cmd(args: StopArgs, global: &Global) -> anyhow::Result<ExitCod
     let (store, keys) = open_store(global, &args.key).await?;
     let client = global.client().await?;
     if args.undo {
-        let r = lifecycle::undo_stop(&client, &store, &keys, Duration::from_secs(args.timeout))
-            .await?;
+        let r =
+            lifecycle::undo_stop(&client, &store, &keys, Duration::from_secs(args.timeout)).await?;
         if global.json {
             println!("{}", serde_json::to_string_pretty(&r)?);
         } else {

@@ -157,7 +157,11 @@ pub async fn read_marker(store: &Store, keys: &Keys) -> Result<Option<StopMarker
 
 /// Write the marker, read it back and open it: the proof that the store keeps what the
 /// stop records, with this key, before the stop relies on it.
-async fn write_marker(store: &Store, keys: &Keys, marker: &StopMarker) -> Result<(), LifecycleError> {
+async fn write_marker(
+    store: &Store,
+    keys: &Keys,
+    marker: &StopMarker,
+) -> Result<(), LifecycleError> {
     let fail = |detail: String| LifecycleError::Record {
         url: store.url().to_owned(),
         detail,

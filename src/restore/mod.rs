@@ -198,14 +198,12 @@ pub fn judge_unfinished(
 /// Observe the restore state record and the gate, and judge whether a restore is
 /// unfinished in this cluster (a snapshot now would capture a half-restored cluster).
 pub async fn unfinished(client: &kube::Client) -> Result<Option<Unfinished>, RestoreError> {
-    let record = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(
-        client.clone(),
-        "kube-system",
-    )
-    .get_opt(STATE_CONFIGMAP)
-    .await
-    .map_err(RestoreError::State)?
-    .and_then(|c| c.data);
+    let record =
+        Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), "kube-system")
+            .get_opt(STATE_CONFIGMAP)
+            .await
+            .map_err(RestoreError::State)?
+            .and_then(|c| c.data);
     let gate = match gate::status(client).await {
         // A cluster that does not serve ValidatingAdmissionPolicy cannot hold a gate.
         Err(gate::GateError::List(kube::Error::Api(e))) if e.code == 404 => Vec::new(),
@@ -461,11 +459,7 @@ mod tests {
             ("a gate without a record", None, gate(), true),
         ];
         for (name, rec, gate, unfinished) in cases {
-            assert_eq!(
-                judge_unfinished(rec, gate).is_some(),
-                unfinished,
-                "{name}"
-            );
+            assert_eq!(judge_unfinished(rec, gate).is_some(), unfinished, "{name}");
         }
         let u = judge_unfinished(Some(&restoring), vec![]).expect("unfinished");
         assert_eq!(u.to_string(), "a restore of snapshot s1 is restoring");

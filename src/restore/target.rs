@@ -17,7 +17,8 @@ use serde::Serialize;
 use crate::snapshot::format::ClusterIdentity;
 
 /// Namespaces every cluster has from birth: their presence says nothing about workloads.
-pub const SYSTEM_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
+pub const SYSTEM_NAMESPACES: [&str; 4] =
+    ["default", "kube-system", "kube-public", "kube-node-lease"];
 
 /// The label coldstart's own Deployment carries (deploy/base), so the namespace it runs in
 /// is recognised as its own even without `POD_NAMESPACE`.
@@ -112,7 +113,12 @@ pub async fn observe(client: &kube::Client, own: Option<&str>) -> Result<Target,
 /// Allowed without consent: the cluster the snapshot came from (same kube-system UID:
 /// existing objects are kept), a cluster a restore of this snapshot already began in (a
 /// resumed restore), and an empty cluster whose name matches the snapshot's.
-pub fn judge(id: &str, source: &ClusterIdentity, target: &Target, consent: &Consent) -> Vec<Refusal> {
+pub fn judge(
+    id: &str,
+    source: &ClusterIdentity,
+    target: &Target,
+    consent: &Consent,
+) -> Vec<Refusal> {
     let same_cluster = !source.uid.is_empty() && source.uid == target.uid;
     let resuming = target.restoring.as_deref() == Some(id);
     if same_cluster || resuming {
@@ -144,8 +150,7 @@ pub fn is_cold(source: &ClusterIdentity, target: &Target) -> bool {
         Some("verified") => false,
         Some(_) => true,
         None => {
-            (source.uid.is_empty() || source.uid != target.uid)
-                && target.user_namespaces.is_empty()
+            (source.uid.is_empty() || source.uid != target.uid) && target.user_namespaces.is_empty()
         }
     }
 }
@@ -221,24 +226,74 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         let cases: [(&str, Target, Consent, &[&str]); 8] = [
-            ("a fresh cluster of the same name", target("uid-b", &[], None), consent("prod", None, false), &[]),
-            ("the cluster it came from, live", target("uid-a", &["shop"], None), consent("prod", None, false), &[]),
-            ("resuming this snapshot's restore", target("uid-b", &["shop"], Some("s1")), consent("prod", None, false), &[]),
-            ("another live cluster", target("uid-b", &["shop"], None), consent("staging", None, false), &["other-cluster", "non-empty"]),
-            ("another cluster, named", target("uid-b", &[], None), consent("staging", Some("prod"), false), &[]),
-            ("another cluster, the wrong name given", target("uid-b", &[], None), consent("staging", Some("dev"), false), &["other-cluster"]),
-            ("a non-empty rebuilt cluster", target("uid-b", &["shop"], None), consent("prod", None, false), &["non-empty"]),
-            ("a non-empty cluster, accepted", target("uid-b", &["shop"], None), consent("prod", None, true), &[]),
+            (
+                "a fresh cluster of the same name",
+                target("uid-b", &[], None),
+                consent("prod", None, false),
+                &[],
+            ),
+            (
+                "the cluster it came from, live",
+                target("uid-a", &["shop"], None),
+                consent("prod", None, false),
+                &[],
+            ),
+            (
+                "resuming this snapshot's restore",
+                target("uid-b", &["shop"], Some("s1")),
+                consent("prod", None, false),
+                &[],
+            ),
+            (
+                "another live cluster",
+                target("uid-b", &["shop"], None),
+                consent("staging", None, false),
+                &["other-cluster", "non-empty"],
+            ),
+            (
+                "another cluster, named",
+                target("uid-b", &[], None),
+                consent("staging", Some("prod"), false),
+                &[],
+            ),
+            (
+                "another cluster, the wrong name given",
+                target("uid-b", &[], None),
+                consent("staging", Some("dev"), false),
+                &["other-cluster"],
+            ),
+            (
+                "a non-empty rebuilt cluster",
+                target("uid-b", &["shop"], None),
+                consent("prod", None, false),
+                &["non-empty"],
+            ),
+            (
+                "a non-empty cluster, accepted",
+                target("uid-b", &["shop"], None),
+                consent("prod", None, true),
+                &[],
+            ),
         ];
         for (name, t, c, want) in cases {
             assert_eq!(kinds(judge("s1", &source(), &t, &c)), want, "{name}");
         }
-        let msg = judge("s1", &source(), &target("uid-b", &["shop"], None), &consent("staging", None, false))
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; ");
-        assert!(msg.contains("--from-cluster prod") && msg.contains("--into-non-empty") && msg.contains("shop"), "{msg}");
+        let msg = judge(
+            "s1",
+            &source(),
+            &target("uid-b", &["shop"], None),
+            &consent("staging", None, false),
+        )
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ");
+        assert!(
+            msg.contains("--from-cluster prod")
+                && msg.contains("--into-non-empty")
+                && msg.contains("shop"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -249,8 +304,16 @@ mod tests {
         };
         let cases = [
             ("a rebuilt empty cluster", target("uid-b", &[], None), true),
-            ("the live cluster the snapshot came from", target("uid-a", &[], None), false),
-            ("a rebuilt cluster already holding workloads", target("uid-b", &["shop"], None), false),
+            (
+                "the live cluster the snapshot came from",
+                target("uid-a", &[], None),
+                false,
+            ),
+            (
+                "a rebuilt cluster already holding workloads",
+                target("uid-b", &["shop"], None),
+                false,
+            ),
             ("an interrupted restore", with_phase("restoring"), true),
             ("a failed restore", with_phase("failed"), true),
             ("a verified restore", with_phase("verified"), false),

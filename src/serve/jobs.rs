@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, ListParams};
+use kube::api::Api;
 
 use super::{AuditReport, ColdStart, Inventory, Jobs, PruneReport, Trigger};
 use crate::audit::{self, SnapshotFacts};
@@ -140,7 +140,6 @@ impl ClusterJobs {
         all.sort_by_key(|m| m.started_at);
         Ok(all)
     }
-
 }
 
 impl Jobs for ClusterJobs {
@@ -291,9 +290,9 @@ impl Jobs for ClusterJobs {
         let marker = crate::lifecycle::read_marker(&self.store, &self.keys)
             .await
             .map_err(|e| e.to_string())?;
-        if let Some(m) = marker.filter(|m| {
-            m.cluster == self.snapshot.cluster_name && m.snapshot.is_some()
-        }) {
+        if let Some(m) =
+            marker.filter(|m| m.cluster == self.snapshot.cluster_name && m.snapshot.is_some())
+        {
             let started = Instant::now();
             let opts = crate::lifecycle::StartOptions {
                 restore: self.restore.clone(),
@@ -301,9 +300,10 @@ impl Jobs for ClusterJobs {
                 ready_timeout: self.restore.verify_timeout,
                 consent: Default::default(),
             };
-            let r = crate::lifecycle::start(&self.client, &self.store, &self.keys, &opts, &progress)
-                .await
-                .map_err(|e| e.to_string())?;
+            let r =
+                crate::lifecycle::start(&self.client, &self.store, &self.keys, &opts, &progress)
+                    .await
+                    .map_err(|e| e.to_string())?;
             return Ok(ColdStart::Restored {
                 snapshot_id: r.snapshot.clone(),
                 verified: r.restore.succeeded,

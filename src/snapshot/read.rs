@@ -423,7 +423,8 @@ async fn read_pack(
         if format::stored_hash(&sealed) != pack {
             return Err(ReadError::Hash { what });
         }
-        let payload = Bytes::from(format::decode(&keys, Role::Pack, &sealed, &what).map_err(decoded)?);
+        let payload =
+            Bytes::from(format::decode(&keys, Role::Pack, &sealed, &what).map_err(decoded)?);
         let mut out = Vec::with_capacity(entries.len());
         for (blob, off, len) in entries {
             let (start, end) = (off as usize, off as usize + len as usize);
@@ -477,7 +478,9 @@ mod tests {
     /// naming that pack), written the way a snapshot writes them.
     async fn store_with(ids: &[&str]) -> Store {
         let (store, keys) = (Store::memory(), keys());
-        super::super::check_store(&store, &keys, true).await.unwrap();
+        super::super::check_store(&store, &keys, true)
+            .await
+            .unwrap();
         let blob = keys.blob_id(b"{}");
         let sealed = format::encode(&keys, Role::Pack, b"{}");
         let pack = format::stored_hash(&sealed);
@@ -511,10 +514,8 @@ mod tests {
                     uid: "u".into(),
                     server: String::new(),
                 },
-                started_at: chrono::DateTime::from_timestamp(1_700_000_000 + n as i64, 0)
-                    .unwrap(),
-                finished_at: chrono::DateTime::from_timestamp(1_700_000_000 + n as i64, 0)
-                    .unwrap(),
+                started_at: chrono::DateTime::from_timestamp(1_700_000_000 + n as i64, 0).unwrap(),
+                finished_at: chrono::DateTime::from_timestamp(1_700_000_000 + n as i64, 0).unwrap(),
                 encryption: "xchacha20poly1305".into(),
                 plaintext_secrets: false,
                 resources: vec![format::TreeEntry {
@@ -572,7 +573,10 @@ mod tests {
     #[tokio::test]
     async fn a_truncated_manifest_is_reported_as_damaged_not_as_a_wrong_key() {
         let store = store_with(&["a-1"]).await;
-        damage(&store, &layout::manifest("a-1"), |b| b.truncate(b.len() - 7)).await;
+        damage(&store, &layout::manifest("a-1"), |b| {
+            b.truncate(b.len() - 7)
+        })
+        .await;
         let err = manifest(&store, &keys(), "a-1").await.unwrap_err();
         assert!(matches!(err, ReadError::Damaged { .. }), "{err}");
         assert!(!err.to_string().contains("wrong encryption key"), "{err}");
@@ -592,7 +596,10 @@ mod tests {
         assert_eq!(good, ["a-1", "b-2"]);
         assert_eq!(listing.damaged.len(), 1);
         assert_eq!(listing.damaged[0].id, "c-3");
-        let newest = open_newest(&store, &keys(), |_| true).await.unwrap().unwrap();
+        let newest = open_newest(&store, &keys(), |_| true)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(newest.manifest.id, "b-2");
     }
 

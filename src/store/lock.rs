@@ -168,13 +168,7 @@ pub async fn acquire(store: &Store, purpose: &str, ttl: Duration) -> Result<Writ
         }
     }
     let lost = Arc::new(AtomicBool::new(false));
-    let renewer = tokio::spawn(renew(
-        store.clone(),
-        next,
-        info.clone(),
-        ttl,
-        lost.clone(),
-    ));
+    let renewer = tokio::spawn(renew(store.clone(), next, info.clone(), ttl, lost.clone()));
     Ok(WriterLock {
         store: store.clone(),
         generation: next,
@@ -376,7 +370,11 @@ mod tests {
                     won.push(lock);
                 }
             }
-            assert_eq!(won.len(), 1, "trial {trial}: exactly one writer holds the lock");
+            assert_eq!(
+                won.len(),
+                1,
+                "trial {trial}: exactly one writer holds the lock"
+            );
         }
     }
 

@@ -92,7 +92,11 @@ async fn stop_undo_on_the_cli_brings_every_workload_back_and_reverts_every_chang
     assert!(out.status.success(), "{}", stderr(&out));
     let printed = String::from_utf8_lossy(&out.stdout);
     assert!(printed.contains("stop undone"), "{printed}");
-    assert_eq!(replicas(&c), before, "every workload is back at its replicas");
+    assert_eq!(
+        replicas(&c),
+        before,
+        "every workload is back at its replicas"
+    );
     assert_eq!(pv_policy(&c), "Delete", "the recorded change is reverted");
     let out = run(cli(&c, &store, KEY, &["start"])).await;
     assert!(!out.status.success(), "nothing is left to start from");
@@ -110,7 +114,10 @@ async fn a_stop_with_the_wrong_key_changes_nothing_in_the_cluster() {
     let out = run(cli(&c, &store, OTHER_KEY, &["stop", "--timeout", "30"])).await;
     assert!(!out.status.success());
     let err = stderr(&out);
-    assert!(err.contains("different key"), "the error names the key: {err}");
+    assert!(
+        err.contains("different key"),
+        "the error names the key: {err}"
+    );
     assert_eq!(
         c.sim().store.resource_version(),
         before,
@@ -133,7 +140,11 @@ async fn a_stop_into_a_read_only_store_changes_nothing_in_the_cluster() {
         matches!(err, LifecycleError::Preflight(_)),
         "refused in the preflight: {err}"
     );
-    assert!(err.to_string().contains("nothing in the cluster was changed"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("nothing in the cluster was changed"),
+        "{err}"
+    );
     assert_eq!(c.sim().store.resource_version(), before, "0 writes: {err}");
     c.stop().await;
 }
@@ -220,12 +231,11 @@ async fn a_dry_run_restore_prints_no_secret_value_in_json_or_text() {
     ] {
         let out = run(cli(&c, &store, KEY, args)).await;
         assert!(out.status.success(), "{args:?}: {}", stderr(&out));
-        let printed = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            stderr(&out)
+        let printed = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+        assert!(
+            !printed.contains(value),
+            "{args:?} printed the Secret: {printed}"
         );
-        assert!(!printed.contains(value), "{args:?} printed the Secret: {printed}");
         assert!(!printed.contains("correct-horse"), "{args:?}");
     }
     let out = run(cli(&c, &store, KEY, &["restore", "--dry-run", "--json"])).await;
@@ -247,15 +257,33 @@ async fn restoring_another_clusters_snapshot_into_a_live_cluster_is_refused_nami
         "metadata": {"name": "billing"}}));
     let dir = tempfile::tempdir().expect("tempdir");
     let store = format!("file://{}", dir.path().display());
-    let out = run(cli(&a, &store, KEY, &["snapshot", "--cluster-name", "cluster-a"])).await;
+    let out = run(cli(
+        &a,
+        &store,
+        KEY,
+        &["snapshot", "--cluster-name", "cluster-a"],
+    ))
+    .await;
     assert!(out.status.success(), "{}", stderr(&out));
 
     let before = b.sim().store.resource_version();
-    let out = run(cli(&b, &store, KEY, &["restore", "--cluster-name", "cluster-b"])).await;
+    let out = run(cli(
+        &b,
+        &store,
+        KEY,
+        &["restore", "--cluster-name", "cluster-b"],
+    ))
+    .await;
     assert!(!out.status.success());
     let err = stderr(&out);
-    assert!(err.contains("--from-cluster cluster-a"), "names the identity: {err}");
-    assert!(err.contains("--into-non-empty") && err.contains("billing"), "names the target: {err}");
+    assert!(
+        err.contains("--from-cluster cluster-a"),
+        "names the identity: {err}"
+    );
+    assert!(
+        err.contains("--into-non-empty") && err.contains("billing"),
+        "names the target: {err}"
+    );
     assert_eq!(b.sim().store.resource_version(), before, "0 writes: {err}");
 
     // Naming only one of the two is not enough.
@@ -263,11 +291,21 @@ async fn restoring_another_clusters_snapshot_into_a_live_cluster_is_refused_nami
         &b,
         &store,
         KEY,
-        &["restore", "--cluster-name", "cluster-b", "--from-cluster", "cluster-a"],
+        &[
+            "restore",
+            "--cluster-name",
+            "cluster-b",
+            "--from-cluster",
+            "cluster-a",
+        ],
     ))
     .await;
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("--into-non-empty"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--into-non-empty"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(b.sim().store.resource_version(), before);
 
     // Told both by name, it restores (and keeps what exists).
@@ -317,7 +355,12 @@ async fn serve_without_pod_namespace(c: &TestCluster, dir: &std::path::Path) -> 
     let child = coldstart()
         .arg("--kubeconfig")
         .arg(&c.kubeconfig)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--config"])
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--config",
+        ])
         .arg(&config)
         .env("COLDSTART_ENCRYPTION_KEY", KEY)
         .env_remove("POD_NAMESPACE")
@@ -342,7 +385,13 @@ async fn serve_restores_a_stopped_and_deleted_cluster_with_the_start_sequence_be
     let dir = tempfile::tempdir().expect("tempdir");
     let store = format!("file://{}/store", dir.path().display());
     let before = replicas(&c);
-    let out = run(cli(&c, &store, KEY, &["stop", "--cluster-name", "platform", "--timeout", "30"])).await;
+    let out = run(cli(
+        &c,
+        &store,
+        KEY,
+        &["stop", "--cluster-name", "platform", "--timeout", "30"],
+    ))
+    .await;
     assert!(out.status.success(), "{}", stderr(&out));
     let (code, _) =
         crate::helpers::http("POST", &format!("{}/sim/v1/teardown", c.url()), None, None).await;

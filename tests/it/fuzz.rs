@@ -57,7 +57,11 @@ fn mutate(rng: &mut StdRng, input: &[u8]) -> Vec<u8> {
                     *b = rng.random();
                 }
             }
-            _ => out = (0..rng.random_range(0..128)).map(|_| rng.random()).collect(),
+            _ => {
+                out = (0..rng.random_range(0..128))
+                    .map(|_| rng.random())
+                    .collect()
+            }
         }
     }
     out
@@ -117,7 +121,7 @@ async fn one_snapshot(keys: &Keys) -> (Store, String, [String; 3]) {
         "encryption": "xchacha20poly1305", "plaintextSecrets": false,
         "resources": [{"group": "", "version": "v1", "resource": "configmaps", "kind": "ConfigMap",
                        "namespaced": true, "namespace": "n", "count": 2, "trees": [tree_id]}],
-        "packs": [pack], "bindings": {}, "unavailable": [], "stats": {}
+        "packs": [pack], "bindings": coldstart::bindings::Bindings::default(), "unavailable": [], "stats": coldstart::snapshot::format::Stats::default()
     });
     let manifest_key = layout::manifest(&id);
     store
@@ -167,11 +171,18 @@ async fn damaged_manifests_indexes_and_packs_never_panic_the_reader_or_make_it_w
             .unwrap_or_else(|_| panic!("{target} case {case}: the reader hung"));
             let _ = read::list_all(&store, &keys).await;
             let _ = read::open_newest(&store, &keys, |_| true).await;
-            assert_eq!(listing(&store).await, before, "{target} case {case}: a read wrote");
+            assert_eq!(
+                listing(&store).await,
+                before,
+                "{target} case {case}: a read wrote"
+            );
             if damaged != original {
                 // Damage is detected (a flip inside a JSON string could in theory still
                 // parse; sealing makes that impossible here).
-                assert!(opened.is_err(), "{target} case {case}: damage went unnoticed");
+                assert!(
+                    opened.is_err(),
+                    "{target} case {case}: damage went unnoticed"
+                );
             }
         }
         store.put(target, original).await.expect("restore");
@@ -179,7 +190,13 @@ async fn damaged_manifests_indexes_and_packs_never_panic_the_reader_or_make_it_w
     // The pure decoders, fed any bytes under every role.
     for _ in 0..cases() {
         let junk = mutate(&mut rng, b"CSK1\x01");
-        for role in [Role::Pack, Role::Index, Role::Manifest, Role::Marker, Role::Report] {
+        for role in [
+            Role::Pack,
+            Role::Index,
+            Role::Manifest,
+            Role::Marker,
+            Role::Report,
+        ] {
             let _ = format::decode(&keys, role, &junk, "fuzz");
             let _ = format::decode(&Keys::plaintext(), role, &junk, "fuzz");
         }

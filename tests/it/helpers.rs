@@ -387,12 +387,13 @@ impl object_store::ObjectStore for ReadOnlyStore {
 
     fn delete_stream(
         &self,
-        locations: futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>>,
+        locations: futures::stream::BoxStream<
+            'static,
+            object_store::Result<object_store::path::Path>,
+        >,
     ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>> {
         use futures::StreamExt as _;
-        locations
-            .map(|l| l.and_then(|p| Err(denied(&p))))
-            .boxed()
+        locations.map(|l| l.and_then(|p| Err(denied(&p)))).boxed()
     }
 
     fn list(

@@ -113,7 +113,10 @@ fn inventory(c: &TestCluster) -> (Vec<(String, String)>, Vec<String>, Vec<String
 const FAULTS: [(&str, &str); 3] = [
     ("20% 5xx", r#"{"errorRate": 0.2}"#),
     ("20% 429", r#"{"throttleRate": 0.2}"#),
-    ("20% 5xx and 20% 429", r#"{"errorRate": 0.2, "throttleRate": 0.2}"#),
+    (
+        "20% 5xx and 20% 429",
+        r#"{"errorRate": 0.2, "throttleRate": 0.2}"#,
+    ),
 ];
 
 /// Run `op` and kill it as soon as its progress reports a phase containing `phase`; panics
@@ -173,10 +176,22 @@ async fn snapshot_stop_and_start_converge_under_5xx_429_and_both() {
             .await
             .unwrap_or_else(|e| panic!("{name}: start: {e}"));
         set_faults(&c, "{}").await;
-        assert!(started.restore.succeeded, "{name}: {:#?}", started.restore.verification.problems);
-        assert_eq!((replicas(&c), inventory(&c)), before, "{name}: the same platform");
+        assert!(
+            started.restore.succeeded,
+            "{name}: {:#?}",
+            started.restore.verification.problems
+        );
+        assert_eq!(
+            (replicas(&c), inventory(&c)),
+            before,
+            "{name}: the same platform"
+        );
         let created = c.cloud().created_since(mark);
-        assert_eq!((created.disks, created.ips, created.buckets), (0, 0, 0), "{name}");
+        assert_eq!(
+            (created.disks, created.ips, created.buckets),
+            (0, 0, 0),
+            "{name}"
+        );
     }
     c.stop().await;
 }
@@ -203,9 +218,16 @@ async fn a_restore_at_20_percent_5xx_succeeds_ten_times_out_of_ten() {
             .await
             .unwrap_or_else(|e| panic!("restore {run}/10: {e}"));
         set_faults(&c, "{}").await;
-        assert!(report.succeeded, "restore {run}/10: {:#?}", report.verification.problems);
         assert!(
-            restore::gate::status(&client).await.expect("gate").is_empty(),
+            report.succeeded,
+            "restore {run}/10: {:#?}",
+            report.verification.problems
+        );
+        assert!(
+            restore::gate::status(&client)
+                .await
+                .expect("gate")
+                .is_empty(),
             "restore {run}/10 left the gate up"
         );
         assert_eq!(inventory(&c), before, "restore {run}/10");
@@ -240,11 +262,18 @@ async fn a_stop_killed_at_each_step_converges_on_the_next_run_and_undoes_cleanly
             .await
             .unwrap_or_else(|e| panic!("killed at {phase:?}, the re-run: {e}"));
         assert!(r.snapshot.is_some(), "{phase}");
-        assert!(replicas(&c).values().all(|r| *r == 0), "{phase}: all quiesced");
+        assert!(
+            replicas(&c).values().all(|r| *r == 0),
+            "{phase}: all quiesced"
+        );
         lifecycle::undo_stop(&client, &store, &keys(), Duration::from_secs(30))
             .await
             .unwrap_or_else(|e| panic!("killed at {phase:?}, undo: {e}"));
-        assert_eq!(replicas(&c), before, "killed at {phase:?}: every original is back");
+        assert_eq!(
+            replicas(&c),
+            before,
+            "killed at {phase:?}: every original is back"
+        );
     }
     c.stop().await;
 }
@@ -280,11 +309,25 @@ async fn a_start_killed_at_each_step_converges_on_the_next_run() {
         let r = lifecycle::start(&client, &store, &keys(), &start_opts(), &progress())
             .await
             .unwrap_or_else(|e| panic!("killed at {phase:?}, the re-run: {e}"));
-        assert!(r.restore.succeeded, "{phase}: {:#?}", r.restore.verification.problems);
-        assert!(restore::gate::status(&client).await.expect("gate").is_empty(), "{phase}");
+        assert!(
+            r.restore.succeeded,
+            "{phase}: {:#?}",
+            r.restore.verification.problems
+        );
+        assert!(
+            restore::gate::status(&client)
+                .await
+                .expect("gate")
+                .is_empty(),
+            "{phase}"
+        );
         assert_eq!((replicas(&c), inventory(&c)), before, "killed at {phase:?}");
         let created = c.cloud().created_since(mark);
-        assert_eq!((created.disks, created.ips, created.buckets), (0, 0, 0), "{phase}");
+        assert_eq!(
+            (created.disks, created.ips, created.buckets),
+            (0, 0, 0),
+            "{phase}"
+        );
     }
     c.stop().await;
 }
@@ -324,7 +367,13 @@ async fn a_restore_killed_at_each_step_converges_on_the_next_run() {
             .await
             .unwrap_or_else(|e| panic!("killed at {phase:?}, the re-run: {e}"));
         assert!(r.succeeded, "{phase}: {:#?}", r.verification.problems);
-        assert!(restore::gate::status(&client).await.expect("gate").is_empty(), "{phase}");
+        assert!(
+            restore::gate::status(&client)
+                .await
+                .expect("gate")
+                .is_empty(),
+            "{phase}"
+        );
         assert_eq!(inventory(&c), before, "killed at {phase:?}");
     }
     c.stop().await;
@@ -332,16 +381,15 @@ async fn a_restore_killed_at_each_step_converges_on_the_next_run() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_snapshot_killed_at_each_point_leaves_nothing_half_visible_and_the_next_one_succeeds() {
-    let c = TestCluster::start_with(coldstart::sim::seed::Seed::Scale(2000)).await;
+    let c = TestCluster::start_with(coldstart_sim::seed::Seed::Scale(2000)).await;
     let client = c.client().await;
     let store = Store::memory();
     set_faults(&c, r#"{"latencyMs": 2}"#).await;
     for fifth in 1..=5u64 {
         let progress = Arc::new(write::Progress::default());
         let (cl, st, pr) = (client.clone(), store.clone(), progress.clone());
-        let task = tokio::spawn(async move {
-            write::take(&cl, &st, &keys(), &snapshot_opts(), pr).await
-        });
+        let task =
+            tokio::spawn(async move { write::take(&cl, &st, &keys(), &snapshot_opts(), pr).await });
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         loop {
             use std::sync::atomic::Ordering::Relaxed;
@@ -352,14 +400,21 @@ async fn a_snapshot_killed_at_each_point_leaves_nothing_half_visible_and_the_nex
             if total > 0 && done * 6 >= total * fifth {
                 break;
             }
-            assert!(!task.is_finished(), "the snapshot ended before kill point {fifth}");
+            assert!(
+                !task.is_finished(),
+                "the snapshot ended before kill point {fifth}"
+            );
             assert!(std::time::Instant::now() < deadline);
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         task.abort();
         let _ = task.await;
         let complete = read::list(&store, &keys()).await.expect("list").len();
-        assert_eq!(complete, (fifth - 1) as usize, "a killed snapshot is not visible");
+        assert_eq!(
+            complete,
+            (fifth - 1) as usize,
+            "a killed snapshot is not visible"
+        );
         tokio::time::sleep(Duration::from_millis(700)).await; // the killed lock goes stale
         let m = write::take(
             &client,
