@@ -450,7 +450,8 @@ mod tests {
         let restoring = record(&[("phase", "restoring"), ("snapshot", "s1")]);
         let failed = record(&[("phase", "failed"), ("snapshot", "s1")]);
         let verified = record(&[("phase", "verified"), ("snapshot", "s1")]);
-        let cases: [(&str, Option<&BTreeMap<String, String>>, Vec<String>, bool); 6] = [
+        type Record<'a> = Option<&'a BTreeMap<String, String>>;
+        let cases: [(&str, Record<'_>, Vec<String>, bool); 6] = [
             ("no restore ever", None, vec![], false),
             ("running or killed", Some(&restoring), vec![], true),
             ("failed, gate kept up", Some(&failed), gate(), true),
