@@ -86,9 +86,9 @@ pub struct ClusterConfig {
 pub struct StoreConfig {
     /// `file://DIR`, `memory://`, `s3://BUCKET/PREFIX`, `az://…`, `gs://…`.
     pub url: Option<String>,
-    /// `ambient` (workload identity / instance role, the default), `env` (the provider's
-    /// standard variables), or `file:PATH`.
-    pub credentials: Option<String>,
+    /// No longer read: refused with what to do instead (see [`NOT_READ`]).
+    #[serde(default, skip_serializing)]
+    pub credentials: Option<serde_yaml::Value>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -140,13 +140,31 @@ pub struct OrderingConfig {
     /// Label selector for operators: restored at 0 replicas, scaled up last, in `operators`
     /// order.
     pub operator_selector: Option<String>,
-    /// Operators (`namespace/name`) in the order they are scaled up after a restore.
-    #[serde(default)]
-    pub operators: Vec<String>,
-    /// Quiesce order for `stop` (reversed for `start`).
-    #[serde(default)]
-    pub quiesce: Vec<String>,
+    /// No longer read: refused with what to do instead (see [`NOT_READ`]).
+    #[serde(default, skip_serializing)]
+    pub operators: Option<serde_yaml::Value>,
+    /// No longer read: refused with what to do instead (see [`NOT_READ`]).
+    #[serde(default, skip_serializing)]
+    pub quiesce: Option<serde_yaml::Value>,
 }
+
+/// Fields earlier versions accepted and validated but `serve` never used, with what to do
+/// instead. A field that is accepted must change what the service does; these did not, so
+/// a configuration that sets them is refused rather than silently ignored.
+pub const NOT_READ: [(&str, &str); 3] = [
+    (
+        "store.credentials",
+        "is not read: the store's credentials come from the environment the way each cloud's own tools read them (workload identity, AWS_*, AZURE_*, GOOGLE_*); remove the field",
+    ),
+    (
+        "ordering.operators",
+        "is not read: operators are the workloads matching ordering.operatorSelector and are scaled up in the order the snapshot lists them; remove the field",
+    ),
+    (
+        "ordering.quiesce",
+        "is not read: `serve` never stops a cluster; give the order to `coldstart stop --order`; remove the field",
+    ),
+];
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -226,14 +244,24 @@ impl SecretSource {
     }
 }
 
-/// How the store authenticates.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub enum Credentials {
-    /// Workload identity / instance role.
-    Ambient,
-    /// The provider's standard environment variables.
-    Env,
-    File(PathBuf),
+impl Settings {
+    /// Read every secret source once (the values are dropped): a source that does not
+    /// exist fails here, naming its field, instead of at the first snapshot. The encryption
+    /// key must also parse as a key.
+    pub fn check_sources(&self) -> Result<(), ConfigError> {
+        if let Some(src) = &self.encryption_key {
+            let text = src
+                .read()
+                .map_err(|e| ConfigError::invalid("encryption.key", e))?;
+            crate::snapshot::crypto::parse_key(&text, "encryption.key")
+                .map_err(|e| ConfigError::invalid("encryption.key", e.to_string()))?;
+        }
+        if let Some(src) = &self.api_token {
+            src.read()
+                .map_err(|e| ConfigError::invalid("api.token", e))?;
+        }
+        Ok(())
+    }
 }
 
 /// A validated, typed configuration.
@@ -242,7 +270,6 @@ pub struct Settings {
     pub cluster_name: Option<String>,
     pub listen: SocketAddr,
     pub store_url: String,
-    pub credentials: Credentials,
     pub encryption_key: Option<SecretSource>,
     pub allow_plaintext_secrets: bool,
     pub snapshot: Schedule,
@@ -251,8 +278,6 @@ pub struct Settings {
     pub retention: Retention,
     pub rpo_target: Duration,
     pub operator_selector: String,
-    pub operators: Vec<String>,
-    pub quiesce: Vec<String>,
     pub auto_restore: bool,
     pub api_token: Option<SecretSource>,
     pub protect_reads: bool,
@@ -376,19 +401,18 @@ impl Config {
                 ),
             ));
         }
-        let credentials = match self.store.credentials.as_deref() {
-            None | Some("ambient") => Credentials::Ambient,
-            Some("env") => Credentials::Env,
-            Some(s) => match s.strip_prefix("file:").filter(|p| !p.is_empty()) {
-                Some(p) => Credentials::File(PathBuf::from(p)),
-                None => {
-                    return Err(ConfigError::invalid(
-                        "store.credentials",
-                        "must be ambient, env or file:PATH",
-                    ));
-                }
-            },
-        };
+        let set = [
+            self.store.credentials.is_some(),
+            self.ordering.operators.is_some(),
+            self.ordering.quiesce.is_some(),
+        ];
+        if let Some((field, why)) = NOT_READ
+            .iter()
+            .zip(set)
+            .find_map(|(f, set)| set.then_some(f))
+        {
+            return Err(ConfigError::invalid(field, *why));
+        }
         let encryption_key = self
             .encryption
             .key
@@ -444,23 +468,6 @@ impl Config {
                 "rpo.target",
                 "must be greater than zero",
             ));
-        }
-        for (i, op) in self.ordering.operators.iter().enumerate() {
-            if op.split('/').count() != 2 || op.starts_with('/') || op.ends_with('/') {
-                return Err(ConfigError::invalid(
-                    &format!("ordering.operators[{i}]"),
-                    format!("{op:?} must be namespace/name"),
-                ));
-            }
-        }
-        const TIERS: [&str; 3] = ["apps", "operators", "data"];
-        for (i, q) in self.ordering.quiesce.iter().enumerate() {
-            if !TIERS.contains(&q.as_str()) {
-                return Err(ConfigError::invalid(
-                    &format!("ordering.quiesce[{i}]"),
-                    format!("{q:?} must be one of {}", TIERS.join(", ")),
-                ));
-            }
         }
         let api_token = self
             .api
@@ -524,7 +531,6 @@ impl Config {
             cluster_name: self.cluster.name.clone(),
             listen,
             store_url,
-            credentials,
             encryption_key,
             allow_plaintext_secrets: self.encryption.allow_plaintext_secrets,
             snapshot,
@@ -537,12 +543,6 @@ impl Config {
                 .operator_selector
                 .clone()
                 .unwrap_or_else(|| "coldstart.dev/operator=true".to_owned()),
-            operators: self.ordering.operators.clone(),
-            quiesce: if self.ordering.quiesce.is_empty() {
-                TIERS.iter().map(|s| (*s).to_owned()).collect()
-            } else {
-                self.ordering.quiesce.clone()
-            },
             auto_restore: self.cold_start.auto_restore,
             api_token,
             protect_reads: self.api.protect_reads,
@@ -592,7 +592,7 @@ mod tests {
     const GOOD: &str = r#"
 cluster: { name: prod-eu1 }
 listen: 0.0.0.0:9090
-store: { url: s3://dr-bucket/prod-eu1, credentials: ambient }
+store: { url: s3://dr-bucket/prod-eu1 }
 encryption: { key: env:COLDSTART_KEY }
 schedules:
   snapshot: { cron: "*/15 * * * *", timeZone: Europe/Berlin, jitter: 30s }
@@ -602,8 +602,6 @@ retention: { keepLast: 12, daily: 7, weekly: 4 }
 rpo: { target: 15m }
 ordering:
   operatorSelector: coldstart.dev/operator=true
-  operators: [strimzi/strimzi-operator, cnpg-system/cnpg]
-  quiesce: [apps, operators, data]
 coldStart: { autoRestore: true }
 api: { token: file:/var/run/secrets/coldstart/api-token }
 leaderElection: { namespace: coldstart, leaseDuration: 15s, renewDeadline: 10s, retryPeriod: 2s }
@@ -686,12 +684,12 @@ shutdownGrace: 2m
                 "listen",
             ),
             (
-                "store: {url: s3://b}\nencryption: {key: env:K}\nordering: {operators: [justaname]}",
-                "ordering.operators[0]",
+                "store: {url: s3://b, credentials: ambient}\nencryption: {key: env:K}",
+                "store.credentials",
             ),
             (
-                "store: {url: s3://b}\nencryption: {key: env:K}\nordering: {quiesce: [apps, databases]}",
-                "ordering.quiesce[1]",
+                "store: {url: s3://b}\nencryption: {key: env:K}\nordering: {quiesce: [apps, data], operators: [a/b]}",
+                "ordering.operators",
             ),
             (
                 "store: {url: s3://b}\nencryption: {key: env:K}\napi: {token: s3cr3t}",
@@ -755,8 +753,43 @@ shutdownGrace: 2m
         .expect("valid");
         assert_eq!(s.snapshot.expr(), "*/15 * * * *");
         assert_eq!(s.rpo_target, Duration::from_secs(1800));
-        assert_eq!(s.quiesce, ["apps", "operators", "data"]);
         assert!(s.api_token.is_none());
         assert!(s.leader.is_some());
+    }
+
+    #[test]
+    fn a_secret_source_that_does_not_exist_is_refused_naming_its_field() {
+        let yaml = |key: &str, token: &str| {
+            format!("store: {{url: s3://b}}\nencryption: {{key: {key}}}\napi: {{token: {token}}}")
+        };
+        let settings = |y: String| {
+            serde_yaml::from_str::<Config>(&y)
+                .unwrap()
+                .validate()
+                .unwrap()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("key");
+        std::fs::write(&key, "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n").unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "t0ken").unwrap();
+        let (k, t) = (
+            format!("file:{}", key.display()),
+            format!("file:{}", token.display()),
+        );
+        settings(yaml(&k, &t)).check_sources().unwrap();
+        let cases = [
+            (yaml("file:/nonexistent/key", &t), "encryption.key"),
+            (
+                yaml("env:COLDSTART_TEST_UNSET_VARIABLE", &t),
+                "encryption.key",
+            ),
+            (yaml(&t, &t), "encryption.key"),
+            (yaml(&k, "file:/nonexistent/token"), "api.token"),
+        ];
+        for (y, field) in cases {
+            let err = settings(y).check_sources().unwrap_err();
+            assert_eq!(err.field(), Some(field), "{err}");
+        }
     }
 }

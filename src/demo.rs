@@ -253,6 +253,7 @@ pub async fn run(
         },
         snapshot: None,
         ready_timeout: Duration::from_secs(60),
+        consent: Default::default(),
     };
     let started = lifecycle::start(&client, &store, &keys, &start_opts, progress).await?;
     narrator.done(

@@ -14,7 +14,7 @@ use coldstart::restore::{RestoreOptions, plan::PinStyle};
 use coldstart::snapshot::write;
 
 use super::Global;
-use super::restore::{ShapeArgs, open_store, print_findings, print_report};
+use super::restore::{ShapeArgs, TargetArgs, open_store, print_findings, print_report};
 use super::snapshot::KeyArgs;
 
 #[derive(Debug, Args)]
@@ -32,7 +32,8 @@ pub struct StopArgs {
     /// How this cloud pins a LoadBalancer address.
     #[arg(long, value_enum, default_value_t = PinStyle::LoadBalancerIp)]
     pub pin_style: PinStyle,
-    /// Seconds to wait for pods to go and volumes to detach.
+    /// Seconds to wait for pods to go and volumes to detach (with --undo: for the workloads
+    /// to be ready again).
     #[arg(long, default_value_t = 600)]
     pub timeout: u64,
     /// Cluster name recorded in the snapshot (default: the kubeconfig's cluster).
@@ -45,6 +46,24 @@ pub struct StopArgs {
 pub async fn stop_cmd(args: StopArgs, global: &Global) -> anyhow::Result<ExitCode> {
     let (store, keys) = open_store(global, &args.key).await?;
     let client = global.client().await?;
+    if args.undo {
+        let r =
+            lifecycle::undo_stop(&client, &store, &keys, Duration::from_secs(args.timeout)).await?;
+        if global.json {
+            println!("{}", serde_json::to_string_pretty(&r)?);
+        } else {
+            println!(
+                "stop undone: {} changes reverted, {} workloads back at their replicas{}",
+                r.changes_undone,
+                r.workloads_restarted,
+                match &r.snapshot {
+                    Some(id) => format!(" (final snapshot {id} kept)"),
+                    None => " (the stop had not finished)".to_owned(),
+                }
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let (kc_name, server) = global.cluster_identity();
     let opts = StopOptions {
         pin_style: args.pin_style,
@@ -112,6 +131,8 @@ pub struct StartArgs {
     #[command(flatten)]
     pub shape: ShapeArgs,
     #[command(flatten)]
+    pub target: TargetArgs,
+    #[command(flatten)]
     pub key: KeyArgs,
 }
 
@@ -127,6 +148,7 @@ pub async fn start_cmd(args: StartArgs, global: &Global) -> anyhow::Result<ExitC
         },
         snapshot: args.snapshot,
         ready_timeout: Duration::from_secs(args.timeout),
+        consent: args.target.consent(global),
     };
     let progress = Arc::new(Mutex::new(Progress::default()));
     if let Ok(mut p) = progress.lock() {

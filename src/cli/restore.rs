@@ -64,6 +64,37 @@ impl ShapeArgs {
     }
 }
 
+/// What a restore into a cluster other than a fresh one of the same name needs to be told.
+#[derive(Debug, Args, Clone)]
+pub struct TargetArgs {
+    /// This cluster's name, compared with the snapshot's (default: the kubeconfig's
+    /// cluster name).
+    #[arg(long, value_name = "NAME")]
+    pub cluster_name: Option<String>,
+    /// Restore a snapshot of another cluster: give that cluster's name, as the snapshot
+    /// records it, to confirm.
+    #[arg(long, value_name = "NAME")]
+    pub from_cluster: Option<String>,
+    /// Restore into a cluster that already holds workloads and is not the one the snapshot
+    /// was taken from (existing objects are kept).
+    #[arg(long)]
+    pub into_non_empty: bool,
+}
+
+impl TargetArgs {
+    pub fn consent(&self, global: &Global) -> restore::target::Consent {
+        restore::target::Consent {
+            from_cluster: self.from_cluster.clone(),
+            into_non_empty: self.into_non_empty,
+            target_name: Some(
+                self.cluster_name
+                    .clone()
+                    .unwrap_or_else(|| global.cluster_identity().0),
+            ),
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
     /// Snapshot to restore (default: the newest complete one).
@@ -85,6 +116,8 @@ pub struct RestoreArgs {
     /// keeps one), `aws` or `none` (count from the cluster side alone).
     #[arg(long, value_enum, default_value_t = coldstart::cloud::Provider::None)]
     pub cloud: coldstart::cloud::Provider,
+    #[command(flatten)]
+    pub target: TargetArgs,
     /// Do NOT install the admission gate (shows what goes wrong without it; never in
     /// production).
     #[arg(long, hide = true)]
@@ -122,9 +155,19 @@ pub(crate) async fn pick(store: &Store, keys: &Keys, id: Option<&str>) -> anyhow
 
 pub async fn restore_cmd(args: RestoreArgs, global: &Global) -> anyhow::Result<ExitCode> {
     let (store, keys) = open_store(global, &args.key).await?;
-    let id = pick(&store, &keys, args.snapshot.as_deref()).await?;
-    // Read, decrypt and verify everything before the first write.
-    let snap = read::open(&store, &keys, &id).await?;
+    // Read, decrypt and verify everything before the first write. Without --snapshot, the
+    // newest snapshot that is whole: a damaged newer one is skipped with a warning.
+    let snap = match args.snapshot.as_deref() {
+        Some(id) => read::open(&store, &keys, id).await?,
+        None => read::open_newest(&store, &keys, |_| true)
+            .await?
+            .with_context(|| {
+                format!(
+                    "failed to find a whole snapshot in {}: take one with `coldstart snapshot` (`coldstart snapshots list` shows damaged ones)",
+                    store.url()
+                )
+            })?,
+    };
     let src = source::from_snapshot(&snap);
     let plan_opts = args.shape.plan_options()?;
     if args.dry_run {
@@ -133,6 +176,14 @@ pub async fn restore_cmd(args: RestoreArgs, global: &Global) -> anyhow::Result<E
         return Ok(ExitCode::SUCCESS);
     }
     let client = global.client().await?;
+    // Nothing is written before the target is known to be the right one.
+    restore::target::check(
+        &client,
+        &snap.manifest.id,
+        &snap.manifest.cluster,
+        &args.target.consent(global),
+    )
+    .await?;
     let opts = RestoreOptions {
         plan: plan_opts,
         apply: restore::apply::ApplyOptions {

@@ -7,19 +7,17 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
 use coldstart::config::{Config, Overrides};
-use coldstart::progress::Progress;
 use coldstart::schedule::leader::{LeaderElector, LeaseConfig};
 use coldstart::serve::jobs::ClusterJobs;
 use coldstart::serve::{Service, ServiceConfig, sole_leader, system_clock};
 use coldstart::web::metrics::Metrics;
-use coldstart::web::view::ServiceView;
 use coldstart::web::{self, AppState, Auth};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::Global;
@@ -79,6 +77,7 @@ pub async fn run(args: ServeArgs, global: &Global) -> anyhow::Result<ExitCode> {
         lease_namespace: args.lease_namespace.clone(),
     });
     let settings = config.validate().context("invalid configuration")?;
+    settings.check_sources().context("invalid configuration")?;
     if args.check_config {
         println!("configuration is valid");
         return Ok(ExitCode::SUCCESS);
@@ -96,17 +95,13 @@ pub async fn run(args: ServeArgs, global: &Global) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| format!("coldstart-{}", uuid::Uuid::new_v4().simple()));
     let client = global.client().await?;
 
-    let (actions_tx, actions_rx) = mpsc::channel(4);
-    let state = AppState {
-        view: Arc::new(RwLock::new(ServiceView::default())),
-        progress: Arc::new(Mutex::new(Progress::default())),
-        actions: actions_tx,
-        metrics: Arc::new(Metrics::new()),
-        auth: Arc::new(Auth {
+    let (state, actions_rx) = AppState::new(
+        Auth {
             token,
             protect_reads: settings.protect_reads,
-        }),
-    };
+        },
+        Arc::new(Metrics::new()),
+    );
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
 

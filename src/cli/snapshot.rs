@@ -276,7 +276,14 @@ pub async fn snapshots(cmd: SnapshotsCommand, global: &Global) -> anyhow::Result
     match cmd {
         SnapshotsCommand::List(a) => {
             let keys = keys(load_keys(&a.key, global).await?);
-            let all = read::list(&store, &keys).await?;
+            let listing = read::list_all(&store, &keys).await?;
+            for d in &listing.damaged {
+                eprintln!(
+                    "warning: snapshot {} is damaged and skipped: {}",
+                    d.id, d.error
+                );
+            }
+            let all = listing.snapshots;
             if global.json {
                 let rows: Vec<_> = all
                     .iter()

@@ -30,11 +30,14 @@ use crate::store::{Store, layout};
 
 use self::stop::{Change, Group, Step};
 
-/// What a stop leaves in the store for the start.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// What a stop leaves in the store for the start (and for `stop --undo`). Written before the
+/// stop's first change, without a snapshot, so an interrupted stop can be undone or
+/// continued with every original value; written again with the final snapshot at the end.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StopMarker {
     pub cluster: String,
-    pub snapshot: String,
+    /// The final snapshot; None while the stop is under way (or was interrupted).
+    pub snapshot: Option<String>,
     pub stopped_at: DateTime<Utc>,
     pub changes: Vec<Change>,
     pub steps: Vec<Step>,
@@ -79,6 +82,12 @@ pub enum LifecycleError {
     Audit(#[from] audit::AuditError),
     #[error(transparent)]
     Stop(#[from] stop::StopError),
+    #[error("failed to prepare the stop, so nothing in the cluster was changed: {0}")]
+    Preflight(write::WriteError),
+    #[error(
+        "failed to start: the stop recorded in {0} did not finish (no final snapshot); re-run `coldstart stop` to finish it, or `coldstart stop --undo` to cancel it"
+    )]
+    StopIncomplete(String),
     #[error(
         "failed to take the final snapshot: {0}; the cluster is quiesced and its fixes are in place: re-run `coldstart stop` to retry"
     )]
@@ -87,6 +96,10 @@ pub enum LifecycleError {
     Verify(read::ReadError),
     #[error("failed to read the stop marker: {0}")]
     Marker(String),
+    #[error(
+        "failed to record the stop in {url} before changing anything: {detail}; nothing in the cluster was changed"
+    )]
+    Record { url: String, detail: String },
     #[error(
         "there is no stopped marker in {0}: was `coldstart stop` run against this store? Use `coldstart start --snapshot ID` to start from a given snapshot"
     )]
@@ -130,7 +143,8 @@ async fn workloads(client: &kube::Client) -> Result<Vec<serde_json::Value>, Life
     Ok(out)
 }
 
-async fn read_marker(store: &Store, keys: &Keys) -> Result<Option<StopMarker>, LifecycleError> {
+/// The planned stop recorded in the store, if any.
+pub async fn read_marker(store: &Store, keys: &Keys) -> Result<Option<StopMarker>, LifecycleError> {
     let Some(bytes) = store
         .get_opt(layout::STOP_MARKER)
         .await
@@ -141,6 +155,56 @@ async fn read_marker(store: &Store, keys: &Keys) -> Result<Option<StopMarker>, L
     format::decode_json(keys, Role::Marker, &bytes, "the stop marker")
         .map(Some)
         .map_err(|e| LifecycleError::Marker(e.to_string()))
+}
+
+/// Write the marker, read it back and open it: the proof that the store keeps what the
+/// stop records, with this key, before the stop relies on it.
+async fn write_marker(
+    store: &Store,
+    keys: &Keys,
+    marker: &StopMarker,
+) -> Result<(), LifecycleError> {
+    let fail = |detail: String| LifecycleError::Record {
+        url: store.url().to_owned(),
+        detail,
+    };
+    store
+        .put(
+            layout::STOP_MARKER,
+            Bytes::from(format::encode_json(keys, Role::Marker, marker)),
+        )
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let back = read_marker(store, keys)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    if back.as_ref() != Some(marker) {
+        return Err(fail(
+            "the marker read back differs from what was written".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// The quiesce steps of a re-run stop: a workload an interrupted stop already scaled to 0
+/// keeps the replicas that stop recorded (the cluster no longer shows them).
+fn merge_steps(previous: Option<&[Step]>, mut steps: Vec<Step>) -> Vec<Step> {
+    let Some(previous) = previous else {
+        return steps;
+    };
+    for step in &mut steps {
+        for w in &mut step.workloads {
+            if w.replicas == 0
+                && let Some(p) = previous
+                    .iter()
+                    .flat_map(|s| &s.workloads)
+                    .find(|p| p.object == w.object)
+            {
+                w.replicas = p.replicas;
+            }
+        }
+    }
+    steps
 }
 
 /// Stop the cluster so that deleting it loses nothing.
@@ -183,7 +247,10 @@ pub async fn stop(
             changes.push(c);
         }
     }
-    let steps = stop::plan_quiesce(&workloads(client).await?, &opts.order);
+    let steps = merge_steps(
+        previous.as_ref().map(|m| m.steps.as_slice()),
+        stop::plan_quiesce(&workloads(client).await?, &opts.order),
+    );
     mark("audit", &mut t);
     if opts.dry_run {
         return Ok(StopReport {
@@ -196,6 +263,21 @@ pub async fn stop(
             phase_ms,
         });
     }
+    // Nothing is changed before everything the stop needs is known to work: the final
+    // snapshot must be possible and the store must keep the record of the undos.
+    set(progress, "checking the store, the key and the snapshot");
+    write::preflight(client, store, keys, &opts.snapshot)
+        .await
+        .map_err(LifecycleError::Preflight)?;
+    let mut marker = StopMarker {
+        cluster: opts.snapshot.cluster_name.clone(),
+        snapshot: None,
+        stopped_at: Utc::now(),
+        changes: changes.clone(),
+        steps: steps.clone(),
+    };
+    write_marker(store, keys, &marker).await?;
+    mark("preflight", &mut t);
     set(progress, "making nothing losable");
     stop::apply_changes(client, &resources, &changes, false).await?;
     mark("fix", &mut t);
@@ -223,20 +305,9 @@ pub async fn stop(
         .await
         .map_err(LifecycleError::Verify)?;
     mark("snapshot", &mut t);
-    let marker = StopMarker {
-        cluster: opts.snapshot.cluster_name.clone(),
-        snapshot: manifest.id.clone(),
-        stopped_at: Utc::now(),
-        changes: changes.clone(),
-        steps: steps.clone(),
-    };
-    store
-        .put(
-            layout::STOP_MARKER,
-            Bytes::from(format::encode_json(keys, Role::Marker, &marker)),
-        )
-        .await
-        .map_err(|e| LifecycleError::Marker(e.to_string()))?;
+    marker.snapshot = Some(manifest.id.clone());
+    marker.stopped_at = Utc::now();
+    write_marker(store, keys, &marker).await?;
     if let Ok(mut p) = progress.lock() {
         p.finish(true);
     }
@@ -254,6 +325,8 @@ pub async fn stop(
 /// What `stop --undo` put back.
 #[derive(Debug, Clone, Serialize)]
 pub struct UndoReport {
+    /// The final snapshot of the stop undone (None: the stop was interrupted before it).
+    pub snapshot: Option<String>,
     pub changes_undone: usize,
     pub workloads_restarted: usize,
 }
@@ -277,8 +350,12 @@ pub async fn undo_stop(
         stop::wait_step(client, &resources, step, false, ready_timeout).await?;
     }
     let undone = stop::apply_changes(client, &resources, &marker.changes, true).await?;
-    let _ = store.delete(layout::STOP_MARKER).await;
+    store
+        .delete(layout::STOP_MARKER)
+        .await
+        .map_err(|e| LifecycleError::Marker(e.to_string()))?;
     Ok(UndoReport {
+        snapshot: marker.snapshot.clone(),
         changes_undone: undone,
         workloads_restarted: marker.steps.iter().map(|s| s.workloads.len()).sum(),
     })
@@ -290,6 +367,9 @@ pub struct StartOptions {
     /// Start from this snapshot instead of the stop marker's.
     pub snapshot: Option<String>,
     pub ready_timeout: Duration,
+    /// What the operator accepts about the target (another cluster's snapshot, a
+    /// non-empty cluster); see [`restore::target`].
+    pub consent: restore::target::Consent,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -317,17 +397,24 @@ pub async fn start(
             id.clone(),
             marker
                 .as_ref()
-                .filter(|m| &m.snapshot == id)
+                .filter(|m| m.snapshot.as_ref() == Some(id))
                 .map(|m| m.steps.clone())
                 .unwrap_or_default(),
         ),
-        (None, Some(m)) => (m.snapshot.clone(), m.steps.clone()),
+        (None, Some(m)) => match &m.snapshot {
+            Some(id) => (id.clone(), m.steps.clone()),
+            None => return Err(LifecycleError::StopIncomplete(store.url().to_owned())),
+        },
         (None, None) => return Err(LifecycleError::NotStopped(store.url().to_owned())),
     };
     set(progress, "reading and verifying the snapshot");
     let snap = read::open(store, keys, &id)
         .await
         .map_err(LifecycleError::Verify)?;
+    // Nothing is written before the target is known to be the right one.
+    restore::target::check(client, &id, &snap.manifest.cluster, &opts.consent)
+        .await
+        .map_err(restore::RestoreError::from)?;
     let source = restore::source::from_snapshot(&snap);
     let mut ropts = opts.restore.clone();
     // The start brings operators back itself, in reverse quiesce order.
@@ -356,7 +443,7 @@ pub async fn start(
         // Only once everything is back: nothing fires into a half-restored platform.
         set(progress, "resuming CronJobs");
         stop::resume_cronjobs(client, &resources).await?;
-        if marker.is_some_and(|m| m.snapshot == id) {
+        if marker.is_some_and(|m| m.snapshot.as_ref() == Some(&id)) {
             let _ = store.delete(layout::STOP_MARKER).await;
         }
     }

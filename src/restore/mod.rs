@@ -18,6 +18,7 @@ pub mod apply;
 pub mod gate;
 pub mod plan;
 pub mod source;
+pub mod target;
 pub mod verify;
 
 use std::collections::BTreeMap;
@@ -148,7 +149,9 @@ pub enum RestoreError {
     Gate(#[from] gate::GateError),
     #[error(transparent)]
     Apply(#[from] apply::ApplyError),
-    #[error("failed to record restore state in kube-system/coldstart-restore: {0}")]
+    #[error(transparent)]
+    Target(#[from] target::TargetError),
+    #[error("failed to read or record restore state in kube-system/coldstart-restore: {0}")]
     State(kube::Error),
     #[error(transparent)]
     Cloud(#[from] crate::cloud::VerifierError),
@@ -199,6 +202,65 @@ pub async fn recorded_phase(client: &kube::Client) -> Result<Option<RestorePhase
         .await?
         .and_then(|c| c.data)
         .and_then(|d| d.get("phase").map(|p| RestorePhase::parse(p))))
+}
+
+/// A restore that has not finished in this cluster, as its state record and gate say.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Unfinished {
+    /// The state record's phase (`restoring`, `failed`), or None with only a gate up.
+    pub phase: Option<String>,
+    /// The snapshot being restored, if recorded.
+    pub snapshot: Option<String>,
+    /// Gate policies still installed.
+    pub gate: Vec<String>,
+}
+
+impl std::fmt::Display for Unfinished {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.phase, &self.snapshot) {
+            (Some(p), Some(s)) => write!(f, "a restore of snapshot {s} is {p}")?,
+            (Some(p), None) => write!(f, "a restore is {p}")?,
+            (None, _) => write!(f, "a restore left its admission gate up")?,
+        }
+        if !self.gate.is_empty() {
+            write!(f, " (gate installed: {})", self.gate.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+/// Judge (pure) whether a restore is unfinished: its record says it is still `restoring`
+/// (running, or killed), or its gate is still up (a failed verification keeps it up until
+/// someone has looked and lifted it).
+pub fn judge_unfinished(
+    record: Option<&BTreeMap<String, String>>,
+    gate: Vec<String>,
+) -> Option<Unfinished> {
+    let phase = record.and_then(|d| d.get("phase")).cloned();
+    let snapshot = record.and_then(|d| d.get("snapshot")).cloned();
+    let running = phase.as_deref() == Some("restoring");
+    (running || !gate.is_empty()).then(|| Unfinished {
+        phase: phase.filter(|_| running),
+        snapshot,
+        gate,
+    })
+}
+
+/// Observe the restore state record and the gate, and judge whether a restore is
+/// unfinished in this cluster (a snapshot now would capture a half-restored cluster).
+pub async fn unfinished(client: &kube::Client) -> Result<Option<Unfinished>, RestoreError> {
+    let record =
+        Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), "kube-system")
+            .get_opt(STATE_CONFIGMAP)
+            .await
+            .map_err(RestoreError::State)?
+            .and_then(|c| c.data);
+    let gate = match gate::status(client).await {
+        // A cluster that does not serve ValidatingAdmissionPolicy cannot hold a gate.
+        Err(gate::GateError::List(kube::Error::Api(e))) if e.code == 404 => Vec::new(),
+        other => other?,
+    };
+    Ok(judge_unfinished(record.as_ref(), gate))
 }
 
 /// The username the cluster knows coldstart by.
@@ -456,4 +518,38 @@ async fn restore_management(client: &kube::Client, resources: &Resources, plan: 
         }
     }
     n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn a_restore_is_unfinished_while_it_records_restoring_or_its_gate_is_up() {
+        let gate = || vec!["coldstart-restore-gate".to_owned()];
+        let restoring = record(&[("phase", "restoring"), ("snapshot", "s1")]);
+        let failed = record(&[("phase", "failed"), ("snapshot", "s1")]);
+        let verified = record(&[("phase", "verified"), ("snapshot", "s1")]);
+        type Record<'a> = Option<&'a BTreeMap<String, String>>;
+        let cases: [(&str, Record<'_>, Vec<String>, bool); 6] = [
+            ("no restore ever", None, vec![], false),
+            ("running or killed", Some(&restoring), vec![], true),
+            ("failed, gate kept up", Some(&failed), gate(), true),
+            ("failed, gate lifted by hand", Some(&failed), vec![], false),
+            ("verified", Some(&verified), vec![], false),
+            ("a gate without a record", None, gate(), true),
+        ];
+        for (name, rec, gate, unfinished) in cases {
+            assert_eq!(judge_unfinished(rec, gate).is_some(), unfinished, "{name}");
+        }
+        let u = judge_unfinished(Some(&restoring), vec![]).expect("unfinished");
+        assert_eq!(u.to_string(), "a restore of snapshot s1 is restoring");
+    }
 }

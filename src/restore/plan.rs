@@ -134,9 +134,15 @@ pub struct Planned {
     pub kind: String,
     pub namespace: Option<String>,
     pub name: String,
+    /// Serialized (shown) with a Secret's values redacted; the apply uses the field itself.
+    #[serde(serialize_with = "serialize_redacted")]
     pub object: Value,
     pub transforms: Vec<String>,
     pub operator: bool,
+}
+
+fn serialize_redacted<S: serde::Serializer>(obj: &Value, s: S) -> Result<S::Ok, S::Error> {
+    serde::Serialize::serialize(&*crate::snapshot::rules::redacted(obj), s)
 }
 
 impl Planned {

@@ -7,14 +7,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, ListParams};
+use kube::api::Api;
 
 use super::{AuditReport, ColdStart, Inventory, JobError, Jobs, PruneReport, Trigger};
 use crate::audit::{self, SnapshotFacts};
 use crate::bindings::Bindings;
 use crate::config::Retention;
 use crate::progress::Progress;
-use crate::restore::{self, Recorded, RestoreOptions, RestorePhase};
+use crate::restore::{self, Recorded, RestoreOptions};
 use crate::snapshot::crypto::Keys;
 use crate::snapshot::format::Manifest;
 use crate::snapshot::{prune, read, write};
@@ -23,9 +23,6 @@ use crate::web::view::{
     BindingKind, BindingRow, BindingState, ClusterIdentity, DrillRow, Finding, Severity,
     SnapshotRow,
 };
-
-/// Namespaces every cluster has; a cluster with nothing else is empty.
-const SYSTEM_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
 
 /// Retention never forgets snapshots younger than this, so a drill or restore reading one
 /// is not pulled from under it.
@@ -141,31 +138,6 @@ impl ClusterJobs {
         all.sort_by_key(|m| m.started_at);
         Ok(all)
     }
-
-    /// Whether the cluster is empty: only system namespaces (and coldstart's own).
-    async fn is_empty(&self) -> Result<bool, JobError> {
-        let list = Api::<Namespace>::all(self.client.clone())
-            .list(&ListParams::default())
-            .await
-            .map_err(|source| JobError::Cluster {
-                what: "list namespaces".to_owned(),
-                source,
-            })?;
-        Ok(list.items.iter().all(|ns| {
-            let name = ns.metadata.name.as_deref().unwrap_or_default();
-            SYSTEM_NAMESPACES.contains(&name) || Some(name) == self.own_namespace.as_deref()
-        }))
-    }
-
-    /// The phase a previous (possibly interrupted) restore recorded.
-    async fn restore_phase(&self) -> Result<Option<RestorePhase>, JobError> {
-        restore::recorded_phase(&self.client)
-            .await
-            .map_err(|source| JobError::Cluster {
-                what: format!("read kube-system/{}", restore::STATE_CONFIGMAP),
-                source,
-            })
-    }
 }
 
 impl Jobs for ClusterJobs {
@@ -278,19 +250,21 @@ impl Jobs for ClusterJobs {
         auto_restore: bool,
         progress: Arc<Mutex<Progress>>,
     ) -> Result<ColdStart, JobError> {
-        let phase = self.restore_phase().await?;
-        if phase == Some(RestorePhase::Verified) {
-            return Ok(ColdStart::Warm);
-        }
-        // A restore that was interrupted (or failed) is a cold start still in progress.
-        let interrupted = phase.is_some();
-        if !interrupted && !self.is_empty().await? {
-            return Ok(ColdStart::Warm);
-        }
+        // Warm or cold is judged from the cluster (its identity, its workloads, the restore
+        // record), never from whether a namespace of a given name exists.
+        let target = restore::target::observe(&self.client, self.own_namespace.as_deref())
+            .await
+            .map_err(|source| JobError::Cluster {
+                what: "inspect the cluster".to_owned(),
+                source,
+            })?;
         let Some(newest) = self.manifests().await?.pop() else {
-            // An empty cluster with nothing of it in the store: a brand-new cluster.
+            // Nothing of this cluster in the store: a brand-new cluster.
             return Ok(ColdStart::Warm);
         };
+        if !restore::target::is_cold(&newest.cluster, &target) {
+            return Ok(ColdStart::Warm);
+        }
         if !auto_restore {
             return Ok(ColdStart::NeedsRestore {
                 message: format!(
@@ -302,32 +276,70 @@ impl Jobs for ClusterJobs {
         if let Ok(mut p) = progress.lock() {
             p.begin("restore");
         }
+        // A planned stop is brought back by the start sequence: its final snapshot holds
+        // every workload at 0, and only the start scales them back in order.
+        let marker = crate::lifecycle::read_marker(&self.store, &self.keys).await?;
+        if let Some(m) =
+            marker.filter(|m| m.cluster == self.snapshot.cluster_name && m.snapshot.is_some())
+        {
+            let started = Instant::now();
+            let opts = crate::lifecycle::StartOptions {
+                restore: self.restore.clone(),
+                snapshot: m.snapshot.clone(),
+                ready_timeout: self.restore.verify_timeout,
+                consent: Default::default(),
+            };
+            let r =
+                crate::lifecycle::start(&self.client, &self.store, &self.keys, &opts, &progress)
+                    .await?;
+            return Ok(ColdStart::Restored {
+                snapshot_id: r.snapshot.clone(),
+                verified: r.restore.succeeded,
+                message: format!(
+                    "started the stopped cluster: {}; {} groups scaled back",
+                    restored_message(&r.restore, started.elapsed()),
+                    r.scaled_up.len()
+                ),
+            });
+        }
         let started = Instant::now();
-        let snap = read::open(&self.store, &self.keys, &newest.id).await?;
+        // The newest whole snapshot of this cluster: a damaged newer one is skipped.
+        let cluster = &self.snapshot.cluster_name;
+        let snap = read::open_newest(&self.store, &self.keys, |m| &m.cluster.name == cluster)
+            .await?
+            .ok_or_else(|| JobError::NoWholeSnapshot {
+                cluster: cluster.clone(),
+                store: self.store.url().to_owned(),
+            })?;
         let source = restore::source::from_snapshot(&snap);
         let report = restore::run(&self.client, &source, &self.restore, &progress).await?;
         Ok(ColdStart::Restored {
-            snapshot_id: newest.id,
+            snapshot_id: snap.manifest.id.clone(),
             verified: report.succeeded,
-            message: format!(
-                "restored {} objects in {:.1} s: {} volumes, {} addresses, {} buckets reused; {} new disks, {} new addresses, {} new buckets{}",
-                report.objects,
-                started.elapsed().as_secs_f64(),
-                report.volumes_reused,
-                report.ips_reused,
-                report.buckets_reused,
-                report.new_disks,
-                report.new_ips,
-                report.new_buckets,
-                if report.succeeded {
-                    String::new()
-                } else {
-                    format!(
-                        "; NOT verified: {}",
-                        report.verification.problems.join("; ")
-                    )
-                }
-            ),
+            message: restored_message(&report, started.elapsed()),
         })
     }
+}
+
+/// One line on what a cold-start restore did, for the page.
+fn restored_message(report: &restore::RestoreReport, took: Duration) -> String {
+    format!(
+        "restored {} objects in {:.1} s: {} volumes, {} addresses, {} buckets reused; {} new disks, {} new addresses, {} new buckets{}",
+        report.objects,
+        took.as_secs_f64(),
+        report.volumes_reused,
+        report.ips_reused,
+        report.buckets_reused,
+        report.new_disks,
+        report.new_ips,
+        report.new_buckets,
+        if report.succeeded {
+            String::new()
+        } else {
+            format!(
+                "; NOT verified: {}",
+                report.verification.problems.join("; ")
+            )
+        }
+    )
 }

@@ -126,8 +126,14 @@ pub enum JobError {
     Restore(#[from] crate::restore::RestoreError),
     #[error(transparent)]
     Cloud(#[from] crate::cloud::VerifierError),
+    #[error(transparent)]
+    Lifecycle(#[from] crate::lifecycle::LifecycleError),
     #[error("no snapshot of this cluster to drill yet")]
     NoSnapshot,
+    #[error(
+        "failed to restore: no snapshot of {cluster} in {store} is whole (see `coldstart snapshots list`)"
+    )]
+    NoWholeSnapshot { cluster: String, store: String },
 }
 
 /// The work the service schedules, each returning its typed [`JobError`].

@@ -53,6 +53,9 @@ pub enum Role {
     Marker,
     /// A drill report.
     Report,
+    /// A probe a writer seals, stores and opens again to prove the store and key work
+    /// before it changes anything.
+    Probe,
 }
 
 impl Role {
@@ -63,6 +66,7 @@ impl Role {
             Role::Manifest => b"coldstart manifest v1",
             Role::Marker => b"coldstart marker v1",
             Role::Report => b"coldstart report v1",
+            Role::Probe => b"coldstart probe v1",
         }
     }
 }

@@ -133,7 +133,7 @@ pub async fn prune(
         return Err(PruneError::EmptyPolicy);
     }
     let lock = lock::acquire(store, "prune", lock::DEFAULT_TTL).await?;
-    let result = prune_locked(store, keys, policy, grace, dry_run).await;
+    let result = prune_locked(store, keys, policy, grace, dry_run, &lock).await;
     if let Err(e) = lock.release().await {
         tracing::warn!(error = %e, "failed to release the writer lock");
     }
@@ -146,6 +146,7 @@ async fn prune_locked(
     policy: Policy,
     grace: Duration,
     dry_run: bool,
+    lock: &lock::WriterLock,
 ) -> Result<Report, PruneError> {
     let now = Utc::now();
     let manifests = read::list(store, keys).await?;
@@ -175,6 +176,7 @@ async fn prune_locked(
     if dry_run {
         return Ok(report);
     }
+    lock.ensure_held().await?;
     for id in &report.forgotten {
         store.delete(&layout::manifest(id)).await?;
     }

@@ -238,6 +238,36 @@ impl Selection {
     }
 }
 
+/// What a redacted value is shown as.
+pub const REDACTED: &str = "<redacted>";
+
+/// An object as it may be shown to a person or printed as JSON: a Secret's values (`data`,
+/// `stringData`, and kubectl's last-applied copy of them) replaced by [`REDACTED`]. Every
+/// output of a plan, dry run included, goes through this; only the apply sends the real
+/// object.
+pub fn redacted(obj: &Value) -> std::borrow::Cow<'_, Value> {
+    let is_secret = obj["kind"] == "Secret" && obj["apiVersion"] == "v1";
+    if !is_secret {
+        return std::borrow::Cow::Borrowed(obj);
+    }
+    let mut out = obj.clone();
+    for field in ["data", "stringData"] {
+        if let Some(map) = out.get_mut(field).and_then(Value::as_object_mut) {
+            for v in map.values_mut() {
+                *v = Value::String(REDACTED.to_owned());
+            }
+        }
+    }
+    if let Some(a) = out
+        .pointer_mut("/metadata/annotations")
+        .and_then(Value::as_object_mut)
+        && let Some(v) = a.get_mut("kubectl.kubernetes.io/last-applied-configuration")
+    {
+        *v = Value::String(REDACTED.to_owned());
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -472,5 +502,19 @@ mod tests {
         assert!(only.wants_resource("", "persistentvolumes"));
         assert!(only.wants_resource("apps", "deployments"));
         assert!(!only.wants_resource("", "configmaps"));
+    }
+
+    #[test]
+    fn a_secret_is_shown_without_its_values_and_other_objects_unchanged() {
+        let secret = serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "db", "annotations": {
+                "kubectl.kubernetes.io/last-applied-configuration": "{\"data\":{\"password\":\"aHVudGVyMg==\"}}"}},
+            "data": {"password": "aHVudGVyMg=="}, "stringData": {"token": "hunter2"}});
+        let shown = serde_json::to_string(&*redacted(&secret)).unwrap();
+        assert!(!shown.contains("aHVudGVyMg=="), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("password"), "the keys stay visible: {shown}");
+        let cm = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"a": "b"}});
+        assert_eq!(*redacted(&cm), cm);
     }
 }

@@ -51,6 +51,16 @@ pub enum WriteError {
         "failed to start the snapshot: Secrets would be stored unencrypted; give a key (COLDSTART_ENCRYPTION_KEY, --encryption-key-file, --encryption-key-secret), exclude secrets (--exclude-resources secrets), or pass --allow-plaintext-secrets"
     )]
     PlaintextSecrets,
+    #[error(
+        "failed to prove the snapshot store {url} usable: {detail}; nothing was changed. Check --store, its credentials and that it is writable"
+    )]
+    Probe { url: String, detail: String },
+    #[error(
+        "failed to start the snapshot: {0}; a snapshot now would hold a half-restored cluster and become the newest. Wait for the restore to finish, or finish it (`coldstart restore` again, then `coldstart gate off` once verified)"
+    )]
+    RestoreUnfinished(crate::restore::Unfinished),
+    #[error("failed to check for a restore in progress: {0}")]
+    RestoreState(Box<crate::restore::RestoreError>),
     #[error("failed to write manifest {id}: a snapshot with that id already exists")]
     ManifestExists { id: String },
     #[error("failed to {what}: an internal task stopped ({detail})")]
@@ -115,6 +125,71 @@ struct Listed {
     bytes: u64,
 }
 
+/// Check that a snapshot with these options can be taken, before a caller (a planned stop)
+/// changes anything: the cluster's resources can be discovered, Secrets would not be
+/// stored unencrypted, the store accepts this key (its key check), is writable and gives
+/// back what was written (a sealed probe, read back and opened), and no live writer holds
+/// the lock. Writes only the probe (deleted again) and, on a new store, its config.
+pub async fn preflight(
+    client: &kube::Client,
+    store: &Store,
+    keys: &Keys,
+    opts: &Options,
+) -> Result<(), WriteError> {
+    let discovered = capture::discover(client, &opts.retry).await?;
+    let secrets = discovered.resources.iter().any(|r| {
+        r.group.is_empty()
+            && r.resource == "secrets"
+            && rules::excluded_resource(&r.group, &r.resource).is_none()
+            && opts.selection.wants_resource(&r.group, &r.resource)
+    });
+    if secrets && !keys.is_encrypted() && !opts.allow_plaintext_secrets {
+        return Err(WriteError::PlaintextSecrets);
+    }
+    refuse_during_restore(client).await?;
+    check_store(store, keys, true).await?;
+    capture::cluster_uid(client, &opts.retry).await?;
+    probe(store, keys).await?;
+    lock::check_free(store).await?;
+    Ok(())
+}
+
+async fn refuse_during_restore(client: &kube::Client) -> Result<(), WriteError> {
+    match crate::restore::unfinished(client).await {
+        Ok(None) => Ok(()),
+        Ok(Some(u)) => Err(WriteError::RestoreUnfinished(u)),
+        Err(e) => Err(WriteError::RestoreState(Box::new(e))),
+    }
+}
+
+/// Seal a random value, write it, read it back, open it and compare; then delete it.
+async fn probe(store: &Store, keys: &Keys) -> Result<(), WriteError> {
+    let token = uuid::Uuid::new_v4().simple().to_string();
+    let key = layout::probe(&token);
+    let fail = |detail: String| WriteError::Probe {
+        url: store.url().to_owned(),
+        detail,
+    };
+    store
+        .put(&key, Bytes::from(keys.seal(Role::Probe, token.as_bytes())))
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let back = store.get(&key).await.map_err(|e| fail(e.to_string()));
+    // Delete before judging: a failed probe must not leave litter either.
+    if let Err(e) = store.delete(&key).await {
+        tracing::warn!(error = %e, key = %key, "failed to delete the store probe");
+    }
+    let opened = keys
+        .open(Role::Probe, &back?, "the store probe")
+        .map_err(|e| fail(e.to_string()))?;
+    if opened != token.as_bytes() {
+        return Err(fail(
+            "the probe read back differs from what was written".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
 /// Take a snapshot: capture the cluster into the store and return its manifest.
 pub async fn take(
     client: &kube::Client,
@@ -124,7 +199,7 @@ pub async fn take(
     progress: Arc<CaptureProgress>,
 ) -> Result<Manifest, WriteError> {
     let lock = lock::acquire(store, "snapshot", opts.lock_ttl).await?;
-    let result = take_locked(client, store, keys, opts, progress).await;
+    let result = take_locked(client, store, keys, opts, progress, &lock).await;
     if let Err(e) = lock.release().await {
         tracing::warn!(error = %e, "failed to release the writer lock; the next writer will take it over once it expires");
     }
@@ -137,6 +212,7 @@ async fn take_locked(
     keys: &Keys,
     opts: &Options,
     progress: Arc<CaptureProgress>,
+    lock: &lock::WriterLock,
 ) -> Result<Manifest, WriteError> {
     let started_at = Utc::now();
     let id = format::new_snapshot_id(started_at);
@@ -161,6 +237,7 @@ async fn take_locked(
     if secrets && !keys.is_encrypted() && !opts.allow_plaintext_secrets {
         return Err(WriteError::PlaintextSecrets);
     }
+    refuse_during_restore(client).await?;
     check_store(store, keys, true).await?;
     let uid = capture::cluster_uid(client, &opts.retry).await?;
     let known = Arc::new(load_known(store, keys).await?);
@@ -261,6 +338,9 @@ async fn take_locked(
     let draft = format::encode_json(keys, Role::Manifest, &manifest);
     manifest.stats.bytes_written = bytes_written + draft.len() as u64;
     let sealed = format::encode_json(keys, Role::Manifest, &manifest);
+    // Commit only while still the writer: a run paused past its lock's TTL and taken over
+    // leaves its packs as garbage for prune, not a manifest next to the new writer's.
+    lock.ensure_held().await?;
     if store
         .create(&layout::manifest(&id), Bytes::from(sealed))
         .await?

@@ -3,20 +3,26 @@
 //!
 //! ```text
 //! <prefix>/config                 store settings: format version, encryption, key check (plain JSON)
-//! <prefix>/locks/writer           the single-writer lock (plain JSON)
+//! <prefix>/locks/writers/<gen>    the single-writer lock, one object per generation (plain JSON)
 //! <prefix>/packs/<aa>/<hash>      packs of objects and trees (sealed: zstd + AEAD)
 //! <prefix>/index/<hash>           which blob lives where in which pack (sealed)
 //! <prefix>/snapshots/<id>         one manifest per complete snapshot, written last (sealed)
 //! <prefix>/markers/stopped        a planned stop's record: final snapshot, changes, replicas (sealed)
 //! <prefix>/drills/<id>            one report per drill (sealed)
+//! <prefix>/probes/<random>        a writer's probe, deleted as soon as it was read back (sealed)
 //! ```
 //!
 //! Keys are relative to the store's prefix; `Store` adds the prefix.
 
 /// The store's settings object.
 pub const CONFIG: &str = "config";
-/// The single-writer lock.
-pub const WRITER_LOCK: &str = "locks/writer";
+/// Directory of the single-writer lock's generations: the highest one is the lock.
+pub const WRITER_LOCK: &str = "locks/writers";
+
+/// Where generation `gen` of the writer lock lives (zero-padded so names sort by number).
+pub fn writer_lock(generation: u64) -> String {
+    format!("{WRITER_LOCK}/{generation:020}")
+}
 /// Directory of packs (two-character fan-out keeps directory listings short on file systems).
 pub const PACKS: &str = "packs";
 /// Directory of indexes.
@@ -28,6 +34,15 @@ pub const SNAPSHOTS: &str = "snapshots";
 pub const STOP_MARKER: &str = "markers/stopped";
 /// Directory of drill reports.
 pub const DRILLS: &str = "drills";
+
+/// Directory of probes (see [`probe`]).
+pub const PROBES: &str = "probes";
+
+/// Where a probe lives: a writer seals a random value, writes it, reads it back and opens
+/// it before its first change, to know the store is writable and the key right.
+pub fn probe(token: &str) -> String {
+    format!("{PROBES}/{token}")
+}
 
 /// Where the report of this drill lives.
 pub fn drill(id: &str) -> String {

@@ -58,7 +58,24 @@ pub struct AppState {
     pub auth: Arc<Auth>,
 }
 
+/// Manual runs waiting for the service loop: one. The API documents that a second POST
+/// while a run is queued answers 429, so a burst of clicks runs once, not four times.
+pub const QUEUED_ACTIONS: usize = 1;
+
 impl AppState {
+    /// A fresh state and the receiving end of its action queue (the service loop's).
+    pub fn new(auth: Auth, metrics: Arc<Metrics>) -> (Self, mpsc::Receiver<Action>) {
+        let (actions, rx) = mpsc::channel(QUEUED_ACTIONS);
+        let state = AppState {
+            view: Arc::new(RwLock::new(ServiceView::default())),
+            progress: Arc::new(Mutex::new(Progress::default())),
+            actions,
+            metrics,
+            auth: Arc::new(auth),
+        };
+        (state, rx)
+    }
+
     /// A consistent copy of the view (the lock is never held across an await).
     pub fn view(&self) -> ServiceView {
         self.view.read().unwrap_or_else(|e| e.into_inner()).clone()
@@ -107,10 +124,12 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
-/// Constant-time comparison: the token is a secret.
+/// Constant-time comparison that leaks neither the token nor its length: both sides are
+/// hashed to fixed-size digests first (so the comparison's duration does not depend on
+/// where, or whether in length, they differ), then the digests are compared in constant
+/// time (`blake3::Hash`'s `PartialEq` is constant-time).
 fn token_matches(given: &str, expected: &str) -> bool {
-    let (a, b) = (given.as_bytes(), expected.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    blake3::hash(given.as_bytes()) == blake3::hash(expected.as_bytes())
 }
 
 /// Mutating requests always need the token; reads only when `protect_reads`.

@@ -339,3 +339,83 @@ impl Moto {
         aws_sdk_route53::Client::new(&self.sdk_config("us-east-1"))
     }
 }
+
+/// A snapshot store backend that reads but refuses every write, the way a bucket does to
+/// credentials without `s3:PutObject`.
+#[derive(Debug, Default)]
+pub struct ReadOnlyStore(pub object_store::memory::InMemory);
+
+impl std::fmt::Display for ReadOnlyStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ReadOnlyStore")
+    }
+}
+
+fn denied(path: &object_store::path::Path) -> object_store::Error {
+    object_store::Error::PermissionDenied {
+        path: path.to_string(),
+        source: "403 Forbidden: read-only credentials".into(),
+    }
+}
+
+#[async_trait::async_trait]
+impl object_store::ObjectStore for ReadOnlyStore {
+    async fn put_opts(
+        &self,
+        location: &object_store::path::Path,
+        _payload: object_store::PutPayload,
+        _opts: object_store::PutOptions,
+    ) -> object_store::Result<object_store::PutResult> {
+        Err(denied(location))
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &object_store::path::Path,
+        _opts: object_store::PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        Err(denied(location))
+    }
+
+    async fn get_opts(
+        &self,
+        location: &object_store::path::Path,
+        options: object_store::GetOptions,
+    ) -> object_store::Result<object_store::GetResult> {
+        self.0.get_opts(location, options).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: futures::stream::BoxStream<
+            'static,
+            object_store::Result<object_store::path::Path>,
+        >,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>> {
+        use futures::StreamExt as _;
+        locations.map(|l| l.and_then(|p| Err(denied(&p)))).boxed()
+    }
+
+    fn list(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+        self.0.list(prefix)
+    }
+
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> object_store::Result<object_store::ListResult> {
+        self.0.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        _from: &object_store::path::Path,
+        to: &object_store::path::Path,
+        _options: object_store::CopyOptions,
+    ) -> object_store::Result<()> {
+        Err(denied(to))
+    }
+}

@@ -154,6 +154,7 @@ async fn stop_then_teardown_then_start_brings_back_every_original_and_nothing_ne
         restore: restore_opts(),
         snapshot: None,
         ready_timeout: Duration::from_secs(20),
+        consent: Default::default(),
     };
     let started = lifecycle::start(&client, &store, &keys(), &start_opts, &progress)
         .await
@@ -278,6 +279,7 @@ async fn a_start_killed_halfway_and_run_again_converges_to_the_same_end_state() 
         restore: restore_opts(),
         snapshot: None,
         ready_timeout: Duration::from_secs(20),
+        consent: Default::default(),
     };
     let first = {
         let (client, store, opts, progress) = (

@@ -4,11 +4,14 @@
 mod cli;
 mod deploy;
 mod drill;
+mod faults;
+mod fuzz;
 mod helpers;
 mod leader;
 mod lifecycle;
 mod real_cp;
 mod realworld;
+mod matrix;
 mod restore;
 mod screenshot;
 mod serve;

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -222,17 +222,7 @@ pub fn config(tweak: impl FnOnce(&mut ServiceConfig)) -> ServiceConfig {
 }
 
 pub fn app_state(auth: Auth) -> (AppState, mpsc::Receiver<Action>) {
-    let (tx, rx) = mpsc::channel(4);
-    (
-        AppState {
-            view: Arc::new(RwLock::new(ServiceView::default())),
-            progress: Arc::new(Mutex::new(Progress::default())),
-            actions: tx,
-            metrics: Arc::new(Metrics::new()),
-            auth: Arc::new(auth),
-        },
-        rx,
-    )
+    AppState::new(auth, Arc::new(Metrics::new()))
 }
 
 pub fn start(jobs: Arc<FakeJobs>, clock: &ManualClock, cfg: ServiceConfig) -> Harness {

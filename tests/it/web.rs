@@ -590,3 +590,16 @@ fn metric_names_in(expr: &str) -> Vec<String> {
     }
     names
 }
+
+#[tokio::test]
+async fn a_second_post_while_a_run_is_queued_answers_429_as_documented() {
+    let (view, p) = realistic_view();
+    let state = state_with(view, p, token_auth());
+    let token = Some("s3cr3t-api-token-9b1f2c");
+    let (code, body) = post(&state, "/api/v1/snapshots", token).await;
+    assert_eq!(code, 202, "{body}");
+    let (code, body) = post(&state, "/api/v1/snapshots", token).await;
+    assert_eq!(code, 429, "the queue holds one run: {body}");
+    let (code, _) = post(&state, "/api/v1/drills", token).await;
+    assert_eq!(code, 429, "whatever the action");
+}
