@@ -479,8 +479,7 @@ pub async fn collect_with(
             let mut all = Vec::new();
             for api in bindings::BUCKET_APIS {
                 let api_version = format!("{}/{}", api.group, api.version);
-                let items =
-                    list_served(c, r, (&api_version, api.kind), "bucket objects").await?;
+                let items = list_served(c, r, (&api_version, api.kind), "bucket objects").await?;
                 all.extend(items.into_iter().map(|mut o| {
                     o["apiVersion"] = json!(format!("{}/{}", api.group, api.version));
                     o["kind"] = json!(api.kind);

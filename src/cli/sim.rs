@@ -156,7 +156,9 @@ pub async fn run(cmd: SimCommand, global: &Global) -> anyhow::Result<ExitCode> {
                         .await
                         .context("failed to tear the cluster down")?
                 }
-                None => sim_call(global, http::Method::POST, "/sim/v1/teardown", Vec::new()).await?,
+                None => {
+                    sim_call(global, http::Method::POST, "/sim/v1/teardown", Vec::new()).await?
+                }
             };
             if global.json {
                 println!("{out}");

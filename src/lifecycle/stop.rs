@@ -235,6 +235,11 @@ pub enum StopError {
     Discovery(#[from] K8sError),
     #[error("failed to change {object}: {source}")]
     Patch { object: String, source: kube::Error },
+    #[error("failed to list {what}: {source}")]
+    List {
+        what: &'static str,
+        source: kube::Error,
+    },
     #[error("failed to watch {what}: {source}")]
     Watch {
         what: String,
@@ -285,7 +290,7 @@ pub async fn resume_cronjobs(
     );
     let api: kube::Api<DynamicObject> = kube::Api::all_with(client.clone(), &ar);
     let jobs = api
-        .list(&ListParams::default())
+        .list(&kube::api::ListParams::default())
         .await
         .map_err(|source| StopError::List {
             what: "CronJobs",

@@ -128,8 +128,13 @@ pub async fn observe(
             let mut all = Vec::new();
             for api in bindings::BUCKET_APIS {
                 let api_version = format!("{}/{}", api.group, api.version);
-                let items = list(client, resources, (&api_version, api.kind), "bucket objects")
-                    .await?;
+                let items = list(
+                    client,
+                    resources,
+                    (&api_version, api.kind),
+                    "bucket objects",
+                )
+                .await?;
                 all.extend(items.into_iter().map(|mut o| {
                     o["apiVersion"] = Value::from(api_version.clone());
                     o["kind"] = Value::from(api.kind);

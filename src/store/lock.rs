@@ -162,7 +162,14 @@ pub async fn acquire(store: &Store, purpose: &str, ttl: Duration) -> Result<Writ
         return Err(held(winner));
     }
     // Older generations are history now; removing them keeps listings short.
-    for g in generations(store).await?.into_iter().filter(|g| *g < next) {
+    // Keep the generation just below ours: a LIST racing with this cleanup may miss the
+    // entries being removed and the one just created, but never that unchanged one, so a
+    // racing taker's next generation is at least ours and its create collides with ours.
+    for g in generations(store)
+        .await?
+        .into_iter()
+        .filter(|g| g + 1 < next)
+    {
         if let Err(e) = store.delete(&layout::writer_lock(g)).await {
             tracing::debug!(error = %e, generation = g, "failed to remove an old lock generation");
         }
@@ -249,9 +256,14 @@ impl WriterLock {
     /// Release the lock (only if it is still ours).
     pub async fn release(self) -> Result<(), StoreError> {
         self.renewer.abort();
+        // Released by expiring it, not deleting it: generation numbers only grow, so a
+        // taker whose LIST misses a concurrent change can never create a generation that
+        // existed before (which a deletion would allow).
         if still_ours(&self.store, self.generation, &self.info.holder).await? {
+            let mut info = self.info.clone();
+            info.expires = Utc::now();
             self.store
-                .delete(&layout::writer_lock(self.generation))
+                .put(&layout::writer_lock(self.generation), encode(&info))
                 .await?;
         }
         Ok(())

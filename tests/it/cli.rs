@@ -312,13 +312,22 @@ async fn serve_takes_snapshots_shows_them_and_restores_a_cold_start_before_it_is
         metrics.contains("coldstart_snapshot_last_success_timestamp_seconds"),
         "{metrics}"
     );
-    let drill = reqwest::Client::new()
-        .post(format!("{}/api/v1/drills", s.url))
-        .bearer_auth("s3cret-token")
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(drill.status(), 202);
+    // One action may wait in the queue; while the snapshot's run (retention included) still
+    // holds it, a POST is answered 429 as documented, and a client tries again.
+    crate::helpers::wait_until_async("the drill is accepted", || async {
+        let drill = reqwest::Client::new()
+            .post(format!("{}/api/v1/drills", s.url))
+            .bearer_auth("s3cret-token")
+            .send()
+            .await
+            .expect("post");
+        match drill.status().as_u16() {
+            202 => true,
+            429 => false,
+            other => panic!("POST /api/v1/drills answered {other}"),
+        }
+    })
+    .await;
     crate::helpers::wait_until_async("the drill report shows in the API", || async {
         get_json(&format!("{}/api/v1/drills", s.url)).await["items"]
             .as_array()

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::helpers::{ReadOnlyStore, TestCluster, wait_until};
 use crate::restore::settled_platform;
 use coldstart::lifecycle::{self, LifecycleError, StopOptions};
-use coldstart::restore::progress::Progress;
+use coldstart::progress::Progress;
 use coldstart::snapshot::crypto::Keys;
 use coldstart::snapshot::write;
 use coldstart::store::Store;
@@ -192,7 +192,7 @@ async fn a_snapshot_is_refused_while_a_restore_is_unfinished_and_nothing_is_stor
         &store,
         &keys(),
         &stop_opts().snapshot,
-        Arc::new(write::Progress::default()),
+        Arc::new(write::CaptureProgress::default()),
     )
     .await
     .expect_err("a half-restored cluster is not snapshotted");

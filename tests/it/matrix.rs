@@ -14,7 +14,7 @@ use std::time::Duration;
 use crate::helpers::TestCluster;
 use crate::restore::settled_platform;
 use coldstart::lifecycle::{self, StartOptions, StopOptions};
-use coldstart::restore::progress::Progress;
+use coldstart::progress::Progress;
 use coldstart::restore::{self, RestoreOptions};
 use coldstart::snapshot::crypto::Keys;
 use coldstart::snapshot::{read, write};
@@ -161,7 +161,7 @@ async fn snapshot_stop_and_start_converge_under_5xx_429_and_both() {
             &store,
             &keys(),
             &snapshot_opts(),
-            Arc::new(write::Progress::default()),
+            Arc::new(write::CaptureProgress::default()),
         )
         .await
         .unwrap_or_else(|e| panic!("{name}: snapshot: {e}"));
@@ -388,7 +388,7 @@ async fn a_snapshot_killed_at_each_point_leaves_nothing_half_visible_and_the_nex
     let store = Store::memory();
     set_faults(&c, r#"{"latencyMs": 2}"#).await;
     for fifth in 1..=5u64 {
-        let progress = Arc::new(write::Progress::default());
+        let progress = Arc::new(write::CaptureProgress::default());
         let (cl, st, pr) = (client.clone(), store.clone(), progress.clone());
         let task =
             tokio::spawn(async move { write::take(&cl, &st, &keys(), &snapshot_opts(), pr).await });
@@ -423,7 +423,7 @@ async fn a_snapshot_killed_at_each_point_leaves_nothing_half_visible_and_the_nex
             &store,
             &keys(),
             &snapshot_opts(),
-            Arc::new(write::Progress::default()),
+            Arc::new(write::CaptureProgress::default()),
         )
         .await
         .unwrap_or_else(|e| panic!("after kill point {fifth}: {e}"));

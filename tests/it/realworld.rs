@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use crate::helpers::TestCluster;
 use coldstart::lifecycle::{self, StartOptions, StopOptions};
-use coldstart::restore::progress::Progress;
+use coldstart::progress::Progress;
 use coldstart::restore::{self, RestoreOptions};
 use coldstart::snapshot::crypto::Keys;
 use coldstart::snapshot::{read, write};
@@ -555,6 +555,7 @@ async fn stop_teardown_start_on_the_corpus_brings_back_every_original_and_nothin
         restore: restore_opts(),
         snapshot: None,
         ready_timeout: Duration::from_secs(30),
+        consent: Default::default(),
     };
     let started = lifecycle::start(&client, &store, &keys(), &start_opts, &progress)
         .await
@@ -694,7 +695,7 @@ async fn snapshot_teardown_restore_on_the_corpus_brings_back_everything_not_lost
         &store,
         &keys(),
         &snapshot_opts(),
-        Arc::new(write::Progress::default()),
+        Arc::new(write::CaptureProgress::default()),
     )
     .await
     .expect("snapshot");
