@@ -19,6 +19,8 @@ pub mod demo;
 pub mod drill;
 /// Planned stop and start of a whole cluster.
 pub mod lifecycle;
+/// Preflight: every recorded binding checked against the cloud before the first write.
+pub mod preflight;
 /// Cold-start restore: plan, admission gate, tiered apply, verification.
 pub mod restore;
 /// When scheduled jobs are due (pure) and which replica runs them (Lease election).

@@ -47,6 +47,9 @@ pub enum FindingKind {
     NoSnapshot,
     StaleSnapshot,
     BindingChanged,
+    /// The cloud says a binding is already missing, attached elsewhere or moved: a cold
+    /// start could not bring it back.
+    BindingBroken,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -377,6 +380,45 @@ pub async fn collect(
         .await?,
         newest_snapshot,
     })
+}
+
+/// The preflight's problems as findings: each broken binding is critical, because a
+/// shutdown now would come back without it.
+pub fn binding_findings(pre: &crate::preflight::Preflight) -> Vec<Finding> {
+    pre.rows
+        .iter()
+        .filter_map(|r| {
+            let problem = r.problem?;
+            Some(Finding {
+                severity: Severity::Critical,
+                kind: FindingKind::BindingBroken,
+                object: format!("{} {}", r.kind.as_str(), r.subject),
+                message: format!("{} is {}: {}", r.target, problem.as_str(), r.reason),
+                fix: "bring it back (restore the disk, re-allocate or release the address, recreate the bucket) before stopping, or accept it with --accept-missing".into(),
+            })
+        })
+        .collect()
+}
+
+/// The bindings the live cluster holds now, from the audit's inputs (what `audit` and
+/// `stop` check against the cloud).
+pub fn live_bindings(inputs: &Inputs) -> crate::bindings::Bindings {
+    let mut c = crate::bindings::Collector::default();
+    // List items carry no apiVersion/kind: say what each list is.
+    let lists = [
+        (&inputs.persistent_volumes, "", "persistentvolumes", "PersistentVolume"),
+        (&inputs.services, "", "services", "Service"),
+        (&inputs.cosi_classes, "objectstorage.k8s.io", "bucketclasses", "BucketClass"),
+        (&inputs.cosi_claims, "objectstorage.k8s.io", "bucketclaims", "BucketClaim"),
+        (&inputs.crossplane_buckets, "s3.aws.upbound.io", "buckets", "Bucket"),
+        (&inputs.ack_buckets, "s3.services.k8s.aws", "buckets", "Bucket"),
+    ];
+    for (objects, group, resource, kind) in lists {
+        for o in objects {
+            c.observe(group, resource, kind, o);
+        }
+    }
+    c.finish()
 }
 
 /// Whether any finding is at or above `threshold`.

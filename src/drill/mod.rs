@@ -483,6 +483,7 @@ mod tests {
                 target: "vol-1".into(),
                 status: Status::Missing,
                 reason: "gone".into(),
+                holders: vec![],
             }],
             tally: Tally::default(),
             failures: vec![],

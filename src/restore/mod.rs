@@ -5,14 +5,16 @@
 //! Lifecycle of one restore:
 //!
 //! ```text
-//!  verified snapshot ─▶ plan (pure: tiers + transforms) ─▶ install gate ─▶ apply tiers
-//!        ─▶ relink owners ─▶ verify (bound disks, addresses, buckets, nothing new)
-//!        ─▶ lift gate ─▶ scale operators up in order ─▶ report (RTO, RPO, counts)
+//!  verified snapshot ─▶ preflight (every binding against the cloud; refuse, or hold
+//!        what uses an accepted missing one) ─▶ plan (pure: tiers + transforms + holds)
+//!        ─▶ install gate ─▶ apply tiers ─▶ relink owners ─▶ verify (bound disks,
+//!        addresses, buckets, nothing new) ─▶ lift gate (but for held concerns)
+//!        ─▶ scale operators up in order ─▶ report (RTO, RPO, counts, held)
 //! ```
 //!
-//! The snapshot is read and verified in full before this module sees it, so a bad snapshot
-//! changes nothing. If verification fails the gate stays up: nothing new can be created
-//! while someone looks.
+//! The snapshot is read and verified in full before this module sees it, and the preflight
+//! runs before the first write, so a bad snapshot or a missing disk changes nothing. If
+//! verification fails the gate stays up: nothing new can be created while someone looks.
 
 pub mod apply;
 pub mod gate;
@@ -32,6 +34,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use self::apply::{ApplyOptions, ApplyReport, Failure, TierCounts};
+use crate::bindings::Bindings;
+use crate::cloud::{self, Provider};
+use crate::preflight::{self, AcceptMissing, Preflight};
 use self::plan::{ORIGINAL_MANAGEMENT, ORIGINAL_REPLICAS, Plan, PlanOptions, Tier};
 use self::progress::Progress;
 use self::verify::Verification;
@@ -78,6 +83,8 @@ pub struct RestoreSource {
     pub taken_at: DateTime<Utc>,
     pub objects: Vec<Value>,
     pub recorded: Recorded,
+    /// Every binding the snapshot recorded, as the cloud is asked about them.
+    pub bindings: Bindings,
 }
 
 #[derive(Debug, Clone)]
@@ -92,6 +99,10 @@ pub struct RestoreOptions {
     pub operator_timeout: Duration,
     /// Scale operators up after verification (a `start` does it itself, in order).
     pub scale_operators: bool,
+    /// The cloud the preflight checks bindings against (`None`: every one unverifiable).
+    pub cloud: Provider,
+    /// Broken bindings to start without; any other one refuses the restore.
+    pub accept_missing: AcceptMissing,
 }
 
 impl Default for RestoreOptions {
@@ -103,6 +114,8 @@ impl Default for RestoreOptions {
             verify_timeout: Duration::from_secs(120),
             operator_timeout: Duration::from_secs(120),
             scale_operators: true,
+            cloud: Provider::None,
+            accept_missing: AcceptMissing::default(),
         }
     }
 }
@@ -129,6 +142,10 @@ pub struct RestoreReport {
     pub new_ips: usize,
     pub new_buckets: usize,
     pub verification: Verification,
+    /// Every binding as the cloud saw it before the first write, and what was held.
+    pub preflight: Preflight,
+    /// Verified, but workloads are held for accepted missing bindings: exit code 3.
+    pub partly_up: bool,
     pub phase_ms: BTreeMap<String, u64>,
 }
 
@@ -145,6 +162,16 @@ pub enum RestoreError {
     Apply(#[from] apply::ApplyError),
     #[error("failed to record restore state in kube-system/coldstart-restore: {0}")]
     State(kube::Error),
+    #[error(transparent)]
+    Verifier(#[from] cloud::VerifierError),
+    #[error(transparent)]
+    Preflight(#[from] preflight::PreflightError),
+    #[error(
+        "failed to bring back {0}, held by an earlier restore: {1}; scale it to its coldstart.dev/original-replicas by hand"
+    )]
+    Release(String, kube::Error),
+    #[error("refused at preflight, nothing was written: {}", .0.refusal())]
+    Refused(Box<Preflight>),
 }
 
 /// ConfigMap recording a restore's state in the cluster (cold-start detection reads it).
@@ -209,8 +236,17 @@ pub async fn run(
     };
     let mut t = Instant::now();
     set_phase(progress, "preflight");
+    // Everything known before the first write: a binding that is gone is refused (or
+    // accepted and held) now, never waited for.
+    let verifier = cloud::verifier(opts.cloud, Some(client.clone())).await?;
+    let pre =
+        preflight::check_source(client, verifier.as_ref(), source, &opts.accept_missing).await?;
+    if !pre.refused().is_empty() {
+        return Err(RestoreError::Refused(Box::new(pre)));
+    }
     let me = whoami(client).await?;
-    let plan = plan_for(source, &opts.plan);
+    let mut plan = plan_for(source, &opts.plan);
+    pre.hold(&mut plan);
     let ledger = verify::sim_ledger_position(client).await;
     record_state(
         client,
@@ -230,23 +266,31 @@ pub async fn run(
     let applied: ApplyReport = apply::apply(client, &plan, &opts.apply, progress).await?;
     mark("apply", &mut t);
     set_phase(progress, "verifying");
-    let verification = verify::verify(client, &source.recorded, ledger, opts.verify_timeout).await;
+    let scope = pre.verify_scope(&source.recorded);
+    let verification = verify::verify(client, &scope, ledger, opts.verify_timeout).await;
     mark("verify", &mut t);
     let succeeded = verification.ok() && applied.failures.is_empty();
     let mut operators = Vec::new();
     let gate_final = if succeeded {
         if opts.gate {
             set_phase(progress, "lifting gate");
-            gate::lift(client).await?;
+            gate::lift_except(client, &kept_policies(&pre)).await?;
         }
         restore_management(client, &plan).await;
+        release_held(client, &plan).await?;
         if opts.scale_operators {
             set_phase(progress, "scaling operators up");
             operators = scale_operators_up(client, &plan, opts.operator_timeout).await;
         }
         mark("operators", &mut t);
         if opts.gate {
-            "lifted".to_owned()
+            match kept_policies(&pre) {
+                kept if kept.is_empty() => "lifted".to_owned(),
+                kept => format!(
+                    "lifted but for {}: bindings accepted as missing",
+                    kept.join(", ")
+                ),
+            }
         } else {
             gate_state
         }
@@ -283,8 +327,59 @@ pub async fn run(
         new_ips: verification.new_ips,
         new_buckets: verification.new_buckets,
         verification,
+        partly_up: succeeded && pre.degraded(),
+        preflight: pre,
         phase_ms,
     })
+}
+
+/// Bring back the workloads an earlier, degraded run held and this one does not: a re-run
+/// once the missing binding is back is how a partly-up cluster becomes whole.
+async fn release_held(client: &kube::Client, plan: &Plan) -> Result<usize, RestoreError> {
+    let Some(workloads) = plan.tiers.get(&Tier::Workloads) else {
+        return Ok(0);
+    };
+    let map = apply::discover(client).await?;
+    let mut n = 0;
+    for p in workloads {
+        // Held in this run: its object carries the annotation already.
+        if p.object
+            .pointer("/metadata/annotations")
+            .and_then(|a| a.get(preflight::HELD))
+            .is_some()
+        {
+            continue;
+        }
+        let Some(api) = apply::api_of(client, &map, p) else {
+            continue;
+        };
+        let what = || format!("{} {}", p.kind, p.key());
+        let Some(live) = api
+            .get_opt(&p.name)
+            .await
+            .map_err(|e| RestoreError::Release(what(), e))?
+        else {
+            continue;
+        };
+        let live = serde_json::to_value(&live)
+            .map_err(|e| RestoreError::Release(what(), kube::Error::SerdeError(e)))?;
+        let Some(patch) = preflight::release_patch(&p.kind, &live) else {
+            continue;
+        };
+        api.patch(&p.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(|e| RestoreError::Release(what(), e))?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// The gate policies a degraded restore keeps up: one per kind of binding held.
+fn kept_policies(pre: &Preflight) -> Vec<&'static str> {
+    pre.held_concerns()
+        .into_iter()
+        .filter_map(gate::policy_for)
+        .collect()
 }
 
 fn set_phase(progress: &Arc<Mutex<Progress>>, phase: &str) {

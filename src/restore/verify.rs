@@ -28,6 +28,9 @@ pub struct Verification {
     /// Whether a cloud ledger was consulted (the simulated cloud keeps one).
     pub cloud_ledger: bool,
     pub problems: Vec<String>,
+    /// How many of `problems` no wait can fix (a recorded disk the cloud does not have).
+    #[serde(skip)]
+    pub permanent: usize,
 }
 
 impl Verification {
@@ -144,6 +147,7 @@ async fn check(
         if phase == "Bound" && disk.as_deref() == Some(disk_key(&rec.disk).as_str()) && exists {
             v.volumes_reused += 1;
         } else if !exists {
+            v.permanent += 1;
             v.problems.push(format!(
                 "PVC {ns}/{name}: disk {} no longer exists in the cloud (deleted with the old cluster?)",
                 rec.disk
@@ -285,7 +289,9 @@ pub async fn verify(
         .map(|c| c.disks.keys().cloned().collect());
     let mut v = loop {
         let v = check(client, recorded, cloud_disks.as_ref()).await;
-        let settled = v.problems.is_empty();
+        // A disk the cloud does not have will not appear by waiting: stop as soon as
+        // nothing else is outstanding.
+        let settled = v.problems.len() == v.permanent;
         if settled || Instant::now() >= deadline {
             break v;
         }

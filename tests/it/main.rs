@@ -7,6 +7,7 @@ mod drill;
 mod helpers;
 mod leader;
 mod lifecycle;
+mod preflight;
 mod restore;
 mod screenshot;
 mod serve;
