@@ -406,12 +406,37 @@ pub fn live_bindings(inputs: &Inputs) -> crate::bindings::Bindings {
     let mut c = crate::bindings::Collector::default();
     // List items carry no apiVersion/kind: say what each list is.
     let lists = [
-        (&inputs.persistent_volumes, "", "persistentvolumes", "PersistentVolume"),
+        (
+            &inputs.persistent_volumes,
+            "",
+            "persistentvolumes",
+            "PersistentVolume",
+        ),
         (&inputs.services, "", "services", "Service"),
-        (&inputs.cosi_classes, "objectstorage.k8s.io", "bucketclasses", "BucketClass"),
-        (&inputs.cosi_claims, "objectstorage.k8s.io", "bucketclaims", "BucketClaim"),
-        (&inputs.crossplane_buckets, "s3.aws.upbound.io", "buckets", "Bucket"),
-        (&inputs.ack_buckets, "s3.services.k8s.aws", "buckets", "Bucket"),
+        (
+            &inputs.cosi_classes,
+            "objectstorage.k8s.io",
+            "bucketclasses",
+            "BucketClass",
+        ),
+        (
+            &inputs.cosi_claims,
+            "objectstorage.k8s.io",
+            "bucketclaims",
+            "BucketClaim",
+        ),
+        (
+            &inputs.crossplane_buckets,
+            "s3.aws.upbound.io",
+            "buckets",
+            "Bucket",
+        ),
+        (
+            &inputs.ack_buckets,
+            "s3.services.k8s.aws",
+            "buckets",
+            "Bucket",
+        ),
     ];
     for (objects, group, resource, kind) in lists {
         for o in objects {
@@ -547,5 +572,22 @@ mod tests {
         for (s, want) in [(30, "30s"), (900, "15m"), (7500, "2h5m"), (3 * 86400, "3d")] {
             assert_eq!(humantime(Duration::from_secs(s)), want);
         }
+    }
+
+    #[test]
+    fn the_live_bindings_come_from_list_items_that_carry_no_kind() {
+        let inputs = Inputs {
+            persistent_volumes: vec![json!({"metadata": {"name": "pv-1"},
+                "spec": {"csi": {"driver": "ebs.csi.aws.com", "volumeHandle": "vol-1"},
+                         "claimRef": {"namespace": "shop", "name": "data"}}})],
+            cosi_claims: vec![json!({"metadata": {"name": "media", "namespace": "shop"},
+                "spec": {"existingBucketName": "shop-media"}})],
+            ..Default::default()
+        };
+        let b = live_bindings(&inputs);
+        assert_eq!(b.volumes.len(), 1);
+        assert_eq!(b.volumes[0].disk_id, "vol-1");
+        assert_eq!(b.buckets.len(), 1);
+        assert_eq!(b.buckets[0].bucket.as_deref(), Some("shop-media"));
     }
 }

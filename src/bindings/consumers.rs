@@ -135,7 +135,10 @@ pub fn service_backends(objects: &[Value], namespace: &str, service: &str) -> Ve
 
 /// Where a bucket claim's consumers read its credentials and endpoint, per bucket kind:
 /// `(namespace, Secret names, ConfigMap names)`.
-fn bucket_credentials(objects: &[Value], b: &BucketBinding) -> Option<(String, Vec<String>, Vec<String>)> {
+fn bucket_credentials(
+    objects: &[Value],
+    b: &BucketBinding,
+) -> Option<(String, Vec<String>, Vec<String>)> {
     match b.kind {
         // COSI: each BucketAccess for the claim writes its own Secret.
         BucketKind::CosiBucketClaim => {
@@ -193,19 +196,29 @@ fn bucket_credentials(objects: &[Value], b: &BucketBinding) -> Option<(String, V
 /// volume, a projected source, an env var or an envFrom.
 fn pod_reads(pod: &Value, name: &str, secret: bool) -> bool {
     let (vol, proj, key_ref, from) = if secret {
-        ("/secret/secretName", "/secret/name", "/valueFrom/secretKeyRef/name", "/secretRef/name")
+        (
+            "/secret/secretName",
+            "/secret/name",
+            "/valueFrom/secretKeyRef/name",
+            "/secretRef/name",
+        )
     } else {
-        ("/configMap/name", "/configMap/name", "/valueFrom/configMapKeyRef/name", "/configMapRef/name")
+        (
+            "/configMap/name",
+            "/configMap/name",
+            "/valueFrom/configMapKeyRef/name",
+            "/configMapRef/name",
+        )
     };
     let is = |v: Option<&Value>| v.and_then(Value::as_str) == Some(name);
-    each(pod, "/volumes").any(|v| {
-        is(v.pointer(vol)) || each(v, "/projected/sources").any(|s| is(s.pointer(proj)))
-    }) || ["/containers", "/initContainers"].iter().any(|c| {
-        each(pod, c).any(|c| {
-            each(c, "/env").any(|e| is(e.pointer(key_ref)))
-                || each(c, "/envFrom").any(|e| is(e.pointer(from)))
+    each(pod, "/volumes")
+        .any(|v| is(v.pointer(vol)) || each(v, "/projected/sources").any(|s| is(s.pointer(proj))))
+        || ["/containers", "/initContainers"].iter().any(|c| {
+            each(pod, c).any(|c| {
+                each(c, "/env").any(|e| is(e.pointer(key_ref)))
+                    || each(c, "/envFrom").any(|e| is(e.pointer(from)))
+            })
         })
-    })
 }
 
 /// The workloads that read a bucket claim's credentials.
@@ -236,13 +249,17 @@ mod tests {
 
     #[test]
     fn a_claim_is_used_by_the_pods_that_mount_it_in_its_namespace_only() {
-        let pod = json!({"volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "data"}}]});
+        let pod =
+            json!({"volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "data"}}]});
         let objects = vec![
             deployment("shop", "db", json!({}), pod.clone()),
             deployment("other", "db", json!({}), pod),
             deployment("shop", "web", json!({}), json!({"volumes": []})),
         ];
-        assert_eq!(names(&claim_users(&objects, "shop", "data")), ["Deployment shop/db"]);
+        assert_eq!(
+            names(&claim_users(&objects, "shop", "data")),
+            ["Deployment shop/db"]
+        );
     }
 
     #[test]
@@ -252,7 +269,10 @@ mod tests {
             "spec": {"volumeClaimTemplates": [{"metadata": {"name": "data"}}],
                      "template": {"spec": {}}}});
         let objects = vec![sts];
-        assert_eq!(names(&claim_users(&objects, "kafka", "data-zk-2")), ["StatefulSet kafka/zk"]);
+        assert_eq!(
+            names(&claim_users(&objects, "kafka", "data-zk-2")),
+            ["StatefulSet kafka/zk"]
+        );
         assert!(claim_users(&objects, "kafka", "data-zk-x").is_empty());
         assert!(claim_users(&objects, "kafka", "data-zookeeper-0").is_empty());
     }
@@ -264,10 +284,18 @@ mod tests {
             "spec": {"type": "LoadBalancer", "selector": {"app": "api"}}});
         let objects = vec![
             svc,
-            deployment("shop", "api", json!({"app": "api", "tier": "web"}), json!({})),
+            deployment(
+                "shop",
+                "api",
+                json!({"app": "api", "tier": "web"}),
+                json!({}),
+            ),
             deployment("shop", "worker", json!({"app": "worker"}), json!({})),
         ];
-        assert_eq!(names(&service_backends(&objects, "shop", "api")), ["Deployment shop/api"]);
+        assert_eq!(
+            names(&service_backends(&objects, "shop", "api")),
+            ["Deployment shop/api"]
+        );
         assert!(service_backends(&objects, "shop", "missing").is_empty());
     }
 
@@ -293,12 +321,27 @@ mod tests {
             ..obc.clone()
         };
         let objects = vec![
-            deployment("media", "env", json!({}), json!({"containers": [{"name": "c",
-                "envFrom": [{"configMapRef": {"name": "uploads"}}]}]})),
-            deployment("media", "vol", json!({}), json!({"volumes": [{"name": "s",
-                "secret": {"secretName": "uploads"}}]})),
-            deployment("media", "cosi", json!({}), json!({"containers": [{"name": "c",
-                "env": [{"name": "K", "valueFrom": {"secretKeyRef": {"name": "scratch-creds", "key": "k"}}}]}]})),
+            deployment(
+                "media",
+                "env",
+                json!({}),
+                json!({"containers": [{"name": "c",
+                "envFrom": [{"configMapRef": {"name": "uploads"}}]}]}),
+            ),
+            deployment(
+                "media",
+                "vol",
+                json!({}),
+                json!({"volumes": [{"name": "s",
+                "secret": {"secretName": "uploads"}}]}),
+            ),
+            deployment(
+                "media",
+                "cosi",
+                json!({}),
+                json!({"containers": [{"name": "c",
+                "env": [{"name": "K", "valueFrom": {"secretKeyRef": {"name": "scratch-creds", "key": "k"}}}]}]}),
+            ),
             json!({"apiVersion": "objectstorage.k8s.io/v1alpha1", "kind": "BucketAccess",
                 "metadata": {"namespace": "media", "name": "scratch-access"},
                 "spec": {"bucketClaimName": "scratch", "credentialsSecretName": "scratch-creds"}}),
@@ -307,6 +350,9 @@ mod tests {
             names(&bucket_users(&objects, &obc)),
             ["Deployment media/env", "Deployment media/vol"]
         );
-        assert_eq!(names(&bucket_users(&objects, &cosi)), ["Deployment media/cosi"]);
+        assert_eq!(
+            names(&bucket_users(&objects, &cosi)),
+            ["Deployment media/cosi"]
+        );
     }
 }

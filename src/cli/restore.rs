@@ -83,7 +83,10 @@ pub(crate) fn refused(p: &Preflight, json: bool) -> anyhow::Result<ExitCode> {
         );
     } else {
         print!("{}", p.table());
-        eprintln!("error: refused at preflight, nothing was written: {}", p.refusal());
+        eprintln!(
+            "error: refused at preflight, nothing was written: {}",
+            p.refusal()
+        );
     }
     Ok(ExitCode::from(preflight::EXIT_REFUSED))
 }

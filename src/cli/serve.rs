@@ -12,13 +12,11 @@ use std::sync::{Arc, Mutex, RwLock};
 use anyhow::Context;
 use clap::Args;
 use coldstart::config::{Config, Overrides};
-use coldstart::snapshot::key_source::KeySource;
 use coldstart::restore::progress::Progress;
-use coldstart::schedule::leader::{
-    LeaderElector, LeaseConfig, NamespaceOutcome, ensure_namespace,
-};
+use coldstart::schedule::leader::{LeaderElector, LeaseConfig, NamespaceOutcome, ensure_namespace};
 use coldstart::serve::jobs::ClusterJobs;
 use coldstart::serve::{Service, ServiceConfig, sole_leader, system_clock};
+use coldstart::snapshot::key_source::KeySource;
 use coldstart::web::metrics::Metrics;
 use coldstart::web::view::ServiceView;
 use coldstart::web::{self, AppState, Auth};

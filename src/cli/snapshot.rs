@@ -7,12 +7,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use coldstart::bindings::{Bindings, Pin};
-use coldstart::snapshot::key_source::KeySource;
 use coldstart::snapshot::capture::RetryPolicy;
-use coldstart::snapshot::crypto::{self, Keys};
+use coldstart::snapshot::crypto::Keys;
+use coldstart::snapshot::key_source::KeySource;
 use coldstart::snapshot::prune::{self, Policy};
 use coldstart::snapshot::rules::Selection;
 use coldstart::snapshot::{read, write};

@@ -74,7 +74,7 @@ impl AcceptMissing {
 }
 
 /// Why a binding cannot be brought back as recorded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Problem {
     /// The cloud has no such disk, address or bucket.
@@ -307,9 +307,10 @@ impl Preflight {
                 .buckets
                 .iter()
                 .filter(|b| {
-                    !self.withheld.iter().any(|w| {
-                        w.kind == b.kind && w.namespace == b.namespace && w.name == b.name
-                    })
+                    !self
+                        .withheld
+                        .iter()
+                        .any(|w| w.kind == b.kind && w.namespace == b.namespace && w.name == b.name)
                 })
                 .cloned()
                 .collect(),
@@ -322,9 +323,10 @@ impl Preflight {
     pub fn hold(&self, plan: &mut Plan) {
         for items in plan.tiers.values_mut() {
             items.retain(|p| {
-                !self.withheld.iter().any(|w| {
-                    w.is(&p.api_version, &p.kind, p.namespace.as_deref(), &p.name)
-                })
+                !self
+                    .withheld
+                    .iter()
+                    .any(|w| w.is(&p.api_version, &p.kind, p.namespace.as_deref(), &p.name))
             });
             for p in items.iter_mut() {
                 let Some(h) = self.held.iter().find(|h| h.workload.is(&p.object)) else {
@@ -345,7 +347,9 @@ impl Preflight {
 pub fn release_patch(kind: &str, live: &Value) -> Option<Value> {
     live.pointer("/metadata/annotations")?.get(HELD)?;
     if kind == "CronJob" {
-        return Some(json!({"spec": {"suspend": false}, "metadata": {"annotations": {HELD: null}}}));
+        return Some(
+            json!({"spec": {"suspend": false}, "metadata": {"annotations": {HELD: null}}}),
+        );
     }
     let replicas: i64 = live
         .pointer("/metadata/annotations")
@@ -547,7 +551,10 @@ fn users_of(
                 name: name.to_owned(),
                 because: why.to_owned(),
             };
-            (consumers::service_backends(objects, ns, name), vec![withheld])
+            (
+                consumers::service_backends(objects, ns, name),
+                vec![withheld],
+            )
         }
         Kind::Bucket => {
             // Every bucket object naming the same bucket (a claim and its COSI Bucket):
@@ -583,7 +590,9 @@ fn users_of(
 /// Why the preflight could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum PreflightError {
-    #[error("failed to list the cluster's nodes (preflight compares disk attachments with them): {0}")]
+    #[error(
+        "failed to list the cluster's nodes (preflight compares disk attachments with them): {0}"
+    )]
     Nodes(kube::Error),
 }
 

@@ -27,9 +27,7 @@ fn service(ns: &str, name: &str, ip: &str) -> LoadBalancerBinding {
     LoadBalancerBinding {
         namespace: ns.into(),
         name: name.into(),
-        pin: Some(Pin::LoadBalancerIp {
-            address: ip.into(),
-        }),
+        pin: Some(Pin::LoadBalancerIp { address: ip.into() }),
         pinned: true,
         ingress_ips: vec![ip.into()],
         ingress_hostnames: vec![],
@@ -105,13 +103,24 @@ fn shop() -> (Bindings, Vec<Value>) {
         ],
         load_balancers: vec![service("shop", "web", "203.0.113.7")],
         buckets: vec![
-            cosi(BucketKind::CosiBucketClaim, Some("shop"), "media", "shop-media"),
+            cosi(
+                BucketKind::CosiBucketClaim,
+                Some("shop"),
+                "media",
+                "shop-media",
+            ),
             cosi(BucketKind::CosiBucket, None, "bc-123", "shop-media"),
         ],
     };
     let objects = vec![
         deployment("shop", "db", 1, json!({"app": "db"}), mounts("db-data")),
-        deployment("shop", "cache", 2, json!({"app": "cache"}), mounts("cache-data")),
+        deployment(
+            "shop",
+            "cache",
+            2,
+            json!({"app": "cache"}),
+            mounts("cache-data"),
+        ),
         deployment("shop", "web", 3, json!({"app": "web"}), json!({})),
         json!({"apiVersion": "v1", "kind": "Service",
                "metadata": {"namespace": "shop", "name": "web"},
@@ -129,13 +138,26 @@ fn healthy() -> Cloud {
         .says(Kind::Volume, "pv-db", "vol-db", Status::Ok)
         .says(Kind::Volume, "pv-cache", "vol-cache", Status::Ok)
         .says(Kind::Address, "shop/web", "203.0.113.7", Status::Ok)
-        .says(Kind::Bucket, "BucketClaim shop/media", "shop-media", Status::Ok)
+        .says(
+            Kind::Bucket,
+            "BucketClaim shop/media",
+            "shop-media",
+            Status::Ok,
+        )
 }
 
 fn run(cloud: Cloud, accept: &[&str]) -> Preflight {
     let (bindings, objects) = shop();
-    let accept = AcceptMissing::from_flags(&accept.iter().map(|s| s.to_string()).collect::<Vec<_>>());
-    decide("sim", &cloud.0, &bindings, &objects, &BTreeSet::new(), &accept)
+    let accept =
+        AcceptMissing::from_flags(&accept.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>());
+    decide(
+        "sim",
+        &cloud.0,
+        &bindings,
+        &objects,
+        &BTreeSet::new(),
+        &accept,
+    )
 }
 
 fn replace(mut cloud: Cloud, kind: Kind, subject: &str, status: Status) -> Cloud {
@@ -162,19 +184,31 @@ fn a_healthy_cloud_refuses_nothing_and_holds_nothing() {
 
 #[test]
 fn a_missing_disk_nobody_accepted_refuses_the_run_naming_it() {
-    let p = run(replace(healthy(), Kind::Volume, "pv-db", Status::Missing), &[]);
+    let p = run(
+        replace(healthy(), Kind::Volume, "pv-db", Status::Missing),
+        &[],
+    );
     let refused = p.refused();
     assert_eq!(refused.len(), 1);
-    assert_eq!((refused[0].target.as_str(), refused[0].problem), ("vol-db", Some(Problem::Missing)));
+    assert_eq!(
+        (refused[0].target.as_str(), refused[0].problem),
+        ("vol-db", Some(Problem::Missing))
+    );
     let table = p.table();
-    assert!(table.contains("REFUSED") && table.contains("vol-db"), "{table}");
+    assert!(
+        table.contains("REFUSED") && table.contains("vol-db"),
+        "{table}"
+    );
     assert!(table.contains("--accept-missing vol-db"), "{table}");
 }
 
 #[test]
 fn an_accepted_missing_disk_holds_only_the_workloads_that_mount_its_claim() {
     for name in ["vol-db", "pv-db", "all"] {
-        let p = run(replace(healthy(), Kind::Volume, "pv-db", Status::Missing), &[name]);
+        let p = run(
+            replace(healthy(), Kind::Volume, "pv-db", Status::Missing),
+            &[name],
+        );
         assert!(p.refused().is_empty(), "accepted by {name}");
         assert_eq!(held_names(&p), ["Deployment shop/db"], "accepted by {name}");
         assert!(p.held[0].because[0].contains("vol-db"));
@@ -192,13 +226,17 @@ fn accepting_one_binding_does_not_accept_another() {
     );
     let p = run(cloud, &["vol-db"]);
     assert_eq!(
-        p.refused().iter().map(|r| r.target.as_str()).collect::<Vec<_>>(),
+        p.refused()
+            .iter()
+            .map(|r| r.target.as_str())
+            .collect::<Vec<_>>(),
         ["vol-cache"]
     );
 }
 
 #[test]
-fn a_disk_attached_to_a_node_of_this_cluster_is_fine_and_to_another_instance_is_attached_elsewhere() {
+fn a_disk_attached_to_a_node_of_this_cluster_is_fine_and_to_another_instance_is_attached_elsewhere()
+{
     let (bindings, objects) = shop();
     let nodes = node_identities(&[json!({"metadata": {"name": "node-a"},
         "spec": {"providerID": "aws:///eu-west-1a/i-0aaa"}})]);
@@ -242,7 +280,12 @@ fn an_accepted_missing_address_withholds_its_service_and_holds_its_backends() {
 #[test]
 fn an_accepted_missing_bucket_withholds_the_claim_and_the_cosi_bucket_naming_it() {
     let p = run(
-        replace(healthy(), Kind::Bucket, "BucketClaim shop/media", Status::Missing),
+        replace(
+            healthy(),
+            Kind::Bucket,
+            "BucketClaim shop/media",
+            Status::Missing,
+        ),
         &["shop/media"],
     );
     assert!(p.refused().is_empty());
@@ -257,11 +300,19 @@ fn unverifiable_bindings_and_dns_records_are_shown_but_never_refuse() {
     let cloud = Cloud::default()
         .says(Kind::Volume, "pv-db", "vol-db", Status::Unverifiable)
         .says(Kind::Dns, "shop/web", "shop.example.com", Status::Missing)
-        .says(Kind::Bucket, "BucketClaim shop/media", "shop-media", Status::Unprotected);
+        .says(
+            Kind::Bucket,
+            "BucketClaim shop/media",
+            "shop-media",
+            Status::Unprotected,
+        );
     let p = run(cloud, &[]);
     assert!(p.refused().is_empty());
     let table = p.table();
-    assert!(table.contains("unverifiable") && table.contains("unprotected"), "{table}");
+    assert!(
+        table.contains("unverifiable") && table.contains("unprotected"),
+        "{table}"
+    );
 }
 
 #[test]
@@ -277,14 +328,22 @@ fn the_plan_of_a_degraded_restore_keeps_held_workloads_at_zero_and_leaves_withhe
     let mut plan = restore_plan::plan(objects, &Recorded::default(), &PlanOptions::default());
     p.hold(&mut plan);
     let all: Vec<_> = plan.tiers.values().flatten().collect();
-    assert!(!all.iter().any(|x| x.kind == "Service"), "the Service is withheld");
+    assert!(
+        !all.iter().any(|x| x.kind == "Service"),
+        "the Service is withheld"
+    );
     let db = all.iter().find(|x| x.name == "db").expect("db planned");
     assert_eq!(db.object["spec"]["replicas"], 0);
     assert_eq!(db.object["metadata"]["annotations"][ORIGINAL_REPLICAS], "1");
-    assert!(db.object["metadata"]["annotations"][HELD]
-        .as_str()
-        .is_some_and(|h| h.contains("vol-db")));
-    let cache = all.iter().find(|x| x.name == "cache").expect("cache planned");
+    assert!(
+        db.object["metadata"]["annotations"][HELD]
+            .as_str()
+            .is_some_and(|h| h.contains("vol-db"))
+    );
+    let cache = all
+        .iter()
+        .find(|x| x.name == "cache")
+        .expect("cache planned");
     assert_eq!(cache.object["spec"]["replicas"], 2, "not held: untouched");
 }
 
@@ -299,8 +358,16 @@ fn verification_of_a_degraded_restore_leaves_out_what_was_accepted() {
     let p = run(cloud, &["all"]);
     let recorded = Recorded {
         volumes: vec![
-            RecordedVolume { pv: "pv-db".into(), disk: "vol-db".into(), claim: None },
-            RecordedVolume { pv: "pv-cache".into(), disk: "vol-cache".into(), claim: None },
+            RecordedVolume {
+                pv: "pv-db".into(),
+                disk: "vol-db".into(),
+                claim: None,
+            },
+            RecordedVolume {
+                pv: "pv-cache".into(),
+                disk: "vol-cache".into(),
+                claim: None,
+            },
         ],
         addresses: vec![RecordedAddress {
             namespace: "shop".into(),
@@ -335,6 +402,15 @@ fn a_workload_held_by_an_earlier_run_is_released_to_its_recorded_replicas() {
         "metadata": {"namespace": "shop", "name": "report"}, "spec": {"suspend": false}});
     hold_object(&mut cron, "why");
     assert_eq!(cron["spec"]["suspend"], true);
-    assert_eq!(release_patch("CronJob", &cron).expect("was held")["spec"]["suspend"], false);
-    assert!(release_patch("Deployment", &deployment("shop", "web", 3, json!({}), json!({}))).is_none());
+    assert_eq!(
+        release_patch("CronJob", &cron).expect("was held")["spec"]["suspend"],
+        false
+    );
+    assert!(
+        release_patch(
+            "Deployment",
+            &deployment("shop", "web", 3, json!({}), json!({}))
+        )
+        .is_none()
+    );
 }

@@ -34,12 +34,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use self::apply::{ApplyOptions, ApplyReport, Failure, TierCounts};
-use crate::bindings::Bindings;
-use crate::cloud::{self, Provider};
-use crate::preflight::{self, AcceptMissing, Preflight};
 use self::plan::{ORIGINAL_MANAGEMENT, ORIGINAL_REPLICAS, Plan, PlanOptions, Tier};
 use self::progress::Progress;
 use self::verify::Verification;
+use crate::bindings::Bindings;
+use crate::cloud::{self, Provider};
+use crate::preflight::{self, AcceptMissing, Preflight};
 
 /// A volume the snapshot recorded: its PV, the disk behind it, the claim it served.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

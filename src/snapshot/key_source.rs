@@ -169,10 +169,15 @@ mod tests {
             assert_eq!(KeySource::parse(s).expect(s).to_string(), s);
         }
         assert_eq!(
-            KeySource::parse("secret:coldstart/key").expect("default field").to_string(),
+            KeySource::parse("secret:coldstart/key")
+                .expect("default field")
+                .to_string(),
             "secret:coldstart/key/key"
         );
-        assert!(KeySource::parse("c2VjcmV0").is_err(), "a bare value is refused");
+        assert!(
+            KeySource::parse("c2VjcmV0").is_err(),
+            "a bare value is refused"
+        );
         assert!(KeySource::parse("secret:only-namespace").is_err());
     }
 

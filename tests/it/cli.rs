@@ -431,7 +431,11 @@ async fn serve_takes_its_encryption_key_from_the_same_places_as_the_cli() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = run(check(Some("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="), None)).await;
+    let out = run(check(
+        Some("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="),
+        None,
+    ))
+    .await;
     assert!(
         out.status.success(),
         "COLDSTART_ENCRYPTION_KEY is enough, as for the CLI: {}",
@@ -458,7 +462,12 @@ async fn serve_takes_its_encryption_key_from_the_same_places_as_the_cli() {
     let mut cmd = coldstart();
     cmd.arg("--kubeconfig")
         .arg(&c.kubeconfig)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--config"])
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--config",
+        ])
         .arg(&config)
         .arg("--encryption-key-file")
         .arg(&bad)

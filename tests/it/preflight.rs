@@ -34,7 +34,7 @@ fn checked(accept: &[&str]) -> RestoreOptions {
         operator_timeout: Duration::from_secs(15),
         cloud: Provider::Sim,
         accept_missing: AcceptMissing::from_flags(
-            &accept.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            &accept.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>(),
         ),
         ..Default::default()
     }
@@ -89,7 +89,10 @@ fn replicas(c: &TestCluster) -> BTreeMap<String, i64> {
 fn gate_policies(c: &TestCluster) -> Vec<String> {
     let def = c
         .sim()
-        .def("admissionregistration.k8s.io", "validatingadmissionpolicies")
+        .def(
+            "admissionregistration.k8s.io",
+            "validatingadmissionpolicies",
+        )
         .expect("served");
     let mut names: Vec<String> = c
         .sim()
@@ -139,7 +142,11 @@ async fn a_plain_snapshot_teardown_restore_is_refused_at_preflight_naming_what_w
     let RestoreError::Refused(pre) = err else {
         panic!("expected a preflight refusal, got {err}");
     };
-    assert_eq!(writes(&c), before, "nothing was written to the cluster or the cloud");
+    assert_eq!(
+        writes(&c),
+        before,
+        "nothing was written to the cluster or the cloud"
+    );
     let mut refused: Vec<(Kind, Option<Problem>)> =
         pre.refused().iter().map(|r| (r.kind, r.problem)).collect();
     refused.sort();
@@ -158,16 +165,27 @@ async fn a_plain_snapshot_teardown_restore_is_refused_at_preflight_naming_what_w
         pre.table()
     );
     let table = pre.table();
-    for subject in ["pv-zookeeper-0", "tenant-a/mqtt", "tenant-b/api", "tenant-b-scratch"] {
-        assert!(table.contains(subject), "the table names {subject}:\n{table}");
+    for subject in [
+        "pv-zookeeper-0",
+        "tenant-a/mqtt",
+        "tenant-b/api",
+        "tenant-b-scratch",
+    ] {
+        assert!(
+            table.contains(subject),
+            "the table names {subject}:\n{table}"
+        );
     }
-    assert!(gate_policies(&c).is_empty(), "not even the gate was installed");
+    assert!(
+        gate_policies(&c).is_empty(),
+        "not even the gate was installed"
+    );
     c.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn with_the_losses_accepted_a_restore_brings_back_everything_else_and_holds_only_their_users()
- {
+{
     let c = settled_platform().await;
     let client = c.client().await;
     let before = replicas(&c);
@@ -283,15 +301,9 @@ async fn a_start_missing_one_disk_is_refused_then_accepted_holds_only_its_statef
         [("pv-kafka-1", lost.as_str())]
     );
 
-    let started = lifecycle::start(
-        &client,
-        &store,
-        &keys(),
-        &start_opts(&[&lost]),
-        &progress(),
-    )
-    .await
-    .expect("start");
+    let started = lifecycle::start(&client, &store, &keys(), &start_opts(&[&lost]), &progress())
+        .await
+        .expect("start");
     assert!(started.restore.partly_up, "{:#?}", started.restore);
     assert_eq!(
         started
@@ -325,8 +337,7 @@ async fn a_start_missing_one_disk_is_refused_then_accepted_holds_only_its_statef
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_disk_attached_to_an_instance_outside_the_new_cluster_is_refused_as_attached_elsewhere()
- {
+async fn a_disk_attached_to_an_instance_outside_the_new_cluster_is_refused_as_attached_elsewhere() {
     let c = settled_platform().await;
     let client = c.client().await;
     let store = Store::memory();
