@@ -72,6 +72,21 @@ fn writes(c: &TestCluster) -> (u64, u64) {
     (c.sim().store.resource_version(), c.cloud().position())
 }
 
+/// [`writes`], once the new cluster's own controllers have settled (nothing written for
+/// half a second), so what follows is the only writer.
+async fn settled_writes(c: &TestCluster) -> (u64, u64) {
+    let mut last = writes(c);
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = writes(c);
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+    panic!("the simulated cluster never settled after the teardown");
+}
+
 fn replicas(c: &TestCluster) -> BTreeMap<String, i64> {
     let mut out = BTreeMap::new();
     for plural in ["deployments", "statefulsets"] {
@@ -135,7 +150,7 @@ async fn a_plain_snapshot_teardown_restore_is_refused_at_preflight_naming_what_w
         .expect("verified");
     let source = restore::source::from_snapshot(&snap);
     teardown(&c).await;
-    let before = writes(&c);
+    let before = settled_writes(&c).await;
     let err = restore::run(&client, &source, &checked(&[]), &progress())
         .await
         .expect_err("refused");
@@ -160,8 +175,9 @@ async fn a_plain_snapshot_teardown_restore_is_refused_at_preflight_naming_what_w
             (Kind::Address, Some(Problem::Missing)),
             (Kind::Address, Some(Problem::Missing)),
             (Kind::Bucket, Some(Problem::Missing)),
+            (Kind::Bucket, Some(Problem::Missing)),
         ],
-        "ZooKeeper ×3 and PostgreSQL disks, the mqtt and api addresses, the scratch bucket:\n{}",
+        "ZooKeeper ×3 and PostgreSQL disks, the mqtt and api addresses, the two scratch buckets:\n{}",
         pre.table()
     );
     let table = pre.table();
@@ -170,6 +186,7 @@ async fn a_plain_snapshot_teardown_restore_is_refused_at_preflight_naming_what_w
         "tenant-a/mqtt",
         "tenant-b/api",
         "tenant-b-scratch",
+        "platform-scratch",
     ] {
         assert!(
             table.contains(subject),
@@ -285,7 +302,7 @@ async fn a_start_missing_one_disk_is_refused_then_accepted_holds_only_its_statef
         .lock()
         .delete_disk(&lost, "deleted by hand while the cluster was down")
         .expect("delete");
-    let quiet = writes(&c);
+    let quiet = settled_writes(&c).await;
     let err = lifecycle::start(&client, &store, &keys(), &start_opts(&[]), &progress())
         .await
         .expect_err("refused");
