@@ -21,6 +21,8 @@ pub mod k8s;
 pub mod lifecycle;
 /// Live progress of a restore, stop, start or drill, read by the page and the terminal bar.
 pub mod progress;
+/// Preflight: every recorded binding checked against the cloud before the first write.
+pub mod preflight;
 /// Cold-start restore: plan, admission gate, tiered apply, verification.
 pub mod restore;
 /// When scheduled jobs are due (pure) and which replica runs them (Lease election).

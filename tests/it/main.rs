@@ -12,6 +12,7 @@ mod lifecycle;
 mod real_cp;
 mod realworld;
 mod matrix;
+mod preflight;
 mod restore;
 mod screenshot;
 mod serve;
