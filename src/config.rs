@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::schedule::Schedule;
+use crate::snapshot::key_source::KeySource;
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -94,7 +95,8 @@ pub struct StoreConfig {
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct EncryptionConfig {
-    /// `env:VAR` or `file:PATH`. The key must live outside the cluster.
+    /// `env:VAR`, `file:PATH` or `secret:NAMESPACE/NAME[/KEY]` (read through the
+    /// kubeconfig; keep it in another cluster). The key must live outside the cluster.
     pub key: Option<String>,
     #[serde(default)]
     pub allow_plaintext_secrets: bool,
@@ -208,6 +210,9 @@ pub struct Overrides {
     pub auto_restore: Option<bool>,
     pub api_token: Option<String>,
     pub lease_namespace: Option<String>,
+    /// Where the encryption key comes from, in the `encryption.key` form (from the CLI's
+    /// key flags or `COLDSTART_ENCRYPTION_KEY`: see [`KeySource::from_flags`]).
+    pub encryption_key: Option<String>,
 }
 
 /// Where a secret comes from. The value itself is never in the config.
@@ -249,12 +254,25 @@ impl Settings {
     /// exist fails here, naming its field, instead of at the first snapshot. The encryption
     /// key must also parse as a key.
     pub fn check_sources(&self) -> Result<(), ConfigError> {
+        // A key in a Secret is read when serve connects (no cluster here); a file or an
+        // environment variable is read now and must parse as a key.
         if let Some(src) = &self.encryption_key {
-            let text = src
-                .read()
-                .map_err(|e| ConfigError::invalid("encryption.key", e))?;
-            crate::snapshot::crypto::parse_key(&text, "encryption.key")
-                .map_err(|e| ConfigError::invalid("encryption.key", e.to_string()))?;
+            let text = match src {
+                KeySource::File(p) => Some(std::fs::read_to_string(p).map_err(|e| {
+                    ConfigError::invalid(
+                        "encryption.key",
+                        format!("failed to read {}: {e}", p.display()),
+                    )
+                })?),
+                KeySource::Env(v) => Some(std::env::var(v).map_err(|_| {
+                    ConfigError::invalid("encryption.key", format!("{v} is not set"))
+                })?),
+                KeySource::Secret { .. } => None,
+            };
+            if let Some(text) = text {
+                crate::snapshot::crypto::parse_key(&text, &src.to_string())
+                    .map_err(|e| ConfigError::invalid("encryption.key", e.to_string()))?;
+            }
         }
         if let Some(src) = &self.api_token {
             src.read()
@@ -270,7 +288,7 @@ pub struct Settings {
     pub cluster_name: Option<String>,
     pub listen: SocketAddr,
     pub store_url: String,
-    pub encryption_key: Option<SecretSource>,
+    pub encryption_key: Option<KeySource>,
     pub allow_plaintext_secrets: bool,
     pub snapshot: Schedule,
     pub drill: Option<Schedule>,
@@ -370,6 +388,9 @@ impl Config {
         if let Some(v) = &o.lease_namespace {
             self.leader_election.namespace = Some(v.clone());
         }
+        if let Some(v) = &o.encryption_key {
+            self.encryption.key = Some(v.clone());
+        }
     }
 
     /// Check every field and produce typed settings.
@@ -417,12 +438,19 @@ impl Config {
             .encryption
             .key
             .as_deref()
-            .map(|s| SecretSource::parse("encryption.key", s))
+            .map(|s| {
+                KeySource::parse(s).map_err(|_| {
+                    ConfigError::invalid(
+                        "encryption.key",
+                        "must be env:VAR, file:PATH or secret:NAMESPACE/NAME[/KEY] (the key itself never goes in the config)",
+                    )
+                })
+            })
             .transpose()?;
         if encryption_key.is_none() && !self.encryption.allow_plaintext_secrets {
             return Err(ConfigError::invalid(
                 "encryption.key",
-                "is required (env:VAR or file:PATH) unless encryption.allowPlaintextSecrets is true",
+                "is required (env:VAR, file:PATH or secret:NAMESPACE/NAME[/KEY]; or --encryption-key-file, --encryption-key-secret, COLDSTART_ENCRYPTION_KEY) unless encryption.allowPlaintextSecrets is true",
             ));
         }
         let default_snapshot = ScheduleConfig {
@@ -627,7 +655,7 @@ shutdownGrace: 2m
         assert_eq!(s.snapshot.time_zone().name(), "Europe/Berlin");
         assert_eq!(
             s.encryption_key,
-            Some(SecretSource::Env("COLDSTART_KEY".to_owned()))
+            Some(KeySource::Env("COLDSTART_KEY".to_owned()))
         );
         assert!(s.auto_restore);
         assert_eq!(s.retention.keep_last, 12);

@@ -19,6 +19,8 @@ pub mod drill;
 pub mod k8s;
 /// Planned stop and start of a whole cluster.
 pub mod lifecycle;
+/// Preflight: every recorded binding checked against the cloud before the first write.
+pub mod preflight;
 /// Live progress of a restore, stop, start or drill, read by the page and the terminal bar.
 pub mod progress;
 /// Cold-start restore: plan, admission gate, tiered apply, verification.

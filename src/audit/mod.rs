@@ -51,6 +51,9 @@ pub enum FindingKind {
     /// A pin that does not hold: it names another address than the Service answers on,
     /// or a mechanism the provider ignores, or an address shared with other Services.
     PinNotHeld,
+    /// The cloud says a binding is already missing, attached elsewhere or moved: a cold
+    /// start could not bring it back.
+    BindingBroken,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -492,6 +495,61 @@ pub async fn collect_with(
     })
 }
 
+/// The preflight's problems as findings: each broken binding is critical, because a
+/// shutdown now would come back without it.
+pub fn binding_findings(pre: &crate::preflight::Preflight) -> Vec<Finding> {
+    pre.rows
+        .iter()
+        .filter_map(|r| {
+            let problem = r.problem?;
+            Some(Finding {
+                severity: Severity::Critical,
+                kind: FindingKind::BindingBroken,
+                object: format!("{} {}", r.kind.as_str(), r.subject),
+                message: format!("{} is {}: {}", r.target, problem.as_str(), r.reason),
+                fix: "bring it back (restore the disk, re-allocate or release the address, recreate the bucket) before stopping, or accept it with --accept-missing".into(),
+            })
+        })
+        .collect()
+}
+
+/// The bindings the live cluster holds now, from the audit's inputs (what `audit` and
+/// `stop` check against the cloud).
+pub fn live_bindings(inputs: &Inputs) -> crate::bindings::Bindings {
+    let mut c = crate::bindings::Collector::default();
+    // List items carry no apiVersion/kind: say what each list is.
+    let lists = [
+        (
+            &inputs.persistent_volumes,
+            "",
+            "persistentvolumes",
+            "PersistentVolume",
+        ),
+        (&inputs.services, "", "services", "Service"),
+        (
+            &inputs.cosi_classes,
+            "objectstorage.k8s.io",
+            "bucketclasses",
+            "BucketClass",
+        ),
+    ];
+    for (objects, group, resource, kind) in lists {
+        for o in objects {
+            c.observe(group, resource, kind, o);
+        }
+    }
+    // Bucket objects carry their apiVersion and kind (set when collected).
+    for o in &inputs.bucket_objects {
+        let api = bindings::BUCKET_APIS.iter().find(|a| {
+            o["kind"] == a.kind && o["apiVersion"] == format!("{}/{}", a.group, a.version)
+        });
+        if let Some(a) = api {
+            c.observe(a.group, a.plural, a.kind, o);
+        }
+    }
+    c.finish()
+}
+
 /// Whether any finding is at or above `threshold`.
 pub fn fails(findings: &[Finding], threshold: Severity) -> bool {
     findings.iter().any(|f| f.severity >= threshold)
@@ -616,5 +674,23 @@ mod tests {
         for (s, want) in [(30, "30s"), (900, "15m"), (7500, "2h5m"), (3 * 86400, "3d")] {
             assert_eq!(humantime(Duration::from_secs(s)), want);
         }
+    }
+
+    #[test]
+    fn the_live_bindings_come_from_list_items_that_carry_no_kind() {
+        let inputs = Inputs {
+            persistent_volumes: vec![json!({"metadata": {"name": "pv-1"},
+                "spec": {"csi": {"driver": "ebs.csi.aws.com", "volumeHandle": "vol-1"},
+                         "claimRef": {"namespace": "shop", "name": "data"}}})],
+            bucket_objects: vec![json!({"apiVersion": "objectstorage.k8s.io/v1alpha1",
+                "kind": "BucketClaim", "metadata": {"name": "media", "namespace": "shop"},
+                "spec": {"existingBucketName": "shop-media"}})],
+            ..Default::default()
+        };
+        let b = live_bindings(&inputs);
+        assert_eq!(b.volumes.len(), 1);
+        assert_eq!(b.volumes[0].disk_id, "vol-1");
+        assert_eq!(b.buckets.len(), 1);
+        assert_eq!(b.buckets[0].bucket.as_deref(), Some("shop-media"));
     }
 }

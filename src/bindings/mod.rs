@@ -8,6 +8,7 @@
 //! [`Collector::finish`] gives the [`Bindings`] stored in the manifest.
 
 mod buckets;
+pub mod consumers;
 mod load_balancers;
 mod volumes;
 

@@ -30,7 +30,7 @@ pub struct CloudArgs {
 impl CloudArgs {
     async fn verifier(&self, global: &Global) -> anyhow::Result<Box<dyn CloudVerifier>> {
         let client = match self.cloud {
-            Provider::Sim => Some(
+            Provider::Sim | Provider::Auto => Some(
                 coldstart::k8s::connect::connect(
                     global.kubeconfig.as_deref(),
                     global.context.as_deref(),

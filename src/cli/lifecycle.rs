@@ -14,7 +14,10 @@ use coldstart::restore::{RestoreOptions, plan::PinStyle};
 use coldstart::snapshot::write;
 
 use super::Global;
-use super::restore::{ShapeArgs, TargetArgs, open_store, print_findings, print_report};
+use super::restore::{
+    PreflightArgs, ShapeArgs, TargetArgs, open_store, print_findings, print_report, refused,
+    restore_exit,
+};
 use super::snapshot::KeyArgs;
 
 #[derive(Debug, Args)]
@@ -39,6 +42,8 @@ pub struct StopArgs {
     /// Cluster name recorded in the snapshot (default: the kubeconfig's cluster).
     #[arg(long)]
     pub cluster_name: Option<String>,
+    #[command(flatten)]
+    pub preflight: PreflightArgs,
     #[command(flatten)]
     pub key: KeyArgs,
 }
@@ -75,13 +80,19 @@ pub async fn stop_cmd(args: StopArgs, global: &Global) -> anyhow::Result<ExitCod
             ..Default::default()
         },
         dry_run: args.dry_run,
+        cloud: args.preflight.cloud,
+        accept_missing: args.preflight.accept(),
     };
     let progress = Arc::new(Mutex::new(Progress::default()));
-    let r = lifecycle::stop(&client, &store, &keys, &opts, &progress).await?;
+    let r = match lifecycle::stop(&client, &store, &keys, &opts, &progress).await {
+        Err(lifecycle::LifecycleError::Refused(p)) => return refused(&p, global.json),
+        other => other?,
+    };
     if global.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(ExitCode::SUCCESS);
     }
+    print!("{}", r.preflight.table());
     println!("what would have been lost:");
     print_findings(&r.findings, false)?;
     println!(
@@ -125,13 +136,12 @@ pub struct StartArgs {
     /// Seconds to wait for each group to become ready.
     #[arg(long, default_value_t = 600)]
     pub timeout: u64,
-    /// The cloud whose ledger proves nothing new was created (`sim`, `aws`, `none`).
-    #[arg(long, value_enum, default_value_t = coldstart::cloud::Provider::None)]
-    pub cloud: coldstart::cloud::Provider,
     #[command(flatten)]
     pub shape: ShapeArgs,
     #[command(flatten)]
     pub target: TargetArgs,
+    #[command(flatten)]
+    pub preflight: PreflightArgs,
     #[command(flatten)]
     pub key: KeyArgs,
 }
@@ -143,7 +153,8 @@ pub async fn start_cmd(args: StartArgs, global: &Global) -> anyhow::Result<ExitC
         restore: RestoreOptions {
             plan: args.shape.plan_options()?,
             verify_timeout: Duration::from_secs(args.timeout),
-            cloud: args.cloud,
+            cloud: args.preflight.cloud,
+            accept_missing: args.preflight.accept(),
             ..Default::default()
         },
         snapshot: args.snapshot,
@@ -155,8 +166,14 @@ pub async fn start_cmd(args: StartArgs, global: &Global) -> anyhow::Result<ExitC
         p.begin("start");
     }
     let bar = super::progress_bar(global.json, progress.clone());
-    let r = lifecycle::start(&client, &store, &keys, &opts, &progress).await?;
+    let r = lifecycle::start(&client, &store, &keys, &opts, &progress).await;
     bar.finish();
+    let r = match r {
+        Err(lifecycle::LifecycleError::Restore(coldstart::restore::RestoreError::Refused(p))) => {
+            return refused(&p, global.json);
+        }
+        other => other?,
+    };
     if global.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
@@ -164,13 +181,19 @@ pub async fn start_cmd(args: StartArgs, global: &Global) -> anyhow::Result<ExitC
         for (g, ms) in &r.scaled_up {
             println!("  started {g:?} in {:.1} s", *ms as f64 / 1000.0);
         }
-        println!("start complete: RTO {:.1} s", r.rto_ms as f64 / 1000.0);
+        println!(
+            "start {}: RTO {:.1} s",
+            if r.restore.partly_up {
+                "PARTLY UP (held workloads listed above; run `coldstart start` again once their bindings are back)"
+            } else if r.restore.succeeded {
+                "complete"
+            } else {
+                "NOT VERIFIED"
+            },
+            r.rto_ms as f64 / 1000.0
+        );
     }
-    Ok(if r.restore.succeeded {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(restore_exit(&r.restore))
 }
 
 #[derive(Debug, Args)]

@@ -8,6 +8,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use coldstart::audit::{self, Severity, SnapshotFacts};
+use coldstart::cloud::Provider;
+use coldstart::preflight::{self, AcceptMissing, Preflight};
 use coldstart::progress::Progress;
 use coldstart::restore::apply::Existing;
 use coldstart::restore::plan::{PinStyle, Plan, Tier};
@@ -40,6 +42,57 @@ pub struct ShapeArgs {
     /// by default: the new cluster's service range may differ).
     #[arg(long)]
     pub preserve_cluster_ips: bool,
+}
+
+/// The preflight: which cloud to check bindings against, which broken ones to accept.
+#[derive(Debug, Args, Clone)]
+pub struct PreflightArgs {
+    /// Cloud to check every recorded disk, address and bucket against before the first
+    /// write: `auto` (the simulated cloud on a simulated cluster, else none), `aws`
+    /// (credentials and region from the usual AWS sources), `sim`, `none` (unverifiable).
+    #[arg(long, value_enum, env = "COLDSTART_CLOUD", default_value_t = Provider::Auto)]
+    pub cloud: Provider,
+    /// Go on without these broken bindings (disk id, IP or allocation id, bucket name, or
+    /// PV / namespace/Service / namespace/claim name; comma-separated or repeated): the
+    /// workloads that use them stay down, the rest comes back (exit code 3). `all` accepts
+    /// every one, explicitly.
+    #[arg(long, value_delimiter = ',', value_name = "ID")]
+    pub accept_missing: Vec<String>,
+}
+
+impl PreflightArgs {
+    pub fn accept(&self) -> AcceptMissing {
+        AcceptMissing::from_flags(&self.accept_missing)
+    }
+}
+
+/// The exit code of a restore or start that ran: 0 all back and verified, 3 verified but
+/// workloads held for accepted missing bindings, 1 not verified.
+pub(crate) fn restore_exit(r: &RestoreReport) -> ExitCode {
+    if r.succeeded && r.partly_up {
+        ExitCode::from(preflight::EXIT_PARTLY_UP)
+    } else if r.succeeded {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Print a preflight refusal (table, or JSON) and give its exit code.
+pub(crate) fn refused(p: &Preflight, json: bool) -> anyhow::Result<ExitCode> {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"refused": true, "preflight": p}))?
+        );
+    } else {
+        print!("{}", p.table());
+        eprintln!(
+            "error: refused at preflight, nothing was written: {}",
+            p.refusal()
+        );
+    }
+    Ok(ExitCode::from(preflight::EXIT_REFUSED))
 }
 
 impl ShapeArgs {
@@ -112,10 +165,8 @@ pub struct RestoreArgs {
     /// Seconds to wait for claims to bind and addresses to appear.
     #[arg(long, default_value_t = 300)]
     pub verify_timeout: u64,
-    /// The cloud whose ledger proves nothing new was created: `sim` (the simulated cloud
-    /// keeps one), `aws` or `none` (count from the cluster side alone).
-    #[arg(long, value_enum, default_value_t = coldstart::cloud::Provider::None)]
-    pub cloud: coldstart::cloud::Provider,
+    #[command(flatten)]
+    pub preflight: PreflightArgs,
     #[command(flatten)]
     pub target: TargetArgs,
     /// Do NOT install the admission gate (shows what goes wrong without it; never in
@@ -193,7 +244,8 @@ pub async fn restore_cmd(args: RestoreArgs, global: &Global) -> anyhow::Result<E
         },
         gate: !args.no_gate,
         verify_timeout: Duration::from_secs(args.verify_timeout),
-        cloud: args.cloud,
+        cloud: args.preflight.cloud,
+        accept_missing: args.preflight.accept(),
         ..Default::default()
     };
     let progress = Arc::new(Mutex::new(Progress::default()));
@@ -201,14 +253,16 @@ pub async fn restore_cmd(args: RestoreArgs, global: &Global) -> anyhow::Result<E
         p.begin("restore");
     }
     let bar = super::progress_bar(global.json, progress.clone());
-    let report = restore::run(&client, &src, &opts, &progress).await?;
+    let report = restore::run(&client, &src, &opts, &progress).await;
     bar.finish();
-    print_report(&report, global.json)?;
-    Ok(if report.succeeded {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    match report {
+        Err(restore::RestoreError::Refused(p)) => refused(&p, global.json),
+        Err(e) => Err(e.into()),
+        Ok(report) => {
+            print_report(&report, global.json)?;
+            Ok(restore_exit(&report))
+        }
+    }
 }
 
 fn print_plan(plan: &Plan, json: bool) -> anyhow::Result<()> {
@@ -243,13 +297,14 @@ pub(crate) fn print_report(r: &RestoreReport, json: bool) -> anyhow::Result<()> 
         println!("{}", serde_json::to_string_pretty(r)?);
         return Ok(());
     }
+    print!("{}", r.preflight.table());
     println!(
         "restore of snapshot {}: {}",
         r.snapshot,
-        if r.succeeded {
-            "VERIFIED"
-        } else {
-            "NOT VERIFIED"
+        match (r.succeeded, r.partly_up) {
+            (true, false) => "VERIFIED",
+            (true, true) => "PARTLY UP (verified, with workloads held)",
+            (false, _) => "NOT VERIFIED",
         }
     );
     println!(
@@ -342,6 +397,10 @@ pub struct AuditArgs {
     /// Exit non-zero when a finding is at or above this severity (for CI).
     #[arg(long, value_enum)]
     pub fail_on: Option<Severity>,
+    /// Cloud to check the live bindings against (`auto`: the simulated cloud on a
+    /// simulated cluster, else none); a broken one is a critical finding.
+    #[arg(long, value_enum, env = "COLDSTART_CLOUD", default_value_t = Provider::Auto)]
+    pub cloud: Provider,
     #[command(flatten)]
     pub key: KeyArgs,
 }
@@ -367,11 +426,26 @@ pub async fn audit_cmd(args: AuditArgs, global: &Global) -> anyhow::Result<ExitC
     let client = global.client().await?;
     let facts = newest_facts(&store, &keys).await?;
     let inputs = audit::collect(&client, facts).await?;
-    let findings = audit::audit(
+    let mut findings = audit::audit(
         &inputs,
         chrono::Utc::now(),
         Duration::from_secs(args.rpo_target),
     );
+    let verifier = coldstart::cloud::verifier(args.cloud, Some(client.clone())).await?;
+    let pre = preflight::check(
+        &client,
+        verifier.as_ref(),
+        &audit::live_bindings(&inputs),
+        &[],
+        &AcceptMissing::default(),
+    )
+    .await?;
+    let mut broken = audit::binding_findings(&pre);
+    broken.append(&mut findings);
+    let findings = broken;
+    if !global.json {
+        print!("{}", pre.table());
+    }
     print_findings(&findings, global.json)?;
     Ok(match args.fail_on {
         Some(t) if audit::fails(&findings, t) => ExitCode::from(2),

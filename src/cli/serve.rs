@@ -12,15 +12,17 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 use coldstart::config::{Config, Overrides};
-use coldstart::schedule::leader::{LeaderElector, LeaseConfig};
+use coldstart::schedule::leader::{LeaderElector, LeaseConfig, NamespaceOutcome, ensure_namespace};
 use coldstart::serve::jobs::ClusterJobs;
 use coldstart::serve::{Service, ServiceConfig, sole_leader, system_clock};
+use coldstart::snapshot::key_source::KeySource;
 use coldstart::web::metrics::Metrics;
 use coldstart::web::{self, AppState, Auth};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::Global;
+use super::snapshot::KeyArgs;
 
 /// The global `--store` default: a value other than this came from the user.
 const GLOBAL_STORE_DEFAULT: &str = "file://./coldstart-data";
@@ -57,6 +59,10 @@ pub struct ServeArgs {
     /// Validate the configuration and exit.
     #[arg(long)]
     pub check_config: bool,
+    /// The encryption key, from the same places as every other command (overrides
+    /// `encryption.key`; `COLDSTART_ENCRYPTION_KEY` is used when neither names one).
+    #[command(flatten)]
+    pub key: KeyArgs,
 }
 
 pub async fn run(args: ServeArgs, global: &Global) -> anyhow::Result<ExitCode> {
@@ -66,6 +72,13 @@ pub async fn run(args: ServeArgs, global: &Global) -> anyhow::Result<ExitCode> {
     };
     let store_url = (config.store.url.is_none() || global.store != GLOBAL_STORE_DEFAULT)
         .then(|| global.store.clone());
+    // The key flags win over the config; COLDSTART_ENCRYPTION_KEY only fills a gap.
+    let flag_key = KeySource::from_flags(
+        args.key.encryption_key_file.as_deref(),
+        args.key.encryption_key_secret.as_deref(),
+        args.key.encryption_key_context.as_deref(),
+    )?
+    .filter(|k| !matches!(k, KeySource::Env(_)) || config.encryption.key.is_none());
     config.apply(&Overrides {
         listen: args.listen.clone(),
         store_url,
@@ -75,6 +88,7 @@ pub async fn run(args: ServeArgs, global: &Global) -> anyhow::Result<ExitCode> {
         auto_restore: args.auto_restore,
         api_token: args.api_token.clone(),
         lease_namespace: args.lease_namespace.clone(),
+        encryption_key: flag_key.as_ref().map(ToString::to_string),
     });
     let settings = config.validate().context("invalid configuration")?;
     settings.check_sources().context("invalid configuration")?;
@@ -108,6 +122,14 @@ pub async fn run(args: ServeArgs, global: &Global) -> anyhow::Result<ExitCode> {
     let (publish_tx, publish_rx) = watch::channel(BTreeMap::new());
     let (leader_rx, elector) = match &settings.leader {
         Some(l) => {
+            // Known before the elector starts: a missing namespace is created, or the run
+            // ends here with what to do (never a create retried forever).
+            match ensure_namespace(&client, &l.namespace).await? {
+                NamespaceOutcome::Created => {
+                    tracing::info!(namespace = %l.namespace, "created the Lease namespace")
+                }
+                NamespaceOutcome::Existed => {}
+            }
             let cfg = LeaseConfig {
                 lease_duration: l.lease_duration,
                 renew_deadline: l.renew_deadline,
@@ -135,7 +157,8 @@ pub async fn run(args: ServeArgs, global: &Global) -> anyhow::Result<ExitCode> {
         })
     };
 
-    let jobs = real_jobs(&settings, client.clone(), global, &args).await?;
+    let key = flag_key.or_else(|| settings.encryption_key.clone());
+    let jobs = real_jobs(&settings, key.as_ref(), client.clone(), global, &args).await?;
     let service = Service::new(
         Arc::new(jobs),
         ServiceConfig::from_settings(&settings, &identity),
@@ -182,20 +205,18 @@ async fn cancel_on_signal(token: CancellationToken) {
 /// The service's jobs, from the validated settings.
 async fn real_jobs(
     settings: &coldstart::config::Settings,
+    key: Option<&KeySource>,
     client: kube::Client,
     global: &Global,
     args: &ServeArgs,
 ) -> anyhow::Result<ClusterJobs> {
     let store = coldstart::store::Store::open(&settings.store_url)
         .with_context(|| format!("store.url {}", settings.store_url))?;
-    let keys = match &settings.encryption_key {
-        Some(src) => {
-            let text = src
-                .read()
-                .map_err(|e| anyhow::anyhow!("encryption.key: {e}"))?;
-            let key = coldstart::snapshot::crypto::parse_key(&text, "encryption.key")?;
-            coldstart::snapshot::crypto::Keys::from_master(&key)
-        }
+    let keys = match key {
+        Some(src) => src
+            .load(global.kubeconfig.as_deref(), global.context.as_deref())
+            .await
+            .context("encryption.key")?,
         None => coldstart::snapshot::crypto::Keys::plaintext(),
     };
     let cloud = match std::env::var("COLDSTART_CLOUD").as_deref() {

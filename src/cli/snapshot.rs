@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use coldstart::bindings::{Bindings, Pin};
 use coldstart::k8s::RetryPolicy;
-use coldstart::snapshot::crypto::{self, Keys};
+use coldstart::snapshot::crypto::Keys;
+use coldstart::snapshot::key_source::KeySource;
 use coldstart::snapshot::prune::{self, Policy};
 use coldstart::snapshot::rules::Selection;
 use coldstart::snapshot::{read, write};
@@ -125,49 +125,17 @@ pub struct PruneArgs {
 
 /// The key the user gave, if any.
 pub(crate) async fn load_keys(k: &KeyArgs, global: &Global) -> anyhow::Result<Option<Keys>> {
-    if let Some(path) = &k.encryption_key_file {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("failed to read --encryption-key-file {}", path.display()))?;
-        let key = crypto::parse_key(&text, &format!("--encryption-key-file {}", path.display()))?;
-        return Ok(Some(Keys::from_master(&key)));
-    }
-    if let Some(spec) = &k.encryption_key_secret {
-        let mut parts = spec.splitn(3, '/');
-        let (Some(ns), Some(name)) = (parts.next(), parts.next()) else {
-            anyhow::bail!(
-                "failed to parse --encryption-key-secret {spec:?}: expected NAMESPACE/NAME[/KEY]"
-            );
-        };
-        let field = parts.next().unwrap_or("key");
-        let context = k
-            .encryption_key_context
-            .as_deref()
-            .or(global.context.as_deref());
-        let client =
-            coldstart::k8s::connect::connect(global.kubeconfig.as_deref(), context).await?;
-        let api: kube::Api<k8s_openapi::api::core::v1::Secret> = kube::Api::namespaced(client, ns);
-        let secret = api
-            .get(name)
-            .await
-            .with_context(|| format!("failed to read the encryption key Secret {ns}/{name}"))?;
-        let bytes = secret
-            .data
-            .and_then(|d| d.get(field).cloned())
-            .with_context(|| {
-                format!(
-                    "failed to read the encryption key: Secret {ns}/{name} has no key {field:?}"
-                )
-            })?;
-        let text = String::from_utf8_lossy(&bytes.0).into_owned();
-        let key = crypto::parse_key(&text, &format!("Secret {ns}/{name} key {field}"))?;
-        return Ok(Some(Keys::from_master(&key)));
-    }
-    match std::env::var(crypto::KEY_ENV) {
-        Ok(v) if !v.trim().is_empty() => {
-            let key = crypto::parse_key(&v, crypto::KEY_ENV)?;
-            Ok(Some(Keys::from_master(&key)))
-        }
-        _ => Ok(None),
+    let source = KeySource::from_flags(
+        k.encryption_key_file.as_deref(),
+        k.encryption_key_secret.as_deref(),
+        k.encryption_key_context.as_deref(),
+    )?;
+    match source {
+        Some(s) => Ok(Some(
+            s.load(global.kubeconfig.as_deref(), global.context.as_deref())
+                .await?,
+        )),
+        None => Ok(None),
     }
 }
 

@@ -111,6 +111,10 @@ pub struct Verdict {
     pub status: Status,
     /// Why, in words an operator can act on.
     pub reason: String,
+    /// What holds the target when the cloud says it is in use: the instances or nodes a
+    /// disk is attached to. A restore compares them with the new cluster's nodes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holders: Vec<String>,
 }
 
 impl Verdict {
@@ -236,6 +240,9 @@ pub enum Provider {
     Sim,
     /// No cloud: every binding is reported as unverifiable.
     None,
+    /// The simulated cloud when the cluster is a simulated one (it serves `/sim/v1/cloud`),
+    /// else no cloud. Never guesses a real provider: pass `aws` for AWS.
+    Auto,
 }
 
 /// Build the verifier for `provider`. `sim` reads the simulated cloud through `client`.
@@ -249,6 +256,10 @@ pub async fn verifier(
             client.ok_or(VerifierError::NeedsCluster)?,
         )),
         Provider::None => Box::new(none::NoVerifier),
+        Provider::Auto => match client {
+            Some(c) if sim::is_simulated(&c).await => Box::new(sim::SimVerifier::new(c)),
+            _ => Box::new(none::NoVerifier),
+        },
     })
 }
 

@@ -183,11 +183,16 @@ fn verdict(kind: Kind, subject: String, target: &str, status: Status, reason: St
         target: target.to_owned(),
         status,
         reason,
+        holders: Vec::new(),
     }
 }
 
 /// The verdict on a volume's disk.
 pub fn volume(v: &VolumeBinding, seen: Observed<VolumeFacts>) -> Verdict {
+    let holders = match &seen {
+        Observed::Found(f) => f.attached_to.clone(),
+        _ => Vec::new(),
+    };
     let (status, reason) = match seen {
         Observed::Unknown(why) => (Status::Unverifiable, why),
         Observed::Absent => (
@@ -228,7 +233,11 @@ pub fn volume(v: &VolumeBinding, seen: Observed<VolumeFacts>) -> Verdict {
             },
         },
     };
-    verdict(Kind::Volume, volume_subject(v), &v.disk_id, status, reason)
+    let mut out = verdict(Kind::Volume, volume_subject(v), &v.disk_id, status, reason);
+    if status == Status::InUse {
+        out.holders = holders;
+    }
+    out
 }
 
 /// Whether a load balancer is the one the snapshot recorded for this Service: the cloud

@@ -43,6 +43,11 @@ async fn fetch(client: &kube::Client) -> Result<CloudState, String> {
     serde_json::from_str(&text).map_err(|e| format!("failed to parse the simulated cloud: {e}"))
 }
 
+/// Whether the cluster behind `client` is a simulated one (its cloud answers).
+pub async fn is_simulated(client: &kube::Client) -> bool {
+    fetch(client).await.is_ok()
+}
+
 impl CloudVerifier for SimVerifier {
     fn name(&self) -> &'static str {
         "sim"

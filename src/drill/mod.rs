@@ -488,6 +488,7 @@ mod tests {
                 target: "vol-1".into(),
                 status: Status::Missing,
                 reason: "gone".into(),
+                holders: vec![],
             }],
             tally: Tally::default(),
             failures: vec![],

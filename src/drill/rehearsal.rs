@@ -246,6 +246,7 @@ pub fn for_scratch_cluster(source: &RestoreSource) -> (RestoreSource, Vec<String
             taken_at: source.taken_at,
             objects,
             recorded,
+            bindings: source.bindings.clone(),
         },
         left_out,
     )
@@ -377,6 +378,7 @@ mod tests {
                     bucket: "t-data".into(),
                 }],
             },
+            bindings: Default::default(),
         };
         let (out, left_out) = for_scratch_cluster(&src);
         let kinds: Vec<&str> = out

@@ -20,7 +20,9 @@ use kube::core::{ApiResource, GroupVersionKind};
 use serde::{Deserialize, Serialize};
 
 use crate::audit::{self, Finding};
+use crate::cloud::Provider;
 use crate::k8s::Resources;
+use crate::preflight::{self, AcceptMissing, Preflight};
 use crate::progress::Progress;
 use crate::restore::plan::PinStyle;
 use crate::restore::{self, RestoreOptions, RestoreReport};
@@ -50,6 +52,10 @@ pub struct StopOptions {
     pub quiesce_timeout: Duration,
     pub snapshot: write::Options,
     pub dry_run: bool,
+    /// The cloud the live bindings are checked against before anything is changed.
+    pub cloud: Provider,
+    /// Broken bindings to stop without; any other one refuses the stop.
+    pub accept_missing: AcceptMissing,
 }
 
 impl Default for StopOptions {
@@ -60,6 +66,8 @@ impl Default for StopOptions {
             quiesce_timeout: Duration::from_secs(600),
             snapshot: write::Options::default(),
             dry_run: false,
+            cloud: Provider::None,
+            accept_missing: AcceptMissing::default(),
         }
     }
 }
@@ -68,6 +76,8 @@ impl Default for StopOptions {
 pub struct StopReport {
     /// What would have been lost before the stop fixed it.
     pub findings: Vec<Finding>,
+    /// The live bindings as the cloud saw them before anything changed.
+    pub preflight: Preflight,
     pub changes: Vec<Change>,
     pub steps: Vec<Step>,
     pub snapshot: Option<String>,
@@ -83,7 +93,7 @@ pub enum LifecycleError {
     #[error(transparent)]
     Stop(#[from] stop::StopError),
     #[error("failed to prepare the stop, so nothing in the cluster was changed: {0}")]
-    Preflight(write::WriteError),
+    StorePreflight(write::WriteError),
     #[error(
         "failed to start: the stop recorded in {0} did not finish (no final snapshot); re-run `coldstart stop` to finish it, or `coldstart stop --undo` to cancel it"
     )]
@@ -108,6 +118,12 @@ pub enum LifecycleError {
     Restore(#[from] restore::RestoreError),
     #[error("failed to list workloads: {0}")]
     List(kube::Error),
+    #[error(transparent)]
+    Verifier(#[from] crate::cloud::VerifierError),
+    #[error(transparent)]
+    Preflight(#[from] preflight::PreflightError),
+    #[error("refused at preflight, nothing was changed: {}", .0.refusal())]
+    Refused(Box<Preflight>),
 }
 
 fn set(progress: &Arc<Mutex<Progress>>, phase: &str) {
@@ -231,6 +247,20 @@ pub async fn stop(
         .into_iter()
         .filter(|f| f.kind != audit::FindingKind::NoSnapshot)
         .collect();
+    // A binding already broken is known before the shutdown, not at the next start.
+    set(progress, "checking bindings against the cloud");
+    let verifier = crate::cloud::verifier(opts.cloud, Some(client.clone())).await?;
+    let pre = preflight::check(
+        client,
+        verifier.as_ref(),
+        &audit::live_bindings(&inputs),
+        &[],
+        &opts.accept_missing,
+    )
+    .await?;
+    if !opts.dry_run && !pre.refused().is_empty() {
+        return Err(LifecycleError::Refused(Box::new(pre)));
+    }
     // An interrupted stop already changed things: keep its changes (and their undos).
     let previous = read_marker(store, keys)
         .await?
@@ -255,6 +285,7 @@ pub async fn stop(
     if opts.dry_run {
         return Ok(StopReport {
             findings,
+            preflight: pre,
             changes,
             steps,
             snapshot: None,
@@ -268,7 +299,7 @@ pub async fn stop(
     set(progress, "checking the store, the key and the snapshot");
     write::preflight(client, store, keys, &opts.snapshot)
         .await
-        .map_err(LifecycleError::Preflight)?;
+        .map_err(LifecycleError::StorePreflight)?;
     let mut marker = StopMarker {
         cluster: opts.snapshot.cluster_name.clone(),
         snapshot: None,
@@ -313,6 +344,7 @@ pub async fn stop(
     }
     Ok(StopReport {
         findings,
+        preflight: pre,
         changes,
         steps,
         snapshot: Some(manifest.id),
@@ -428,6 +460,19 @@ pub async fn start(
     let mut phase_ms = report.phase_ms.clone();
     let mut scaled_up = Vec::new();
     if report.succeeded {
+        // What uses a binding accepted as missing stays down; everything else comes back.
+        let steps: Vec<Step> = steps
+            .iter()
+            .map(|s| Step {
+                group: s.group,
+                workloads: s
+                    .workloads
+                    .iter()
+                    .filter(|w| !report.preflight.holds(&w.object.workload()))
+                    .cloned()
+                    .collect(),
+            })
+            .collect();
         for step in steps.iter().rev() {
             let t = Instant::now();
             set(
@@ -443,7 +488,9 @@ pub async fn start(
         // Only once everything is back: nothing fires into a half-restored platform.
         set(progress, "resuming CronJobs");
         stop::resume_cronjobs(client, &resources).await?;
-        if marker.is_some_and(|m| m.snapshot.as_ref() == Some(&id)) {
+        // A partly-up start keeps the marker: once the missing bindings are back, running
+        // `start` again brings the held workloads up.
+        if !report.partly_up && marker.is_some_and(|m| m.snapshot.as_ref() == Some(&id)) {
             let _ = store.delete(layout::STOP_MARKER).await;
         }
     }

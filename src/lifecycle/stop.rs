@@ -39,6 +39,16 @@ impl ObjectRef {
         }
     }
 
+    /// The same object as a workload reference (namespace `""` when cluster-scoped).
+    pub fn workload(&self) -> crate::bindings::consumers::WorkloadRef {
+        crate::bindings::consumers::WorkloadRef {
+            api_version: self.api_version.clone(),
+            kind: self.kind.clone(),
+            namespace: self.namespace.clone().unwrap_or_default(),
+            name: self.name.clone(),
+        }
+    }
+
     pub fn display(&self) -> String {
         match &self.namespace {
             Some(ns) => format!("{} {ns}/{}", self.kind, self.name),

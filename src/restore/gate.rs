@@ -203,8 +203,24 @@ pub async fn status(client: &kube::Client) -> Result<Vec<String>, GateError> {
         .collect())
 }
 
+/// The gate policy that guards one kind of binding.
+pub fn policy_for(kind: crate::cloud::Kind) -> Option<&'static str> {
+    match kind {
+        crate::cloud::Kind::Volume => Some("coldstart-gate-volumes"),
+        crate::cloud::Kind::Address => Some("coldstart-gate-addresses"),
+        crate::cloud::Kind::Bucket => Some("coldstart-gate-buckets"),
+        crate::cloud::Kind::Dns => None,
+    }
+}
+
 /// Remove every gate object (bindings first, so nothing is half-enforced).
 pub async fn lift(client: &kube::Client) -> Result<usize, GateError> {
+    lift_except(client, &[]).await
+}
+
+/// Remove every gate object but the policies named in `keep` (and their bindings): a
+/// degraded restore keeps guarding what it could not bring back.
+pub async fn lift_except(client: &kube::Client, keep: &[&str]) -> Result<usize, GateError> {
     let lp = ListParams::default().labels(&format!("{GATE_LABEL}=true"));
     let mut removed = 0;
     for kind in [
@@ -215,6 +231,9 @@ pub async fn lift(client: &kube::Client) -> Result<usize, GateError> {
         let list = api.list(&lp).await.map_err(GateError::List)?;
         for item in list.items {
             let name = item.metadata.name.unwrap_or_default();
+            if keep.contains(&name.as_str()) {
+                continue;
+            }
             match api.delete(&name, &DeleteParams::default()).await {
                 Ok(_) => removed += 1,
                 Err(kube::Error::Api(s)) if s.code == 404 => {}

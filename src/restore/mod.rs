@@ -5,14 +5,16 @@
 //! Lifecycle of one restore:
 //!
 //! ```text
-//!  verified snapshot ─▶ plan (pure: tiers + transforms) ─▶ install gate ─▶ apply tiers
-//!        ─▶ relink owners ─▶ verify (bound disks, addresses, buckets, nothing new)
-//!        ─▶ lift gate ─▶ scale operators up in order ─▶ report (RTO, RPO, counts)
+//!  verified snapshot ─▶ preflight (every binding against the cloud; refuse, or hold
+//!        what uses an accepted missing one) ─▶ plan (pure: tiers + transforms + holds)
+//!        ─▶ install gate ─▶ apply tiers ─▶ relink owners ─▶ verify (bound disks,
+//!        addresses, buckets, nothing new) ─▶ lift gate (but for held concerns)
+//!        ─▶ scale operators up in order ─▶ report (RTO, RPO, counts, held)
 //! ```
 //!
-//! The snapshot is read and verified in full before this module sees it, so a bad snapshot
-//! changes nothing. If verification fails the gate stays up: nothing new can be created
-//! while someone looks.
+//! The snapshot is read and verified in full before this module sees it, and the preflight
+//! runs before the first write, so a bad snapshot or a missing disk changes nothing. If
+//! verification fails the gate stays up: nothing new can be created while someone looks.
 
 pub mod apply;
 pub mod gate;
@@ -34,8 +36,10 @@ use serde_json::{Value, json};
 use self::apply::{ApplyOptions, ApplyReport, Failure, TierCounts};
 use self::plan::{ORIGINAL_MANAGEMENT, ORIGINAL_REPLICAS, Plan, PlanOptions, Tier};
 use self::verify::Verification;
-use crate::cloud::Provider;
+use crate::bindings::Bindings;
+use crate::cloud::{self, Provider};
 use crate::k8s::{self, Resources};
+use crate::preflight::{self, AcceptMissing, Preflight};
 use crate::progress::Progress;
 
 /// A volume the snapshot recorded: its PV, the disk behind it, the claim it served.
@@ -80,6 +84,8 @@ pub struct RestoreSource {
     pub taken_at: DateTime<Utc>,
     pub objects: Vec<Value>,
     pub recorded: Recorded,
+    /// Every binding the snapshot recorded, as the cloud is asked about them.
+    pub bindings: Bindings,
 }
 
 #[derive(Debug, Clone)]
@@ -94,9 +100,10 @@ pub struct RestoreOptions {
     pub operator_timeout: Duration,
     /// Scale operators up after verification (a `start` does it itself, in order).
     pub scale_operators: bool,
-    /// The cloud whose ledger proves nothing new was created (`none`: the cluster-side
-    /// count alone).
+    /// The cloud the preflight checks bindings against (`None`: every one unverifiable).
     pub cloud: Provider,
+    /// Broken bindings to start without; any other one refuses the restore.
+    pub accept_missing: AcceptMissing,
 }
 
 impl Default for RestoreOptions {
@@ -109,6 +116,7 @@ impl Default for RestoreOptions {
             operator_timeout: Duration::from_secs(120),
             scale_operators: true,
             cloud: Provider::None,
+            accept_missing: AcceptMissing::default(),
         }
     }
 }
@@ -135,6 +143,10 @@ pub struct RestoreReport {
     pub new_ips: usize,
     pub new_buckets: usize,
     pub verification: Verification,
+    /// Every binding as the cloud saw it before the first write, and what was held.
+    pub preflight: Preflight,
+    /// Verified, but workloads are held for accepted missing bindings: exit code 3.
+    pub partly_up: bool,
     pub phase_ms: BTreeMap<String, u64>,
 }
 
@@ -154,9 +166,17 @@ pub enum RestoreError {
     #[error("failed to read or record restore state in kube-system/coldstart-restore: {0}")]
     State(kube::Error),
     #[error(transparent)]
-    Cloud(#[from] crate::cloud::VerifierError),
+    Cloud(#[from] cloud::VerifierError),
     #[error(transparent)]
     Verify(#[from] verify::VerifyError),
+    #[error(transparent)]
+    Preflight(#[from] preflight::PreflightError),
+    #[error(
+        "failed to bring back {0}, held by an earlier restore: {1}; scale it to its coldstart.dev/original-replicas by hand"
+    )]
+    Release(String, kube::Error),
+    #[error("refused at preflight, nothing was written: {}", .0.refusal())]
+    Refused(Box<Preflight>),
 }
 
 /// ConfigMap recording a restore's state in the cluster (cold-start detection reads it).
@@ -339,12 +359,20 @@ pub async fn run_in(
     };
     let mut t = Instant::now();
     set_phase(progress, "preflight");
+    // Everything known before the first write: a binding that is gone is refused (or
+    // accepted and held) now, never waited for.
+    let verifier = cloud::verifier(opts.cloud, Some(client.clone())).await?;
+    let pre =
+        preflight::check_source(client, verifier.as_ref(), source, &opts.accept_missing).await?;
+    if !pre.refused().is_empty() {
+        return Err(RestoreError::Refused(Box::new(pre)));
+    }
     let me = whoami(client).await?;
-    let plan = plan_for(source, &opts.plan);
-    let cloud = crate::cloud::verifier(opts.cloud, Some(client.clone())).await?;
+    let mut plan = plan_for(source, &opts.plan);
+    pre.hold(&mut plan);
     // Where the cloud's ledger stands before the first write: what it creates after this
     // mark is new.
-    let ledger_mark = cloud
+    let ledger_mark = verifier
         .ledger()
         .await
         .map_err(verify::VerifyError::from)?
@@ -368,11 +396,12 @@ pub async fn run_in(
         apply::apply(client, resources, &plan, &opts.apply, progress).await?;
     mark("apply", &mut t);
     set_phase(progress, "verifying");
+    let scope = pre.verify_scope(&source.recorded);
     let verification = verify::verify(
         client,
         resources,
-        &source.recorded,
-        cloud.as_ref(),
+        &scope,
+        verifier.as_ref(),
         ledger_mark,
         opts.verify_timeout,
     )
@@ -383,16 +412,23 @@ pub async fn run_in(
     let gate_final = if succeeded {
         if opts.gate {
             set_phase(progress, "lifting gate");
-            gate::lift(client).await?;
+            gate::lift_except(client, &kept_policies(&pre)).await?;
         }
         restore_management(client, resources, &plan).await;
+        release_held(client, resources, &plan).await?;
         if opts.scale_operators {
             set_phase(progress, "scaling operators up");
             operators = scale_operators_up(client, resources, &plan, opts.operator_timeout).await;
         }
         mark("operators", &mut t);
         if opts.gate {
-            "lifted".to_owned()
+            match kept_policies(&pre) {
+                kept if kept.is_empty() => "lifted".to_owned(),
+                kept => format!(
+                    "lifted but for {}: bindings accepted as missing",
+                    kept.join(", ")
+                ),
+            }
         } else {
             gate_state
         }
@@ -429,8 +465,62 @@ pub async fn run_in(
         new_ips: verification.new_ips,
         new_buckets: verification.new_buckets,
         verification,
+        partly_up: succeeded && pre.degraded(),
+        preflight: pre,
         phase_ms,
     })
+}
+
+/// Bring back the workloads an earlier, degraded run held and this one does not: a re-run
+/// once the missing binding is back is how a partly-up cluster becomes whole.
+async fn release_held(
+    client: &kube::Client,
+    resources: &Resources,
+    plan: &Plan,
+) -> Result<usize, RestoreError> {
+    let Some(workloads) = plan.tiers.get(&Tier::Workloads) else {
+        return Ok(0);
+    };
+    let mut n = 0;
+    for p in workloads {
+        // Held in this run: its object carries the annotation already.
+        if p.object
+            .pointer("/metadata/annotations")
+            .and_then(|a| a.get(preflight::HELD))
+            .is_some()
+        {
+            continue;
+        }
+        let Some(api) = apply::api_of(client, resources, p) else {
+            continue;
+        };
+        let what = || format!("{} {}", p.kind, p.key());
+        let Some(live) = api
+            .get_opt(&p.name)
+            .await
+            .map_err(|e| RestoreError::Release(what(), e))?
+        else {
+            continue;
+        };
+        let live = serde_json::to_value(&live)
+            .map_err(|e| RestoreError::Release(what(), kube::Error::SerdeError(e)))?;
+        let Some(patch) = preflight::release_patch(&p.kind, &live) else {
+            continue;
+        };
+        api.patch(&p.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(|e| RestoreError::Release(what(), e))?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// The gate policies a degraded restore keeps up: one per kind of binding held.
+fn kept_policies(pre: &Preflight) -> Vec<&'static str> {
+    pre.held_concerns()
+        .into_iter()
+        .filter_map(gate::policy_for)
+        .collect()
 }
 
 fn set_phase(progress: &Arc<Mutex<Progress>>, phase: &str) {

@@ -77,5 +77,6 @@ pub fn from_snapshot(snap: &Snapshot) -> RestoreSource {
         taken_at: snap.manifest.started_at,
         objects: snap.resources().iter().flat_map(|r| r.objects()).collect(),
         recorded: Recorded::from_bindings(snap.bindings()),
+        bindings: snap.bindings().clone(),
     }
 }

@@ -39,6 +39,9 @@ pub struct Verification {
     /// Whether a cloud ledger was consulted (the simulated cloud keeps one).
     pub cloud_ledger: bool,
     pub problems: Vec<String>,
+    /// How many of `problems` no wait can fix (a recorded disk the cloud does not have).
+    #[serde(skip)]
+    pub permanent: usize,
 }
 
 impl Verification {
@@ -238,6 +241,7 @@ pub fn judge(
         if phase == "Bound" && disk.as_deref() == Some(want.as_str()) && exists {
             v.volumes_reused += 1;
         } else if !exists {
+            v.permanent += 1;
             v.problems.push(format!(
                 "PVC {ns}/{name}: disk {} no longer exists in the cloud (deleted with the old cluster?)",
                 rec.disk
@@ -349,7 +353,10 @@ pub async fn verify(
             &observe(client, resources).await?,
             cloud_disks.as_ref(),
         );
-        if v.problems.is_empty() || tokio::time::Instant::now() >= deadline {
+        // A disk the cloud does not have will not appear by waiting: stop as soon as
+        // nothing else is outstanding.
+        let settled = v.problems.len() == v.permanent;
+        if settled || tokio::time::Instant::now() >= deadline {
             break v;
         }
         tokio::time::sleep(SETTLE_INTERVAL).await;

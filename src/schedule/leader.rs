@@ -55,6 +55,58 @@ pub enum LeaderError {
     Read { name: String, source: kube::Error },
     #[error("failed to write lease {name}: {source}")]
     Write { name: String, source: kube::Error },
+    #[error(
+        "the Lease namespace {namespace} does not exist and coldstart could not create it: {source}; create it, or set leaderElection.namespace (--lease-namespace, POD_NAMESPACE) to one that exists"
+    )]
+    Namespace {
+        namespace: String,
+        source: kube::Error,
+    },
+}
+
+/// What [`ensure_namespace`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NamespaceOutcome {
+    Existed,
+    Created,
+}
+
+/// Make sure the Lease namespace exists, creating it if it does not: an elector in a
+/// missing namespace would retry its create forever and never lead. A namespace that
+/// cannot be read or created is an error that says what to do, before the elector starts.
+pub async fn ensure_namespace(
+    client: &kube::Client,
+    namespace: &str,
+) -> Result<NamespaceOutcome, LeaderError> {
+    use k8s_openapi::api::core::v1::Namespace;
+    let api: Api<Namespace> = Api::all(client.clone());
+    let err = |source| LeaderError::Namespace {
+        namespace: namespace.to_owned(),
+        source,
+    };
+    if api.get_opt(namespace).await.map_err(err)?.is_some() {
+        return Ok(NamespaceOutcome::Existed);
+    }
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some(namespace.to_owned()),
+            labels: Some(
+                [(
+                    "app.kubernetes.io/managed-by".to_owned(),
+                    "coldstart".to_owned(),
+                )]
+                .into(),
+            ),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    match api.create(&PostParams::default(), &ns).await {
+        Ok(_) => Ok(NamespaceOutcome::Created),
+        // Another replica created it between our read and our create.
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(NamespaceOutcome::Existed),
+        Err(e) => Err(err(e)),
+    }
 }
 
 /// What an elector currently believes.

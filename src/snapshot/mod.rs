@@ -15,6 +15,7 @@
 pub mod capture;
 pub mod crypto;
 pub mod format;
+pub mod key_source;
 pub mod prune;
 pub mod read;
 pub mod rules;

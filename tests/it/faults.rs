@@ -137,7 +137,7 @@ async fn a_stop_into_a_read_only_store_changes_nothing_in_the_cluster() {
         .await
         .expect_err("a read-only store cannot take the final snapshot");
     assert!(
-        matches!(err, LifecycleError::Preflight(_)),
+        matches!(err, LifecycleError::StorePreflight(_)),
         "refused in the preflight: {err}"
     );
     assert!(

@@ -194,3 +194,36 @@ async fn when_the_leading_replica_is_killed_the_other_takes_over_and_takes_the_s
     }
     cluster.stop().await;
 }
+
+#[tokio::test]
+async fn a_missing_lease_namespace_is_created_before_the_elector_runs_and_it_then_leads() {
+    use coldstart::schedule::leader::{NamespaceOutcome, ensure_namespace};
+    let cluster = TestCluster::start().await;
+    let client = cluster.client().await;
+    assert!(cluster.get("", "namespaces", "", "coldstart-ha").is_none());
+    assert_eq!(
+        ensure_namespace(&client, "coldstart-ha")
+            .await
+            .expect("created"),
+        NamespaceOutcome::Created
+    );
+    assert_eq!(
+        ensure_namespace(&client, "coldstart-ha")
+            .await
+            .expect("exists"),
+        NamespaceOutcome::Existed
+    );
+    let (_p, publish) = watch::channel(BTreeMap::new());
+    let cfg = LeaseConfig {
+        lease_duration: Duration::from_millis(1500),
+        renew_deadline: Duration::from_millis(1000),
+        retry_period: Duration::from_millis(200),
+        ..LeaseConfig::new("coldstart-ha", "coldstart", "replica-a")
+    };
+    let stop = CancellationToken::new();
+    let (rx, handle) = LeaderElector::new(client, cfg, publish).spawn(stop.clone());
+    wait_for("the replica leads in the created namespace", &rx, true).await;
+    stop.cancel();
+    let _ = handle.await;
+    cluster.stop().await;
+}

@@ -237,10 +237,42 @@ async fn without_stop_a_snapshot_teardown_restore_loses_what_the_audit_named() {
     let snap = read::open(&store, &keys(), &m.id).await.expect("verified");
     let source = restore::source::from_snapshot(&snap);
     let progress = Arc::new(Mutex::new(Progress::default()));
-    let report = restore::run(&client, &source, &restore_opts(), &progress)
+    // The preflight knows before the first write what the deletion lost, and names it.
+    let err = restore::run(&client, &source, &restore_opts(), &progress)
+        .await
+        .expect_err("refused at preflight");
+    let restore::RestoreError::Refused(pre) = err else {
+        panic!("expected a preflight refusal, got {err}");
+    };
+    let missing: Vec<&str> = pre
+        .rows
+        .iter()
+        .filter(|r| r.problem.is_some())
+        .map(|r| r.target.as_str())
+        .collect();
+    for d in &named_disks {
+        let id = d.rsplit('/').next().unwrap_or(d);
+        assert!(
+            missing.contains(&id),
+            "{id} named at preflight: {missing:?}"
+        );
+    }
+    for ip in &named_ips {
+        assert!(
+            missing.contains(&ip.as_str()),
+            "{ip} named at preflight: {missing:?}"
+        );
+    }
+    // Accepted, everything else comes back: only the Retain (Kafka) disks and the pinned
+    // addresses were there to reuse.
+    let accepted = RestoreOptions {
+        accept_missing: coldstart::preflight::AcceptMissing::from_flags(&["all".to_owned()]),
+        ..restore_opts()
+    };
+    let report = restore::run(&client, &source, &accepted, &progress)
         .await
         .expect("restore");
-    assert!(!report.succeeded);
+    assert!(report.partly_up, "what used the lost bindings is held");
     assert_eq!(
         report.volumes_reused, 3,
         "only the Retain (Kafka) disks come back"

@@ -10,6 +10,7 @@ mod helpers;
 mod leader;
 mod lifecycle;
 mod matrix;
+mod preflight;
 mod real_cp;
 mod realworld;
 mod restore;

@@ -122,6 +122,7 @@ pub fn capture(sim: &Sim) -> RestoreSource {
         taken_at: chrono::Utc::now(),
         objects,
         recorded,
+        bindings: Default::default(),
     }
 }
 

@@ -1,0 +1,418 @@
+//! Preflight and degraded start on the simulated platform: every recorded binding is checked
+//! against the cloud before the first write; what is missing or attached elsewhere refuses
+//! the run with nothing written, unless accepted — then only what uses it stays down and
+//! everything else comes back.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::helpers::TestCluster;
+use crate::restore::settled_platform;
+use coldstart::cloud::{Kind, Provider};
+use coldstart::lifecycle::{self, LifecycleError, StartOptions, StopOptions};
+use coldstart::preflight::{AcceptMissing, HELD, Problem};
+use coldstart::progress::Progress;
+use coldstart::restore::{self, RestoreError, RestoreOptions};
+use coldstart::snapshot::crypto::Keys;
+use coldstart::snapshot::write;
+use coldstart::store::Store;
+
+fn keys() -> Keys {
+    Keys::from_master(&[7u8; 32])
+}
+
+fn progress() -> Arc<Mutex<Progress>> {
+    Arc::new(Mutex::new(Progress::default()))
+}
+
+/// A restore that checks the simulated cloud first. The verification timeout is long on
+/// purpose: a run that waits for a binding already known missing would sit it out.
+fn checked(accept: &[&str]) -> RestoreOptions {
+    RestoreOptions {
+        verify_timeout: Duration::from_secs(300),
+        operator_timeout: Duration::from_secs(15),
+        cloud: Provider::Sim,
+        accept_missing: AcceptMissing::from_flags(
+            &accept.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>(),
+        ),
+        ..Default::default()
+    }
+}
+
+fn stop_opts() -> StopOptions {
+    StopOptions {
+        snapshot: write::Options {
+            cluster_name: "platform".into(),
+            ..Default::default()
+        },
+        quiesce_timeout: Duration::from_secs(20),
+        cloud: Provider::Sim,
+        ..Default::default()
+    }
+}
+
+fn start_opts(accept: &[&str]) -> StartOptions {
+    StartOptions {
+        restore: checked(accept),
+        snapshot: None,
+        ready_timeout: Duration::from_secs(20),
+        consent: Default::default(),
+    }
+}
+
+async fn teardown(c: &TestCluster) {
+    let (code, _) =
+        crate::helpers::http("POST", &format!("{}/sim/v1/teardown", c.url()), None, None).await;
+    assert_eq!(code, 200);
+}
+
+/// Every write the cluster and the cloud have seen: the store's resource version and the
+/// cloud ledger's position.
+fn writes(c: &TestCluster) -> (u64, u64) {
+    (c.sim().store.resource_version(), c.cloud().position())
+}
+
+/// [`writes`], once the new cluster's own controllers have settled (nothing written for
+/// half a second), so what follows is the only writer.
+async fn settled_writes(c: &TestCluster) -> (u64, u64) {
+    let mut last = writes(c);
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = writes(c);
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+    panic!("the simulated cluster never settled after the teardown");
+}
+
+fn replicas(c: &TestCluster) -> BTreeMap<String, i64> {
+    let mut out = BTreeMap::new();
+    for plural in ["deployments", "statefulsets"] {
+        let def = c.sim().def("apps", plural).expect("served");
+        for ((ns, name), s) in c.sim().store.all(&def.group_resource(), None) {
+            out.insert(
+                format!("{ns}/{name}"),
+                s.value()["spec"]["replicas"].as_i64().unwrap_or(1),
+            );
+        }
+    }
+    out
+}
+
+fn gate_policies(c: &TestCluster) -> Vec<String> {
+    let def = c
+        .sim()
+        .def(
+            "admissionregistration.k8s.io",
+            "validatingadmissionpolicies",
+        )
+        .expect("served");
+    let mut names: Vec<String> = c
+        .sim()
+        .store
+        .all(&def.group_resource(), None)
+        .into_iter()
+        .map(|((_, name), _)| name)
+        .collect();
+    names.sort();
+    names
+}
+
+fn kafka_disk(c: &TestCluster, i: usize) -> String {
+    let pv = c
+        .get("", "persistentvolumes", "", &format!("pv-kafka-{i}"))
+        .expect("kafka pv");
+    pv["spec"]["csi"]["volumeHandle"]
+        .as_str()
+        .expect("handle")
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plain_snapshot_teardown_restore_is_refused_at_preflight_naming_what_was_lost_with_no_write()
+ {
+    let c = settled_platform().await;
+    let client = c.client().await;
+    let store = Store::memory();
+    let m = write::take(
+        &client,
+        &store,
+        &keys(),
+        &stop_opts().snapshot,
+        Arc::new(write::CaptureProgress::default()),
+    )
+    .await
+    .expect("snapshot");
+    let snap = coldstart::snapshot::read::open(&store, &keys(), &m.id)
+        .await
+        .expect("verified");
+    let source = restore::source::from_snapshot(&snap);
+    teardown(&c).await;
+    let before = settled_writes(&c).await;
+    let err = restore::run(&client, &source, &checked(&[]), &progress())
+        .await
+        .expect_err("refused");
+    let RestoreError::Refused(pre) = err else {
+        panic!("expected a preflight refusal, got {err}");
+    };
+    assert_eq!(
+        writes(&c),
+        before,
+        "nothing was written to the cluster or the cloud"
+    );
+    let mut refused: Vec<(Kind, Option<Problem>)> =
+        pre.refused().iter().map(|r| (r.kind, r.problem)).collect();
+    refused.sort();
+    assert_eq!(
+        refused,
+        [
+            (Kind::Volume, Some(Problem::Missing)),
+            (Kind::Volume, Some(Problem::Missing)),
+            (Kind::Volume, Some(Problem::Missing)),
+            (Kind::Volume, Some(Problem::Missing)),
+            (Kind::Address, Some(Problem::Missing)),
+            (Kind::Address, Some(Problem::Missing)),
+            (Kind::Bucket, Some(Problem::Missing)),
+            (Kind::Bucket, Some(Problem::Missing)),
+        ],
+        "ZooKeeper ×3 and PostgreSQL disks, the mqtt and api addresses, the two scratch buckets:\n{}",
+        pre.table()
+    );
+    let table = pre.table();
+    for subject in [
+        "pv-zookeeper-0",
+        "tenant-a/mqtt",
+        "tenant-b/api",
+        "tenant-b-scratch",
+        "platform-scratch",
+    ] {
+        assert!(
+            table.contains(subject),
+            "the table names {subject}:\n{table}"
+        );
+    }
+    assert!(
+        gate_policies(&c).is_empty(),
+        "not even the gate was installed"
+    );
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_the_losses_accepted_a_restore_brings_back_everything_else_and_holds_only_their_users()
+{
+    let c = settled_platform().await;
+    let client = c.client().await;
+    let before = replicas(&c);
+    let store = Store::memory();
+    let m = write::take(
+        &client,
+        &store,
+        &keys(),
+        &stop_opts().snapshot,
+        Arc::new(write::CaptureProgress::default()),
+    )
+    .await
+    .expect("snapshot");
+    let snap = coldstart::snapshot::read::open(&store, &keys(), &m.id)
+        .await
+        .expect("verified");
+    let source = restore::source::from_snapshot(&snap);
+    teardown(&c).await;
+    let mark = c.cloud().position();
+    // Returns with the held report instead of waiting out the 300 s verification timeout
+    // for disks the preflight already knew were gone.
+    let report = restore::run(&client, &source, &checked(&["all"]), &progress())
+        .await
+        .expect("restore runs");
+    assert!(
+        report.succeeded && report.partly_up,
+        "{:#?}",
+        report.verification
+    );
+    let mut held: Vec<String> = report
+        .preflight
+        .held
+        .iter()
+        .map(|h| h.workload.display())
+        .collect();
+    held.sort();
+    assert_eq!(
+        held,
+        [
+            "Deployment tenant-a/ingest",
+            "Deployment tenant-a/postgres",
+            "Deployment tenant-b/ingest",
+            "StatefulSet kafka/zookeeper",
+        ],
+        "the users of the lost disks and the backends of the lost addresses, nothing else"
+    );
+    let after = replicas(&c);
+    for (name, n) in &before {
+        let want = if held.iter().any(|h| h.ends_with(name.as_str())) {
+            0
+        } else {
+            *n
+        };
+        assert_eq!(after.get(name), Some(&want), "{name}");
+    }
+    let zk = c
+        .get("apps", "statefulsets", "kafka", "zookeeper")
+        .expect("restored, held");
+    assert!(
+        zk["metadata"]["annotations"][HELD]
+            .as_str()
+            .is_some_and(|h| h.contains("pv-zookeeper")),
+        "{zk:#}"
+    );
+    assert!(
+        c.get("", "services", "tenant-a", "mqtt").is_none(),
+        "a Service whose address is gone is not restored (it would get a new one)"
+    );
+    let created = c.cloud().created_since(mark);
+    assert_eq!((created.disks, created.ips, created.buckets), (0, 0, 0));
+    assert_eq!(
+        gate_policies(&c),
+        [
+            "coldstart-gate-addresses",
+            "coldstart-gate-buckets",
+            "coldstart-gate-volumes"
+        ],
+        "the gate stays up for each concern with something held"
+    );
+    assert_eq!(report.volumes_reused, 3, "the Kafka disks");
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_start_missing_one_disk_is_refused_then_accepted_holds_only_its_statefulset() {
+    let c = settled_platform().await;
+    let client = c.client().await;
+    let store = Store::memory();
+    let before = replicas(&c);
+    let lost = kafka_disk(&c, 1);
+    lifecycle::stop(&client, &store, &keys(), &stop_opts(), &progress())
+        .await
+        .expect("stop");
+    teardown(&c).await;
+    c.sim()
+        .cloud
+        .lock()
+        .delete_disk(&lost, "deleted by hand while the cluster was down")
+        .expect("delete");
+    let quiet = settled_writes(&c).await;
+    let err = lifecycle::start(&client, &store, &keys(), &start_opts(&[]), &progress())
+        .await
+        .expect_err("refused");
+    let LifecycleError::Restore(RestoreError::Refused(pre)) = err else {
+        panic!("expected a preflight refusal, got {err}");
+    };
+    assert_eq!(writes(&c), quiet, "the refused start wrote nothing");
+    assert_eq!(
+        pre.refused()
+            .iter()
+            .map(|r| (r.subject.as_str(), r.target.as_str()))
+            .collect::<Vec<_>>(),
+        [("pv-kafka-1", lost.as_str())]
+    );
+
+    let started = lifecycle::start(&client, &store, &keys(), &start_opts(&[&lost]), &progress())
+        .await
+        .expect("start");
+    assert!(started.restore.partly_up, "{:#?}", started.restore);
+    assert_eq!(
+        started
+            .restore
+            .preflight
+            .held
+            .iter()
+            .map(|h| h.workload.display())
+            .collect::<Vec<_>>(),
+        ["StatefulSet kafka/kafka"]
+    );
+    let after = replicas(&c);
+    for (name, n) in &before {
+        let want = if name == "kafka/kafka" { 0 } else { *n };
+        assert_eq!(after.get(name), Some(&want), "{name}");
+    }
+    assert_eq!(
+        gate_policies(&c),
+        ["coldstart-gate-volumes"],
+        "only the volumes gate stays up"
+    );
+    assert!(
+        store
+            .get_opt(coldstart::store::layout::STOP_MARKER)
+            .await
+            .expect("read")
+            .is_some(),
+        "the marker stays, so a later start brings Kafka back"
+    );
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_disk_attached_to_an_instance_outside_the_new_cluster_is_refused_as_attached_elsewhere() {
+    let c = settled_platform().await;
+    let client = c.client().await;
+    let store = Store::memory();
+    let disk = kafka_disk(&c, 0);
+    lifecycle::stop(&client, &store, &keys(), &stop_opts(), &progress())
+        .await
+        .expect("stop");
+    teardown(&c).await;
+    c.sim()
+        .cloud
+        .lock()
+        .attach_disk(&disk, "i-0forgotten")
+        .expect("attach");
+    let err = lifecycle::start(&client, &store, &keys(), &start_opts(&[]), &progress())
+        .await
+        .expect_err("refused");
+    let LifecycleError::Restore(RestoreError::Refused(pre)) = err else {
+        panic!("expected a preflight refusal, got {err}");
+    };
+    let refused = pre.refused();
+    assert_eq!(refused.len(), 1, "{}", pre.table());
+    assert_eq!(refused[0].problem, Some(Problem::AttachedElsewhere));
+    assert!(refused[0].reason.contains("i-0forgotten"));
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stop_refuses_before_changing_anything_when_a_binding_is_already_broken() {
+    let c = settled_platform().await;
+    let client = c.client().await;
+    let store = Store::memory();
+    let before = replicas(&c);
+    // The tenant's bucket was deleted in the cloud behind the cluster's back.
+    c.sim()
+        .cloud
+        .lock()
+        .delete_bucket("tenant-c-data", "deleted by hand")
+        .expect("delete");
+    let err = lifecycle::stop(&client, &store, &keys(), &stop_opts(), &progress())
+        .await
+        .expect_err("refused");
+    let LifecycleError::Refused(pre) = err else {
+        panic!("expected a preflight refusal, got {err}");
+    };
+    assert_eq!(
+        pre.refused()
+            .iter()
+            .map(|r| r.target.as_str())
+            .collect::<Vec<_>>(),
+        ["tenant-c-data"]
+    );
+    assert_eq!(replicas(&c), before, "nothing was quiesced");
+    assert_eq!(
+        c.get("", "persistentvolumes", "", "pv-zookeeper-0")
+            .expect("pv")["spec"]["persistentVolumeReclaimPolicy"],
+        "Delete",
+        "no fix was applied"
+    );
+    c.stop().await;
+}
