@@ -78,8 +78,11 @@ done
 [[ -n "$port" ]] || { echo "build.sh: crane registry did not start" >&2; exit 1; }
 staging="127.0.0.1:$port/coldstart:build"
 
-"$crane" append --oci-empty-base --new_layer "$work/layer.tar" --new_tag "$staging" >/dev/null
-"$crane" mutate "$staging" \
+# crane logs every blob it pushes: kept in crane.log, shown only if it fails.
+quiet() { "$@" >>"$work/crane.log" 2>&1 || { cat "$work/crane.log" >&2; return 1; }; }
+: >"$work/crane.log"
+quiet "$crane" append --oci-empty-base --new_layer "$work/layer.tar" --new_tag "$staging"
+quiet "$crane" mutate "$staging" \
   --set-platform linux/amd64 \
   --entrypoint /usr/local/bin/coldstart \
   --user 65532:65532 \
@@ -92,7 +95,7 @@ staging="127.0.0.1:$port/coldstart:build"
   --label "org.opencontainers.image.version=$version" \
   --label "org.opencontainers.image.revision=$revision" \
   --label org.opencontainers.image.licenses=Apache-2.0 \
-  --tag "$ref" --output "$out" >/dev/null
+  --tag "$ref" --output "$out"
 
 digest="$("$crane" digest --tarball "$out")"
 echo "$ref" >"$out.ref"
