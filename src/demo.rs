@@ -14,12 +14,12 @@ use crate::audit::{self, Finding};
 use crate::lifecycle::{self, StartOptions, StartReport, StopOptions, StopReport};
 use crate::restore::RestoreOptions;
 use crate::restore::progress::Progress;
-use crate::sim::cloud::CloudState;
-use crate::sim::seed::{self, Seed};
-use crate::sim::{self, Running, Sim, SimConfig};
 use crate::snapshot::crypto::Keys;
 use crate::snapshot::write;
 use crate::store::Store;
+use coldstart_sim::cloud::CloudState;
+use coldstart_sim::seed::{self, Seed};
+use coldstart_sim::{self as sim, Running, Sim, SimConfig};
 
 /// What the demo shows as it goes: each step, as it starts and ends.
 pub trait Narrator: Send + Sync {

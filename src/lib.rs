@@ -25,8 +25,6 @@ pub mod restore;
 pub mod schedule;
 /// The `coldstart serve` loop: leader-only jobs on schedules, through the `Jobs` trait.
 pub mod serve;
-/// The simulated cluster (Kubernetes API server) used as test bed and embedded default.
-pub mod sim;
 /// Snapshots: capture, format, encryption, reading back verified, retention.
 pub mod snapshot;
 /// The snapshot store: object storage backends by URL, key layout, the writer lock.

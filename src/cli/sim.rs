@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use coldstart::sim::seed::{self, Seed};
-use coldstart::sim::{self, Sim, SimConfig, faults::Faults};
+use coldstart_sim::seed::{self, Seed};
+use coldstart_sim::{self as sim, Sim, SimConfig, faults::Faults};
 
 use super::Global;
 

@@ -10,7 +10,7 @@ use super::rules::{
 };
 use super::{CloudVerifier, Verdict};
 use crate::bindings::Bindings;
-use crate::sim::cloud::{CloudState, ZONES};
+use coldstart_sim::cloud::{CloudState, ZONES};
 
 /// Reads the simulated cloud behind the cluster `client` points at.
 #[derive(Clone)]

@@ -30,10 +30,10 @@ use crate::bindings::Bindings;
 use crate::cloud::{CloudVerifier, Tally, Verdict};
 use crate::restore::progress::Progress;
 use crate::restore::{self, RestoreOptions, RestoreReport, source};
-use crate::sim::{self, Sim, SimConfig};
 use crate::snapshot::crypto::{Keys, Role};
 use crate::snapshot::{format, read};
 use crate::store::{Store, StoreError, layout};
+use coldstart_sim::{self as sim, Sim, SimConfig};
 
 /// Where the rehearsal restore goes.
 #[derive(Clone)]

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use crate::bindings::{Bindings, Pin};
 use crate::restore::RestoreSource;
 use crate::restore::plan::is_bucket_claim;
-use crate::sim::cloud::{Address, Bucket, CloudState, Disk, ZONES};
+use coldstart_sim::cloud::{Address, Bucket, CloudState, Disk, ZONES};
 
 /// What a stand-in "holds": tells a rehearsal's disks and buckets from real ones.
 pub const REHEARSAL_TOKEN: &str = "rehearsal";

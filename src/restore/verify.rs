@@ -302,7 +302,7 @@ pub async fn verify(
     v
 }
 
-async fn sim_cloud(client: &kube::Client) -> Option<crate::sim::cloud::CloudState> {
+async fn sim_cloud(client: &kube::Client) -> Option<coldstart_sim::cloud::CloudState> {
     let req = http::Request::get("/sim/v1/cloud").body(Vec::new()).ok()?;
     let text = client.request_text(req).await.ok()?;
     serde_json::from_str(&text).ok()
@@ -319,7 +319,7 @@ pub async fn sim_ledger_position(client: &kube::Client) -> Option<u64> {
 pub async fn sim_ledger_created_since(
     client: &kube::Client,
     mark: u64,
-) -> Option<crate::sim::cloud::NewResources> {
+) -> Option<coldstart_sim::cloud::NewResources> {
     let mut c = sim_cloud(client).await?;
     // The position is not serialized; the ledger carries it.
     c.ledger.retain(|e| e.seq > mark);

@@ -148,7 +148,7 @@ async fn a_restore_with_the_wrong_key_fails_before_changing_anything() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restore_of_a_tampered_snapshot_fails_naming_the_damage_and_changes_nothing() {
-    let c = TestCluster::start_with(coldstart::sim::seed::Seed::Scale(300)).await;
+    let c = TestCluster::start_with(coldstart_sim::seed::Seed::Scale(300)).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let store = format!("file://{}", dir.path().display());
     let key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";

@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 use std::process::Output;
 
-use coldstart::sim::seed::{self, Seed};
-use coldstart::sim::{self, Running, Sim, SimConfig};
+use coldstart_sim::seed::{self, Seed};
+use coldstart_sim::{self as sim, Running, Sim, SimConfig};
 
 pub struct TestCluster {
     pub running: Running,
@@ -40,15 +40,15 @@ impl TestCluster {
 
     /// Create an object as the cluster admin, in-process.
     pub fn create(&self, obj: serde_json::Value) -> serde_json::Value {
-        self.create_as(obj, &coldstart::sim::Actor::admin())
+        self.create_as(obj, &coldstart_sim::Actor::admin())
             .unwrap_or_else(|e| panic!("create failed: {e}"))
     }
 
     pub fn create_as(
         &self,
         obj: serde_json::Value,
-        actor: &coldstart::sim::Actor,
-    ) -> Result<serde_json::Value, coldstart::sim::status::ApiError> {
+        actor: &coldstart_sim::Actor,
+    ) -> Result<serde_json::Value, coldstart_sim::status::ApiError> {
         let sim = self.sim();
         let av = obj["apiVersion"].as_str().unwrap_or_default().to_owned();
         let kind = obj["kind"].as_str().unwrap_or_default().to_owned();
@@ -75,7 +75,7 @@ impl TestCluster {
         self.sim().get(&def, ns, name).ok().map(|s| s.value())
     }
 
-    pub fn cloud(&self) -> coldstart::sim::cloud::CloudState {
+    pub fn cloud(&self) -> coldstart_sim::cloud::CloudState {
         self.sim().cloud.snapshot()
     }
 

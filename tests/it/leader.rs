@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use coldstart::schedule::leader::{LeaderElector, LeaseConfig};
-use coldstart::sim::seed::Seed;
+use coldstart_sim::seed::Seed;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
 use tokio::sync::watch;

@@ -11,8 +11,8 @@ use coldstart::restore::progress::Progress;
 use coldstart::restore::{
     self, Recorded, RecordedAddress, RecordedBucket, RecordedVolume, RestoreOptions, RestoreSource,
 };
-use coldstart::sim::Sim;
-use coldstart::sim::seed::Seed;
+use coldstart_sim::Sim;
+use coldstart_sim::seed::Seed;
 use serde_json::Value;
 
 /// Kinds a restore never brings back (controllers recreate them, or they are one
@@ -65,7 +65,7 @@ pub fn capture(sim: &Sim) -> RestoreSource {
             match d.plural.as_str() {
                 "persistentvolumes" => recorded.volumes.push(RecordedVolume {
                     pv: name.clone(),
-                    disk: coldstart::sim::controllers::storage_disk_of(&v).unwrap_or_default(),
+                    disk: coldstart_sim::controllers::storage_disk_of(&v).unwrap_or_default(),
                     claim: v["spec"]["claimRef"]["name"].as_str().map(|c| {
                         (
                             v["spec"]["claimRef"]["namespace"]

@@ -2,7 +2,7 @@
 //! listable, and Kubernetes-shaped errors for bad requests.
 
 use crate::helpers::{TestCluster, http};
-use coldstart::sim::seed::Seed;
+use coldstart_sim::seed::Seed;
 use kube::api::{Api, DynamicObject, ListParams, PostParams};
 use kube::discovery::{Discovery, Scope};
 use serde_json::json;

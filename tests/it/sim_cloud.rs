@@ -2,8 +2,8 @@
 //! whole-cluster stop and start dangerous, because those are what coldstart must defeat.
 
 use crate::helpers::{TestCluster, wait_until};
-use coldstart::sim::Actor;
-use coldstart::sim::seed::Seed;
+use coldstart_sim::Actor;
+use coldstart_sim::seed::Seed;
 use serde_json::{Value, json};
 
 fn storage_class(reclaim: &str) -> Value {

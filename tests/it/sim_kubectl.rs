@@ -2,7 +2,7 @@
 //! it does against a real API server.
 
 use crate::helpers::TestCluster;
-use coldstart::sim::seed::Seed;
+use coldstart_sim::seed::Seed;
 
 const APP: &str = r#"
 apiVersion: v1

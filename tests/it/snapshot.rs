@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use coldstart::bindings::{BucketKind, Pin, Provider};
-use coldstart::sim::seed::Seed;
 use coldstart::snapshot::capture::RetryPolicy;
 use coldstart::snapshot::crypto::Keys;
 use coldstart::snapshot::prune::{self, Policy};
@@ -14,6 +13,7 @@ use coldstart::snapshot::read::{self, ReadError};
 use coldstart::snapshot::write::{self, Options, Progress, WriteError};
 use coldstart::snapshot::{ConfigError, format::Manifest};
 use coldstart::store::{Store, layout};
+use coldstart_sim::seed::Seed;
 use serde_json::{Value, json};
 
 use crate::helpers::{Moto, TestCluster, http, wait_until};
@@ -642,7 +642,7 @@ async fn an_unusable_store_fails_with_the_url_and_what_to_check() {
 #[tokio::test]
 async fn a_storm_of_429s_and_5xxs_is_ridden_out() {
     let c = TestCluster::start_with(Seed::Scale(2000)).await;
-    *c.running.sim.faults.write().unwrap() = coldstart::sim::faults::Faults {
+    *c.running.sim.faults.write().unwrap() = coldstart_sim::faults::Faults {
         throttle_rate: 0.3,
         error_rate: 0.1,
         ..Default::default()
@@ -665,7 +665,7 @@ async fn an_api_server_that_never_recovers_fails_clearly_and_leaves_no_snapshot(
     let c = TestCluster::start_with(Seed::Scale(500)).await;
     let store = Store::memory();
     let good = take(&c, &store, &keys(), &opts()).await.unwrap();
-    *c.running.sim.faults.write().unwrap() = coldstart::sim::faults::Faults {
+    *c.running.sim.faults.write().unwrap() = coldstart_sim::faults::Faults {
         error_rate: 1.0,
         ..Default::default()
     };

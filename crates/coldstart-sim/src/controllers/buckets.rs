@@ -6,8 +6,8 @@
 use serde_json::{Value, json};
 
 use super::{Requeue, get, set_status, str_at};
-use crate::sim::status::ApiError;
-use crate::sim::{Actor, Sim};
+use crate::status::ApiError;
+use crate::{Actor, Sim};
 
 fn cosi() -> Actor {
     Actor::system("system:serviceaccount:cosi-system:objectstorage-controller")

@@ -5,9 +5,9 @@
 use serde_json::{Value, json};
 
 use super::{MANAGES_ANNOTATION, OPERATOR_LABEL, Requeue, def, get, set_status, str_at};
-use crate::sim::apiserver::WriteOpts;
-use crate::sim::status::ApiError;
-use crate::sim::{Actor, Sim};
+use crate::apiserver::WriteOpts;
+use crate::status::ApiError;
+use crate::{Actor, Sim};
 
 use super::storage::disk_of;
 
@@ -73,7 +73,7 @@ fn set_attached(sim: &Sim, v: &Volume, node: Option<&str>, cause: &str) -> bool 
     match (node, attached, exists) {
         (Some(n), true, false) => {
             let obj = json!({"metadata": {"name": name},
-                "spec": {"attacher": crate::sim::cloud::CSI_DRIVER, "nodeName": n,
+                "spec": {"attacher": crate::cloud::CSI_DRIVER, "nodeName": n,
                          "source": {"persistentVolumeName": v.pv}}});
             if let Ok(s) = sim.create(&va, None, obj, &attacher(), WriteOpts::default()) {
                 let _ = set_status(

@@ -398,7 +398,7 @@ pub fn set_json_path(v: &mut Value, path: &str, value: Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::registry::Registry;
+    use crate::registry::Registry;
 
     fn stamp() -> Stamp {
         Stamp {

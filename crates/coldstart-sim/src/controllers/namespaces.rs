@@ -5,9 +5,9 @@
 use serde_json::json;
 
 use super::{Requeue, def, get, str_at};
-use crate::sim::apiserver::WriteOpts;
-use crate::sim::status::ApiError;
-use crate::sim::{Actor, Sim};
+use crate::apiserver::WriteOpts;
+use crate::status::ApiError;
+use crate::{Actor, Sim};
 
 pub fn reconcile(sim: &Sim, name: &str) -> Result<Requeue, ApiError> {
     let Some(ns) = get(sim, "", "namespaces", "", name) else {

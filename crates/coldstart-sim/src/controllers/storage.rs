@@ -5,10 +5,10 @@
 use serde_json::{Value, json};
 
 use super::{Requeue, def, get, patch_main, set_status, str_at};
-use crate::sim::apiserver::WriteOpts;
-use crate::sim::cloud::{CSI_DRIVER, ZONES};
-use crate::sim::status::ApiError;
-use crate::sim::{Actor, Sim};
+use crate::apiserver::WriteOpts;
+use crate::cloud::{CSI_DRIVER, ZONES};
+use crate::status::ApiError;
+use crate::{Actor, Sim};
 
 fn binder() -> Actor {
     Actor::system("system:serviceaccount:kube-system:persistent-volume-binder")
@@ -255,7 +255,7 @@ pub fn reconcile_pv(sim: &Sim, name: &str) -> Result<Requeue, ApiError> {
                 None,
                 name,
                 next,
-                crate::sim::semantics::UpdateScope::Main,
+                crate::semantics::UpdateScope::Main,
                 &binder(),
                 WriteOpts::default(),
             )?;
@@ -325,7 +325,7 @@ pub fn reconcile_pv(sim: &Sim, name: &str) -> Result<Requeue, ApiError> {
             None,
             name,
             next,
-            crate::sim::semantics::UpdateScope::Main,
+            crate::semantics::UpdateScope::Main,
             &provisioner(),
             WriteOpts::default(),
         );
