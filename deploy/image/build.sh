@@ -50,7 +50,7 @@ if [[ -z "$binary" ]]; then
   CARGO_PROFILE_RELEASE_DEBUG=0 CARGO_PROFILE_RELEASE_STRIP=symbols \
     cargo build -p coldstart --release --locked --target "$target"
   echo "== release binary built in $((SECONDS - start))s"
-  binary="$root/target/$target/release/coldstart"
+  binary="${CARGO_TARGET_DIR:-$root/target}/$target/release/coldstart"
 fi
 
 # 2. The layer: fixed owners and times, sorted entries, so the digest depends on content only.

@@ -4,7 +4,9 @@
 mod cli;
 mod deploy;
 mod drill;
+mod helm;
 mod helpers;
+mod image;
 mod leader;
 mod lifecycle;
 mod restore;
