@@ -253,7 +253,17 @@ fn the_binary_from_the_image_prints_its_version_and_checks_the_shipped_config() 
         "deploy/overlays/azure/config.yaml",
         "deploy/overlays/gcp/config.yaml",
     ] {
-        let text = std::fs::read_to_string(repo(config)).expect("config");
+        // The secret sources point where the pod mounts them; here they are files beside the
+        // config, so `--check-config` really reads (and parses) them.
+        let key = readable(
+            "encryption-key",
+            "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n",
+        );
+        let token = readable("api-token", "not-a-real-token\n");
+        let text = std::fs::read_to_string(repo(config))
+            .expect("config")
+            .replace("/var/run/secrets/coldstart/encryption-key", &key)
+            .replace("/var/run/secrets/coldstart/api-token", &token);
         let path = readable(&config.replace('/', "-"), &text);
         let out = coldstart(&image, &["serve", "--config", &path, "--check-config"]);
         assert!(
