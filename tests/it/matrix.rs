@@ -148,7 +148,6 @@ async fn kill_at<T: Send + 'static>(
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs the one retry layer of issue 12 (not in main yet): run with --ignored once it lands"]
 async fn snapshot_stop_and_start_converge_under_5xx_429_and_both() {
     let c = settled_platform().await;
     let client = c.client().await;
@@ -198,7 +197,6 @@ async fn snapshot_stop_and_start_converge_under_5xx_429_and_both() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs the one retry layer of issue 12 (not in main yet): run with --ignored once it lands"]
 async fn a_restore_at_20_percent_5xx_succeeds_ten_times_out_of_ten() {
     let c = settled_platform().await;
     let client = c.client().await;
