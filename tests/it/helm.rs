@@ -258,7 +258,7 @@ fn overlay_config(overlay: &str) -> Value {
 }
 
 /// Each kustomize directory and the chart settings that mean the same thing.
-fn equivalents() -> Vec<(&'static str, Value)> {
+pub(crate) fn equivalents() -> Vec<(&'static str, Value)> {
     vec![
         ("base", json!({ "namespace": { "create": true } })),
         (

@@ -344,3 +344,27 @@ async fn snapshot_teardown_restore_on_the_real_control_plane_brings_back_plain_o
         "the volume is bound to the new claim, not the old one's uid"
     );
 }
+
+/// The Helm chart, rendered for every setting the kustomize overlays have, is accepted by
+/// the real API server's validation and defaulting (`kubectl apply --dry-run=server`), not
+/// only by our own simulator. ServiceMonitor objects are left out: their CRD belongs to the
+/// Prometheus operator, which this cluster does not run.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_rendered_helm_chart_passes_the_real_api_servers_server_side_dry_run() {
+    let c = RealCluster::start().await;
+    // A server-side dry run of a Namespace creates nothing, so the objects in it need the
+    // namespace to exist already.
+    c.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: coldstart}\n")
+        .await;
+    for (name, settings) in crate::helm::equivalents() {
+        let items: Vec<Value> = crate::helm::render(&settings)
+            .into_iter()
+            .filter(|o| o["kind"] != "ServiceMonitor")
+            .collect();
+        assert!(!items.is_empty(), "{name}: the chart rendered nothing");
+        let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items});
+        let args = ["apply", "--dry-run=server", "-f", "-"];
+        let out = c.kubectl(&args, Some(&list.to_string())).await;
+        ok(&out, &format!("{name}: kubectl apply --dry-run=server"));
+    }
+}
