@@ -141,6 +141,19 @@ impl TestCluster {
             .expect("client")
     }
 
+    /// Delete the cluster the way a cloud does (`POST /sim/v1/teardown`): the same address
+    /// answers an empty cluster; what the cloud keeps survives.
+    pub async fn teardown(&self) {
+        let (code, _) = http(
+            "POST",
+            &format!("{}/sim/v1/teardown", self.url()),
+            None,
+            None,
+        )
+        .await;
+        assert_eq!(code, 200, "teardown");
+    }
+
     pub async fn stop(self) {
         self.running.stop().await;
     }

@@ -82,12 +82,6 @@ fn inventory(c: &TestCluster) -> Inventory {
     (disks, ips, dns, buckets)
 }
 
-async fn teardown(c: &TestCluster) {
-    let (code, _) =
-        crate::helpers::http("POST", &format!("{}/sim/v1/teardown", c.url()), None, None).await;
-    assert_eq!(code, 200);
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn stop_then_teardown_then_start_brings_back_every_original_and_nothing_new() {
     let c = settled_platform().await;
@@ -141,7 +135,7 @@ async fn stop_then_teardown_then_start_brings_back_every_original_and_nothing_ne
     );
     let before = inventory(&c);
 
-    teardown(&c).await;
+    c.teardown().await;
     let mark = c.cloud().position();
     assert_eq!(
         inventory(&c).0,
@@ -219,7 +213,7 @@ async fn without_stop_a_snapshot_teardown_restore_loses_what_the_audit_named() {
     )
     .await
     .expect("snapshot");
-    teardown(&c).await;
+    c.teardown().await;
     let cloud = c.cloud();
     for d in &named_disks {
         let id = d.rsplit('/').next().unwrap_or(d);
@@ -296,7 +290,7 @@ async fn a_start_killed_halfway_and_run_again_converges_to_the_same_end_state() 
         .await
         .expect("stop");
     let before = inventory(&c);
-    teardown(&c).await;
+    c.teardown().await;
     let mark = c.cloud().position();
     // Slow every write down so the first start is killed in the middle of its tiers.
     let (code, _) = crate::helpers::http(

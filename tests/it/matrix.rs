@@ -73,12 +73,6 @@ async fn set_faults(c: &TestCluster, json: &str) {
     assert_eq!(code, 200, "{body}");
 }
 
-async fn teardown(c: &TestCluster) {
-    let (code, _) =
-        crate::helpers::http("POST", &format!("{}/sim/v1/teardown", c.url()), None, None).await;
-    assert_eq!(code, 200);
-}
-
 /// Every workload's replicas, by `namespace/name`.
 fn replicas(c: &TestCluster) -> BTreeMap<String, i64> {
     let mut out = BTreeMap::new();
@@ -169,7 +163,7 @@ async fn snapshot_stop_and_start_converge_under_5xx_429_and_both() {
             .await
             .unwrap_or_else(|e| panic!("{name}: stop: {e}"));
         set_faults(&c, "{}").await;
-        teardown(&c).await;
+        c.teardown().await;
         let mark = c.cloud().position();
         set_faults(&c, faults).await;
         let started = lifecycle::start(&client, &store, &keys(), &start_opts(), &progress())
@@ -212,7 +206,7 @@ async fn a_restore_at_20_percent_5xx_succeeds_ten_times_out_of_ten() {
         .expect("a snapshot");
     let source = restore::source::from_snapshot(&snap);
     for run in 1..=10 {
-        teardown(&c).await;
+        c.teardown().await;
         set_faults(&c, r#"{"errorRate": 0.2}"#).await;
         let report = restore::run(&client, &source, &restore_opts(), &progress())
             .await
@@ -296,7 +290,7 @@ async fn a_start_killed_at_each_step_converges_on_the_next_run() {
         lifecycle::stop(&client, &store, &keys(), &stop_opts(), &progress())
             .await
             .expect("stop");
-        teardown(&c).await;
+        c.teardown().await;
         let mark = c.cloud().position();
         set_faults(&c, r#"{"latencyMs": 5, "writesOnly": true}"#).await;
         let p = progress();
@@ -354,7 +348,7 @@ async fn a_restore_killed_at_each_step_converges_on_the_next_run() {
         "restoring workloads",
         "verifying",
     ] {
-        teardown(&c).await;
+        c.teardown().await;
         set_faults(&c, r#"{"latencyMs": 5, "writesOnly": true}"#).await;
         let p = progress();
         let (cl, src, pr) = (client.clone(), source.clone(), p.clone());

@@ -61,12 +61,6 @@ fn start_opts(accept: &[&str]) -> StartOptions {
     }
 }
 
-async fn teardown(c: &TestCluster) {
-    let (code, _) =
-        crate::helpers::http("POST", &format!("{}/sim/v1/teardown", c.url()), None, None).await;
-    assert_eq!(code, 200);
-}
-
 /// Every write the cluster and the cloud have seen: the store's resource version and the
 /// cloud ledger's position.
 fn writes(c: &TestCluster) -> (u64, u64) {
@@ -150,7 +144,7 @@ async fn a_plain_snapshot_teardown_restore_is_refused_at_preflight_naming_what_w
         .await
         .expect("verified");
     let source = restore::source::from_snapshot(&snap);
-    teardown(&c).await;
+    c.teardown().await;
     let before = settled_writes(&c).await;
     let err = restore::run(&client, &source, &checked(&[]), &progress())
         .await
@@ -221,7 +215,7 @@ async fn with_the_losses_accepted_a_restore_brings_back_everything_else_and_hold
         .await
         .expect("verified");
     let source = restore::source::from_snapshot(&snap);
-    teardown(&c).await;
+    c.teardown().await;
     let mark = c.cloud().position();
     // Returns with the held report instead of waiting out the 300 s verification timeout
     // for disks the preflight already knew were gone.
@@ -297,7 +291,7 @@ async fn a_start_missing_one_disk_is_refused_then_accepted_holds_only_its_statef
     lifecycle::stop(&client, &store, &keys(), &stop_opts(), &progress())
         .await
         .expect("stop");
-    teardown(&c).await;
+    c.teardown().await;
     c.sim()
         .cloud
         .lock()
@@ -363,7 +357,7 @@ async fn a_disk_attached_to_an_instance_outside_the_new_cluster_is_refused_as_at
     lifecycle::stop(&client, &store, &keys(), &stop_opts(), &progress())
         .await
         .expect("stop");
-    teardown(&c).await;
+    c.teardown().await;
     c.sim()
         .cloud
         .lock()

@@ -453,12 +453,6 @@ fn restore_opts() -> RestoreOptions {
     }
 }
 
-async fn teardown(c: &TestCluster) {
-    let (code, _) =
-        crate::helpers::http("POST", &format!("{}/sim/v1/teardown", c.url()), None, None).await;
-    assert_eq!(code, 200);
-}
-
 fn gate_objects(c: &TestCluster) -> Vec<String> {
     all(
         c,
@@ -533,7 +527,7 @@ async fn stop_teardown_start_on_the_corpus_brings_back_every_original_and_nothin
     );
     let before = inventory(&c);
 
-    teardown(&c).await;
+    c.teardown().await;
     assert_eq!(
         inventory(&c).disks,
         before.disks,
@@ -699,7 +693,7 @@ async fn snapshot_teardown_restore_on_the_corpus_brings_back_everything_not_lost
     )
     .await
     .expect("snapshot");
-    teardown(&c).await;
+    c.teardown().await;
     let snap = read::open(&store, &keys(), &m.id).await.expect("verified");
     let source = restore::source::from_snapshot(&snap);
     // PREFLIGHT's hook: the preflight report (what a deletion without `stop` lost, by name,

@@ -163,12 +163,6 @@ fn data_tokens(c: &TestCluster) -> Vec<String> {
     t
 }
 
-async fn teardown(c: &TestCluster) {
-    let (code, _) =
-        crate::helpers::http("POST", &format!("{}/sim/v1/teardown", c.url()), None, None).await;
-    assert_eq!(code, 200);
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restore_after_teardown_reuses_every_disk_address_and_bucket_and_creates_nothing() {
     let c = settled_platform().await;
@@ -259,7 +253,7 @@ async fn a_restore_after_teardown_reuses_every_disk_address_and_bucket_and_creat
     let source = capture(c.sim());
     let tokens = data_tokens(&c);
     let dns_before = c.cloud().dns.clone();
-    teardown(&c).await;
+    c.teardown().await;
     let mark = c.cloud().position();
     let client = c.client().await;
     let progress = Arc::new(Mutex::new(Progress::default()));
@@ -369,7 +363,7 @@ fn clean(o: &mut Value) {
 async fn the_gate_stops_operators_that_start_during_the_restore_from_creating_anything_new() {
     let c = settled_platform().await;
     let source = capture(c.sim());
-    teardown(&c).await;
+    c.teardown().await;
     let mark = c.cloud().position();
     let client = c.client().await;
     let me = restore::whoami(&client).await.expect("whoami");
@@ -446,7 +440,7 @@ async fn the_gate_stops_operators_that_start_during_the_restore_from_creating_an
 async fn without_the_gate_operators_that_start_first_provision_new_disks_and_addresses() {
     let c = settled_platform().await;
     let source = capture(c.sim());
-    teardown(&c).await;
+    c.teardown().await;
     let mark = c.cloud().position();
     start_operators_early(&c, &source).await;
     wait_until("the operators provisioned", || {
