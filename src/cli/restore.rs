@@ -159,8 +159,9 @@ pub struct RestoreArgs {
     /// What to do with objects that already exist.
     #[arg(long, value_enum, default_value_t = Existing::Skip)]
     pub existing: Existing,
-    /// Creates in flight within a tier.
-    #[arg(long, default_value_t = 64)]
+    /// The most creates in flight within a tier: the number adapts below it, starting at 64,
+    /// growing while the API server keeps up and halving when it throttles (429).
+    #[arg(long, default_value_t = 256)]
     pub concurrency: usize,
     /// Seconds to wait for claims to bind and addresses to appear.
     #[arg(long, default_value_t = 300)]
@@ -206,11 +207,12 @@ pub(crate) async fn pick(store: &Store, keys: &Keys, id: Option<&str>) -> anyhow
 
 pub async fn restore_cmd(args: RestoreArgs, global: &Global) -> anyhow::Result<ExitCode> {
     let (store, keys) = open_store(global, &args.key).await?;
-    // Read, decrypt and verify everything before the first write. Without --snapshot, the
-    // newest snapshot that is whole: a damaged newer one is skipped with a warning.
+    // Read, decrypt and verify everything before the first write, keeping only where each
+    // object lies: the restore reads them back tier by tier. Without --snapshot, the newest
+    // snapshot that is whole: a damaged newer one is skipped with a warning.
     let snap = match args.snapshot.as_deref() {
-        Some(id) => read::open(&store, &keys, id).await?,
-        None => read::open_newest(&store, &keys, |_| true)
+        Some(id) => read::open_stored(&store, &keys, id).await?,
+        None => read::open_newest_stored(&store, &keys, |_| true)
             .await?
             .with_context(|| {
                 format!(
@@ -219,10 +221,11 @@ pub async fn restore_cmd(args: RestoreArgs, global: &Global) -> anyhow::Result<E
                 )
             })?,
     };
-    let src = source::from_snapshot(&snap);
+    let (id, cluster) = (snap.manifest.id.clone(), snap.manifest.cluster.clone());
+    let src = source::from_stored(&store, &keys, snap);
     let plan_opts = args.shape.plan_options()?;
     if args.dry_run {
-        let plan = restore::plan_for(&src, &plan_opts);
+        let plan = restore::plan_for(&src, &plan_opts).await?;
         print_plan(&plan, global.json)?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -230,8 +233,8 @@ pub async fn restore_cmd(args: RestoreArgs, global: &Global) -> anyhow::Result<E
     // Nothing is written before the target is known to be the right one.
     restore::target::check(
         &client,
-        &snap.manifest.id,
-        &snap.manifest.cluster,
+        &id,
+        &cluster,
         &args.target.consent(global),
     )
     .await?;

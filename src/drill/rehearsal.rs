@@ -19,6 +19,8 @@ use serde_json::{Value, json};
 
 use crate::bindings::{Bindings, Pin};
 use crate::restore::RestoreSource;
+use crate::restore::source::Objects;
+use crate::snapshot::read::ReadError;
 use crate::restore::plan::is_bucket_claim;
 use coldstart_sim::cloud::{Address, Bucket, CloudState, Disk, ZONES};
 
@@ -170,11 +172,15 @@ fn note(obj: &mut Value, what: &str) {
 
 /// Rewrite a restore source for a real scratch cluster so that nothing of production's
 /// can be attached there (see the module documentation). Returns the rewritten source
-/// and what was left out, one line each.
-pub fn for_scratch_cluster(source: &RestoreSource) -> (RestoreSource, Vec<String>) {
+/// and what was left out, one line each. The rewritten copy is held in memory: a drill
+/// rehearses in a scratch cluster, it is not the cold start that must fit a pod's limit.
+pub async fn for_scratch_cluster(
+    source: &RestoreSource,
+) -> Result<(RestoreSource, Vec<String>), ReadError> {
+    let all = source.objects.collect(|_| true).await?;
     let mut left_out = Vec::new();
-    let mut objects = Vec::with_capacity(source.objects.len());
-    for obj in &source.objects {
+    let mut objects = Vec::with_capacity(all.len());
+    for obj in &all {
         let api_version = obj["apiVersion"].as_str().unwrap_or_default();
         let kind = obj["kind"].as_str().unwrap_or_default();
         let name = format!(
@@ -240,16 +246,16 @@ pub fn for_scratch_cluster(source: &RestoreSource) -> (RestoreSource, Vec<String
     // Addresses and buckets cannot be taken in a rehearsal; the cloud verifier checks them.
     recorded.addresses.clear();
     recorded.buckets.clear();
-    (
+    Ok((
         RestoreSource {
             snapshot_id: source.snapshot_id.clone(),
             taken_at: source.taken_at,
-            objects,
+            objects: Objects::Loaded(objects),
             recorded,
             bindings: source.bindings.clone(),
         },
         left_out,
-    )
+    ))
 }
 
 /// Point a PV's disk source at the rehearsal driver (in-tree sources become CSI with the
@@ -342,12 +348,12 @@ mod tests {
         );
     }
 
-    #[test]
-    fn on_a_scratch_cluster_nothing_of_productions_can_be_attached() {
+    #[tokio::test]
+    async fn on_a_scratch_cluster_nothing_of_productions_can_be_attached() {
         let src = RestoreSource {
             snapshot_id: "s".into(),
             taken_at: chrono::Utc::now(),
-            objects: vec![
+            objects: Objects::Loaded(vec![
                 json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "pv-1"},
                        "spec": {"csi": {"driver": "ebs.csi.aws.com", "volumeHandle": "vol-1"}}}),
                 json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "pv-2"},
@@ -361,7 +367,7 @@ mod tests {
                 json!({"apiVersion": "objectstorage.k8s.io/v1alpha1", "kind": "BucketClaim",
                        "metadata": {"name": "data", "namespace": "t"}, "spec": {"existingBucketName": "t-data"}}),
                 json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "debug", "namespace": "shop"}}),
-            ],
+            ]),
             recorded: Recorded {
                 volumes: vec![],
                 addresses: vec![RecordedAddress {
@@ -380,9 +386,11 @@ mod tests {
             },
             bindings: Default::default(),
         };
-        let (out, left_out) = for_scratch_cluster(&src);
-        let kinds: Vec<&str> = out
-            .objects
+        let (out, left_out) = for_scratch_cluster(&src).await.unwrap();
+        let Objects::Loaded(objects) = &out.objects else {
+            panic!("a scratch copy is in memory")
+        };
+        let kinds: Vec<&str> = objects
             .iter()
             .map(|o| o["kind"].as_str().unwrap())
             .collect();
@@ -396,19 +404,19 @@ mod tests {
                 "Service"
             ]
         );
-        assert_eq!(out.objects[0]["spec"]["csi"]["driver"], REHEARSAL_DRIVER);
+        assert_eq!(objects[0]["spec"]["csi"]["driver"], REHEARSAL_DRIVER);
         assert_eq!(
-            out.objects[1]["spec"]["csi"],
+            objects[1]["spec"]["csi"],
             json!({"driver": REHEARSAL_DRIVER, "volumeHandle": "vol-2"})
         );
-        assert!(out.objects[1]["spec"].get("awsElasticBlockStore").is_none());
-        assert_eq!(out.objects[2]["spec"]["replicas"], 0);
+        assert!(objects[1]["spec"].get("awsElasticBlockStore").is_none());
+        assert_eq!(objects[2]["spec"]["replicas"], 0);
         assert_eq!(
-            out.objects[3]["spec"]["loadBalancerClass"],
+            objects[3]["spec"]["loadBalancerClass"],
             REHEARSAL_LB_CLASS
         );
-        assert!(out.objects[4]["spec"].get("loadBalancerClass").is_none());
-        assert!(out.objects[0]["metadata"]["annotations"][REHEARSAL_ANNOTATION].is_string());
+        assert!(objects[4]["spec"].get("loadBalancerClass").is_none());
+        assert!(objects[0]["metadata"]["annotations"][REHEARSAL_ANNOTATION].is_string());
         assert_eq!(left_out.len(), 2, "{left_out:?}");
         assert!(out.recorded.addresses.is_empty() && out.recorded.buckets.is_empty());
     }

@@ -8,10 +8,12 @@
 //!  Resources::discover (once per run, passed down) ─▶ typed Api handles per kind
 //!        ▼
 //!  wait (kube::runtime watches: one object's condition, "none left")
+//!  concurrency (how many writes in flight: grows while the server keeps up, halves on 429)
 //! ```
 //!
 //! Nothing here knows what a snapshot or a binding is.
 
+pub mod concurrency;
 pub mod connect;
 pub mod discovery;
 pub mod retry;

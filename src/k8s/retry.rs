@@ -10,7 +10,7 @@
 //! a shorter one). A request that carries a [`Tally`] learns how many retries it took.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -68,6 +68,17 @@ impl RetryPolicy {
     }
 }
 
+/// Throttling responses (429: max-in-flight or API Priority and Fairness rejections) every
+/// client of this process has received. Process-wide on purpose: it is the API server's
+/// load signal, and [`super::concurrency::Adaptive`] backs off on it whichever request saw it
+/// (the retry underneath hides the 429 from the caller).
+static THROTTLED: AtomicU64 = AtomicU64::new(0);
+
+/// How many throttling responses this process has received so far.
+pub fn throttled_responses() -> u64 {
+    THROTTLED.load(Ordering::Relaxed)
+}
+
 /// Whether a status is worth retrying.
 pub fn is_retryable(status: u16) -> bool {
     status == 429 || (500..600).contains(&status) && status != 501
@@ -110,12 +121,16 @@ impl<Res> tower::retry::Policy<Request<Body>, Response<Res>, BoxError> for Budge
     ) -> Option<Self::Future> {
         let retry_after = match result {
             Ok(resp) if !is_retryable(resp.status().as_u16()) => return None,
-            Ok(resp) => resp
-                .headers()
+            Ok(resp) => {
+                if resp.status().as_u16() == 429 {
+                    THROTTLED.fetch_add(1, Ordering::Relaxed);
+                }
+                resp.headers()
                 .get(http::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs),
+                    .map(Duration::from_secs)
+            }
             Err(_) => None,
         };
         let policy = req

@@ -332,7 +332,7 @@ pub async fn stop(
         Arc::new(write::CaptureProgress::default()),
     )
     .await?;
-    read::open(store, keys, &manifest.id)
+    read::open_stored(store, keys, &manifest.id)
         .await
         .map_err(LifecycleError::Verify)?;
     mark("snapshot", &mut t);
@@ -440,14 +440,15 @@ pub async fn start(
         (None, None) => return Err(LifecycleError::NotStopped(store.url().to_owned())),
     };
     set(progress, "reading and verifying the snapshot");
-    let snap = read::open(store, keys, &id)
+    // Verified whole, left in the store: the restore reads it back tier by tier.
+    let snap = read::open_stored(store, keys, &id)
         .await
         .map_err(LifecycleError::Verify)?;
     // Nothing is written before the target is known to be the right one.
     restore::target::check(client, &id, &snap.manifest.cluster, &opts.consent)
         .await
         .map_err(restore::RestoreError::from)?;
-    let source = restore::source::from_snapshot(&snap);
+    let source = restore::source::from_stored(store, keys, snap);
     let mut ropts = opts.restore.clone();
     // The start brings operators back itself, in reverse quiesce order.
     ropts.scale_operators = steps.is_empty();

@@ -26,6 +26,7 @@ use crate::bindings::consumers::{self, WorkloadRef};
 use crate::bindings::{Bindings, BucketBinding, BucketKind};
 use crate::cloud::{CloudVerifier, Kind, Status, Verdict, rules};
 use crate::restore::plan::{ORIGINAL_REPLICAS, Plan};
+use crate::restore::plan::Tier;
 use crate::restore::{Recorded, RestoreSource};
 
 /// Annotation on a workload a degraded restore keeps down: why, in words.
@@ -597,6 +598,8 @@ pub enum PreflightError {
         "failed to list the cluster's nodes (preflight compares disk attachments with them): {0}"
     )]
     Nodes(kube::Error),
+    #[error("failed to read the snapshot's workloads to find who uses a missing binding: {0}")]
+    Read(#[source] crate::snapshot::read::ReadError),
 }
 
 /// The I/O shell: the target cluster's nodes and the cloud's verdicts, then [`decide`].
@@ -607,6 +610,23 @@ pub async fn check(
     objects: &[Value],
     accept: &AcceptMissing,
 ) -> Result<Preflight, PreflightError> {
+    let (verdicts, nodes) = observe(client, verifier, bindings).await?;
+    Ok(decide(
+        verifier.name(),
+        &verdicts,
+        bindings,
+        objects,
+        &nodes,
+        accept,
+    ))
+}
+
+/// The cloud's verdicts on `bindings` and the target cluster's node identities.
+async fn observe(
+    client: &kube::Client,
+    verifier: &dyn CloudVerifier,
+    bindings: &Bindings,
+) -> Result<(Vec<Verdict>, BTreeSet<String>), PreflightError> {
     let api: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client.clone());
     let nodes = api
         .list(&Default::default())
@@ -617,25 +637,40 @@ pub async fn check(
         .iter()
         .filter_map(|n| serde_json::to_value(n).ok())
         .collect();
-    let verdicts = verifier.verify(bindings).await;
-    Ok(decide(
-        verifier.name(),
-        &verdicts,
-        bindings,
-        objects,
-        &node_identities(&nodes),
-        accept,
-    ))
+    Ok((verifier.verify(bindings).await, node_identities(&nodes)))
 }
 
-/// [`check`] for a restore: the snapshot's bindings and objects.
+/// [`check`] for a restore: the snapshot's bindings and objects. Who uses a binding only
+/// matters once a missing one is accepted, and only workloads, Services and custom
+/// resources (bucket accesses, managed buckets) say it: those tiers are read then, and the
+/// common case reads no object at all.
 pub async fn check_source(
     client: &kube::Client,
     verifier: &dyn CloudVerifier,
     source: &RestoreSource,
     accept: &AcceptMissing,
 ) -> Result<Preflight, PreflightError> {
-    check(client, verifier, &source.bindings, &source.objects, accept).await
+    let (verdicts, nodes) = observe(client, verifier, &source.bindings).await?;
+    let decided = |objects: &[Value]| {
+        decide(
+            verifier.name(),
+            &verdicts,
+            &source.bindings,
+            objects,
+            &nodes,
+            accept,
+        )
+    };
+    let first = decided(&[]);
+    if first.accepted().is_empty() {
+        return Ok(first);
+    }
+    let users = source
+        .objects
+        .collect(|t| matches!(t, Tier::Services | Tier::CustomResources | Tier::Workloads))
+        .await
+        .map_err(PreflightError::Read)?;
+    Ok(decided(&users))
 }
 
 #[cfg(test)]

@@ -1,22 +1,31 @@
-//! Carrying out a plan against a cluster: tier by tier (each a barrier), many creates in
-//! flight within a tier (the client's retry layer rides out 429 and 5xx), CRDs watched
-//! until `Established`,
-//! existing objects skipped or updated, every object's outcome recorded. Re-running after a
-//! crash converges: what exists is skipped, what is missing is created.
+//! Carrying out a plan against a cluster: tier by tier (each a barrier), each tier's objects
+//! applied as they are read and planned (nothing waits for the whole tier in memory), many
+//! creates in flight within a tier under an adaptive limit ([`crate::k8s::concurrency`]:
+//! grows while the server keeps up, halves on 429 and APF rejections; the client's retry
+//! layer rides out each 429 and 5xx), CRDs watched until `Established`, existing objects
+//! skipped or updated, every object's outcome recorded. Of each object only what the steps
+//! after the apply need is kept ([`keep`]). Re-running after a crash converges: what exists
+//! is skipped, what is missing is created.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
+use futures::stream::BoxStream;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::runtime::wait::conditions;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::plan::{ORIGINAL_OWNERS, Plan, Planned, Tier};
+use super::plan::{
+    ORIGINAL_MANAGEMENT, ORIGINAL_OWNERS, ORIGINAL_REPLICAS, Plan, Planned, Tier,
+};
+use crate::k8s::concurrency::{self, Adaptive};
 use crate::k8s::{self, K8sError, Resources};
+use crate::preflight::HELD;
+use crate::snapshot::read::ReadError;
 use crate::progress::Progress;
 
 /// What to do with an object that already exists in the cluster.
@@ -32,7 +41,7 @@ pub enum Existing {
 
 #[derive(Debug, Clone)]
 pub struct ApplyOptions {
-    /// Creates in flight within a tier.
+    /// The most creates in flight within a tier; the number in flight adapts below it.
     pub concurrency: usize,
     pub existing: Existing,
     /// How long to wait for CRDs to become Established.
@@ -42,13 +51,30 @@ pub struct ApplyOptions {
 impl Default for ApplyOptions {
     fn default() -> Self {
         ApplyOptions {
-            // Enough to keep an API server busy without tripping its max-in-flight limit
-            // (400 mutating requests by default).
-            concurrency: 64,
+            // A ceiling, not a setting: the limit starts at INITIAL_CONCURRENCY and adapts.
+            // kube-apiserver admits 200 mutating requests in flight by default
+            // (--max-mutating-requests-inflight); beyond that it answers 429, which halves it.
+            concurrency: 256,
             existing: Existing::Skip,
             crd_timeout: Duration::from_secs(60),
         }
     }
+}
+
+/// Creates in flight when a restore starts: what a default API server handles without
+/// throttling; the adaptive limit moves from there.
+pub const INITIAL_CONCURRENCY: usize = 64;
+/// The floor the limit never halves below: a throttling server still gets some work.
+const MIN_CONCURRENCY: usize = 4;
+
+/// The adaptive limit a run's creates share, from its options.
+pub fn limiter(opts: &ApplyOptions) -> Adaptive {
+    let max = opts.concurrency.max(1);
+    Adaptive::new(
+        INITIAL_CONCURRENCY.min(max),
+        MIN_CONCURRENCY.min(max),
+        max,
+    )
 }
 
 /// One object's fate.
@@ -84,6 +110,8 @@ pub struct ApplyReport {
     pub tiers: BTreeMap<Tier, TierCounts>,
     pub failures: Vec<Failure>,
     pub owners_relinked: usize,
+    /// Where the adaptive limit on creates in flight went.
+    pub concurrency: Option<concurrency::Range>,
 }
 
 impl ApplyReport {
@@ -101,6 +129,10 @@ pub enum ApplyError {
     CrdTimeout(String, Duration),
     #[error("failed to wait for CRD {0} to become Established: {1}")]
     CrdWatch(String, #[source] k8s::wait::WaitError),
+    #[error(
+        "failed to read the snapshot back during the restore (it verified before the first write, so the store changed or failed since): {0}"
+    )]
+    Read(#[from] ReadError),
 }
 
 /// The API for a planned object, if the cluster serves its type.
@@ -175,64 +207,143 @@ async fn wait_established(
     Ok(())
 }
 
-/// Apply every tier of `plan`, in order. `resources` is the run's discovery; it is
-/// refreshed once the CRDs tier is Established, since custom resources are only servable
-/// then.
-pub async fn apply(
+/// One tier's objects, planned, as a stream: how many there are (for progress) and the
+/// objects themselves, read and planned as the apply pulls them.
+pub struct TierObjects<'a> {
+    pub count: usize,
+    pub planned: BoxStream<'a, Result<Planned, ApplyError>>,
+}
+
+/// Apply every tier, in order, each one's objects as `tier` yields them. `resources` is the
+/// run's discovery; it is refreshed once the CRDs tier is Established, since custom
+/// resources are only servable then. Returns the report and what was kept of each object
+/// for the steps after the apply ([`keep`]).
+pub async fn apply<'a>(
     client: &kube::Client,
     resources: &mut Resources,
-    plan: &Plan,
+    mut tier_objects: impl FnMut(Tier) -> TierObjects<'a>,
     opts: &ApplyOptions,
     progress: &Arc<Mutex<Progress>>,
-) -> Result<ApplyReport, ApplyError> {
+) -> Result<(ApplyReport, Plan), ApplyError> {
     let mut report = ApplyReport::default();
+    let mut kept = Plan::default();
+    let limit = limiter(opts);
     for tier in Tier::ALL {
-        let Some(items) = plan.tiers.get(&tier) else {
+        let TierObjects { count, planned } = tier_objects(tier);
+        if count == 0 {
             continue;
-        };
+        }
         if let Ok(mut p) = progress.lock() {
-            p.start_tier(tier, items.len());
+            p.start_tier(tier, count);
         }
-        // Indices, not `iter()`, so the future stays `Send` for callers that spawn it.
-        let results: Vec<(usize, ObjectOutcome)> = futures::stream::iter(0..items.len())
-            .map(|i| {
-                let p = &items[i];
-                let resources = &*resources;
-                async move { (i, apply_one(client, resources, p, opts).await) }
-            })
-            .buffer_unordered(opts.concurrency.max(1))
-            .inspect(|(_, o)| {
-                if let Ok(mut p) = progress.lock() {
-                    p.object_done(tier, matches!(o, ObjectOutcome::Failed(_)));
-                }
-            })
-            .collect()
-            .await;
-        let counts = report.tiers.entry(tier).or_default();
-        counts.total = items.len();
-        for (i, outcome) in results {
-            match outcome {
-                ObjectOutcome::Created => counts.created += 1,
-                ObjectOutcome::Existing => counts.existing += 1,
-                ObjectOutcome::Updated => counts.updated += 1,
-                ObjectOutcome::Failed(reason) => {
-                    counts.failed += 1;
-                    report.failures.push(Failure {
-                        object: items[i].key(),
-                        tier,
-                        reason,
-                    });
-                }
-            }
-        }
+        apply_tier(
+            client,
+            resources,
+            tier,
+            planned,
+            opts,
+            &limit,
+            progress,
+            &mut report,
+            &mut kept,
+        )
+        .await?;
         if tier == Tier::Crds {
-            wait_established(client, items, opts.crd_timeout).await?;
+            let crds = kept.tiers.get(&Tier::Crds).map_or(&[][..], Vec::as_slice);
+            wait_established(client, crds, opts.crd_timeout).await?;
             // Custom resources are only discoverable once their CRDs are served.
             *resources = Resources::discover(client).await?;
         }
     }
-    report.owners_relinked = relink_owners(client, resources, plan).await;
-    Ok(report)
+    report.owners_relinked = relink_owners(client, resources, &kept).await;
+    report.concurrency = Some(limit.range(INITIAL_CONCURRENCY.min(opts.concurrency.max(1))));
+    Ok((report, kept))
+}
+
+/// Apply one tier's objects as `planned` yields them, at most the adaptive limit in
+/// flight; counts and failures go to `report`, what later steps need to `kept`.
+#[allow(clippy::too_many_arguments)]
+async fn apply_tier(
+    client: &kube::Client,
+    resources: &Resources,
+    tier: Tier,
+    planned: BoxStream<'_, Result<Planned, ApplyError>>,
+    opts: &ApplyOptions,
+    limit: &Adaptive,
+    progress: &Arc<Mutex<Progress>>,
+    report: &mut ApplyReport,
+    kept: &mut Plan,
+) -> Result<(), ApplyError> {
+    // The buffer bounds the objects pulled ahead of the limit (each one parsed and
+    // planned): the limit's ceiling, so the limit, not the buffer, decides what is in flight.
+    let mut results = planned
+        .map(|p| async move {
+            let p = p?;
+            let permit = limit.acquire().await;
+            let outcome = apply_one(client, resources, &p, opts).await;
+            let throttled = matches!(&outcome, ObjectOutcome::Failed(r) if r.starts_with("429"));
+            limit.release(permit, throttled);
+            Ok::<_, ApplyError>((p, outcome))
+        })
+        .buffer_unordered(limit.max());
+    let counts = report.tiers.entry(tier).or_default();
+    while let Some(done) = results.next().await {
+        let (p, outcome) = done?;
+        if let Ok(mut pr) = progress.lock() {
+            pr.object_done(tier, matches!(outcome, ObjectOutcome::Failed(_)));
+        }
+        counts.total += 1;
+        match outcome {
+            ObjectOutcome::Created => counts.created += 1,
+            ObjectOutcome::Existing => counts.existing += 1,
+            ObjectOutcome::Updated => counts.updated += 1,
+            ObjectOutcome::Failed(reason) => {
+                counts.failed += 1;
+                report.failures.push(Failure {
+                    object: p.key(),
+                    tier,
+                    reason,
+                });
+            }
+        }
+        if let Some(k) = keep(p) {
+            kept.tiers.entry(tier).or_default().push(k);
+        }
+    }
+    Ok(())
+}
+
+/// The annotations the steps after the apply read (parked owners, adopted management,
+/// recorded replicas, held workloads).
+const KEPT_ANNOTATIONS: [&str; 4] = [ORIGINAL_OWNERS, ORIGINAL_MANAGEMENT, ORIGINAL_REPLICAS, HELD];
+
+/// What the steps after the apply (CRDs established, owners re-linked, management given
+/// back, held workloads released, operators scaled up) need of an applied object: its
+/// identity and coldstart's annotations, for the objects those steps look at — CRDs,
+/// workloads, operators, objects with parked owners or adopted management. Every other
+/// object is dropped once created, so what a restore keeps grows by a few hundred bytes
+/// per such object, not by the objects.
+pub fn keep(mut p: Planned) -> Option<Planned> {
+    let annotations = p
+        .object
+        .pointer_mut("/metadata/annotations")
+        .and_then(Value::as_object_mut)
+        .map(std::mem::take)
+        .unwrap_or_default();
+    let kept: serde_json::Map<String, Value> = annotations
+        .into_iter()
+        .filter(|(k, _)| KEPT_ANNOTATIONS.contains(&k.as_str()))
+        .collect();
+    let follow_up = matches!(p.tier, Tier::Crds | Tier::Workloads)
+        || p.operator
+        || kept.contains_key(ORIGINAL_OWNERS)
+        || kept.contains_key(ORIGINAL_MANAGEMENT);
+    if !follow_up {
+        return None;
+    }
+    p.object = json!({"metadata": {"annotations": kept}});
+    p.transforms = Vec::new();
+    Some(p)
 }
 
 /// Give parked owner references their owners' new uids, now that owners exist.

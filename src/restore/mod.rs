@@ -12,8 +12,11 @@
 //!        ─▶ scale operators up in order ─▶ report (RTO, RPO, counts, held)
 //! ```
 //!
-//! The snapshot is read and verified in full before this module sees it, and the preflight
-//! runs before the first write, so a bad snapshot or a missing disk changes nothing. If
+//! The snapshot is verified in full before this module sees it (every pack, blob and tree;
+//! [`crate::snapshot::read::open_stored`] keeps only where each object lies), and the
+//! preflight runs before the first write, so a bad snapshot or a missing disk changes
+//! nothing. Then each tier is read back from the store, planned in batches and applied as
+//! it streams: memory holds a few packs and the objects in flight, never the snapshot. If
 //! verification fails the gate stays up: nothing new can be created while someone looks.
 
 pub mod apply;
@@ -34,7 +37,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use self::apply::{ApplyOptions, ApplyReport, Failure, TierCounts};
-use self::plan::{ORIGINAL_MANAGEMENT, ORIGINAL_REPLICAS, Plan, PlanOptions, Tier};
+use futures::StreamExt as _;
+
+use self::plan::{ORIGINAL_MANAGEMENT, ORIGINAL_REPLICAS, Plan, PlanOptions, Planned, Tier};
 use self::verify::Verification;
 use crate::bindings::Bindings;
 use crate::cloud::{self, Provider};
@@ -77,12 +82,12 @@ pub struct Recorded {
     pub buckets: Vec<RecordedBucket>,
 }
 
-/// A verified, decrypted snapshot, ready to restore.
+/// A verified snapshot, ready to restore.
 #[derive(Debug, Clone)]
 pub struct RestoreSource {
     pub snapshot_id: String,
     pub taken_at: DateTime<Utc>,
-    pub objects: Vec<Value>,
+    pub objects: source::Objects,
     pub recorded: Recorded,
     /// Every binding the snapshot recorded, as the cloud is asked about them.
     pub bindings: Bindings,
@@ -130,6 +135,8 @@ pub struct RestoreReport {
     pub tiers: BTreeMap<Tier, TierCounts>,
     pub failures: Vec<Failure>,
     pub owners_relinked: usize,
+    /// Where the adaptive limit on creates in flight went (initial, lowest, highest, last).
+    pub concurrency: Option<crate::k8s::concurrency::Range>,
     pub gate: String,
     pub operators_scaled_up: Vec<String>,
     /// Wall time of the restore, milliseconds.
@@ -324,9 +331,51 @@ async fn record_state(client: &kube::Client, data: Value) -> Result<(), RestoreE
     Ok(())
 }
 
-/// Plan a restore without touching a cluster.
-pub fn plan_for(source: &RestoreSource, opts: &PlanOptions) -> Plan {
-    plan::plan(source.objects.clone(), &source.recorded, opts)
+/// Plan a whole restore without touching a cluster (`restore --dry-run`: every object
+/// planned, in memory).
+pub async fn plan_for(
+    source: &RestoreSource,
+    opts: &PlanOptions,
+) -> Result<Plan, crate::snapshot::read::ReadError> {
+    let objects = source.objects.collect(|_| true).await?;
+    Ok(plan::plan(objects, &source.recorded, opts))
+}
+
+/// Objects planned together: the plan's per-call setup (the claim → volume index) is paid
+/// once per batch, and a batch is what sits planned ahead of the creates in flight
+/// (~500 × a few KB of parsed JSON).
+const PLAN_BATCH: usize = 500;
+
+/// One tier of `source`, read and planned as the apply pulls it: the preflight's holds
+/// applied, withheld objects left out.
+fn tier_objects<'a>(
+    source: &'a RestoreSource,
+    opts: &'a PlanOptions,
+    pre: &'a Preflight,
+    tier: Tier,
+) -> apply::TierObjects<'a> {
+    let planned = source
+        .objects
+        .read(move |t| t == tier)
+        .chunks(PLAN_BATCH)
+        .flat_map(move |batch| {
+            let planned: Result<Vec<Planned>, apply::ApplyError> =
+                batch.into_iter().collect::<Result<Vec<_>, _>>().map(|objects| {
+                    let mut plan = plan::plan(objects, &source.recorded, opts);
+                    pre.hold(&mut plan);
+                    plan.tiers.into_values().flatten().collect()
+                })
+                .map_err(apply::ApplyError::from);
+            match planned {
+                Ok(items) => futures::stream::iter(items.into_iter().map(Ok)).left_stream(),
+                Err(e) => futures::stream::once(async move { Err(e) }).right_stream(),
+            }
+        })
+        .boxed();
+    apply::TierObjects {
+        count: source.objects.count(|t| t == tier),
+        planned,
+    }
 }
 
 /// Restore `source` into the cluster `client` points at (discovering what it serves).
@@ -368,8 +417,6 @@ pub async fn run_in(
         return Err(RestoreError::Refused(Box::new(pre)));
     }
     let me = whoami(client).await?;
-    let mut plan = plan_for(source, &opts.plan);
-    pre.hold(&mut plan);
     // Where the cloud's ledger stands before the first write: what it creates after this
     // mark is new.
     let ledger_mark = verifier
@@ -392,8 +439,16 @@ pub async fn run_in(
         "disabled".to_owned()
     };
     mark("gate", &mut t);
-    let applied: ApplyReport =
-        apply::apply(client, resources, &plan, &opts.apply, progress).await?;
+    // Each tier is read from the store, planned and applied as it streams: the snapshot
+    // was verified whole above, and only what later steps need of each object is kept.
+    let (applied, plan): (ApplyReport, Plan) = apply::apply(
+        client,
+        resources,
+        |tier| tier_objects(source, &opts.plan, &pre, tier),
+        &opts.apply,
+        progress,
+    )
+    .await?;
     mark("apply", &mut t);
     set_phase(progress, "verifying");
     let scope = pre.verify_scope(&source.recorded);
@@ -454,6 +509,7 @@ pub async fn run_in(
         tiers: applied.tiers.clone(),
         failures: applied.failures.clone(),
         owners_relinked: applied.owners_relinked,
+        concurrency: applied.concurrency,
         gate: gate_final,
         operators_scaled_up: operators,
         rto_ms: started.elapsed().as_millis() as u64,

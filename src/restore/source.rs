@@ -2,10 +2,109 @@
 //! the bindings that says what must be reused (disk per volume, address per Service,
 //! bucket per claim).
 
-use crate::bindings::{Bindings, BucketKind, Pin};
-use crate::snapshot::read::Snapshot;
+use std::sync::Arc;
 
+use futures::StreamExt as _;
+use futures::stream::BoxStream;
+use serde_json::Value;
+
+use super::plan::{Tier, tier_of};
 use super::{Recorded, RecordedAddress, RecordedBucket, RecordedVolume, RestoreSource};
+use crate::bindings::{Bindings, BucketKind, Pin};
+use crate::snapshot::crypto::Keys;
+use crate::snapshot::format::TreeEntry;
+use crate::snapshot::read::{ReadError, Snapshot, StoredSnapshot};
+use crate::store::Store;
+
+/// The objects a restore brings back: in memory (a small snapshot, a test, a drill's
+/// rewritten copy), or left in the store, verified, and read back one tier at a time, so a
+/// restore's memory does not grow with the snapshot.
+#[derive(Debug, Clone)]
+pub enum Objects {
+    Loaded(Vec<Value>),
+    Stored(Arc<Stored>),
+}
+
+/// A verified snapshot left in its store, with what it takes to read it back.
+#[derive(Clone)]
+pub struct Stored {
+    pub store: Store,
+    pub keys: Keys,
+    pub snapshot: StoredSnapshot,
+}
+
+impl std::fmt::Debug for Stored {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stored")
+            .field("store", &self.store.url())
+            .field("snapshot", &self.snapshot.manifest.id)
+            .field("objects", &self.snapshot.object_count())
+            .finish()
+    }
+}
+
+fn entry_tier(e: &TreeEntry) -> Tier {
+    tier_of(&e.resource.api_version(), &e.resource.kind)
+}
+
+fn object_tier(o: &Value) -> Tier {
+    tier_of(
+        o["apiVersion"].as_str().unwrap_or_default(),
+        o["kind"].as_str().unwrap_or_default(),
+    )
+}
+
+impl Objects {
+    /// How many objects the tiers `wanted` picks hold.
+    pub fn count(&self, wanted: impl Fn(Tier) -> bool) -> usize {
+        match self {
+            Objects::Loaded(all) => all.iter().filter(|o| wanted(object_tier(o))).count(),
+            Objects::Stored(s) => s.snapshot.count(|e| wanted(entry_tier(e))),
+        }
+    }
+
+    /// The objects of the tiers `wanted` picks, as they are read (in no particular order).
+    pub fn read(
+        &self,
+        wanted: impl Fn(Tier) -> bool,
+    ) -> BoxStream<'static, Result<Value, ReadError>> {
+        match self {
+            Objects::Loaded(all) => {
+                let picked: Vec<Result<Value, ReadError>> = all
+                    .iter()
+                    .filter(|o| wanted(object_tier(o)))
+                    .cloned()
+                    .map(Ok)
+                    .collect();
+                futures::stream::iter(picked).boxed()
+            }
+            Objects::Stored(s) => s
+                .snapshot
+                .read(&s.store, &s.keys, |e| wanted(entry_tier(e)))
+                .map(|o| {
+                    let o = o?;
+                    // Every object parsed when the snapshot was opened; a failure here is
+                    // the store changing underneath the restore.
+                    serde_json::from_slice(&o.raw).map_err(|source| ReadError::Object {
+                        blob: format!("entry {}", o.entry),
+                        what: "an object read back during the restore".to_owned(),
+                        source,
+                    })
+                })
+                .boxed(),
+        }
+    }
+
+    /// Every object of the tiers `wanted` picks, in memory.
+    pub async fn collect(&self, wanted: impl Fn(Tier) -> bool) -> Result<Vec<Value>, ReadError> {
+        let mut stream = self.read(wanted);
+        let mut out = Vec::new();
+        while let Some(o) = stream.next().await {
+            out.push(o?);
+        }
+        Ok(out)
+    }
+}
 
 impl Recorded {
     /// What a restore must reuse, from a snapshot's bindings.
@@ -70,13 +169,29 @@ impl Recorded {
     }
 }
 
-/// Everything a restore needs from a verified snapshot.
+/// Everything a restore needs from a snapshot read in full, in memory.
 pub fn from_snapshot(snap: &Snapshot) -> RestoreSource {
     RestoreSource {
         snapshot_id: snap.manifest.id.clone(),
         taken_at: snap.manifest.started_at,
-        objects: snap.resources().iter().flat_map(|r| r.objects()).collect(),
+        objects: Objects::Loaded(snap.resources().iter().flat_map(|r| r.objects()).collect()),
         recorded: Recorded::from_bindings(snap.bindings()),
         bindings: snap.bindings().clone(),
+    }
+}
+
+/// Everything a restore needs from a snapshot verified and left in the store
+/// ([`crate::snapshot::read::open_stored`]): its objects are read back tier by tier.
+pub fn from_stored(store: &Store, keys: &Keys, snap: StoredSnapshot) -> RestoreSource {
+    RestoreSource {
+        snapshot_id: snap.manifest.id.clone(),
+        taken_at: snap.manifest.started_at,
+        recorded: Recorded::from_bindings(snap.bindings()),
+        bindings: snap.bindings().clone(),
+        objects: Objects::Stored(Arc::new(Stored {
+            store: store.clone(),
+            keys: keys.clone(),
+            snapshot: snap,
+        })),
     }
 }

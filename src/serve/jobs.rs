@@ -305,16 +305,17 @@ impl Jobs for ClusterJobs {
         let started = Instant::now();
         // The newest whole snapshot of this cluster: a damaged newer one is skipped.
         let cluster = &self.snapshot.cluster_name;
-        let snap = read::open_newest(&self.store, &self.keys, |m| &m.cluster.name == cluster)
+        let snap = read::open_newest_stored(&self.store, &self.keys, |m| &m.cluster.name == cluster)
             .await?
             .ok_or_else(|| JobError::NoWholeSnapshot {
                 cluster: cluster.clone(),
                 store: self.store.url().to_owned(),
             })?;
-        let source = restore::source::from_snapshot(&snap);
+        let snapshot_id = snap.manifest.id.clone();
+        let source = restore::source::from_stored(&self.store, &self.keys, snap);
         let report = restore::run(&self.client, &source, &self.restore, &progress).await?;
         Ok(ColdStart::Restored {
-            snapshot_id: snap.manifest.id.clone(),
+            snapshot_id,
             verified: report.succeeded,
             message: restored_message(&report, started.elapsed()),
         })

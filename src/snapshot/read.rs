@@ -15,6 +15,7 @@
 //! ```
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::StreamExt as _;
@@ -22,12 +23,9 @@ use serde_json::Value;
 
 use super::StoreKeyError;
 use super::crypto::{BlobId, CryptoError, Keys, Role};
-use super::format::{self, FormatError, Index, Manifest, ResourceRef};
+use super::format::{self, FormatError, Index, Manifest, ResourceRef, TreeEntry};
 use crate::bindings::Bindings;
 use crate::store::{Store, StoreError, layout};
-
-/// A pack's stored size and its verified blobs.
-type PackBlobs = (u64, Vec<(BlobId, Bytes)>);
 
 /// Packs downloaded and checked at once.
 const PACKS_IN_FLIGHT: usize = 4;
@@ -240,12 +238,31 @@ pub async fn open_newest(
     keys: &Keys,
     wanted: impl Fn(&Manifest) -> bool,
 ) -> Result<Option<Snapshot>, ReadError> {
+    newest(store, keys, wanted, |id| async move { open(store, keys, &id).await }).await
+}
+
+/// [`open_newest`], verified but left in the store ([`open_stored`]): what a restore uses.
+pub async fn open_newest_stored(
+    store: &Store,
+    keys: &Keys,
+    wanted: impl Fn(&Manifest) -> bool,
+) -> Result<Option<StoredSnapshot>, ReadError> {
+    newest(store, keys, wanted, |id| async move { open_stored(store, keys, &id).await })
+        .await
+}
+
+async fn newest<T, F: Future<Output = Result<T, ReadError>>>(
+    store: &Store,
+    keys: &Keys,
+    wanted: impl Fn(&Manifest) -> bool,
+    opener: impl Fn(String) -> F,
+) -> Result<Option<T>, ReadError> {
     let mut all = list(store, keys).await?;
     all.retain(|m| wanted(m));
     all.sort_by(|a, b| (a.started_at, &a.id).cmp(&(b.started_at, &b.id)));
     let mut newest_damage = None;
     while let Some(m) = all.pop() {
-        match open(store, keys, &m.id).await {
+        match opener(m.id.clone()).await {
             Ok(snap) => return Ok(Some(snap)),
             Err(e) if e.is_damage() => {
                 tracing::warn!(snapshot = %m.id, error = %e, "skipping a damaged snapshot; trying the next older one");
@@ -324,127 +341,343 @@ impl Snapshot {
     }
 }
 
-/// Read, decrypt and verify a whole snapshot (see the module docs).
+/// Read, decrypt and verify a whole snapshot and keep every object in memory (see the
+/// module docs). A restore uses [`open_stored`] instead, which keeps only where each
+/// object lies; this is for small snapshots and for showing one.
 pub async fn open(store: &Store, keys: &Keys, id: &str) -> Result<Snapshot, ReadError> {
+    let stored = open_stored(store, keys, id).await?;
+    let mut objects: Vec<Vec<Bytes>> = stored
+        .locations
+        .iter()
+        .map(|l| Vec::with_capacity(l.len()))
+        .collect();
+    let mut read = stored.read(store, keys, |_| true);
+    while let Some(o) = read.next().await {
+        let o = o?;
+        objects[o.entry].push(o.raw);
+    }
+    let resources = stored
+        .manifest
+        .resources
+        .iter()
+        .zip(objects)
+        .map(|(entry, objects)| ResourceObjects {
+            resource: entry.resource.clone(),
+            namespace: entry.namespace.clone(),
+            objects,
+        })
+        .collect();
+    Ok(Snapshot {
+        bytes_read: stored.bytes_read,
+        manifest: stored.manifest,
+        resources,
+    })
+}
+
+/// Where one object lies: which of the manifest's packs, and where in its payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Loc {
+    pack: u32,
+    offset: u32,
+    len: u32,
+}
+
+/// A snapshot verified in full whose objects were left in the store: the manifest and
+/// where each object lies (12 bytes an object), so a restore reads back one tier at a time
+/// instead of holding the snapshot in memory.
+#[derive(Debug, Clone)]
+pub struct StoredSnapshot {
+    pub manifest: Manifest,
+    /// Per entry of `manifest.resources`, its objects in name order.
+    locations: Vec<Vec<Loc>>,
+    /// Stored bytes read by the verifying pass (packs).
+    pub bytes_read: u64,
+}
+
+/// One object read back from a [`StoredSnapshot`].
+#[derive(Debug, Clone)]
+pub struct StoredObject {
+    /// Which entry of `manifest.resources` it belongs to.
+    pub entry: usize,
+    /// The object as stored: compact JSON, checked to parse when the snapshot was opened.
+    pub raw: Bytes,
+}
+
+/// Packs read ahead of the consumer of [`StoredSnapshot::read`]: one being consumed, one
+/// arriving. Each is at most a pack payload ([`super::write::PACK_SIZE`] of JSON) in memory.
+const READ_AHEAD: usize = 2;
+
+impl StoredSnapshot {
+    pub fn bindings(&self) -> &Bindings {
+        &self.manifest.bindings
+    }
+
+    pub fn object_count(&self) -> usize {
+        self.locations.iter().map(Vec::len).sum()
+    }
+
+    /// How many objects the entries `select` picks hold.
+    pub fn count(&self, select: impl Fn(&TreeEntry) -> bool) -> usize {
+        self.manifest
+            .resources
+            .iter()
+            .zip(&self.locations)
+            .filter(|(e, _)| select(e))
+            .map(|(_, l)| l.len())
+            .sum()
+    }
+
+    /// Read back the objects of the entries `select` picks, pack by pack (each pack read
+    /// once, at most [`READ_AHEAD`] ahead of the consumer), in no particular order. Each
+    /// pack is checked against its name again: one replaced since the snapshot was opened
+    /// is an error, never used.
+    pub fn read(
+        &self,
+        store: &Store,
+        keys: &Keys,
+        select: impl Fn(&TreeEntry) -> bool,
+    ) -> futures::stream::BoxStream<'static, Result<StoredObject, ReadError>> {
+        let mut by_pack: std::collections::BTreeMap<u32, Vec<(usize, Loc)>> = Default::default();
+        for (i, (entry, locs)) in self.manifest.resources.iter().zip(&self.locations).enumerate() {
+            if select(entry) {
+                for l in locs {
+                    by_pack.entry(l.pack).or_default().push((i, *l));
+                }
+            }
+        }
+        let (store, keys, id) = (store.clone(), keys.clone(), self.manifest.id.clone());
+        let packs = self.manifest.packs.clone();
+        futures::stream::iter(by_pack)
+            .map(move |(pack, locs)| {
+                let (store, keys, id) = (store.clone(), keys.clone(), id.clone());
+                let name = packs[pack as usize].clone();
+                async move { read_objects(&store, &keys, &id, &name, locs).await }
+            })
+            .buffered(READ_AHEAD)
+            .flat_map(|r| match r {
+                Ok(objects) => futures::stream::iter(objects.into_iter().map(Ok)).left_stream(),
+                Err(e) => futures::stream::once(async move { Err(e) }).right_stream(),
+            })
+            .boxed()
+    }
+}
+
+/// Verify a whole snapshot without keeping it: read the manifest, every index and every
+/// referenced pack ([`PACKS_IN_FLIGHT`] at a time); check each pack's hash, decrypt and
+/// decompress it, check every blob's keyed hash and that every object parses as JSON, and
+/// resolve every tree. What is kept is where each object lies (12 bytes an object) and,
+/// while the packs are read, the tree chunks (32 bytes an object): memory grows with the
+/// object count by bytes per object, not by the objects themselves.
+pub async fn open_stored(
+    store: &Store,
+    keys: &Keys,
+    id: &str,
+) -> Result<StoredSnapshot, ReadError> {
     let manifest = manifest(store, keys, id).await?;
-    let mut where_: HashMap<&str, Vec<(BlobId, u32, u32)>> = HashMap::new();
-    let indexes = load_indexes(store, keys).await?;
-    for (_, index) in &indexes {
-        for p in &index.packs {
-            where_
-                .entry(p.id.as_str())
-                .or_default()
-                .extend(p.blobs.iter().copied());
+    let pack_no: HashMap<&str, u32> = manifest
+        .packs
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.as_str(), i as u32))
+        .collect();
+    // Every blob of this snapshot's packs, sorted by pack and offset so each pack's blobs
+    // are one slice; a sorted Vec, not a map, for the smallest footprint per blob.
+    let mut located: Vec<(BlobId, Loc)> = Vec::new();
+    for (_, index) in load_indexes(store, keys).await? {
+        for p in index.packs {
+            if let Some(&pack) = pack_no.get(p.id.as_str()) {
+                located.extend(p.blobs.into_iter().map(|(b, offset, len)| {
+                    (b, Loc { pack, offset, len })
+                }));
+            }
         }
     }
-    // Indices, not `iter()`: a closure over borrowed items makes this future non-`Send`
-    // for callers that spawn it (the higher-ranked lifetime of the item).
-    let fetched: Vec<Result<PackBlobs, ReadError>> = futures::stream::iter(0..manifest.packs.len())
-        .map(|i| {
-            let pack = &manifest.packs[i];
-            let entries = where_.get(pack.as_str()).cloned().unwrap_or_default();
-            read_pack(store, keys, id, pack, entries)
-        })
-        .buffer_unordered(PACKS_IN_FLIGHT)
-        .collect()
-        .await;
-    let mut blobs: HashMap<BlobId, Bytes> = HashMap::new();
-    let mut bytes_read = 0;
-    for f in fetched {
-        let (size, got) = f?;
-        bytes_read += size;
-        blobs.extend(got);
+    located.sort_unstable_by_key(|(_, l)| (l.pack, l.offset));
+    let trees: std::collections::HashSet<BlobId> = manifest
+        .resources
+        .iter()
+        .flat_map(|e| e.trees.iter().copied())
+        .collect();
+    let trees = Arc::new(trees);
+    let mut ranges = Vec::with_capacity(manifest.packs.len());
+    let mut from = 0;
+    for pack in 0..manifest.packs.len() as u32 {
+        let to = from + located[from..].partition_point(|(_, l)| l.pack == pack);
+        ranges.push((from, to));
+        from = to;
     }
+    let located = Arc::new(located);
+    let checked: Vec<Result<PackCheck, ReadError>> =
+        futures::stream::iter(0..manifest.packs.len())
+            .map(|i| {
+                let (located, trees) = (located.clone(), trees.clone());
+                let (from, to) = ranges[i];
+                check_pack(store, keys, id, &manifest.packs[i], located, from..to, trees)
+            })
+            .buffer_unordered(PACKS_IN_FLIGHT)
+            .collect()
+            .await;
+    let mut chunks: HashMap<BlobId, Bytes> = HashMap::new();
+    let mut not_json: HashMap<BlobId, serde_json::Error> = HashMap::new();
+    let mut bytes_read = 0;
+    for c in checked {
+        let c = c?;
+        bytes_read += c.size;
+        chunks.extend(c.trees);
+        not_json.extend(c.not_json);
+    }
+    let mut located = Arc::try_unwrap(located).unwrap_or_else(|shared| (*shared).clone());
+    located.sort_unstable_by_key(|(b, _)| *b);
+    let find = |blob: &BlobId| {
+        located
+            .binary_search_by_key(blob, |(b, _)| *b)
+            .ok()
+            .map(|i| located[i].1)
+    };
     let missing = |blob: &BlobId, what: String| ReadError::MissingBlob {
         id: id.to_owned(),
         blob: blob.to_hex(),
         what,
     };
-    let mut resources = Vec::with_capacity(manifest.resources.len());
+    let mut locations = Vec::with_capacity(manifest.resources.len());
     for entry in &manifest.resources {
         let what = format!(
             "{} in {}",
             entry.resource.qualified(),
             entry.namespace.as_deref().unwrap_or("(cluster)")
         );
-        let mut objects = Vec::with_capacity(entry.count as usize);
+        let mut locs = Vec::with_capacity(entry.count as usize);
         for tree in &entry.trees {
-            let chunk = blobs
+            let chunk = chunks
                 .get(tree)
                 .ok_or_else(|| missing(tree, format!("tree of {what}")))?;
             for obj in format::parse_tree(chunk, &what)? {
-                let raw = blobs
-                    .get(&obj)
-                    .ok_or_else(|| missing(&obj, format!("object of {what}")))?;
-                serde_json::from_slice::<serde::de::IgnoredAny>(raw).map_err(|source| {
-                    ReadError::Object {
+                let loc = find(&obj).ok_or_else(|| missing(&obj, format!("object of {what}")))?;
+                if let Some(source) = not_json.remove(&obj) {
+                    return Err(ReadError::Object {
                         blob: obj.to_hex(),
                         what: what.clone(),
                         source,
-                    }
-                })?;
-                objects.push(raw.clone());
+                    });
+                }
+                locs.push(loc);
             }
         }
-        resources.push(ResourceObjects {
-            resource: entry.resource.clone(),
-            namespace: entry.namespace.clone(),
-            objects,
-        });
+        locations.push(locs);
     }
-    Ok(Snapshot {
+    Ok(StoredSnapshot {
         manifest,
-        resources,
+        locations,
         bytes_read,
     })
 }
 
-async fn read_pack(
+/// What the verifying pass keeps of one pack.
+struct PackCheck {
+    size: u64,
+    /// The snapshot's tree chunks found in it (copied out: the payload is dropped).
+    trees: Vec<(BlobId, Bytes)>,
+    /// Blobs that are not JSON: the tree chunks of this and other snapshots, and damage if
+    /// a tree lists one of them as an object.
+    not_json: Vec<(BlobId, serde_json::Error)>,
+}
+
+/// Download one pack, check it whole (see [`open_stored`]) and keep only its tree chunks.
+async fn check_pack(
     store: &Store,
     keys: &Keys,
     id: &str,
     pack: &str,
-    entries: Vec<(BlobId, u32, u32)>,
-) -> Result<PackBlobs, ReadError> {
-    let sealed = match store.get(&layout::pack(pack)).await {
-        Ok(b) => b,
-        Err(StoreError::NotFound { .. }) => {
-            return Err(ReadError::MissingPack {
-                id: id.to_owned(),
-                pack: pack.to_owned(),
-            });
-        }
-        Err(e) => return Err(e.into()),
-    };
+    located: Arc<Vec<(BlobId, Loc)>>,
+    range: std::ops::Range<usize>,
+    trees: Arc<std::collections::HashSet<BlobId>>,
+) -> Result<PackCheck, ReadError> {
+    let sealed = get_pack(store, id, pack).await?;
     let size = sealed.len() as u64;
     let (keys, pack) = (keys.clone(), pack.to_owned());
     tokio::task::spawn_blocking(move || {
+        let payload = open_pack(&keys, &pack, &sealed)?;
+        drop(sealed);
         let what = format!("pack {pack}");
-        if format::stored_hash(&sealed) != pack {
-            return Err(ReadError::Hash { what });
-        }
-        let payload =
-            Bytes::from(format::decode(&keys, Role::Pack, &sealed, &what).map_err(decoded)?);
-        let mut out = Vec::with_capacity(entries.len());
-        for (blob, off, len) in entries {
-            let (start, end) = (off as usize, off as usize + len as usize);
-            let data = payload
-                .get(start..end)
-                .map(|_| payload.slice(start..end))
-                .ok_or_else(|| ReadError::Hash {
-                    what: format!("{what} (blob {} lies past its end)", blob.to_hex()),
-                })?;
-            if keys.blob_id(&data) != blob {
+        let mut out = PackCheck {
+            size,
+            trees: Vec::new(),
+            not_json: Vec::new(),
+        };
+        for (blob, loc) in &located[range] {
+            let data = slice(&payload, loc, &what)?;
+            if keys.blob_id(data) != *blob {
                 return Err(ReadError::Hash {
                     what: format!("blob {} in {what}", blob.to_hex()),
                 });
             }
-            out.push((blob, data));
+            if trees.contains(blob) {
+                out.trees.push((*blob, Bytes::copy_from_slice(data)));
+            } else if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(data) {
+                out.not_json.push((*blob, e));
+            }
         }
-        Ok((size, out))
+        Ok(out)
     })
     .await
     .map_err(|e| ReadError::Task(e.to_string()))?
+}
+
+/// Read one pack again and slice out the objects at `locs`.
+async fn read_objects(
+    store: &Store,
+    keys: &Keys,
+    id: &str,
+    pack: &str,
+    locs: Vec<(usize, Loc)>,
+) -> Result<Vec<StoredObject>, ReadError> {
+    let sealed = get_pack(store, id, pack).await?;
+    let (keys, pack) = (keys.clone(), pack.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let payload = Bytes::from(open_pack(&keys, &pack, &sealed)?);
+        let what = format!("pack {pack}");
+        locs.into_iter()
+            .map(|(entry, loc)| {
+                slice(&payload, &loc, &what)?;
+                let start = loc.offset as usize;
+                Ok(StoredObject {
+                    entry,
+                    raw: payload.slice(start..start + loc.len as usize),
+                })
+            })
+            .collect()
+    })
+    .await
+    .map_err(|e| ReadError::Task(e.to_string()))?
+}
+
+async fn get_pack(store: &Store, id: &str, pack: &str) -> Result<Bytes, ReadError> {
+    match store.get(&layout::pack(pack)).await {
+        Ok(b) => Ok(b),
+        Err(StoreError::NotFound { .. }) => Err(ReadError::MissingPack {
+            id: id.to_owned(),
+            pack: pack.to_owned(),
+        }),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A pack's payload: its hash checked against its name, decrypted, decompressed.
+fn open_pack(keys: &Keys, pack: &str, sealed: &[u8]) -> Result<Vec<u8>, ReadError> {
+    let what = format!("pack {pack}");
+    if format::stored_hash(sealed) != pack {
+        return Err(ReadError::Hash { what });
+    }
+    format::decode(keys, Role::Pack, sealed, &what).map_err(decoded)
+}
+
+fn slice<'a>(payload: &'a [u8], loc: &Loc, what: &str) -> Result<&'a [u8], ReadError> {
+    let start = loc.offset as usize;
+    payload
+        .get(start..start + loc.len as usize)
+        .ok_or_else(|| ReadError::Hash {
+            what: format!("{what} (a blob lies past its end)"),
+        })
 }
 
 /// What `verify` checked.
@@ -457,7 +690,7 @@ pub struct Verified {
 
 /// Re-read every byte of a snapshot and check every hash and decryption.
 pub async fn verify(store: &Store, keys: &Keys, id: &str) -> Result<Verified, ReadError> {
-    let snap = open(store, keys, id).await?;
+    let snap = open_stored(store, keys, id).await?;
     Ok(Verified {
         objects: snap.object_count(),
         packs: snap.manifest.packs.len(),

@@ -598,7 +598,9 @@ async fn stop_teardown_start_on_the_corpus_brings_back_every_original_and_nothin
     )
     .await
     .expect("verified");
-    let plan = restore::plan_for(&restore::source::from_snapshot(&snap), &Default::default());
+    let plan = restore::plan_for(&restore::source::from_snapshot(&snap), &Default::default())
+        .await
+        .expect("planned");
     let documented: BTreeMap<String, String> = plan
         .tiers
         .values()

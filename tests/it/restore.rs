@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::helpers::{TestCluster, wait_until};
 use coldstart::progress::Progress;
 use coldstart::restore::plan::PlanOptions;
+use coldstart::restore::source::Objects;
 use coldstart::restore::{
     self, Recorded, RecordedAddress, RecordedBucket, RecordedVolume, RestoreOptions, RestoreSource,
 };
@@ -120,7 +121,7 @@ pub fn capture(sim: &Sim) -> RestoreSource {
     RestoreSource {
         snapshot_id: "in-process".into(),
         taken_at: chrono::Utc::now(),
-        objects,
+        objects: Objects::Loaded(objects),
         recorded,
         bindings: Default::default(),
     }
@@ -311,9 +312,10 @@ async fn a_restore_after_teardown_reuses_every_disk_address_and_bucket_and_creat
 /// Operators that come up while (or before) the restore runs, as a GitOps tool would
 /// start them: their namespaces, storage classes, CRDs and Deployments.
 fn early_operators(source: &RestoreSource) -> Vec<Value> {
-    source
-        .objects
-        .iter()
+    let Objects::Loaded(all) = &source.objects else {
+        panic!("the in-process capture is in memory")
+    };
+    all.iter()
         .filter(|o| {
             let kind = o["kind"].as_str().unwrap_or_default();
             let name = o["metadata"]["name"].as_str().unwrap_or_default();
