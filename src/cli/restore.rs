@@ -231,13 +231,7 @@ pub async fn restore_cmd(args: RestoreArgs, global: &Global) -> anyhow::Result<E
     }
     let client = global.client().await?;
     // Nothing is written before the target is known to be the right one.
-    restore::target::check(
-        &client,
-        &id,
-        &cluster,
-        &args.target.consent(global),
-    )
-    .await?;
+    restore::target::check(&client, &id, &cluster, &args.target.consent(global)).await?;
     let opts = RestoreOptions {
         plan: plan_opts,
         apply: restore::apply::ApplyOptions {

@@ -242,21 +242,19 @@ pub async fn run_drill(
             Target::Shadow => {
                 rehearse_in_shadow(&id, &src, &bindings, &opts.restore, progress).await
             }
-            Target::Cluster { client, .. } => {
-                match rehearsal::for_scratch_cluster(&src).await {
-                    Ok((src, out)) => {
-                        left_out = out;
-                        let ropts = RestoreOptions {
-                            scale_operators: false,
-                            ..opts.restore.clone()
-                        };
-                        restore::run(client, &src, &ropts, progress)
-                            .await
-                            .map_err(|e| e.to_string())
-                    }
-                    Err(e) => Err(e.to_string()),
+            Target::Cluster { client, .. } => match rehearsal::for_scratch_cluster(&src).await {
+                Ok((src, out)) => {
+                    left_out = out;
+                    let ropts = RestoreOptions {
+                        scale_operators: false,
+                        ..opts.restore.clone()
+                    };
+                    restore::run(client, &src, &ropts, progress)
+                        .await
+                        .map_err(|e| e.to_string())
                 }
-            }
+                Err(e) => Err(e.to_string()),
+            },
         };
         match outcome {
             Ok(r) => {

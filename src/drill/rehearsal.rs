@@ -19,9 +19,9 @@ use serde_json::{Value, json};
 
 use crate::bindings::{Bindings, Pin};
 use crate::restore::RestoreSource;
+use crate::restore::plan::is_bucket_claim;
 use crate::restore::source::Objects;
 use crate::snapshot::read::ReadError;
-use crate::restore::plan::is_bucket_claim;
 use coldstart_sim::cloud::{Address, Bucket, CloudState, Disk, ZONES};
 
 /// What a stand-in "holds": tells a rehearsal's disks and buckets from real ones.
@@ -411,10 +411,7 @@ mod tests {
         );
         assert!(objects[1]["spec"].get("awsElasticBlockStore").is_none());
         assert_eq!(objects[2]["spec"]["replicas"], 0);
-        assert_eq!(
-            objects[3]["spec"]["loadBalancerClass"],
-            REHEARSAL_LB_CLASS
-        );
+        assert_eq!(objects[3]["spec"]["loadBalancerClass"], REHEARSAL_LB_CLASS);
         assert!(objects[4]["spec"].get("loadBalancerClass").is_none());
         assert!(objects[0]["metadata"]["annotations"][REHEARSAL_ANNOTATION].is_string());
         assert_eq!(left_out.len(), 2, "{left_out:?}");

@@ -147,7 +147,11 @@ impl Adaptive {
             );
             if next < s.limit {
                 s.last_decrease = Instant::now();
-                tracing::debug!(from = s.limit, to = next, "throttled: fewer requests in flight");
+                tracing::debug!(
+                    from = s.limit,
+                    to = next,
+                    "throttled: fewer requests in flight"
+                );
             }
             s.limit = next;
             s.lowest = s.lowest.min(next);
@@ -181,7 +185,13 @@ mod tests {
     fn the_limit_grows_by_one_per_window_and_halves_when_throttled() {
         let long = DECREASE_HOLD * 2;
         let cases = [
-            ("ok grows by 1/limit", 64.0, Signal::Ok, long, 64.0 + 1.0 / 64.0),
+            (
+                "ok grows by 1/limit",
+                64.0,
+                Signal::Ok,
+                long,
+                64.0 + 1.0 / 64.0,
+            ),
             ("throttled halves", 64.0, Signal::Throttled, long, 32.0),
             (
                 "throttled again within the hold keeps it",
@@ -218,7 +228,10 @@ mod tests {
             }
         });
         tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(!waiting.is_finished(), "a third request got in over a limit of 2");
+        assert!(
+            !waiting.is_finished(),
+            "a third request got in over a limit of 2"
+        );
         a.release(p1, false);
         waiting.await.expect("the waiter gets the freed slot");
         a.release(p2, false);

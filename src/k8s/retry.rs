@@ -126,9 +126,9 @@ impl<Res> tower::retry::Policy<Request<Body>, Response<Res>, BoxError> for Budge
                     THROTTLED.fetch_add(1, Ordering::Relaxed);
                 }
                 resp.headers()
-                .get(http::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
+                    .get(http::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
                     .map(Duration::from_secs)
             }
             Err(_) => None,

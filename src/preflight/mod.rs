@@ -25,8 +25,8 @@ use serde_json::{Value, json};
 use crate::bindings::consumers::{self, WorkloadRef};
 use crate::bindings::{Bindings, BucketBinding, BucketKind};
 use crate::cloud::{CloudVerifier, Kind, Status, Verdict, rules};
-use crate::restore::plan::{ORIGINAL_REPLICAS, Plan};
 use crate::restore::plan::Tier;
+use crate::restore::plan::{ORIGINAL_REPLICAS, Plan};
 use crate::restore::{Recorded, RestoreSource};
 
 /// Annotation on a workload a degraded restore keeps down: why, in words.

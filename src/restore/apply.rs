@@ -19,14 +19,12 @@ use kube::runtime::wait::conditions;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::plan::{
-    ORIGINAL_MANAGEMENT, ORIGINAL_OWNERS, ORIGINAL_REPLICAS, Plan, Planned, Tier,
-};
+use super::plan::{ORIGINAL_MANAGEMENT, ORIGINAL_OWNERS, ORIGINAL_REPLICAS, Plan, Planned, Tier};
 use crate::k8s::concurrency::{self, Adaptive};
 use crate::k8s::{self, K8sError, Resources};
 use crate::preflight::HELD;
-use crate::snapshot::read::ReadError;
 use crate::progress::Progress;
+use crate::snapshot::read::ReadError;
 
 /// What to do with an object that already exists in the cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum, Default)]
@@ -70,11 +68,7 @@ const MIN_CONCURRENCY: usize = 4;
 /// The adaptive limit a run's creates share, from its options.
 pub fn limiter(opts: &ApplyOptions) -> Adaptive {
     let max = opts.concurrency.max(1);
-    Adaptive::new(
-        INITIAL_CONCURRENCY.min(max),
-        MIN_CONCURRENCY.min(max),
-        max,
-    )
+    Adaptive::new(INITIAL_CONCURRENCY.min(max), MIN_CONCURRENCY.min(max), max)
 }
 
 /// One object's fate.
@@ -315,7 +309,12 @@ async fn apply_tier(
 
 /// The annotations the steps after the apply read (parked owners, adopted management,
 /// recorded replicas, held workloads).
-const KEPT_ANNOTATIONS: [&str; 4] = [ORIGINAL_OWNERS, ORIGINAL_MANAGEMENT, ORIGINAL_REPLICAS, HELD];
+const KEPT_ANNOTATIONS: [&str; 4] = [
+    ORIGINAL_OWNERS,
+    ORIGINAL_MANAGEMENT,
+    ORIGINAL_REPLICAS,
+    HELD,
+];
 
 /// What the steps after the apply (CRDs established, owners re-linked, management given
 /// back, held workloads released, operators scaled up) need of an applied object: its

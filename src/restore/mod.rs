@@ -359,8 +359,10 @@ fn tier_objects<'a>(
         .read(move |t| t == tier)
         .chunks(PLAN_BATCH)
         .flat_map(move |batch| {
-            let planned: Result<Vec<Planned>, apply::ApplyError> =
-                batch.into_iter().collect::<Result<Vec<_>, _>>().map(|objects| {
+            let planned: Result<Vec<Planned>, apply::ApplyError> = batch
+                .into_iter()
+                .collect::<Result<Vec<_>, _>>()
+                .map(|objects| {
                     let mut plan = plan::plan(objects, &source.recorded, opts);
                     pre.hold(&mut plan);
                     plan.tiers.into_values().flatten().collect()

@@ -305,12 +305,13 @@ impl Jobs for ClusterJobs {
         let started = Instant::now();
         // The newest whole snapshot of this cluster: a damaged newer one is skipped.
         let cluster = &self.snapshot.cluster_name;
-        let snap = read::open_newest_stored(&self.store, &self.keys, |m| &m.cluster.name == cluster)
-            .await?
-            .ok_or_else(|| JobError::NoWholeSnapshot {
-                cluster: cluster.clone(),
-                store: self.store.url().to_owned(),
-            })?;
+        let snap =
+            read::open_newest_stored(&self.store, &self.keys, |m| &m.cluster.name == cluster)
+                .await?
+                .ok_or_else(|| JobError::NoWholeSnapshot {
+                    cluster: cluster.clone(),
+                    store: self.store.url().to_owned(),
+                })?;
         let snapshot_id = snap.manifest.id.clone();
         let source = restore::source::from_stored(&self.store, &self.keys, snap);
         let report = restore::run(&self.client, &source, &self.restore, &progress).await?;

@@ -238,7 +238,10 @@ pub async fn open_newest(
     keys: &Keys,
     wanted: impl Fn(&Manifest) -> bool,
 ) -> Result<Option<Snapshot>, ReadError> {
-    newest(store, keys, wanted, |id| async move { open(store, keys, &id).await }).await
+    newest(store, keys, wanted, |id| async move {
+        open(store, keys, &id).await
+    })
+    .await
 }
 
 /// [`open_newest`], verified but left in the store ([`open_stored`]): what a restore uses.
@@ -247,8 +250,10 @@ pub async fn open_newest_stored(
     keys: &Keys,
     wanted: impl Fn(&Manifest) -> bool,
 ) -> Result<Option<StoredSnapshot>, ReadError> {
-    newest(store, keys, wanted, |id| async move { open_stored(store, keys, &id).await })
-        .await
+    newest(store, keys, wanted, |id| async move {
+        open_stored(store, keys, &id).await
+    })
+    .await
 }
 
 async fn newest<T, F: Future<Output = Result<T, ReadError>>>(
@@ -438,7 +443,13 @@ impl StoredSnapshot {
         select: impl Fn(&TreeEntry) -> bool,
     ) -> futures::stream::BoxStream<'static, Result<StoredObject, ReadError>> {
         let mut by_pack: std::collections::BTreeMap<u32, Vec<(usize, Loc)>> = Default::default();
-        for (i, (entry, locs)) in self.manifest.resources.iter().zip(&self.locations).enumerate() {
+        for (i, (entry, locs)) in self
+            .manifest
+            .resources
+            .iter()
+            .zip(&self.locations)
+            .enumerate()
+        {
             if select(entry) {
                 for l in locs {
                     by_pack.entry(l.pack).or_default().push((i, *l));
@@ -486,9 +497,11 @@ pub async fn open_stored(
     for (_, index) in load_indexes(store, keys).await? {
         for p in index.packs {
             if let Some(&pack) = pack_no.get(p.id.as_str()) {
-                located.extend(p.blobs.into_iter().map(|(b, offset, len)| {
-                    (b, Loc { pack, offset, len })
-                }));
+                located.extend(
+                    p.blobs
+                        .into_iter()
+                        .map(|(b, offset, len)| (b, Loc { pack, offset, len })),
+                );
             }
         }
     }
@@ -507,16 +520,23 @@ pub async fn open_stored(
         from = to;
     }
     let located = Arc::new(located);
-    let checked: Vec<Result<PackCheck, ReadError>> =
-        futures::stream::iter(0..manifest.packs.len())
-            .map(|i| {
-                let (located, trees) = (located.clone(), trees.clone());
-                let (from, to) = ranges[i];
-                check_pack(store, keys, id, &manifest.packs[i], located, from..to, trees)
-            })
-            .buffer_unordered(PACKS_IN_FLIGHT)
-            .collect()
-            .await;
+    let checked: Vec<Result<PackCheck, ReadError>> = futures::stream::iter(0..manifest.packs.len())
+        .map(|i| {
+            let (located, trees) = (located.clone(), trees.clone());
+            let (from, to) = ranges[i];
+            check_pack(
+                store,
+                keys,
+                id,
+                &manifest.packs[i],
+                located,
+                from..to,
+                trees,
+            )
+        })
+        .buffer_unordered(PACKS_IN_FLIGHT)
+        .collect()
+        .await;
     let mut chunks: HashMap<BlobId, Bytes> = HashMap::new();
     let mut not_json: HashMap<BlobId, serde_json::Error> = HashMap::new();
     let mut bytes_read = 0;
@@ -859,5 +879,169 @@ mod tests {
         assert!(matches!(err, ReadError::Config(_)), "{err}");
         let err = open_newest(&store, &wrong, |_| true).await.unwrap_err();
         assert!(!err.is_damage(), "{err}");
+    }
+
+    /// A store holding one snapshot, "s-1", of `groups` (kind, plural, object names), each
+    /// group's objects and tree in a pack of its own. Returns the store and the packs.
+    async fn stored_groups(groups: &[(&str, &str, &[&str])]) -> (Store, Vec<String>) {
+        let (store, keys) = (Store::memory(), keys());
+        super::super::check_store(&store, &keys, true)
+            .await
+            .unwrap();
+        let (mut resources, mut packs, mut entries) = (Vec::new(), Vec::new(), Vec::new());
+        for (kind, plural, names) in groups {
+            let (mut payload, mut blobs, mut ids) = (Vec::new(), Vec::new(), Vec::new());
+            let mut put = |bytes: &[u8], payload: &mut Vec<u8>| {
+                let id = keys.blob_id(bytes);
+                blobs.push((id, payload.len() as u32, bytes.len() as u32));
+                payload.extend_from_slice(bytes);
+                id
+            };
+            for n in names.iter() {
+                let obj = serde_json::json!({"apiVersion": "v1", "kind": kind,
+                    "metadata": {"name": n, "namespace": "n"}});
+                ids.push(put(&serde_json::to_vec(&obj).unwrap(), &mut payload));
+            }
+            let trees: Vec<BlobId> = format::chunk_tree(&ids)
+                .iter()
+                .map(|c| put(c, &mut payload))
+                .collect();
+            let sealed = format::encode(&keys, Role::Pack, &payload);
+            let pack = format::stored_hash(&sealed);
+            store
+                .put(&layout::pack(&pack), Bytes::from(sealed))
+                .await
+                .unwrap();
+            entries.push(PackEntry {
+                id: pack.clone(),
+                size: 0,
+                blobs,
+            });
+            resources.push(format::TreeEntry {
+                resource: ResourceRef {
+                    group: String::new(),
+                    version: "v1".into(),
+                    resource: (*plural).into(),
+                    kind: (*kind).into(),
+                    namespaced: true,
+                },
+                namespace: Some("n".into()),
+                count: names.len() as u64,
+                trees,
+            });
+            packs.push(pack);
+        }
+        let index = format::encode_json(
+            &keys,
+            Role::Index,
+            &Index {
+                format: FORMAT_VERSION,
+                packs: entries,
+            },
+        );
+        store
+            .put(
+                &layout::index(&format::stored_hash(&index)),
+                Bytes::from(index),
+            )
+            .await
+            .unwrap();
+        let at = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let m = Manifest {
+            format: FORMAT_VERSION,
+            id: "s-1".into(),
+            coldstart_version: "test".into(),
+            cluster: ClusterIdentity {
+                name: "c".into(),
+                uid: "u".into(),
+                server: String::new(),
+            },
+            started_at: at,
+            finished_at: at,
+            encryption: "xchacha20poly1305".into(),
+            plaintext_secrets: false,
+            resources,
+            packs: packs.clone(),
+            bindings: Bindings::default(),
+            unavailable: vec![],
+            stats: Stats::default(),
+        };
+        store
+            .put(
+                &layout::manifest("s-1"),
+                Bytes::from(format::encode_json(&keys, Role::Manifest, &m)),
+            )
+            .await
+            .unwrap();
+        (store, packs)
+    }
+
+    async fn names_read(
+        snap: &StoredSnapshot,
+        store: &Store,
+        kind: &str,
+    ) -> Result<Vec<String>, ReadError> {
+        let mut read = snap.read(store, &keys(), |e| e.resource.kind == kind);
+        let mut out = Vec::new();
+        while let Some(o) = read.next().await {
+            let v: Value = serde_json::from_slice(&o?.raw).unwrap();
+            out.push(v["metadata"]["name"].as_str().unwrap().to_owned());
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    #[tokio::test]
+    async fn a_stored_snapshot_reads_back_one_group_without_touching_the_packs_of_the_others() {
+        let (store, packs) = stored_groups(&[
+            ("Namespace", "namespaces", &["a", "b"]),
+            ("ConfigMap", "configmaps", &["c1", "c2", "c3"]),
+        ])
+        .await;
+        let snap = open_stored(&store, &keys(), "s-1").await.unwrap();
+        assert_eq!(snap.object_count(), 5);
+        assert_eq!(snap.count(|e| e.resource.kind == "ConfigMap"), 3);
+        // Once verified, the ConfigMaps' pack goes away: reading the namespaces does not
+        // need it (a tier is read from its own packs only), reading the ConfigMaps fails.
+        store.delete(&layout::pack(&packs[1])).await.unwrap();
+        assert_eq!(
+            names_read(&snap, &store, "Namespace").await.unwrap(),
+            ["a", "b"]
+        );
+        let err = names_read(&snap, &store, "ConfigMap").await.unwrap_err();
+        assert!(matches!(err, ReadError::MissingPack { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_pack_replaced_after_the_snapshot_verified_is_refused_when_read_back() {
+        let (store, packs) = stored_groups(&[("ConfigMap", "configmaps", &["c1", "c2"])]).await;
+        let snap = open_stored(&store, &keys(), "s-1").await.unwrap();
+        damage(&store, &layout::pack(&packs[0]), |b| {
+            let mid = b.len() / 2;
+            b[mid] ^= 0xff;
+        })
+        .await;
+        let err = names_read(&snap, &store, "ConfigMap").await.unwrap_err();
+        assert!(matches!(err, ReadError::Hash { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn open_reads_every_object_back_in_name_order_per_group() {
+        let (store, _) = stored_groups(&[
+            ("Namespace", "namespaces", &["a", "b"]),
+            ("ConfigMap", "configmaps", &["c1", "c2", "c3"]),
+        ])
+        .await;
+        let snap = open(&store, &keys(), "s-1").await.unwrap();
+        let names: Vec<Vec<String>> = snap
+            .resources()
+            .iter()
+            .map(|r| {
+                r.objects()
+                    .map(|o| o["metadata"]["name"].as_str().unwrap().to_owned())
+                    .collect()
+            })
+            .collect();
+        assert_eq!(names, [vec!["a", "b"], vec!["c1", "c2", "c3"]]);
     }
 }
