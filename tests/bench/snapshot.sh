@@ -4,7 +4,8 @@
 #   2. coldstart snapshot, first run                     (everything new)
 #   3. coldstart snapshot, cluster unchanged             (should write <= 1% of run 2)
 #   4. coldstart snapshot after changing 1% of objects   (should write <= 5% of run 2)
-# Each line: wall time, peak RSS (GNU time), bytes. Usage: tests/bench/snapshot.sh [N]
+# Each line: wall time, peak RSS (GNU time), bytes; the last line puts the first snapshot
+# side by side with kubectl (rate and peak RSS ratios). Usage: tests/bench/snapshot.sh [N]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 N=${1:-100000}
@@ -30,6 +31,7 @@ rm -f "$work/all.json"
 snap() {
   /usr/bin/time -f "%e %M" -o "$work/snap.time" ./target/release/coldstart snapshot --json > "$work/snap.json"
   read -r secs rss < "$work/snap.time"
+  cp "$work/snap.time" "$work/snap-$2.time"
   python3 - "$1" "$secs" "$rss" "$work/snap.json" <<'PY'
 import json, sys
 label, secs, rss, path = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
@@ -41,8 +43,8 @@ PY
   python3 -c "import json;print(json.load(open('$work/snap.json'))['bytes_written'])"
 }
 
-first=$(snap "first" | tee /dev/stderr | tail -1)
-second=$(snap "unchanged" | tee /dev/stderr | tail -1)
+first=$(snap "first" 1 | tee /dev/stderr | tail -1)
+second=$(snap "unchanged" 2 | tee /dev/stderr | tail -1)
 
 # Change 1% of the objects: a label on every 100th seeded ConfigMap / Secret / Widget ...
 python3 - "$url" "$N" <<'PY'
@@ -66,5 +68,10 @@ for i in range(0, n, 100):
             continue
 print(f"== changed {changed} objects ({100*changed/n:.1f}%)")
 PY
-third=$(snap "1% changed" | tee /dev/stderr | tail -1)
+third=$(snap "1% changed" 3 | tee /dev/stderr | tail -1)
 python3 -c "print(f'== second / first: {100*$second/$first:.3f}%   1%-changed / first: {100*$third/$first:.2f}%')"
+read -r c_secs c_rss < "$work/snap-1.time"
+python3 -c "
+k_rate, c_rate = $k_items / $k_secs, $k_items / $c_secs
+print(f'== first snapshot vs kubectl get -A -o json: {c_rate/k_rate:.1f}x the rate ({c_rate:,.0f} vs {k_rate:,.0f} objects/s), '
+      f'peak RSS {$c_rss//1024} vs {$k_rss//1024} MiB ({$k_rss/$c_rss:.1f}x less)')"
