@@ -41,6 +41,10 @@ pub enum FormatError {
     Tree { what: String },
 }
 
+/// The largest payload decoded into a buffer sized from its frame header: well above a
+/// pack ([`crate::snapshot::write::PACK_SIZE`]) or a 300k-object manifest.
+const MAX_PRESIZED: usize = 256 << 20;
+
 /// Compress then seal.
 pub fn encode(keys: &Keys, role: Role, plain: &[u8]) -> Vec<u8> {
     // zstd only fails on allocation failure or invalid levels; neither applies here.
@@ -51,10 +55,19 @@ pub fn encode(keys: &Keys, role: Role, plain: &[u8]) -> Vec<u8> {
 /// Open then decompress.
 pub fn decode(keys: &Keys, role: Role, sealed: &[u8], what: &str) -> Result<Vec<u8>, FormatError> {
     let compressed = keys.open(role, sealed, what)?;
-    zstd::stream::decode_all(compressed.as_slice()).map_err(|source| FormatError::Decompress {
+    let failed = |source| FormatError::Decompress {
         what: what.to_owned(),
         source,
-    })
+    };
+    // The frame header carries the payload's size (bulk compression writes it): decode into
+    // exactly that, not into a Vec that doubles as it grows (up to twice a pack in memory,
+    // for each pack a restore verifies at once). A size past any pack's is not trusted.
+    match zstd::zstd_safe::get_frame_content_size(&compressed) {
+        Ok(Some(size)) if size <= MAX_PRESIZED as u64 => {
+            zstd::bulk::decompress(&compressed, size as usize).map_err(failed)
+        }
+        _ => zstd::stream::decode_all(compressed.as_slice()).map_err(failed),
+    }
 }
 
 /// Encode a JSON document (index, manifest).

@@ -10,17 +10,20 @@
 #   3. `coldstart restore` of the whole snapshot after a teardown: objects/s, peak RSS
 #      (GNU time), verified or not
 # and prints coldstart's rate against each baseline's. Needs Go for the plain client.
-# Usage: tests/bench/restore.sh [N]   (default 100000)
+# Usage: tests/bench/restore.sh [N]   (default 100000; COLDSTART_BIN overrides the release build)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 N=${1:-100000}
 SAMPLE=5000
-cargo build --release --quiet
+if [[ -z ${COLDSTART_BIN:-} ]]; then
+  cargo build --release --quiet
+  COLDSTART_BIN=./target/release/coldstart
+fi
 work=$(mktemp -d)
 trap 'kill $sim 2>/dev/null || true; rm -rf "$work"' EXIT
 go build -o "$work/plaincreate" tests/bench/plaincreate/main.go
 
-./target/release/coldstart sim serve --seed "scale:$N" --kubeconfig-out "$work/k.yaml" --json > "$work/sim.json" 2> "$work/sim.log" &
+"$COLDSTART_BIN" sim serve --seed "scale:$N" --kubeconfig-out "$work/k.yaml" --json > "$work/sim.json" 2> "$work/sim.log" &
 sim=$!
 until [ -s "$work/sim.json" ]; do sleep 0.2; done
 url=$(python3 -c "import json;print(json.load(open('$work/sim.json'))['url'])")
@@ -28,7 +31,7 @@ export KUBECONFIG="$work/k.yaml"
 export COLDSTART_STORE="file://$work/store"
 export COLDSTART_ENCRYPTION_KEY=$(head -c32 /dev/urandom | base64)
 
-./target/release/coldstart snapshot --json > "$work/snap.json"
+"$COLDSTART_BIN" snapshot --json > "$work/snap.json"
 objects=$(python3 -c "import json;print(json.load(open('$work/snap.json'))['objects'])")
 echo "== snapshot: $objects objects"
 
@@ -66,7 +69,7 @@ print(f"== exported {n} objects for the plain client", file=sys.stderr)
 PY
 
 # Baseline 1: the plain parallel-create client, into a freshly deleted cluster.
-./target/release/coldstart sim teardown > /dev/null
+"$COLDSTART_BIN" sim teardown > /dev/null
 "$work/plaincreate" -server "$url" -workers 64 < "$work/plain.ndjson" > "$work/plain.json"
 rm -f "$work/plain.ndjson"
 
@@ -84,7 +87,7 @@ for o in d["items"][:n]:
 print(json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
 PY
 rm -f "$work/cms.json"
-./target/release/coldstart sim teardown > /dev/null
+"$COLDSTART_BIN" sim teardown > /dev/null
 python3 -c "
 import json; d=json.load(open('$work/sample.json'))
 nss = sorted({o['metadata']['namespace'] for o in d['items']})
@@ -93,8 +96,8 @@ kubectl create --validate=false -f "$work/ns.json" > /dev/null
 /usr/bin/time -f "%e" -o "$work/kubectl.time" kubectl create --validate=false -f "$work/sample.json" > /dev/null
 
 # coldstart restore of the whole snapshot into a freshly deleted cluster.
-./target/release/coldstart sim teardown > /dev/null
-/usr/bin/time -f "%e %M" -o "$work/restore.time" ./target/release/coldstart restore --json --verify-timeout 120 > "$work/restore.json" || true
+"$COLDSTART_BIN" sim teardown > /dev/null
+/usr/bin/time -f "%e %M" -o "$work/restore.time" "$COLDSTART_BIN" restore --json --verify-timeout 120 > "$work/restore.json" || true
 python3 - "$work" "$SAMPLE" <<'PY'
 import json, sys
 work, sample = sys.argv[1], int(sys.argv[2])

@@ -9,11 +9,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 N=${1:-100000}
-cargo build --release --quiet
+if [[ -z ${COLDSTART_BIN:-} ]]; then
+  cargo build --release --quiet
+  COLDSTART_BIN=./target/release/coldstart
+fi
 work=$(mktemp -d)
 trap 'kill $sim 2>/dev/null || true; rm -rf "$work"' EXIT
 
-./target/release/coldstart sim serve --seed "scale:$N" --kubeconfig-out "$work/k.yaml" --json > "$work/sim.json" 2> "$work/sim.log" &
+"$COLDSTART_BIN" sim serve --seed "scale:$N" --kubeconfig-out "$work/k.yaml" --json > "$work/sim.json" 2> "$work/sim.log" &
 sim=$!
 until [ -s "$work/sim.json" ]; do sleep 0.2; done
 url=$(python3 -c "import json;print(json.load(open('$work/sim.json'))['url'])")
@@ -29,7 +32,7 @@ echo "== kubectl get -A -o json: $k_items objects, $(stat -c %s "$work/all.json"
 rm -f "$work/all.json"
 
 snap() {
-  /usr/bin/time -f "%e %M" -o "$work/snap.time" ./target/release/coldstart snapshot --json > "$work/snap.json"
+  /usr/bin/time -f "%e %M" -o "$work/snap.time" "$COLDSTART_BIN" snapshot --json > "$work/snap.json"
   read -r secs rss < "$work/snap.time"
   cp "$work/snap.time" "$work/snap-$2.time"
   python3 - "$1" "$secs" "$rss" "$work/snap.json" <<'PY'
