@@ -76,8 +76,27 @@ pub fn install_stand_ins(cloud: &mut CloudState, bindings: &Bindings) -> (usize,
                 data_token: REHEARSAL_TOKEN.to_owned(),
                 attached_to: None,
                 created_at: at.clone(),
+                from_snapshot: None,
+                hydrated_at: None,
+                tags: Default::default(),
             }
         });
+        // A volume restored by data policy comes from its cloud snapshot: stand one in.
+        if let Some(s) = &v.cloud_snapshot {
+            cloud
+                .snapshots
+                .entry(s.id.clone())
+                .or_insert_with(|| coldstart_sim::cloud::Snapshot {
+                    id: s.id.clone(),
+                    disk_id: v.disk_id.clone(),
+                    zone: v.zone.clone().unwrap_or_else(|| ZONES[0].to_owned()),
+                    size_gib: s.size_gib.unwrap_or_else(|| gib(v.size.as_deref())),
+                    data_token: REHEARSAL_TOKEN.to_owned(),
+                    created_at: s.taken_at.to_rfc3339(),
+                    fast_restore_zones: Vec::new(),
+                    tags: Default::default(),
+                });
+        }
     }
     let mut addresses = 0;
     let mut placeholder = 0u8;

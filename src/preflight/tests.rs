@@ -20,6 +20,9 @@ fn volume(pv: &str, disk: &str, claim: Option<(&str, &str)>) -> VolumeBinding {
             name: n.into(),
         }),
         fs_type: None,
+        data_policy: Default::default(),
+        latency_critical: false,
+        cloud_snapshot: None,
     }
 }
 
