@@ -365,11 +365,13 @@ fn verification_of_a_degraded_restore_leaves_out_what_was_accepted() {
                 pv: "pv-db".into(),
                 disk: "vol-db".into(),
                 claim: None,
+                from_snapshot: None,
             },
             RecordedVolume {
                 pv: "pv-cache".into(),
                 disk: "vol-cache".into(),
                 claim: None,
+                from_snapshot: None,
             },
         ],
         addresses: vec![RecordedAddress {

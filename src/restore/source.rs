@@ -20,6 +20,7 @@ impl Recorded {
                     .claim
                     .as_ref()
                     .map(|c| (c.namespace.clone(), c.name.clone())),
+                from_snapshot: None,
             })
             .collect();
         let addresses = b

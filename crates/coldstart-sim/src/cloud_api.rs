@@ -66,10 +66,9 @@ pub fn routes() -> Router<Arc<Sim>> {
         .route("/sim/v1/cloud/disks/{id}", delete(delete_disk))
 }
 
-fn decode<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
-    serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad_request(format!("failed to decode the request: {e}")).into_response()
-    })
+fn decode<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("failed to decode the request: {e}")))
 }
 
 fn answer(code: StatusCode, v: Value) -> Response {
@@ -93,7 +92,7 @@ fn failed(e: CloudError) -> Response {
 async fn create_snapshot(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
     let req: CreateSnapshot = match decode(&body) {
         Ok(r) => r,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
     match sim
         .cloud
@@ -119,7 +118,7 @@ async fn fast_restore(
 ) -> Response {
     let req: FastRestore = match decode(&body) {
         Ok(r) => r,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
     let mut cloud = sim.cloud.lock();
     match cloud.enable_fast_restore(&id, &req.zones) {
@@ -131,7 +130,7 @@ async fn fast_restore(
 async fn create_disk(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
     let req: CreateDisk = match decode(&body) {
         Ok(r) => r,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
     match sim.cloud.lock().create_disk_from_snapshot(
         &req.from_snapshot,
