@@ -462,7 +462,7 @@ mod tests {
                 volume(TransferOrSnapshot, true, false),
                 Unknown,
                 DataSource::Transfer,
-                "else a new disk from snap-1",
+                "else a new disk from cloud snapshot snap-1",
             ),
         ];
         for (name, v, disk, want, why) in cases {
