@@ -21,7 +21,7 @@ use super::rules::{
     VolumeFacts,
 };
 use super::snapshots::{
-    DiskSnapshots, Hydration, RESTORED_FOR, RestoreRequest, RestoredDisk, SnapshotError,
+    DataCheck, DiskSnapshots, Hydration, RESTORED_FOR, RestoreRequest, RestoredDisk, SnapshotError,
     TakenSnapshot,
 };
 use super::{CloudVerifier, Verdict};
@@ -630,6 +630,19 @@ impl DiskSnapshots for AwsSnapshots {
                 hydrating: false,
                 remaining_ms: 0,
             })
+        }
+        .boxed()
+    }
+
+    fn check_data<'a>(
+        &'a self,
+        disk: &'a str,
+        _snapshot: &'a str,
+    ) -> BoxFuture<'a, Result<DataCheck, SnapshotError>> {
+        async move {
+            Ok(DataCheck::Unverifiable(format!(
+                "EBS cannot read disk {disk} without attaching it: mount it in the scratch cluster and check a checksum file"
+            )))
         }
         .boxed()
     }

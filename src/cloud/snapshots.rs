@@ -68,6 +68,16 @@ pub struct Hydration {
     pub remaining_ms: u64,
 }
 
+/// Whether a disk restored from a snapshot holds the snapshot's data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "result", content = "detail")]
+pub enum DataCheck {
+    Matches,
+    Differs(String),
+    /// The cloud cannot read a disk without attaching it (AWS): a scratch workload must.
+    Unverifiable(String),
+}
+
 /// Why a snapshot operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -101,6 +111,12 @@ pub trait DiskSnapshots: Send + Sync {
     ) -> BoxFuture<'a, Result<RestoredDisk, SnapshotError>>;
     /// Whether a restored disk still hydrates.
     fn hydration<'a>(&'a self, disk: &'a str) -> BoxFuture<'a, Result<Hydration, SnapshotError>>;
+    /// Whether `disk` holds the data of `snapshot` (a drill's data check).
+    fn check_data<'a>(
+        &'a self,
+        disk: &'a str,
+        snapshot: &'a str,
+    ) -> BoxFuture<'a, Result<DataCheck, SnapshotError>>;
 }
 
 /// The estimated hydration time of a disk of `size_gib` restored from a snapshot on
@@ -340,6 +356,34 @@ impl DiskSnapshots for SimSnapshots {
         }
         .boxed()
     }
+
+    fn check_data<'a>(
+        &'a self,
+        disk: &'a str,
+        snapshot: &'a str,
+    ) -> BoxFuture<'a, Result<DataCheck, SnapshotError>> {
+        async move { Ok(judge_data(&self.state().await?, disk, snapshot)) }.boxed()
+    }
+}
+
+/// Judge a restored disk's data against its snapshot's (pure; the simulated cloud's data
+/// tokens).
+pub fn judge_data(cloud: &CloudState, disk: &str, snapshot: &str) -> DataCheck {
+    let (Some(d), Some(s)) = (cloud.disks.get(disk), cloud.snapshots.get(snapshot)) else {
+        return DataCheck::Differs(format!(
+            "disk {disk} or snapshot {snapshot} does not exist in the cloud"
+        ));
+    };
+    if d.data_token.is_empty() {
+        DataCheck::Differs(format!("disk {disk} is empty"))
+    } else if d.data_token != s.data_token {
+        DataCheck::Differs(format!(
+            "disk {disk} holds {:?}, snapshot {snapshot} {:?}",
+            d.data_token, s.data_token
+        ))
+    } else {
+        DataCheck::Matches
+    }
 }
 
 #[cfg(test)]
@@ -360,5 +404,28 @@ mod tests {
             hydration_estimate("sim", 10, false, None),
             Duration::from_secs(2)
         );
+    }
+
+    #[test]
+    fn a_restored_disk_matches_only_the_data_of_its_snapshot() {
+        let mut c = CloudState::default();
+        let disk = c.create_disk("eu-west-1a", 10, "tables@t1", "seed");
+        let snap = c
+            .create_snapshot(&disk.id, Default::default(), "test")
+            .expect("snapshot");
+        let restored = c
+            .create_disk_from_snapshot(&snap.id, "eu-west-1b", Default::default(), "test")
+            .expect("restore");
+        assert_eq!(judge_data(&c, &restored.id, &snap.id), DataCheck::Matches);
+        let empty = c.create_disk("eu-west-1b", 10, "", "provisioned");
+        assert!(matches!(
+            judge_data(&c, &empty.id, &snap.id),
+            DataCheck::Differs(_)
+        ));
+        let later = c.create_disk("eu-west-1a", 10, "tables@t2", "seed");
+        assert!(matches!(
+            judge_data(&c, &later.id, &snap.id),
+            DataCheck::Differs(_)
+        ));
     }
 }

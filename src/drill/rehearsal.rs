@@ -192,6 +192,23 @@ fn note(obj: &mut Value, what: &str) {
 /// and what was left out, one line each.
 pub fn for_scratch_cluster(source: &RestoreSource) -> (RestoreSource, Vec<String>) {
     let mut left_out = Vec::new();
+    // Volumes with a cloud snapshot and a snapshot policy are restored from the snapshot
+    // whatever the state of production's disk, which stays where it is.
+    let mut bindings = source.bindings.clone();
+    for v in bindings
+        .volumes
+        .iter_mut()
+        .filter(|v| crate::restore::data_policy::recoverable(v))
+    {
+        v.data_policy = crate::bindings::DataPolicy::Snapshot;
+        v.latency_critical = false;
+    }
+    let from_snapshot: Vec<String> = bindings
+        .volumes
+        .iter()
+        .filter(|v| crate::restore::data_policy::recoverable(v))
+        .map(|v| v.pv.clone())
+        .collect();
     let mut objects = Vec::with_capacity(source.objects.len());
     for obj in &source.objects {
         let api_version = obj["apiVersion"].as_str().unwrap_or_default();
@@ -218,6 +235,14 @@ pub fn for_scratch_cluster(source: &RestoreSource) -> (RestoreSource, Vec<String
             ("", "Pod") | ("batch", "Job") => {
                 left_out.push(format!("{name}: not run in a rehearsal"));
                 continue;
+            }
+            // A volume with a cloud snapshot comes back on the drill's own disk, created
+            // from the snapshot: its PV keeps its driver (the restore points it there).
+            ("", "PersistentVolume") if from_snapshot.contains(&obj_name(obj)) => {
+                note(
+                    &mut o,
+                    "restored from its cloud snapshot onto the drill's own disk",
+                );
             }
             ("", "PersistentVolume") => {
                 let spec = o.get_mut("spec").and_then(Value::as_object_mut);
@@ -265,10 +290,17 @@ pub fn for_scratch_cluster(source: &RestoreSource) -> (RestoreSource, Vec<String
             taken_at: source.taken_at,
             objects,
             recorded,
-            bindings: source.bindings.clone(),
+            bindings,
         },
         left_out,
     )
+}
+
+fn obj_name(obj: &Value) -> String {
+    obj.pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// Point a PV's disk source at the rehearsal driver (in-tree sources become CSI with the

@@ -115,6 +115,9 @@ pub struct RestoreOptions {
     /// How long a latency-critical volume restored from a snapshot is waited for to
     /// hydrate before the restore reports (its workloads wait with it).
     pub hydration_timeout: Duration,
+    /// Names this restore in the tags of the disks it creates from cloud snapshots, so a
+    /// re-run finds them (default: the snapshot id; a drill uses its own id).
+    pub disk_tag: Option<String>,
 }
 
 impl Default for RestoreOptions {
@@ -130,6 +133,7 @@ impl Default for RestoreOptions {
             accept_missing: AcceptMissing::default(),
             hydration: data_policy::HydrationOptions::default(),
             hydration_timeout: Duration::from_secs(600),
+            disk_tag: None,
         }
     }
 }
@@ -414,7 +418,7 @@ pub async fn run_in(
             snapshots.as_deref(),
             &source.bindings.volumes,
             &mut data,
-            &source.snapshot_id,
+            opts.disk_tag.as_deref().unwrap_or(&source.snapshot_id),
             &opts.hydration,
         )
         .await?;

@@ -170,3 +170,92 @@ async fn a_lost_snapshot_policy_disk_comes_back_from_its_snapshot_and_kafka_as_t
     .await;
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scratch_drill_restores_the_tenant_volume_from_its_snapshot_and_checks_its_data() {
+    use std::sync::{Arc, Mutex};
+
+    use coldstart::cloud::snapshots::DataCheck;
+    use coldstart::drill::{self, DrillOptions};
+    use coldstart::restore::RestoreOptions;
+    use coldstart::snapshot::crypto::Keys;
+    use coldstart::snapshot::write;
+    use coldstart::store::Store;
+
+    let c = settled_platform().await;
+    c.kubectl_ok(&[
+        "annotate",
+        "pvc",
+        "-n",
+        "tenant-a",
+        "pg-data",
+        "coldstart.dev/data-policy=snapshot",
+    ])
+    .await;
+    let tenant_disk = pv_of_claim(&c, "tenant-a", "pg-data")["spec"]["csi"]["volumeHandle"]
+        .as_str()
+        .expect("handle")
+        .to_owned();
+    let tenant_data = c.cloud().disks[&tenant_disk].data_token.clone();
+    let store = Store::memory();
+    let keys = Keys::from_master(&[5u8; 32]);
+    let id = write::take(
+        &c.client().await,
+        &store,
+        &keys,
+        &write::Options {
+            cluster_name: "platform".into(),
+            ..Default::default()
+        },
+        Arc::default(),
+    )
+    .await
+    .expect("snapshot")
+    .id;
+
+    // The scratch cluster lives in the same cloud account: it sees the cloud snapshot, and
+    // stand-ins play production's disks and addresses (which must stay untouched).
+    let scratch = TestCluster::start().await;
+    let manifest = coldstart::snapshot::read::manifest(&store, &keys, &id)
+        .await
+        .expect("manifest");
+    {
+        let mut cloud = scratch.sim().cloud.lock();
+        cloud.snapshots.extend(c.cloud().snapshots);
+        drill::rehearsal::install_stand_ins(&mut cloud, &manifest.bindings);
+    }
+    let opts = DrillOptions {
+        target: drill::Target::Cluster {
+            client: scratch.client().await,
+            label: "scratch".into(),
+        },
+        restore: RestoreOptions {
+            verify_timeout: std::time::Duration::from_secs(20),
+            cloud: coldstart::cloud::Provider::Sim,
+            ..Default::default()
+        },
+    };
+    let verifier = coldstart::cloud::sim::SimVerifier::new(c.client().await);
+    let progress = Arc::new(Mutex::new(coldstart::progress::Progress::default()));
+    let report = drill::run_drill(&store, &keys, &id, &opts, &verifier, &progress)
+        .await
+        .expect("drill");
+    assert!(report.passed, "{:#?}", report.failures);
+    assert_eq!(report.data.len(), 1, "{:#?}", report.data);
+    let checked = &report.data[0];
+    assert_eq!(checked.check, DataCheck::Matches);
+    assert_ne!(checked.disk, tenant_disk, "the drill's own disk");
+    assert_eq!(scratch.cloud().disks[&checked.disk].data_token, tenant_data);
+    let pv = pv_of_claim(&scratch, "tenant-a", "pg-data");
+    assert_eq!(pv["spec"]["csi"]["volumeHandle"], checked.disk.as_str());
+    assert_eq!(pv["spec"]["csi"]["driver"], "ebs.csi.aws.com");
+    assert!(
+        scratch.cloud().disks[&tenant_disk].attached_to.is_none(),
+        "production's disk (its stand-in here) is not attached"
+    );
+    assert!(
+        report.steps.iter().any(|s| s.name == "verify-data" && s.ok),
+        "{:#?}",
+        report.steps
+    );
+}
