@@ -259,3 +259,192 @@ async fn a_scratch_drill_restores_the_tenant_volume_from_its_snapshot_and_checks
         report.steps
     );
 }
+
+/// The EBS calls against moto's server: CreateSnapshot, CreateVolume from it (tagged, and
+/// found again on a re-run), DeleteSnapshot. moto 5.2.1 does not implement
+/// EnableFastSnapshotRestores: asking for it fails with the API named.
+#[tokio::test(flavor = "multi_thread")]
+async fn ebs_snapshots_and_restores_from_them_run_against_moto() {
+    use coldstart::cloud::aws::AwsSnapshots;
+    use coldstart::cloud::snapshots::{DiskSnapshots, RESTORED_FOR, RestoreRequest};
+
+    let moto = crate::helpers::Moto::start().await;
+    let ec2 = moto.ec2("eu-west-1");
+    let disk = ec2
+        .create_volume()
+        .availability_zone("eu-west-1a")
+        .size(10)
+        .send()
+        .await
+        .expect("volume")
+        .volume_id()
+        .expect("id")
+        .to_owned();
+    let aws = AwsSnapshots::from_config(&moto.sdk_config("eu-west-1"));
+    let taken = aws
+        .take(
+            &disk,
+            &[("coldstart.dev/pv".to_owned(), "pv-db".to_owned())].into(),
+        )
+        .await
+        .expect("CreateSnapshot");
+    assert!(taken.id.starts_with("snap-"), "{taken:?}");
+    assert_eq!(taken.size_gib, Some(10));
+
+    let req = RestoreRequest {
+        snapshot: taken.id.clone(),
+        zone: "eu-west-1b".into(),
+        restored_for: "s1/pv-db".into(),
+        fast_restore: false,
+        initialization_rate_mib_s: None,
+    };
+    let restored = aws.restore(&req).await.expect("CreateVolume");
+    assert!(restored.created);
+    assert_ne!(restored.disk_id, disk);
+    assert!(restored.hydration_ms > 0, "lazy loading takes time");
+    let v = ec2
+        .describe_volumes()
+        .volume_ids(&restored.disk_id)
+        .send()
+        .await
+        .expect("describe");
+    let v = &v.volumes()[0];
+    assert_eq!(v.snapshot_id(), Some(taken.id.as_str()));
+    assert_eq!(v.availability_zone(), Some("eu-west-1b"));
+    assert!(
+        v.tags()
+            .iter()
+            .any(|t| t.key() == Some(RESTORED_FOR) && t.value() == Some("s1/pv-db"))
+    );
+    let again = aws.restore(&req).await.expect("re-run");
+    assert_eq!(
+        (again.disk_id.as_str(), again.created),
+        (restored.disk_id.as_str(), false),
+        "a re-run finds the disk it created"
+    );
+
+    let fsr = aws
+        .restore(&RestoreRequest {
+            fast_restore: true,
+            restored_for: "s2/pv-db".into(),
+            ..req.clone()
+        })
+        .await
+        .expect_err("moto has no EnableFastSnapshotRestores");
+    assert!(
+        fsr.to_string().contains("ec2:EnableFastSnapshotRestores"),
+        "{fsr}"
+    );
+
+    assert!(aws.delete(&taken.id).await.expect("DeleteSnapshot"));
+    assert!(!aws.delete(&taken.id).await.expect("already gone"));
+}
+
+/// The whole road on AWS (moto): `snapshot --cloud aws` takes an EBS snapshot of the
+/// snapshot-policy volume, the disk is deleted with the cluster, and `restore --cloud aws`
+/// brings the claim back on a new EBS volume created from the snapshot — new by policy.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restore_on_aws_brings_a_lost_snapshot_policy_volume_back_from_its_ebs_snapshot() {
+    let moto = crate::helpers::Moto::start().await;
+    let ec2 = moto.ec2("eu-west-1");
+    let disk = ec2
+        .create_volume()
+        .availability_zone("eu-west-1a")
+        .size(20)
+        .send()
+        .await
+        .expect("volume")
+        .volume_id()
+        .expect("id")
+        .to_owned();
+    let c = TestCluster::start().await;
+    c.create(
+        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}),
+    );
+    c.create(serde_json::json!({"apiVersion": "v1", "kind": "PersistentVolume",
+        "metadata": {"name": "pv-orders"},
+        "spec": {"capacity": {"storage": "20Gi"}, "accessModes": ["ReadWriteOnce"],
+            "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "gp3",
+            "csi": {"driver": "ebs.csi.aws.com", "volumeHandle": disk},
+            "claimRef": {"namespace": "shop", "name": "orders"},
+            "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                {"key": "topology.ebs.csi.aws.com/zone", "operator": "In", "values": ["eu-west-1a"]}]}]}}}}));
+    c.create(serde_json::json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "orders", "namespace": "shop",
+            "annotations": {"coldstart.dev/data-policy": "snapshot"}},
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "gp3", "volumeName": "pv-orders",
+            "resources": {"requests": {"storage": "20Gi"}}}}));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = format!("file://{}", dir.path().display());
+    let aws = |args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_coldstart"));
+        cmd.arg("--kubeconfig")
+            .arg(&c.kubeconfig)
+            .args(["--store", &store])
+            .args(args)
+            .env("COLDSTART_ENCRYPTION_KEY", KEY)
+            .env("AWS_ENDPOINT_URL", &moto.endpoint)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_REGION", "eu-west-1");
+        async move {
+            tokio::task::spawn_blocking(move || cmd.output().expect("coldstart runs"))
+                .await
+                .expect("join")
+        }
+    };
+    let snap = ok(
+        &aws(&["snapshot", "--cloud", "aws", "--json"]).await,
+        "snapshot",
+    );
+    assert!(snap.is_object(), "{snap}");
+    let snapshots = ec2
+        .describe_snapshots()
+        .owner_ids("self")
+        .send()
+        .await
+        .expect("snapshots");
+    let taken: Vec<_> = snapshots
+        .snapshots()
+        .iter()
+        .filter(|s| s.volume_id() == Some(disk.as_str()))
+        .collect();
+    assert_eq!(taken.len(), 1, "one EBS snapshot of the volume");
+    let snap_id = taken[0].snapshot_id().expect("id").to_owned();
+
+    c.teardown().await;
+    ec2.delete_volume()
+        .volume_id(&disk)
+        .send()
+        .await
+        .expect("lost");
+    let r = ok(
+        &aws(&[
+            "restore",
+            "--cloud",
+            "aws",
+            "--json",
+            "--verify-timeout",
+            "20",
+        ])
+        .await,
+        "restore",
+    );
+    assert_eq!(r["succeeded"], true, "{r:#}");
+    assert_eq!(
+        (&r["volumes_from_snapshot"], &r["new_disks"]),
+        (&serde_json::json!(1), &serde_json::json!(0)),
+        "{r:#}"
+    );
+    let pv = c.get("", "persistentvolumes", "", "pv-orders").expect("pv");
+    let new_disk = pv["spec"]["csi"]["volumeHandle"].as_str().expect("handle");
+    assert_ne!(new_disk, disk);
+    let v = ec2
+        .describe_volumes()
+        .volume_ids(new_disk)
+        .send()
+        .await
+        .expect("the new volume exists in EC2");
+    assert_eq!(v.volumes()[0].snapshot_id(), Some(snap_id.as_str()));
+    c.stop().await;
+}
