@@ -81,6 +81,11 @@ impl Object {
         self.set("/spec/awsElasticBlockStore", json!({"volumeID": volume_id}))
     }
 
+    /// Claimed by the PVC `namespace/name` (spec.claimRef).
+    pub fn claimed_by(self, namespace: &str, name: &str) -> Self {
+        self.spec("claimRef", json!({"namespace": namespace, "name": name}))
+    }
+
     pub fn reclaim(self, policy: &str) -> Self {
         self.spec("persistentVolumeReclaimPolicy", json!(policy))
     }

@@ -547,7 +547,7 @@ pub fn live_bindings(inputs: &Inputs) -> crate::bindings::Bindings {
             c.observe(a.group, a.plural, a.kind, o);
         }
     }
-    c.finish()
+    c.finish().0
 }
 
 /// Whether any finding is at or above `threshold`.

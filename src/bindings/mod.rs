@@ -9,6 +9,7 @@
 
 mod buckets;
 pub mod consumers;
+pub mod data_policy;
 mod load_balancers;
 mod volumes;
 
@@ -20,6 +21,7 @@ use serde_json::Value;
 pub use buckets::{
     APIS as BUCKET_APIS, BucketApi, BucketBinding, BucketKind, RetainFix, bucket_ready, retain_fix,
 };
+pub use data_policy::{CloudSnapshot, DataPolicy, InvalidPolicy, SnapshotRoad};
 pub use load_balancers::{
     LoadBalancerBinding, PIN_ANNOTATIONS, Pin, PinProblem, is_pinned, pin_of, pin_problems,
 };
@@ -111,6 +113,10 @@ pub struct Collector {
     bucket_classes: BTreeMap<String, String>,
     /// StorageClass name → reclaimPolicy: an ObjectBucketClaim's bucket follows its class.
     storage_classes: BTreeMap<String, String>,
+    /// Each claim's data policy annotations, joined to its volume at the end.
+    claims: BTreeMap<(String, String), data_policy::ClaimIntent>,
+    /// The policy of volumes whose claim names none.
+    default_policy: DataPolicy,
 }
 
 /// Whether objects of this resource can carry bindings (so capture only looks at those).
@@ -118,6 +124,7 @@ pub fn is_relevant(group: &str, resource: &str, kind: &str) -> bool {
     matches!(
         (group, resource),
         ("", "persistentvolumes")
+            | ("", "persistentvolumeclaims")
             | ("", "services")
             | ("objectstorage.k8s.io", "bucketclasses")
             | ("storage.k8s.io", "storageclasses")
@@ -125,9 +132,20 @@ pub fn is_relevant(group: &str, resource: &str, kind: &str) -> bool {
 }
 
 impl Collector {
+    /// A collector giving volumes whose claim names no data policy `default`.
+    pub fn with_default_policy(default: DataPolicy) -> Self {
+        Collector {
+            default_policy: default,
+            ..Default::default()
+        }
+    }
+
     /// Look at one object (unsanitized, status included).
     pub fn observe(&mut self, group: &str, resource: &str, kind: &str, obj: &Value) {
         match (group, resource) {
+            ("", "persistentvolumeclaims") => {
+                self.claims.extend(data_policy::claim_intents([obj]));
+            }
             ("", "persistentvolumes") => {
                 if let Some(v) = volumes::extract(obj) {
                     self.bindings.volumes.push(v);
@@ -161,8 +179,17 @@ impl Collector {
     }
 
     /// The bindings, sorted for stable output, claims' deletion policies resolved from
-    /// their classes.
-    pub fn finish(mut self) -> Bindings {
+    /// their classes, volumes' data policies from their claims — with the claims whose
+    /// annotation names no known policy (their volumes keep the default; a snapshot
+    /// refuses them, the audit reports them).
+    pub fn finish(mut self) -> (Bindings, Vec<InvalidPolicy>) {
+        let invalid = data_policy::resolve(
+            &mut self.bindings.volumes,
+            &self.claims,
+            self.default_policy,
+        )
+        .err()
+        .unwrap_or_default();
         resolve_bucket_policies(
             &mut self.bindings.buckets,
             &self.bucket_classes,
@@ -175,7 +202,7 @@ impl Collector {
         out.buckets.sort_by(|a, b| {
             (&a.group, &a.namespace, &a.name).cmp(&(&b.group, &b.namespace, &b.name))
         });
-        out
+        (out, invalid)
     }
 }
 
@@ -201,7 +228,7 @@ mod tests {
             "BucketClass",
             &json!({"metadata": {"name": "standard"}, "deletionPolicy": "Delete"}),
         );
-        let b = c.finish();
+        let (b, _) = c.finish();
         assert_eq!(b.buckets[0].deletion_policy.as_deref(), Some("Delete"));
         assert_eq!(b.buckets[0].bucket.as_deref(), Some("b-scratch"));
         assert!(!b.buckets[0].adopted);
@@ -246,7 +273,7 @@ mod tests {
             &json!({"metadata": {"name": "obc", "namespace": "t"},
                     "spec": {"generateBucketName": "obc", "storageClassName": "rook-bucket"}}),
         );
-        let b = c.finish();
+        let (b, _) = c.finish();
         let by = |k: BucketKind| b.buckets.iter().find(|x| x.kind == k).expect("bound");
         assert_eq!(
             by(BucketKind::CosiBucketClaim).deletion_policy.as_deref(),
@@ -271,10 +298,9 @@ mod tests {
         ));
         assert!(is_relevant("s3.aws.upbound.io", "buckets", "Bucket"));
         assert!(!is_relevant("", "configmaps", "ConfigMap"));
-        assert!(!is_relevant(
-            "",
-            "persistentvolumeclaims",
-            "PersistentVolumeClaim"
-        ));
+        assert!(
+            is_relevant("", "persistentvolumeclaims", "PersistentVolumeClaim"),
+            "a claim carries its volume's data policy"
+        );
     }
 }

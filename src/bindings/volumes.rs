@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::data_policy::{CloudSnapshot, DataPolicy};
 use super::{owned, str_at};
 
 /// The cloud a disk lives in.
@@ -44,6 +45,15 @@ pub struct VolumeBinding {
     pub reclaim_policy: Option<String>,
     pub claim: Option<ClaimRef>,
     pub fs_type: Option<String>,
+    /// How a cold start brings the data back (the claim's annotation, else the default).
+    #[serde(default)]
+    pub data_policy: DataPolicy,
+    /// The claim cannot live with a hydrating disk.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub latency_critical: bool,
+    /// The cloud snapshot taken with the cluster snapshot (snapshot policies only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloud_snapshot: Option<CloudSnapshot>,
 }
 
 /// Node-affinity keys that carry a volume's zone, most specific first.
@@ -234,6 +244,9 @@ pub fn extract(pv: &Value) -> Option<VolumeBinding> {
         reclaim_policy: owned(str_at(spec, "/persistentVolumeReclaimPolicy")),
         claim,
         fs_type,
+        data_policy: DataPolicy::default(),
+        latency_critical: false,
+        cloud_snapshot: None,
     })
 }
 

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use coldstart::bindings::DataPolicy;
 use coldstart::demo::{self, DemoOptions, Narrator};
 use coldstart::lifecycle::stop::{DEFAULT_ORDER, Group};
 use coldstart::lifecycle::{self, StartOptions, StopOptions};
@@ -42,6 +43,9 @@ pub struct StopArgs {
     /// Cluster name recorded in the snapshot (default: the kubeconfig's cluster).
     #[arg(long)]
     pub cluster_name: Option<String>,
+    /// Data policy of volumes whose claim has no `coldstart.dev/data-policy` annotation.
+    #[arg(long, value_enum, env = "COLDSTART_DATA_POLICY", default_value_t = DataPolicy::Transfer)]
+    pub data_policy: DataPolicy,
     #[command(flatten)]
     pub preflight: PreflightArgs,
     #[command(flatten)]
@@ -77,6 +81,8 @@ pub async fn stop_cmd(args: StopArgs, global: &Global) -> anyhow::Result<ExitCod
         snapshot: write::Options {
             cluster_name: args.cluster_name.unwrap_or(kc_name),
             server,
+            data_policy: args.data_policy,
+            cloud: args.preflight.cloud,
             ..Default::default()
         },
         dry_run: args.dry_run,
@@ -155,6 +161,8 @@ pub async fn start_cmd(args: StartArgs, global: &Global) -> anyhow::Result<ExitC
             verify_timeout: Duration::from_secs(args.timeout),
             cloud: args.preflight.cloud,
             accept_missing: args.preflight.accept(),
+            hydration: args.preflight.hydration(),
+            hydration_timeout: Duration::from_secs(args.preflight.hydration_timeout),
             ..Default::default()
         },
         snapshot: args.snapshot,

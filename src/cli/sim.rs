@@ -33,6 +33,33 @@ pub enum CloudAction {
         #[command(subcommand)]
         what: CreateCloud,
     },
+    /// Delete a disk or a snapshot (losing a disk: a zone outage, an operator's mistake).
+    Delete {
+        #[command(subcommand)]
+        what: DeleteCloud,
+    },
+    /// Take a cloud snapshot of a disk (its data at this moment, under a new `snap-…` id).
+    Snapshot {
+        /// The disk id (`vol-…`).
+        disk: String,
+    },
+    /// Enable Fast Snapshot Restore for a snapshot in some zones: a disk created from it
+    /// there is hydrated at once.
+    FastRestore {
+        /// The snapshot id (`snap-…`).
+        snapshot: String,
+        /// Zones, comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        zones: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeleteCloud {
+    /// A disk; it must not be attached.
+    Disk { id: String },
+    /// A cloud snapshot.
+    Snapshot { id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -176,14 +203,47 @@ pub async fn run(cmd: SimCommand, global: &Global) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         SimCommand::Cloud {
-            action: Some(CloudAction::Create { what }),
+            action: Some(action),
         } => {
-            let body = serde_json::to_vec(&what.existing())?;
-            let out = sim_call(global, http::Method::POST, "/sim/v1/cloud", body).await?;
+            let (method, path, body) = match action {
+                CloudAction::Create { what } => (
+                    http::Method::POST,
+                    "/sim/v1/cloud".to_owned(),
+                    serde_json::to_vec(&what.existing())?,
+                ),
+                CloudAction::Delete {
+                    what: DeleteCloud::Disk { id },
+                } => (
+                    http::Method::DELETE,
+                    format!("/sim/v1/cloud/disks/{id}"),
+                    Vec::new(),
+                ),
+                CloudAction::Delete {
+                    what: DeleteCloud::Snapshot { id },
+                } => (
+                    http::Method::DELETE,
+                    format!("/sim/v1/cloud/snapshots/{id}"),
+                    Vec::new(),
+                ),
+                CloudAction::Snapshot { disk } => (
+                    http::Method::POST,
+                    "/sim/v1/cloud/snapshots".to_owned(),
+                    serde_json::to_vec(&sim::cloud_api::CreateSnapshot {
+                        disk_id: disk,
+                        tags: Default::default(),
+                    })?,
+                ),
+                CloudAction::FastRestore { snapshot, zones } => (
+                    http::Method::POST,
+                    format!("/sim/v1/cloud/snapshots/{snapshot}/fast-restore"),
+                    serde_json::to_vec(&sim::cloud_api::FastRestore { zones })?,
+                ),
+            };
+            let out = sim_call(global, method, &path, body).await?;
             if global.json {
                 println!("{out}");
             } else {
-                println!("created in the simulated cloud: {out}");
+                println!("done in the simulated cloud: {out}");
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
-use coldstart::bindings::{Bindings, Pin};
+use coldstart::bindings::{Bindings, DataPolicy, Pin};
 use coldstart::k8s::RetryPolicy;
 use coldstart::snapshot::crypto::Keys;
 use coldstart::snapshot::key_source::KeySource;
@@ -45,6 +45,14 @@ pub struct SnapshotArgs {
     /// Store Secrets even without an encryption key (the manifest says so).
     #[arg(long)]
     pub allow_plaintext_secrets: bool,
+    /// Data policy of volumes whose claim has no `coldstart.dev/data-policy` annotation;
+    /// `snapshot` and `transfer-or-snapshot` volumes get a cloud snapshot.
+    #[arg(long, value_enum, env = "COLDSTART_DATA_POLICY", default_value_t = DataPolicy::Transfer)]
+    pub data_policy: DataPolicy,
+    /// The cloud that takes those snapshots: `auto` (the simulated cloud on a simulated
+    /// cluster, else none), `aws`, `sim`, `none`.
+    #[arg(long, value_enum, env = "COLDSTART_CLOUD", default_value_t = coldstart::cloud::Provider::Auto)]
+    pub cloud: coldstart::cloud::Provider,
     /// Only these namespaces (comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub include_namespaces: Vec<String>,
@@ -160,6 +168,8 @@ pub async fn snapshot(args: SnapshotArgs, global: &Global) -> anyhow::Result<Exi
             ..Default::default()
         },
         allow_plaintext_secrets: args.allow_plaintext_secrets,
+        data_policy: args.data_policy,
+        cloud: args.cloud,
         ..Default::default()
     };
     let encrypted = keys.is_some();

@@ -20,6 +20,10 @@ use super::rules::{
     self, AddressFacts, AddressKey, Association, BucketFacts, DnsFacts, Observed, Versioning,
     VolumeFacts,
 };
+use super::snapshots::{
+    DataCheck, DiskSnapshots, Hydration, RESTORED_FOR, RestoreRequest, RestoredDisk, SnapshotError,
+    TakenSnapshot,
+};
 use super::{CloudVerifier, Verdict};
 use crate::bindings::{Bindings, Provider};
 
@@ -426,6 +430,224 @@ impl CloudVerifier for AwsVerifier {
 
 /// An AWS error in one line: the API, the error code and message when the service sent
 /// them, else the transport failure.
+/// EBS snapshots: `CreateSnapshot`, `DeleteSnapshot`, `CreateVolume` from a snapshot (after
+/// `EnableFastSnapshotRestores` when asked), and `DescribeVolumes` by tag to find the disk
+/// an earlier run of the same restore created.
+#[derive(Clone)]
+pub struct AwsSnapshots {
+    ec2: aws_sdk_ec2::Client,
+}
+
+impl std::fmt::Debug for AwsSnapshots {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AwsSnapshots").finish_non_exhaustive()
+    }
+}
+
+impl AwsSnapshots {
+    pub async fn from_env() -> Self {
+        crate::k8s::connect::init_tls();
+        let conf = aws_config::defaults(BehaviorVersion::latest()).load().await;
+        Self::from_config(&conf)
+    }
+
+    pub fn from_config(conf: &SdkConfig) -> Self {
+        crate::k8s::connect::init_tls();
+        AwsSnapshots {
+            ec2: aws_sdk_ec2::Client::new(conf),
+        }
+    }
+}
+
+fn snap_err(action: String, detail: String) -> SnapshotError {
+    SnapshotError::Call {
+        provider: "aws",
+        action,
+        detail,
+    }
+}
+
+fn tag_spec(
+    resource: aws_sdk_ec2::types::ResourceType,
+    tags: &BTreeMap<String, String>,
+) -> aws_sdk_ec2::types::TagSpecification {
+    aws_sdk_ec2::types::TagSpecification::builder()
+        .resource_type(resource)
+        .set_tags(Some(
+            tags.iter()
+                .map(|(k, v)| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build())
+                .collect(),
+        ))
+        .build()
+}
+
+impl DiskSnapshots for AwsSnapshots {
+    fn name(&self) -> &'static str {
+        "aws"
+    }
+
+    fn take<'a>(
+        &'a self,
+        disk: &'a str,
+        tags: &'a BTreeMap<String, String>,
+    ) -> BoxFuture<'a, Result<TakenSnapshot, SnapshotError>> {
+        async move {
+            // The snapshot is point-in-time when the call returns; it completes in the
+            // background, and a restore from it waits on EBS, not on us.
+            let out = self
+                .ec2
+                .create_snapshot()
+                .volume_id(disk)
+                .description("coldstart: taken with a cluster snapshot")
+                .tag_specifications(tag_spec(aws_sdk_ec2::types::ResourceType::Snapshot, tags))
+                .send()
+                .await
+                .map_err(|e| {
+                    snap_err(
+                        format!("snapshot disk {disk}"),
+                        describe("ec2:CreateSnapshot", &e),
+                    )
+                })?;
+            let id = out.snapshot_id().unwrap_or_default().to_owned();
+            if id.is_empty() {
+                return Err(snap_err(
+                    format!("snapshot disk {disk}"),
+                    "ec2:CreateSnapshot answered without a snapshot id".into(),
+                ));
+            }
+            Ok(TakenSnapshot {
+                id,
+                size_gib: out.volume_size().and_then(|s| u64::try_from(s).ok()),
+            })
+        }
+        .boxed()
+    }
+
+    fn delete<'a>(&'a self, snapshot: &'a str) -> BoxFuture<'a, Result<bool, SnapshotError>> {
+        async move {
+            match self
+                .ec2
+                .delete_snapshot()
+                .snapshot_id(snapshot)
+                .send()
+                .await
+            {
+                Ok(_) => Ok(true),
+                Err(e)
+                    if e.as_service_error()
+                        .and_then(|s| aws_sdk_ec2::error::ProvideErrorMetadata::code(s))
+                        == Some("InvalidSnapshot.NotFound") =>
+                {
+                    Ok(false)
+                }
+                Err(e) => Err(snap_err(
+                    format!("delete snapshot {snapshot}"),
+                    describe("ec2:DeleteSnapshot", &e),
+                )),
+            }
+        }
+        .boxed()
+    }
+
+    fn restore<'a>(
+        &'a self,
+        req: &'a RestoreRequest,
+    ) -> BoxFuture<'a, Result<RestoredDisk, SnapshotError>> {
+        async move {
+            let action = || format!("create a disk from snapshot {}", req.snapshot);
+            let found = self
+                .ec2
+                .describe_volumes()
+                .filters(
+                    Filter::builder()
+                        .name("snapshot-id")
+                        .values(&req.snapshot)
+                        .build(),
+                )
+                .filters(
+                    Filter::builder()
+                        .name(format!("tag:{RESTORED_FOR}"))
+                        .values(&req.restored_for)
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(|e| snap_err(action(), describe("ec2:DescribeVolumes", &e)))?;
+            if let Some(id) = found.volumes().iter().find_map(|v| v.volume_id()) {
+                return Ok(RestoredDisk {
+                    disk_id: id.to_owned(),
+                    created: false,
+                    hydration_ms: 0,
+                });
+            }
+            if req.fast_restore {
+                self.ec2
+                    .enable_fast_snapshot_restores()
+                    .availability_zones(&req.zone)
+                    .source_snapshot_ids(&req.snapshot)
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        snap_err(action(), describe("ec2:EnableFastSnapshotRestores", &e))
+                    })?;
+            }
+            let tags: BTreeMap<String, String> =
+                [(RESTORED_FOR.to_owned(), req.restored_for.clone())].into();
+            let mut create = self
+                .ec2
+                .create_volume()
+                .snapshot_id(&req.snapshot)
+                .availability_zone(&req.zone)
+                .tag_specifications(tag_spec(aws_sdk_ec2::types::ResourceType::Volume, &tags));
+            if let Some(rate) = req.initialization_rate_mib_s {
+                create = create.volume_initialization_rate(rate as i32);
+            }
+            let out = create
+                .send()
+                .await
+                .map_err(|e| snap_err(action(), describe("ec2:CreateVolume", &e)))?;
+            let id = out.volume_id().unwrap_or_default().to_owned();
+            let size = out.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0);
+            Ok(RestoredDisk {
+                disk_id: id,
+                created: true,
+                hydration_ms: super::snapshots::hydration_estimate(
+                    "aws",
+                    size,
+                    req.fast_restore,
+                    req.initialization_rate_mib_s,
+                )
+                .as_millis() as u64,
+            })
+        }
+        .boxed()
+    }
+
+    fn hydration<'a>(&'a self, _disk: &'a str) -> BoxFuture<'a, Result<Hydration, SnapshotError>> {
+        // EBS reports no per-volume hydration progress; the restore's estimate stands.
+        async move {
+            Ok(Hydration {
+                hydrating: false,
+                remaining_ms: 0,
+            })
+        }
+        .boxed()
+    }
+
+    fn check_data<'a>(
+        &'a self,
+        disk: &'a str,
+        _snapshot: &'a str,
+    ) -> BoxFuture<'a, Result<DataCheck, SnapshotError>> {
+        async move {
+            Ok(DataCheck::Unverifiable(format!(
+                "EBS cannot read disk {disk} without attaching it: mount it in the scratch cluster and check a checksum file"
+            )))
+        }
+        .boxed()
+    }
+}
+
 fn describe<E, R>(api: &str, e: &aws_sdk_ec2::error::SdkError<E, R>) -> String
 where
     E: aws_sdk_ec2::error::ProvideErrorMetadata + std::error::Error + 'static,

@@ -8,14 +8,16 @@
 //!           ─▶ rules (pure: binding + observed facts → Verdict) ─▶ Vec<Verdict>
 //! ```
 //!
-//! Providers only observe; every decision is in [`rules`], table-tested. Nothing here
-//! changes the cloud. The verdicts and what to do about each are described in
+//! Verifiers only observe; every decision is in [`rules`], table-tested. The one part that
+//! changes the cloud is [`snapshots`]: cloud snapshots of disks whose data policy asks for
+//! them, and disks restored from them. The verdicts and what to do about each are described in
 //! `docs/runbooks/dr-drill.md`.
 
 pub mod aws;
 pub mod none;
 pub mod rules;
 pub mod sim;
+pub mod snapshots;
 
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};

@@ -470,6 +470,9 @@ mod tests {
             reclaim_policy: None,
             claim: None,
             fs_type: None,
+            data_policy: Default::default(),
+            latency_critical: false,
+            cloud_snapshot: None,
         }
     }
 

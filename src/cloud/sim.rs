@@ -91,6 +91,8 @@ pub fn ledger(cloud: &CloudState) -> Ledger {
                     Resource::Dns => Kind::Dns,
                     // A load balancer carries an address, which is counted on its own.
                     Resource::LoadBalancer => return None,
+                    // A snapshot is a copy of a disk, not a disk a workload could bind.
+                    Resource::Snapshot => return None,
                 };
                 Some((e.seq, kind))
             })

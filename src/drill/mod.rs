@@ -27,6 +27,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::bindings::Bindings;
+use crate::cloud::snapshots::DataCheck;
 use crate::cloud::{CloudVerifier, Tally, Verdict};
 use crate::progress::Progress;
 use crate::restore::{self, RestoreOptions, RestoreReport, source};
@@ -119,6 +120,20 @@ pub struct DrillReport {
     pub tally: Tally,
     /// Why the drill failed, one line per cause, each naming the object or binding.
     pub failures: Vec<String>,
+    /// Volumes restored from their cloud snapshots in the scratch cluster, and whether
+    /// each new disk holds the snapshot's data.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub data: Vec<VolumeData>,
+}
+
+/// One volume a scratch drill restored from its cloud snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeData {
+    pub pv: String,
+    pub snapshot: String,
+    /// The drill's own disk, created from the snapshot (never production's).
+    pub disk: String,
+    pub check: DataCheck,
 }
 
 impl DrillReport {
@@ -231,6 +246,7 @@ pub async fn run_drill(
     // 2. The rehearsal restore.
     let mut rehearsal: Option<RestoreReport> = None;
     let mut left_out = Vec::new();
+    let mut data = Vec::new();
     let target_label = match &opts.target {
         Target::Shadow => "shadow".to_owned(),
         Target::Cluster { label, .. } => label.clone(),
@@ -247,6 +263,9 @@ pub async fn run_drill(
                     left_out = out;
                     let ropts = RestoreOptions {
                         scale_operators: false,
+                        // The drill's disks from cloud snapshots are its own, never a
+                        // production restore's.
+                        disk_tag: Some(format!("drill-{id}")),
                         ..opts.restore.clone()
                     };
                     restore::run(client, &src, &ropts, progress)
@@ -256,6 +275,57 @@ pub async fn run_drill(
                 Err(e) => Err(e.to_string()),
             },
         };
+        // The data of every volume restored from its cloud snapshot, checked on the
+        // drill's own new disk.
+        if let (Ok(r), Target::Cluster { client, .. }) = (&outcome, &opts.target) {
+            let t = Instant::now();
+            let restored: Vec<_> = r
+                .data
+                .iter()
+                .filter_map(|d| Some((d, d.new_disk.as_ref()?, d.snapshot.as_ref()?)))
+                .collect();
+            if !restored.is_empty() {
+                let provider =
+                    crate::cloud::snapshots::provider(opts.restore.cloud, Some(client.clone()))
+                        .await;
+                for (d, disk, snap) in restored {
+                    let check = match &provider {
+                        Some(p) => p
+                            .check_data(disk, snap)
+                            .await
+                            .unwrap_or_else(|e| DataCheck::Differs(e.to_string())),
+                        None => DataCheck::Unverifiable("no cloud to ask (--cloud none)".into()),
+                    };
+                    if let DataCheck::Differs(why) = &check {
+                        failures.push(format!(
+                            "data of PV {} restored from cloud snapshot {snap}: {why}",
+                            d.pv
+                        ));
+                    }
+                    data.push(VolumeData {
+                        pv: d.pv.clone(),
+                        snapshot: snap.clone(),
+                        disk: disk.clone(),
+                        check,
+                    });
+                }
+                let matched = data
+                    .iter()
+                    .filter(|v| v.check == DataCheck::Matches)
+                    .count();
+                steps.push(DrillStep {
+                    name: "verify-data".into(),
+                    ok: data
+                        .iter()
+                        .all(|v| !matches!(v.check, DataCheck::Differs(_))),
+                    ms: ms(t),
+                    detail: format!(
+                        "{matched} of {} volumes restored from cloud snapshots hold the snapshot's data",
+                        data.len()
+                    ),
+                });
+            }
+        }
         match outcome {
             Ok(r) => {
                 for f in &r.failures {
@@ -385,6 +455,7 @@ pub async fn run_drill(
         verdicts,
         tally,
         failures,
+        data,
     };
     record(store, keys, &report).await?;
     tracing::info!(drill = %report.id, snapshot = %report.snapshot, passed = report.passed,
@@ -494,6 +565,7 @@ mod tests {
             }],
             tally: Tally::default(),
             failures: vec![],
+            data: vec![],
         }
     }
 

@@ -78,8 +78,27 @@ pub fn install_stand_ins(cloud: &mut CloudState, bindings: &Bindings) -> (usize,
                 data_token: REHEARSAL_TOKEN.to_owned(),
                 attached_to: None,
                 created_at: at.clone(),
+                from_snapshot: None,
+                hydrated_at: None,
+                tags: Default::default(),
             }
         });
+        // A volume restored by data policy comes from its cloud snapshot: stand one in.
+        if let Some(s) = &v.cloud_snapshot {
+            cloud
+                .snapshots
+                .entry(s.id.clone())
+                .or_insert_with(|| coldstart_sim::cloud::Snapshot {
+                    id: s.id.clone(),
+                    disk_id: v.disk_id.clone(),
+                    zone: v.zone.clone().unwrap_or_else(|| ZONES[0].to_owned()),
+                    size_gib: s.size_gib.unwrap_or_else(|| gib(v.size.as_deref())),
+                    data_token: REHEARSAL_TOKEN.to_owned(),
+                    created_at: s.taken_at.to_rfc3339(),
+                    fast_restore_zones: Vec::new(),
+                    tags: Default::default(),
+                });
+        }
     }
     let mut addresses = 0;
     let mut placeholder = 0u8;
@@ -179,6 +198,23 @@ pub async fn for_scratch_cluster(
 ) -> Result<(RestoreSource, Vec<String>), ReadError> {
     let all = source.objects.collect(|_| true).await?;
     let mut left_out = Vec::new();
+    // Volumes with a cloud snapshot and a snapshot policy are restored from the snapshot
+    // whatever the state of production's disk, which stays where it is.
+    let mut bindings = source.bindings.clone();
+    for v in bindings
+        .volumes
+        .iter_mut()
+        .filter(|v| crate::restore::data_policy::recoverable(v))
+    {
+        v.data_policy = crate::bindings::DataPolicy::Snapshot;
+        v.latency_critical = false;
+    }
+    let from_snapshot: Vec<String> = bindings
+        .volumes
+        .iter()
+        .filter(|v| crate::restore::data_policy::recoverable(v))
+        .map(|v| v.pv.clone())
+        .collect();
     let mut objects = Vec::with_capacity(all.len());
     for obj in &all {
         let api_version = obj["apiVersion"].as_str().unwrap_or_default();
@@ -205,6 +241,14 @@ pub async fn for_scratch_cluster(
             ("", "Pod") | ("batch", "Job") => {
                 left_out.push(format!("{name}: not run in a rehearsal"));
                 continue;
+            }
+            // A volume with a cloud snapshot comes back on the drill's own disk, created
+            // from the snapshot: its PV keeps its driver (the restore points it there).
+            ("", "PersistentVolume") if from_snapshot.contains(&obj_name(obj)) => {
+                note(
+                    &mut o,
+                    "restored from its cloud snapshot onto the drill's own disk",
+                );
             }
             ("", "PersistentVolume") => {
                 let spec = o.get_mut("spec").and_then(Value::as_object_mut);
@@ -252,10 +296,17 @@ pub async fn for_scratch_cluster(
             taken_at: source.taken_at,
             objects: Objects::Loaded(objects),
             recorded,
-            bindings: source.bindings.clone(),
+            bindings,
         },
         left_out,
     ))
+}
+
+fn obj_name(obj: &Value) -> String {
+    obj.pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// Point a PV's disk source at the rehearsal driver (in-tree sources become CSI with the

@@ -111,11 +111,19 @@ pub struct Row {
     pub problem: Option<Problem>,
     /// Named by `--accept-missing`: the run goes on without it.
     pub accepted: bool,
+    /// A broken disk whose data policy brings the volume back from this cloud snapshot:
+    /// recoverable, not a refusal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_snapshot: Option<String>,
 }
 
 impl Row {
-    /// `refused`, `accepted`, or `ok` — the decision column of the table.
+    /// `refused`, `accepted`, `snapshot` (restored from its cloud snapshot) or `ok` — the
+    /// decision column of the table.
     pub fn decision(&self) -> &'static str {
+        if self.from_snapshot.is_some() {
+            return "snapshot";
+        }
         match (self.problem, self.accepted) {
             (None, _) => "ok",
             (Some(_), true) => "accepted",
@@ -473,7 +481,28 @@ pub fn decide(
                 .unwrap_or_else(|| v.reason.clone()),
             problem: found.map(|(p, _)| p),
             accepted: false,
+            from_snapshot: None,
         };
+        // A broken disk whose data policy restores it from a cloud snapshot comes back,
+        // on a new disk: nothing to refuse, hold or withhold.
+        if let Some(problem) = row.problem
+            && row.kind == Kind::Volume
+            && let Some(v) = bindings
+                .volumes
+                .iter()
+                .find(|b| b.pv == row.subject)
+                .filter(|b| crate::restore::data_policy::recoverable(b))
+        {
+            let snap = v.cloud_snapshot.as_ref().map(|s| s.id.clone());
+            row.reason = format!(
+                "{}; data policy {} brings it back from cloud snapshot {}",
+                problem.as_str(),
+                v.data_policy.as_str(),
+                snap.as_deref().unwrap_or("?")
+            );
+            row.problem = None;
+            row.from_snapshot = snap;
+        }
         row.accepted = row.problem.is_some() && accept.accepts(&row);
         if row.accepted
             && let Some(problem) = row.problem

@@ -20,6 +20,9 @@ fn volume(pv: &str, disk: &str, claim: Option<(&str, &str)>) -> VolumeBinding {
             name: n.into(),
         }),
         fs_type: None,
+        data_policy: Default::default(),
+        latency_critical: false,
+        cloud_snapshot: None,
     }
 }
 
@@ -362,11 +365,13 @@ fn verification_of_a_degraded_restore_leaves_out_what_was_accepted() {
                 pv: "pv-db".into(),
                 disk: "vol-db".into(),
                 claim: None,
+                from_snapshot: None,
             },
             RecordedVolume {
                 pv: "pv-cache".into(),
                 disk: "vol-cache".into(),
                 claim: None,
+                from_snapshot: None,
             },
         ],
         addresses: vec![RecordedAddress {

@@ -20,6 +20,7 @@
 //! verification fails the gate stays up: nothing new can be created while someone looks.
 
 pub mod apply;
+pub mod data_policy;
 pub mod gate;
 pub mod plan;
 pub mod source;
@@ -53,6 +54,10 @@ pub struct RecordedVolume {
     pub pv: String,
     pub disk: String,
     pub claim: Option<(String, String)>,
+    /// The cloud snapshot the disk was created from by data policy (it is new, on
+    /// purpose).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_snapshot: Option<String>,
 }
 
 /// The address a LoadBalancer Service answered on when the snapshot was taken.
@@ -109,6 +114,15 @@ pub struct RestoreOptions {
     pub cloud: Provider,
     /// Broken bindings to start without; any other one refuses the restore.
     pub accept_missing: AcceptMissing,
+    /// Fast Snapshot Restore, initialization rate: how disks restored from snapshots
+    /// hydrate.
+    pub hydration: data_policy::HydrationOptions,
+    /// How long a latency-critical volume restored from a snapshot is waited for to
+    /// hydrate before the restore reports (its workloads wait with it).
+    pub hydration_timeout: Duration,
+    /// Names this restore in the tags of the disks it creates from cloud snapshots, so a
+    /// re-run finds them (default: the snapshot id; a drill uses its own id).
+    pub disk_tag: Option<String>,
 }
 
 impl Default for RestoreOptions {
@@ -122,6 +136,9 @@ impl Default for RestoreOptions {
             scale_operators: true,
             cloud: Provider::None,
             accept_missing: AcceptMissing::default(),
+            hydration: data_policy::HydrationOptions::default(),
+            hydration_timeout: Duration::from_secs(600),
+            disk_tag: None,
         }
     }
 }
@@ -149,6 +166,14 @@ pub struct RestoreReport {
     pub new_disks: usize,
     pub new_ips: usize,
     pub new_buckets: usize,
+    /// Volumes brought back on a new disk from their cloud snapshot, by data policy.
+    pub volumes_from_snapshot: usize,
+    /// Per volume: transfer or from snapshot, and why.
+    pub data: Vec<data_policy::VolumeDecision>,
+    /// Hydration still ahead when the restore finished (the longest of its disks), ms.
+    pub hydration_ms: u64,
+    /// The RTO counting hydration: until every disk runs at full speed, ms.
+    pub rto_with_hydration_ms: u64,
     pub verification: Verification,
     /// Every binding as the cloud saw it before the first write, and what was held.
     pub preflight: Preflight,
@@ -184,6 +209,8 @@ pub enum RestoreError {
     Release(String, kube::Error),
     #[error("refused at preflight, nothing was written: {}", .0.refusal())]
     Refused(Box<Preflight>),
+    #[error(transparent)]
+    Snapshot(#[from] cloud::snapshots::SnapshotError),
 }
 
 /// ConfigMap recording a restore's state in the cluster (cold-start detection reads it).
@@ -419,6 +446,39 @@ pub async fn run_in(
         return Err(RestoreError::Refused(Box::new(pre)));
     }
     let me = whoami(client).await?;
+    // Per volume: its disk, or a new one from its cloud snapshot. The new disks exist
+    // before the ledger mark below, so they are new by policy, never by accident.
+    let mut data = data_policy::decide_all(
+        &source.bindings.volumes,
+        &pre,
+        verifier.name(),
+        &opts.hydration,
+    );
+    let snapshots = if data
+        .iter()
+        .any(|d| d.source == data_policy::DataSource::FromSnapshot)
+    {
+        set_phase(progress, "restoring disks from snapshots");
+        cloud::snapshots::provider(opts.cloud, Some(client.clone())).await
+    } else {
+        None
+    };
+    let rewritten;
+    let source = if snapshots.is_some() {
+        data_policy::materialize(
+            snapshots.as_deref(),
+            &source.bindings.volumes,
+            &mut data,
+            opts.disk_tag.as_deref().unwrap_or(&source.snapshot_id),
+            &opts.hydration,
+        )
+        .await?;
+        rewritten = data_policy::rewrite(source, &data);
+        &rewritten
+    } else {
+        source
+    };
+    let hydrating_since = Instant::now();
     // Where the cloud's ledger stands before the first write: what it creates after this
     // mark is new.
     let ledger_mark = verifier
@@ -464,6 +524,13 @@ pub async fn run_in(
     )
     .await?;
     mark("verify", &mut t);
+    if verification.ok()
+        && let Some(snapshots) = snapshots.as_deref()
+    {
+        set_phase(progress, "waiting for latency-critical volumes to hydrate");
+        data_policy::wait_hydrated(snapshots, &data, opts.hydration_timeout).await?;
+        mark("hydration", &mut t);
+    }
     let succeeded = verification.ok() && applied.failures.is_empty();
     let mut operators = Vec::new();
     let gate_final = if succeeded {
@@ -522,6 +589,11 @@ pub async fn run_in(
         new_disks: verification.new_disks,
         new_ips: verification.new_ips,
         new_buckets: verification.new_buckets,
+        volumes_from_snapshot: verification.volumes_from_snapshot,
+        hydration_ms: data_policy::hydration_left(&data, hydrating_since.elapsed()),
+        rto_with_hydration_ms: started.elapsed().as_millis() as u64
+            + data_policy::hydration_left(&data, hydrating_since.elapsed()),
+        data,
         verification,
         partly_up: succeeded && pre.degraded(),
         preflight: pre,

@@ -971,6 +971,7 @@ mod tests {
                 pv: "pv-9".into(),
                 disk: "vol-9".into(),
                 claim: Some(("k".into(), "data".into())),
+                from_snapshot: None,
             }],
             addresses: vec![],
             buckets: vec![RecordedBucket {

@@ -23,6 +23,20 @@ use crate::store::Store;
 pub enum Objects {
     Loaded(Vec<Value>),
     Stored(Arc<Stored>),
+    /// Other objects with a rewrite applied to each as it is read (a volume moved to a disk
+    /// restored from its cloud snapshot), so a rewrite costs no copy of the snapshot.
+    Rewritten(Arc<Objects>, Rewrite),
+}
+
+/// A rewrite of single objects, applied as they are read. It must not change an object's
+/// kind: the tier an object is counted in is the tier it is read in.
+#[derive(Clone)]
+pub struct Rewrite(pub Arc<dyn Fn(&mut Value) + Send + Sync>);
+
+impl std::fmt::Debug for Rewrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Rewrite(..)")
+    }
 }
 
 /// A verified snapshot left in its store, with what it takes to read it back.
@@ -60,6 +74,7 @@ impl Objects {
         match self {
             Objects::Loaded(all) => all.iter().filter(|o| wanted(object_tier(o))).count(),
             Objects::Stored(s) => s.snapshot.count(|e| wanted(entry_tier(e))),
+            Objects::Rewritten(inner, _) => inner.count(wanted),
         }
     }
 
@@ -92,6 +107,18 @@ impl Objects {
                     })
                 })
                 .boxed(),
+            Objects::Rewritten(inner, rewrite) => {
+                let rewrite = rewrite.clone();
+                inner
+                    .read(wanted)
+                    .map(move |o| {
+                        o.map(|mut o| {
+                            (rewrite.0)(&mut o);
+                            o
+                        })
+                    })
+                    .boxed()
+            }
         }
     }
 
@@ -119,6 +146,7 @@ impl Recorded {
                     .claim
                     .as_ref()
                     .map(|c| (c.namespace.clone(), c.name.clone())),
+                from_snapshot: None,
             })
             .collect();
         let addresses = b

@@ -29,6 +29,8 @@ use crate::k8s::Resources;
 pub struct Verification {
     pub volumes_expected: usize,
     pub volumes_reused: usize,
+    /// Bound to the new disk its data policy restored from a cloud snapshot.
+    pub volumes_from_snapshot: usize,
     pub ips_expected: usize,
     pub ips_reused: usize,
     pub buckets_expected: usize,
@@ -47,7 +49,7 @@ pub struct Verification {
 impl Verification {
     pub fn ok(&self) -> bool {
         self.problems.is_empty()
-            && self.volumes_reused == self.volumes_expected
+            && self.volumes_reused + self.volumes_from_snapshot == self.volumes_expected
             && self.ips_reused == self.ips_expected
             && self.buckets_reused == self.buckets_expected
             && self.new_disks == 0
@@ -239,7 +241,11 @@ pub fn judge(
         let want = disk_key(&rec.disk);
         let exists = cloud_disks.is_none_or(|d| d.contains(&want));
         if phase == "Bound" && disk.as_deref() == Some(want.as_str()) && exists {
-            v.volumes_reused += 1;
+            if rec.from_snapshot.is_some() {
+                v.volumes_from_snapshot += 1;
+            } else {
+                v.volumes_reused += 1;
+            }
         } else if !exists {
             v.permanent += 1;
             v.problems.push(format!(
@@ -385,6 +391,7 @@ mod tests {
                 pv: "pv-data".into(),
                 disk: "aws://eu-west-1a/vol-1".into(),
                 claim: Some(("db".into(), "data".into())),
+                from_snapshot: None,
             }],
             addresses: vec![RecordedAddress {
                 namespace: "edge".into(),

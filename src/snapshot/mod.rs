@@ -4,7 +4,8 @@
 //! ```text
 //!  discovery ─▶ paged LISTs (N resources in flight, retried) ─▶ exclude ─▶ bindings ─▶ sanitize
 //!      ─▶ compact JSON ─▶ keyed hash ─▶ (new blobs only) packer ─▶ zstd ─▶ AEAD ─▶ packs/
-//!      ─▶ per-(resource, namespace) tree chunks ─▶ index/ ─▶ manifest (conditional create, last)
+//!      ─▶ per-(resource, namespace) tree chunks ─▶ index/ ─▶ cloud snapshots of volumes whose
+//!      data policy asks for them (volumes.rs) ─▶ manifest (conditional create, last)
 //! ```
 //!
 //! A snapshot is complete when its manifest exists and invisible until then; one writer at
@@ -19,6 +20,7 @@ pub mod key_source;
 pub mod prune;
 pub mod read;
 pub mod rules;
+pub mod volumes;
 pub mod write;
 
 use bytes::Bytes;

@@ -22,7 +22,8 @@ use super::format::{
 use super::read::{self, ReadError};
 use super::rules::{self, Selection};
 use super::{StoreKeyError, check_store};
-use crate::bindings::{self, Collector};
+use crate::bindings::{self, Collector, DataPolicy};
+use crate::cloud::snapshots::SnapshotError;
 use crate::k8s::RetryPolicy;
 use crate::store::lock::{self, LockError};
 use crate::store::{Created, Store, StoreError, layout};
@@ -65,6 +66,13 @@ pub enum WriteError {
     ManifestExists { id: String },
     #[error("failed to {what}: an internal task stopped ({detail})")]
     Task { what: String, detail: String },
+    #[error(
+        "failed to take the snapshot: {}",
+        .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    )]
+    DataPolicy(Vec<bindings::InvalidPolicy>),
+    #[error(transparent)]
+    CloudSnapshot(#[from] SnapshotError),
 }
 
 /// What to capture and how.
@@ -81,6 +89,10 @@ pub struct Options {
     pub allow_plaintext_secrets: bool,
     pub pack_size: usize,
     pub lock_ttl: Duration,
+    /// The data policy of volumes whose claim names none.
+    pub data_policy: DataPolicy,
+    /// The cloud that takes snapshots of volumes whose data policy asks for them.
+    pub cloud: crate::cloud::Provider,
 }
 
 impl Default for Options {
@@ -94,6 +106,8 @@ impl Default for Options {
             allow_plaintext_secrets: false,
             pack_size: PACK_SIZE,
             lock_ttl: lock::DEFAULT_TTL,
+            data_policy: DataPolicy::Transfer,
+            cloud: crate::cloud::Provider::Auto,
         }
     }
 }
@@ -253,7 +267,7 @@ async fn take_locked(
         opts.pack_size,
         progress.clone(),
     ));
-    let collector = Arc::new(Mutex::new(Collector::default()));
+    let collector = Arc::new(Mutex::new(Collector::with_default_policy(opts.data_policy)));
     let listed: Vec<Result<Listed, WriteError>> = futures::stream::iter(resources)
         .map(|r| {
             let ctx = ListCtx {
@@ -310,10 +324,17 @@ async fn take_locked(
     packs.sort();
     packs.dedup();
     stats.bytes_stored = packs.iter().map(|(_, s)| s).sum();
-    let bindings = Arc::try_unwrap(collector)
+    let (mut bindings, invalid) = Arc::try_unwrap(collector)
         .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
         .unwrap_or_default()
         .finish();
+    if !invalid.is_empty() {
+        return Err(WriteError::DataPolicy(invalid));
+    }
+    if super::volumes::wanted(&bindings) {
+        let provider = crate::cloud::snapshots::provider(opts.cloud, Some(client.clone())).await;
+        super::volumes::take(provider.as_deref(), &id, &mut bindings).await?;
+    }
     let mut manifest = Manifest {
         format: FORMAT_VERSION,
         id: id.clone(),

@@ -2,6 +2,7 @@
 //! Every test starts its own simulated cluster on 127.0.0.1:0.
 
 mod cli;
+mod data_policy;
 mod deploy;
 mod drill;
 mod faults;

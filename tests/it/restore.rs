@@ -76,6 +76,7 @@ pub fn capture(sim: &Sim) -> RestoreSource {
                             c.to_owned(),
                         )
                     }),
+                    from_snapshot: None,
                 }),
                 "services" => {
                     if let Some(ip) = v

@@ -6,6 +6,12 @@
 //!
 //! The cloud outlives clusters: [`Cloud::delete_cluster`] applies what a cloud does when a
 //! cluster is deleted (release what the cluster's controllers allocated, keep the rest).
+//!
+//! Snapshots copy a disk's data token at their point in time. A disk created from a
+//! snapshot gets a new id and the snapshot's data, and is *hydrating* (lazily loaded, with
+//! degraded throughput, as EBS restores are) until `hydrated_at`, unless Fast Snapshot
+//! Restore is enabled for the snapshot in the disk's zone. Simulated time is compressed:
+//! [`HYDRATION_MS_PER_GIB`] stands for hours on a real cloud.
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
@@ -18,6 +24,15 @@ pub const ZONES: [&str; 3] = ["eu-west-1a", "eu-west-1b", "eu-west-1c"];
 /// The CSI driver that provisions and names the simulated cloud's disks.
 pub const CSI_DRIVER: &str = "ebs.csi.aws.com";
 
+/// How long a disk restored from a snapshot hydrates, per GiB, in the simulated cloud.
+/// Real EBS lazy loading of a 100 GiB volume takes hours; here a 10 GiB disk hydrates in
+/// two seconds, long enough for a test to see it and short enough not to slow the suite.
+pub const HYDRATION_MS_PER_GIB: u64 = 200;
+
+/// The share of full throughput a hydrating disk delivers (first-touch reads fetch from
+/// the snapshot store).
+pub const HYDRATING_THROUGHPUT_PERCENT: u8 = 20;
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Disk {
     pub id: String,
@@ -27,6 +42,69 @@ pub struct Disk {
     pub data_token: String,
     pub attached_to: Option<String>,
     pub created_at: String,
+    /// The snapshot it was created from, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_snapshot: Option<String>,
+    /// When a disk created from a snapshot is fully hydrated (RFC 3339). Before that its
+    /// reads are served lazily from the snapshot at degraded throughput.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hydrated_at: Option<String>,
+    /// Tags, as a cloud keeps them (coldstart tags a disk it restores with its PV, so a
+    /// re-run finds it instead of creating another).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+}
+
+impl Disk {
+    /// Whether it is still hydrating at `now`, and the share of full throughput it gives.
+    pub fn hydration(&self, now: chrono::DateTime<chrono::Utc>) -> Hydration {
+        match self
+            .hydrated_at
+            .as_deref()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        {
+            Some(until) if until > now => Hydration {
+                hydrating: true,
+                remaining_ms: (until.with_timezone(&chrono::Utc) - now)
+                    .num_milliseconds()
+                    .max(0) as u64,
+                throughput_percent: HYDRATING_THROUGHPUT_PERCENT,
+            },
+            _ => Hydration {
+                hydrating: false,
+                remaining_ms: 0,
+                throughput_percent: 100,
+            },
+        }
+    }
+}
+
+/// A disk's hydration at one moment.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Hydration {
+    pub hydrating: bool,
+    pub remaining_ms: u64,
+    pub throughput_percent: u8,
+}
+
+/// A point-in-time copy of a disk.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Snapshot {
+    /// `snap-…`.
+    pub id: String,
+    pub disk_id: String,
+    pub zone: String,
+    pub size_gib: u64,
+    /// The disk's data at the moment the snapshot was taken.
+    pub data_token: String,
+    pub created_at: String,
+    /// Zones where Fast Snapshot Restore is enabled: a disk created there is fully
+    /// hydrated at once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fast_restore_zones: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -95,6 +173,7 @@ pub enum Resource {
     LoadBalancer,
     Dns,
     Bucket,
+    Snapshot,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -130,6 +209,8 @@ pub struct CloudState {
     pub pools: BTreeMap<String, Pool>,
     pub dns: BTreeMap<String, DnsRecord>,
     pub buckets: BTreeMap<String, Bucket>,
+    #[serde(default)]
+    pub snapshots: BTreeMap<String, Snapshot>,
     pub ledger: Vec<LedgerEntry>,
     #[serde(skip)]
     next: u64,
@@ -213,6 +294,8 @@ pub enum CloudError {
     AddressInUse(String, String),
     #[error("no bucket {0}")]
     NoBucket(String),
+    #[error("no snapshot {0}")]
+    NoSnapshot(String),
     #[error("{0} already exists")]
     Exists(String),
     #[error("invalid {what} {value:?}: {why}")]
@@ -265,7 +348,7 @@ impl CloudState {
                 Resource::Ip => n.ips += 1,
                 Resource::LoadBalancer => n.load_balancers += 1,
                 Resource::Bucket => n.buckets += 1,
-                Resource::Dns => {}
+                Resource::Dns | Resource::Snapshot => {}
             }
         }
         n
@@ -286,6 +369,9 @@ impl CloudState {
             data_token: data_token.to_owned(),
             attached_to: None,
             created_at: now(),
+            from_snapshot: None,
+            hydrated_at: None,
+            tags: BTreeMap::new(),
         };
         self.disks.insert(id.clone(), disk.clone());
         self.record(Resource::Disk, Action::Created, &id, cause);
@@ -324,6 +410,126 @@ impl CloudState {
                 Ok(())
             }
         }
+    }
+
+    /// Take a snapshot of a disk: its data token now, under a new `snap-…` id.
+    pub fn create_snapshot(
+        &mut self,
+        disk_id: &str,
+        tags: BTreeMap<String, String>,
+        cause: &str,
+    ) -> Result<Snapshot, CloudError> {
+        let disk = self
+            .disks
+            .get(disk_id)
+            .ok_or_else(|| CloudError::NoDisk(disk_id.to_owned()))?;
+        let snap = Snapshot {
+            id: format!("snap-{}", hex_id(self.next)),
+            disk_id: disk.id.clone(),
+            zone: disk.zone.clone(),
+            size_gib: disk.size_gib,
+            data_token: disk.data_token.clone(),
+            created_at: now(),
+            fast_restore_zones: Vec::new(),
+            tags,
+        };
+        self.snapshots.insert(snap.id.clone(), snap.clone());
+        self.record(
+            Resource::Snapshot,
+            Action::Created,
+            &snap.id,
+            &format!("{cause}: of {disk_id}"),
+        );
+        Ok(snap)
+    }
+
+    pub fn delete_snapshot(&mut self, id: &str, cause: &str) -> Result<(), CloudError> {
+        self.snapshots
+            .remove(id)
+            .ok_or_else(|| CloudError::NoSnapshot(id.to_owned()))?;
+        self.record(Resource::Snapshot, Action::Deleted, id, cause);
+        Ok(())
+    }
+
+    /// Enable Fast Snapshot Restore for a snapshot in `zones`.
+    pub fn enable_fast_restore(&mut self, id: &str, zones: &[String]) -> Result<(), CloudError> {
+        if let Some(z) = zones.iter().find(|z| !ZONES.contains(&z.as_str())) {
+            return Err(CloudError::Invalid {
+                what: "zone",
+                value: z.clone(),
+                why: "not a zone of the simulated cloud (eu-west-1a, eu-west-1b, eu-west-1c)",
+            });
+        }
+        let snap = self
+            .snapshots
+            .get_mut(id)
+            .ok_or_else(|| CloudError::NoSnapshot(id.to_owned()))?;
+        for z in zones {
+            if !snap.fast_restore_zones.contains(z) {
+                snap.fast_restore_zones.push(z.clone());
+            }
+        }
+        snap.fast_restore_zones.sort();
+        let why = format!("fast snapshot restore enabled in {}", zones.join(", "));
+        self.record(Resource::Snapshot, Action::Updated, id, &why);
+        Ok(())
+    }
+
+    /// Create a disk from a snapshot in `zone`: a new id, the snapshot's data, hydrating
+    /// for [`HYDRATION_MS_PER_GIB`] per GiB unless Fast Snapshot Restore is enabled there.
+    pub fn create_disk_from_snapshot(
+        &mut self,
+        snapshot_id: &str,
+        zone: &str,
+        tags: BTreeMap<String, String>,
+        cause: &str,
+    ) -> Result<Disk, CloudError> {
+        if !ZONES.contains(&zone) {
+            return Err(CloudError::Invalid {
+                what: "zone",
+                value: zone.to_owned(),
+                why: "not a zone of the simulated cloud (eu-west-1a, eu-west-1b, eu-west-1c)",
+            });
+        }
+        let snap = self
+            .snapshots
+            .get(snapshot_id)
+            .ok_or_else(|| CloudError::NoSnapshot(snapshot_id.to_owned()))?
+            .clone();
+        let fast = snap.fast_restore_zones.iter().any(|z| z == zone);
+        let id = format!("vol-{}", hex_id(self.next));
+        let hydrated_at = (!fast).then(|| {
+            let ms = snap.size_gib.saturating_mul(HYDRATION_MS_PER_GIB);
+            (chrono::Utc::now() + chrono::Duration::milliseconds(ms as i64))
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        });
+        let disk = Disk {
+            id: id.clone(),
+            zone: zone.to_owned(),
+            size_gib: snap.size_gib,
+            data_token: snap.data_token.clone(),
+            attached_to: None,
+            created_at: now(),
+            from_snapshot: Some(snap.id.clone()),
+            hydrated_at,
+            tags,
+        };
+        self.disks.insert(id.clone(), disk.clone());
+        let how = if fast {
+            "fast snapshot restore: hydrated at once".to_owned()
+        } else {
+            format!(
+                "hydrating for {} ms at {HYDRATING_THROUGHPUT_PERCENT}% throughput",
+                snap.size_gib.saturating_mul(HYDRATION_MS_PER_GIB)
+            )
+        };
+        self.record(
+            Resource::Disk,
+            Action::Created,
+            &id,
+            &format!("{cause}: from snapshot {snapshot_id}, {how}"),
+        );
+        Ok(disk)
     }
 
     pub fn detach_disk(&mut self, id: &str, cause: &str) {
@@ -485,6 +691,9 @@ impl CloudState {
             data_token: data_token.to_owned(),
             attached_to: None,
             created_at: now(),
+            from_snapshot: None,
+            hydrated_at: None,
+            tags: BTreeMap::new(),
         };
         self.disks.insert(id.to_owned(), disk.clone());
         self.record(Resource::Disk, Action::Created, id, cause);

@@ -118,6 +118,7 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .route("/sim/v1/faults", get(get_faults).put(put_faults))
         .route("/sim/v1/cloud", get(sim_cloud).post(add_existing))
         .route("/sim/v1/teardown", axum::routing::post(sim_teardown))
+        .merge(super::cloud_api::routes())
         .fallback(api)
         .with_state(sim)
 }

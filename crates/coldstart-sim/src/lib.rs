@@ -19,6 +19,8 @@
 pub mod admission;
 pub mod apiserver;
 pub mod cloud;
+/// The simulated cloud's write API (snapshots, disks from snapshots, Fast Snapshot Restore).
+pub mod cloud_api;
 pub mod control_plane;
 pub mod controllers;
 pub mod faults;

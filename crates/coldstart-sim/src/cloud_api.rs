@@ -1,0 +1,151 @@
+//! The simulated cloud's write API, as a provider SDK would call it: snapshot a disk,
+//! create a disk from a snapshot, enable Fast Snapshot Restore, delete a disk or a
+//! snapshot (losing a disk is how a test or `coldstart sim cloud delete disk` plays a
+//! zone outage or an operator's mistake). Reads stay on `GET /sim/v1/cloud`.
+//!
+//! ```text
+//!  POST   /sim/v1/cloud/snapshots                   {"diskId", "tags"}   → Snapshot
+//!  DELETE /sim/v1/cloud/snapshots/{id}
+//!  POST   /sim/v1/cloud/snapshots/{id}/fast-restore {"zones"}
+//!  POST   /sim/v1/cloud/disks                       {"fromSnapshot", "zone", "tags"} → Disk
+//!  DELETE /sim/v1/cloud/disks/{id}
+//! ```
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, post};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::Sim;
+use super::cloud::CloudError;
+use super::status::ApiError;
+
+/// `POST /sim/v1/cloud/snapshots`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateSnapshot {
+    pub disk_id: String,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+}
+
+/// `POST /sim/v1/cloud/disks`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateDisk {
+    pub from_snapshot: String,
+    pub zone: String,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+}
+
+/// `POST /sim/v1/cloud/snapshots/{id}/fast-restore`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FastRestore {
+    pub zones: Vec<String>,
+}
+
+/// The write routes, merged into the simulated cluster's router.
+pub fn routes() -> Router<Arc<Sim>> {
+    Router::new()
+        .route("/sim/v1/cloud/snapshots", post(create_snapshot))
+        .route("/sim/v1/cloud/snapshots/{id}", delete(delete_snapshot))
+        .route(
+            "/sim/v1/cloud/snapshots/{id}/fast-restore",
+            post(fast_restore),
+        )
+        .route("/sim/v1/cloud/disks", post(create_disk))
+        .route("/sim/v1/cloud/disks/{id}", delete(delete_disk))
+}
+
+fn decode<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("failed to decode the request: {e}")))
+}
+
+fn answer(code: StatusCode, v: Value) -> Response {
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json")],
+        v.to_string(),
+    )
+        .into_response()
+}
+
+fn failed(e: CloudError) -> Response {
+    match &e {
+        CloudError::NoDisk(id) => ApiError::not_found("disk", id).into_response(),
+        CloudError::NoSnapshot(id) => ApiError::not_found("snapshot", id).into_response(),
+        CloudError::DiskInUse(id, _) => ApiError::conflict("disk", id).into_response(),
+        _ => ApiError::bad_request(e.to_string()).into_response(),
+    }
+}
+
+async fn create_snapshot(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
+    let req: CreateSnapshot = match decode(&body) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    match sim
+        .cloud
+        .lock()
+        .create_snapshot(&req.disk_id, req.tags, "CreateSnapshot")
+    {
+        Ok(s) => answer(StatusCode::CREATED, json!(s)),
+        Err(e) => failed(e),
+    }
+}
+
+async fn delete_snapshot(State(sim): State<Arc<Sim>>, Path(id): Path<String>) -> Response {
+    match sim.cloud.lock().delete_snapshot(&id, "DeleteSnapshot") {
+        Ok(()) => answer(StatusCode::OK, json!({"deleted": id})),
+        Err(e) => failed(e),
+    }
+}
+
+async fn fast_restore(
+    State(sim): State<Arc<Sim>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let req: FastRestore = match decode(&body) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let mut cloud = sim.cloud.lock();
+    match cloud.enable_fast_restore(&id, &req.zones) {
+        Ok(()) => answer(StatusCode::OK, json!(cloud.snapshots.get(&id))),
+        Err(e) => failed(e),
+    }
+}
+
+async fn create_disk(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
+    let req: CreateDisk = match decode(&body) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    match sim.cloud.lock().create_disk_from_snapshot(
+        &req.from_snapshot,
+        &req.zone,
+        req.tags,
+        "CreateVolume",
+    ) {
+        Ok(d) => answer(StatusCode::CREATED, json!(d)),
+        Err(e) => failed(e),
+    }
+}
+
+async fn delete_disk(State(sim): State<Arc<Sim>>, Path(id): Path<String>) -> Response {
+    match sim.cloud.lock().delete_disk(&id, "DeleteVolume") {
+        Ok(()) => answer(StatusCode::OK, json!({"deleted": id})),
+        Err(e) => failed(e),
+    }
+}

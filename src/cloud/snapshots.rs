@@ -1,0 +1,431 @@
+//! Cloud disk snapshots: the one part of `cloud/` that *changes* the cloud. A cluster
+//! snapshot takes a cloud snapshot of every volume whose data policy asks for one; a
+//! restore creates a new disk from it; retention deletes the ones no kept cluster
+//! snapshot names. Providers implement [`DiskSnapshots`]: the simulated cloud (over
+//! `/sim/v1/cloud/…`) and AWS (EBS `CreateSnapshot`, `CreateVolume`,
+//! `EnableFastSnapshotRestores`, `DeleteSnapshot`, in [`super::aws`]).
+//!
+//! A restored disk is tagged [`RESTORED_FOR`] with the restore it belongs to and the PV,
+//! so a re-run (after a crash) finds it instead of creating a second one.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::FutureExt as _;
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+
+use super::Provider;
+use coldstart_sim::cloud::CloudState;
+use coldstart_sim::cloud_api::{CreateDisk, CreateSnapshot, FastRestore};
+
+/// Tag on a disk restored from a snapshot: `<restore>/<pv>` (`<snapshot id>/<pv>` for a
+/// restore, `drill-<id>/<pv>` for a drill).
+pub const RESTORED_FOR: &str = "coldstart.dev/restored-for";
+/// Tag on a cloud snapshot: the cluster snapshot it was taken with.
+pub const TAKEN_WITH: &str = "coldstart.dev/snapshot";
+/// Tag on a cloud snapshot: the PV whose disk it copies.
+pub const TAKEN_OF: &str = "coldstart.dev/pv";
+
+/// A snapshot the cloud took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TakenSnapshot {
+    pub id: String,
+    pub size_gib: Option<u64>,
+}
+
+/// Create a disk from a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoreRequest {
+    pub snapshot: String,
+    pub zone: String,
+    /// The [`RESTORED_FOR`] tag: which restore, which PV.
+    pub restored_for: String,
+    /// Enable Fast Snapshot Restore for the snapshot in the zone first.
+    pub fast_restore: bool,
+    /// AWS volume initialization rate (MiB/s), when configured.
+    pub initialization_rate_mib_s: Option<u32>,
+}
+
+/// A disk created from a snapshot (or found, created by an earlier run of the same
+/// restore).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoredDisk {
+    pub disk_id: String,
+    /// False when an earlier run of the same restore had created it.
+    pub created: bool,
+    /// How long it hydrates from now (zero: hydrated, as with Fast Snapshot Restore).
+    pub hydration_ms: u64,
+}
+
+/// Where a disk restored from a snapshot stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Hydration {
+    pub hydrating: bool,
+    /// Remaining, as the cloud says or estimates it.
+    pub remaining_ms: u64,
+}
+
+/// Whether a disk restored from a snapshot holds the snapshot's data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "result", content = "detail")]
+pub enum DataCheck {
+    Matches,
+    Differs(String),
+    /// The cloud cannot read a disk without attaching it (AWS): a scratch workload must.
+    Unverifiable(String),
+}
+
+/// Why a snapshot operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("failed to {action} on the {provider} cloud: {detail}")]
+    Call {
+        provider: &'static str,
+        action: String,
+        detail: String,
+    },
+    #[error(
+        "failed to {0}: no cloud can take or restore disk snapshots with --cloud none; pass --cloud aws (or sim on a simulated cluster)"
+    )]
+    NoProvider(String),
+}
+
+/// Takes, restores and deletes cloud snapshots of disks.
+pub trait DiskSnapshots: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// Snapshot `disk` now, tagged with `tags`.
+    fn take<'a>(
+        &'a self,
+        disk: &'a str,
+        tags: &'a BTreeMap<String, String>,
+    ) -> BoxFuture<'a, Result<TakenSnapshot, SnapshotError>>;
+    /// Delete a snapshot; `Ok(false)` when it was already gone.
+    fn delete<'a>(&'a self, snapshot: &'a str) -> BoxFuture<'a, Result<bool, SnapshotError>>;
+    /// Create (or find, on a re-run) the disk a restore brings a volume back on.
+    fn restore<'a>(
+        &'a self,
+        req: &'a RestoreRequest,
+    ) -> BoxFuture<'a, Result<RestoredDisk, SnapshotError>>;
+    /// Whether a restored disk still hydrates.
+    fn hydration<'a>(&'a self, disk: &'a str) -> BoxFuture<'a, Result<Hydration, SnapshotError>>;
+    /// Whether `disk` holds the data of `snapshot` (a drill's data check).
+    fn check_data<'a>(
+        &'a self,
+        disk: &'a str,
+        snapshot: &'a str,
+    ) -> BoxFuture<'a, Result<DataCheck, SnapshotError>>;
+}
+
+/// The estimated hydration time of a disk of `size_gib` restored from a snapshot on
+/// `provider` (pure; the plan and `--dry-run` show it). AWS lazy loading without Fast
+/// Snapshot Restore or an initialization rate is assumed at [`AWS_LAZY_LOAD_MIB_S`].
+pub fn hydration_estimate(
+    provider: &str,
+    size_gib: u64,
+    fast_restore: bool,
+    initialization_rate_mib_s: Option<u32>,
+) -> Duration {
+    if fast_restore {
+        return Duration::ZERO;
+    }
+    match provider {
+        "sim" => Duration::from_millis(
+            size_gib.saturating_mul(coldstart_sim::cloud::HYDRATION_MS_PER_GIB),
+        ),
+        _ => {
+            let rate = u64::from(initialization_rate_mib_s.unwrap_or(AWS_LAZY_LOAD_MIB_S)).max(1);
+            Duration::from_secs(size_gib.saturating_mul(1024) / rate)
+        }
+    }
+}
+
+/// Effective throughput of reading a whole EBS volume restored from a snapshot by lazy
+/// loading (first touch of every block fetched from S3): field reports put it in the tens
+/// of MiB/s, which is why a multi-TiB Kafka disk ran slow for hours. A planning figure,
+/// not a promise; an initialization rate (100–300 MiB/s) replaces it when configured.
+pub const AWS_LAZY_LOAD_MIB_S: u32 = 40;
+
+/// The snapshot provider for `provider` (None for `none`; `auto` is the simulated cloud
+/// on a simulated cluster, else none).
+pub async fn provider(
+    provider: Provider,
+    client: Option<kube::Client>,
+) -> Option<Box<dyn DiskSnapshots>> {
+    match provider {
+        Provider::Aws => Some(Box::new(super::aws::AwsSnapshots::from_env().await)),
+        Provider::Sim => client.map(|c| Box::new(SimSnapshots::new(c)) as Box<dyn DiskSnapshots>),
+        Provider::None => None,
+        Provider::Auto => match client {
+            Some(c) if super::sim::is_simulated(&c).await => Some(Box::new(SimSnapshots::new(c))),
+            _ => None,
+        },
+    }
+}
+
+/// The simulated cloud's snapshots, through the cluster connection.
+#[derive(Clone)]
+pub struct SimSnapshots {
+    client: kube::Client,
+}
+
+impl SimSnapshots {
+    pub fn new(client: kube::Client) -> Self {
+        SimSnapshots { client }
+    }
+
+    async fn call(
+        &self,
+        action: &str,
+        method: http::Method,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<Option<String>, SnapshotError> {
+        let err = |detail: String| SnapshotError::Call {
+            provider: "sim",
+            action: action.to_owned(),
+            detail,
+        };
+        let req = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .map_err(|e| err(e.to_string()))?;
+        match self.client.request_text(req).await {
+            Ok(t) => Ok(Some(t)),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
+            Err(kube::Error::Api(s)) => Err(err(s.message)),
+            Err(e) => Err(err(e.to_string())),
+        }
+    }
+
+    async fn state(&self) -> Result<CloudState, SnapshotError> {
+        let text = self
+            .call(
+                "read the cloud",
+                http::Method::GET,
+                "/sim/v1/cloud",
+                Vec::new(),
+            )
+            .await?
+            .unwrap_or_default();
+        serde_json::from_str(&text).map_err(|e| SnapshotError::Call {
+            provider: "sim",
+            action: "read the cloud".into(),
+            detail: e.to_string(),
+        })
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(
+    action: &str,
+    text: Option<String>,
+) -> Result<T, SnapshotError> {
+    let err = |detail: String| SnapshotError::Call {
+        provider: "sim",
+        action: action.to_owned(),
+        detail,
+    };
+    let text = text.ok_or_else(|| err("not found".into()))?;
+    serde_json::from_str(&text).map_err(|e| err(e.to_string()))
+}
+
+fn body<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+impl DiskSnapshots for SimSnapshots {
+    fn name(&self) -> &'static str {
+        "sim"
+    }
+
+    fn take<'a>(
+        &'a self,
+        disk: &'a str,
+        tags: &'a BTreeMap<String, String>,
+    ) -> BoxFuture<'a, Result<TakenSnapshot, SnapshotError>> {
+        async move {
+            let action = format!("snapshot disk {disk}");
+            let req = CreateSnapshot {
+                disk_id: disk.to_owned(),
+                tags: tags.clone(),
+            };
+            let out = self
+                .call(
+                    &action,
+                    http::Method::POST,
+                    "/sim/v1/cloud/snapshots",
+                    body(&req),
+                )
+                .await?;
+            let snap: coldstart_sim::cloud::Snapshot = decode(&action, out)?;
+            Ok(TakenSnapshot {
+                id: snap.id,
+                size_gib: Some(snap.size_gib),
+            })
+        }
+        .boxed()
+    }
+
+    fn delete<'a>(&'a self, snapshot: &'a str) -> BoxFuture<'a, Result<bool, SnapshotError>> {
+        async move {
+            let out = self
+                .call(
+                    &format!("delete snapshot {snapshot}"),
+                    http::Method::DELETE,
+                    &format!("/sim/v1/cloud/snapshots/{snapshot}"),
+                    Vec::new(),
+                )
+                .await?;
+            Ok(out.is_some())
+        }
+        .boxed()
+    }
+
+    fn restore<'a>(
+        &'a self,
+        req: &'a RestoreRequest,
+    ) -> BoxFuture<'a, Result<RestoredDisk, SnapshotError>> {
+        async move {
+            let now = chrono::Utc::now();
+            let cloud = self.state().await?;
+            if let Some(d) = cloud.disks.values().find(|d| {
+                d.from_snapshot.as_deref() == Some(req.snapshot.as_str())
+                    && d.tags.get(RESTORED_FOR) == Some(&req.restored_for)
+            }) {
+                return Ok(RestoredDisk {
+                    disk_id: d.id.clone(),
+                    created: false,
+                    hydration_ms: d.hydration(now).remaining_ms,
+                });
+            }
+            if req.fast_restore {
+                let action = format!("enable fast snapshot restore for {}", req.snapshot);
+                let out = self
+                    .call(
+                        &action,
+                        http::Method::POST,
+                        &format!("/sim/v1/cloud/snapshots/{}/fast-restore", req.snapshot),
+                        body(&FastRestore {
+                            zones: vec![req.zone.clone()],
+                        }),
+                    )
+                    .await?;
+                decode::<serde_json::Value>(&action, out)?;
+            }
+            let action = format!("create a disk from snapshot {}", req.snapshot);
+            let create = CreateDisk {
+                from_snapshot: req.snapshot.clone(),
+                zone: req.zone.clone(),
+                tags: [(RESTORED_FOR.to_owned(), req.restored_for.clone())].into(),
+            };
+            let out = self
+                .call(
+                    &action,
+                    http::Method::POST,
+                    "/sim/v1/cloud/disks",
+                    body(&create),
+                )
+                .await?;
+            let d: coldstart_sim::cloud::Disk = decode(&action, out)?;
+            Ok(RestoredDisk {
+                hydration_ms: d.hydration(chrono::Utc::now()).remaining_ms,
+                disk_id: d.id,
+                created: true,
+            })
+        }
+        .boxed()
+    }
+
+    fn hydration<'a>(&'a self, disk: &'a str) -> BoxFuture<'a, Result<Hydration, SnapshotError>> {
+        async move {
+            let cloud = self.state().await?;
+            let d = cloud.disks.get(disk).ok_or_else(|| SnapshotError::Call {
+                provider: "sim",
+                action: format!("read the hydration of disk {disk}"),
+                detail: "no such disk".into(),
+            })?;
+            let h = d.hydration(chrono::Utc::now());
+            Ok(Hydration {
+                hydrating: h.hydrating,
+                remaining_ms: h.remaining_ms,
+            })
+        }
+        .boxed()
+    }
+
+    fn check_data<'a>(
+        &'a self,
+        disk: &'a str,
+        snapshot: &'a str,
+    ) -> BoxFuture<'a, Result<DataCheck, SnapshotError>> {
+        async move { Ok(judge_data(&self.state().await?, disk, snapshot)) }.boxed()
+    }
+}
+
+/// Judge a restored disk's data against its snapshot's (pure; the simulated cloud's data
+/// tokens).
+pub fn judge_data(cloud: &CloudState, disk: &str, snapshot: &str) -> DataCheck {
+    let (Some(d), Some(s)) = (cloud.disks.get(disk), cloud.snapshots.get(snapshot)) else {
+        return DataCheck::Differs(format!(
+            "disk {disk} or snapshot {snapshot} does not exist in the cloud"
+        ));
+    };
+    if d.data_token.is_empty() {
+        DataCheck::Differs(format!("disk {disk} is empty"))
+    } else if d.data_token != s.data_token {
+        DataCheck::Differs(format!(
+            "disk {disk} holds {:?}, snapshot {snapshot} {:?}",
+            d.data_token, s.data_token
+        ))
+    } else {
+        DataCheck::Matches
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_snapshot_restore_means_no_hydration_and_a_rate_shortens_it() {
+        assert_eq!(hydration_estimate("aws", 1024, true, None), Duration::ZERO);
+        let lazy = hydration_estimate("aws", 1024, false, None);
+        let rated = hydration_estimate("aws", 1024, false, Some(300));
+        assert!(
+            lazy > Duration::from_secs(3600 * 7),
+            "1 TiB lazily: hours ({lazy:?})"
+        );
+        assert!(rated < lazy);
+        assert_eq!(
+            hydration_estimate("sim", 10, false, None),
+            Duration::from_secs(2)
+        );
+    }
+
+    #[test]
+    fn a_restored_disk_matches_only_the_data_of_its_snapshot() {
+        let mut c = CloudState::default();
+        let disk = c.create_disk("eu-west-1a", 10, "tables@t1", "seed");
+        let snap = c
+            .create_snapshot(&disk.id, Default::default(), "test")
+            .expect("snapshot");
+        let restored = c
+            .create_disk_from_snapshot(&snap.id, "eu-west-1b", Default::default(), "test")
+            .expect("restore");
+        assert_eq!(judge_data(&c, &restored.id, &snap.id), DataCheck::Matches);
+        let empty = c.create_disk("eu-west-1b", 10, "", "provisioned");
+        assert!(matches!(
+            judge_data(&c, &empty.id, &snap.id),
+            DataCheck::Differs(_)
+        ));
+        let later = c.create_disk("eu-west-1a", 10, "tables@t2", "seed");
+        assert!(matches!(
+            judge_data(&c, &later.id, &snap.id),
+            DataCheck::Differs(_)
+        ));
+    }
+}

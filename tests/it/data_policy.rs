@@ -1,0 +1,450 @@
+//! Per-volume data policy end to end on the simulated cloud: a transfer-policy Kafka disk
+//! comes back as the original, a snapshot-policy tenant disk lost with the cluster comes
+//! back from its cloud snapshot on a new disk that hydrates — and the report counts it as
+//! new by policy, never new by accident.
+
+use std::process::Command;
+
+use crate::helpers::{TestCluster, wait_until};
+use crate::restore::settled_platform;
+
+const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+async fn run(c: &TestCluster, store: &str, args: &[&str]) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_coldstart"));
+    cmd.arg("--kubeconfig")
+        .arg(&c.kubeconfig)
+        .args(["--store", store])
+        .args(args)
+        .env("COLDSTART_ENCRYPTION_KEY", KEY);
+    tokio::task::spawn_blocking(move || cmd.output().expect("coldstart runs"))
+        .await
+        .expect("join")
+}
+
+fn ok(out: &std::process::Output, what: &str) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "{what} failed ({:?}): {}\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+}
+
+fn pv_of_claim(c: &TestCluster, ns: &str, name: &str) -> serde_json::Value {
+    let pvc = c
+        .get("", "persistentvolumeclaims", ns, name)
+        .expect("claim");
+    let pv = pvc["spec"]["volumeName"]
+        .as_str()
+        .expect("bound")
+        .to_owned();
+    c.get("", "persistentvolumes", "", &pv).expect("pv")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_snapshot_policy_disk_comes_back_from_its_snapshot_and_kafka_as_the_original() {
+    let c = settled_platform().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = format!("file://{}", dir.path().display());
+    c.kubectl_ok(&[
+        "annotate",
+        "pvc",
+        "-n",
+        "tenant-a",
+        "pg-data",
+        "coldstart.dev/data-policy=snapshot",
+    ])
+    .await;
+    let tenant_disk = pv_of_claim(&c, "tenant-a", "pg-data")["spec"]["csi"]["volumeHandle"]
+        .as_str()
+        .expect("handle")
+        .to_owned();
+    let kafka_disk = pv_of_claim(&c, "kafka", "data-kafka-0")["spec"]["csi"]["volumeHandle"]
+        .as_str()
+        .expect("handle")
+        .to_owned();
+    let data_of = |id: &str| c.cloud().disks.get(id).map(|d| d.data_token.clone());
+    let tenant_data = data_of(&tenant_disk).expect("tenant disk");
+    let kafka_data = data_of(&kafka_disk).expect("kafka disk");
+
+    // A planned stop: its final snapshot takes a cloud snapshot of the tenant disk only.
+    ok(&run(&c, &store, &["stop", "--json"]).await, "stop");
+    let snaps = c.cloud().snapshots;
+    assert_eq!(snaps.len(), 1, "one cloud snapshot: {snaps:#?}");
+    let snap = snaps.values().next().expect("snapshot").clone();
+    assert_eq!(
+        (snap.disk_id.as_str(), snap.data_token.as_str()),
+        (tenant_disk.as_str(), tenant_data.as_str())
+    );
+
+    // The cluster is deleted, and the tenant disk with it.
+    c.teardown().await;
+    ok(
+        &run(
+            &c,
+            &store,
+            &["sim", "cloud", "delete", "disk", &tenant_disk, "--json"],
+        )
+        .await,
+        "sim cloud delete disk",
+    );
+    assert!(data_of(&tenant_disk).is_none(), "the tenant disk is gone");
+
+    // The dry run says, per volume, which it will be and why.
+    let plan = ok(
+        &run(
+            &c,
+            &store,
+            &["restore", "--dry-run", "--json", "--cloud", "sim"],
+        )
+        .await,
+        "restore --dry-run",
+    );
+    let pg = plan["data"]
+        .as_array()
+        .and_then(|d| d.iter().find(|v| v["claim"] == "tenant-a/pg-data"))
+        .expect("tenant volume in the plan");
+    assert_eq!(pg["source"], "from-snapshot", "{pg:#}");
+    assert_eq!(pg["snapshot"], snap.id.as_str());
+    assert!(pg["hydrationEstimateMs"].as_u64() > Some(0), "{pg:#}");
+
+    let mark = c.cloud().position();
+    let started = ok(
+        &run(&c, &store, &["start", "--json", "--timeout", "60"]).await,
+        "start",
+    );
+    let r = &started["restore"];
+    assert_eq!(r["succeeded"], true, "{r:#}");
+    assert_eq!(r["volumes_from_snapshot"], 1, "{r:#}");
+    assert_eq!(r["new_disks"], 0, "{r:#}");
+    assert_eq!(r["volumes_reused"], 6, "every other volume is its original");
+    assert!(
+        r["rto_with_hydration_ms"].as_u64() >= r["rto_ms"].as_u64(),
+        "{r:#}"
+    );
+
+    // Kafka: the same disk, the same data.
+    let kafka_pv = pv_of_claim(&c, "kafka", "data-kafka-0");
+    assert_eq!(kafka_pv["spec"]["csi"]["volumeHandle"], kafka_disk.as_str());
+    assert_eq!(data_of(&kafka_disk), Some(kafka_data));
+
+    // The tenant: a new disk with the snapshot's data, hydrating until done.
+    let tenant_pv = pv_of_claim(&c, "tenant-a", "pg-data");
+    let new_disk = tenant_pv["spec"]["csi"]["volumeHandle"]
+        .as_str()
+        .expect("handle")
+        .to_owned();
+    assert_ne!(new_disk, tenant_disk, "a new disk");
+    let cloud = c.cloud();
+    let disk = cloud.disks.get(&new_disk).expect("the new disk exists");
+    assert_eq!(disk.data_token, tenant_data, "the snapshot's data");
+    assert_eq!(disk.from_snapshot.as_deref(), Some(snap.id.as_str()));
+    let created: Vec<_> = cloud
+        .ledger
+        .iter()
+        .filter(|e| e.seq > mark && e.action == coldstart_sim::cloud::Action::Created)
+        .filter(|e| e.resource == coldstart_sim::cloud::Resource::Disk)
+        .collect();
+    assert_eq!(
+        created.len(),
+        1,
+        "one disk created, by policy: {created:#?}"
+    );
+    assert!(created[0].cause.contains("hydrating"), "{:?}", created[0]);
+    let planned = r["data"]
+        .as_array()
+        .and_then(|d| d.iter().find(|v| v["newDisk"] == new_disk.as_str()))
+        .expect("the report names the new disk");
+    assert!(planned["hydrationEstimateMs"].as_u64() > Some(0));
+    wait_until("the new disk has hydrated", || {
+        !c.cloud()
+            .disks
+            .get(&new_disk)
+            .expect("disk")
+            .hydration(chrono::Utc::now())
+            .hydrating
+    })
+    .await;
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scratch_drill_restores_the_tenant_volume_from_its_snapshot_and_checks_its_data() {
+    use std::sync::{Arc, Mutex};
+
+    use coldstart::cloud::snapshots::DataCheck;
+    use coldstart::drill::{self, DrillOptions};
+    use coldstart::restore::RestoreOptions;
+    use coldstart::snapshot::crypto::Keys;
+    use coldstart::snapshot::write;
+    use coldstart::store::Store;
+
+    let c = settled_platform().await;
+    c.kubectl_ok(&[
+        "annotate",
+        "pvc",
+        "-n",
+        "tenant-a",
+        "pg-data",
+        "coldstart.dev/data-policy=snapshot",
+    ])
+    .await;
+    let tenant_disk = pv_of_claim(&c, "tenant-a", "pg-data")["spec"]["csi"]["volumeHandle"]
+        .as_str()
+        .expect("handle")
+        .to_owned();
+    let tenant_data = c.cloud().disks[&tenant_disk].data_token.clone();
+    let store = Store::memory();
+    let keys = Keys::from_master(&[5u8; 32]);
+    let id = write::take(
+        &c.client().await,
+        &store,
+        &keys,
+        &write::Options {
+            cluster_name: "platform".into(),
+            ..Default::default()
+        },
+        Arc::default(),
+    )
+    .await
+    .expect("snapshot")
+    .id;
+
+    // The scratch cluster lives in the same cloud account: it sees the cloud snapshot, and
+    // stand-ins play production's disks and addresses (which must stay untouched).
+    let scratch = TestCluster::start().await;
+    let manifest = coldstart::snapshot::read::manifest(&store, &keys, &id)
+        .await
+        .expect("manifest");
+    {
+        let mut cloud = scratch.sim().cloud.lock();
+        cloud.snapshots.extend(c.cloud().snapshots);
+        drill::rehearsal::install_stand_ins(&mut cloud, &manifest.bindings);
+    }
+    let opts = DrillOptions {
+        target: drill::Target::Cluster {
+            client: scratch.client().await,
+            label: "scratch".into(),
+        },
+        restore: RestoreOptions {
+            verify_timeout: std::time::Duration::from_secs(20),
+            cloud: coldstart::cloud::Provider::Sim,
+            ..Default::default()
+        },
+    };
+    let verifier = coldstart::cloud::sim::SimVerifier::new(c.client().await);
+    let progress = Arc::new(Mutex::new(coldstart::progress::Progress::default()));
+    let report = drill::run_drill(&store, &keys, &id, &opts, &verifier, &progress)
+        .await
+        .expect("drill");
+    assert!(report.passed, "{:#?}", report.failures);
+    assert_eq!(report.data.len(), 1, "{:#?}", report.data);
+    let checked = &report.data[0];
+    assert_eq!(checked.check, DataCheck::Matches);
+    assert_ne!(checked.disk, tenant_disk, "the drill's own disk");
+    assert_eq!(scratch.cloud().disks[&checked.disk].data_token, tenant_data);
+    let pv = pv_of_claim(&scratch, "tenant-a", "pg-data");
+    assert_eq!(pv["spec"]["csi"]["volumeHandle"], checked.disk.as_str());
+    assert_eq!(pv["spec"]["csi"]["driver"], "ebs.csi.aws.com");
+    assert!(
+        scratch.cloud().disks[&tenant_disk].attached_to.is_none(),
+        "production's disk (its stand-in here) is not attached"
+    );
+    assert!(
+        report.steps.iter().any(|s| s.name == "verify-data" && s.ok),
+        "{:#?}",
+        report.steps
+    );
+}
+
+/// The EBS calls against moto's server: CreateSnapshot, CreateVolume from it (tagged, and
+/// found again on a re-run), DeleteSnapshot. moto 5.2.1 does not implement
+/// EnableFastSnapshotRestores: asking for it fails with the API named.
+#[tokio::test(flavor = "multi_thread")]
+async fn ebs_snapshots_and_restores_from_them_run_against_moto() {
+    use coldstart::cloud::aws::AwsSnapshots;
+    use coldstart::cloud::snapshots::{DiskSnapshots, RESTORED_FOR, RestoreRequest};
+
+    let moto = crate::helpers::Moto::start().await;
+    let ec2 = moto.ec2("eu-west-1");
+    let disk = ec2
+        .create_volume()
+        .availability_zone("eu-west-1a")
+        .size(10)
+        .send()
+        .await
+        .expect("volume")
+        .volume_id()
+        .expect("id")
+        .to_owned();
+    let aws = AwsSnapshots::from_config(&moto.sdk_config("eu-west-1"));
+    let taken = aws
+        .take(
+            &disk,
+            &[("coldstart.dev/pv".to_owned(), "pv-db".to_owned())].into(),
+        )
+        .await
+        .expect("CreateSnapshot");
+    assert!(taken.id.starts_with("snap-"), "{taken:?}");
+    assert_eq!(taken.size_gib, Some(10));
+
+    let req = RestoreRequest {
+        snapshot: taken.id.clone(),
+        zone: "eu-west-1b".into(),
+        restored_for: "s1/pv-db".into(),
+        fast_restore: false,
+        initialization_rate_mib_s: None,
+    };
+    let restored = aws.restore(&req).await.expect("CreateVolume");
+    assert!(restored.created);
+    assert_ne!(restored.disk_id, disk);
+    assert!(restored.hydration_ms > 0, "lazy loading takes time");
+    let v = ec2
+        .describe_volumes()
+        .volume_ids(&restored.disk_id)
+        .send()
+        .await
+        .expect("describe");
+    let v = &v.volumes()[0];
+    assert_eq!(v.snapshot_id(), Some(taken.id.as_str()));
+    assert_eq!(v.availability_zone(), Some("eu-west-1b"));
+    assert!(
+        v.tags()
+            .iter()
+            .any(|t| t.key() == Some(RESTORED_FOR) && t.value() == Some("s1/pv-db"))
+    );
+    let again = aws.restore(&req).await.expect("re-run");
+    assert_eq!(
+        (again.disk_id.as_str(), again.created),
+        (restored.disk_id.as_str(), false),
+        "a re-run finds the disk it created"
+    );
+
+    let fsr = aws
+        .restore(&RestoreRequest {
+            fast_restore: true,
+            restored_for: "s2/pv-db".into(),
+            ..req.clone()
+        })
+        .await
+        .expect_err("moto has no EnableFastSnapshotRestores");
+    assert!(
+        fsr.to_string().contains("ec2:EnableFastSnapshotRestores"),
+        "{fsr}"
+    );
+
+    assert!(aws.delete(&taken.id).await.expect("DeleteSnapshot"));
+    assert!(!aws.delete(&taken.id).await.expect("already gone"));
+}
+
+/// The whole road on AWS (moto): `snapshot --cloud aws` takes an EBS snapshot of the
+/// snapshot-policy volume, the disk is deleted with the cluster, and `restore --cloud aws`
+/// brings the claim back on a new EBS volume created from the snapshot — new by policy.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restore_on_aws_brings_a_lost_snapshot_policy_volume_back_from_its_ebs_snapshot() {
+    let moto = crate::helpers::Moto::start().await;
+    let ec2 = moto.ec2("eu-west-1");
+    let disk = ec2
+        .create_volume()
+        .availability_zone("eu-west-1a")
+        .size(20)
+        .send()
+        .await
+        .expect("volume")
+        .volume_id()
+        .expect("id")
+        .to_owned();
+    let c = TestCluster::start().await;
+    c.create(
+        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}),
+    );
+    c.create(serde_json::json!({"apiVersion": "v1", "kind": "PersistentVolume",
+        "metadata": {"name": "pv-orders"},
+        "spec": {"capacity": {"storage": "20Gi"}, "accessModes": ["ReadWriteOnce"],
+            "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "gp3",
+            "csi": {"driver": "ebs.csi.aws.com", "volumeHandle": disk},
+            "claimRef": {"namespace": "shop", "name": "orders"},
+            "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                {"key": "topology.ebs.csi.aws.com/zone", "operator": "In", "values": ["eu-west-1a"]}]}]}}}}));
+    c.create(serde_json::json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "orders", "namespace": "shop",
+            "annotations": {"coldstart.dev/data-policy": "snapshot"}},
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "gp3", "volumeName": "pv-orders",
+            "resources": {"requests": {"storage": "20Gi"}}}}));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = format!("file://{}", dir.path().display());
+    let aws = |args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_coldstart"));
+        cmd.arg("--kubeconfig")
+            .arg(&c.kubeconfig)
+            .args(["--store", &store])
+            .args(args)
+            .env("COLDSTART_ENCRYPTION_KEY", KEY)
+            .env("AWS_ENDPOINT_URL", &moto.endpoint)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_REGION", "eu-west-1");
+        async move {
+            tokio::task::spawn_blocking(move || cmd.output().expect("coldstart runs"))
+                .await
+                .expect("join")
+        }
+    };
+    let snap = ok(
+        &aws(&["snapshot", "--cloud", "aws", "--json"]).await,
+        "snapshot",
+    );
+    assert!(snap.is_object(), "{snap}");
+    let snapshots = ec2
+        .describe_snapshots()
+        .owner_ids("self")
+        .send()
+        .await
+        .expect("snapshots");
+    let taken: Vec<_> = snapshots
+        .snapshots()
+        .iter()
+        .filter(|s| s.volume_id() == Some(disk.as_str()))
+        .collect();
+    assert_eq!(taken.len(), 1, "one EBS snapshot of the volume");
+    let snap_id = taken[0].snapshot_id().expect("id").to_owned();
+
+    c.teardown().await;
+    ec2.delete_volume()
+        .volume_id(&disk)
+        .send()
+        .await
+        .expect("lost");
+    let r = ok(
+        &aws(&[
+            "restore",
+            "--cloud",
+            "aws",
+            "--json",
+            "--verify-timeout",
+            "20",
+        ])
+        .await,
+        "restore",
+    );
+    assert_eq!(r["succeeded"], true, "{r:#}");
+    assert_eq!(
+        (&r["volumes_from_snapshot"], &r["new_disks"]),
+        (&serde_json::json!(1), &serde_json::json!(0)),
+        "{r:#}"
+    );
+    let pv = c.get("", "persistentvolumes", "", "pv-orders").expect("pv");
+    let new_disk = pv["spec"]["csi"]["volumeHandle"].as_str().expect("handle");
+    assert_ne!(new_disk, disk);
+    let v = ec2
+        .describe_volumes()
+        .volume_ids(new_disk)
+        .send()
+        .await
+        .expect("the new volume exists in EC2");
+    assert_eq!(v.volumes()[0].snapshot_id(), Some(snap_id.as_str()));
+    c.stop().await;
+}
