@@ -14,7 +14,7 @@ use crate::audit::{self, SnapshotFacts};
 use crate::bindings::Bindings;
 use crate::config::Retention;
 use crate::progress::Progress;
-use crate::restore::{self, Recorded, RestoreOptions};
+use crate::restore::{self, RestoreOptions};
 use crate::snapshot::crypto::Keys;
 use crate::snapshot::format::Manifest;
 use crate::snapshot::{prune, read, write};
@@ -224,11 +224,7 @@ impl Jobs for ClusterJobs {
             .as_ref()
             .map(|m| binding_rows(&m.bindings))
             .unwrap_or_default();
-        let facts = newest.map(|m| SnapshotFacts {
-            id: m.id.clone(),
-            taken_at: m.started_at,
-            recorded: Recorded::from_bindings(&m.bindings),
-        });
+        let facts = newest.map(|m| SnapshotFacts::of(&m.id, m.started_at, &m.bindings));
         let inputs = audit::collect(&self.client, facts).await?;
         let findings = audit::audit(&inputs, chrono::Utc::now(), self.rpo_target)
             .into_iter()
