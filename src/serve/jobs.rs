@@ -191,7 +191,21 @@ impl Jobs for ClusterJobs {
             keep_daily: retention.daily as usize,
             keep_weekly: retention.weekly as usize,
         };
-        let r = prune::prune(&self.store, &self.keys, policy, PRUNE_GRACE, false).await?;
+        // Cloud snapshots go with the cluster snapshots that named them.
+        let cloud =
+            crate::cloud::snapshots::provider(self.snapshot.cloud, Some(self.client.clone())).await;
+        let r = prune::prune(
+            &self.store,
+            &self.keys,
+            policy,
+            PRUNE_GRACE,
+            false,
+            cloud.as_deref(),
+        )
+        .await?;
+        for id in &r.cloud_snapshots_left {
+            tracing::warn!(snapshot = %id, "cloud snapshot no longer named by a kept snapshot, left: no cloud to delete it with (set --cloud)");
+        }
         Ok(PruneReport {
             deleted: r.forgotten,
             bytes_freed: r.bytes_freed,

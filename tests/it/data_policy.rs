@@ -448,3 +448,69 @@ async fn a_restore_on_aws_brings_a_lost_snapshot_policy_volume_back_from_its_ebs
     assert_eq!(v.volumes()[0].snapshot_id(), Some(snap_id.as_str()));
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pruning_a_snapshot_deletes_the_cloud_snapshots_only_it_named() {
+    use std::sync::Arc;
+
+    use coldstart::cloud::snapshots::SimSnapshots;
+    use coldstart::snapshot::crypto::Keys;
+    use coldstart::snapshot::prune::{self, Policy};
+    use coldstart::snapshot::write;
+    use coldstart::store::Store;
+
+    let c = settled_platform().await;
+    c.kubectl_ok(&[
+        "annotate",
+        "pvc",
+        "-n",
+        "tenant-a",
+        "pg-data",
+        "coldstart.dev/data-policy=transfer-or-snapshot",
+    ])
+    .await;
+    let store = Store::memory();
+    let keys = Keys::from_master(&[3u8; 32]);
+    let client = c.client().await;
+    let mut taken = Vec::new();
+    for _ in 0..2 {
+        let m = write::take(
+            &client,
+            &store,
+            &keys,
+            &write::Options::default(),
+            Arc::default(),
+        )
+        .await
+        .expect("snapshot");
+        let v = m
+            .bindings
+            .volumes
+            .iter()
+            .find(|v| v.cloud_snapshot.is_some())
+            .expect("the tenant volume has a cloud snapshot");
+        taken.push(v.cloud_snapshot.clone().expect("cloud snapshot").id);
+    }
+    assert_eq!(c.cloud().snapshots.len(), 2);
+    let sim = SimSnapshots::new(client);
+    let r = prune::prune(
+        &store,
+        &keys,
+        Policy {
+            keep_last: 1,
+            ..Default::default()
+        },
+        std::time::Duration::ZERO,
+        false,
+        Some(&sim),
+    )
+    .await
+    .expect("prune");
+    assert_eq!(r.cloud_snapshots_deleted, [taken[0].clone()]);
+    let left: Vec<String> = c.cloud().snapshots.keys().cloned().collect();
+    assert_eq!(
+        left,
+        [taken[1].clone()],
+        "the kept snapshot's cloud snapshot stays"
+    );
+}
