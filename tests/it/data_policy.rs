@@ -514,3 +514,72 @@ async fn pruning_a_snapshot_deletes_the_cloud_snapshots_only_it_named() {
         "the kept snapshot's cloud snapshot stays"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_quiesce_hook_stops_the_claims_workload_for_its_cloud_snapshot_and_brings_it_back() {
+    use std::sync::Arc;
+
+    use coldstart::snapshot::crypto::Keys;
+    use coldstart::snapshot::write;
+    use coldstart::store::Store;
+    use coldstart_sim::cloud::{Action, Resource};
+
+    let c = settled_platform().await;
+    for a in [
+        "coldstart.dev/data-policy=snapshot",
+        "coldstart.dev/snapshot-quiesce=true",
+    ] {
+        c.kubectl_ok(&["annotate", "pvc", "-n", "tenant-a", "pg-data", a])
+            .await;
+    }
+    let disk = pv_of_claim(&c, "tenant-a", "pg-data")["spec"]["csi"]["volumeHandle"]
+        .as_str()
+        .expect("handle")
+        .to_owned();
+    let replicas = |c: &TestCluster| {
+        c.get("apps", "deployments", "tenant-a", "postgres")
+            .expect("postgres")["spec"]["replicas"]
+            .as_i64()
+    };
+    let before = replicas(&c);
+    let mark = c.cloud().position();
+    write::take(
+        &c.client().await,
+        &Store::memory(),
+        &Keys::from_master(&[4u8; 32]),
+        &write::Options::default(),
+        Arc::default(),
+    )
+    .await
+    .expect("snapshot");
+    assert_eq!(replicas(&c), before, "thawed: back to its replicas");
+    let pg = c
+        .get("apps", "deployments", "tenant-a", "postgres")
+        .expect("postgres");
+    assert!(
+        pg["metadata"]["annotations"]
+            .get(coldstart::snapshot::volumes::QUIESCED)
+            .is_none()
+    );
+    // The disk was detached (the data store stopped) when its snapshot was taken.
+    let cloud = c.cloud();
+    let events: Vec<(Resource, Action)> = cloud
+        .ledger
+        .iter()
+        .filter(|e| e.seq > mark && (e.id == disk || e.resource == Resource::Snapshot))
+        .map(|e| (e.resource, e.action))
+        .collect();
+    let detached = events
+        .iter()
+        .position(|e| *e == (Resource::Disk, Action::Detached))
+        .expect("detached for the snapshot");
+    let snapped = events
+        .iter()
+        .position(|e| *e == (Resource::Snapshot, Action::Created))
+        .expect("snapshot taken");
+    assert!(detached < snapped, "{events:?}");
+    wait_until("postgres is back on its disk", || {
+        c.cloud().disks[&disk].attached_to.is_some()
+    })
+    .await;
+}
