@@ -58,6 +58,8 @@ pub struct Config {
     #[serde(default)]
     pub encryption: EncryptionConfig,
     #[serde(default)]
+    pub data: DataConfig,
+    #[serde(default)]
     pub schedules: SchedulesConfig,
     #[serde(default)]
     pub retention: RetentionConfig,
@@ -100,6 +102,20 @@ pub struct EncryptionConfig {
     pub key: Option<String>,
     #[serde(default)]
     pub allow_plaintext_secrets: bool,
+}
+
+/// How volumes' data comes back (see `docs/runbooks/cold-start-recovery.md`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DataConfig {
+    /// Data policy of volumes whose claim has no `coldstart.dev/data-policy` annotation:
+    /// `transfer` (default), `snapshot`, `transfer-or-snapshot`.
+    pub default_policy: Option<crate::bindings::DataPolicy>,
+    /// Enable Fast Snapshot Restore for snapshots a volume is restored from.
+    #[serde(default)]
+    pub fast_snapshot_restore: bool,
+    /// AWS volume initialization rate for disks restored from snapshots, MiB/s.
+    pub volume_initialization_rate: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -290,6 +306,8 @@ pub struct Settings {
     pub store_url: String,
     pub encryption_key: Option<KeySource>,
     pub allow_plaintext_secrets: bool,
+    pub data_policy: crate::bindings::DataPolicy,
+    pub hydration: crate::restore::data_policy::HydrationOptions,
     pub snapshot: Schedule,
     pub drill: Option<Schedule>,
     pub audit: Option<Schedule>,
@@ -561,6 +579,11 @@ impl Config {
             store_url,
             encryption_key,
             allow_plaintext_secrets: self.encryption.allow_plaintext_secrets,
+            data_policy: self.data.default_policy.unwrap_or_default(),
+            hydration: crate::restore::data_policy::HydrationOptions {
+                fast_restore: self.data.fast_snapshot_restore,
+                initialization_rate_mib_s: self.data.volume_initialization_rate,
+            },
             snapshot,
             drill,
             audit,

@@ -48,6 +48,14 @@ pub enum FindingKind {
     NoSnapshot,
     StaleSnapshot,
     BindingChanged,
+    /// A volume whose data policy asks for cloud snapshots has none in the newest
+    /// snapshot, or only one older than the RPO target.
+    CloudSnapshotStale,
+    /// A transfer-policy volume on a single-zone disk with no cloud snapshot: the disk is
+    /// the only copy of its data.
+    SingleCopy,
+    /// A claim's `coldstart.dev/data-policy` names no known policy.
+    InvalidDataPolicy,
     /// A pin that does not hold: it names another address than the Service answers on,
     /// or a mechanism the provider ignores, or an address shared with other Services.
     PinNotHeld,
@@ -71,6 +79,10 @@ pub struct Finding {
 #[derive(Debug, Clone, Default)]
 pub struct Inputs {
     pub persistent_volumes: Vec<Value>,
+    /// Claims carry their volume's data policy.
+    pub persistent_volume_claims: Vec<Value>,
+    /// The data policy of volumes whose claim names none.
+    pub data_policy: bindings::DataPolicy,
     pub services: Vec<Value>,
     pub cosi_classes: Vec<Value>,
     pub storage_classes: Vec<Value>,
@@ -87,6 +99,20 @@ pub struct SnapshotFacts {
     pub id: String,
     pub taken_at: DateTime<Utc>,
     pub recorded: Recorded,
+    /// The volumes it recorded, with their cloud snapshots.
+    pub volumes: Vec<bindings::VolumeBinding>,
+}
+
+impl SnapshotFacts {
+    /// The facts of a snapshot, from its manifest's id, time and bindings.
+    pub fn of(id: &str, taken_at: DateTime<Utc>, b: &bindings::Bindings) -> Self {
+        SnapshotFacts {
+            id: id.to_owned(),
+            taken_at,
+            recorded: Recorded::from_bindings(b),
+            volumes: b.volumes.clone(),
+        }
+    }
 }
 
 fn s<'a>(v: &'a Value, ptr: &str) -> Option<&'a str> {
@@ -296,6 +322,7 @@ pub fn audit(inputs: &Inputs, now: DateTime<Utc>, rpo_target: Duration) -> Vec<F
             fix,
         });
     }
+    out.extend(data_policy_findings(inputs, now, rpo_target));
     match &inputs.newest_snapshot {
         None => out.push(Finding {
             severity: Severity::Critical,
@@ -323,6 +350,131 @@ pub fn audit(inputs: &Inputs, now: DateTime<Utc>, rpo_target: Duration) -> Vec<F
         }
     }
     out.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.object.cmp(&b.object)));
+    out
+}
+
+/// How many zones a PV's node affinity allows (a regional disk lists two or more).
+fn zone_count(pv: &Value) -> usize {
+    let mut zones = std::collections::BTreeSet::new();
+    for term in pv
+        .pointer("/spec/nodeAffinity/required/nodeSelectorTerms")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        for e in term
+            .get("matchExpressions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if e.get("key")
+                .and_then(Value::as_str)
+                .is_some_and(|k| k.ends_with("/zone"))
+            {
+                zones.extend(
+                    e.get("values")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_str),
+                );
+            }
+        }
+    }
+    zones.len()
+}
+
+/// The data policy rules: a snapshot-policy volume needs a fresh cloud snapshot; a
+/// transfer-policy volume on one zonal disk with none has a single copy of its data.
+fn data_policy_findings(inputs: &Inputs, now: DateTime<Utc>, rpo_target: Duration) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let mut volumes: Vec<bindings::VolumeBinding> = inputs
+        .persistent_volumes
+        .iter()
+        .filter_map(bindings::volume_of)
+        .collect();
+    let claims = bindings::data_policy::claim_intents(&inputs.persistent_volume_claims);
+    if let Err(invalid) = bindings::data_policy::resolve(&mut volumes, &claims, inputs.data_policy)
+    {
+        for i in invalid {
+            out.push(Finding {
+                severity: Severity::Medium,
+                kind: FindingKind::InvalidDataPolicy,
+                object: format!("PersistentVolumeClaim {}", i.claim),
+                message: i.why.clone(),
+                fix: format!(
+                    "set {} to transfer, snapshot or transfer-or-snapshot (a snapshot refuses it until then)",
+                    bindings::data_policy::DATA_POLICY
+                ),
+            });
+        }
+    }
+    let newest_cloud_snapshot = |pv: &str| {
+        inputs
+            .newest_snapshot
+            .as_ref()
+            .and_then(|s| s.volumes.iter().find(|v| v.pv == pv))
+            .and_then(|v| v.cloud_snapshot.as_ref())
+    };
+    for v in &volumes {
+        let pv = inputs
+            .persistent_volumes
+            .iter()
+            .find(|p| s(p, "/metadata/name") == Some(v.pv.as_str()));
+        let object = format!("PersistentVolume {}", v.pv);
+        let claim = v
+            .claim
+            .as_ref()
+            .map(|c| format!(" (claim {}/{})", c.namespace, c.name))
+            .unwrap_or_default();
+        match (v.data_policy.wants_cloud_snapshot(), newest_cloud_snapshot(&v.pv)) {
+            (true, None) => out.push(Finding {
+                severity: Severity::High,
+                kind: FindingKind::CloudSnapshotStale,
+                object,
+                message: format!(
+                    "data policy {}{claim} but the newest snapshot has no cloud snapshot of disk {}: a cold start without the disk could not bring it back",
+                    v.data_policy.as_str(),
+                    v.disk_id
+                ),
+                fix: "run coldstart snapshot (it takes the cloud snapshot)".into(),
+            }),
+            (true, Some(cs)) => {
+                let age = (now - cs.taken_at).to_std().unwrap_or_default();
+                if age > rpo_target {
+                    out.push(Finding {
+                        severity: Severity::High,
+                        kind: FindingKind::CloudSnapshotStale,
+                        object,
+                        message: format!(
+                            "the newest cloud snapshot of disk {}{claim} ({}) is {} old, beyond the RPO target of {}",
+                            v.disk_id,
+                            cs.id,
+                            humantime(age),
+                            humantime(rpo_target)
+                        ),
+                        fix: "run coldstart snapshot (or check the schedule)".into(),
+                    });
+                }
+            }
+            (false, None) if pv.is_some_and(|p| zone_count(p) == 1) => out.push(Finding {
+                severity: Severity::Low,
+                kind: FindingKind::SingleCopy,
+                object,
+                message: format!(
+                    "disk {}{claim} in {} is the only copy of its data (data policy transfer, no cloud snapshot): losing the disk or its zone loses the data",
+                    v.disk_id,
+                    v.zone.as_deref().unwrap_or("one zone")
+                ),
+                fix: format!(
+                    "annotate the claim {}=transfer-or-snapshot to take a cloud snapshot with every cluster snapshot",
+                    bindings::data_policy::DATA_POLICY
+                ),
+            }),
+            _ => {}
+        }
+    }
     out
 }
 
@@ -454,6 +606,14 @@ pub async fn collect_with(
     Ok(Inputs {
         persistent_volumes: list_served(c, r, ("v1", "PersistentVolume"), "PersistentVolumes")
             .await?,
+        persistent_volume_claims: list_served(
+            c,
+            r,
+            ("v1", "PersistentVolumeClaim"),
+            "PersistentVolumeClaims",
+        )
+        .await?,
+        data_policy: bindings::DataPolicy::default(),
         services: list_served(c, r, ("v1", "Service"), "Services").await?,
         cosi_classes: list_served(
             c,
@@ -516,7 +676,7 @@ pub fn binding_findings(pre: &crate::preflight::Preflight) -> Vec<Finding> {
 /// The bindings the live cluster holds now, from the audit's inputs (what `audit` and
 /// `stop` check against the cloud).
 pub fn live_bindings(inputs: &Inputs) -> crate::bindings::Bindings {
-    let mut c = crate::bindings::Collector::default();
+    let mut c = crate::bindings::Collector::with_default_policy(inputs.data_policy);
     // List items carry no apiVersion/kind: say what each list is.
     let lists = [
         (
@@ -524,6 +684,12 @@ pub fn live_bindings(inputs: &Inputs) -> crate::bindings::Bindings {
             "",
             "persistentvolumes",
             "PersistentVolume",
+        ),
+        (
+            &inputs.persistent_volume_claims,
+            "",
+            "persistentvolumeclaims",
+            "PersistentVolumeClaim",
         ),
         (&inputs.services, "", "services", "Service"),
         (
@@ -572,6 +738,7 @@ mod tests {
             id: "s1".into(),
             taken_at: now() - chrono::Duration::seconds(age_secs),
             recorded: Recorded::default(),
+            volumes: vec![],
         }
     }
 
@@ -692,5 +859,99 @@ mod tests {
         assert_eq!(b.volumes[0].disk_id, "vol-1");
         assert_eq!(b.buckets.len(), 1);
         assert_eq!(b.buckets[0].bucket.as_deref(), Some("shop-media"));
+    }
+
+    fn zonal_pv(name: &str, disk: &str, claim: &str, zones: &[&str]) -> Value {
+        crate::testing::pv(name)
+            .csi_disk(disk)
+            .claimed_by("t", claim)
+            .reclaim("Retain")
+            .spec(
+                "nodeAffinity",
+                json!({"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                    {"key": "topology.ebs.csi.aws.com/zone", "operator": "In", "values": zones}]}]}}),
+            )
+            .build()
+    }
+
+    #[test]
+    fn a_stale_or_missing_cloud_snapshot_and_a_single_copy_disk_are_findings() {
+        use crate::bindings::data_policy::DATA_POLICY;
+        use crate::testing::pvc;
+        let pvs = vec![
+            zonal_pv("pv-fresh", "vol-1", "fresh", &["eu-west-1a"]),
+            zonal_pv("pv-stale", "vol-2", "stale", &["eu-west-1a"]),
+            zonal_pv("pv-never", "vol-3", "never", &["eu-west-1a"]),
+            zonal_pv("pv-kafka", "vol-4", "kafka", &["eu-west-1a"]),
+            zonal_pv(
+                "pv-regional",
+                "vol-5",
+                "regional",
+                &["eu-west-1a", "eu-west-1b"],
+            ),
+            zonal_pv("pv-typo", "vol-6", "typo", &["eu-west-1a"]),
+        ];
+        let claims = vec![
+            pvc("t", "fresh")
+                .annotation(DATA_POLICY, "snapshot")
+                .build(),
+            pvc("t", "stale")
+                .annotation(DATA_POLICY, "transfer-or-snapshot")
+                .build(),
+            pvc("t", "never")
+                .annotation(DATA_POLICY, "snapshot")
+                .build(),
+            pvc("t", "kafka").build(),
+            pvc("t", "regional").build(),
+            pvc("t", "typo")
+                .annotation(DATA_POLICY, "snapshots")
+                .build(),
+        ];
+        let mut facts = snapshot(60);
+        for (pv, age) in [("pv-fresh", 60), ("pv-stale", 7200)] {
+            let mut v = crate::bindings::volume_of(
+                pvs.iter()
+                    .find(|p| p["metadata"]["name"] == pv)
+                    .expect("pv"),
+            )
+            .expect("disk");
+            v.cloud_snapshot = Some(crate::bindings::CloudSnapshot {
+                id: format!("snap-{pv}"),
+                taken_at: now() - chrono::Duration::seconds(age),
+                size_gib: Some(10),
+                road: crate::bindings::SnapshotRoad::Provider,
+                volume_snapshot: None,
+            });
+            facts.volumes.push(v);
+        }
+        let inputs = Inputs {
+            persistent_volumes: pvs,
+            persistent_volume_claims: claims,
+            newest_snapshot: Some(facts),
+            ..Default::default()
+        };
+        let findings = audit(&inputs, now(), Duration::from_secs(900));
+        let about = |kind: FindingKind| {
+            let mut o: Vec<String> = findings
+                .iter()
+                .filter(|f| f.kind == kind)
+                .map(|f| f.object.clone())
+                .collect();
+            o.sort();
+            o
+        };
+        assert_eq!(
+            about(FindingKind::CloudSnapshotStale),
+            ["PersistentVolume pv-never", "PersistentVolume pv-stale"]
+        );
+        assert_eq!(
+            about(FindingKind::SingleCopy),
+            ["PersistentVolume pv-kafka", "PersistentVolume pv-typo"],
+            "a regional disk has a second copy; a claim with a typo keeps the default"
+        );
+        assert_eq!(
+            about(FindingKind::InvalidDataPolicy),
+            ["PersistentVolumeClaim t/typo"]
+        );
     }
 }

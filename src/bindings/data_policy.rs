@@ -23,6 +23,11 @@ pub const DATA_POLICY: &str = "coldstart.dev/data-policy";
 /// or gets a transferred disk.
 pub const LATENCY_CRITICAL: &str = "coldstart.dev/latency-critical";
 
+/// PVC annotation (`"true"`): a consistency hook around the volume's cloud snapshot — the
+/// workloads that mount the claim are quiesced (scaled to 0, so the data store flushes
+/// and stops on SIGTERM) before the snapshot and thawed (scaled back) after it.
+pub const SNAPSHOT_QUIESCE: &str = "coldstart.dev/snapshot-quiesce";
+
 /// How a cold start brings a volume's data back.
 #[derive(
     Debug,
@@ -108,6 +113,7 @@ pub struct ClaimIntent {
     /// The annotation, as written (validated when applied).
     pub policy: Option<String>,
     pub latency_critical: bool,
+    pub quiesce: bool,
 }
 
 /// The intent of one PVC, from its annotations.
@@ -120,6 +126,7 @@ pub fn claim_intent(pvc: &Value) -> ClaimIntent {
     ClaimIntent {
         policy: ann(DATA_POLICY).map(str::to_owned),
         latency_critical: ann(LATENCY_CRITICAL).is_some_and(|v| v.trim() == "true"),
+        quiesce: ann(SNAPSHOT_QUIESCE).is_some_and(|v| v.trim() == "true"),
     }
 }
 
@@ -147,8 +154,10 @@ pub fn resolve(
             .and_then(|c| claims.get(&(c.namespace.clone(), c.name.clone())));
         v.data_policy = default;
         v.latency_critical = false;
+        v.quiesce = false;
         let Some(intent) = intent else { continue };
         v.latency_critical = intent.latency_critical;
+        v.quiesce = intent.quiesce;
         if let Some(p) = &intent.policy {
             match p.parse() {
                 Ok(p) => v.data_policy = p,

@@ -51,6 +51,9 @@ pub struct VolumeBinding {
     /// The claim cannot live with a hydrating disk.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub latency_critical: bool,
+    /// Quiesce the claim's workloads around its cloud snapshot.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub quiesce: bool,
     /// The cloud snapshot taken with the cluster snapshot (snapshot policies only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cloud_snapshot: Option<CloudSnapshot>,
@@ -246,6 +249,7 @@ pub fn extract(pv: &Value) -> Option<VolumeBinding> {
         fs_type,
         data_policy: DataPolicy::default(),
         latency_critical: false,
+        quiesce: false,
         cloud_snapshot: None,
     })
 }

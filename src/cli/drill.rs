@@ -284,6 +284,21 @@ fn print_report(r: &DrillReport) {
             r.tally.unverifiable
         );
     }
+    for d in &r.data {
+        let check = match &d.check {
+            coldstart::cloud::snapshots::DataCheck::Matches => {
+                "holds the snapshot's data".to_owned()
+            }
+            coldstart::cloud::snapshots::DataCheck::Differs(why) => format!("DIFFERS: {why}"),
+            coldstart::cloud::snapshots::DataCheck::Unverifiable(why) => {
+                format!("not verified: {why}")
+            }
+        };
+        println!(
+            "  data: PV {} restored from {} onto the drill's disk {}: {check}",
+            d.pv, d.snapshot, d.disk
+        );
+    }
     for l in &r.left_out {
         println!("  left out of the rehearsal: {l}");
     }

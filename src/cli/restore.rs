@@ -486,6 +486,10 @@ pub struct AuditArgs {
     /// simulated cluster, else none); a broken one is a critical finding.
     #[arg(long, value_enum, env = "COLDSTART_CLOUD", default_value_t = Provider::Auto)]
     pub cloud: Provider,
+    /// Data policy of volumes whose claim has no `coldstart.dev/data-policy` annotation
+    /// (as the snapshots are taken with).
+    #[arg(long, value_enum, env = "COLDSTART_DATA_POLICY", default_value_t = coldstart::bindings::DataPolicy::Transfer)]
+    pub data_policy: coldstart::bindings::DataPolicy,
     #[command(flatten)]
     pub key: KeyArgs,
 }
@@ -499,18 +503,17 @@ pub(crate) async fn newest_facts(
     Ok(all
         .into_iter()
         .max_by_key(|m| m.started_at)
-        .map(|m| SnapshotFacts {
-            id: m.id.clone(),
-            taken_at: m.started_at,
-            recorded: restore::Recorded::from_bindings(&m.bindings),
-        }))
+        .map(|m| SnapshotFacts::of(&m.id, m.started_at, &m.bindings)))
 }
 
 pub async fn audit_cmd(args: AuditArgs, global: &Global) -> anyhow::Result<ExitCode> {
     let (store, keys) = open_store(global, &args.key).await?;
     let client = global.client().await?;
     let facts = newest_facts(&store, &keys).await?;
-    let inputs = audit::collect(&client, facts).await?;
+    let inputs = audit::Inputs {
+        data_policy: args.data_policy,
+        ..audit::collect(&client, facts).await?
+    };
     let mut findings = audit::audit(
         &inputs,
         chrono::Utc::now(),

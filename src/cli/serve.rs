@@ -247,6 +247,8 @@ async fn real_jobs(
             cluster_name: settings.cluster_name.clone().unwrap_or(kc_name),
             server: server.unwrap_or_default(),
             allow_plaintext_secrets: settings.allow_plaintext_secrets,
+            data_policy: settings.data_policy,
+            cloud,
             ..Default::default()
         },
         restore: coldstart::restore::RestoreOptions {
@@ -255,6 +257,7 @@ async fn real_jobs(
                 ..Default::default()
             },
             cloud,
+            hydration: settings.hydration,
             ..Default::default()
         },
         own_namespace: args.lease_namespace.clone(),

@@ -127,6 +127,11 @@ pub struct PruneArgs {
     /// Say what would be deleted, delete nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// The cloud holding the cloud snapshots of forgotten snapshots (deleted with them):
+    /// `auto` (the simulated cloud when --kubeconfig names a simulated cluster, else
+    /// none: they are listed as left), `aws`, `sim`, `none`.
+    #[arg(long, value_enum, env = "COLDSTART_CLOUD", default_value_t = coldstart::cloud::Provider::Auto)]
+    pub cloud: coldstart::cloud::Provider,
     #[command(flatten)]
     pub key: KeyArgs,
 }
@@ -369,18 +374,27 @@ pub async fn snapshots(cmd: SnapshotsCommand, global: &Global) -> anyhow::Result
                 keep_daily: a.keep_daily,
                 keep_weekly: a.keep_weekly,
             };
+            // Only a cluster connection that works can reach the simulated cloud; AWS
+            // needs none.
+            let client = match a.cloud {
+                coldstart::cloud::Provider::None | coldstart::cloud::Provider::Aws => None,
+                _ => global.client().await.ok(),
+            };
+            let cloud = coldstart::cloud::snapshots::provider(a.cloud, client).await;
             let r = prune::prune(
                 &store,
                 &keys,
                 policy,
                 Duration::from_secs(a.grace_seconds),
                 a.dry_run,
+                cloud.as_deref(),
             )
             .await?;
             if global.json {
                 println!(
                     "{}",
-                    json!({"kept": r.kept, "forgotten": r.forgotten, "packs_deleted": r.packs_deleted, "bytes_freed": r.bytes_freed, "dry_run": a.dry_run})
+                    json!({"kept": r.kept, "forgotten": r.forgotten, "packs_deleted": r.packs_deleted, "bytes_freed": r.bytes_freed, "dry_run": a.dry_run,
+                        "cloud_snapshots_deleted": r.cloud_snapshots_deleted, "cloud_snapshots_left": r.cloud_snapshots_left})
                 );
             } else {
                 let verb = if a.dry_run { "would forget" } else { "forgot" };
@@ -396,6 +410,20 @@ pub async fn snapshots(cmd: SnapshotsCommand, global: &Global) -> anyhow::Result
                     r.packs_deleted,
                     indicatif::HumanBytes(r.bytes_freed)
                 );
+                if !r.cloud_snapshots_deleted.is_empty() {
+                    println!(
+                        "{} cloud snapshots: {}",
+                        if a.dry_run { "would delete" } else { "deleted" },
+                        r.cloud_snapshots_deleted.join(", ")
+                    );
+                }
+                if !r.cloud_snapshots_left.is_empty() {
+                    eprintln!(
+                        "warning: left {} cloud snapshots no kept snapshot names (no cloud to delete them with; pass --cloud): {}",
+                        r.cloud_snapshots_left.len(),
+                        r.cloud_snapshots_left.join(", ")
+                    );
+                }
             }
         }
         SnapshotsCommand::Unlock => match lock::force_unlock(&store).await? {

@@ -472,6 +472,7 @@ mod tests {
             fs_type: None,
             data_policy: Default::default(),
             latency_critical: false,
+            quiesce: false,
             cloud_snapshot: None,
         }
     }

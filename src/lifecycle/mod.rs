@@ -245,7 +245,13 @@ pub async fn stop(
     let inputs = audit::collect_with(client, &resources, None).await?;
     let findings: Vec<Finding> = audit::audit(&inputs, Utc::now(), Duration::MAX)
         .into_iter()
-        .filter(|f| f.kind != audit::FindingKind::NoSnapshot)
+        // The final snapshot takes the snapshot (and the cloud snapshots) these ask for.
+        .filter(|f| {
+            !matches!(
+                f.kind,
+                audit::FindingKind::NoSnapshot | audit::FindingKind::CloudSnapshotStale
+            )
+        })
         .collect();
     // A binding already broken is known before the shutdown, not at the next start.
     set(progress, "checking bindings against the cloud");

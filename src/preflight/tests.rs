@@ -22,6 +22,7 @@ fn volume(pv: &str, disk: &str, claim: Option<(&str, &str)>) -> VolumeBinding {
         fs_type: None,
         data_policy: Default::default(),
         latency_critical: false,
+        quiesce: false,
         cloud_snapshot: None,
     }
 }

@@ -772,4 +772,102 @@ mod tests {
         let u = judge_unfinished(Some(&restoring), vec![]).expect("unfinished");
         assert_eq!(u.to_string(), "a restore of snapshot s1 is restoring");
     }
+
+    fn names(planned: &[Planned]) -> Vec<String> {
+        planned.iter().map(Planned::key).collect()
+    }
+
+    #[tokio::test]
+    async fn each_tier_is_read_and_planned_on_its_own_with_holds_applied() {
+        use crate::testing::{deployment, pv, pvc};
+        let source = RestoreSource {
+            snapshot_id: "s".into(),
+            taken_at: Utc::now(),
+            objects: source::Objects::Loaded(vec![
+                deployment("shop", "web").replicas(3).build(),
+                pv("pv-1").reclaim("Delete").build(),
+                pvc("shop", "data").build(),
+                pvc("shop", "gone").build(),
+            ]),
+            recorded: Recorded {
+                volumes: vec![RecordedVolume {
+                    pv: "pv-1".into(),
+                    disk: "vol-1".into(),
+                    claim: Some(("shop".into(), "data".into())),
+                }],
+                ..Default::default()
+            },
+            bindings: Default::default(),
+        };
+        let pre = Preflight {
+            withheld: vec![preflight::Withheld {
+                group: String::new(),
+                kind: "PersistentVolumeClaim".into(),
+                namespace: Some("shop".into()),
+                name: "gone".into(),
+                because: "its disk is gone".into(),
+            }],
+            ..Default::default()
+        };
+        let opts = PlanOptions::default();
+        let (source, opts, pre) = (&source, &opts, &pre);
+        let read = |tier| async move {
+            let t = tier_objects(source, opts, pre, tier);
+            let planned: Vec<Planned> = t.planned.map(|p| p.expect("planned")).collect().await;
+            (t.count, planned)
+        };
+        // A tier yields its own objects only, each planned (the PV retained, the claim
+        // pre-bound), the withheld one left out; tiers with nothing yield nothing.
+        let (count, claims) = read(Tier::PersistentVolumeClaims).await;
+        assert_eq!(count, 2, "the count is what the snapshot holds");
+        assert_eq!(names(&claims), ["v1/PersistentVolumeClaim/shop/data"]);
+        assert_eq!(claims[0].object["spec"]["volumeName"], "pv-1");
+        let (_, volumes) = read(Tier::PersistentVolumes).await;
+        assert_eq!(names(&volumes), ["v1/PersistentVolume/pv-1"]);
+        assert_eq!(
+            volumes[0].object["spec"]["persistentVolumeReclaimPolicy"],
+            "Retain"
+        );
+        let (_, workloads) = read(Tier::Workloads).await;
+        assert_eq!(names(&workloads), ["apps/v1/Deployment/shop/web"]);
+        let (count, none) = read(Tier::Crds).await;
+        assert_eq!((count, none.len()), (0, 0));
+    }
+
+    #[test]
+    fn after_the_apply_only_what_later_steps_read_is_kept_of_an_object() {
+        use crate::testing::{deployment, service};
+        let planned = |obj: Value| {
+            plan::plan(vec![obj], &Recorded::default(), &PlanOptions::default())
+                .tiers
+                .into_values()
+                .flatten()
+                .next()
+                .expect("planned")
+        };
+        let config = planned(service("shop", "web").build());
+        assert!(
+            apply::keep(config).is_none(),
+            "a Service is dropped once created"
+        );
+        let owned = planned(
+            deployment("shop", "web")
+                .set(
+                    "/metadata/ownerReferences",
+                    json!([{"apiVersion": "v1", "kind": "X", "name": "o", "uid": "u"}]),
+                )
+                .annotation("big", &"x".repeat(10_000))
+                .build(),
+        );
+        let kept = apply::keep(owned).expect("a workload with parked owners is kept");
+        let annotations = kept.object["metadata"]["annotations"]
+            .as_object()
+            .expect("annotations");
+        assert!(annotations.contains_key(plan::ORIGINAL_OWNERS));
+        assert!(
+            !annotations.contains_key("big"),
+            "other annotations are dropped"
+        );
+        assert!(kept.object.get("spec").is_none(), "the spec is dropped");
+    }
 }

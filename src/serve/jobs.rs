@@ -14,7 +14,7 @@ use crate::audit::{self, SnapshotFacts};
 use crate::bindings::Bindings;
 use crate::config::Retention;
 use crate::progress::Progress;
-use crate::restore::{self, Recorded, RestoreOptions};
+use crate::restore::{self, RestoreOptions};
 use crate::snapshot::crypto::Keys;
 use crate::snapshot::format::Manifest;
 use crate::snapshot::{prune, read, write};
@@ -191,7 +191,21 @@ impl Jobs for ClusterJobs {
             keep_daily: retention.daily as usize,
             keep_weekly: retention.weekly as usize,
         };
-        let r = prune::prune(&self.store, &self.keys, policy, PRUNE_GRACE, false).await?;
+        // Cloud snapshots go with the cluster snapshots that named them.
+        let cloud =
+            crate::cloud::snapshots::provider(self.snapshot.cloud, Some(self.client.clone())).await;
+        let r = prune::prune(
+            &self.store,
+            &self.keys,
+            policy,
+            PRUNE_GRACE,
+            false,
+            cloud.as_deref(),
+        )
+        .await?;
+        for id in &r.cloud_snapshots_left {
+            tracing::warn!(snapshot = %id, "cloud snapshot no longer named by a kept snapshot, left: no cloud to delete it with (set --cloud)");
+        }
         Ok(PruneReport {
             deleted: r.forgotten,
             bytes_freed: r.bytes_freed,
@@ -224,11 +238,7 @@ impl Jobs for ClusterJobs {
             .as_ref()
             .map(|m| binding_rows(&m.bindings))
             .unwrap_or_default();
-        let facts = newest.map(|m| SnapshotFacts {
-            id: m.id.clone(),
-            taken_at: m.started_at,
-            recorded: Recorded::from_bindings(&m.bindings),
-        });
+        let facts = newest.map(|m| SnapshotFacts::of(&m.id, m.started_at, &m.bindings));
         let inputs = audit::collect(&self.client, facts).await?;
         let findings = audit::audit(&inputs, chrono::Utc::now(), self.rpo_target)
             .into_iter()

@@ -6,8 +6,10 @@
 //! writer whose lock was taken over as stale is still running.
 //!
 //! Order of deletions, so a crash at any point leaves a consistent store: forgotten
-//! manifests first (their snapshots disappear), then a rewritten index without the doomed
-//! packs, then the old indexes, then the packs.
+//! manifests first (their snapshots disappear), then the cloud snapshots of volumes only
+//! they named ([`cloud_garbage`]; a crash leaves them behind, tagged with the cluster
+//! snapshot's id, never a kept snapshot pointing at a deleted one), then a rewritten
+//! index without the doomed packs, then the old indexes, then the packs.
 
 use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
@@ -19,6 +21,7 @@ use super::StoreKeyError;
 use super::crypto::{Keys, Role};
 use super::format::{self, FORMAT_VERSION, Index};
 use super::read::{self, ReadError};
+use crate::cloud::snapshots::DiskSnapshots;
 use crate::store::lock::{self, LockError};
 use crate::store::{Listed, Store, StoreError, layout};
 
@@ -37,6 +40,8 @@ pub enum PruneError {
         "failed to prune: the policy keeps nothing; give at least one of --keep-last, --keep-daily, --keep-weekly"
     )]
     EmptyPolicy,
+    #[error(transparent)]
+    CloudSnapshot(#[from] crate::cloud::snapshots::SnapshotError),
 }
 
 /// How many snapshots to keep.
@@ -112,6 +117,23 @@ pub fn garbage<'a>(
         .collect()
 }
 
+/// Cloud snapshots the forgotten manifests name and no kept one does (pure).
+pub fn cloud_garbage(manifests: &[format::Manifest], kept: &BTreeSet<String>) -> Vec<String> {
+    let ids = |keep: bool| -> BTreeSet<String> {
+        manifests
+            .iter()
+            .filter(|m| kept.contains(&m.id) == keep)
+            .flat_map(|m| m.bindings.volumes.iter())
+            .filter_map(|v| v.cloud_snapshot.as_ref().map(|c| c.id.clone()))
+            .collect()
+    };
+    let still = ids(true);
+    ids(false)
+        .into_iter()
+        .filter(|id| !still.contains(id))
+        .collect()
+}
+
 /// What `prune` did (or would do, with `dry_run`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Report {
@@ -119,21 +141,28 @@ pub struct Report {
     pub forgotten: Vec<String>,
     pub packs_deleted: usize,
     pub bytes_freed: u64,
+    /// Cloud snapshots of volumes deleted with the snapshots that named them.
+    pub cloud_snapshots_deleted: Vec<String>,
+    /// Cloud snapshots that should go but were left: no cloud to delete them with.
+    pub cloud_snapshots_left: Vec<String>,
 }
 
-/// Forget snapshots the policy does not keep and delete data no kept snapshot references.
+/// Forget snapshots the policy does not keep and delete data no kept snapshot references,
+/// including the cloud snapshots only they named (through `cloud`; without one they are
+/// reported as left).
 pub async fn prune(
     store: &Store,
     keys: &Keys,
     policy: Policy,
     grace: Duration,
     dry_run: bool,
+    cloud: Option<&dyn DiskSnapshots>,
 ) -> Result<Report, PruneError> {
     if policy.is_empty() {
         return Err(PruneError::EmptyPolicy);
     }
     let lock = lock::acquire(store, "prune", lock::DEFAULT_TTL).await?;
-    let result = prune_locked(store, keys, policy, grace, dry_run, &lock).await;
+    let result = prune_locked(store, keys, policy, grace, dry_run, cloud, &lock).await;
     if let Err(e) = lock.release().await {
         tracing::warn!(error = %e, "failed to release the writer lock");
     }
@@ -146,6 +175,7 @@ async fn prune_locked(
     policy: Policy,
     grace: Duration,
     dry_run: bool,
+    cloud: Option<&dyn DiskSnapshots>,
     lock: &lock::WriterLock,
 ) -> Result<Report, PruneError> {
     let now = Utc::now();
@@ -173,12 +203,23 @@ async fn prune_locked(
     let doomed: Vec<&Listed> = garbage(&packs, &referenced, grace, now);
     report.packs_deleted = doomed.len();
     report.bytes_freed = doomed.iter().map(|l| l.size).sum();
+    let cloud_doomed = cloud_garbage(&manifests, &kept);
     if dry_run {
+        report.cloud_snapshots_deleted = cloud_doomed;
         return Ok(report);
     }
     lock.ensure_held().await?;
     for id in &report.forgotten {
         store.delete(&layout::manifest(id)).await?;
+    }
+    match cloud {
+        Some(cloud) => {
+            for id in cloud_doomed {
+                cloud.delete(&id).await?;
+                report.cloud_snapshots_deleted.push(id);
+            }
+        }
+        None => report.cloud_snapshots_left = cloud_doomed,
     }
     let doomed_ids: HashSet<&str> = doomed.iter().map(|l| layout::name_of(&l.key)).collect();
     let indexes = read::load_indexes(store, keys).await?;

@@ -23,7 +23,6 @@ use super::read::{self, ReadError};
 use super::rules::{self, Selection};
 use super::{StoreKeyError, check_store};
 use crate::bindings::{self, Collector, DataPolicy};
-use crate::cloud::snapshots::SnapshotError;
 use crate::k8s::RetryPolicy;
 use crate::store::lock::{self, LockError};
 use crate::store::{Created, Store, StoreError, layout};
@@ -72,7 +71,7 @@ pub enum WriteError {
     )]
     DataPolicy(Vec<bindings::InvalidPolicy>),
     #[error(transparent)]
-    CloudSnapshot(#[from] SnapshotError),
+    CloudSnapshot(#[from] super::volumes::VolumeSnapshotError),
 }
 
 /// What to capture and how.
@@ -333,7 +332,7 @@ async fn take_locked(
     }
     if super::volumes::wanted(&bindings) {
         let provider = crate::cloud::snapshots::provider(opts.cloud, Some(client.clone())).await;
-        super::volumes::take(provider.as_deref(), &id, &mut bindings).await?;
+        super::volumes::take(client, provider.as_deref(), &id, &mut bindings).await?;
     }
     let mut manifest = Manifest {
         format: FORMAT_VERSION,

@@ -448,3 +448,138 @@ async fn a_restore_on_aws_brings_a_lost_snapshot_policy_volume_back_from_its_ebs
     assert_eq!(v.volumes()[0].snapshot_id(), Some(snap_id.as_str()));
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pruning_a_snapshot_deletes_the_cloud_snapshots_only_it_named() {
+    use std::sync::Arc;
+
+    use coldstart::cloud::snapshots::SimSnapshots;
+    use coldstart::snapshot::crypto::Keys;
+    use coldstart::snapshot::prune::{self, Policy};
+    use coldstart::snapshot::write;
+    use coldstart::store::Store;
+
+    let c = settled_platform().await;
+    c.kubectl_ok(&[
+        "annotate",
+        "pvc",
+        "-n",
+        "tenant-a",
+        "pg-data",
+        "coldstart.dev/data-policy=transfer-or-snapshot",
+    ])
+    .await;
+    let store = Store::memory();
+    let keys = Keys::from_master(&[3u8; 32]);
+    let client = c.client().await;
+    let mut taken = Vec::new();
+    for _ in 0..2 {
+        let m = write::take(
+            &client,
+            &store,
+            &keys,
+            &write::Options::default(),
+            Arc::default(),
+        )
+        .await
+        .expect("snapshot");
+        let v = m
+            .bindings
+            .volumes
+            .iter()
+            .find(|v| v.cloud_snapshot.is_some())
+            .expect("the tenant volume has a cloud snapshot");
+        taken.push(v.cloud_snapshot.clone().expect("cloud snapshot").id);
+    }
+    assert_eq!(c.cloud().snapshots.len(), 2);
+    let sim = SimSnapshots::new(client);
+    let r = prune::prune(
+        &store,
+        &keys,
+        Policy {
+            keep_last: 1,
+            ..Default::default()
+        },
+        std::time::Duration::ZERO,
+        false,
+        Some(&sim),
+    )
+    .await
+    .expect("prune");
+    assert_eq!(r.cloud_snapshots_deleted, [taken[0].clone()]);
+    let left: Vec<String> = c.cloud().snapshots.keys().cloned().collect();
+    assert_eq!(
+        left,
+        [taken[1].clone()],
+        "the kept snapshot's cloud snapshot stays"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_quiesce_hook_stops_the_claims_workload_for_its_cloud_snapshot_and_brings_it_back() {
+    use std::sync::Arc;
+
+    use coldstart::snapshot::crypto::Keys;
+    use coldstart::snapshot::write;
+    use coldstart::store::Store;
+    use coldstart_sim::cloud::{Action, Resource};
+
+    let c = settled_platform().await;
+    for a in [
+        "coldstart.dev/data-policy=snapshot",
+        "coldstart.dev/snapshot-quiesce=true",
+    ] {
+        c.kubectl_ok(&["annotate", "pvc", "-n", "tenant-a", "pg-data", a])
+            .await;
+    }
+    let disk = pv_of_claim(&c, "tenant-a", "pg-data")["spec"]["csi"]["volumeHandle"]
+        .as_str()
+        .expect("handle")
+        .to_owned();
+    let replicas = |c: &TestCluster| {
+        c.get("apps", "deployments", "tenant-a", "postgres")
+            .expect("postgres")["spec"]["replicas"]
+            .as_i64()
+    };
+    let before = replicas(&c);
+    let mark = c.cloud().position();
+    write::take(
+        &c.client().await,
+        &Store::memory(),
+        &Keys::from_master(&[4u8; 32]),
+        &write::Options::default(),
+        Arc::default(),
+    )
+    .await
+    .expect("snapshot");
+    assert_eq!(replicas(&c), before, "thawed: back to its replicas");
+    let pg = c
+        .get("apps", "deployments", "tenant-a", "postgres")
+        .expect("postgres");
+    assert!(
+        pg["metadata"]["annotations"]
+            .get(coldstart::snapshot::volumes::QUIESCED)
+            .is_none()
+    );
+    // The disk was detached (the data store stopped) when its snapshot was taken.
+    let cloud = c.cloud();
+    let events: Vec<(Resource, Action)> = cloud
+        .ledger
+        .iter()
+        .filter(|e| e.seq > mark && (e.id == disk || e.resource == Resource::Snapshot))
+        .map(|e| (e.resource, e.action))
+        .collect();
+    let detached = events
+        .iter()
+        .position(|e| *e == (Resource::Disk, Action::Detached))
+        .expect("detached for the snapshot");
+    let snapped = events
+        .iter()
+        .position(|e| *e == (Resource::Snapshot, Action::Created))
+        .expect("snapshot taken");
+    assert!(detached < snapped, "{events:?}");
+    wait_until("postgres is back on its disk", || {
+        c.cloud().disks[&disk].attached_to.is_some()
+    })
+    .await;
+}

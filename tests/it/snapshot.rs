@@ -842,6 +842,7 @@ async fn prune_keeps_what_retention_asks_and_collects_unreferenced_packs() {
         },
         Duration::ZERO,
         false,
+        None,
     )
     .await
     .unwrap();
