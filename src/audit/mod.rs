@@ -76,6 +76,9 @@ pub struct Inputs {
     pub storage_classes: Vec<Value>,
     /// Every object of every bucket API `bindings` knows, `apiVersion` and `kind` set.
     pub bucket_objects: Vec<Value>,
+    /// Rook/NooBaa `ObjectBucket`s: an ObjectBucketClaim's deletion obeys its
+    /// ObjectBucket's `reclaimPolicy` (what `stop` changes).
+    pub object_buckets: Vec<Value>,
     /// CronJobs (`stop` suspends them: nothing fires while the platform is down).
     pub cronjobs: Vec<Value>,
     pub newest_snapshot: Option<SnapshotFacts>,
@@ -138,6 +141,11 @@ pub fn bucket_bindings(inputs: &Inputs) -> Vec<(BucketBinding, &Value)> {
         &mut all,
         &classes(&inputs.cosi_classes, "/deletionPolicy"),
         &classes(&inputs.storage_classes, "/reclaimPolicy"),
+        &inputs
+            .object_buckets
+            .iter()
+            .filter_map(bindings::object_bucket_policy)
+            .collect(),
     );
     let cosi_buckets: Vec<String> = all
         .iter()
@@ -277,7 +285,13 @@ pub fn audit(inputs: &Inputs, now: DateTime<Utc>, rpo_target: Duration) -> Vec<F
                     "bucket {bucket} follows StorageClass {} with reclaimPolicy {policy}: deleting the claim deletes it",
                     b.bucket_class.as_deref().unwrap_or("?")
                 ),
-                "set the ObjectBucket's spec.reclaimPolicy to Retain".to_owned(),
+                format!(
+                    "set ObjectBucket {}'s spec.reclaimPolicy to Retain (coldstart stop does it once the ObjectBucket exists)",
+                    b.namespace
+                        .as_deref()
+                        .map(|ns| bindings::object_bucket_name(ns, &b.name))
+                        .unwrap_or_default()
+                ),
             ),
             _ => (
                 format!("bucket {bucket} is deleted with its resource ({policy})"),
@@ -469,6 +483,16 @@ pub async fn collect_with(
             "StorageClasses",
         )
         .await?,
+        object_buckets: list_served(
+            c,
+            r,
+            (
+                bindings::OBJECT_BUCKET_API_VERSION,
+                bindings::OBJECT_BUCKET_KIND,
+            ),
+            "ObjectBuckets",
+        )
+        .await?,
         cronjobs: list_served(c, r, ("batch/v1", "CronJob"), "CronJobs")
             .await?
             .into_iter()
@@ -531,6 +555,18 @@ pub fn live_bindings(inputs: &Inputs) -> crate::bindings::Bindings {
             "objectstorage.k8s.io",
             "bucketclasses",
             "BucketClass",
+        ),
+        (
+            &inputs.storage_classes,
+            "storage.k8s.io",
+            "storageclasses",
+            "StorageClass",
+        ),
+        (
+            &inputs.object_buckets,
+            "objectbucket.io",
+            bindings::OBJECT_BUCKET_PLURAL,
+            bindings::OBJECT_BUCKET_KIND,
         ),
     ];
     for (objects, group, resource, kind) in lists {

@@ -18,7 +18,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use buckets::{
-    APIS as BUCKET_APIS, BucketApi, BucketBinding, BucketKind, RetainFix, bucket_ready, retain_fix,
+    APIS as BUCKET_APIS, BucketApi, BucketBinding, BucketKind, OBJECT_BUCKET_API_VERSION,
+    OBJECT_BUCKET_KIND, OBJECT_BUCKET_PLURAL, RetainFix, bucket_ready, object_bucket_name,
+    object_bucket_of_claim, object_bucket_policy, object_bucket_retain_fix, retain_fix,
 };
 pub use load_balancers::{
     LoadBalancerBinding, PIN_ANNOTATIONS, Pin, PinProblem, is_pinned, pin_of, pin_problems,
@@ -69,11 +71,13 @@ pub fn bucket_of(api: &BucketApi, obj: &Value) -> Option<BucketBinding> {
 
 /// Fill in the deletion policies bucket objects do not carry: a COSI claim follows the
 /// `Bucket` object it is bound to (whose policy is the one that counts, and the one `stop`
-/// changes), else its class; an ObjectBucketClaim follows its StorageClass.
+/// changes), else its class; an ObjectBucketClaim follows its `ObjectBucket`
+/// (`object_buckets`: name → reclaimPolicy; the one `stop` changes), else its StorageClass.
 pub fn resolve_bucket_policies(
     buckets: &mut [BucketBinding],
     bucket_classes: &BTreeMap<String, String>,
     storage_classes: &BTreeMap<String, String>,
+    object_buckets: &BTreeMap<String, String>,
 ) {
     let cosi_buckets: BTreeMap<String, Option<String>> = buckets
         .iter()
@@ -95,9 +99,18 @@ pub fn resolve_bucket_policies(
                         .and_then(|c| bucket_classes.get(c).cloned())
                 }),
             BucketKind::RookObc => b
-                .bucket_class
+                .namespace
                 .as_ref()
-                .and_then(|c| storage_classes.get(c).cloned()),
+                .and_then(|ns| {
+                    object_buckets
+                        .get(&object_bucket_name(ns, &b.name))
+                        .cloned()
+                })
+                .or_else(|| {
+                    b.bucket_class
+                        .as_ref()
+                        .and_then(|c| storage_classes.get(c).cloned())
+                }),
             _ => None,
         };
     }
@@ -111,6 +124,8 @@ pub struct Collector {
     bucket_classes: BTreeMap<String, String>,
     /// StorageClass name → reclaimPolicy: an ObjectBucketClaim's bucket follows its class.
     storage_classes: BTreeMap<String, String>,
+    /// ObjectBucket name → reclaimPolicy: what an ObjectBucketClaim's deletion obeys.
+    object_buckets: BTreeMap<String, String>,
 }
 
 /// Whether objects of this resource can carry bindings (so capture only looks at those).
@@ -121,6 +136,7 @@ pub fn is_relevant(group: &str, resource: &str, kind: &str) -> bool {
             | ("", "services")
             | ("objectstorage.k8s.io", "bucketclasses")
             | ("storage.k8s.io", "storageclasses")
+            | ("objectbucket.io", OBJECT_BUCKET_PLURAL)
     ) || buckets::kind_of(group, kind).is_some()
 }
 
@@ -152,6 +168,11 @@ impl Collector {
                         .insert(name.to_owned(), policy.to_owned());
                 }
             }
+            ("objectbucket.io", OBJECT_BUCKET_PLURAL) => {
+                if let Some((name, policy)) = object_bucket_policy(obj) {
+                    self.object_buckets.insert(name, policy);
+                }
+            }
             _ => {
                 if let Some(b) = buckets::extract(group, resource, kind, obj) {
                     self.bindings.buckets.push(b);
@@ -167,6 +188,7 @@ impl Collector {
             &mut self.bindings.buckets,
             &self.bucket_classes,
             &self.storage_classes,
+            &self.object_buckets,
         );
         let mut out = self.bindings;
         out.volumes.sort_by(|a, b| a.pv.cmp(&b.pv));
@@ -258,6 +280,55 @@ mod tests {
             Some("Delete")
         );
         assert!(by(BucketKind::RookObc).deleted_with_cluster());
+    }
+
+    #[test]
+    fn an_obc_follows_its_object_bucket_once_stop_changed_it_not_its_class() {
+        let mut c = Collector::default();
+        c.observe(
+            "storage.k8s.io",
+            "storageclasses",
+            "StorageClass",
+            &json!({"metadata": {"name": "rook-bucket"}, "reclaimPolicy": "Delete"}),
+        );
+        c.observe(
+            "objectbucket.io",
+            "objectbucketclaims",
+            "ObjectBucketClaim",
+            &json!({"metadata": {"name": "uploads", "namespace": "apps"},
+                    "spec": {"generateBucketName": "uploads", "bucketName": "uploads-1",
+                             "objectBucketName": "obc-apps-uploads", "storageClassName": "rook-bucket"}}),
+        );
+        let ob = json!({"metadata": {"name": "obc-apps-uploads"},
+            "spec": {"reclaimPolicy": "Delete", "endpoint": {"bucketName": "uploads-1"}}});
+        let fix = object_bucket_retain_fix(&ob).expect("Delete needs a fix");
+        assert_eq!(fix.patch, json!({"spec": {"reclaimPolicy": "Retain"}}));
+        assert_eq!(fix.undo, json!({"spec": {"reclaimPolicy": "Delete"}}));
+        let retained = json!({"metadata": {"name": "obc-apps-uploads"},
+            "spec": {"reclaimPolicy": "Retain"}});
+        assert_eq!(object_bucket_retain_fix(&retained), None);
+        c.observe(
+            "objectbucket.io",
+            OBJECT_BUCKET_PLURAL,
+            OBJECT_BUCKET_KIND,
+            &retained,
+        );
+        let b = c.finish();
+        assert_eq!(b.buckets[0].deletion_policy.as_deref(), Some("Retain"));
+        assert!(!b.buckets[0].deleted_with_cluster());
+    }
+
+    #[test]
+    fn a_restored_obc_naming_its_object_bucket_is_bound_without_a_status() {
+        let restored = json!({"spec": {"bucketName": "b", "objectBucketName": "obc-a-b"}});
+        assert!(bucket_ready(BucketKind::RookObc, &restored));
+        let pending = json!({"spec": {"bucketName": "b", "objectBucketName": "obc-a-b"},
+            "status": {"phase": "Pending"}});
+        assert!(!bucket_ready(BucketKind::RookObc, &pending));
+        assert!(!bucket_ready(
+            BucketKind::RookObc,
+            &json!({"spec": {"bucketName": "b"}})
+        ));
     }
 
     #[test]

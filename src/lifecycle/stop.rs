@@ -147,16 +147,26 @@ pub fn plan_fixes(inputs: &Inputs, pin_style: PinStyle) -> Vec<Change> {
             });
         }
     }
-    // Every bucket kind, with the mechanism its API offers (bindings knows which).
-    for (b, obj) in crate::audit::bucket_bindings(inputs) {
-        if let Some(fix) = crate::bindings::retain_fix(&b, obj) {
-            out.push(Change {
-                object: ObjectRef::of(obj),
-                description: fix.description,
-                patch: fix.patch,
-                undo: fix.undo,
-            });
-        }
+    // Every bucket kind, with the mechanism its API offers (bindings knows which). An
+    // ObjectBucketClaim's bucket is kept through its ObjectBucket.
+    let claims = crate::audit::bucket_bindings(inputs);
+    let claim_fixes = claims
+        .iter()
+        .filter_map(|(b, obj)| Some((crate::bindings::retain_fix(b, obj)?, ObjectRef::of(obj))));
+    let object_bucket_fixes = inputs.object_buckets.iter().filter_map(|ob| {
+        let mut object = ObjectRef::of(ob);
+        // List items carry no apiVersion/kind.
+        object.api_version = crate::bindings::OBJECT_BUCKET_API_VERSION.into();
+        object.kind = crate::bindings::OBJECT_BUCKET_KIND.into();
+        Some((crate::bindings::object_bucket_retain_fix(ob)?, object))
+    });
+    for (fix, object) in claim_fixes.chain(object_bucket_fixes) {
+        out.push(Change {
+            object,
+            description: fix.description,
+            patch: fix.patch,
+            undo: fix.undo,
+        });
     }
     out
 }

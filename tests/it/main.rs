@@ -12,6 +12,7 @@ mod image;
 mod leader;
 mod lifecycle;
 mod matrix;
+mod object_buckets;
 mod preflight;
 mod real_cp;
 mod realworld;
