@@ -23,7 +23,8 @@ pub use buckets::{
     object_bucket_of_claim, object_bucket_policy, object_bucket_retain_fix, retain_fix,
 };
 pub use load_balancers::{
-    LoadBalancerBinding, PIN_ANNOTATIONS, Pin, PinProblem, is_pinned, pin_of, pin_problems,
+    AWS_EIPS, LoadBalancerBinding, PIN_ANNOTATIONS, Pin, PinProblem, is_pinned, pin_of,
+    pin_problems,
 };
 pub use volumes::{ClaimRef, IN_TREE_SOURCES, Provider, VolumeBinding};
 

@@ -17,6 +17,8 @@ pub mod none;
 pub mod rules;
 pub mod sim;
 
+use std::collections::BTreeMap;
+
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
@@ -181,6 +183,24 @@ pub trait CloudVerifier: Send + Sync {
     fn ledger(&self) -> BoxFuture<'_, Result<Option<Ledger>, LedgerError>> {
         futures::FutureExt::boxed(async { Ok(None) })
     }
+    /// The Elastic IP allocation holding each of `ips`, where the provider has such a thing
+    /// (AWS, the simulated cloud); an IP that is no allocation is left out, and a provider
+    /// without allocations answers none. `stop` needs it to rewrite a
+    /// `spec.loadBalancerIP` that AWS ignores into the annotation its controllers read.
+    fn allocations<'a>(
+        &'a self,
+        _ips: &'a [String],
+    ) -> BoxFuture<'a, Result<BTreeMap<String, String>, LookupError>> {
+        futures::FutureExt::boxed(async { Ok(BTreeMap::new()) })
+    }
+}
+
+/// Why a cloud could not be asked about addresses.
+#[derive(Debug, thiserror::Error)]
+#[error("failed to look up Elastic IP allocations in the {provider} cloud: {detail}")]
+pub struct LookupError {
+    pub provider: &'static str,
+    pub detail: String,
 }
 
 /// What a cloud created, in order, and the disks it holds now.

@@ -6,13 +6,15 @@
 //! This is the one product module outside `demo`/`drill` that names the simulator's types:
 //! they are the serde shape of the `/sim/v1/cloud` answer it reads over HTTP.
 
+use std::collections::BTreeMap;
+
 use futures::FutureExt as _;
 use futures::future::BoxFuture;
 
 use super::rules::{
     self, AddressFacts, Association, BucketFacts, DnsFacts, Observed, Versioning, VolumeFacts,
 };
-use super::{CloudVerifier, Kind, Ledger, LedgerError, Verdict};
+use super::{CloudVerifier, Kind, Ledger, LedgerError, LookupError, Verdict};
 use crate::bindings::Bindings;
 use coldstart_sim::cloud::{Action, CloudState, Resource, ZONES};
 
@@ -70,6 +72,26 @@ impl CloudVerifier for SimVerifier {
                 detail,
             })?;
             Ok(Some(ledger(&cloud)))
+        }
+        .boxed()
+    }
+
+    fn allocations<'a>(
+        &'a self,
+        ips: &'a [String],
+    ) -> BoxFuture<'a, Result<BTreeMap<String, String>, LookupError>> {
+        async move {
+            let cloud = fetch(&self.client).await.map_err(|detail| LookupError {
+                provider: "sim",
+                detail,
+            })?;
+            Ok(ips
+                .iter()
+                .filter_map(|ip| {
+                    let a = cloud.addresses.get(ip)?;
+                    Some((ip.clone(), a.allocation_id.clone()))
+                })
+                .collect())
         }
         .boxed()
     }

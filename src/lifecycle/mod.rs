@@ -122,6 +122,10 @@ pub enum LifecycleError {
     Verifier(#[from] crate::cloud::VerifierError),
     #[error(transparent)]
     Preflight(#[from] preflight::PreflightError),
+    #[error(
+        "{0}; nothing was changed (a spec.loadBalancerIP AWS ignores needs its Elastic IP allocation to be pinned)"
+    )]
+    Allocations(#[from] crate::cloud::LookupError),
     #[error("refused at preflight, nothing was changed: {}", .0.refusal())]
     Refused(Box<Preflight>),
 }
@@ -269,7 +273,14 @@ pub async fn stop(
         .as_ref()
         .map(|m| m.changes.clone())
         .unwrap_or_default();
-    for c in stop::plan_fixes(&inputs, opts.pin_style) {
+    // A loadBalancerIP AWS ignores is rewritten to the allocation the cloud names for it.
+    let ignored = stop::ignored_aws_pins(&inputs);
+    let allocations = if ignored.is_empty() {
+        Default::default()
+    } else {
+        verifier.allocations(&ignored).await?
+    };
+    for c in stop::plan_fixes(&inputs, opts.pin_style, &allocations) {
         if !changes
             .iter()
             .any(|x| x.object == c.object && x.description == c.description)

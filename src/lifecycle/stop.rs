@@ -2,6 +2,7 @@
 //! pure functions from the audit's inputs ([`plan_fixes`], [`plan_quiesce`]); each change
 //! carries its undo, and everything applied is recorded so it can be shown and undone.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use kube::api::{DynamicObject, Patch, PatchParams};
@@ -9,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::audit::Inputs;
-use crate::bindings::is_pinned;
+use crate::bindings::{AWS_EIPS, is_pinned};
 use crate::k8s::{self, K8sError, Resources};
 use crate::restore::plan::{ORIGINAL_RECLAIM, ORIGINAL_REPLICAS, PinStyle};
 
@@ -72,9 +73,38 @@ pub const PINNED_BY_STOP: &str = "coldstart.dev/pinned-by-stop";
 /// snapshot carries it, so a start from any copy of the snapshot knows).
 pub const SUSPENDED_BY_STOP: &str = "coldstart.dev/suspended-by-stop";
 
+/// The addresses whose `spec.loadBalancerIP` AWS ignores (the audit's
+/// [`PinProblem::IgnoredOnAws`](crate::bindings::PinProblem)) and that carry no Elastic IP
+/// pin yet: `stop` asks the cloud for their allocations and rewrites them.
+pub fn ignored_aws_pins(inputs: &Inputs) -> Vec<String> {
+    inputs
+        .services
+        .iter()
+        .filter(|svc| !has_eip_pin(svc))
+        .flat_map(crate::bindings::pin_problems)
+        .filter_map(|p| match p {
+            crate::bindings::PinProblem::IgnoredOnAws { address } => Some(address),
+            _ => None,
+        })
+        .collect()
+}
+
+fn has_eip_pin(svc: &Value) -> bool {
+    svc.pointer("/metadata/annotations")
+        .and_then(|a| a.get(AWS_EIPS))
+        .and_then(Value::as_str)
+        .is_some_and(|v| !v.trim().is_empty())
+}
+
 /// What to change so that deleting the cluster loses nothing: PVs to `Retain`, every
-/// LoadBalancer Service pinned to its current address, buckets orphaned/retained.
-pub fn plan_fixes(inputs: &Inputs, pin_style: PinStyle) -> Vec<Change> {
+/// LoadBalancer Service pinned to its current address, a `spec.loadBalancerIP` AWS ignores
+/// rewritten to the Elastic IP allocation the cloud names for it (`allocations`: IP →
+/// allocation id), buckets orphaned/retained.
+pub fn plan_fixes(
+    inputs: &Inputs,
+    pin_style: PinStyle,
+    allocations: &BTreeMap<String, String>,
+) -> Vec<Change> {
     let mut out = Vec::new();
     for pv in &inputs.persistent_volumes {
         let policy = pv["spec"]["persistentVolumeReclaimPolicy"]
@@ -134,6 +164,34 @@ pub fn plan_fixes(inputs: &Inputs, pin_style: PinStyle) -> Vec<Change> {
             description: format!("pinned to its current address {ip}"),
             patch,
             undo,
+        });
+    }
+    // AWS's controllers ignore spec.loadBalancerIP: pin with what they read instead, the
+    // allocation of the address the Service was meant to keep.
+    for svc in &inputs.services {
+        if has_eip_pin(svc) {
+            continue;
+        }
+        let ignored = crate::bindings::pin_problems(svc)
+            .into_iter()
+            .find_map(|p| match p {
+                crate::bindings::PinProblem::IgnoredOnAws { address } => Some(address),
+                _ => None,
+            });
+        let Some((ip, allocation)) =
+            ignored.and_then(|ip| allocations.get(&ip).map(|a| (ip.clone(), a.clone())))
+        else {
+            continue;
+        };
+        out.push(Change {
+            object: ObjectRef::of(svc),
+            description: format!(
+                "spec.loadBalancerIP {ip} (ignored on AWS) → {AWS_EIPS}: {allocation}"
+            ),
+            patch: json!({"spec": {"loadBalancerIP": null},
+                          "metadata": {"annotations": {AWS_EIPS: allocation, PINNED_BY_STOP: ip}}}),
+            undo: json!({"spec": {"loadBalancerIP": ip},
+                         "metadata": {"annotations": {AWS_EIPS: null, PINNED_BY_STOP: null}}}),
         });
     }
     // Nothing fires while the platform is down or half-restored.
@@ -496,7 +554,7 @@ mod tests {
             ],
             ..Default::default()
         };
-        let changes = plan_fixes(&inputs, PinStyle::LoadBalancerIp);
+        let changes = plan_fixes(&inputs, PinStyle::LoadBalancerIp, &BTreeMap::new());
         let described: Vec<_> = changes
             .iter()
             .map(|c| (c.object.display(), c.description.clone()))
@@ -524,6 +582,48 @@ mod tests {
         );
         assert_eq!(changes[1].patch["spec"]["loadBalancerIP"], "1.2.3.4");
         assert!(changes[1].undo["spec"]["loadBalancerIP"].is_null());
+    }
+
+    #[test]
+    fn a_load_balancer_ip_aws_ignores_becomes_the_eip_allocation_the_cloud_names() {
+        let aws = |name: &str| {
+            crate::testing::lb_service("web", name)
+                .annotation(
+                    "service.beta.kubernetes.io/aws-load-balancer-type",
+                    "external",
+                )
+                .load_balancer_ip("203.0.113.7")
+                .ingress_ip("203.0.113.7")
+        };
+        let inputs = Inputs {
+            services: vec![
+                aws("front").build(),
+                // Already pinned the AWS way: its loadBalancerIP is only redundant.
+                aws("pinned").annotation(AWS_EIPS, "eipalloc-9").build(),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(ignored_aws_pins(&inputs), vec!["203.0.113.7".to_owned()]);
+        let unknown = plan_fixes(&inputs, PinStyle::Aws, &BTreeMap::new());
+        assert!(
+            unknown.is_empty(),
+            "no allocation known, nothing invented: {unknown:#?}"
+        );
+        let allocations = BTreeMap::from([("203.0.113.7".to_owned(), "eipalloc-1".to_owned())]);
+        let changes = plan_fixes(&inputs, PinStyle::Aws, &allocations);
+        assert_eq!(changes.len(), 1, "{changes:#?}");
+        let c = &changes[0];
+        assert_eq!(c.object.display(), "Service web/front");
+        assert_eq!(c.patch["metadata"]["annotations"][AWS_EIPS], "eipalloc-1");
+        assert!(c.patch["spec"]["loadBalancerIP"].is_null());
+        assert_eq!(c.undo["spec"]["loadBalancerIP"], "203.0.113.7");
+        assert!(c.undo["metadata"]["annotations"][AWS_EIPS].is_null());
+        let mut fixed = inputs.services[0].clone();
+        json_patch::merge(&mut fixed, &c.patch);
+        assert!(
+            crate::bindings::pin_problems(&fixed).is_empty(),
+            "the audit no longer flags it"
+        );
     }
 
     #[test]
