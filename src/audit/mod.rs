@@ -54,6 +54,9 @@ pub enum FindingKind {
     /// The cloud says a binding is already missing, attached elsewhere or moved: a cold
     /// start could not bring it back.
     BindingBroken,
+    /// A disk or public IP in a resource group the provider deletes with the cluster (an
+    /// AKS node resource group), whatever its reclaim policy.
+    DeletedWithNodeResourceGroup,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -79,6 +82,8 @@ pub struct Inputs {
     /// Rook/NooBaa `ObjectBucket`s: an ObjectBucketClaim's deletion obeys its
     /// ObjectBucket's `reclaimPolicy` (what `stop` changes).
     pub object_buckets: Vec<Value>,
+    /// The AKS node resource group, when the nodes name one (`kubernetes.azure.com/cluster`).
+    pub node_resource_group: Option<String>,
     /// CronJobs (`stop` suspends them: nothing fires while the platform is down).
     pub cronjobs: Vec<Value>,
     pub newest_snapshot: Option<SnapshotFacts>,
@@ -224,6 +229,27 @@ pub fn audit(inputs: &Inputs, now: DateTime<Utc>, rpo_target: Duration) -> Vec<F
             object: format!("Service {}", name(svc)),
             message: format!("address {ip} was allocated by the load-balancer controller and is not pinned: it is released with the cluster"),
             fix: format!("pin the Service to {ip} (coldstart stop does it)"),
+        });
+    }
+    for b in bindings::azure::in_node_group(
+        &inputs.persistent_volumes,
+        &inputs.services,
+        inputs.node_resource_group.as_deref(),
+    ) {
+        let what = match &b {
+            bindings::azure::InNodeGroup::Disk { .. } => "disk",
+            bindings::azure::InNodeGroup::PublicIp { .. } => "public IP",
+        };
+        out.push(Finding {
+            severity: Severity::High,
+            kind: FindingKind::DeletedWithNodeResourceGroup,
+            object: b.subject(),
+            message: format!(
+                "{what} {} lives in the AKS node resource group {}, which Azure deletes with the cluster whatever the reclaim policy",
+                b.target(),
+                b.group()
+            ),
+            fix: "move it to a resource group of your own (coldstart stop --move-to-resource-group RG does it where it can move resources)".into(),
         });
     }
     for svc in &inputs.services {
@@ -493,6 +519,9 @@ pub async fn collect_with(
             "ObjectBuckets",
         )
         .await?,
+        node_resource_group: bindings::azure::node_resource_group(
+            &list_served(c, r, ("v1", "Node"), "Nodes").await?,
+        ),
         cronjobs: list_served(c, r, ("batch/v1", "CronJob"), "CronJobs")
             .await?
             .into_iter()

@@ -10,7 +10,7 @@ use super::{owned, str_at};
 pub const AWS_EIPS: &str = "service.beta.kubernetes.io/aws-load-balancer-eip-allocations";
 const AZURE_PIP: &str = "service.beta.kubernetes.io/azure-pip-name";
 const AZURE_IPV4: &str = "service.beta.kubernetes.io/azure-load-balancer-ipv4";
-const AZURE_RG: &str = "service.beta.kubernetes.io/azure-load-balancer-resource-group";
+pub(super) const AZURE_RG: &str = "service.beta.kubernetes.io/azure-load-balancer-resource-group";
 const METALLB: &[&str] = &[
     "metallb.io/loadBalancerIPs",
     "metallb.universe.tf/loadBalancerIPs",

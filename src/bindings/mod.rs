@@ -7,6 +7,7 @@
 //! Everything here is a pure function over `serde_json::Value`; capture feeds objects in,
 //! [`Collector::finish`] gives the [`Bindings`] stored in the manifest.
 
+pub mod azure;
 mod buckets;
 pub mod consumers;
 mod load_balancers;
@@ -38,6 +39,18 @@ pub fn volume_of(pv: &Value) -> Option<VolumeBinding> {
 /// disk name.
 pub fn disk_id_of(pv: &Value) -> Option<String> {
     volumes::extract(pv).map(|v| v.disk_id)
+}
+
+/// A disk id or handle in the form every comparison uses (and a cloud's ledger lists):
+/// an Azure disk by its whole resource id — its resource group is part of where it lives —
+/// any other by its last path segment (`aws://zone/vol-1` → `vol-1`,
+/// `projects/p/zones/z/disks/d` → `d`).
+pub fn disk_key(id: &str) -> String {
+    if azure::resource_group_of(id).is_some() {
+        id.to_owned()
+    } else {
+        id.rsplit('/').next().unwrap_or(id).to_owned()
+    }
 }
 
 /// Every binding of one snapshot.

@@ -42,6 +42,10 @@ pub struct StopArgs {
     /// Cluster name recorded in the snapshot (default: the kubeconfig's cluster).
     #[arg(long)]
     pub cluster_name: Option<String>,
+    /// Move disks and public IPs out of the AKS node resource group (which Azure deletes
+    /// with the cluster) into this resource group, once the volumes are detached.
+    #[arg(long, value_name = "RG")]
+    pub move_to_resource_group: Option<String>,
     #[command(flatten)]
     pub preflight: PreflightArgs,
     #[command(flatten)]
@@ -82,6 +86,7 @@ pub async fn stop_cmd(args: StopArgs, global: &Global) -> anyhow::Result<ExitCod
         dry_run: args.dry_run,
         cloud: args.preflight.cloud,
         accept_missing: args.preflight.accept(),
+        move_to_resource_group: args.move_to_resource_group,
     };
     let progress = Arc::new(Mutex::new(Progress::default()));
     let r = match lifecycle::stop(&client, &store, &keys, &opts, &progress).await {

@@ -97,6 +97,41 @@ impl CloudVerifier for SimVerifier {
     }
 }
 
+impl super::ResourceMover for SimVerifier {
+    fn move_to_group<'a>(
+        &'a self,
+        ids: &'a [String],
+        group: &'a str,
+    ) -> BoxFuture<'a, Result<BTreeMap<String, String>, super::MoveError>> {
+        async move {
+            let fail = |detail: String| super::MoveError {
+                provider: "sim",
+                ids: ids.to_vec(),
+                group: group.to_owned(),
+                detail,
+            };
+            let body = serde_json::json!({"ids": ids, "destinationGroup": group}).to_string();
+            let req = http::Request::post("/sim/v1/cloud/move")
+                .header("content-type", "application/json")
+                .body(body.into_bytes())
+                .map_err(|e| fail(e.to_string()))?;
+            let text = self
+                .client
+                .request_text(req)
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+            #[derive(serde::Deserialize)]
+            struct Moved {
+                moved: BTreeMap<String, String>,
+            }
+            serde_json::from_str::<Moved>(&text)
+                .map(|m| m.moved)
+                .map_err(|e| fail(format!("failed to parse the answer: {e}")))
+        }
+        .boxed()
+    }
+}
+
 /// The simulated cloud's disks and creations, in the provider-neutral shape.
 pub fn ledger(cloud: &CloudState) -> Ledger {
     Ledger {

@@ -98,6 +98,7 @@ pub fn install_stand_ins(cloud: &mut CloudState, bindings: &Bindings) -> (usize,
                     reserved: true,
                     load_balancer: None,
                     pool: None,
+                    resource_group: None,
                     created_at: at.clone(),
                 }
             });

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::audit::Inputs;
+use crate::bindings::azure::{DISK_MOVED_TO, InNodeGroup, PIP_RESOURCE_GROUP};
 use crate::bindings::{AWS_EIPS, is_pinned};
 use crate::k8s::{self, K8sError, Resources};
 use crate::restore::plan::{ORIGINAL_RECLAIM, ORIGINAL_REPLICAS, PinStyle};
@@ -227,6 +228,59 @@ pub fn plan_fixes(
         });
     }
     out
+}
+
+/// The changes that record resources moved out of the node resource group: a PV names its
+/// disk's new id (its `volumeHandle` cannot change; bindings and the restore plan read the
+/// annotation), a Service names its public IP's new group. A move is not undone by
+/// `stop --undo`: the resources stay where they were moved, and so do the annotations
+/// saying where that is.
+pub fn moved_changes(
+    moved_out: &[InNodeGroup],
+    moved: &BTreeMap<String, String>,
+    group: &str,
+) -> Vec<Change> {
+    moved_out
+        .iter()
+        .filter_map(|b| {
+            let now = moved.get(b.target())?;
+            Some(match b {
+                InNodeGroup::Disk { pv, disk_id, .. } => Change {
+                    object: ObjectRef {
+                        api_version: "v1".into(),
+                        kind: "PersistentVolume".into(),
+                        namespace: None,
+                        name: pv.clone(),
+                    },
+                    description: format!(
+                        "disk {disk_id} moved out of the node resource group {}: now {now}",
+                        b.group()
+                    ),
+                    patch: json!({"metadata": {"annotations": {DISK_MOVED_TO: now}}}),
+                    undo: json!({}),
+                },
+                InNodeGroup::PublicIp {
+                    namespace,
+                    service,
+                    address,
+                    ..
+                } => Change {
+                    object: ObjectRef {
+                        api_version: "v1".into(),
+                        kind: "Service".into(),
+                        namespace: Some(namespace.clone()),
+                        name: service.clone(),
+                    },
+                    description: format!(
+                        "public IP {address} moved out of the node resource group {} to {group}",
+                        b.group()
+                    ),
+                    patch: json!({"metadata": {"annotations": {PIP_RESOURCE_GROUP: group}}}),
+                    undo: json!({}),
+                },
+            })
+        })
+        .collect()
 }
 
 /// The groups a stop quiesces, in order (and a start brings back in reverse).

@@ -1,6 +1,7 @@
 //! Integration tests: one binary, one module per area, a shared helper module.
 //! Every test starts its own simulated cluster on 127.0.0.1:0.
 
+mod aks;
 mod cli;
 mod deploy;
 mod drill;

@@ -144,6 +144,7 @@ async fn stop_rewrites_a_load_balancer_ip_aws_ignores_into_its_eip_and_start_kee
                 ip: "198.51.100.20".into(),
                 allocation_id: Some("eipalloc-0feed".into()),
                 pip_name: None,
+                resource_group: None,
             }],
             ..Default::default()
         })
