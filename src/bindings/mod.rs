@@ -78,6 +78,12 @@ fn owned(s: Option<&str>) -> Option<String> {
     s.map(str::to_owned)
 }
 
+/// Which bucket API an object of `(group, kind)` belongs to, if any: the one test every
+/// part of coldstart asks (the restore plan, the drill, capture).
+pub fn bucket_kind_of(group: &str, kind: &str) -> Option<BucketKind> {
+    buckets::kind_of(group, kind)
+}
+
 /// The binding of one object of a bucket API.
 pub fn bucket_of(api: &BucketApi, obj: &Value) -> Option<BucketBinding> {
     buckets::extract(api.group, api.plural, api.kind, obj)

@@ -19,7 +19,6 @@ use serde_json::{Value, json};
 
 use crate::bindings::{Bindings, Pin};
 use crate::restore::RestoreSource;
-use crate::restore::plan::is_bucket_claim;
 use coldstart_sim::cloud::{Address, Bucket, CloudState, Disk, ZONES};
 
 /// What a stand-in "holds": tells a rehearsal's disks and buckets from real ones.
@@ -188,13 +187,13 @@ pub fn for_scratch_cluster(source: &RestoreSource) -> (RestoreSource, Vec<String
                 .and_then(Value::as_str)
                 .unwrap_or_default()
         );
-        if is_bucket_claim(api_version, kind) {
+        let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+        if crate::bindings::bucket_kind_of(group, kind).is_some() {
             left_out.push(format!(
                 "{name}: bucket claims are not restored in a rehearsal (they would adopt production's bucket); the bucket is checked in the cloud instead"
             ));
             continue;
         }
-        let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
         let mut o = obj.clone();
         match (group, kind) {
             ("", "Pod") | ("batch", "Job") => {

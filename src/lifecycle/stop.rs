@@ -411,7 +411,19 @@ async fn patch(
         })
 }
 
-/// Resume the CronJobs `stop` suspended (those carrying [`SUSPENDED_BY_STOP`]).
+/// Whether `start` resumes this CronJob: `stop` suspended it ([`SUSPENDED_BY_STOP`]) and
+/// the preflight does not hold it ([`HELD`](crate::preflight::HELD): it uses a binding
+/// that did not come back; it keeps both marks, so a later start resumes it).
+pub fn resumable(job: &Value) -> bool {
+    let marked = |k: &str| {
+        job.pointer("/metadata/annotations")
+            .and_then(|a| a.get(k))
+            .is_some()
+    };
+    marked(SUSPENDED_BY_STOP) && !marked(crate::preflight::HELD)
+}
+
+/// Resume the CronJobs `stop` suspended, except those the preflight holds ([`resumable`]).
 pub async fn resume_cronjobs(
     client: &kube::Client,
     resources: &Resources,
@@ -430,12 +442,11 @@ pub async fn resume_cronjobs(
         })?;
     let mut n = 0;
     for job in jobs.items {
-        if !job
-            .metadata
-            .annotations
-            .as_ref()
-            .is_some_and(|a| a.contains_key(SUSPENDED_BY_STOP))
-        {
+        let value = serde_json::to_value(&job).map_err(|e| StopError::List {
+            what: "CronJobs",
+            source: kube::Error::SerdeError(e),
+        })?;
+        if !resumable(&value) {
             continue;
         }
         let o = ObjectRef {
@@ -677,6 +688,23 @@ mod tests {
         assert!(
             crate::bindings::pin_problems(&fixed).is_empty(),
             "the audit no longer flags it"
+        );
+    }
+
+    #[test]
+    fn a_cronjob_the_preflight_holds_is_not_resumed_by_start() {
+        let job = |annotations: Value| {
+            json!({"apiVersion": "batch/v1", "kind": "CronJob",
+                "metadata": {"name": "backup", "namespace": "db", "annotations": annotations},
+                "spec": {"suspend": true}})
+        };
+        assert!(resumable(&job(json!({SUSPENDED_BY_STOP: "true"}))));
+        assert!(!resumable(&job(
+            json!({SUSPENDED_BY_STOP: "true", crate::preflight::HELD: "disk vol-1 is missing"})
+        )));
+        assert!(
+            !resumable(&job(json!({}))),
+            "suspended by its owner, not by stop"
         );
     }
 

@@ -519,17 +519,9 @@ pub fn transform_bucket_claim(obj: &mut Value, bucket: Option<&str>, transforms:
     }
 }
 
-/// Whether an object is a bucket claim of a known style.
+/// Whether an object is a bucket claim of a known style (bindings decides).
 pub fn is_bucket_claim(api_version: &str, kind: &str) -> bool {
-    let g = group_of(api_version);
-    matches!(
-        (g, kind),
-        ("objectstorage.k8s.io", "BucketClaim" | "Bucket")
-            | ("objectbucket.io", "ObjectBucketClaim")
-    ) || (kind == "Bucket"
-        && (g.contains("upbound.io")
-            || g.contains("crossplane.io")
-            || g.ends_with("services.k8s.aws")))
+    crate::bindings::bucket_kind_of(group_of(api_version), kind).is_some()
 }
 
 fn matches_selector(obj: &Value, selector: &[(String, String)]) -> bool {
