@@ -15,6 +15,11 @@ use serde::{Deserialize, Serialize};
 /// The zones the simulated cloud has (and the simulated cluster's nodes are spread over).
 pub const ZONES: [&str; 3] = ["eu-west-1a", "eu-west-1b", "eu-west-1c"];
 
+/// The simulated cloud's one region: its zones without the zone letter.
+pub fn region() -> &'static str {
+    ZONES[0].trim_end_matches(|c: char| c.is_ascii_alphabetic())
+}
+
 /// The CSI driver that provisions and names the simulated cloud's disks.
 pub const CSI_DRIVER: &str = "ebs.csi.aws.com";
 

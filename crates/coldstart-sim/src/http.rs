@@ -140,7 +140,10 @@ async fn sim_cluster(State(sim): State<Arc<Sim>>) -> Response {
 }
 
 async fn sim_cloud(State(sim): State<Arc<Sim>>) -> Response {
-    json_response(StatusCode::OK, json!(sim.cloud.snapshot()))
+    let mut cloud = json!(sim.cloud.snapshot());
+    // A client learns the cloud's region from the answer, as from a real cloud's API.
+    cloud["region"] = json!(super::cloud::region());
+    json_response(StatusCode::OK, cloud)
 }
 
 /// Add what a cloud account already holds (disks, addresses, pools, buckets).
