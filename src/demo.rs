@@ -214,6 +214,8 @@ pub async fn run(
             ..Default::default()
         },
         quiesce_timeout: Duration::from_secs(60),
+        // The same cloud preflight as `coldstart stop` on a simulated cluster.
+        cloud: crate::cloud::Provider::Sim,
         ..Default::default()
     };
     let stopped = lifecycle::stop(&client, &store, &keys, &stop_opts, progress).await?;

@@ -184,6 +184,24 @@ pub fn crossplane_bucket(name: &str) -> Object {
     Object::new("s3.aws.upbound.io/v1beta1", "Bucket", None, name)
 }
 
+/// A Rook/NooBaa `ObjectBucketClaim` of StorageClass `class`.
+pub fn obc(namespace: &str, name: &str, class: &str) -> Object {
+    Object::new(
+        "objectbucket.io/v1alpha1",
+        "ObjectBucketClaim",
+        Some(namespace),
+        name,
+    )
+    .spec("storageClassName", json!(class))
+}
+
+/// A StorageClass served by `provisioner`, with its reclaim policy.
+pub fn storage_class(name: &str, provisioner: &str, reclaim: &str) -> Object {
+    Object::new("storage.k8s.io/v1", "StorageClass", None, name)
+        .set("/provisioner", json!(provisioner))
+        .set("/reclaimPolicy", json!(reclaim))
+}
+
 pub fn deployment(namespace: &str, name: &str) -> Object {
     Object::new("apps/v1", "Deployment", Some(namespace), name)
 }
@@ -234,6 +252,29 @@ pub fn cosi_bucket_class_crd() -> Object {
         "bucketclasses",
     )
     .cluster_scoped()
+}
+
+/// The lib-bucket-provisioner `ObjectBucketClaim` CRD (objectbucket.io/v1alpha1).
+pub fn object_bucket_claim_crd() -> Object {
+    crd(
+        "objectbucket.io",
+        "v1alpha1",
+        "ObjectBucketClaim",
+        "objectbucketclaims",
+    )
+    .status_subresource()
+}
+
+/// The lib-bucket-provisioner `ObjectBucket` CRD (cluster-scoped).
+pub fn object_bucket_crd() -> Object {
+    crd(
+        "objectbucket.io",
+        "v1alpha1",
+        "ObjectBucket",
+        "objectbuckets",
+    )
+    .cluster_scoped()
+    .status_subresource()
 }
 
 #[cfg(test)]

@@ -62,6 +62,9 @@ pub enum FindingKind {
     /// The cloud says a binding is already missing, attached elsewhere or moved: a cold
     /// start could not bring it back.
     BindingBroken,
+    /// A disk or public IP in a resource group the provider deletes with the cluster (an
+    /// AKS node resource group), whatever its reclaim policy.
+    DeletedWithNodeResourceGroup,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -88,6 +91,11 @@ pub struct Inputs {
     pub storage_classes: Vec<Value>,
     /// Every object of every bucket API `bindings` knows, `apiVersion` and `kind` set.
     pub bucket_objects: Vec<Value>,
+    /// Rook/NooBaa `ObjectBucket`s: an ObjectBucketClaim's deletion obeys its
+    /// ObjectBucket's `reclaimPolicy` (what `stop` changes).
+    pub object_buckets: Vec<Value>,
+    /// The AKS node resource group, when the nodes name one (`kubernetes.azure.com/cluster`).
+    pub node_resource_group: Option<String>,
     /// CronJobs (`stop` suspends them: nothing fires while the platform is down).
     pub cronjobs: Vec<Value>,
     pub newest_snapshot: Option<SnapshotFacts>,
@@ -164,6 +172,11 @@ pub fn bucket_bindings(inputs: &Inputs) -> Vec<(BucketBinding, &Value)> {
         &mut all,
         &classes(&inputs.cosi_classes, "/deletionPolicy"),
         &classes(&inputs.storage_classes, "/reclaimPolicy"),
+        &inputs
+            .object_buckets
+            .iter()
+            .filter_map(bindings::object_bucket_policy)
+            .collect(),
     );
     let cosi_buckets: Vec<String> = all
         .iter()
@@ -244,6 +257,27 @@ pub fn audit(inputs: &Inputs, now: DateTime<Utc>, rpo_target: Duration) -> Vec<F
             fix: format!("pin the Service to {ip} (coldstart stop does it)"),
         });
     }
+    for b in bindings::azure::in_node_group(
+        &inputs.persistent_volumes,
+        &inputs.services,
+        inputs.node_resource_group.as_deref(),
+    ) {
+        let what = match &b {
+            bindings::azure::InNodeGroup::Disk { .. } => "disk",
+            bindings::azure::InNodeGroup::PublicIp { .. } => "public IP",
+        };
+        out.push(Finding {
+            severity: Severity::High,
+            kind: FindingKind::DeletedWithNodeResourceGroup,
+            object: b.subject(),
+            message: format!(
+                "{what} {} lives in the AKS node resource group {}, which Azure deletes with the cluster whatever the reclaim policy",
+                b.target(),
+                b.group()
+            ),
+            fix: "move it to a resource group of your own (coldstart stop --move-to-resource-group RG does it where it can move resources)".into(),
+        });
+    }
     for svc in &inputs.services {
         for p in bindings::pin_problems(svc) {
             let (severity, message, fix) = match p {
@@ -303,7 +337,13 @@ pub fn audit(inputs: &Inputs, now: DateTime<Utc>, rpo_target: Duration) -> Vec<F
                     "bucket {bucket} follows StorageClass {} with reclaimPolicy {policy}: deleting the claim deletes it",
                     b.bucket_class.as_deref().unwrap_or("?")
                 ),
-                "set the ObjectBucket's spec.reclaimPolicy to Retain".to_owned(),
+                format!(
+                    "set ObjectBucket {}'s spec.reclaimPolicy to Retain (coldstart stop does it once the ObjectBucket exists)",
+                    b.namespace
+                        .as_deref()
+                        .map(|ns| bindings::object_bucket_name(ns, &b.name))
+                        .unwrap_or_default()
+                ),
             ),
             _ => (
                 format!("bucket {bucket} is deleted with its resource ({policy})"),
@@ -629,6 +669,19 @@ pub async fn collect_with(
             "StorageClasses",
         )
         .await?,
+        object_buckets: list_served(
+            c,
+            r,
+            (
+                bindings::OBJECT_BUCKET_API_VERSION,
+                bindings::OBJECT_BUCKET_KIND,
+            ),
+            "ObjectBuckets",
+        )
+        .await?,
+        node_resource_group: bindings::azure::node_resource_group(
+            &list_served(c, r, ("v1", "Node"), "Nodes").await?,
+        ),
         cronjobs: list_served(c, r, ("batch/v1", "CronJob"), "CronJobs")
             .await?
             .into_iter()
@@ -697,6 +750,18 @@ pub fn live_bindings(inputs: &Inputs) -> crate::bindings::Bindings {
             "objectstorage.k8s.io",
             "bucketclasses",
             "BucketClass",
+        ),
+        (
+            &inputs.storage_classes,
+            "storage.k8s.io",
+            "storageclasses",
+            "StorageClass",
+        ),
+        (
+            &inputs.object_buckets,
+            "objectbucket.io",
+            bindings::OBJECT_BUCKET_PLURAL,
+            bindings::OBJECT_BUCKET_KIND,
         ),
     ];
     for (objects, group, resource, kind) in lists {

@@ -124,6 +124,59 @@ pub struct BucketBinding {
     pub management_policies: Vec<String>,
 }
 
+/// The cluster-scoped `ObjectBucket` a lib-bucket-provisioner (Rook, NooBaa) creates for
+/// every `ObjectBucketClaim` it serves. It carries the bucket and the `reclaimPolicy` copied
+/// from the claim's StorageClass when the bucket was provisioned; deleting the claim obeys
+/// the ObjectBucket's policy, not the class's (a StorageClass is immutable, the
+/// ObjectBucket is not), so it is what `stop` changes.
+pub const OBJECT_BUCKET_API_VERSION: &str = "objectbucket.io/v1alpha1";
+pub const OBJECT_BUCKET_KIND: &str = "ObjectBucket";
+pub const OBJECT_BUCKET_PLURAL: &str = "objectbuckets";
+
+/// The name lib-bucket-provisioner gives the `ObjectBucket` of claim `namespace/name`
+/// (`obc-<namespace>-<name>`, its `objectBucketNameFormat`).
+pub fn object_bucket_name(namespace: &str, claim: &str) -> String {
+    format!("obc-{namespace}-{claim}")
+}
+
+/// The `ObjectBucket` a claim is bound to: `spec.objectBucketName` once provisioned, else
+/// the name the provisioner will give it.
+pub fn object_bucket_of_claim(obc: &Value) -> Option<String> {
+    if let Some(n) = str_at(obc, "/spec/objectBucketName") {
+        return Some(n.to_owned());
+    }
+    Some(object_bucket_name(
+        str_at(obc, "/metadata/namespace")?,
+        str_at(obc, "/metadata/name")?,
+    ))
+}
+
+/// An `ObjectBucket`'s name and reclaim policy. A missing policy makes the provisioner
+/// refuse to delete anything ("missing reclaimPolicy"), so it reads as `Retain`.
+pub fn object_bucket_policy(ob: &Value) -> Option<(String, String)> {
+    Some((
+        str_at(ob, "/metadata/name")?.to_owned(),
+        str_at(ob, "/spec/reclaimPolicy")
+            .unwrap_or("Retain")
+            .to_owned(),
+    ))
+}
+
+/// The change that keeps the bucket behind an `ObjectBucket` when its claim (or the
+/// cluster) is deleted: `spec.reclaimPolicy: Retain` makes the provisioner revoke access
+/// instead of deleting the bucket. `None` when the policy already keeps it.
+pub fn object_bucket_retain_fix(ob: &Value) -> Option<RetainFix> {
+    let policy = str_at(ob, "/spec/reclaimPolicy")?;
+    if !policy.eq_ignore_ascii_case("delete") {
+        return None;
+    }
+    Some(RetainFix {
+        description: format!("ObjectBucket reclaimPolicy {policy} → Retain"),
+        patch: json!({"spec": {"reclaimPolicy": "Retain"}}),
+        undo: json!({"spec": {"reclaimPolicy": policy}}),
+    })
+}
+
 /// Which bucket API an object of `(group, kind)` belongs to.
 pub fn kind_of(group: &str, kind: &str) -> Option<BucketKind> {
     match (group, kind) {
@@ -244,7 +297,13 @@ pub fn bucket_ready(kind: BucketKind, obj: &Value) -> bool {
         }
         BucketKind::Crossplane | BucketKind::CrossplaneNamespaced => condition("Ready"),
         BucketKind::Ack => condition("ACK.ResourceSynced"),
-        BucketKind::RookObc => str_at(obj, "/status/phase") == Some("Bound"),
+        // lib-bucket-provisioner takes `spec.objectBucketName` for "provisioning complete"
+        // and never writes such a claim's status again: a restored claim (its status
+        // dropped, its ObjectBucket restored beside it) is bound by its spec alone.
+        BucketKind::RookObc => match str_at(obj, "/status/phase") {
+            Some(phase) => phase == "Bound",
+            None => str_at(obj, "/spec/objectBucketName").is_some(),
+        },
     }
 }
 
@@ -260,7 +319,7 @@ impl BucketBinding {
 /// The change that keeps the bucket behind `obj` when the object (or the cluster) is
 /// deleted, using the mechanism its API offers; `None` when nothing needs changing or
 /// the API offers nothing on this object (a COSI claim: its `Bucket` object is changed; an
-/// OBC: its StorageClass decides).
+/// OBC: its `ObjectBucket` is, with [`object_bucket_retain_fix`]).
 pub fn retain_fix(binding: &BucketBinding, obj: &Value) -> Option<RetainFix> {
     if !binding.deleted_with_cluster() {
         return None;

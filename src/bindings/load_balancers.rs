@@ -6,10 +6,11 @@ use serde_json::Value;
 
 use super::{owned, str_at};
 
-const AWS_EIPS: &str = "service.beta.kubernetes.io/aws-load-balancer-eip-allocations";
+/// The AWS Load Balancer Controller's pin: Elastic IP allocation ids, one per subnet.
+pub const AWS_EIPS: &str = "service.beta.kubernetes.io/aws-load-balancer-eip-allocations";
 const AZURE_PIP: &str = "service.beta.kubernetes.io/azure-pip-name";
 const AZURE_IPV4: &str = "service.beta.kubernetes.io/azure-load-balancer-ipv4";
-const AZURE_RG: &str = "service.beta.kubernetes.io/azure-load-balancer-resource-group";
+pub(super) const AZURE_RG: &str = "service.beta.kubernetes.io/azure-load-balancer-resource-group";
 const METALLB: &[&str] = &[
     "metallb.io/loadBalancerIPs",
     "metallb.universe.tf/loadBalancerIPs",

@@ -7,6 +7,7 @@
 //! Everything here is a pure function over `serde_json::Value`; capture feeds objects in,
 //! [`Collector::finish`] gives the [`Bindings`] stored in the manifest.
 
+pub mod azure;
 mod buckets;
 pub mod consumers;
 pub mod data_policy;
@@ -19,11 +20,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use buckets::{
-    APIS as BUCKET_APIS, BucketApi, BucketBinding, BucketKind, RetainFix, bucket_ready, retain_fix,
+    APIS as BUCKET_APIS, BucketApi, BucketBinding, BucketKind, OBJECT_BUCKET_API_VERSION,
+    OBJECT_BUCKET_KIND, OBJECT_BUCKET_PLURAL, RetainFix, bucket_ready, object_bucket_name,
+    object_bucket_of_claim, object_bucket_policy, object_bucket_retain_fix, retain_fix,
 };
 pub use data_policy::{CloudSnapshot, DataPolicy, InvalidPolicy, SnapshotRoad};
 pub use load_balancers::{
-    LoadBalancerBinding, PIN_ANNOTATIONS, Pin, PinProblem, is_pinned, pin_of, pin_problems,
+    AWS_EIPS, LoadBalancerBinding, PIN_ANNOTATIONS, Pin, PinProblem, is_pinned, pin_of,
+    pin_problems,
 };
 pub use volumes::{ClaimRef, IN_TREE_SOURCES, Provider, VolumeBinding};
 
@@ -37,6 +41,18 @@ pub fn volume_of(pv: &Value) -> Option<VolumeBinding> {
 /// disk name.
 pub fn disk_id_of(pv: &Value) -> Option<String> {
     volumes::extract(pv).map(|v| v.disk_id)
+}
+
+/// A disk id or handle in the form every comparison uses (and a cloud's ledger lists):
+/// an Azure disk by its whole resource id — its resource group is part of where it lives —
+/// any other by its last path segment (`aws://zone/vol-1` → `vol-1`,
+/// `projects/p/zones/z/disks/d` → `d`).
+pub fn disk_key(id: &str) -> String {
+    if azure::resource_group_of(id).is_some() {
+        id.to_owned()
+    } else {
+        id.rsplit('/').next().unwrap_or(id).to_owned()
+    }
 }
 
 /// Every binding of one snapshot.
@@ -64,6 +80,12 @@ fn owned(s: Option<&str>) -> Option<String> {
     s.map(str::to_owned)
 }
 
+/// Which bucket API an object of `(group, kind)` belongs to, if any: the one test every
+/// part of coldstart asks (the restore plan, the drill, capture).
+pub fn bucket_kind_of(group: &str, kind: &str) -> Option<BucketKind> {
+    buckets::kind_of(group, kind)
+}
+
 /// The binding of one object of a bucket API.
 pub fn bucket_of(api: &BucketApi, obj: &Value) -> Option<BucketBinding> {
     buckets::extract(api.group, api.plural, api.kind, obj)
@@ -71,11 +93,13 @@ pub fn bucket_of(api: &BucketApi, obj: &Value) -> Option<BucketBinding> {
 
 /// Fill in the deletion policies bucket objects do not carry: a COSI claim follows the
 /// `Bucket` object it is bound to (whose policy is the one that counts, and the one `stop`
-/// changes), else its class; an ObjectBucketClaim follows its StorageClass.
+/// changes), else its class; an ObjectBucketClaim follows its `ObjectBucket`
+/// (`object_buckets`: name → reclaimPolicy; the one `stop` changes), else its StorageClass.
 pub fn resolve_bucket_policies(
     buckets: &mut [BucketBinding],
     bucket_classes: &BTreeMap<String, String>,
     storage_classes: &BTreeMap<String, String>,
+    object_buckets: &BTreeMap<String, String>,
 ) {
     let cosi_buckets: BTreeMap<String, Option<String>> = buckets
         .iter()
@@ -97,9 +121,18 @@ pub fn resolve_bucket_policies(
                         .and_then(|c| bucket_classes.get(c).cloned())
                 }),
             BucketKind::RookObc => b
-                .bucket_class
+                .namespace
                 .as_ref()
-                .and_then(|c| storage_classes.get(c).cloned()),
+                .and_then(|ns| {
+                    object_buckets
+                        .get(&object_bucket_name(ns, &b.name))
+                        .cloned()
+                })
+                .or_else(|| {
+                    b.bucket_class
+                        .as_ref()
+                        .and_then(|c| storage_classes.get(c).cloned())
+                }),
             _ => None,
         };
     }
@@ -117,6 +150,8 @@ pub struct Collector {
     claims: BTreeMap<(String, String), data_policy::ClaimIntent>,
     /// The policy of volumes whose claim names none.
     default_policy: DataPolicy,
+    /// ObjectBucket name → reclaimPolicy: what an ObjectBucketClaim's deletion obeys.
+    object_buckets: BTreeMap<String, String>,
 }
 
 /// Whether objects of this resource can carry bindings (so capture only looks at those).
@@ -128,6 +163,7 @@ pub fn is_relevant(group: &str, resource: &str, kind: &str) -> bool {
             | ("", "services")
             | ("objectstorage.k8s.io", "bucketclasses")
             | ("storage.k8s.io", "storageclasses")
+            | ("objectbucket.io", OBJECT_BUCKET_PLURAL)
     ) || buckets::kind_of(group, kind).is_some()
 }
 
@@ -170,6 +206,11 @@ impl Collector {
                         .insert(name.to_owned(), policy.to_owned());
                 }
             }
+            ("objectbucket.io", OBJECT_BUCKET_PLURAL) => {
+                if let Some((name, policy)) = object_bucket_policy(obj) {
+                    self.object_buckets.insert(name, policy);
+                }
+            }
             _ => {
                 if let Some(b) = buckets::extract(group, resource, kind, obj) {
                     self.bindings.buckets.push(b);
@@ -194,6 +235,7 @@ impl Collector {
             &mut self.bindings.buckets,
             &self.bucket_classes,
             &self.storage_classes,
+            &self.object_buckets,
         );
         let mut out = self.bindings;
         out.volumes.sort_by(|a, b| a.pv.cmp(&b.pv));
@@ -285,6 +327,55 @@ mod tests {
             Some("Delete")
         );
         assert!(by(BucketKind::RookObc).deleted_with_cluster());
+    }
+
+    #[test]
+    fn an_obc_follows_its_object_bucket_once_stop_changed_it_not_its_class() {
+        let mut c = Collector::default();
+        c.observe(
+            "storage.k8s.io",
+            "storageclasses",
+            "StorageClass",
+            &json!({"metadata": {"name": "rook-bucket"}, "reclaimPolicy": "Delete"}),
+        );
+        c.observe(
+            "objectbucket.io",
+            "objectbucketclaims",
+            "ObjectBucketClaim",
+            &json!({"metadata": {"name": "uploads", "namespace": "apps"},
+                    "spec": {"generateBucketName": "uploads", "bucketName": "uploads-1",
+                             "objectBucketName": "obc-apps-uploads", "storageClassName": "rook-bucket"}}),
+        );
+        let ob = json!({"metadata": {"name": "obc-apps-uploads"},
+            "spec": {"reclaimPolicy": "Delete", "endpoint": {"bucketName": "uploads-1"}}});
+        let fix = object_bucket_retain_fix(&ob).expect("Delete needs a fix");
+        assert_eq!(fix.patch, json!({"spec": {"reclaimPolicy": "Retain"}}));
+        assert_eq!(fix.undo, json!({"spec": {"reclaimPolicy": "Delete"}}));
+        let retained = json!({"metadata": {"name": "obc-apps-uploads"},
+            "spec": {"reclaimPolicy": "Retain"}});
+        assert_eq!(object_bucket_retain_fix(&retained), None);
+        c.observe(
+            "objectbucket.io",
+            OBJECT_BUCKET_PLURAL,
+            OBJECT_BUCKET_KIND,
+            &retained,
+        );
+        let (b, _) = c.finish();
+        assert_eq!(b.buckets[0].deletion_policy.as_deref(), Some("Retain"));
+        assert!(!b.buckets[0].deleted_with_cluster());
+    }
+
+    #[test]
+    fn a_restored_obc_naming_its_object_bucket_is_bound_without_a_status() {
+        let restored = json!({"spec": {"bucketName": "b", "objectBucketName": "obc-a-b"}});
+        assert!(bucket_ready(BucketKind::RookObc, &restored));
+        let pending = json!({"spec": {"bucketName": "b", "objectBucketName": "obc-a-b"},
+            "status": {"phase": "Pending"}});
+        assert!(!bucket_ready(BucketKind::RookObc, &pending));
+        assert!(!bucket_ready(
+            BucketKind::RookObc,
+            &json!({"spec": {"bucketName": "b"}})
+        ));
     }
 
     #[test]

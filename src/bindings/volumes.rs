@@ -234,6 +234,14 @@ pub fn extract(pv: &Value) -> Option<VolumeBinding> {
         }),
         _ => None,
     };
+    // A disk `stop` moved out of a group deleted with the cluster has a new id; the PV's
+    // handle is immutable, so the annotation says where the disk is now.
+    let handle = pv
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(super::azure::DISK_MOVED_TO))
+        .and_then(Value::as_str)
+        .filter(|id| !id.is_empty())
+        .map_or(handle, str::to_owned);
     Some(VolumeBinding {
         pv: str_at(pv, "/metadata/name")?.to_owned(),
         disk_id: disk_id_of(&provider, &handle),

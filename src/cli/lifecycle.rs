@@ -46,6 +46,10 @@ pub struct StopArgs {
     /// Data policy of volumes whose claim has no `coldstart.dev/data-policy` annotation.
     #[arg(long, value_enum, env = "COLDSTART_DATA_POLICY", default_value_t = DataPolicy::Transfer)]
     pub data_policy: DataPolicy,
+    /// Move disks and public IPs out of the AKS node resource group (which Azure deletes
+    /// with the cluster) into this resource group, once the volumes are detached.
+    #[arg(long, value_name = "RG")]
+    pub move_to_resource_group: Option<String>,
     #[command(flatten)]
     pub preflight: PreflightArgs,
     #[command(flatten)]
@@ -88,6 +92,7 @@ pub async fn stop_cmd(args: StopArgs, global: &Global) -> anyhow::Result<ExitCod
         dry_run: args.dry_run,
         cloud: args.preflight.cloud,
         accept_missing: args.preflight.accept(),
+        move_to_resource_group: args.move_to_resource_group,
     };
     let progress = Arc::new(Mutex::new(Progress::default()));
     let r = match lifecycle::stop(&client, &store, &keys, &opts, &progress).await {

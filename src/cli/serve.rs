@@ -53,6 +53,11 @@ pub struct ServeArgs {
     /// Namespace of the leader Lease (default: the pod's namespace, then `coldstart`).
     #[arg(long, env = "POD_NAMESPACE", value_name = "NS")]
     pub lease_namespace: Option<String>,
+    /// The cloud the auto-restore's preflight (and drills) check bindings against, as for
+    /// `restore` and `start`: `auto` (the simulated cloud on a simulated cluster, else
+    /// none), `aws`, `sim`, `none`.
+    #[arg(long, value_enum, env = "COLDSTART_CLOUD", default_value_t = coldstart::cloud::Provider::Auto)]
+    pub cloud: coldstart::cloud::Provider,
     /// This replica's identity on the Lease (default: the pod name).
     #[arg(long, env = "POD_NAME", value_name = "NAME")]
     pub identity: Option<String>,
@@ -219,11 +224,8 @@ async fn real_jobs(
             .context("encryption.key")?,
         None => coldstart::snapshot::crypto::Keys::plaintext(),
     };
-    let cloud = match std::env::var("COLDSTART_CLOUD").as_deref() {
-        Ok("aws") => coldstart::cloud::Provider::Aws,
-        Ok("sim") => coldstart::cloud::Provider::Sim,
-        _ => coldstart::cloud::Provider::None,
-    };
+    // The same flag and default as `restore` and `start`: an unknown value is an error.
+    let cloud = args.cloud;
     let (kc_name, server) = coldstart::k8s::connect::kubeconfig_cluster(
         global.kubeconfig.as_deref(),
         global.context.as_deref(),

@@ -85,7 +85,13 @@ pub enum CreateCloud {
         /// Its Azure public IP resource name.
         #[arg(long)]
         pip_name: Option<String>,
+        /// The Azure resource group it lives in.
+        #[arg(long)]
+        resource_group: Option<String>,
     },
+    /// Make the cluster AKS-style: its node resource group (`MC_…`), labelled on its nodes
+    /// and deleted with the cluster with every disk and address in it.
+    NodeResourceGroup { name: String },
     /// A MetalLB address pool.
     Pool {
         name: String,
@@ -120,11 +126,14 @@ impl CreateCloud {
                 ip,
                 allocation_id,
                 pip_name,
+                resource_group,
             } => e.addresses.push(cloud::ExistingAddress {
                 ip,
                 allocation_id,
                 pip_name,
+                resource_group,
             }),
+            CreateCloud::NodeResourceGroup { name } => e.node_resource_group = Some(name),
             CreateCloud::Pool { name, addresses } => {
                 e.pools.push(cloud::ExistingPool { name, addresses })
             }

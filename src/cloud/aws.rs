@@ -426,6 +426,29 @@ impl CloudVerifier for AwsVerifier {
     fn verify<'a>(&'a self, bindings: &'a Bindings) -> BoxFuture<'a, Vec<Verdict>> {
         self.judge(bindings).boxed()
     }
+
+    fn allocations<'a>(
+        &'a self,
+        ips: &'a [String],
+    ) -> BoxFuture<'a, Result<BTreeMap<String, String>, super::LookupError>> {
+        async move {
+            let all = self
+                .addresses()
+                .await
+                .map_err(|detail| super::LookupError {
+                    provider: "aws",
+                    detail,
+                })?;
+            Ok(all
+                .into_iter()
+                .filter_map(|e| {
+                    let ip = e.facts.public_ip?;
+                    (ips.contains(&ip)).then_some((ip, e.allocation_id?))
+                })
+                .collect())
+        }
+        .boxed()
+    }
 }
 
 /// An AWS error in one line: the API, the error code and message when the service sent

@@ -19,6 +19,8 @@ pub mod rules;
 pub mod sim;
 pub mod snapshots;
 
+use std::collections::BTreeMap;
+
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
@@ -183,6 +185,59 @@ pub trait CloudVerifier: Send + Sync {
     fn ledger(&self) -> BoxFuture<'_, Result<Option<Ledger>, LedgerError>> {
         futures::FutureExt::boxed(async { Ok(None) })
     }
+    /// The Elastic IP allocation holding each of `ips`, where the provider has such a thing
+    /// (AWS, the simulated cloud); an IP that is no allocation is left out, and a provider
+    /// without allocations answers none. `stop` needs it to rewrite a
+    /// `spec.loadBalancerIP` that AWS ignores into the annotation its controllers read.
+    fn allocations<'a>(
+        &'a self,
+        _ips: &'a [String],
+    ) -> BoxFuture<'a, Result<BTreeMap<String, String>, LookupError>> {
+        futures::FutureExt::boxed(async { Ok(BTreeMap::new()) })
+    }
+}
+
+/// Moves resources out of a resource group the cluster's deletion would take with it
+/// (Azure's `az resource move`): the one thing `stop` asks a cloud to *do*, kept apart from
+/// the verifiers, which only observe. Only the simulated cloud has one today; for a real
+/// Azure account `stop` refuses and says what to run.
+pub trait ResourceMover: Send + Sync {
+    /// Move `ids` (disk resource ids, public IP names or addresses) to `group`; answers each
+    /// id with its id after the move (a disk's id names its group).
+    fn move_to_group<'a>(
+        &'a self,
+        ids: &'a [String],
+        group: &'a str,
+    ) -> BoxFuture<'a, Result<BTreeMap<String, String>, MoveError>>;
+}
+
+/// Why resources could not be moved.
+#[derive(Debug, thiserror::Error)]
+#[error("failed to move {ids:?} to resource group {group} in the {provider} cloud: {detail}")]
+pub struct MoveError {
+    pub provider: &'static str,
+    pub ids: Vec<String>,
+    pub group: String,
+    pub detail: String,
+}
+
+/// The mover for `provider`, if coldstart can move resources in that cloud.
+pub async fn mover(provider: Provider, client: &kube::Client) -> Option<Box<dyn ResourceMover>> {
+    match provider {
+        Provider::Sim => Some(Box::new(sim::SimVerifier::new(client.clone()))),
+        Provider::Auto if sim::is_simulated(client).await => {
+            Some(Box::new(sim::SimVerifier::new(client.clone())))
+        }
+        _ => None,
+    }
+}
+
+/// Why a cloud could not be asked about addresses.
+#[derive(Debug, thiserror::Error)]
+#[error("failed to look up Elastic IP allocations in the {provider} cloud: {detail}")]
+pub struct LookupError {
+    pub provider: &'static str,
+    pub detail: String,
 }
 
 /// What a cloud created, in order, and the disks it holds now.

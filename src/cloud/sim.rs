@@ -3,8 +3,10 @@
 //! against it by the same rules as a real cloud. Its ledger (every creation, in order) is
 //! what a restore counts "nothing new" against.
 //!
-//! This is the one product module outside `demo`/`drill` that names the simulator's types:
-//! they are the serde shape of the `/sim/v1/cloud` answer it reads over HTTP.
+//! It reaches the simulated cloud the way a production provider reaches its cloud: over
+//! HTTP, decoding the answer with its own wire types ([`wire`]), never the simulator's.
+
+use std::collections::BTreeMap;
 
 use futures::FutureExt as _;
 use futures::future::BoxFuture;
@@ -12,9 +14,92 @@ use futures::future::BoxFuture;
 use super::rules::{
     self, AddressFacts, Association, BucketFacts, DnsFacts, Observed, Versioning, VolumeFacts,
 };
-use super::{CloudVerifier, Kind, Ledger, LedgerError, Verdict};
+use super::{CloudVerifier, Kind, Ledger, LedgerError, LookupError, Verdict};
 use crate::bindings::Bindings;
-use coldstart_sim::cloud::{Action, CloudState, Resource, ZONES};
+use wire::CloudState;
+
+/// The `/sim/v1/cloud` answer, as far as verification reads it (other fields are ignored,
+/// so the simulator may grow without breaking its clients).
+pub mod wire {
+    use std::collections::BTreeMap;
+
+    use serde::Deserialize;
+
+    #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+    pub struct CloudState {
+        /// The cloud's region (what an unmoved bucket is in).
+        #[serde(default)]
+        pub region: Option<String>,
+        #[serde(default)]
+        pub disks: BTreeMap<String, Disk>,
+        #[serde(default)]
+        pub addresses: BTreeMap<String, Address>,
+        #[serde(default)]
+        pub load_balancers: BTreeMap<String, LoadBalancer>,
+        #[serde(default)]
+        pub dns: BTreeMap<String, DnsRecord>,
+        #[serde(default)]
+        pub buckets: BTreeMap<String, Bucket>,
+        #[serde(default)]
+        pub ledger: Vec<LedgerEntry>,
+    }
+
+    #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+    pub struct Disk {
+        pub zone: String,
+        #[serde(default)]
+        pub attached_to: Option<String>,
+    }
+
+    #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+    pub struct Address {
+        pub ip: String,
+        pub allocation_id: String,
+        /// An Azure-style public IP name.
+        #[serde(default)]
+        pub name: Option<String>,
+        /// The load balancer it is associated with.
+        #[serde(default)]
+        pub load_balancer: Option<String>,
+    }
+
+    #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+    pub struct LoadBalancer {
+        /// `namespace/name` of the Service it serves.
+        pub service: String,
+    }
+
+    #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+    pub struct DnsRecord {
+        pub target: String,
+    }
+
+    #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+    pub struct Bucket {
+        pub region: String,
+        pub versioning: bool,
+    }
+
+    #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+    pub struct LedgerEntry {
+        pub seq: u64,
+        /// `disk`, `ip`, `load-balancer`, `dns`, `bucket`.
+        pub resource: String,
+        /// `created`, `deleted`, `updated`, …
+        pub action: String,
+    }
+
+    impl CloudState {
+        /// An address by IP, allocation id or public IP name.
+        pub fn find_address(&self, key: &str) -> Option<&Address> {
+            self.addresses.get(key).or_else(|| {
+                self.addresses
+                    .values()
+                    .find(|a| a.allocation_id == key || a.name.as_deref() == Some(key))
+            })
+        }
+    }
+}
 
 /// Reads the simulated cloud behind the cluster `client` points at.
 #[derive(Clone)]
@@ -26,11 +111,6 @@ impl SimVerifier {
     pub fn new(client: kube::Client) -> Self {
         SimVerifier { client }
     }
-}
-
-/// The simulated cloud's one region: its zones without the zone letter.
-fn region() -> &'static str {
-    ZONES[0].trim_end_matches(|c: char| c.is_ascii_alphabetic())
 }
 
 async fn fetch(client: &kube::Client) -> Result<CloudState, String> {
@@ -73,6 +153,61 @@ impl CloudVerifier for SimVerifier {
         }
         .boxed()
     }
+
+    fn allocations<'a>(
+        &'a self,
+        ips: &'a [String],
+    ) -> BoxFuture<'a, Result<BTreeMap<String, String>, LookupError>> {
+        async move {
+            let cloud = fetch(&self.client).await.map_err(|detail| LookupError {
+                provider: "sim",
+                detail,
+            })?;
+            Ok(ips
+                .iter()
+                .filter_map(|ip| {
+                    let a = cloud.addresses.get(ip)?;
+                    Some((ip.clone(), a.allocation_id.clone()))
+                })
+                .collect())
+        }
+        .boxed()
+    }
+}
+
+impl super::ResourceMover for SimVerifier {
+    fn move_to_group<'a>(
+        &'a self,
+        ids: &'a [String],
+        group: &'a str,
+    ) -> BoxFuture<'a, Result<BTreeMap<String, String>, super::MoveError>> {
+        async move {
+            let fail = |detail: String| super::MoveError {
+                provider: "sim",
+                ids: ids.to_vec(),
+                group: group.to_owned(),
+                detail,
+            };
+            let body = serde_json::json!({"ids": ids, "destinationGroup": group}).to_string();
+            let req = http::Request::post("/sim/v1/cloud/move")
+                .header("content-type", "application/json")
+                .body(body.into_bytes())
+                .map_err(|e| fail(e.to_string()))?;
+            let text = self
+                .client
+                .request_text(req)
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+            #[derive(serde::Deserialize)]
+            struct Moved {
+                moved: BTreeMap<String, String>,
+            }
+            serde_json::from_str::<Moved>(&text)
+                .map(|m| m.moved)
+                .map_err(|e| fail(format!("failed to parse the answer: {e}")))
+        }
+        .boxed()
+    }
 }
 
 /// The simulated cloud's disks and creations, in the provider-neutral shape.
@@ -82,17 +217,16 @@ pub fn ledger(cloud: &CloudState) -> Ledger {
         creations: cloud
             .ledger
             .iter()
-            .filter(|e| e.action == Action::Created)
+            .filter(|e| e.action == "created")
             .filter_map(|e| {
-                let kind = match e.resource {
-                    Resource::Disk => Kind::Volume,
-                    Resource::Ip => Kind::Address,
-                    Resource::Bucket => Kind::Bucket,
-                    Resource::Dns => Kind::Dns,
-                    // A load balancer carries an address, which is counted on its own.
-                    Resource::LoadBalancer => return None,
-                    // A snapshot is a copy of a disk, not a disk a workload could bind.
-                    Resource::Snapshot => return None,
+                let kind = match e.resource.as_str() {
+                    "disk" => Kind::Volume,
+                    "ip" => Kind::Address,
+                    "bucket" => Kind::Bucket,
+                    "dns" => Kind::Dns,
+                    // A load balancer carries an address, which is counted on its own; a
+                    // kind this client does not know is not one of its bindings.
+                    _ => return None,
                 };
                 Some((e.seq, kind))
             })
@@ -163,7 +297,7 @@ pub fn judge(cloud: &CloudState, bindings: &Bindings) -> Vec<Verdict> {
             }),
             None => Observed::Absent,
         };
-        out.push(rules::bucket(b, Some(region()), seen));
+        out.push(rules::bucket(b, cloud.region.as_deref(), seen));
     }
     out
 }
@@ -173,7 +307,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_simulated_clouds_region_is_that_of_its_zones() {
-        assert_eq!(region(), "eu-west-1");
+    fn the_wire_types_read_the_simulators_answer_and_ignore_what_they_do_not_know() {
+        let answer = serde_json::json!({
+            "region": "eu-west-1",
+            "disks": {"vol-1": {"id": "vol-1", "zone": "eu-west-1a", "size_gib": 10,
+                "data_token": "x", "attached_to": null, "created_at": "t"}},
+            "addresses": {"203.0.113.1": {"ip": "203.0.113.1", "allocation_id": "eipalloc-1",
+                "name": "pip", "reserved": true, "load_balancer": "lb-1", "created_at": "t"}},
+            "load_balancers": {"lb-1": {"id": "lb-1", "service": "a/web", "ip": "203.0.113.1",
+                "created_at": "t"}},
+            "pools": {}, "dns": {}, "buckets": {},
+            "ledger": [
+                {"seq": 1, "at": "t", "resource": "disk", "action": "created", "id": "vol-1", "cause": "c"},
+                {"seq": 2, "at": "t", "resource": "load-balancer", "action": "created", "id": "lb-1", "cause": "c"},
+                {"seq": 3, "at": "t", "resource": "ip", "action": "released", "id": "x", "cause": "c"},
+                {"seq": 4, "at": "t", "resource": "volume-snapshot", "action": "created", "id": "s", "cause": "c"}],
+            "something_new": {"a": 1},
+        });
+        let cloud: CloudState = serde_json::from_value(answer).expect("decodes");
+        assert_eq!(
+            cloud.find_address("pip").map(|a| a.ip.as_str()),
+            Some("203.0.113.1")
+        );
+        assert_eq!(
+            cloud.find_address("eipalloc-1").map(|a| a.ip.as_str()),
+            Some("203.0.113.1")
+        );
+        let l = ledger(&cloud);
+        assert_eq!(l.creations, vec![(1, Kind::Volume)]);
+        assert!(l.disks.contains("vol-1"));
     }
 }

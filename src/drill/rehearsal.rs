@@ -19,7 +19,6 @@ use serde_json::{Value, json};
 
 use crate::bindings::{Bindings, Pin};
 use crate::restore::RestoreSource;
-use crate::restore::plan::is_bucket_claim;
 use crate::restore::source::Objects;
 use crate::snapshot::read::ReadError;
 use coldstart_sim::cloud::{Address, Bucket, CloudState, Disk, ZONES};
@@ -119,6 +118,7 @@ pub fn install_stand_ins(cloud: &mut CloudState, bindings: &Bindings) -> (usize,
                     reserved: true,
                     load_balancer: None,
                     pool: None,
+                    resource_group: None,
                     created_at: at.clone(),
                 }
             });
@@ -229,13 +229,13 @@ pub async fn for_scratch_cluster(
                 .and_then(Value::as_str)
                 .unwrap_or_default()
         );
-        if is_bucket_claim(api_version, kind) {
+        let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+        if crate::bindings::bucket_kind_of(group, kind).is_some() {
             left_out.push(format!(
                 "{name}: bucket claims are not restored in a rehearsal (they would adopt production's bucket); the bucket is checked in the cloud instead"
             ));
             continue;
         }
-        let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
         let mut o = obj.clone();
         match (group, kind) {
             ("", "Pod") | ("batch", "Job") => {

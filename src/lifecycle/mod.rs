@@ -54,8 +54,12 @@ pub struct StopOptions {
     pub dry_run: bool,
     /// The cloud the live bindings are checked against before anything is changed.
     pub cloud: Provider,
-    /// Broken bindings to stop without; any other one refuses the stop.
+    /// Broken bindings to stop without; any other one refuses the stop. Also names
+    /// bindings in a node resource group the stop may leave to be deleted.
     pub accept_missing: AcceptMissing,
+    /// Where disks and public IPs in the AKS node resource group are moved (after the
+    /// volumes detach), so the cluster's deletion does not take them.
+    pub move_to_resource_group: Option<String>,
 }
 
 impl Default for StopOptions {
@@ -68,6 +72,7 @@ impl Default for StopOptions {
             dry_run: false,
             cloud: Provider::None,
             accept_missing: AcceptMissing::default(),
+            move_to_resource_group: None,
         }
     }
 }
@@ -122,8 +127,22 @@ pub enum LifecycleError {
     Verifier(#[from] crate::cloud::VerifierError),
     #[error(transparent)]
     Preflight(#[from] preflight::PreflightError),
+    #[error(
+        "{0}; nothing was changed (a spec.loadBalancerIP AWS ignores needs its Elastic IP allocation to be pinned)"
+    )]
+    Allocations(#[from] crate::cloud::LookupError),
     #[error("refused at preflight, nothing was changed: {}", .0.refusal())]
     Refused(Box<Preflight>),
+    #[error(
+        "refused, nothing was changed: {} live in the AKS node resource group, which Azure deletes with the cluster whatever the reclaim policy, and {reason}. Give --move-to-resource-group RG where coldstart can move them (--cloud sim); on Azure, move each (`az resource move --destination-group RG --ids ID`, disks once detached) or snapshot the disks, or stop without them with --accept-missing ID",
+        .bindings.join(", ")
+    )]
+    NodeResourceGroup {
+        bindings: Vec<String>,
+        reason: String,
+    },
+    #[error("{0}; the cluster is quiesced: fix it and re-run `coldstart stop` to continue")]
+    Move(#[from] crate::cloud::MoveError),
 }
 
 fn set(progress: &Arc<Mutex<Progress>>, phase: &str) {
@@ -267,6 +286,42 @@ pub async fn stop(
     if !opts.dry_run && !pre.refused().is_empty() {
         return Err(LifecycleError::Refused(Box::new(pre)));
     }
+    // What the provider deletes with the cluster whatever the reclaim policy is moved out
+    // once the volumes are detached, or the stop refuses now, before any change.
+    let moved_out: Vec<_> = crate::bindings::azure::in_node_group(
+        &inputs.persistent_volumes,
+        &inputs.services,
+        inputs.node_resource_group.as_deref(),
+    )
+    .into_iter()
+    .filter(|b| {
+        !opts
+            .accept_missing
+            .accepts_binding(b.target(), &b.subject())
+    })
+    .collect();
+    let mover = match (&opts.move_to_resource_group, moved_out.is_empty()) {
+        (Some(group), false) => crate::cloud::mover(opts.cloud, client)
+            .await
+            .map(|m| (group.clone(), m)),
+        _ => None,
+    };
+    if !opts.dry_run && !moved_out.is_empty() && mover.is_none() {
+        return Err(LifecycleError::NodeResourceGroup {
+            bindings: moved_out
+                .iter()
+                .map(|b| format!("{} ({})", b.target(), b.subject()))
+                .collect(),
+            reason: match &opts.move_to_resource_group {
+                None => "no --move-to-resource-group was given".to_owned(),
+                Some(_) => format!(
+                    "coldstart cannot move resources in this cloud (--cloud {:?})",
+                    opts.cloud
+                )
+                .to_lowercase(),
+            },
+        });
+    }
     // An interrupted stop already changed things: keep its changes (and their undos).
     let previous = read_marker(store, keys)
         .await?
@@ -275,7 +330,14 @@ pub async fn stop(
         .as_ref()
         .map(|m| m.changes.clone())
         .unwrap_or_default();
-    for c in stop::plan_fixes(&inputs, opts.pin_style) {
+    // A loadBalancerIP AWS ignores is rewritten to the allocation the cloud names for it.
+    let ignored = stop::ignored_aws_pins(&inputs);
+    let allocations = if ignored.is_empty() {
+        Default::default()
+    } else {
+        verifier.allocations(&ignored).await?
+    };
+    for c in stop::plan_fixes(&inputs, opts.pin_style, &allocations) {
         if !changes
             .iter()
             .any(|x| x.object == c.object && x.description == c.description)
@@ -329,6 +391,17 @@ pub async fn stop(
     set(progress, "waiting for volumes to detach");
     stop::wait_detached(client, opts.quiesce_timeout).await?;
     mark("quiesce", &mut t);
+    if let Some((group, m)) = &mover {
+        set(progress, "moving resources out of the node resource group");
+        let ids: Vec<String> = moved_out.iter().map(|b| b.target().to_owned()).collect();
+        let moved = m.move_to_group(&ids, group).await?;
+        let recorded = stop::moved_changes(&moved_out, &moved, group);
+        stop::apply_changes(client, &resources, &recorded, false).await?;
+        changes.extend(recorded.iter().cloned());
+        marker.changes.extend(recorded);
+        write_marker(store, keys, &marker).await?;
+        mark("move", &mut t);
+    }
     set(progress, "taking the final snapshot");
     let manifest = write::take(
         client,

@@ -2,6 +2,7 @@
 //! pure functions from the audit's inputs ([`plan_fixes`], [`plan_quiesce`]); each change
 //! carries its undo, and everything applied is recorded so it can be shown and undone.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use kube::api::{DynamicObject, Patch, PatchParams};
@@ -9,7 +10,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::audit::Inputs;
-use crate::bindings::is_pinned;
+use crate::bindings::azure::{DISK_MOVED_TO, InNodeGroup, PIP_RESOURCE_GROUP};
+use crate::bindings::{AWS_EIPS, is_pinned};
 use crate::k8s::{self, K8sError, Resources};
 use crate::restore::plan::{ORIGINAL_RECLAIM, ORIGINAL_REPLICAS, PinStyle};
 
@@ -72,9 +74,38 @@ pub const PINNED_BY_STOP: &str = "coldstart.dev/pinned-by-stop";
 /// snapshot carries it, so a start from any copy of the snapshot knows).
 pub const SUSPENDED_BY_STOP: &str = "coldstart.dev/suspended-by-stop";
 
+/// The addresses whose `spec.loadBalancerIP` AWS ignores (the audit's
+/// [`PinProblem::IgnoredOnAws`](crate::bindings::PinProblem)) and that carry no Elastic IP
+/// pin yet: `stop` asks the cloud for their allocations and rewrites them.
+pub fn ignored_aws_pins(inputs: &Inputs) -> Vec<String> {
+    inputs
+        .services
+        .iter()
+        .filter(|svc| !has_eip_pin(svc))
+        .flat_map(crate::bindings::pin_problems)
+        .filter_map(|p| match p {
+            crate::bindings::PinProblem::IgnoredOnAws { address } => Some(address),
+            _ => None,
+        })
+        .collect()
+}
+
+fn has_eip_pin(svc: &Value) -> bool {
+    svc.pointer("/metadata/annotations")
+        .and_then(|a| a.get(AWS_EIPS))
+        .and_then(Value::as_str)
+        .is_some_and(|v| !v.trim().is_empty())
+}
+
 /// What to change so that deleting the cluster loses nothing: PVs to `Retain`, every
-/// LoadBalancer Service pinned to its current address, buckets orphaned/retained.
-pub fn plan_fixes(inputs: &Inputs, pin_style: PinStyle) -> Vec<Change> {
+/// LoadBalancer Service pinned to its current address, a `spec.loadBalancerIP` AWS ignores
+/// rewritten to the Elastic IP allocation the cloud names for it (`allocations`: IP →
+/// allocation id), buckets orphaned/retained.
+pub fn plan_fixes(
+    inputs: &Inputs,
+    pin_style: PinStyle,
+    allocations: &BTreeMap<String, String>,
+) -> Vec<Change> {
     let mut out = Vec::new();
     for pv in &inputs.persistent_volumes {
         let policy = pv["spec"]["persistentVolumeReclaimPolicy"]
@@ -136,6 +167,34 @@ pub fn plan_fixes(inputs: &Inputs, pin_style: PinStyle) -> Vec<Change> {
             undo,
         });
     }
+    // AWS's controllers ignore spec.loadBalancerIP: pin with what they read instead, the
+    // allocation of the address the Service was meant to keep.
+    for svc in &inputs.services {
+        if has_eip_pin(svc) {
+            continue;
+        }
+        let ignored = crate::bindings::pin_problems(svc)
+            .into_iter()
+            .find_map(|p| match p {
+                crate::bindings::PinProblem::IgnoredOnAws { address } => Some(address),
+                _ => None,
+            });
+        let Some((ip, allocation)) =
+            ignored.and_then(|ip| allocations.get(&ip).map(|a| (ip.clone(), a.clone())))
+        else {
+            continue;
+        };
+        out.push(Change {
+            object: ObjectRef::of(svc),
+            description: format!(
+                "spec.loadBalancerIP {ip} (ignored on AWS) → {AWS_EIPS}: {allocation}"
+            ),
+            patch: json!({"spec": {"loadBalancerIP": null},
+                          "metadata": {"annotations": {AWS_EIPS: allocation, PINNED_BY_STOP: ip}}}),
+            undo: json!({"spec": {"loadBalancerIP": ip},
+                         "metadata": {"annotations": {AWS_EIPS: null, PINNED_BY_STOP: null}}}),
+        });
+    }
     // Nothing fires while the platform is down or half-restored.
     for job in &inputs.cronjobs {
         if job.pointer("/spec/suspend").and_then(Value::as_bool) != Some(true) {
@@ -147,18 +206,81 @@ pub fn plan_fixes(inputs: &Inputs, pin_style: PinStyle) -> Vec<Change> {
             });
         }
     }
-    // Every bucket kind, with the mechanism its API offers (bindings knows which).
-    for (b, obj) in crate::audit::bucket_bindings(inputs) {
-        if let Some(fix) = crate::bindings::retain_fix(&b, obj) {
-            out.push(Change {
-                object: ObjectRef::of(obj),
-                description: fix.description,
-                patch: fix.patch,
-                undo: fix.undo,
-            });
-        }
+    // Every bucket kind, with the mechanism its API offers (bindings knows which). An
+    // ObjectBucketClaim's bucket is kept through its ObjectBucket.
+    let claims = crate::audit::bucket_bindings(inputs);
+    let claim_fixes = claims
+        .iter()
+        .filter_map(|(b, obj)| Some((crate::bindings::retain_fix(b, obj)?, ObjectRef::of(obj))));
+    let object_bucket_fixes = inputs.object_buckets.iter().filter_map(|ob| {
+        let mut object = ObjectRef::of(ob);
+        // List items carry no apiVersion/kind.
+        object.api_version = crate::bindings::OBJECT_BUCKET_API_VERSION.into();
+        object.kind = crate::bindings::OBJECT_BUCKET_KIND.into();
+        Some((crate::bindings::object_bucket_retain_fix(ob)?, object))
+    });
+    for (fix, object) in claim_fixes.chain(object_bucket_fixes) {
+        out.push(Change {
+            object,
+            description: fix.description,
+            patch: fix.patch,
+            undo: fix.undo,
+        });
     }
     out
+}
+
+/// The changes that record resources moved out of the node resource group: a PV names its
+/// disk's new id (its `volumeHandle` cannot change; bindings and the restore plan read the
+/// annotation), a Service names its public IP's new group. A move is not undone by
+/// `stop --undo`: the resources stay where they were moved, and so do the annotations
+/// saying where that is.
+pub fn moved_changes(
+    moved_out: &[InNodeGroup],
+    moved: &BTreeMap<String, String>,
+    group: &str,
+) -> Vec<Change> {
+    moved_out
+        .iter()
+        .filter_map(|b| {
+            let now = moved.get(b.target())?;
+            Some(match b {
+                InNodeGroup::Disk { pv, disk_id, .. } => Change {
+                    object: ObjectRef {
+                        api_version: "v1".into(),
+                        kind: "PersistentVolume".into(),
+                        namespace: None,
+                        name: pv.clone(),
+                    },
+                    description: format!(
+                        "disk {disk_id} moved out of the node resource group {}: now {now}",
+                        b.group()
+                    ),
+                    patch: json!({"metadata": {"annotations": {DISK_MOVED_TO: now}}}),
+                    undo: json!({}),
+                },
+                InNodeGroup::PublicIp {
+                    namespace,
+                    service,
+                    address,
+                    ..
+                } => Change {
+                    object: ObjectRef {
+                        api_version: "v1".into(),
+                        kind: "Service".into(),
+                        namespace: Some(namespace.clone()),
+                        name: service.clone(),
+                    },
+                    description: format!(
+                        "public IP {address} moved out of the node resource group {} to {group}",
+                        b.group()
+                    ),
+                    patch: json!({"metadata": {"annotations": {PIP_RESOURCE_GROUP: group}}}),
+                    undo: json!({}),
+                },
+            })
+        })
+        .collect()
 }
 
 /// The groups a stop quiesces, in order (and a start brings back in reverse).
@@ -289,7 +411,19 @@ async fn patch(
         })
 }
 
-/// Resume the CronJobs `stop` suspended (those carrying [`SUSPENDED_BY_STOP`]).
+/// Whether `start` resumes this CronJob: `stop` suspended it ([`SUSPENDED_BY_STOP`]) and
+/// the preflight does not hold it ([`HELD`](crate::preflight::HELD): it uses a binding
+/// that did not come back; it keeps both marks, so a later start resumes it).
+pub fn resumable(job: &Value) -> bool {
+    let marked = |k: &str| {
+        job.pointer("/metadata/annotations")
+            .and_then(|a| a.get(k))
+            .is_some()
+    };
+    marked(SUSPENDED_BY_STOP) && !marked(crate::preflight::HELD)
+}
+
+/// Resume the CronJobs `stop` suspended, except those the preflight holds ([`resumable`]).
 pub async fn resume_cronjobs(
     client: &kube::Client,
     resources: &Resources,
@@ -308,12 +442,11 @@ pub async fn resume_cronjobs(
         })?;
     let mut n = 0;
     for job in jobs.items {
-        if !job
-            .metadata
-            .annotations
-            .as_ref()
-            .is_some_and(|a| a.contains_key(SUSPENDED_BY_STOP))
-        {
+        let value = serde_json::to_value(&job).map_err(|e| StopError::List {
+            what: "CronJobs",
+            source: kube::Error::SerdeError(e),
+        })?;
+        if !resumable(&value) {
             continue;
         }
         let o = ObjectRef {
@@ -486,7 +619,7 @@ mod tests {
             ],
             ..Default::default()
         };
-        let changes = plan_fixes(&inputs, PinStyle::LoadBalancerIp);
+        let changes = plan_fixes(&inputs, PinStyle::LoadBalancerIp, &BTreeMap::new());
         let described: Vec<_> = changes
             .iter()
             .map(|c| (c.object.display(), c.description.clone()))
@@ -514,6 +647,65 @@ mod tests {
         );
         assert_eq!(changes[1].patch["spec"]["loadBalancerIP"], "1.2.3.4");
         assert!(changes[1].undo["spec"]["loadBalancerIP"].is_null());
+    }
+
+    #[test]
+    fn a_load_balancer_ip_aws_ignores_becomes_the_eip_allocation_the_cloud_names() {
+        let aws = |name: &str| {
+            crate::testing::lb_service("web", name)
+                .annotation(
+                    "service.beta.kubernetes.io/aws-load-balancer-type",
+                    "external",
+                )
+                .load_balancer_ip("203.0.113.7")
+                .ingress_ip("203.0.113.7")
+        };
+        let inputs = Inputs {
+            services: vec![
+                aws("front").build(),
+                // Already pinned the AWS way: its loadBalancerIP is only redundant.
+                aws("pinned").annotation(AWS_EIPS, "eipalloc-9").build(),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(ignored_aws_pins(&inputs), vec!["203.0.113.7".to_owned()]);
+        let unknown = plan_fixes(&inputs, PinStyle::Aws, &BTreeMap::new());
+        assert!(
+            unknown.is_empty(),
+            "no allocation known, nothing invented: {unknown:#?}"
+        );
+        let allocations = BTreeMap::from([("203.0.113.7".to_owned(), "eipalloc-1".to_owned())]);
+        let changes = plan_fixes(&inputs, PinStyle::Aws, &allocations);
+        assert_eq!(changes.len(), 1, "{changes:#?}");
+        let c = &changes[0];
+        assert_eq!(c.object.display(), "Service web/front");
+        assert_eq!(c.patch["metadata"]["annotations"][AWS_EIPS], "eipalloc-1");
+        assert!(c.patch["spec"]["loadBalancerIP"].is_null());
+        assert_eq!(c.undo["spec"]["loadBalancerIP"], "203.0.113.7");
+        assert!(c.undo["metadata"]["annotations"][AWS_EIPS].is_null());
+        let mut fixed = inputs.services[0].clone();
+        json_patch::merge(&mut fixed, &c.patch);
+        assert!(
+            crate::bindings::pin_problems(&fixed).is_empty(),
+            "the audit no longer flags it"
+        );
+    }
+
+    #[test]
+    fn a_cronjob_the_preflight_holds_is_not_resumed_by_start() {
+        let job = |annotations: Value| {
+            json!({"apiVersion": "batch/v1", "kind": "CronJob",
+                "metadata": {"name": "backup", "namespace": "db", "annotations": annotations},
+                "spec": {"suspend": true}})
+        };
+        assert!(resumable(&job(json!({SUSPENDED_BY_STOP: "true"}))));
+        assert!(!resumable(&job(
+            json!({SUSPENDED_BY_STOP: "true", crate::preflight::HELD: "disk vol-1 is missing"})
+        )));
+        assert!(
+            !resumable(&job(json!({}))),
+            "suspended by its owner, not by stop"
+        );
     }
 
     #[test]

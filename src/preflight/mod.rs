@@ -64,11 +64,16 @@ impl AcceptMissing {
     }
 
     fn accepts(&self, row: &Row) -> bool {
+        self.accepts_binding(&row.target, &row.subject)
+    }
+
+    /// Whether a binding is named: by its target (disk id, address, bucket) or its subject
+    /// (`Kind name`, or the name alone).
+    pub fn accepts_binding(&self, target: &str, subject: &str) -> bool {
         self.all
-            || self.names.contains(&row.target)
-            || self.names.contains(&row.subject)
-            || row
-                .subject
+            || self.names.contains(target)
+            || self.names.contains(subject)
+            || subject
                 .split_once(' ')
                 .is_some_and(|(_, name)| self.names.contains(name))
     }

@@ -794,6 +794,7 @@ mod tests {
                     pv: "pv-1".into(),
                     disk: "vol-1".into(),
                     claim: Some(("shop".into(), "data".into())),
+                    from_snapshot: None,
                 }],
                 ..Default::default()
             },

@@ -264,7 +264,31 @@ pub fn transform_pv(pv: &mut Value, transforms: &mut Vec<String>) {
         }
     }
     transforms.extend(in_tree_to_csi(pv));
+    point_at_moved_disk(pv, transforms);
     drop_annotations(pv, &["pv.kubernetes.io/bound-by-controller"], transforms);
+}
+
+/// A disk `stop` moved out of a resource group deleted with the cluster has a new id, which
+/// the old PV could only carry in an annotation (`volumeHandle` is immutable): the restored
+/// PV names it.
+fn point_at_moved_disk(pv: &mut Value, transforms: &mut Vec<String>) {
+    let Some(moved) = pv
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(crate::bindings::azure::DISK_MOVED_TO))
+        .and_then(Value::as_str)
+        .filter(|id| !id.is_empty())
+        .map(str::to_owned)
+    else {
+        return;
+    };
+    if let Some(handle) = pv.pointer_mut("/spec/csi/volumeHandle")
+        && handle.as_str() != Some(moved.as_str())
+    {
+        *handle = json!(moved);
+        transforms.push(format!(
+            "spec.csi.volumeHandle → {moved} (the disk was moved out of the node resource group)"
+        ));
+    }
 }
 
 /// PVC: bound to its volume by name; binding and provisioner annotations gone.
@@ -495,17 +519,9 @@ pub fn transform_bucket_claim(obj: &mut Value, bucket: Option<&str>, transforms:
     }
 }
 
-/// Whether an object is a bucket claim of a known style.
+/// Whether an object is a bucket claim of a known style (bindings decides).
 pub fn is_bucket_claim(api_version: &str, kind: &str) -> bool {
-    let g = group_of(api_version);
-    matches!(
-        (g, kind),
-        ("objectstorage.k8s.io", "BucketClaim" | "Bucket")
-            | ("objectbucket.io", "ObjectBucketClaim")
-    ) || (kind == "Bucket"
-        && (g.contains("upbound.io")
-            || g.contains("crossplane.io")
-            || g.ends_with("services.k8s.aws")))
+    crate::bindings::bucket_kind_of(group_of(api_version), kind).is_some()
 }
 
 fn matches_selector(obj: &Value, selector: &[(String, String)]) -> bool {

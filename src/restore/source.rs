@@ -167,10 +167,11 @@ impl Recorded {
                 })
             })
             .collect();
+        // A COSI `Bucket` object is recorded beside the claim bound to it: restored, it
+        // must name its cloud bucket (`existingBucketID`), or the driver creates a new one.
         let buckets =
             b.buckets
                 .iter()
-                .filter(|x| x.kind != BucketKind::CosiBucket)
                 .filter_map(|x| {
                     Some(RecordedBucket {
                         kind: match x.kind {
@@ -221,5 +222,52 @@ pub fn from_stored(store: &Store, keys: &Keys, snap: StoredSnapshot) -> RestoreS
             keys: keys.clone(),
             snapshot: snap,
         })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bindings::Collector;
+    use crate::restore::plan;
+    use serde_json::json;
+
+    #[test]
+    fn a_cosi_bucket_object_is_recorded_and_restored_naming_its_cloud_bucket() {
+        let bucket = json!({"apiVersion": "objectstorage.k8s.io/v1alpha1", "kind": "Bucket",
+            "metadata": {"name": "standard-uid1"},
+            "spec": {"bucketClassName": "standard", "deletionPolicy": "Retain"},
+            "status": {"bucketReady": true, "bucketID": "standard-uid1"}});
+        let mut c = Collector::default();
+        c.observe("objectstorage.k8s.io", "buckets", "Bucket", &bucket);
+        c.observe(
+            "objectstorage.k8s.io",
+            "bucketclaims",
+            "BucketClaim",
+            &json!({"metadata": {"name": "data", "namespace": "t"},
+                "spec": {"bucketClassName": "standard"},
+                "status": {"bucketReady": true, "bucketName": "standard-uid1"}}),
+        );
+        let recorded = Recorded::from_bindings(&c.finish().0);
+        let kinds: Vec<(&str, &str)> = recorded
+            .buckets
+            .iter()
+            .map(|b| (b.kind.as_str(), b.name.as_str()))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![("Bucket", "standard-uid1"), ("BucketClaim", "data")]
+        );
+        let p = plan::plan(vec![bucket], &recorded, &Default::default());
+        let restored = p
+            .tiers
+            .values()
+            .flatten()
+            .find(|o| o.kind == "Bucket")
+            .expect("planned");
+        assert_eq!(
+            restored.object["spec"]["existingBucketID"], "standard-uid1",
+            "the restored Bucket adopts its bucket instead of asking the driver for a new one"
+        );
     }
 }

@@ -151,10 +151,6 @@ pub async fn observe(
     })
 }
 
-fn disk_key(handle: &str) -> String {
-    handle.rsplit('/').next().unwrap_or(handle).to_owned()
-}
-
 fn s<'a>(v: &'a Value, ptr: &str) -> Option<&'a str> {
     v.pointer(ptr).and_then(Value::as_str)
 }
@@ -164,7 +160,7 @@ fn is(o: &Value, namespace: Option<&str>, name: &str) -> bool {
 }
 
 fn disk_of(pv: &Value) -> Option<String> {
-    bindings::disk_id_of(pv).map(|d| disk_key(&d))
+    bindings::disk_id_of(pv).map(|d| bindings::disk_key(&d))
 }
 
 fn address_of(svc: &Value) -> Option<&str> {
@@ -217,8 +213,11 @@ pub fn judge(
         buckets_expected: recorded.buckets.len(),
         ..Default::default()
     };
-    let recorded_disks: HashSet<String> =
-        recorded.volumes.iter().map(|x| disk_key(&x.disk)).collect();
+    let recorded_disks: HashSet<String> = recorded
+        .volumes
+        .iter()
+        .map(|x| bindings::disk_key(&x.disk))
+        .collect();
     for rec in &recorded.volumes {
         let Some((ns, name)) = &rec.claim else {
             continue;
@@ -238,7 +237,7 @@ pub fn judge(
             .iter()
             .find(|p| s(p, "/metadata/name") == Some(bound_to))
             .and_then(disk_of);
-        let want = disk_key(&rec.disk);
+        let want = bindings::disk_key(&rec.disk);
         let exists = cloud_disks.is_none_or(|d| d.contains(&want));
         if phase == "Bound" && disk.as_deref() == Some(want.as_str()) && exists {
             if rec.from_snapshot.is_some() {

@@ -1,6 +1,7 @@
 //! Integration tests: one binary, one module per area, a shared helper module.
 //! Every test starts its own simulated cluster on 127.0.0.1:0.
 
+mod aks;
 mod cli;
 mod data_policy;
 mod deploy;
@@ -13,6 +14,7 @@ mod image;
 mod leader;
 mod lifecycle;
 mod matrix;
+mod object_buckets;
 mod preflight;
 mod real_cp;
 mod realworld;

@@ -282,12 +282,30 @@ async fn with_the_losses_accepted_a_restore_brings_back_everything_else_and_hold
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_start_missing_one_disk_is_refused_then_accepted_holds_only_its_statefulset() {
+async fn a_start_missing_one_disk_is_refused_then_accepted_holds_only_what_uses_it_cronjobs_included()
+ {
     let c = settled_platform().await;
     let client = c.client().await;
     let store = Store::memory();
     let before = replicas(&c);
     let lost = kafka_disk(&c, 1);
+    // A CronJob reading the same disk: held with it, so the start must not resume it.
+    let claim = c
+        .get("", "persistentvolumes", "", "pv-kafka-1")
+        .and_then(|pv| pv["spec"]["claimRef"]["name"].as_str().map(str::to_owned))
+        .expect("the PV is bound");
+    c.create(
+        coldstart::testing::Object::new("batch/v1", "CronJob", Some("kafka"), "compact")
+            .spec("schedule", serde_json::json!("*/5 * * * *"))
+            .spec(
+                "jobTemplate",
+                serde_json::json!({"spec": {"template": {"spec": {
+                    "containers": [{"name": "c", "image": "compact"}],
+                    "restartPolicy": "Never",
+                    "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": claim}}]}}}}),
+            )
+            .build(),
+    );
     lifecycle::stop(&client, &store, &keys(), &stop_opts(), &progress())
         .await
         .expect("stop");
@@ -325,7 +343,13 @@ async fn a_start_missing_one_disk_is_refused_then_accepted_holds_only_its_statef
             .iter()
             .map(|h| h.workload.display())
             .collect::<Vec<_>>(),
-        ["StatefulSet kafka/kafka"]
+        ["StatefulSet kafka/kafka", "CronJob kafka/compact"]
+    );
+    assert_eq!(
+        c.get("batch", "cronjobs", "kafka", "compact")
+            .expect("restored")["spec"]["suspend"],
+        true,
+        "a held CronJob is not resumed: it would fire against the missing disk"
     );
     let after = replicas(&c);
     for (name, n) in &before {

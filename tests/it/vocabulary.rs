@@ -125,7 +125,99 @@ async fn a_blank_pin_annotation_is_no_pin_for_the_gate_the_audit_and_stop() {
     let fixes = coldstart::lifecycle::stop::plan_fixes(
         &inputs,
         coldstart::restore::plan::PinStyle::LoadBalancerIp,
+        &Default::default(),
     );
     assert_eq!(fixes.len(), 1, "stop pins it: {fixes:#?}");
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stop_rewrites_a_load_balancer_ip_aws_ignores_into_its_eip_and_start_keeps_the_address() {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+    let c = TestCluster::start().await;
+    c.sim()
+        .cloud
+        .lock()
+        .add_existing(&coldstart_sim::cloud::Existing {
+            addresses: vec![coldstart_sim::cloud::ExistingAddress {
+                ip: "198.51.100.20".into(),
+                allocation_id: Some("eipalloc-0feed".into()),
+                pip_name: None,
+                resource_group: None,
+            }],
+            ..Default::default()
+        })
+        .expect("the account holds the Elastic IP");
+    c.apply(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: web}\n",
+        &[],
+    )
+    .await;
+    c.apply(
+        &coldstart::testing::lb_service("web", "front")
+            .annotation(
+                "service.beta.kubernetes.io/aws-load-balancer-type",
+                "external",
+            )
+            .load_balancer_ip("198.51.100.20")
+            .spec("ports", json!([{"port": 80}]))
+            .yaml(),
+        &[],
+    )
+    .await;
+    crate::helpers::wait_until("the Service has its address", || {
+        c.get("", "services", "web", "front").is_some_and(|s| {
+            s.pointer("/status/loadBalancer/ingress/0/ip") == Some(&json!("198.51.100.20"))
+        })
+    })
+    .await;
+    let client = c.client().await;
+    let store = coldstart::store::Store::memory();
+    let keys = coldstart::snapshot::crypto::Keys::from_master(&[7u8; 32]);
+    let progress = Arc::new(Mutex::new(coldstart::progress::Progress::default()));
+    let stop_opts = coldstart::lifecycle::StopOptions {
+        snapshot: coldstart::snapshot::write::Options {
+            cluster_name: "aws".into(),
+            ..Default::default()
+        },
+        quiesce_timeout: Duration::from_secs(20),
+        cloud: coldstart::cloud::Provider::Sim,
+        ..Default::default()
+    };
+    coldstart::lifecycle::stop(&client, &store, &keys, &stop_opts, &progress)
+        .await
+        .expect("stop");
+    let svc = c.get("", "services", "web", "front").expect("Service");
+    assert_eq!(
+        svc["metadata"]["annotations"]["service.beta.kubernetes.io/aws-load-balancer-eip-allocations"],
+        "eipalloc-0feed",
+        "pinned the way AWS reads pins: {svc:#}"
+    );
+    assert!(svc["spec"].get("loadBalancerIP").is_none(), "{svc:#}");
+    assert!(
+        coldstart::bindings::pin_problems(&svc).is_empty(),
+        "the audit no longer flags it"
+    );
+    c.teardown().await;
+    let start_opts = coldstart::lifecycle::StartOptions {
+        restore: coldstart::restore::RestoreOptions {
+            verify_timeout: Duration::from_secs(15),
+            operator_timeout: Duration::from_secs(15),
+            cloud: coldstart::cloud::Provider::Sim,
+            ..Default::default()
+        },
+        snapshot: None,
+        ready_timeout: Duration::from_secs(20),
+        consent: Default::default(),
+    };
+    let started = coldstart::lifecycle::start(&client, &store, &keys, &start_opts, &progress)
+        .await
+        .expect("start");
+    assert!(started.restore.succeeded, "{:#?}", started.restore);
+    assert_eq!(
+        (started.restore.ips_reused, started.restore.new_ips),
+        (1, 0)
+    );
     c.stop().await;
 }

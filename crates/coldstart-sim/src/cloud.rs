@@ -21,6 +21,11 @@ use serde::{Deserialize, Serialize};
 /// The zones the simulated cloud has (and the simulated cluster's nodes are spread over).
 pub const ZONES: [&str; 3] = ["eu-west-1a", "eu-west-1b", "eu-west-1c"];
 
+/// The simulated cloud's one region: its zones without the zone letter.
+pub fn region() -> &'static str {
+    ZONES[0].trim_end_matches(|c: char| c.is_ascii_alphabetic())
+}
+
 /// The CSI driver that provisions and names the simulated cloud's disks.
 pub const CSI_DRIVER: &str = "ebs.csi.aws.com";
 
@@ -121,6 +126,10 @@ pub struct Address {
     /// The MetalLB-style address pool it belongs to, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool: Option<String>,
+    /// The Azure-style resource group it lives in, if any (an AKS cluster's node resource
+    /// group is deleted with the cluster, with everything in it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_group: Option<String>,
     pub created_at: String,
 }
 
@@ -212,6 +221,10 @@ pub struct CloudState {
     #[serde(default)]
     pub snapshots: BTreeMap<String, Snapshot>,
     pub ledger: Vec<LedgerEntry>,
+    /// The cluster's AKS-style node resource group: deleting the cluster deletes every
+    /// disk (by its resource id) and address in it, whatever the reclaim policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_resource_group: Option<String>,
     #[serde(skip)]
     next: u64,
 }
@@ -229,6 +242,9 @@ pub struct Existing {
     pub pools: Vec<ExistingPool>,
     #[serde(default)]
     pub buckets: Vec<ExistingBucket>,
+    /// Make the cluster an AKS-style one whose node resource group is this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_resource_group: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -255,6 +271,9 @@ pub struct ExistingAddress {
     pub allocation_id: Option<String>,
     #[serde(default)]
     pub pip_name: Option<String>,
+    /// The resource group the public IP lives in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_group: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -304,6 +323,27 @@ pub enum CloudError {
         value: String,
         why: &'static str,
     },
+}
+
+/// The resource group an Azure-style resource id names (`…/resourceGroups/<group>/…`).
+pub fn resource_group_of(id: &str) -> Option<&str> {
+    let mut parts = id.split('/');
+    parts
+        .by_ref()
+        .find(|p| p.eq_ignore_ascii_case("resourceGroups"))?;
+    parts.next().filter(|g| !g.is_empty())
+}
+
+fn in_resource_group(id: &str, group: &str) -> Option<String> {
+    let current = resource_group_of(id)?;
+    let marker = id
+        .split('/')
+        .find(|p| p.eq_ignore_ascii_case("resourceGroups"))?;
+    Some(id.replacen(
+        &format!("/{marker}/{current}/"),
+        &format!("/{marker}/{group}/"),
+        1,
+    ))
 }
 
 fn now() -> String {
@@ -560,6 +600,7 @@ impl CloudState {
             reserved,
             load_balancer: None,
             pool: None,
+            resource_group: None,
             created_at: now(),
         };
         self.addresses.insert(ip.clone(), a.clone());
@@ -733,6 +774,7 @@ impl CloudState {
             reserved: true,
             load_balancer: None,
             pool: None,
+            resource_group: None,
             created_at: now(),
         };
         self.addresses.insert(ip.to_owned(), a.clone());
@@ -875,6 +917,12 @@ impl CloudState {
                 a.pip_name.as_deref(),
                 CAUSE,
             )?;
+            if let Some(x) = next.addresses.get_mut(&a.ip) {
+                x.resource_group = a.resource_group.clone();
+            }
+        }
+        if let Some(g) = &e.node_resource_group {
+            next.node_resource_group = Some(g.clone());
         }
         for p in &e.pools {
             next.create_pool(&p.name, &p.addresses, CAUSE)?;
@@ -884,6 +932,68 @@ impl CloudState {
         }
         *self = next;
         Ok(())
+    }
+
+    /// Move disks (by resource id) and addresses (by IP, allocation id or name) to another
+    /// resource group, as `az resource move` does: a disk's id changes with its group and it
+    /// must be detached first. All or nothing. Returns each id with its id after the move.
+    pub fn move_resources(
+        &mut self,
+        ids: &[String],
+        group: &str,
+        cause: &str,
+    ) -> Result<BTreeMap<String, String>, CloudError> {
+        if group.is_empty() {
+            return Err(CloudError::Invalid {
+                what: "resource group",
+                value: group.to_owned(),
+                why: "empty",
+            });
+        }
+        let mut next = self.clone();
+        let mut moved = BTreeMap::new();
+        for id in ids {
+            if let Some(disk) = next.disks.get(id).cloned() {
+                if let Some(node) = &disk.attached_to {
+                    return Err(CloudError::DiskInUse(id.clone(), node.clone()));
+                }
+                let new_id = in_resource_group(id, group).ok_or_else(|| CloudError::Invalid {
+                    what: "disk id",
+                    value: id.clone(),
+                    why: "not a resource id with a resource group",
+                })?;
+                next.disks.remove(id);
+                next.disks.insert(
+                    new_id.clone(),
+                    Disk {
+                        id: new_id.clone(),
+                        ..disk
+                    },
+                );
+                next.record(
+                    Resource::Disk,
+                    Action::Updated,
+                    &new_id,
+                    &format!("{cause}: moved from {id}"),
+                );
+                moved.insert(id.clone(), new_id);
+            } else if let Some(ip) = next.find_address(id).map(|a| a.ip.clone()) {
+                if let Some(a) = next.addresses.get_mut(&ip) {
+                    a.resource_group = Some(group.to_owned());
+                }
+                next.record(
+                    Resource::Ip,
+                    Action::Updated,
+                    &ip,
+                    &format!("{cause}: moved to resource group {group}"),
+                );
+                moved.insert(id.clone(), id.clone());
+            } else {
+                return Err(CloudError::NoDisk(id.clone()));
+            }
+        }
+        *self = next;
+        Ok(moved)
     }
 
     /// What a cloud does when a cluster is deleted. `delete_disks` are the disks of PVs
@@ -909,6 +1019,32 @@ impl CloudState {
         let lbs: Vec<String> = self.load_balancers.keys().cloned().collect();
         for id in lbs {
             self.delete_load_balancer(&id, CAUSE);
+        }
+        if let Some(group) = self.node_resource_group.clone() {
+            let cause = format!("cluster deleted: node resource group {group} deleted");
+            let disks: Vec<String> = self
+                .disks
+                .keys()
+                .filter(|id| resource_group_of(id).is_some_and(|g| g.eq_ignore_ascii_case(&group)))
+                .cloned()
+                .collect();
+            for id in disks {
+                let _ = self.delete_disk(&id, &cause);
+            }
+            let ips: Vec<String> = self
+                .addresses
+                .values()
+                .filter(|a| {
+                    a.resource_group
+                        .as_deref()
+                        .is_some_and(|g| g.eq_ignore_ascii_case(&group))
+                })
+                .map(|a| a.ip.clone())
+                .collect();
+            for ip in ips {
+                self.addresses.remove(&ip);
+                self.record(Resource::Ip, Action::Deleted, &ip, &cause);
+            }
         }
         let doomed: Vec<String> = self
             .buckets

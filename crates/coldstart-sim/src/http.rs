@@ -117,6 +117,7 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .route("/sim/v1/cluster", get(sim_cluster))
         .route("/sim/v1/faults", get(get_faults).put(put_faults))
         .route("/sim/v1/cloud", get(sim_cloud).post(add_existing))
+        .route("/sim/v1/cloud/move", axum::routing::post(move_resources))
         .route("/sim/v1/teardown", axum::routing::post(sim_teardown))
         .merge(super::cloud_api::routes())
         .fallback(api)
@@ -140,7 +141,10 @@ async fn sim_cluster(State(sim): State<Arc<Sim>>) -> Response {
 }
 
 async fn sim_cloud(State(sim): State<Arc<Sim>>) -> Response {
-    json_response(StatusCode::OK, json!(sim.cloud.snapshot()))
+    let mut cloud = json!(sim.cloud.snapshot());
+    // A client learns the cloud's region from the answer, as from a real cloud's API.
+    cloud["region"] = json!(super::cloud::region());
+    json_response(StatusCode::OK, cloud)
 }
 
 /// Add what a cloud account already holds (disks, addresses, pools, buckets).
@@ -152,12 +156,43 @@ async fn add_existing(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
                 .into_response();
         }
     };
-    match sim.cloud.lock().add_existing(&existing) {
+    let added = sim.cloud.lock().add_existing(&existing);
+    if added.is_ok() && existing.node_resource_group.is_some() {
+        // AKS labels its nodes with their node resource group.
+        sim.label_nodes_for_aks();
+    }
+    match added {
         Ok(()) => json_response(StatusCode::CREATED, json!(existing)),
         Err(super::cloud::CloudError::Exists(what)) => {
             ApiError::already_exists("cloud resource", &what).into_response()
         }
         Err(e) => ApiError::bad_request(format!("failed to add to the cloud: {e}")).into_response(),
+    }
+}
+
+/// `POST /sim/v1/cloud/move` `{"ids": [...], "destinationGroup": "rg"}`: what
+/// `az resource move` does; answers each id with its id after the move.
+async fn move_resources(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    struct Move {
+        ids: Vec<String>,
+        destination_group: String,
+    }
+    let m: Move = match serde_json::from_slice(&body) {
+        Ok(m) => m,
+        Err(e) => {
+            return ApiError::bad_request(format!("failed to decode the move: {e}"))
+                .into_response();
+        }
+    };
+    let moved = sim
+        .cloud
+        .lock()
+        .move_resources(&m.ids, &m.destination_group, "az resource move");
+    match moved {
+        Ok(moved) => json_response(StatusCode::OK, json!({"moved": moved})),
+        Err(e) => ApiError::bad_request(format!("failed to move: {e}")).into_response(),
     }
 }
 

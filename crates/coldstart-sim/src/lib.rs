@@ -207,6 +207,7 @@ impl Sim {
             );
         }
         if let Some(node) = self.registry().get("", "v1", "nodes").cloned() {
+            let node_group = self.cloud.lock().node_resource_group.clone();
             for (i, zone) in cloud::ZONES.iter().enumerate() {
                 let name = format!("sim-node-{}", i + 1);
                 let _ = self.create(
@@ -221,6 +222,9 @@ impl Sim {
                     Default::default(),
                 );
             }
+            if node_group.is_some() {
+                self.label_nodes_for_aks();
+            }
         }
         if let Some(svc) = self.registry().get("", "v1", "services").cloned() {
             let _ = self.create(
@@ -229,6 +233,30 @@ impl Sim {
                 json!({"metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
                        "spec": {"type": "ClusterIP", "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}]}}),
                 &sys,
+                Default::default(),
+            );
+        }
+    }
+
+    /// Label every node with the cloud's node resource group, as AKS does
+    /// (`kubernetes.azure.com/cluster`).
+    pub fn label_nodes_for_aks(&self) {
+        let Some(group) = self.cloud.lock().node_resource_group.clone() else {
+            return;
+        };
+        let Some(node) = self.registry().get("", "v1", "nodes").cloned() else {
+            return;
+        };
+        let patch = json!({"metadata": {"labels": {"kubernetes.azure.com/cluster": group}}});
+        for ((_, name), _) in self.store.all(&node.group_resource(), None) {
+            let _ = self.patch(
+                &node,
+                None,
+                &name,
+                patch::PatchKind::Merge,
+                patch.to_string().as_bytes(),
+                semantics::UpdateScope::Main,
+                &Actor::admin(),
                 Default::default(),
             );
         }

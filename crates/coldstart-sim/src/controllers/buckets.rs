@@ -14,6 +14,17 @@
 //! - ACK `s3.services.k8s.aws` `Bucket`: `spec.name` is the bucket; with
 //!   `services.k8s.aws/adoption-policy: adopt` it adopts the bucket named by
 //!   `adoption-fields` (which must exist); `deletion-policy: retain` keeps it.
+//! - Rook/NooBaa `ObjectBucketClaim`, as lib-bucket-provisioner serves it: for a claim of
+//!   a bucket StorageClass (provisioner `…/bucket` or `…/obc`) without
+//!   `spec.objectBucketName`, provision the bucket (`bucketName`, else
+//!   `generateBucketName-<suffix>`; an existing bucket is an error for a greenfield class)
+//!   or grant access to the class's `parameters.bucketName` (brownfield); create a Secret and
+//!   a ConfigMap named after the claim (owned by it) and the cluster-scoped `ObjectBucket`
+//!   `obc-<ns>-<name>` whose `spec.reclaimPolicy` is the class's; then record
+//!   `objectBucketName` and `bucketName` on the claim, with a finalizer. A claim that names
+//!   its ObjectBucket is provisioned: nothing more is done (a restored pair is adopted as
+//!   it is). Deleting the claim deletes a greenfield bucket when the *ObjectBucket* says
+//!   `Delete`, else only revokes access; then the ObjectBucket, Secret and ConfigMap go.
 
 use serde_json::{Value, json};
 
@@ -34,6 +45,10 @@ fn crossplane() -> Actor {
 
 fn ack() -> Actor {
     Actor::system("system:serviceaccount:ack-system:ack-s3-controller")
+}
+
+fn obc_provisioner() -> Actor {
+    Actor::system("system:serviceaccount:rook-ceph:rook-ceph-object-bucket")
 }
 
 fn pending(ready: bool) -> Requeue {
@@ -302,4 +317,281 @@ pub fn reconcile_ack(sim: &Sim, ns: &str, name: &str) -> Result<Requeue, ApiErro
     };
     set_status(sim, GROUP, "buckets", &b, status, &ack())?;
     Ok(pending(ready))
+}
+
+const OBC_GROUP: &str = "objectbucket.io";
+/// lib-bucket-provisioner's finalizer on claims it has provisioned.
+const OBC_FINALIZER: &str = "objectbucket.io/finalizer";
+
+/// Whether a StorageClass is served by a bucket provisioner (Rook's
+/// `<ns>.ceph.rook.io/bucket`, NooBaa's `<ns>.noobaa.io/obc`, the AWS S3 provisioner's
+/// `aws-s3.io/bucket`); claims of any other class are someone else's.
+fn is_bucket_class(class: &Value) -> bool {
+    str_at(class, "/provisioner").is_some_and(|p| p.ends_with("/bucket") || p.ends_with("/obc"))
+}
+
+fn set_obc_phase(sim: &Sim, obc: &Value, phase: &str) -> Result<(), ApiError> {
+    set_status(
+        sim,
+        OBC_GROUP,
+        "objectbucketclaims",
+        obc,
+        json!({"phase": phase}),
+        &obc_provisioner(),
+    )
+}
+
+/// The cloud's side of the binding: who manages the bucket, and whether deleting the
+/// claim (or the cluster) deletes it — greenfield and the ObjectBucket says `Delete`.
+fn mark_obc_bucket(sim: &Sim, bucket: &str, claim: &str, greenfield: bool, ob: &Value) {
+    let delete = greenfield && str_at(ob, "/spec/reclaimPolicy") == Some("Delete");
+    if let Some(b) = sim.cloud.lock().buckets.get_mut(bucket) {
+        b.managed_by = Some(claim.to_owned());
+        b.delete_with_claim = delete;
+    }
+}
+
+pub fn reconcile_obc(sim: &Sim, ns: &str, name: &str) -> Result<Requeue, ApiError> {
+    let Some(obc) = get(sim, OBC_GROUP, "objectbucketclaims", ns, name) else {
+        return Ok(Requeue::No);
+    };
+    let claim = format!("{ns}/{name}");
+    let Some(class) = str_at(&obc, "/spec/storageClassName")
+        .and_then(|c| get(sim, "storage.k8s.io", "storageclasses", "", c))
+    else {
+        super::warn(
+            sim,
+            &obc,
+            "ProvisioningFailed",
+            "no StorageClass defined for the ObjectBucketClaim, or it does not exist",
+            &obc_provisioner(),
+        )?;
+        return Ok(Requeue::After(super::RETRY));
+    };
+    if !is_bucket_class(&class) {
+        return Ok(Requeue::No);
+    }
+    let brownfield = str_at(&class, "/parameters/bucketName").map(str::to_owned);
+    let ob_name = format!("obc-{ns}-{name}");
+    if obc.pointer("/metadata/deletionTimestamp").is_some() {
+        return delete_obc(sim, &obc, &ob_name, brownfield.is_none());
+    }
+    if str_at(&obc, "/spec/objectBucketName").is_some_and(|n| !n.is_empty()) {
+        // Provisioning is complete (the library's own test); the cloud still learns who
+        // manages the bucket and what deleting the claim would do.
+        let ob_name = str_at(&obc, "/spec/objectBucketName").unwrap_or(&ob_name);
+        if let Some(ob) = get(sim, OBC_GROUP, "objectbuckets", "", ob_name)
+            && let Some(bucket) = str_at(&ob, "/spec/endpoint/bucketName")
+        {
+            mark_obc_bucket(sim, bucket, &claim, brownfield.is_none(), &ob);
+        }
+        return Ok(Requeue::No);
+    }
+    if str_at(&obc, "/status/phase").is_none() {
+        set_obc_phase(sim, &obc, "Pending")?;
+    }
+    let fail = |why: String| -> Result<Requeue, ApiError> {
+        let obc = get(sim, OBC_GROUP, "objectbucketclaims", ns, name).unwrap_or(Value::Null);
+        super::warn(sim, &obc, "ProvisioningFailed", &why, &obc_provisioner())?;
+        Ok(Requeue::After(super::RETRY))
+    };
+    let bucket = match (
+        &brownfield,
+        str_at(&obc, "/spec/bucketName").filter(|b| !b.is_empty()),
+        str_at(&obc, "/spec/generateBucketName").filter(|b| !b.is_empty()),
+    ) {
+        (Some(b), _, _) => b.clone(),
+        (None, Some(_), Some(_)) => {
+            return fail("cannot define both bucketName and generateBucketName".into());
+        }
+        (None, Some(b), None) => b.to_owned(),
+        (None, None, Some(prefix)) => {
+            let uid = str_at(&obc, "/metadata/uid").unwrap_or_default();
+            format!("{prefix}-{uid}")
+        }
+        (None, None, None) => {
+            return fail("expected either bucketName or generateBucketName defined".into());
+        }
+    };
+    {
+        let mut cloud = sim.cloud.lock();
+        let ours = cloud
+            .buckets
+            .get(&bucket)
+            .map(|b| b.managed_by.as_deref() == Some(claim.as_str()));
+        match (brownfield.is_some(), ours) {
+            // Grant: the bucket must exist.
+            (true, None) => {
+                drop(cloud);
+                return fail(format!(
+                    "error granting access to bucket {bucket}: it does not exist"
+                ));
+            }
+            (true, Some(_)) | (false, Some(true)) => {}
+            (false, Some(false)) => {
+                drop(cloud);
+                return fail(format!(
+                    "error provisioning bucket {bucket}: bucket already exists"
+                ));
+            }
+            (false, None) => {
+                cloud.create_bucket(
+                    &bucket,
+                    "",
+                    &format!("provisioned for ObjectBucketClaim {claim}"),
+                );
+                if let Some(b) = cloud.buckets.get_mut(&bucket) {
+                    b.managed_by = Some(claim.clone());
+                }
+            }
+        }
+    }
+    let owner = json!([{
+        "apiVersion": "objectbucket.io/v1alpha1", "kind": "ObjectBucketClaim",
+        "name": name, "uid": obc["metadata"]["uid"],
+        "controller": true, "blockOwnerDeletion": true,
+    }]);
+    let host = "s3.eu-west-1.amazonaws.com";
+    let ensure = |plural: &str, obj: Value| -> Result<(), ApiError> {
+        let d = super::def(sim, "", plural)?;
+        if sim.get(&d, Some(ns), name).is_ok() {
+            return Ok(());
+        }
+        sim.create(&d, Some(ns), obj, &obc_provisioner(), WriteOpts::default())
+            .map(|_| ())
+    };
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    ensure(
+        "secrets",
+        json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": name, "namespace": ns, "ownerReferences": owner},
+            "type": "Opaque",
+            "data": {"AWS_ACCESS_KEY_ID": b64(&format!("AKIA{}", bucket.len())),
+                     "AWS_SECRET_ACCESS_KEY": b64(&format!("secret-for-{bucket}"))}}),
+    )?;
+    ensure(
+        "configmaps",
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": ns, "ownerReferences": owner},
+            "data": {"BUCKET_HOST": host, "BUCKET_NAME": bucket, "BUCKET_PORT": "443",
+                     "BUCKET_REGION": "eu-west-1", "BUCKET_SUBREGION": ""}}),
+    )?;
+    let ob = match get(sim, OBC_GROUP, "objectbuckets", "", &ob_name) {
+        Some(ob) => ob,
+        None => {
+            let ob = json!({
+                "apiVersion": "objectbucket.io/v1alpha1", "kind": "ObjectBucket",
+                "metadata": {"name": ob_name},
+                "spec": {
+                    "storageClassName": class["metadata"]["name"],
+                    "claimRef": {"apiVersion": "objectbucket.io/v1alpha1",
+                        "kind": "ObjectBucketClaim", "namespace": ns, "name": name,
+                        "uid": obc["metadata"]["uid"]},
+                    // The class's policy, copied once: what deleting the claim obeys.
+                    "reclaimPolicy": str_at(&class, "/reclaimPolicy").unwrap_or("Delete"),
+                    "endpoint": {"bucketHost": host, "bucketPort": 443, "bucketName": bucket,
+                        "region": "eu-west-1", "subRegion": "", "additionalConfig": {}},
+                },
+            });
+            let d = super::def(sim, OBC_GROUP, "objectbuckets")?;
+            let created = sim
+                .create(&d, None, ob, &obc_provisioner(), WriteOpts::default())?
+                .value();
+            set_status(
+                sim,
+                OBC_GROUP,
+                "objectbuckets",
+                &created,
+                json!({"phase": "Bound"}),
+                &obc_provisioner(),
+            )?;
+            created
+        }
+    };
+    mark_obc_bucket(sim, &bucket, &claim, brownfield.is_none(), &ob);
+    let mut finalizers: Vec<Value> = obc
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if !finalizers.iter().any(|f| f == OBC_FINALIZER) {
+        finalizers.push(json!(OBC_FINALIZER));
+    }
+    super::patch_main(
+        sim,
+        OBC_GROUP,
+        "objectbucketclaims",
+        ns,
+        name,
+        &json!({"metadata": {"finalizers": finalizers},
+                "spec": {"objectBucketName": ob_name, "bucketName": bucket}}),
+        &obc_provisioner(),
+    )?;
+    if let Some(obc) = get(sim, OBC_GROUP, "objectbucketclaims", ns, name) {
+        set_obc_phase(sim, &obc, "Bound")?;
+    }
+    Ok(Requeue::No)
+}
+
+/// A claim being deleted: delete a greenfield bucket whose ObjectBucket says `Delete`,
+/// else revoke access; remove the ObjectBucket, Secret and ConfigMap; release the claim.
+fn delete_obc(
+    sim: &Sim,
+    obc: &Value,
+    ob_name: &str,
+    greenfield: bool,
+) -> Result<Requeue, ApiError> {
+    let ns = str_at(obc, "/metadata/namespace").unwrap_or_default();
+    let name = str_at(obc, "/metadata/name").unwrap_or_default();
+    let ob_name = str_at(obc, "/spec/objectBucketName").unwrap_or(ob_name);
+    let actor = obc_provisioner();
+    if let Some(ob) = get(sim, OBC_GROUP, "objectbuckets", "", ob_name) {
+        if let Some(bucket) = str_at(&ob, "/spec/endpoint/bucketName") {
+            let mut cloud = sim.cloud.lock();
+            if greenfield && str_at(&ob, "/spec/reclaimPolicy") == Some("Delete") {
+                let _ = cloud.delete_bucket(
+                    bucket,
+                    &format!(
+                        "ObjectBucketClaim {ns}/{name} deleted: ObjectBucket reclaimPolicy Delete"
+                    ),
+                );
+            } else if let Some(b) = cloud.buckets.get_mut(bucket) {
+                b.managed_by = None;
+                b.delete_with_claim = false;
+            }
+        }
+        let d = super::def(sim, OBC_GROUP, "objectbuckets")?;
+        let _ = sim.delete(&d, None, ob_name, None, false, &actor, WriteOpts::default());
+    }
+    for plural in ["secrets", "configmaps"] {
+        let d = super::def(sim, "", plural)?;
+        let _ = sim.delete(
+            &d,
+            Some(ns),
+            name,
+            None,
+            false,
+            &actor,
+            WriteOpts::default(),
+        );
+    }
+    let finalizers: Vec<Value> = obc
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|f| *f != OBC_FINALIZER)
+        .cloned()
+        .collect();
+    super::patch_main(
+        sim,
+        OBC_GROUP,
+        "objectbucketclaims",
+        ns,
+        name,
+        &json!({"metadata": {"finalizers": finalizers}}),
+        &actor,
+    )?;
+    Ok(Requeue::No)
 }

@@ -53,6 +53,8 @@ pub enum Key {
     /// namespaced.
     CrossplaneBucket(String, String, String),
     AckBucket(String, String),
+    /// A Rook/NooBaa ObjectBucketClaim (its ObjectBucket's changes land here too).
+    ObjectBucketClaim(String, String),
     Namespace(String),
 }
 
@@ -107,6 +109,18 @@ fn keys_for(group: &str, plural: &str, ns: &str, name: &str, obj: &Value) -> Vec
             vec![Key::CrossplaneBucket(g.to_owned(), ns, name)]
         }
         ("s3.services.k8s.aws", "buckets") => vec![Key::AckBucket(ns, name)],
+        ("objectbucket.io", "objectbucketclaims") => vec![Key::ObjectBucketClaim(ns, name)],
+        // An ObjectBucket's reclaim policy decides what deleting its claim does.
+        ("objectbucket.io", "objectbuckets") => match (
+            obj.pointer("/spec/claimRef/namespace")
+                .and_then(Value::as_str),
+            obj.pointer("/spec/claimRef/name").and_then(Value::as_str),
+        ) {
+            (Some(cns), Some(cname)) => {
+                vec![Key::ObjectBucketClaim(cns.to_owned(), cname.to_owned())]
+            }
+            _ => Vec::new(),
+        },
         _ => Vec::new(),
     }
 }
@@ -126,6 +140,7 @@ fn all_keys(sim: &Sim) -> Vec<Key> {
         ("s3.aws.upbound.io", "buckets"),
         ("s3.aws.m.upbound.io", "buckets"),
         ("s3.services.k8s.aws", "buckets"),
+        ("objectbucket.io", "objectbucketclaims"),
     ] {
         let Some(def) = sim.def(group, plural) else {
             continue;
@@ -149,6 +164,12 @@ fn all_keys(sim: &Sim) -> Vec<Key> {
     keys
 }
 
+/// Resources whose change event must carry the object: their keys name another object
+/// (a PV's claim, a COSI Bucket's claim, an ObjectBucket's claim).
+fn needs_object(plural: &str) -> bool {
+    matches!(plural, "persistentvolumes" | "buckets" | "objectbuckets")
+}
+
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
@@ -166,6 +187,7 @@ fn reconcile(sim: &Sim, key: &Key) -> Requeue {
             buckets::reconcile_crossplane(sim, group, ns, name)
         }
         Key::AckBucket(ns, name) => buckets::reconcile_ack(sim, ns, name),
+        Key::ObjectBucketClaim(ns, name) => buckets::reconcile_obc(sim, ns, name),
         Key::Namespace(name) => namespaces::reconcile(sim, name),
     };
     match result {
@@ -243,7 +265,7 @@ pub fn spawn(sim: Arc<Sim>) -> Controllers {
                         ev = rx.recv() => match ev {
                             Ok(ev) => {
                                 let now = Instant::now();
-                                let obj = if ev.kind == EventType::Deleted || ev.gr.plural == "persistentvolumes" || ev.gr.plural == "buckets" {
+                                let obj = if ev.kind == EventType::Deleted || needs_object(&ev.gr.plural) {
                                     ev.object.value()
                                 } else {
                                     Value::Null
@@ -253,7 +275,7 @@ pub fn spawn(sim: Arc<Sim>) -> Controllers {
                                 }
                                 // Drain whatever else is queued before reconciling.
                                 while let Ok(ev) = rx.try_recv() {
-                                    let obj = if ev.gr.plural == "persistentvolumes" || ev.gr.plural == "buckets" { ev.object.value() } else { Value::Null };
+                                    let obj = if needs_object(&ev.gr.plural) { ev.object.value() } else { Value::Null };
                                     for k in keys_for(&ev.gr.group, &ev.gr.plural, &ev.namespace, &ev.name, &obj) {
                                         due.insert(k, now);
                                     }

@@ -65,7 +65,15 @@ fn all_pvs(sim: &Sim) -> Vec<Value> {
 pub fn disk_of(pv: &Value) -> Option<String> {
     str_at(pv, "/spec/csi/volumeHandle")
         .or_else(|| str_at(pv, "/spec/awsElasticBlockStore/volumeID"))
-        .map(|h| h.rsplit('/').next().unwrap_or(h).to_owned())
+        .map(|h| {
+            // An Azure disk is known by its whole resource id: its resource group is part
+            // of where it lives (and what deleting an AKS cluster takes).
+            if crate::cloud::resource_group_of(h).is_some() {
+                h.to_owned()
+            } else {
+                h.rsplit('/').next().unwrap_or(h).to_owned()
+            }
+        })
 }
 
 pub fn reconcile_pvc(sim: &Sim, ns: &str, name: &str) -> Result<Requeue, ApiError> {

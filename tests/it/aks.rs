@@ -1,0 +1,233 @@
+//! AKS: the node resource group (`MC_…`) is deleted with the cluster, with every managed
+//! disk and public IP in it, whatever the reclaim policy. The audit names them, `stop`
+//! moves them out (as `az resource move` does) or refuses with what to do, and `start`
+//! finds them where they were moved.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::helpers::{TestCluster, http, wait_until};
+use coldstart::audit::{self, FindingKind};
+use coldstart::lifecycle::{self, LifecycleError, StartOptions, StopOptions};
+use coldstart::progress::Progress;
+use coldstart::restore::RestoreOptions;
+use coldstart::snapshot::crypto::Keys;
+use coldstart::snapshot::write;
+use coldstart::store::Store;
+use coldstart::testing::{deployment, lb_service, pv, pvc};
+use serde_json::json;
+
+const NODE_RG: &str = "MC_shop_aks1_westeurope";
+
+fn disk_id(group: &str) -> String {
+    format!("/subscriptions/0000/resourceGroups/{group}/providers/Microsoft.Compute/disks/orders")
+}
+
+/// An AKS-style cluster whose node resource group holds the disk behind `shop/orders` and
+/// the public IP `pip-front` of `shop/front`, both in use.
+async fn aks_cluster() -> TestCluster {
+    let c = TestCluster::start().await;
+    let existing = json!({
+        "nodeResourceGroup": NODE_RG,
+        "disks": [{"id": disk_id(NODE_RG), "zone": "eu-west-1a", "data": "orders-v1"}],
+        "addresses": [{"ip": "198.51.100.40", "pipName": "pip-front", "resourceGroup": NODE_RG}],
+    });
+    let (code, body) = http(
+        "POST",
+        &format!("{}/sim/v1/cloud", c.url()),
+        Some("application/json"),
+        Some(existing.to_string()),
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    let yaml = [
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n".to_owned(),
+        pv("orders")
+            .set(
+                "/spec",
+                json!({"capacity": {"storage": "10Gi"}, "accessModes": ["ReadWriteOnce"],
+                    "persistentVolumeReclaimPolicy": "Retain",
+                    "csi": {"driver": "disk.csi.azure.com", "volumeHandle": disk_id(NODE_RG)},
+                    "claimRef": {"namespace": "shop", "name": "orders"}}),
+            )
+            .yaml(),
+        pvc("shop", "orders")
+            .spec("volumeName", json!("orders"))
+            .spec("accessModes", json!(["ReadWriteOnce"]))
+            .spec("resources", json!({"requests": {"storage": "10Gi"}}))
+            .yaml(),
+        deployment("shop", "orders")
+            .replicas(1)
+            .spec("selector", json!({"matchLabels": {"app": "orders"}}))
+            .spec(
+                "template",
+                json!({"metadata": {"labels": {"app": "orders"}},
+                    "spec": {"containers": [{"name": "app", "image": "shop"}],
+                        "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "orders"}}]}}),
+            )
+            .yaml(),
+        lb_service("shop", "front")
+            .annotation("service.beta.kubernetes.io/azure-pip-name", "pip-front")
+            .spec("ports", json!([{"port": 80}]))
+            .spec("selector", json!({"app": "orders"}))
+            .yaml(),
+    ]
+    .join("---\n");
+    c.apply(&yaml, &[]).await;
+    wait_until("the disk is attached and the Service answers", || {
+        let cloud = c.cloud();
+        cloud
+            .disks
+            .get(&disk_id(NODE_RG))
+            .is_some_and(|d| d.attached_to.is_some())
+            && c.get("", "services", "shop", "front").is_some_and(|s| {
+                s.pointer("/status/loadBalancer/ingress/0/ip") == Some(&json!("198.51.100.40"))
+            })
+    })
+    .await;
+    c
+}
+
+fn stop_opts(move_to: Option<&str>) -> StopOptions {
+    StopOptions {
+        snapshot: write::Options {
+            cluster_name: "aks1".into(),
+            ..Default::default()
+        },
+        quiesce_timeout: Duration::from_secs(20),
+        cloud: coldstart::cloud::Provider::Sim,
+        move_to_resource_group: move_to.map(str::to_owned),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_audit_names_what_the_node_resource_group_takes_and_a_teardown_takes_it() {
+    let c = aks_cluster().await;
+    let client = c.client().await;
+    let inputs = audit::collect(&client, None).await.expect("inputs");
+    assert_eq!(inputs.node_resource_group.as_deref(), Some(NODE_RG));
+    let named: Vec<String> = audit::audit(&inputs, chrono::Utc::now(), Duration::from_secs(900))
+        .into_iter()
+        .filter(|f| f.kind == FindingKind::DeletedWithNodeResourceGroup)
+        .map(|f| f.object)
+        .collect();
+    assert_eq!(
+        named,
+        vec!["PersistentVolume orders", "Service shop/front"],
+        "a Retain disk and a reserved IP are lost all the same"
+    );
+    c.teardown().await;
+    let cloud = c.cloud();
+    assert!(
+        !cloud.disks.contains_key(&disk_id(NODE_RG)),
+        "the disk went"
+    );
+    assert!(
+        !cloud.addresses.contains_key("198.51.100.40"),
+        "the public IP went"
+    );
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stop_refuses_before_any_change_when_it_cannot_move_them_out() {
+    let c = aks_cluster().await;
+    let client = c.client().await;
+    let progress = Arc::new(Mutex::new(Progress::default()));
+    let err = lifecycle::stop(
+        &client,
+        &Store::memory(),
+        &Keys::from_master(&[7u8; 32]),
+        &stop_opts(None),
+        &progress,
+    )
+    .await
+    .expect_err("refused");
+    assert!(
+        matches!(err, LifecycleError::NodeResourceGroup { .. }),
+        "{err}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&disk_id(NODE_RG))
+            && msg.contains("pip-front")
+            && msg.contains("--move-to-resource-group")
+            && msg.contains("az resource move"),
+        "{msg}"
+    );
+    let d = c
+        .get("apps", "deployments", "shop", "orders")
+        .expect("deployment");
+    assert_eq!(d["spec"]["replicas"], 1, "nothing was changed");
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stop_moves_them_out_of_the_node_resource_group_and_start_finds_them_there() {
+    let c = aks_cluster().await;
+    let client = c.client().await;
+    let store = Store::memory();
+    let keys = Keys::from_master(&[7u8; 32]);
+    let progress = Arc::new(Mutex::new(Progress::default()));
+    lifecycle::stop(
+        &client,
+        &store,
+        &keys,
+        &stop_opts(Some("shop-keep")),
+        &progress,
+    )
+    .await
+    .expect("stop");
+    let moved = disk_id("shop-keep");
+    let pv = c.get("", "persistentvolumes", "", "orders").expect("PV");
+    assert_eq!(
+        pv["metadata"]["annotations"][coldstart::bindings::azure::DISK_MOVED_TO],
+        moved.as_str()
+    );
+    c.teardown().await;
+    let cloud = c.cloud();
+    assert_eq!(
+        cloud.disks.get(&moved).map(|d| d.data_token.as_str()),
+        Some("orders-v1"),
+        "the disk survived the cluster, data and all"
+    );
+    assert!(
+        cloud.addresses.contains_key("198.51.100.40"),
+        "so did the IP"
+    );
+    let mark = c.cloud().position();
+    let start_opts = StartOptions {
+        restore: RestoreOptions {
+            verify_timeout: Duration::from_secs(15),
+            operator_timeout: Duration::from_secs(15),
+            cloud: coldstart::cloud::Provider::Sim,
+            ..Default::default()
+        },
+        snapshot: None,
+        ready_timeout: Duration::from_secs(20),
+        consent: Default::default(),
+    };
+    let started = lifecycle::start(&client, &store, &keys, &start_opts, &progress)
+        .await
+        .expect("start");
+    assert!(started.restore.succeeded, "{:#?}", started.restore);
+    assert_eq!(
+        (
+            started.restore.volumes_reused,
+            started.restore.ips_reused,
+            started.restore.new_disks,
+            started.restore.new_ips
+        ),
+        (1, 1, 0, 0)
+    );
+    let pv = c.get("", "persistentvolumes", "", "orders").expect("PV");
+    assert_eq!(
+        pv["spec"]["csi"]["volumeHandle"],
+        moved.as_str(),
+        "the restored PV names the disk where it is now"
+    );
+    let created = c.cloud().created_since(mark);
+    assert_eq!((created.disks, created.ips), (0, 0), "nothing new");
+    c.stop().await;
+}
