@@ -242,18 +242,7 @@ async fn serve(args: ServeArgs, global: &Global) -> anyhow::Result<ExitCode> {
     });
     let seed: Seed = args.seed.parse().context("invalid --seed")?;
     if let Some(path) = &args.cloud {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("failed to read --cloud {}", path.display()))?;
-        let existing: cloud::Existing = serde_yaml::from_str(&text).with_context(|| {
-            format!(
-                "failed to parse --cloud {}: expected disks, addresses, pools, buckets",
-                path.display()
-            )
-        })?;
-        sim.cloud
-            .lock()
-            .add_existing(&existing)
-            .with_context(|| format!("failed to load --cloud {}", path.display()))?;
+        load_cloud(&sim.cloud, path)?;
     }
     let started = std::time::Instant::now();
     seed::load(&sim, seed);
@@ -286,23 +275,40 @@ async fn serve(args: ServeArgs, global: &Global) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Add what `--cloud` says the account already holds.
+fn load_cloud(cloud: &cloud::Cloud, path: &std::path::Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("failed to read --cloud {}", path.display()))?;
+    let existing: cloud::Existing = serde_yaml::from_str(&text).with_context(|| {
+        format!(
+            "failed to parse --cloud {}: expected disks, addresses, pools, buckets",
+            path.display()
+        )
+    })?;
+    cloud
+        .lock()
+        .add_existing(&existing)
+        .with_context(|| format!("failed to load --cloud {}", path.display()))
+}
+
 /// Serve Kubernetes' own control plane until interrupted; `sim teardown` reaches it through
 /// the admin endpoint the kubeconfig names.
 async fn serve_kubernetes(args: ServeArgs, global: &Global) -> anyhow::Result<ExitCode> {
     use sim::control_plane::{self, ControlPlane};
+    let seed: Seed = args.seed.parse().context("invalid --seed")?;
     anyhow::ensure!(
-        args.seed == "empty",
-        "--seed {} needs the embedded control plane (the real one starts empty)",
+        !matches!(seed, Seed::Scale(_)),
+        "--seed {} needs the embedded control plane (tests/bench/realcp.sh creates objects on the real one through its API)",
         args.seed
     );
     anyhow::ensure!(
         args.faults.is_none(),
         "--faults needs the embedded control plane"
     );
-    anyhow::ensure!(
-        args.cloud.is_none(),
-        "--cloud needs the embedded control plane (the simulated cloud does not yet run beside the real one)"
-    );
+    let cloud = std::sync::Arc::new(cloud::Cloud::default());
+    if let Some(path) = &args.cloud {
+        load_cloud(&cloud, path)?;
+    }
     let bin_dir = control_plane::locate_binaries()?;
     let started = std::time::Instant::now();
     let cp = ControlPlane::start(control_plane::Config::new(&args.name, bin_dir))
@@ -313,8 +319,31 @@ async fn serve_kubernetes(args: ServeArgs, global: &Global) -> anyhow::Result<Ex
     let total_rss: u64 = memory.iter().map(|m| m.rss_bytes).sum();
     let url = cp.url();
     let state_dir = cp.dir().to_path_buf();
+    let config = cp
+        .config()
+        .await
+        .context("failed to configure a client for the control plane")?;
+    // The simulated cloud's controllers, acting through kube-apiserver like the real ones.
+    let _controllers = sim::controllers::kube_api::spawn_beside(config.clone(), cloud.clone())
+        .context("failed to start the simulated cloud's controllers")?;
+    if seed == Seed::Platform {
+        let seeded = std::time::Instant::now();
+        let api = sim::controllers::kube_api::KubeApi::new(
+            config,
+            cloud.clone(),
+            tokio::runtime::Handle::current(),
+        )
+        .context("failed to configure the seed's client")?;
+        tokio::task::spawn_blocking(move || sim::platform::load(&api))
+            .await
+            .context("the platform seed panicked")?;
+        tracing::info!(
+            elapsed_ms = seeded.elapsed().as_millis() as u64,
+            "seeded through the API"
+        );
+    }
     let cp = std::sync::Arc::new(tokio::sync::Mutex::new(cp));
-    let admin = control_plane::admin::serve(cp.clone())
+    let admin = control_plane::admin::serve(cp.clone(), cloud.clone())
         .await
         .context("failed to serve the admin endpoint")?;
     let kubeconfig = cp.lock().await.kubeconfig(Some(&admin.endpoint));

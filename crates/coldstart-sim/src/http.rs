@@ -144,14 +144,20 @@ async fn sim_cloud(State(sim): State<Arc<Sim>>) -> Response {
 
 /// Add what a cloud account already holds (disks, addresses, pools, buckets).
 async fn add_existing(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
-    let existing: super::cloud::Existing = match serde_json::from_slice(&body) {
+    add_to_cloud(&sim.cloud, &body)
+}
+
+/// `POST /sim/v1/cloud`, wherever the cloud lives (beside the embedded server or in a real
+/// control plane's launcher).
+pub(crate) fn add_to_cloud(cloud: &super::cloud::Cloud, body: &[u8]) -> Response {
+    let existing: super::cloud::Existing = match serde_json::from_slice(body) {
         Ok(e) => e,
         Err(e) => {
             return ApiError::bad_request(format!("failed to decode the resources: {e}"))
                 .into_response();
         }
     };
-    match sim.cloud.lock().add_existing(&existing) {
+    match cloud.lock().add_existing(&existing) {
         Ok(()) => json_response(StatusCode::CREATED, json!(existing)),
         Err(super::cloud::CloudError::Exists(what)) => {
             ApiError::already_exists("cloud resource", &what).into_response()

@@ -7,9 +7,32 @@
 
 use serde_json::{Value, json};
 
-use super::apiserver::WriteOpts;
+use super::Actor;
+use super::controllers::api::{Api, Role, Served};
 use super::controllers::{MANAGES_ANNOTATION, OPERATOR_LABEL};
-use super::{Actor, Sim};
+
+/// How long a custom resource's kind may take to be served after its CRD is created:
+/// kube-apiserver serves it once the CRD is established (within a second or two), the
+/// embedded server at once.
+const ESTABLISH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+fn served_kind(sim: &dyn Api, av: &str, kind: &str) -> Option<Served> {
+    let deadline = std::time::Instant::now() + ESTABLISH_TIMEOUT;
+    loop {
+        match sim.served_kind(av, kind) {
+            Ok(Some(s)) => return Some(s),
+            Ok(None) if sim.role() == Role::CloudOnly && std::time::Instant::now() < deadline => {}
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::warn!(%av, %kind, error = %e, "platform seed: discovery failed");
+                if std::time::Instant::now() >= deadline {
+                    return None;
+                }
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
 
 /// Tenants of the platform; each gets a namespace, quota, config, credentials and RBAC.
 pub const TENANTS: [&str; 3] = ["tenant-a", "tenant-b", "tenant-c"];
@@ -85,27 +108,28 @@ fn app_deployment(ns: &str, name: &str, claim: Option<&str>) -> Value {
 
 /// The objects and cloud resources of the platform. Cloud resources (disks with data,
 /// reserved IPs, buckets) are created first, as they would predate the cluster.
-pub fn load(sim: &Sim) {
+pub fn load(sim: &dyn Api) {
     let admin = Actor::admin();
     let create = |v: Value| {
         let av = v["apiVersion"].as_str().unwrap_or_default().to_owned();
         let kind = v["kind"].as_str().unwrap_or_default().to_owned();
-        let Some(def) = sim.registry().by_kind(&av, &kind).cloned() else {
+        let Some(def) = served_kind(sim, &av, &kind) else {
             tracing::warn!(%av, %kind, "platform seed: type not served");
             return;
         };
         let ns = v
             .pointer("/metadata/namespace")
             .and_then(Value::as_str)
-            .map(str::to_owned);
-        if let Err(e) = sim.create(&def, ns.as_deref(), v, &admin, WriteOpts::default()) {
+            .unwrap_or_default()
+            .to_owned();
+        if let Err(e) = sim.create(&def.group, &def.plural, &ns, v, &admin) {
             tracing::warn!(%kind, error = %e, "platform seed: object not created");
         }
     };
 
     // --- the cloud as it was before this cluster ---
     let (kafka_disks, zk_disks, pg_disk, kafka_ip, ingress_ip) = {
-        let mut cloud = sim.cloud.lock();
+        let mut cloud = sim.cloud().lock();
         let kafka: Vec<_> = (0..3)
             .map(|i| {
                 cloud.create_disk(

@@ -7,8 +7,10 @@
 //! ```text
 //!   launcher ──spawns──▶ etcd ◀── kube-apiserver (TLS, RBAC) ◀── kube-controller-manager
 //!      │                                 ▲        ▲                 kube-scheduler
-//!      └─ admin endpoint (teardown)      │        └──────────────── kwok (nodes, pods)
-//!                                 kubectl / coldstart (admin kubeconfig)
+//!      ├─ admin endpoint (teardown,      │        └──────────────── kwok (nodes, pods)
+//!      │   cloud state and ledger)  kubectl / coldstart (admin kubeconfig)
+//!      └─ the simulated cloud and its controllers (CSI provisioner and attacher, Service
+//!         load balancers, external-dns, buckets, operators), acting through the API
 //! ```
 //!
 //! `teardown` is a cluster deleted and created again on the same address: every component
@@ -285,13 +287,17 @@ impl ControlPlane {
 
     /// A kube-rs client as the admin.
     pub async fn client(&self) -> Result<kube::Client, Error> {
+        kube::Client::try_from(self.config().await?).map_err(|e| Error::Client(e.to_string()))
+    }
+
+    /// The admin's client configuration.
+    pub async fn config(&self) -> Result<kube::Config, Error> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let kc = kube::config::Kubeconfig::from_yaml(&self.kubeconfig(None))
             .map_err(|e| Error::Client(e.to_string()))?;
-        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        kube::Config::from_custom_kubeconfig(kc, &Default::default())
             .await
-            .map_err(|e| Error::Client(e.to_string()))?;
-        kube::Client::try_from(config).map_err(|e| Error::Client(e.to_string()))
+            .map_err(|e| Error::Client(e.to_string()))
     }
 
     fn path(&self, name: &str) -> PathBuf {

@@ -17,10 +17,9 @@
 
 use serde_json::{Value, json};
 
-use super::{Requeue, get, set_status, str_at};
-use crate::apiserver::WriteOpts;
+use super::{Api, Requeue, get, set_status, str_at};
+use crate::Actor;
 use crate::status::ApiError;
-use crate::{Actor, Sim};
 
 const COSI: &str = "objectstorage.k8s.io";
 
@@ -44,16 +43,17 @@ fn pending(ready: bool) -> Requeue {
     }
 }
 
-pub fn reconcile_claim(sim: &Sim, ns: &str, name: &str) -> Result<Requeue, ApiError> {
-    let Some(claim) = get(sim, COSI, "bucketclaims", ns, name) else {
+pub fn reconcile_claim(sim: &dyn Api, ns: &str, name: &str) -> Result<Requeue, ApiError> {
+    let Some(claim) = get(sim, COSI, "bucketclaims", ns, name)? else {
         return Ok(Requeue::No);
     };
     let bound = str_at(&claim, "/status/bucketName")
-        .filter(|b| get(sim, COSI, "buckets", "", b).is_some())
-        .map(str::to_owned);
+        .map(|b| Ok::<_, ApiError>(get(sim, COSI, "buckets", "", b)?.map(|_| b.to_owned())))
+        .transpose()?
+        .flatten();
     let bucket_object = match (str_at(&claim, "/spec/existingBucketName"), bound) {
         // Brownfield: the claim names a Bucket object, not a cloud bucket.
-        (Some(existing), _) => match get(sim, COSI, "buckets", "", existing) {
+        (Some(existing), _) => match get(sim, COSI, "buckets", "", existing)? {
             Some(b) => b,
             None => {
                 let status = json!({"bucketReady": false,
@@ -62,11 +62,13 @@ pub fn reconcile_claim(sim: &Sim, ns: &str, name: &str) -> Result<Requeue, ApiEr
                 return Ok(Requeue::After(super::RETRY));
             }
         },
-        (None, Some(b)) => get(sim, COSI, "buckets", "", &b).unwrap_or(Value::Null),
+        (None, Some(b)) => get(sim, COSI, "buckets", "", &b)?.unwrap_or(Value::Null),
         // Greenfield: a new Bucket object from the class.
         (None, None) => {
-            let class = str_at(&claim, "/spec/bucketClassName")
-                .and_then(|c| get(sim, COSI, "bucketclasses", "", c));
+            let class = match str_at(&claim, "/spec/bucketClassName") {
+                Some(c) => get(sim, COSI, "bucketclasses", "", c)?,
+                None => None,
+            };
             let Some(class) = class else {
                 let status = json!({"bucketReady": false,
                     "error": "neither existingBucketName nor a known bucketClassName"});
@@ -87,9 +89,7 @@ pub fn reconcile_claim(sim: &Sim, ns: &str, name: &str) -> Result<Requeue, ApiEr
                     "protocols": claim["spec"]["protocols"],
                 },
             });
-            let def = super::def(sim, COSI, "buckets")?;
-            sim.create(&def, None, bucket, &cosi(), WriteOpts::default())?
-                .value()
+            sim.create(COSI, "buckets", "", bucket, &cosi())?
         }
     };
     let bucket_name = str_at(&bucket_object, "/metadata/name").unwrap_or_default();
@@ -99,8 +99,8 @@ pub fn reconcile_claim(sim: &Sim, ns: &str, name: &str) -> Result<Requeue, ApiEr
     Ok(pending(ready))
 }
 
-pub fn reconcile_cosi_bucket(sim: &Sim, name: &str) -> Result<Requeue, ApiError> {
-    let Some(b) = get(sim, COSI, "buckets", "", name) else {
+pub fn reconcile_cosi_bucket(sim: &dyn Api, name: &str) -> Result<Requeue, ApiError> {
+    let Some(b) = get(sim, COSI, "buckets", "", name)? else {
         return Ok(Requeue::No);
     };
     let delete = str_at(&b, "/spec/deletionPolicy") == Some("Delete");
@@ -112,7 +112,7 @@ pub fn reconcile_cosi_bucket(sim: &Sim, name: &str) -> Result<Requeue, ApiError>
         _ => format!("Bucket {name}"),
     };
     let status = {
-        let mut cloud = sim.cloud.lock();
+        let mut cloud = sim.cloud().lock();
         let id = match str_at(&b, "/spec/existingBucketID") {
             Some(existing) => cloud
                 .buckets
@@ -164,12 +164,12 @@ fn policies(b: &Value) -> Vec<String> {
 }
 
 pub fn reconcile_crossplane(
-    sim: &Sim,
+    sim: &dyn Api,
     group: &str,
     ns: &str,
     name: &str,
 ) -> Result<Requeue, ApiError> {
-    let Some(b) = get(sim, group, "buckets", ns, name) else {
+    let Some(b) = get(sim, group, "buckets", ns, name)? else {
         return Ok(Requeue::No);
     };
     let key = if ns.is_empty() {
@@ -184,7 +184,7 @@ pub fn reconcile_crossplane(
     let may = |p: &str| policies.iter().any(|x| x == "*" || x == p);
     let orphan = str_at(&b, "/spec/deletionPolicy") == Some("Orphan");
     let ready = {
-        let mut cloud = sim.cloud.lock();
+        let mut cloud = sim.cloud().lock();
         if !cloud.buckets.contains_key(&external) && may("Create") {
             cloud.create_bucket(
                 &external,
@@ -213,7 +213,7 @@ pub fn reconcile_crossplane(
             &crossplane(),
         )?;
     }
-    let Some(b) = get(sim, group, "buckets", ns, name) else {
+    let Some(b) = get(sim, group, "buckets", ns, name)? else {
         return Ok(Requeue::No);
     };
     let status = json!({
@@ -228,9 +228,9 @@ pub fn reconcile_crossplane(
     Ok(pending(ready))
 }
 
-pub fn reconcile_ack(sim: &Sim, ns: &str, name: &str) -> Result<Requeue, ApiError> {
+pub fn reconcile_ack(sim: &dyn Api, ns: &str, name: &str) -> Result<Requeue, ApiError> {
     const GROUP: &str = "s3.services.k8s.aws";
-    let Some(b) = get(sim, GROUP, "buckets", ns, name) else {
+    let Some(b) = get(sim, GROUP, "buckets", ns, name)? else {
         return Ok(Requeue::No);
     };
     let key = format!("{ns}/{name}");
@@ -252,7 +252,7 @@ pub fn reconcile_ack(sim: &Sim, ns: &str, name: &str) -> Result<Requeue, ApiErro
         .clone()
         .or_else(|| str_at(&b, "/spec/name").map(str::to_owned));
     let outcome = {
-        let mut cloud = sim.cloud.lock();
+        let mut cloud = sim.cloud().lock();
         match &bucket {
             None => Err("spec.name is required".to_owned()),
             Some(bn) => {
@@ -287,7 +287,7 @@ pub fn reconcile_ack(sim: &Sim, ns: &str, name: &str) -> Result<Requeue, ApiErro
             &ack(),
         )?;
     }
-    let Some(b) = get(sim, GROUP, "buckets", ns, name) else {
+    let Some(b) = get(sim, GROUP, "buckets", ns, name)? else {
         return Ok(Requeue::No);
     };
     let ready = outcome.is_ok();
