@@ -37,10 +37,19 @@ fn served_kind(sim: &dyn Api, av: &str, kind: &str) -> Option<Served> {
 /// Tenants of the platform; each gets a namespace, quota, config, credentials and RBAC.
 pub const TENANTS: [&str; 3] = ["tenant-a", "tenant-b", "tenant-c"];
 
+/// The approval a CRD in a protected group carries (the COSI CRDs name their API review).
+fn approval(group: &str) -> Value {
+    if group.ends_with("k8s.io") {
+        json!({"api-approved.kubernetes.io": "https://github.com/kubernetes-sigs/container-object-storage-interface-api/pull/2"})
+    } else {
+        json!({})
+    }
+}
+
 fn crd(group: &str, plural: &str, kind: &str, scope: &str, version: &str, columns: Value) -> Value {
     json!({
         "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-        "metadata": {"name": format!("{plural}.{group}")},
+        "metadata": {"name": format!("{plural}.{group}"), "annotations": approval(group)},
         "spec": {"group": group, "scope": scope,
             "names": {"plural": plural, "singular": kind.to_lowercase(), "kind": kind},
             "versions": [{"name": version, "served": true, "storage": true,
@@ -87,12 +96,18 @@ fn operator(ns: &str, name: &str, manages: &[Value]) -> Value {
             "annotations": {MANAGES_ANNOTATION: serde_json::to_string(manages).unwrap_or_default()}},
         "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
             "template": {"metadata": {"labels": {"app": name}},
-                "spec": {"serviceAccountName": name, "containers": [{"name": "operator", "image": format!("registry.example.com/{name}:2.1")}]}}}
+                "spec": {"serviceAccountName": name, "containers": [{"name": "operator", "image": format!("registry.example.com/{name}:2.1"), "resources": requests()}]}}}
     })
 }
 
+/// What each container asks for: a tenant namespace's ResourceQuota limits requests, and
+/// kube-apiserver's quota admission refuses a pod there that does not state them.
+fn requests() -> Value {
+    json!({"requests": {"cpu": "100m", "memory": "128Mi"}})
+}
+
 fn app_deployment(ns: &str, name: &str, claim: Option<&str>) -> Value {
-    let mut spec = json!({"containers": [{"name": name, "image": format!("registry.example.com/{ns}/{name}:1.4.2"),
+    let mut spec = json!({"containers": [{"name": name, "image": format!("registry.example.com/{ns}/{name}:1.4.2"), "resources": requests(),
         "env": [{"name": "KAFKA_BOOTSTRAP", "value": "kafka-bootstrap.kafka.svc:9093"}],
         "envFrom": [{"secretRef": {"name": format!("{ns}-credentials")}}]}]});
     if let Some(c) = claim {

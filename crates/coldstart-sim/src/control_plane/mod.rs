@@ -527,7 +527,10 @@ impl ControlPlane {
                 "kind": "Node",
                 "metadata": {
                     "name": name,
-                    "annotations": {KWOK_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0"},
+                    // What a kubelet sets: the attach/detach controller only attaches
+                    // volumes (VolumeAttachments for CSI) to nodes that carry it.
+                    "annotations": {KWOK_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0",
+                        "volumes.kubernetes.io/controller-managed-attach-detach": "true"},
                     "labels": {
                         "type": "kwok",
                         "kubernetes.io/hostname": name,
@@ -535,6 +538,9 @@ impl ControlPlane {
                         "kubernetes.io/arch": "amd64",
                         "topology.kubernetes.io/zone": zone,
                         "topology.kubernetes.io/region": region,
+                        // The EBS CSI node plugin's topology key, which its volumes' node
+                        // affinity names.
+                        "topology.ebs.csi.aws.com/zone": zone,
                     },
                 },
                 "status": {

@@ -131,6 +131,8 @@ impl KubeApi {
             "system:masters".to_owned(),
             "system:authenticated".to_owned(),
         ]);
+        // A client spawns its connection worker: on the runtime, not this plain thread.
+        let _runtime = self.handle.enter();
         let c = kube::Client::try_from(config).map_err(api_error)?;
         clients.insert(actor.username.clone(), c.clone());
         Ok(c)
