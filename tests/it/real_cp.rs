@@ -22,11 +22,17 @@ struct RealCluster {
 
 impl RealCluster {
     async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// Start with more `sim serve` arguments (e.g. `--seed platform`).
+    async fn start_with(extra: &[&str]) -> Self {
         let bin = coldstart_sim::control_plane::locate_binaries().unwrap_or_else(|e| panic!("{e}"));
         let dir = tempfile::tempdir().expect("tempdir");
         let kubeconfig = dir.path().join("kubeconfig");
         let mut serve = tokio::process::Command::new(env!("CARGO_BIN_EXE_coldstart"))
             .args(["--json", "sim", "serve", "--control-plane", "kubernetes"])
+            .args(extra)
             .arg("--kubeconfig-out")
             .arg(&kubeconfig)
             .env(coldstart_sim::control_plane::BIN_ENV, &bin)
@@ -102,6 +108,25 @@ impl RealCluster {
             .output()
             .await
             .expect("coldstart runs")
+    }
+
+    /// `coldstart --json ARGS` against this cluster, its JSON answer.
+    async fn coldstart_json(&self, args: &[&str]) -> Value {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_coldstart"))
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--json")
+            .args(args)
+            .output()
+            .await
+            .expect("coldstart runs");
+        serde_json::from_str(&ok(&out, &format!("coldstart {}", args.join(" ")))).expect("json")
+    }
+
+    /// The simulated cloud beside the control plane (served by the launcher's admin
+    /// endpoint, reached through the kubeconfig like on the embedded server).
+    async fn cloud(&self) -> Value {
+        self.coldstart_json(&["sim", "cloud"]).await
     }
 
     async fn wait_for(&self, what: &str, mut cond: impl AsyncFnMut(&Self) -> bool) {
@@ -366,5 +391,146 @@ async fn the_rendered_helm_chart_passes_the_real_api_servers_server_side_dry_run
         let args = ["apply", "--dry-run=server", "-f", "-"];
         let out = c.kubectl(&args, Some(&list.to_string())).await;
         ok(&out, &format!("{name}: kubectl apply --dry-run=server"));
+    }
+}
+
+/// Every workload ready, every claim bound, every load balancer with its address.
+async fn platform_settled(c: &RealCluster) -> bool {
+    let workloads = c.get(&["deployments,statefulsets", "-A"]).await;
+    let ready = workloads["items"].as_array().is_some_and(|ws| {
+        ws.iter()
+            .all(|w| w["status"]["readyReplicas"] == w["spec"]["replicas"])
+    });
+    let claims = c.get(&["pvc", "-A"]).await;
+    let bound = claims["items"]
+        .as_array()
+        .is_some_and(|cs| cs.iter().all(|pvc| pvc["status"]["phase"] == "Bound"));
+    let services = c.get(&["services", "-A"]).await;
+    let addressed = services["items"].as_array().is_some_and(|ss| {
+        ss.iter()
+            .filter(|s| s["spec"]["type"] == "LoadBalancer")
+            .all(|s| s["status"]["loadBalancer"]["ingress"][0]["ip"].is_string())
+    });
+    ready && bound && addressed
+}
+
+/// Disks (id and data), addresses and buckets of the simulated cloud.
+fn inventory(cloud: &Value) -> Value {
+    let keys = |what: &str| -> Vec<String> {
+        let mut k: Vec<String> = cloud[what]
+            .as_object()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        k.sort();
+        k
+    };
+    let disks: std::collections::BTreeMap<String, Value> = cloud["disks"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(id, d)| (id.clone(), d["data_token"].clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    serde_json::json!({"disks": disks, "addresses": keys("addresses"), "buckets": keys("buckets")})
+}
+
+/// The planned stop and start of issue 13, on kube-apiserver, kube-controller-manager (its
+/// real PV binder, StatefulSet, attach/detach and GC controllers), kube-scheduler and kwok,
+/// with the simulated cloud's controllers beside them acting through the API.
+#[tokio::test(flavor = "multi_thread")]
+async fn stop_teardown_start_on_the_real_control_plane_reuses_every_disk_address_and_bucket_and_the_real_binder_binds_each_claim()
+ {
+    let c = RealCluster::start_with(&["--seed", "platform"]).await;
+    c.wait_for("the platform seed settles", async |c| {
+        platform_settled(c).await
+    })
+    .await;
+    let before = inventory(&c.cloud().await);
+    assert_eq!(
+        before["disks"].as_object().map(serde_json::Map::len),
+        Some(7),
+        "{before:#}"
+    );
+
+    let store = c.dir.path().join("store");
+    let out = c.coldstart(&store, &["stop", "--json"]).await;
+    ok(&out, "coldstart stop");
+    c.wait_for("every disk is detached", async |c| {
+        c.cloud().await["disks"]
+            .as_object()
+            .is_some_and(|ds| ds.values().all(|d| d["attached_to"].is_null()))
+    })
+    .await;
+
+    let torn = c.coldstart_json(&["sim", "teardown"]).await;
+    assert!(torn["uid"].is_string(), "{torn:#}");
+    let after_teardown = c.cloud().await;
+    assert_eq!(
+        inventory(&after_teardown),
+        before,
+        "stop made nothing losable: the cluster's deletion took no disk, address or bucket"
+    );
+    let mark = after_teardown["ledger"]
+        .as_array()
+        .and_then(|l| l.last())
+        .and_then(|e| e["seq"].as_u64())
+        .unwrap_or(0);
+
+    let out = c.coldstart(&store, &["start", "--json"]).await;
+    let report: Value = serde_json::from_str(&ok(&out, "coldstart start")).expect("json report");
+    let r = &report["restore"];
+    assert_eq!(
+        [&r["new_disks"], &r["new_ips"], &r["new_buckets"]],
+        [0, 0, 0],
+        "{report:#}"
+    );
+    assert_eq!(
+        [&r["volumes_reused"], &r["ips_reused"], &r["buckets_reused"]],
+        [7, 4, 6],
+        "{report:#}"
+    );
+    c.wait_for("the platform runs again", async |c| {
+        platform_settled(c).await
+    })
+    .await;
+    let cloud = c.cloud().await;
+    let created: Vec<&Value> = cloud["ledger"]
+        .as_array()
+        .map(|l| {
+            l.iter()
+                .filter(|e| e["seq"].as_u64() > Some(mark) && e["action"] == "created")
+                .filter(|e| {
+                    ["disk", "ip", "bucket"].contains(&e["resource"].as_str().unwrap_or(""))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        created.is_empty(),
+        "the ledger shows new resources: {created:#?}"
+    );
+    assert_eq!(
+        inventory(&cloud),
+        before,
+        "same disks (data intact), addresses, buckets"
+    );
+    // The real PV binder bound each claim (it alone sets bind-completed; the simulated
+    // cloud only provisions), to the claim's new uid.
+    let claims = c.get(&["pvc", "-A"]).await;
+    let claims = claims["items"].as_array().expect("items");
+    assert_eq!(claims.len(), 7);
+    for pvc in claims {
+        let pv = c
+            .get(&["pv", pvc["spec"]["volumeName"].as_str().expect("bound")])
+            .await;
+        assert_eq!(
+            pvc["metadata"]["annotations"]["pv.kubernetes.io/bind-completed"], "yes",
+            "{pvc:#}"
+        );
+        assert_eq!(
+            pv["spec"]["claimRef"]["uid"], pvc["metadata"]["uid"],
+            "{pv:#}"
+        );
     }
 }
