@@ -312,6 +312,22 @@ async fn state(c: &RealCluster) -> Value {
 async fn snapshot_teardown_restore_on_the_real_control_plane_brings_back_plain_objects_and_the_real_binder_binds_the_claim()
  {
     let c = RealCluster::start().await;
+    // The static volume's disk exists in the cloud beside the cluster, created through the
+    // launcher's admin endpoint the kubeconfig names (the restore's preflight checks it).
+    c.coldstart_json(&[
+        "sim",
+        "cloud",
+        "create",
+        "disk",
+        "vol-0abc123def4567890",
+        "--zone",
+        "eu-west-1a",
+        "--size-gib",
+        "10",
+        "--data",
+        "shop:orders",
+    ])
+    .await;
     c.apply(MANIFESTS).await;
     c.wait_for("the CRD is established", async |c| {
         c.kubectl(&["get", "widgets.example.com", "-A"], None)
@@ -362,6 +378,8 @@ async fn snapshot_teardown_restore_on_the_real_control_plane_brings_back_plain_o
     .await;
     let after = state(&c).await;
     assert_eq!(before, after, "report: {report:#}");
+    assert_eq!(report["volumes_reused"], 1, "{report:#}");
+    assert_eq!(report["new_disks"], 0, "{report:#}");
     let pvc = c.get(&["-n", "shop", "pvc", "db-data"]).await;
     let pv = c.get(&["pv", "pv-db-data"]).await;
     assert_eq!(
