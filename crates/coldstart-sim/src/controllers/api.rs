@@ -265,3 +265,59 @@ impl Api for Sim {
         .map(|_| ())
     }
 }
+
+/// The embedded server seen as kube-apiserver with kube-controller-manager beside it: the
+/// same store, the cloud-only role. For testing the real control plane's half of each
+/// controller without starting one.
+#[cfg(test)]
+pub(crate) struct BesideKcm<'a>(pub &'a Sim);
+
+#[cfg(test)]
+impl Api for BesideKcm<'_> {
+    fn role(&self) -> Role {
+        Role::CloudOnly
+    }
+    fn cloud(&self) -> &Cloud {
+        &self.0.cloud
+    }
+    fn served(&self, group: &str, plural: &str) -> Result<Option<Served>, ApiError> {
+        Api::served(self.0, group, plural)
+    }
+    fn served_kind(&self, api_version: &str, kind: &str) -> Result<Option<Served>, ApiError> {
+        self.0.served_kind(api_version, kind)
+    }
+    fn get(&self, g: &str, p: &str, ns: &str, name: &str) -> Result<Option<Value>, ApiError> {
+        Api::get(self.0, g, p, ns, name)
+    }
+    fn list(&self, g: &str, p: &str) -> Result<Vec<Value>, ApiError> {
+        Api::list(self.0, g, p)
+    }
+    fn create(&self, g: &str, p: &str, ns: &str, o: Value, a: &Actor) -> Result<Value, ApiError> {
+        Api::create(self.0, g, p, ns, o, a)
+    }
+    fn update(
+        &self,
+        g: &str,
+        p: &str,
+        ns: &str,
+        o: Value,
+        s: UpdateScope,
+        a: &Actor,
+    ) -> Result<Value, ApiError> {
+        Api::update(self.0, g, p, ns, o, s, a)
+    }
+    fn merge_patch(
+        &self,
+        g: &str,
+        p: &str,
+        ns: &str,
+        name: &str,
+        patch: &Value,
+        a: &Actor,
+    ) -> Result<(), ApiError> {
+        self.0.merge_patch(g, p, ns, name, patch, a)
+    }
+    fn delete(&self, g: &str, p: &str, ns: &str, name: &str, a: &Actor) -> Result<(), ApiError> {
+        Api::delete(self.0, g, p, ns, name, a)
+    }
+}

@@ -441,6 +441,123 @@ fn reclaim_as_external_provisioner(sim: &dyn Api, pv: &Value) -> Result<Requeue,
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controllers::api::BesideKcm;
+    use crate::{Sim, SimConfig};
+
+    /// A cluster with the `gp3` class of the EBS CSI driver and a claim of it.
+    fn cluster_with_claim(handed_to_driver: bool) -> (std::sync::Arc<Sim>, String) {
+        let sim = Sim::new(SimConfig::default());
+        let admin = Actor::admin();
+        let api: &dyn Api = sim.as_ref();
+        api.create(
+            "",
+            "namespaces",
+            "",
+            json!({"metadata": {"name": "db"}}),
+            &admin,
+        )
+        .expect("namespace");
+        api.create(
+            "storage.k8s.io",
+            "storageclasses",
+            "",
+            json!({"metadata": {"name": "gp3"}, "provisioner": CSI_DRIVER, "reclaimPolicy": "Delete"}),
+            &admin,
+        )
+        .expect("class");
+        let mut pvc = json!({"metadata": {"name": "data", "namespace": "db"},
+            "spec": {"storageClassName": "gp3", "accessModes": ["ReadWriteOnce"],
+                     "resources": {"requests": {"storage": "5Gi"}}}});
+        if handed_to_driver {
+            pvc["metadata"]["annotations"] =
+                json!({"volume.kubernetes.io/storage-provisioner": CSI_DRIVER});
+        }
+        let pvc = api
+            .create("", "persistentvolumeclaims", "db", pvc, &admin)
+            .expect("claim");
+        let uid = str_at(&pvc, "/metadata/uid").expect("uid").to_owned();
+        (sim, uid)
+    }
+
+    #[test]
+    fn beside_the_real_binder_a_claim_handed_to_the_driver_gets_one_new_disk_however_often_it_is_reconciled()
+     {
+        let (sim, uid) = cluster_with_claim(true);
+        let api = BesideKcm(&sim);
+        for _ in 0..3 {
+            reconcile_pvc(&api, "db", "data").expect("reconcile");
+        }
+        assert_eq!(sim.cloud.lock().disks.len(), 1);
+        let pv = Api::get(
+            sim.as_ref(),
+            "",
+            "persistentvolumes",
+            "",
+            &format!("pvc-{uid}"),
+        )
+        .expect("get")
+        .expect("the provisioned volume");
+        assert_eq!(str_at(&pv, "/spec/claimRef/uid"), Some(uid.as_str()));
+        assert!(
+            pv["metadata"]["finalizers"]
+                .as_array()
+                .is_some_and(|f| f.iter().any(|x| x == PROVISIONER_FINALIZER)),
+            "{pv:#}"
+        );
+        let pvc = Api::get(sim.as_ref(), "", "persistentvolumeclaims", "db", "data")
+            .expect("get")
+            .expect("claim");
+        assert_eq!(
+            pvc.pointer("/spec/volumeName"),
+            None,
+            "binding is the real binder's"
+        );
+    }
+
+    #[test]
+    fn beside_the_real_binder_a_claim_not_handed_to_the_driver_gets_no_disk() {
+        let (sim, _) = cluster_with_claim(false);
+        reconcile_pvc(&BesideKcm(&sim), "db", "data").expect("reconcile");
+        assert!(sim.cloud.lock().disks.is_empty());
+    }
+
+    #[test]
+    fn beside_the_real_binder_a_released_delete_volume_loses_its_disk_and_then_its_object() {
+        let (sim, uid) = cluster_with_claim(true);
+        let api = BesideKcm(&sim);
+        reconcile_pvc(&api, "db", "data").expect("provision");
+        let name = format!("pvc-{uid}");
+        // The real binder releases it once its claim is gone.
+        let pv = Api::get(sim.as_ref(), "", "persistentvolumes", "", &name)
+            .expect("get")
+            .expect("pv");
+        set_status(
+            sim.as_ref(),
+            "",
+            "persistentvolumes",
+            &pv,
+            json!({"phase": "Released"}),
+            &Actor::admin(),
+        )
+        .expect("release");
+        reconcile_pv(&api, &name).expect("reclaim");
+        assert!(sim.cloud.lock().disks.is_empty(), "the disk is deleted");
+        // Deleting left only the pv-protection finalizer, which the real pv-protection
+        // controller removes; ours is gone.
+        let left = Api::get(sim.as_ref(), "", "persistentvolumes", "", &name).expect("get");
+        if let Some(pv) = left {
+            assert!(
+                pv.pointer("/metadata/deletionTimestamp").is_some(),
+                "{pv:#}"
+            );
+            assert!(
+                !pv["metadata"]["finalizers"]
+                    .as_array()
+                    .is_some_and(|f| f.iter().any(|x| x == PROVISIONER_FINALIZER)),
+                "{pv:#}"
+            );
+        }
+    }
 
     #[test]
     fn quantities_round_up_to_whole_gibibytes() {
