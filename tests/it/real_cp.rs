@@ -552,3 +552,77 @@ async fn stop_teardown_start_on_the_real_control_plane_reuses_every_disk_address
         );
     }
 }
+
+/// A claim without a volume, as an operator racing a restore would create it.
+const UNNAMED_CLAIM: &str = "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: fresh, namespace: default}\nspec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}\n";
+/// An unpinned LoadBalancer Service (a new address).
+const UNPINNED_SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: fresh, namespace: default}\nspec: {type: LoadBalancer, ports: [{port: 443}]}\n";
+
+/// The restore gate's ValidatingAdmissionPolicies, evaluated by kube-apiserver's own CEL:
+/// another identity is denied a new disk and a new address; coldstart's own identity (the
+/// one `whoami` reports, exempt) and a claim naming its volume are admitted; lifting the
+/// gate admits everyone.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_restore_gate_on_the_real_api_server_denies_new_disks_and_addresses_to_everyone_but_coldstart()
+ {
+    let c = RealCluster::start().await;
+    let client = coldstart::k8s::connect::connect(Some(&c.kubeconfig), None)
+        .await
+        .expect("client");
+    let me = coldstart::restore::whoami(&client).await.expect("whoami");
+    assert_eq!(me, "kubernetes-admin");
+    coldstart::restore::gate::install(&client, &me)
+        .await
+        .expect("the gate installs");
+    let operator = [
+        "--as=system:serviceaccount:default:operator",
+        "--as-group=system:masters",
+    ];
+    let create_as = async |who: &[&str], yaml: &str| {
+        let mut args = vec!["create", "-f", "-"];
+        args.extend_from_slice(who);
+        c.kubectl(&args, Some(yaml)).await
+    };
+    // A binding takes effect once the API server's policy informer has it.
+    c.wait_for(
+        "the gate denies an operator's claim without a volume",
+        async |_| {
+            let out = create_as(&operator, UNNAMED_CLAIM).await;
+            let err = String::from_utf8_lossy(&out.stderr);
+            if out.status.success() {
+                c.kubectl_ok(&["delete", "pvc", "fresh"]).await;
+            }
+            err.contains("must name its volume (spec.volumeName)")
+        },
+    )
+    .await;
+    let out = create_as(&operator, UNPINNED_SERVICE).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("must pin its address"),
+        "{err}"
+    );
+    let named = UNNAMED_CLAIM
+        .replace("name: fresh", "name: named")
+        .replace("resources:", "volumeName: pv-kept, resources:");
+    ok(
+        &create_as(&operator, &named).await,
+        "a claim naming its volume",
+    );
+    ok(
+        &create_as(&[], UNNAMED_CLAIM).await,
+        "coldstart's own claim",
+    );
+
+    let out = c
+        .coldstart(&c.dir.path().join("store"), &["gate", "off"])
+        .await;
+    ok(&out, "coldstart gate off");
+    c.wait_for("the lifted gate admits the operator", async |_| {
+        create_as(&operator, UNPINNED_SERVICE)
+            .await
+            .status
+            .success()
+    })
+    .await;
+}
