@@ -294,13 +294,8 @@ fn load_cloud(cloud: &cloud::Cloud, path: &std::path::Path) -> anyhow::Result<()
 /// Serve Kubernetes' own control plane until interrupted; `sim teardown` reaches it through
 /// the admin endpoint the kubeconfig names.
 async fn serve_kubernetes(args: ServeArgs, global: &Global) -> anyhow::Result<ExitCode> {
-    use sim::control_plane::{self, ControlPlane};
+    use sim::control_plane::{self, launch::Launched};
     let seed: Seed = args.seed.parse().context("invalid --seed")?;
-    anyhow::ensure!(
-        !matches!(seed, Seed::Scale(_)),
-        "--seed {} needs the embedded control plane (tests/bench/realcp.sh creates objects on the real one through its API)",
-        args.seed
-    );
     anyhow::ensure!(
         args.faults.is_none(),
         "--faults needs the embedded control plane"
@@ -310,43 +305,14 @@ async fn serve_kubernetes(args: ServeArgs, global: &Global) -> anyhow::Result<Ex
         load_cloud(&cloud, path)?;
     }
     let bin_dir = control_plane::locate_binaries()?;
-    let started = std::time::Instant::now();
-    let cp = ControlPlane::start(control_plane::Config::new(&args.name, bin_dir))
+    let launched = Launched::start(control_plane::Config::new(&args.name, bin_dir), cloud, seed)
         .await
         .context("failed to start the Kubernetes control plane")?;
-    let startup = started.elapsed();
-    let memory = cp.memory();
+    let (startup, memory) = (launched.startup, launched.memory.clone());
     let total_rss: u64 = memory.iter().map(|m| m.rss_bytes).sum();
-    let url = cp.url();
-    let state_dir = cp.dir().to_path_buf();
-    let config = cp
-        .config()
-        .await
-        .context("failed to configure a client for the control plane")?;
-    // The simulated cloud's controllers, acting through kube-apiserver like the real ones.
-    let _controllers = sim::controllers::kube_api::spawn_beside(config.clone(), cloud.clone())
-        .context("failed to start the simulated cloud's controllers")?;
-    if seed == Seed::Platform {
-        let seeded = std::time::Instant::now();
-        let api = sim::controllers::kube_api::KubeApi::new(
-            config,
-            cloud.clone(),
-            tokio::runtime::Handle::current(),
-        )
-        .context("failed to configure the seed's client")?;
-        tokio::task::spawn_blocking(move || sim::platform::load(&api))
-            .await
-            .context("the platform seed panicked")?;
-        tracing::info!(
-            elapsed_ms = seeded.elapsed().as_millis() as u64,
-            "seeded through the API"
-        );
-    }
-    let cp = std::sync::Arc::new(tokio::sync::Mutex::new(cp));
-    let admin = control_plane::admin::serve(cp.clone(), cloud.clone())
-        .await
-        .context("failed to serve the admin endpoint")?;
-    let kubeconfig = cp.lock().await.kubeconfig(Some(&admin.endpoint));
+    let (url, state_dir) = (launched.url.clone(), launched.state_dir.clone());
+    tracing::info!(elapsed_ms = launched.seeded_in.as_millis() as u64, seed = %args.seed, "seeded through the API");
+    let kubeconfig = launched.kubeconfig().await;
     if let Some(path) = &args.kubeconfig_out {
         std::fs::write(path, &kubeconfig)
             .with_context(|| format!("failed to write kubeconfig to {}", path.display()))?;
@@ -383,8 +349,7 @@ async fn serve_kubernetes(args: ServeArgs, global: &Global) -> anyhow::Result<Ex
     }
     shutdown_signal().await;
     tracing::info!("shutting down");
-    drop(admin);
-    cp.lock().await.shutdown().await;
+    launched.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -107,20 +107,24 @@ async fn add_to_cloud(State(s): State<AdminState>, body: Bytes) -> Response {
 /// terminate (disks detach), addresses the load-balancer controller allocated are released,
 /// buckets whose claims say Delete are deleted; then an empty cluster answers.
 async fn teardown(State(s): State<AdminState>) -> Response {
-    let mut cp = s.cp.lock().await;
-    let doomed = match delete_policy_disks(&cp).await {
-        Ok(d) => d,
-        Err(e) => return status(StatusCode::INTERNAL_SERVER_ERROR, &e),
-    };
-    match cp.teardown().await {
+    match teardown_cluster(&s.cp, &s.cloud).await {
         Ok(uid) => {
-            s.cloud.lock().delete_cluster(&doomed);
-            tracing::info!(disks_deleted = doomed.len(), "real cluster torn down");
-            axum::Json(json!({"uid": uid, "restarted_in_ms": cp.started_in.as_millis() as u64}))
+            let restarted_in = s.cp.lock().await.started_in;
+            axum::Json(json!({"uid": uid, "restarted_in_ms": restarted_in.as_millis() as u64}))
                 .into_response()
         }
-        Err(e) => status(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        Err(e) => status(StatusCode::INTERNAL_SERVER_ERROR, &e),
     }
+}
+
+/// Tear the cluster down with the cloud's side of it; returns the new `kube-system` uid.
+pub async fn teardown_cluster(cp: &Mutex<ControlPlane>, cloud: &Cloud) -> Result<String, String> {
+    let mut cp = cp.lock().await;
+    let doomed = delete_policy_disks(&cp).await?;
+    let uid = cp.teardown().await.map_err(|e| e.to_string())?;
+    cloud.lock().delete_cluster(&doomed);
+    tracing::info!(disks_deleted = doomed.len(), "real cluster torn down");
+    Ok(uid)
 }
 
 /// The disks of every PV whose reclaim policy is `Delete` (what a cluster deletion takes).

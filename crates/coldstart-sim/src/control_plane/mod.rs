@@ -18,6 +18,7 @@
 //! `kube-system` uid, as a re-created managed cluster does.
 
 pub mod admin;
+pub mod launch;
 pub mod pki;
 pub mod process;
 
