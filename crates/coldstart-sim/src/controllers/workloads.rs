@@ -435,3 +435,105 @@ fn operate(sim: &dyn Api, dep: &Value, ns: &str, name: &str) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controllers::api::BesideKcm;
+    use crate::{Sim, SimConfig};
+
+    const VA: (&str, &str) = ("storage.k8s.io", "volumeattachments");
+
+    /// A PV on `disk` and the VolumeAttachment the attach/detach controller would make for
+    /// it on `node`.
+    fn attachment(sim: &Sim, name: &str, disk: &str, node: &str) {
+        let admin = Actor::admin();
+        let api: &dyn Api = sim;
+        api.create(
+            "",
+            "persistentvolumes",
+            "",
+            json!({"metadata": {"name": format!("pv-{name}")},
+                "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                         "csi": {"driver": crate::cloud::CSI_DRIVER, "volumeHandle": disk}}}),
+            &admin,
+        )
+        .expect("pv");
+        api.create(
+            VA.0,
+            VA.1,
+            "",
+            json!({"metadata": {"name": name},
+                "spec": {"attacher": crate::cloud::CSI_DRIVER, "nodeName": node,
+                         "source": {"persistentVolumeName": format!("pv-{name}")}}}),
+            &admin,
+        )
+        .expect("volume attachment");
+    }
+
+    #[test]
+    fn beside_the_real_attach_detach_controller_a_volume_attachment_attaches_its_disk_and_deletion_detaches_it()
+     {
+        let sim = Sim::new(SimConfig::default());
+        let disk = sim
+            .cloud
+            .lock()
+            .create_disk("eu-west-1a", 1, "d", "test")
+            .id;
+        attachment(&sim, "va-1", &disk, "node-a");
+        let api = BesideKcm(&sim);
+        assert_eq!(
+            reconcile_volume_attachment(&api, "va-1").expect("attach"),
+            Requeue::No
+        );
+        assert_eq!(
+            sim.cloud.lock().disks[&disk].attached_to.as_deref(),
+            Some("node-a")
+        );
+        let va = Api::get(sim.as_ref(), VA.0, VA.1, "", "va-1")
+            .expect("get")
+            .expect("va");
+        assert_eq!(va["status"]["attached"], true, "{va:#}");
+        assert_eq!(
+            va["metadata"]["finalizers"],
+            json!(["external-attacher/ebs-csi-aws-com"])
+        );
+        Api::delete(sim.as_ref(), VA.0, VA.1, "", "va-1", &Actor::admin()).expect("delete");
+        reconcile_volume_attachment(&api, "va-1").expect("detach");
+        assert_eq!(sim.cloud.lock().disks[&disk].attached_to, None);
+        assert_eq!(
+            Api::get(sim.as_ref(), VA.0, VA.1, "", "va-1").expect("get"),
+            None,
+            "the finalizer is released and the object goes"
+        );
+    }
+
+    #[test]
+    fn beside_the_real_attach_detach_controller_a_disk_in_use_elsewhere_is_reported_and_retried() {
+        let sim = Sim::new(SimConfig::default());
+        let disk = sim
+            .cloud
+            .lock()
+            .create_disk("eu-west-1a", 1, "d", "test")
+            .id;
+        sim.cloud
+            .lock()
+            .attach_disk(&disk, "node-b")
+            .expect("attached");
+        attachment(&sim, "va-2", &disk, "node-a");
+        assert_eq!(
+            reconcile_volume_attachment(&BesideKcm(&sim), "va-2").expect("reconcile"),
+            Requeue::After(crate::controllers::RETRY)
+        );
+        let va = Api::get(sim.as_ref(), VA.0, VA.1, "", "va-2")
+            .expect("get")
+            .expect("va");
+        assert_eq!(va["status"]["attached"], false);
+        assert!(
+            va["status"]["attachError"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("node-b")),
+            "{va:#}"
+        );
+    }
+}
