@@ -153,9 +153,17 @@ fn ok(out: &Output, what: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn kubectl_version_against_the_real_control_plane_reports_the_release_and_its_nodes_are_ready_across_zones()
+async fn kubectl_version_against_the_real_control_plane_with_the_platform_seed_reports_the_release_and_its_nodes_are_ready_across_zones()
  {
-    let c = RealCluster::start().await;
+    let c = RealCluster::start_with(&["--seed", "platform"]).await;
+    // The seed went in through the API: its custom resources too (their CRDs established).
+    let topics = c
+        .get(&["-n", "kafka", "kafkatopics.kafka.strimzi.io"])
+        .await;
+    assert!(
+        topics["items"].as_array().is_some_and(|t| !t.is_empty()),
+        "{topics:#}"
+    );
     let release = include_str!("../kube/VERSION").trim();
     let v: Value =
         serde_json::from_str(&c.kubectl_ok(&["version", "-o", "json"]).await).expect("json");

@@ -236,16 +236,23 @@ impl Api for KubeApi {
     }
 
     fn list(&self, group: &str, plural: &str) -> Result<Vec<Value>, ApiError> {
-        if self.served(group, plural)?.is_none() {
+        let Some(s) = self.served(group, plural)? else {
             return Ok(Vec::new());
-        }
-        let s = self
-            .served(group, plural)?
-            .unwrap_or_else(|| unreachable!());
+        };
         let api: kube::Api<DynamicObject> =
             kube::Api::all_with(self.admin.clone(), &resource_of(&s));
         let list = self.block_on(api.list(&ListParams::default()))?;
-        list.items.iter().map(to_value).collect()
+        // List items carry no apiVersion/kind on kube-apiserver; the controllers read both.
+        list.items
+            .iter()
+            .map(|o| {
+                to_value(o).map(|mut v| {
+                    v["apiVersion"] = Value::from(resource_of(&s).api_version);
+                    v["kind"] = Value::from(s.kind.clone());
+                    v
+                })
+            })
+            .collect()
     }
 
     fn create(
