@@ -17,9 +17,99 @@ use crate::restore::RestoreOptions;
 use crate::snapshot::crypto::Keys;
 use crate::snapshot::write;
 use crate::store::Store;
-use coldstart_sim::cloud::CloudState;
+use coldstart_sim::cloud::{Cloud, CloudState};
+use coldstart_sim::control_plane::launch::Launched;
 use coldstart_sim::seed::{self, Seed};
 use coldstart_sim::{self as sim, Running, Sim, SimConfig};
+
+/// Which API server the demo's cluster has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ControlPlane {
+    /// coldstart's simulated API server, with the simulated cloud in the same process.
+    #[default]
+    Embedded,
+    /// Kubernetes' own (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok,
+    /// from `$COLDSTART_KUBE_BIN`), with the simulated cloud's controllers beside it.
+    Kubernetes,
+}
+
+/// The demo's cluster and cloud, kept running for `--keep`; [`DemoCluster::stop`] ends it.
+#[derive(Debug)]
+pub enum DemoCluster {
+    Embedded { sim: Arc<Sim>, running: Running },
+    Kubernetes(Box<Launched>),
+}
+
+impl DemoCluster {
+    async fn start(plane: ControlPlane) -> Result<Self, DemoError> {
+        Ok(match plane {
+            ControlPlane::Embedded => {
+                let sim = Sim::new(SimConfig {
+                    cluster_name: "demo".into(),
+                    ..Default::default()
+                });
+                seed::load(&sim, Seed::Platform);
+                let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+                let running = sim::start(sim.clone(), addr)
+                    .await
+                    .map_err(DemoError::Start)?;
+                DemoCluster::Embedded { sim, running }
+            }
+            ControlPlane::Kubernetes => {
+                let bin = sim::control_plane::locate_binaries()
+                    .map_err(|e| DemoError::Launch(e.to_string()))?;
+                let launched = Launched::start(
+                    sim::control_plane::Config::new("demo", bin),
+                    Arc::new(Cloud::default()),
+                    Seed::Platform,
+                )
+                .await
+                .map_err(|e| DemoError::Launch(e.to_string()))?;
+                DemoCluster::Kubernetes(Box::new(launched))
+            }
+        })
+    }
+
+    pub fn url(&self) -> String {
+        match self {
+            DemoCluster::Embedded { running, .. } => running.url(),
+            DemoCluster::Kubernetes(l) => l.url.clone(),
+        }
+    }
+
+    async fn kubeconfig(&self) -> String {
+        match self {
+            DemoCluster::Embedded { running, .. } => running.kubeconfig(),
+            DemoCluster::Kubernetes(l) => l.kubeconfig().await,
+        }
+    }
+
+    fn cloud(&self) -> CloudState {
+        match self {
+            DemoCluster::Embedded { sim, .. } => sim.cloud.snapshot(),
+            DemoCluster::Kubernetes(l) => l.cloud.snapshot(),
+        }
+    }
+
+    async fn teardown(&self) -> Result<(), DemoError> {
+        match self {
+            DemoCluster::Embedded { sim, .. } => {
+                sim.teardown();
+                Ok(())
+            }
+            DemoCluster::Kubernetes(l) => {
+                l.teardown().await.map(|_| ()).map_err(DemoError::Teardown)
+            }
+        }
+    }
+
+    pub async fn stop(self) {
+        match self {
+            DemoCluster::Embedded { running, .. } => running.stop().await,
+            DemoCluster::Kubernetes(l) => l.shutdown().await,
+        }
+    }
+}
 
 /// What the demo shows as it goes: each step, as it starts and ends.
 pub trait Narrator: Send + Sync {
@@ -41,6 +131,7 @@ pub struct DemoOptions {
     /// Where the snapshot store and the kubeconfig go.
     pub dir: PathBuf,
     pub settle_timeout: Duration,
+    pub control_plane: ControlPlane,
 }
 
 /// A cloud resource before and after.
@@ -86,6 +177,12 @@ pub struct DemoReport {
 pub enum DemoError {
     #[error("failed to start the simulated cluster: {0}")]
     Start(std::io::Error),
+    #[error("failed to start the Kubernetes control plane: {0}")]
+    Launch(String),
+    #[error("failed to tear the cluster down: {0}")]
+    Teardown(String),
+    #[error("failed to read the cluster's workloads: {0}")]
+    Workloads(kube::Error),
     #[error("failed to prepare {0}: {1}")]
     Prepare(String, String),
     #[error("the simulated platform did not settle within {0:?}")]
@@ -122,20 +219,34 @@ fn rows_of(cloud: &CloudState) -> BTreeMap<(&'static str, String), String> {
     m
 }
 
-fn settled(sim: &Sim) -> bool {
-    let cloud = sim.cloud.snapshot();
-    let sts_ready = sim.def("apps", "statefulsets").is_some_and(|d| {
-        sim.store
-            .all(&d.group_resource(), None)
-            .iter()
-            .all(|(_, s)| s.value()["status"]["readyReplicas"] == s.value()["spec"]["replicas"])
-    });
-    cloud.load_balancers.len() >= 4 && sts_ready
+/// Settled: every load balancer up and every StatefulSet ready (read through the API, so
+/// the same on either control plane).
+async fn settled(cluster: &DemoCluster, client: &kube::Client) -> Result<bool, DemoError> {
+    if cluster.cloud().load_balancers.len() < 4 {
+        return Ok(false);
+    }
+    let api: kube::Api<k8s_openapi::api::apps::v1::StatefulSet> = kube::Api::all(client.clone());
+    let list = api
+        .list(&Default::default())
+        .await
+        .map_err(DemoError::Workloads)?;
+    Ok(list.items.iter().all(|s| {
+        let want = s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+        s.status
+            .as_ref()
+            .and_then(|s| s.ready_replicas)
+            .unwrap_or(0)
+            == want
+    }))
 }
 
-async fn wait_settled(sim: &Sim, timeout: Duration) -> Result<(), DemoError> {
+async fn wait_settled(
+    cluster: &DemoCluster,
+    client: &kube::Client,
+    timeout: Duration,
+) -> Result<(), DemoError> {
     let deadline = Instant::now() + timeout;
-    while !settled(sim) {
+    while !settled(cluster, client).await? {
         if Instant::now() > deadline {
             return Err(DemoError::Settle(timeout));
         }
@@ -146,12 +257,12 @@ async fn wait_settled(sim: &Sim, timeout: Duration) -> Result<(), DemoError> {
     Ok(())
 }
 
-/// Run the demo; the simulated cluster stays up in the returned `Running` (for `--serve`).
+/// Run the demo; the cluster stays up in the returned [`DemoCluster`] (for `--keep`).
 pub async fn run(
     opts: &DemoOptions,
     narrator: &dyn Narrator,
     progress: &Arc<Mutex<Progress>>,
-) -> Result<(DemoReport, Running), DemoError> {
+) -> Result<(DemoReport, DemoCluster), DemoError> {
     let prep =
         |what: &str, e: &dyn std::fmt::Display| DemoError::Prepare(what.to_owned(), e.to_string());
     std::fs::create_dir_all(&opts.dir).map_err(|e| prep(&opts.dir.display().to_string(), &e))?;
@@ -159,27 +270,16 @@ pub async fn run(
 
     let t = Instant::now();
     narrator.step("starting a simulated cluster and cloud with the `platform` seed");
-    let simulated = Sim::new(SimConfig {
-        cluster_name: "demo".into(),
-        ..Default::default()
-    });
-    seed::load(&simulated, Seed::Platform);
-    let running = sim::start(
-        simulated.clone(),
-        "127.0.0.1:0".parse().map_err(|e| prep("address", &e))?,
-    )
-    .await
-    .map_err(DemoError::Start)?;
+    let cluster = DemoCluster::start(opts.control_plane).await?;
     let kubeconfig = opts.dir.join("kubeconfig");
-    std::fs::write(&kubeconfig, running.kubeconfig()).map_err(|e| prep("kubeconfig", &e))?;
-    wait_settled(&simulated, opts.settle_timeout).await?;
+    std::fs::write(&kubeconfig, cluster.kubeconfig().await).map_err(|e| prep("kubeconfig", &e))?;
     let client = crate::k8s::connect::connect(Some(&kubeconfig), None).await?;
-    let cloud = simulated.cloud.snapshot();
+    wait_settled(&cluster, &client, opts.settle_timeout).await?;
+    let cloud = cluster.cloud();
     narrator.done(
         &format!(
-            "{} at {}: {} disks, {} load balancers, {} DNS names, {} buckets",
-            simulated.cluster_name,
-            running.url(),
+            "demo at {}: {} disks, {} load balancers, {} DNS names, {} buckets",
+            cluster.url(),
             cloud.disks.len(),
             cloud.load_balancers.len(),
             cloud.dns.len(),
@@ -210,7 +310,7 @@ pub async fn run(
     let stop_opts = StopOptions {
         snapshot: write::Options {
             cluster_name: "demo".into(),
-            server: running.url(),
+            server: cluster.url(),
             ..Default::default()
         },
         quiesce_timeout: Duration::from_secs(60),
@@ -234,14 +334,14 @@ pub async fn run(
         t.elapsed(),
     );
     phase_ms.insert("stop".into(), t.elapsed().as_millis() as u64);
-    let before = simulated.cloud.snapshot();
+    let before = cluster.cloud();
 
     let t = Instant::now();
     narrator.step("deleting the cluster the way a cloud does (nodes, objects, load balancers)");
-    simulated.teardown();
-    let mark = simulated.cloud.snapshot().position();
+    cluster.teardown().await?;
+    let mark = cluster.cloud().position();
     narrator.done(
-        &format!("a new, empty cluster answers at {}", running.url()),
+        &format!("a new, empty cluster answers at {}", cluster.url()),
         t.elapsed(),
     );
 
@@ -272,7 +372,7 @@ pub async fn run(
     );
     phase_ms.insert("start".into(), t.elapsed().as_millis() as u64);
 
-    let after_cloud = simulated.cloud.snapshot();
+    let after_cloud = cluster.cloud();
     let created = after_cloud.created_since(mark);
     let (b, a) = (rows_of(&before), rows_of(&after_cloud));
     let mut rows = Vec::new();
@@ -323,5 +423,5 @@ pub async fn run(
         stop: Some(stopped),
         start: Some(started),
     };
-    Ok((report, running))
+    Ok((report, cluster))
 }

@@ -211,15 +211,24 @@ pub fn statefulset(namespace: &str, name: &str) -> Object {
 }
 
 /// A namespaced CustomResourceDefinition for `kind` in `group` (served and stored at
-/// `version`, any fields allowed): the CRD several tests used to paste.
+/// `version`, any fields allowed): the CRD several tests used to paste. A CRD in a
+/// `*.k8s.io` group carries the API-review approval kube-apiserver requires of it.
 pub fn crd(group: &str, version: &str, kind: &str, plural: &str) -> Object {
-    Object::new(
+    let crd = Object::new(
         "apiextensions.k8s.io/v1",
         "CustomResourceDefinition",
         None,
         &format!("{plural}.{group}"),
-    )
-    .set(
+    );
+    let crd = if group.ends_with(".k8s.io") {
+        crd.annotation(
+            "api-approved.kubernetes.io",
+            "https://github.com/kubernetes-sigs/container-object-storage-interface-api/pull/2",
+        )
+    } else {
+        crd
+    };
+    crd.set(
         "/spec",
         json!({
             "group": group,

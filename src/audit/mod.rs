@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use kube::api::ListParams;
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::bindings::is_pinned;
 use crate::bindings::{self, BucketBinding, BucketKind};
@@ -617,14 +617,10 @@ async fn list_served(
         .list(&ListParams::default())
         .await
         .map_err(|source| AuditError::List { what, source })?;
-    list.items
-        .into_iter()
-        .map(serde_json::to_value)
-        .collect::<Result<_, _>>()
-        .map_err(|e| AuditError::List {
-            what,
-            source: kube::Error::SerdeError(e),
-        })
+    crate::k8s::typed_items(list.items, api_version, kind).map_err(|e| AuditError::List {
+        what,
+        source: kube::Error::SerdeError(e),
+    })
 }
 
 /// Collect what the rules look at from the cluster (discovering what it serves).
@@ -682,25 +678,12 @@ pub async fn collect_with(
         node_resource_group: bindings::azure::node_resource_group(
             &list_served(c, r, ("v1", "Node"), "Nodes").await?,
         ),
-        cronjobs: list_served(c, r, ("batch/v1", "CronJob"), "CronJobs")
-            .await?
-            .into_iter()
-            .map(|mut o| {
-                o["apiVersion"] = json!("batch/v1");
-                o["kind"] = json!("CronJob");
-                o
-            })
-            .collect(),
+        cronjobs: list_served(c, r, ("batch/v1", "CronJob"), "CronJobs").await?,
         bucket_objects: {
             let mut all = Vec::new();
             for api in bindings::BUCKET_APIS {
                 let api_version = format!("{}/{}", api.group, api.version);
-                let items = list_served(c, r, (&api_version, api.kind), "bucket objects").await?;
-                all.extend(items.into_iter().map(|mut o| {
-                    o["apiVersion"] = json!(format!("{}/{}", api.group, api.version));
-                    o["kind"] = json!(api.kind);
-                    o
-                }));
+                all.extend(list_served(c, r, (&api_version, api.kind), "bucket objects").await?);
             }
             all
         },

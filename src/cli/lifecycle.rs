@@ -219,6 +219,11 @@ pub struct DemoArgs {
     /// The status page of a demo is not served yet: run `coldstart serve` against it.
     #[arg(long)]
     pub keep: bool,
+    /// Which API server the cluster has: `embedded` (coldstart's simulated one) or
+    /// `kubernetes` (Kubernetes' own control plane from tests/kube/build.sh, found through
+    /// $COLDSTART_KUBE_BIN, with the simulated cloud's controllers beside it).
+    #[arg(long, value_enum, default_value_t = super::sim::ControlPlaneKind::Embedded)]
+    pub control_plane: super::sim::ControlPlaneKind,
 }
 
 /// Prints each step as it starts and ends, with its duration.
@@ -240,7 +245,15 @@ pub async fn demo_cmd(args: DemoArgs, global: &Global) -> anyhow::Result<ExitCod
     let dir = args.dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
     let opts = DemoOptions {
         dir,
-        settle_timeout: Duration::from_secs(30),
+        // The real control plane starts in ~10 s and settles through its own controllers.
+        settle_timeout: Duration::from_secs(match args.control_plane {
+            super::sim::ControlPlaneKind::Embedded => 30,
+            super::sim::ControlPlaneKind::Kubernetes => 120,
+        }),
+        control_plane: match args.control_plane {
+            super::sim::ControlPlaneKind::Embedded => demo::ControlPlane::Embedded,
+            super::sim::ControlPlaneKind::Kubernetes => demo::ControlPlane::Kubernetes,
+        },
     };
     let progress = Arc::new(Mutex::new(Progress::default()));
     let terminal = Terminal {

@@ -311,18 +311,7 @@ async fn serve(args: ServeArgs, global: &Global) -> anyhow::Result<ExitCode> {
     });
     let seed: Seed = args.seed.parse().context("invalid --seed")?;
     if let Some(path) = &args.cloud {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("failed to read --cloud {}", path.display()))?;
-        let existing: cloud::Existing = serde_yaml::from_str(&text).with_context(|| {
-            format!(
-                "failed to parse --cloud {}: expected disks, addresses, pools, buckets",
-                path.display()
-            )
-        })?;
-        sim.cloud
-            .lock()
-            .add_existing(&existing)
-            .with_context(|| format!("failed to load --cloud {}", path.display()))?;
+        load_cloud(&sim.cloud, path)?;
     }
     let started = std::time::Instant::now();
     seed::load(&sim, seed);
@@ -355,38 +344,44 @@ async fn serve(args: ServeArgs, global: &Global) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Add what `--cloud` says the account already holds.
+fn load_cloud(cloud: &cloud::Cloud, path: &std::path::Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("failed to read --cloud {}", path.display()))?;
+    let existing: cloud::Existing = serde_yaml::from_str(&text).with_context(|| {
+        format!(
+            "failed to parse --cloud {}: expected disks, addresses, pools, buckets",
+            path.display()
+        )
+    })?;
+    cloud
+        .lock()
+        .add_existing(&existing)
+        .with_context(|| format!("failed to load --cloud {}", path.display()))
+}
+
 /// Serve Kubernetes' own control plane until interrupted; `sim teardown` reaches it through
 /// the admin endpoint the kubeconfig names.
 async fn serve_kubernetes(args: ServeArgs, global: &Global) -> anyhow::Result<ExitCode> {
-    use sim::control_plane::{self, ControlPlane};
-    anyhow::ensure!(
-        args.seed == "empty",
-        "--seed {} needs the embedded control plane (the real one starts empty)",
-        args.seed
-    );
+    use sim::control_plane::{self, launch::Launched};
+    let seed: Seed = args.seed.parse().context("invalid --seed")?;
     anyhow::ensure!(
         args.faults.is_none(),
         "--faults needs the embedded control plane"
     );
-    anyhow::ensure!(
-        args.cloud.is_none(),
-        "--cloud needs the embedded control plane (the simulated cloud does not yet run beside the real one)"
-    );
+    let cloud = std::sync::Arc::new(cloud::Cloud::default());
+    if let Some(path) = &args.cloud {
+        load_cloud(&cloud, path)?;
+    }
     let bin_dir = control_plane::locate_binaries()?;
-    let started = std::time::Instant::now();
-    let cp = ControlPlane::start(control_plane::Config::new(&args.name, bin_dir))
+    let launched = Launched::start(control_plane::Config::new(&args.name, bin_dir), cloud, seed)
         .await
         .context("failed to start the Kubernetes control plane")?;
-    let startup = started.elapsed();
-    let memory = cp.memory();
+    let (startup, memory) = (launched.startup, launched.memory.clone());
     let total_rss: u64 = memory.iter().map(|m| m.rss_bytes).sum();
-    let url = cp.url();
-    let state_dir = cp.dir().to_path_buf();
-    let cp = std::sync::Arc::new(tokio::sync::Mutex::new(cp));
-    let admin = control_plane::admin::serve(cp.clone())
-        .await
-        .context("failed to serve the admin endpoint")?;
-    let kubeconfig = cp.lock().await.kubeconfig(Some(&admin.endpoint));
+    let (url, state_dir) = (launched.url.clone(), launched.state_dir.clone());
+    tracing::info!(elapsed_ms = launched.seeded_in.as_millis() as u64, seed = %args.seed, "seeded through the API");
+    let kubeconfig = launched.kubeconfig().await;
     if let Some(path) = &args.kubeconfig_out {
         std::fs::write(path, &kubeconfig)
             .with_context(|| format!("failed to write kubeconfig to {}", path.display()))?;
@@ -423,8 +418,7 @@ async fn serve_kubernetes(args: ServeArgs, global: &Global) -> anyhow::Result<Ex
     }
     shutdown_signal().await;
     tracing::info!("shutting down");
-    drop(admin);
-    cp.lock().await.shutdown().await;
+    launched.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -51,26 +51,54 @@ pub async fn connect_with(
         context: context.map(str::to_owned),
         ..Default::default()
     };
-    let config = match kubeconfig {
+    let (config, admin) = match kubeconfig {
         Some(path) => {
             let kc =
                 Kubeconfig::read_from(path).map_err(|source| ConnectError::ReadKubeconfig {
                     path: path.display().to_string(),
                     source,
                 })?;
-            kube::Config::from_custom_kubeconfig(kc, &options).await?
+            let admin = coldstart_sim::kubeconfig::admin_endpoint(&kc, context);
+            (
+                kube::Config::from_custom_kubeconfig(kc, &options).await?,
+                admin,
+            )
         }
-        None if context.is_some() => kube::Config::from_kubeconfig(&options).await?,
-        None => kube::Config::infer().await?,
+        None => {
+            let admin = Kubeconfig::read()
+                .ok()
+                .and_then(|kc| coldstart_sim::kubeconfig::admin_endpoint(&kc, context));
+            let config = if context.is_some() {
+                kube::Config::from_kubeconfig(&options).await?
+            } else {
+                kube::Config::infer().await?
+            };
+            (config, admin)
+        }
     };
-    Ok(client(config, retry)?)
+    Ok(routed_client(config, retry, admin)?)
 }
 
 /// A client for `config` whose requests are retried by [`super::retry`] alone: kube's own
 /// retry layer is switched off, so a budget means what it says.
-pub fn client(mut config: kube::Config, policy: RetryPolicy) -> Result<kube::Client, kube::Error> {
+pub fn client(config: kube::Config, policy: RetryPolicy) -> Result<kube::Client, kube::Error> {
+    routed_client(config, policy, None)
+}
+
+/// [`client`], with `/sim/v1` requests sent to a test-bed launcher's admin endpoint when the
+/// kubeconfig names one (a real control plane started by `coldstart sim serve
+/// --control-plane kubernetes` keeps its simulated cloud there, not in kube-apiserver).
+fn routed_client(
+    mut config: kube::Config,
+    policy: RetryPolicy,
+    admin: Option<coldstart_sim::kubeconfig::AdminEndpoint>,
+) -> Result<kube::Client, kube::Error> {
     config.default_retry = false;
-    Ok(ClientBuilder::try_from(config)?
+    let base = ClientBuilder::try_from(config)?;
+    let routed =
+        tower::util::option_layer(admin.map(coldstart_sim::control_plane::admin::RouteLayer));
+    Ok(base
+        .with_layer(&routed)
         // The retry layer clones the service per request; a buffer makes the boxed stack
         // cloneable. Its bound only queues requests waiting for the worker to hand them on.
         .with_layer(&BufferLayer::new(1024))

@@ -40,3 +40,23 @@ pub fn describe(e: &kube::Error) -> String {
         other => other.to_string(),
     }
 }
+
+/// A list's items as JSON, each with its `apiVersion` and `kind`: kube-apiserver leaves both
+/// out of a list's items, and what is made from them (changes, findings, bindings) names
+/// its object by both.
+pub fn typed_items(
+    items: Vec<kube::api::DynamicObject>,
+    api_version: &str,
+    kind: &str,
+) -> Result<Vec<serde_json::Value>, serde_json::Error> {
+    items
+        .into_iter()
+        .map(|o| {
+            serde_json::to_value(o).map(|mut v| {
+                v["apiVersion"] = serde_json::Value::from(api_version);
+                v["kind"] = serde_json::Value::from(kind);
+                v
+            })
+        })
+        .collect()
+}

@@ -164,12 +164,10 @@ async fn workloads(client: &kube::Client) -> Result<Vec<serde_json::Value>, Life
             .list(&ListParams::default())
             .await
             .map_err(LifecycleError::List)?;
-        for o in list.items {
-            out.push(
-                serde_json::to_value(o)
-                    .map_err(|e| LifecycleError::List(kube::Error::SerdeError(e)))?,
-            );
-        }
+        out.extend(
+            crate::k8s::typed_items(list.items, "apps/v1", kind)
+                .map_err(|e| LifecycleError::List(kube::Error::SerdeError(e)))?,
+        );
     }
     // kube-system is the platform's, not the workload's: leave it running.
     out.retain(|w| {

@@ -97,14 +97,10 @@ async fn list(
         .list(&ListParams::default())
         .await
         .map_err(|source| VerifyError::List { what, source })?;
-    list.items
-        .into_iter()
-        .map(serde_json::to_value)
-        .collect::<Result<_, _>>()
-        .map_err(|e| VerifyError::List {
-            what,
-            source: kube::Error::SerdeError(e),
-        })
+    crate::k8s::typed_items(list.items, api_version, kind).map_err(|e| VerifyError::List {
+        what,
+        source: kube::Error::SerdeError(e),
+    })
 }
 
 /// Look at the cluster once. A failed LIST is an error, never an empty list: "0 new disks"
@@ -133,18 +129,15 @@ pub async fn observe(
             let mut all = Vec::new();
             for api in bindings::BUCKET_APIS {
                 let api_version = format!("{}/{}", api.group, api.version);
-                let items = list(
-                    client,
-                    resources,
-                    (&api_version, api.kind),
-                    "bucket objects",
-                )
-                .await?;
-                all.extend(items.into_iter().map(|mut o| {
-                    o["apiVersion"] = Value::from(api_version.clone());
-                    o["kind"] = Value::from(api.kind);
-                    o
-                }));
+                all.extend(
+                    list(
+                        client,
+                        resources,
+                        (&api_version, api.kind),
+                        "bucket objects",
+                    )
+                    .await?,
+                );
             }
             all
         },

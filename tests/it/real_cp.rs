@@ -1,7 +1,9 @@
 //! The CLI against Kubernetes' own control plane (`coldstart sim serve --control-plane
 //! kubernetes`: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok), built
 //! by tests/kube/build.sh. These tests fail, never skip, when the binaries are missing: a
-//! claim about real Kubernetes that was not checked against it must not pass.
+//! claim about real Kubernetes that was not checked against it must not pass. Scenarios that
+//! take a [`Plane`] run on the embedded server too: a difference in outcome is a bug in one
+//! of them.
 
 use std::path::PathBuf;
 use std::process::Output;
@@ -11,8 +13,15 @@ use serde_json::Value;
 
 const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
-/// A `coldstart sim serve --control-plane kubernetes` process; killed (with its control
-/// plane, which dies with it) on drop.
+/// Which API server a scenario runs against.
+#[derive(Debug, Clone, Copy)]
+enum Plane {
+    Embedded,
+    Kubernetes,
+}
+
+/// A `coldstart sim serve --control-plane ...` process; killed (with its control plane,
+/// which dies with it) on drop.
 struct RealCluster {
     _serve: tokio::process::Child,
     dir: tempfile::TempDir,
@@ -22,14 +31,32 @@ struct RealCluster {
 
 impl RealCluster {
     async fn start() -> Self {
-        let bin = coldstart_sim::control_plane::locate_binaries().unwrap_or_else(|e| panic!("{e}"));
+        Self::start_with(&[]).await
+    }
+
+    /// Start with more `sim serve` arguments (e.g. `--seed platform`).
+    async fn start_with(extra: &[&str]) -> Self {
+        Self::start_on(Plane::Kubernetes, extra).await
+    }
+
+    async fn start_on(plane: Plane, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let kubeconfig = dir.path().join("kubeconfig");
-        let mut serve = tokio::process::Command::new(env!("CARGO_BIN_EXE_coldstart"))
-            .args(["--json", "sim", "serve", "--control-plane", "kubernetes"])
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_coldstart"));
+        cmd.args(["--json", "sim", "serve", "--control-plane"]);
+        match plane {
+            Plane::Embedded => cmd.arg("embedded"),
+            Plane::Kubernetes => {
+                let bin = coldstart_sim::control_plane::locate_binaries()
+                    .unwrap_or_else(|e| panic!("{e}"));
+                cmd.arg("kubernetes")
+                    .env(coldstart_sim::control_plane::BIN_ENV, &bin)
+            }
+        };
+        let mut serve = cmd
+            .args(extra)
             .arg("--kubeconfig-out")
             .arg(&kubeconfig)
-            .env(coldstart_sim::control_plane::BIN_ENV, &bin)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit())
             .kill_on_drop(true)
@@ -104,6 +131,25 @@ impl RealCluster {
             .expect("coldstart runs")
     }
 
+    /// `coldstart --json ARGS` against this cluster, its JSON answer.
+    async fn coldstart_json(&self, args: &[&str]) -> Value {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_coldstart"))
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--json")
+            .args(args)
+            .output()
+            .await
+            .expect("coldstart runs");
+        serde_json::from_str(&ok(&out, &format!("coldstart {}", args.join(" ")))).expect("json")
+    }
+
+    /// The simulated cloud beside the control plane (served by the launcher's admin
+    /// endpoint, reached through the kubeconfig like on the embedded server).
+    async fn cloud(&self) -> Value {
+        self.coldstart_json(&["sim", "cloud"]).await
+    }
+
     async fn wait_for(&self, what: &str, mut cond: impl AsyncFnMut(&Self) -> bool) {
         let deadline = std::time::Instant::now() + Duration::from_secs(90);
         while !cond(self).await {
@@ -128,9 +174,17 @@ fn ok(out: &Output, what: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn kubectl_version_against_the_real_control_plane_reports_the_release_and_its_nodes_are_ready_across_zones()
+async fn kubectl_version_against_the_real_control_plane_with_the_platform_seed_reports_the_release_and_its_nodes_are_ready_across_zones()
  {
-    let c = RealCluster::start().await;
+    let c = RealCluster::start_with(&["--seed", "platform"]).await;
+    // The seed went in through the API: its custom resources too (their CRDs established).
+    let topics = c
+        .get(&["-n", "kafka", "kafkatopics.kafka.strimzi.io"])
+        .await;
+    assert!(
+        topics["items"].as_array().is_some_and(|t| !t.is_empty()),
+        "{topics:#}"
+    );
     let release = include_str!("../kube/VERSION").trim();
     let v: Value =
         serde_json::from_str(&c.kubectl_ok(&["version", "-o", "json"]).await).expect("json");
@@ -287,6 +341,22 @@ async fn state(c: &RealCluster) -> Value {
 async fn snapshot_teardown_restore_on_the_real_control_plane_brings_back_plain_objects_and_the_real_binder_binds_the_claim()
  {
     let c = RealCluster::start().await;
+    // The static volume's disk exists in the cloud beside the cluster, created through the
+    // launcher's admin endpoint the kubeconfig names (the restore's preflight checks it).
+    c.coldstart_json(&[
+        "sim",
+        "cloud",
+        "create",
+        "disk",
+        "vol-0abc123def4567890",
+        "--zone",
+        "eu-west-1a",
+        "--size-gib",
+        "10",
+        "--data",
+        "shop:orders",
+    ])
+    .await;
     c.apply(MANIFESTS).await;
     c.wait_for("the CRD is established", async |c| {
         c.kubectl(&["get", "widgets.example.com", "-A"], None)
@@ -337,6 +407,8 @@ async fn snapshot_teardown_restore_on_the_real_control_plane_brings_back_plain_o
     .await;
     let after = state(&c).await;
     assert_eq!(before, after, "report: {report:#}");
+    assert_eq!(report["volumes_reused"], 1, "{report:#}");
+    assert_eq!(report["new_disks"], 0, "{report:#}");
     let pvc = c.get(&["-n", "shop", "pvc", "db-data"]).await;
     let pv = c.get(&["pv", "pv-db-data"]).await;
     assert_eq!(
@@ -366,5 +438,356 @@ async fn the_rendered_helm_chart_passes_the_real_api_servers_server_side_dry_run
         let args = ["apply", "--dry-run=server", "-f", "-"];
         let out = c.kubectl(&args, Some(&list.to_string())).await;
         ok(&out, &format!("{name}: kubectl apply --dry-run=server"));
+    }
+}
+
+/// Every workload ready, every claim bound, every load balancer with its address.
+async fn platform_settled(c: &RealCluster) -> bool {
+    let workloads = c.get(&["deployments,statefulsets", "-A"]).await;
+    let ready = workloads["items"].as_array().is_some_and(|ws| {
+        ws.iter()
+            .all(|w| w["status"]["readyReplicas"] == w["spec"]["replicas"])
+    });
+    let claims = c.get(&["pvc", "-A"]).await;
+    let bound = claims["items"]
+        .as_array()
+        .is_some_and(|cs| cs.iter().all(|pvc| pvc["status"]["phase"] == "Bound"));
+    let services = c.get(&["services", "-A"]).await;
+    let addressed = services["items"].as_array().is_some_and(|ss| {
+        ss.iter()
+            .filter(|s| s["spec"]["type"] == "LoadBalancer")
+            .all(|s| s["status"]["loadBalancer"]["ingress"][0]["ip"].is_string())
+    });
+    ready && bound && addressed
+}
+
+/// Disks (id and data), addresses and buckets of the simulated cloud.
+fn inventory(cloud: &Value) -> Value {
+    let keys = |what: &str| -> Vec<String> {
+        let mut k: Vec<String> = cloud[what]
+            .as_object()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        k.sort();
+        k
+    };
+    let disks: std::collections::BTreeMap<String, Value> = cloud["disks"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(id, d)| (id.clone(), d["data_token"].clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    serde_json::json!({"disks": disks, "addresses": keys("addresses"), "buckets": keys("buckets")})
+}
+
+/// The planned stop and start of issue 13, on kube-apiserver, kube-controller-manager (its
+/// real PV binder, StatefulSet, attach/detach and GC controllers), kube-scheduler and kwok,
+/// with the simulated cloud's controllers beside them acting through the API.
+#[tokio::test(flavor = "multi_thread")]
+async fn stop_teardown_start_on_the_real_control_plane_reuses_every_disk_address_and_bucket_and_the_real_binder_binds_each_claim()
+ {
+    stop_teardown_start_reuses_everything(Plane::Kubernetes).await;
+}
+
+/// The same scenario on the embedded server, through the same CLI and helpers.
+#[tokio::test(flavor = "multi_thread")]
+async fn stop_teardown_start_on_the_embedded_server_reuses_every_disk_address_and_bucket_and_its_binder_binds_each_claim()
+ {
+    stop_teardown_start_reuses_everything(Plane::Embedded).await;
+}
+
+async fn stop_teardown_start_reuses_everything(plane: Plane) {
+    let c = RealCluster::start_on(plane, &["--seed", "platform"]).await;
+    c.wait_for("the platform seed settles", async |c| {
+        platform_settled(c).await
+    })
+    .await;
+    let before = inventory(&c.cloud().await);
+    assert_eq!(
+        before["disks"].as_object().map(serde_json::Map::len),
+        Some(7),
+        "{before:#}"
+    );
+
+    let store = c.dir.path().join("store");
+    let out = c.coldstart(&store, &["stop", "--json"]).await;
+    ok(&out, "coldstart stop");
+    c.wait_for("every disk is detached", async |c| {
+        c.cloud().await["disks"]
+            .as_object()
+            .is_some_and(|ds| ds.values().all(|d| d["attached_to"].is_null()))
+    })
+    .await;
+
+    let torn = c.coldstart_json(&["sim", "teardown"]).await;
+    assert!(torn["uid"].is_string(), "{torn:#}");
+    let after_teardown = c.cloud().await;
+    assert_eq!(
+        inventory(&after_teardown),
+        before,
+        "stop made nothing losable: the cluster's deletion took no disk, address or bucket"
+    );
+    let mark = after_teardown["ledger"]
+        .as_array()
+        .and_then(|l| l.last())
+        .and_then(|e| e["seq"].as_u64())
+        .unwrap_or(0);
+
+    let out = c.coldstart(&store, &["start", "--json"]).await;
+    let report: Value = serde_json::from_str(&ok(&out, "coldstart start")).expect("json report");
+    let r = &report["restore"];
+    assert_eq!(
+        [&r["new_disks"], &r["new_ips"], &r["new_buckets"]],
+        [0, 0, 0],
+        "{report:#}"
+    );
+    assert_eq!(
+        [&r["volumes_reused"], &r["ips_reused"], &r["buckets_reused"]],
+        [7, 4, 6],
+        "{report:#}"
+    );
+    c.wait_for("the platform runs again", async |c| {
+        platform_settled(c).await
+    })
+    .await;
+    let cloud = c.cloud().await;
+    let created: Vec<&Value> = cloud["ledger"]
+        .as_array()
+        .map(|l| {
+            l.iter()
+                .filter(|e| e["seq"].as_u64() > Some(mark) && e["action"] == "created")
+                .filter(|e| {
+                    ["disk", "ip", "bucket"].contains(&e["resource"].as_str().unwrap_or(""))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        created.is_empty(),
+        "the ledger shows new resources: {created:#?}"
+    );
+    assert_eq!(
+        inventory(&cloud),
+        before,
+        "same disks (data intact), addresses, buckets"
+    );
+    // The real PV binder bound each claim (it alone sets bind-completed; the simulated
+    // cloud only provisions), to the claim's new uid.
+    let claims = c.get(&["pvc", "-A"]).await;
+    let claims = claims["items"].as_array().expect("items");
+    assert_eq!(claims.len(), 7);
+    for pvc in claims {
+        let pv = c
+            .get(&["pv", pvc["spec"]["volumeName"].as_str().expect("bound")])
+            .await;
+        assert_eq!(
+            pvc["metadata"]["annotations"]["pv.kubernetes.io/bind-completed"], "yes",
+            "{pvc:#}"
+        );
+        assert_eq!(
+            pv["spec"]["claimRef"]["uid"], pvc["metadata"]["uid"],
+            "{pv:#}"
+        );
+    }
+}
+
+/// A claim without a volume, as an operator racing a restore would create it.
+const UNNAMED_CLAIM: &str = "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: fresh, namespace: default}\nspec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}\n";
+/// An unpinned LoadBalancer Service (a new address).
+const UNPINNED_SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: fresh, namespace: default}\nspec: {type: LoadBalancer, ports: [{port: 443}]}\n";
+
+/// The restore gate's ValidatingAdmissionPolicies, evaluated by kube-apiserver's own CEL:
+/// another identity is denied a new disk and a new address; coldstart's own identity (the
+/// one `whoami` reports, exempt) and a claim naming its volume are admitted; lifting the
+/// gate admits everyone.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_restore_gate_on_the_real_api_server_denies_new_disks_and_addresses_to_everyone_but_coldstart()
+ {
+    let c = RealCluster::start().await;
+    let client = coldstart::k8s::connect::connect(Some(&c.kubeconfig), None)
+        .await
+        .expect("client");
+    let me = coldstart::restore::whoami(&client).await.expect("whoami");
+    assert_eq!(me, "kubernetes-admin");
+    coldstart::restore::gate::install(&client, &me)
+        .await
+        .expect("the gate installs");
+    let operator = [
+        "--as=system:serviceaccount:default:operator",
+        "--as-group=system:masters",
+    ];
+    let create_as = async |who: &[&str], yaml: &str| {
+        let mut args = vec!["create", "-f", "-"];
+        args.extend_from_slice(who);
+        c.kubectl(&args, Some(yaml)).await
+    };
+    // A binding takes effect once the API server's policy informer has it.
+    c.wait_for(
+        "the gate denies an operator's claim without a volume",
+        async |_| {
+            let out = create_as(&operator, UNNAMED_CLAIM).await;
+            let err = String::from_utf8_lossy(&out.stderr);
+            if out.status.success() {
+                c.kubectl_ok(&["delete", "pvc", "fresh"]).await;
+            }
+            err.contains("must name its volume (spec.volumeName)")
+        },
+    )
+    .await;
+    let out = create_as(&operator, UNPINNED_SERVICE).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("must pin its address"),
+        "{err}"
+    );
+    let named = UNNAMED_CLAIM
+        .replace("name: fresh", "name: named")
+        .replace("resources:", "volumeName: pv-kept, resources:");
+    ok(
+        &create_as(&operator, &named).await,
+        "a claim naming its volume",
+    );
+    ok(
+        &create_as(&[], UNNAMED_CLAIM).await,
+        "coldstart's own claim",
+    );
+
+    let out = c
+        .coldstart(&c.dir.path().join("store"), &["gate", "off"])
+        .await;
+    ok(&out, "coldstart gate off");
+    c.wait_for("the lifted gate admits the operator", async |_| {
+        create_as(&operator, UNPINNED_SERVICE)
+            .await
+            .status
+            .success()
+    })
+    .await;
+}
+
+/// The user-owned part of every object `kubectl get` lists for `what` in `ns`, by name:
+/// metadata's labels and annotations (kubectl's own last-applied left out) and everything
+/// but `status`.
+async fn user_owned(
+    c: &RealCluster,
+    ns: &str,
+    what: &str,
+) -> std::collections::BTreeMap<String, Value> {
+    let list = c.get(&["-n", ns, what]).await;
+    list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|o| {
+            let mut o = o.clone();
+            let name = format!(
+                "{}/{}",
+                o["kind"].as_str().unwrap_or_default(),
+                o["metadata"]["name"].as_str().unwrap_or_default()
+            );
+            if let Some(a) = o["metadata"]["annotations"].as_object_mut() {
+                a.remove("kubectl.kubernetes.io/last-applied-configuration");
+                a.remove("deployment.kubernetes.io/revision");
+            }
+            let kept = serde_json::json!({
+                "labels": o["metadata"]["labels"],
+                "annotations": o["metadata"]["annotations"],
+                "spec": o["spec"],
+                "data": o["data"],
+                "rules": o["rules"],
+                "subjects": o["subjects"],
+                "roleRef": o["roleRef"],
+            });
+            (name, kept)
+        })
+        .collect()
+}
+
+/// The corpus's Strimzi group (cluster operator install with its ten structural CRDs, a
+/// Kafka cluster and node pools with JBOD storage) installed as Strimzi's docs install it,
+/// then snapshot, the cluster deleted, restore: every object comes back as it was under
+/// kube-apiserver's own validation, defaulting and pruning of unknown fields.
+#[tokio::test(flavor = "multi_thread")]
+async fn snapshot_teardown_restore_of_the_corpus_strimzi_install_on_the_real_control_plane_brings_back_every_object()
+ {
+    corpus_strimzi_comes_back(Plane::Kubernetes).await;
+}
+
+/// The same scenario on the embedded server.
+#[tokio::test(flavor = "multi_thread")]
+async fn snapshot_teardown_restore_of_the_corpus_strimzi_install_on_the_embedded_server_brings_back_every_object()
+ {
+    corpus_strimzi_comes_back(Plane::Embedded).await;
+}
+
+async fn corpus_strimzi_comes_back(plane: Plane) {
+    let Some(root) = crate::realworld::corpus() else {
+        return;
+    };
+    let c = RealCluster::start_on(plane, &[]).await;
+    let base = root.join("00-base");
+    for f in crate::realworld::yaml_files(&base) {
+        ok(
+            &c.kubectl(&["apply", "-f", &f.display().to_string()], None)
+                .await,
+            "apply 00-base",
+        );
+    }
+    // A manifest, not `kubectl create namespace`: the embedded server speaks no protobuf.
+    c.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: kafka}\n")
+        .await;
+    let files = crate::realworld::yaml_files(&root.join("01-strimzi"));
+    let (crds, rest): (Vec<_>, Vec<_>) =
+        files.iter().partition(|p| crate::realworld::is_crd_file(p));
+    let create = async |f: &std::path::PathBuf| {
+        let path = f.display().to_string();
+        ok(
+            &c.kubectl(&["create", "-n", "kafka", "-f", &path], None)
+                .await,
+            &format!("kubectl create -f {path}"),
+        );
+    };
+    for f in &crds {
+        create(f).await;
+    }
+    c.kubectl_ok(&[
+        "wait",
+        "--for",
+        "condition=established",
+        "--timeout=60s",
+        "crd",
+        "--all",
+    ])
+    .await;
+    for f in &rest {
+        create(f).await;
+    }
+    const WHAT: &str = "kafkas.kafka.strimzi.io,kafkanodepools.kafka.strimzi.io,deployments,configmaps,serviceaccounts,rolebindings";
+    let before = user_owned(&c, "kafka", WHAT).await;
+    assert!(
+        before.keys().any(|k| k == "Kafka/my-cluster") && before.len() >= 8,
+        "{:#?}",
+        before.keys()
+    );
+    let store = c.dir.path().join("store");
+    ok(
+        &c.coldstart(&store, &["snapshot", "--json"]).await,
+        "coldstart snapshot",
+    );
+    c.coldstart_json(&["sim", "teardown"]).await;
+    let report = ok(
+        &c.coldstart(&store, &["restore", "--json", "--verify-timeout", "60"])
+            .await,
+        "coldstart restore",
+    );
+    let after = user_owned(&c, "kafka", WHAT).await;
+    for (k, v) in &before {
+        assert_eq!(
+            after.get(k),
+            Some(v),
+            "{k} differs after the restore; report: {report}"
+        );
     }
 }

@@ -27,7 +27,7 @@ use serde_json::Value;
 /// Where the corpus lives, relative to the repository (CI checks it out beside the repo).
 const CORPUS: &str = "../shared/realworld";
 
-fn corpus() -> Option<PathBuf> {
+pub(crate) fn corpus() -> Option<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join(CORPUS);
     if root.join("CASES.md").is_file() {
         return Some(root);
@@ -187,7 +187,7 @@ fn precreate_cloud(c: &TestCluster) {
         .expect("free address");
 }
 
-fn yaml_files(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn yaml_files(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
         .filter_map(Result::ok)
@@ -216,7 +216,7 @@ fn named_namespaces(path: &Path) -> Vec<String> {
     out
 }
 
-fn is_crd_file(path: &Path) -> bool {
+pub(crate) fn is_crd_file(path: &Path) -> bool {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .contains("kind: CustomResourceDefinition")

@@ -149,19 +149,27 @@ async fn sim_cloud(State(sim): State<Arc<Sim>>) -> Response {
 
 /// Add what a cloud account already holds (disks, addresses, pools, buckets).
 async fn add_existing(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
-    let existing: super::cloud::Existing = match serde_json::from_slice(&body) {
+    let response = add_to_cloud(&sim.cloud, &body);
+    let aks = serde_json::from_slice::<super::cloud::Existing>(&body)
+        .is_ok_and(|e| e.node_resource_group.is_some());
+    if response.status().is_success() && aks {
+        // AKS labels its nodes with their node resource group.
+        sim.label_nodes_for_aks();
+    }
+    response
+}
+
+/// `POST /sim/v1/cloud`, wherever the cloud lives (beside the embedded server or in a real
+/// control plane's launcher).
+pub(crate) fn add_to_cloud(cloud: &super::cloud::Cloud, body: &[u8]) -> Response {
+    let existing: super::cloud::Existing = match serde_json::from_slice(body) {
         Ok(e) => e,
         Err(e) => {
             return ApiError::bad_request(format!("failed to decode the resources: {e}"))
                 .into_response();
         }
     };
-    let added = sim.cloud.lock().add_existing(&existing);
-    if added.is_ok() && existing.node_resource_group.is_some() {
-        // AKS labels its nodes with their node resource group.
-        sim.label_nodes_for_aks();
-    }
-    match added {
+    match cloud.lock().add_existing(&existing) {
         Ok(()) => json_response(StatusCode::CREATED, json!(existing)),
         Err(super::cloud::CloudError::Exists(what)) => {
             ApiError::already_exists("cloud resource", &what).into_response()

@@ -7,17 +7,49 @@
 
 use serde_json::{Value, json};
 
-use super::apiserver::WriteOpts;
+use super::Actor;
+use super::controllers::api::{Api, Role, Served};
 use super::controllers::{MANAGES_ANNOTATION, OPERATOR_LABEL};
-use super::{Actor, Sim};
+
+/// How long a custom resource's kind may take to be served after its CRD is created:
+/// kube-apiserver serves it once the CRD is established (within a second or two), the
+/// embedded server at once.
+const ESTABLISH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+fn served_kind(sim: &dyn Api, av: &str, kind: &str) -> Option<Served> {
+    let deadline = std::time::Instant::now() + ESTABLISH_TIMEOUT;
+    loop {
+        match sim.served_kind(av, kind) {
+            Ok(Some(s)) => return Some(s),
+            Ok(None) if sim.role() == Role::CloudOnly && std::time::Instant::now() < deadline => {}
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::warn!(%av, %kind, error = %e, "platform seed: discovery failed");
+                if std::time::Instant::now() >= deadline {
+                    return None;
+                }
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
 
 /// Tenants of the platform; each gets a namespace, quota, config, credentials and RBAC.
 pub const TENANTS: [&str; 3] = ["tenant-a", "tenant-b", "tenant-c"];
 
+/// The approval a CRD in a protected group carries (the COSI CRDs name their API review).
+fn approval(group: &str) -> Value {
+    if group.ends_with("k8s.io") {
+        json!({"api-approved.kubernetes.io": "https://github.com/kubernetes-sigs/container-object-storage-interface-api/pull/2"})
+    } else {
+        json!({})
+    }
+}
+
 fn crd(group: &str, plural: &str, kind: &str, scope: &str, version: &str, columns: Value) -> Value {
     json!({
         "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-        "metadata": {"name": format!("{plural}.{group}")},
+        "metadata": {"name": format!("{plural}.{group}"), "annotations": approval(group)},
         "spec": {"group": group, "scope": scope,
             "names": {"plural": plural, "singular": kind.to_lowercase(), "kind": kind},
             "versions": [{"name": version, "served": true, "storage": true,
@@ -64,12 +96,18 @@ fn operator(ns: &str, name: &str, manages: &[Value]) -> Value {
             "annotations": {MANAGES_ANNOTATION: serde_json::to_string(manages).unwrap_or_default()}},
         "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
             "template": {"metadata": {"labels": {"app": name}},
-                "spec": {"serviceAccountName": name, "containers": [{"name": "operator", "image": format!("registry.example.com/{name}:2.1")}]}}}
+                "spec": {"serviceAccountName": name, "containers": [{"name": "operator", "image": format!("registry.example.com/{name}:2.1"), "resources": requests()}]}}}
     })
 }
 
+/// What each container asks for: a tenant namespace's ResourceQuota limits requests, and
+/// kube-apiserver's quota admission refuses a pod there that does not state them.
+fn requests() -> Value {
+    json!({"requests": {"cpu": "100m", "memory": "128Mi"}})
+}
+
 fn app_deployment(ns: &str, name: &str, claim: Option<&str>) -> Value {
-    let mut spec = json!({"containers": [{"name": name, "image": format!("registry.example.com/{ns}/{name}:1.4.2"),
+    let mut spec = json!({"containers": [{"name": name, "image": format!("registry.example.com/{ns}/{name}:1.4.2"), "resources": requests(),
         "env": [{"name": "KAFKA_BOOTSTRAP", "value": "kafka-bootstrap.kafka.svc:9093"}],
         "envFrom": [{"secretRef": {"name": format!("{ns}-credentials")}}]}]});
     if let Some(c) = claim {
@@ -85,27 +123,28 @@ fn app_deployment(ns: &str, name: &str, claim: Option<&str>) -> Value {
 
 /// The objects and cloud resources of the platform. Cloud resources (disks with data,
 /// reserved IPs, buckets) are created first, as they would predate the cluster.
-pub fn load(sim: &Sim) {
+pub fn load(sim: &dyn Api) {
     let admin = Actor::admin();
     let create = |v: Value| {
         let av = v["apiVersion"].as_str().unwrap_or_default().to_owned();
         let kind = v["kind"].as_str().unwrap_or_default().to_owned();
-        let Some(def) = sim.registry().by_kind(&av, &kind).cloned() else {
+        let Some(def) = served_kind(sim, &av, &kind) else {
             tracing::warn!(%av, %kind, "platform seed: type not served");
             return;
         };
         let ns = v
             .pointer("/metadata/namespace")
             .and_then(Value::as_str)
-            .map(str::to_owned);
-        if let Err(e) = sim.create(&def, ns.as_deref(), v, &admin, WriteOpts::default()) {
+            .unwrap_or_default()
+            .to_owned();
+        if let Err(e) = sim.create(&def.group, &def.plural, &ns, v, &admin) {
             tracing::warn!(%kind, error = %e, "platform seed: object not created");
         }
     };
 
     // --- the cloud as it was before this cluster ---
     let (kafka_disks, zk_disks, pg_disk, kafka_ip, ingress_ip) = {
-        let mut cloud = sim.cloud.lock();
+        let mut cloud = sim.cloud().lock();
         let kafka: Vec<_> = (0..3)
             .map(|i| {
                 cloud.create_disk(

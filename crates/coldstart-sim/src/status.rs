@@ -33,6 +33,32 @@ impl ApiError {
         self
     }
 
+    /// An error another API server returned (kube-apiserver, for the controllers running
+    /// beside it), with its code and reason kept.
+    pub fn remote(code: u16, reason: &str, message: impl Into<String>) -> Self {
+        const REASONS: &[&str] = &[
+            "NotFound",
+            "AlreadyExists",
+            "Conflict",
+            "Invalid",
+            "BadRequest",
+            "Forbidden",
+            "Unauthorized",
+            "MethodNotAllowed",
+            "Gone",
+            "TooManyRequests",
+            "ServiceUnavailable",
+            "InternalError",
+            "Timeout",
+        ];
+        let reason = REASONS
+            .iter()
+            .copied()
+            .find(|r| *r == reason)
+            .unwrap_or("Unknown");
+        Self::new(code, reason, message)
+    }
+
     pub fn not_found(resource: &str, name: &str) -> Self {
         Self::new(404, "NotFound", format!("{resource} \"{name}\" not found"))
             .with_details(name, resource)

@@ -7,8 +7,10 @@
 //! ```text
 //!   launcher ──spawns──▶ etcd ◀── kube-apiserver (TLS, RBAC) ◀── kube-controller-manager
 //!      │                                 ▲        ▲                 kube-scheduler
-//!      └─ admin endpoint (teardown)      │        └──────────────── kwok (nodes, pods)
-//!                                 kubectl / coldstart (admin kubeconfig)
+//!      ├─ admin endpoint (teardown,      │        └──────────────── kwok (nodes, pods)
+//!      │   cloud state and ledger)  kubectl / coldstart (admin kubeconfig)
+//!      └─ the simulated cloud and its controllers (CSI provisioner and attacher, Service
+//!         load balancers, external-dns, buckets, operators), acting through the API
 //! ```
 //!
 //! `teardown` is a cluster deleted and created again on the same address: every component
@@ -16,6 +18,7 @@
 //! `kube-system` uid, as a re-created managed cluster does.
 
 pub mod admin;
+pub mod launch;
 pub mod pki;
 pub mod process;
 
@@ -285,13 +288,17 @@ impl ControlPlane {
 
     /// A kube-rs client as the admin.
     pub async fn client(&self) -> Result<kube::Client, Error> {
+        kube::Client::try_from(self.config().await?).map_err(|e| Error::Client(e.to_string()))
+    }
+
+    /// The admin's client configuration.
+    pub async fn config(&self) -> Result<kube::Config, Error> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let kc = kube::config::Kubeconfig::from_yaml(&self.kubeconfig(None))
             .map_err(|e| Error::Client(e.to_string()))?;
-        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        kube::Config::from_custom_kubeconfig(kc, &Default::default())
             .await
-            .map_err(|e| Error::Client(e.to_string()))?;
-        kube::Client::try_from(config).map_err(|e| Error::Client(e.to_string()))
+            .map_err(|e| Error::Client(e.to_string()))
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -521,7 +528,10 @@ impl ControlPlane {
                 "kind": "Node",
                 "metadata": {
                     "name": name,
-                    "annotations": {KWOK_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0"},
+                    // What a kubelet sets: the attach/detach controller only attaches
+                    // volumes (VolumeAttachments for CSI) to nodes that carry it.
+                    "annotations": {KWOK_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0",
+                        "volumes.kubernetes.io/controller-managed-attach-detach": "true"},
                     "labels": {
                         "type": "kwok",
                         "kubernetes.io/hostname": name,
@@ -529,6 +539,9 @@ impl ControlPlane {
                         "kubernetes.io/arch": "amd64",
                         "topology.kubernetes.io/zone": zone,
                         "topology.kubernetes.io/region": region,
+                        // The EBS CSI node plugin's topology key, which its volumes' node
+                        // affinity names.
+                        "topology.ebs.csi.aws.com/zone": zone,
                     },
                 },
                 "status": {

@@ -28,10 +28,9 @@
 
 use serde_json::{Value, json};
 
-use super::{Requeue, get, set_status, str_at};
-use crate::apiserver::WriteOpts;
+use super::{Api, Requeue, get, set_status, str_at};
+use crate::Actor;
 use crate::status::ApiError;
-use crate::{Actor, Sim};
 
 const COSI: &str = "objectstorage.k8s.io";
 
@@ -59,16 +58,17 @@ fn pending(ready: bool) -> Requeue {
     }
 }
 
-pub fn reconcile_claim(sim: &Sim, ns: &str, name: &str) -> Result<Requeue, ApiError> {
-    let Some(claim) = get(sim, COSI, "bucketclaims", ns, name) else {
+pub fn reconcile_claim(sim: &dyn Api, ns: &str, name: &str) -> Result<Requeue, ApiError> {
+    let Some(claim) = get(sim, COSI, "bucketclaims", ns, name)? else {
         return Ok(Requeue::No);
     };
     let bound = str_at(&claim, "/status/bucketName")
-        .filter(|b| get(sim, COSI, "buckets", "", b).is_some())
-        .map(str::to_owned);
+        .map(|b| Ok::<_, ApiError>(get(sim, COSI, "buckets", "", b)?.map(|_| b.to_owned())))
+        .transpose()?
+        .flatten();
     let bucket_object = match (str_at(&claim, "/spec/existingBucketName"), bound) {
         // Brownfield: the claim names a Bucket object, not a cloud bucket.
-        (Some(existing), _) => match get(sim, COSI, "buckets", "", existing) {
+        (Some(existing), _) => match get(sim, COSI, "buckets", "", existing)? {
             Some(b) => b,
             None => {
                 let status = json!({"bucketReady": false,
@@ -77,11 +77,13 @@ pub fn reconcile_claim(sim: &Sim, ns: &str, name: &str) -> Result<Requeue, ApiEr
                 return Ok(Requeue::After(super::RETRY));
             }
         },
-        (None, Some(b)) => get(sim, COSI, "buckets", "", &b).unwrap_or(Value::Null),
+        (None, Some(b)) => get(sim, COSI, "buckets", "", &b)?.unwrap_or(Value::Null),
         // Greenfield: a new Bucket object from the class.
         (None, None) => {
-            let class = str_at(&claim, "/spec/bucketClassName")
-                .and_then(|c| get(sim, COSI, "bucketclasses", "", c));
+            let class = match str_at(&claim, "/spec/bucketClassName") {
+                Some(c) => get(sim, COSI, "bucketclasses", "", c)?,
+                None => None,
+            };
             let Some(class) = class else {
                 let status = json!({"bucketReady": false,
                     "error": "neither existingBucketName nor a known bucketClassName"});
@@ -102,9 +104,7 @@ pub fn reconcile_claim(sim: &Sim, ns: &str, name: &str) -> Result<Requeue, ApiEr
                     "protocols": claim["spec"]["protocols"],
                 },
             });
-            let def = super::def(sim, COSI, "buckets")?;
-            sim.create(&def, None, bucket, &cosi(), WriteOpts::default())?
-                .value()
+            sim.create(COSI, "buckets", "", bucket, &cosi())?
         }
     };
     let bucket_name = str_at(&bucket_object, "/metadata/name").unwrap_or_default();
@@ -114,8 +114,8 @@ pub fn reconcile_claim(sim: &Sim, ns: &str, name: &str) -> Result<Requeue, ApiEr
     Ok(pending(ready))
 }
 
-pub fn reconcile_cosi_bucket(sim: &Sim, name: &str) -> Result<Requeue, ApiError> {
-    let Some(b) = get(sim, COSI, "buckets", "", name) else {
+pub fn reconcile_cosi_bucket(sim: &dyn Api, name: &str) -> Result<Requeue, ApiError> {
+    let Some(b) = get(sim, COSI, "buckets", "", name)? else {
         return Ok(Requeue::No);
     };
     let delete = str_at(&b, "/spec/deletionPolicy") == Some("Delete");
@@ -127,7 +127,7 @@ pub fn reconcile_cosi_bucket(sim: &Sim, name: &str) -> Result<Requeue, ApiError>
         _ => format!("Bucket {name}"),
     };
     let status = {
-        let mut cloud = sim.cloud.lock();
+        let mut cloud = sim.cloud().lock();
         let id = match str_at(&b, "/spec/existingBucketID") {
             Some(existing) => cloud
                 .buckets
@@ -179,12 +179,12 @@ fn policies(b: &Value) -> Vec<String> {
 }
 
 pub fn reconcile_crossplane(
-    sim: &Sim,
+    sim: &dyn Api,
     group: &str,
     ns: &str,
     name: &str,
 ) -> Result<Requeue, ApiError> {
-    let Some(b) = get(sim, group, "buckets", ns, name) else {
+    let Some(b) = get(sim, group, "buckets", ns, name)? else {
         return Ok(Requeue::No);
     };
     let key = if ns.is_empty() {
@@ -199,7 +199,7 @@ pub fn reconcile_crossplane(
     let may = |p: &str| policies.iter().any(|x| x == "*" || x == p);
     let orphan = str_at(&b, "/spec/deletionPolicy") == Some("Orphan");
     let ready = {
-        let mut cloud = sim.cloud.lock();
+        let mut cloud = sim.cloud().lock();
         if !cloud.buckets.contains_key(&external) && may("Create") {
             cloud.create_bucket(
                 &external,
@@ -228,7 +228,7 @@ pub fn reconcile_crossplane(
             &crossplane(),
         )?;
     }
-    let Some(b) = get(sim, group, "buckets", ns, name) else {
+    let Some(b) = get(sim, group, "buckets", ns, name)? else {
         return Ok(Requeue::No);
     };
     let status = json!({
@@ -243,9 +243,9 @@ pub fn reconcile_crossplane(
     Ok(pending(ready))
 }
 
-pub fn reconcile_ack(sim: &Sim, ns: &str, name: &str) -> Result<Requeue, ApiError> {
+pub fn reconcile_ack(sim: &dyn Api, ns: &str, name: &str) -> Result<Requeue, ApiError> {
     const GROUP: &str = "s3.services.k8s.aws";
-    let Some(b) = get(sim, GROUP, "buckets", ns, name) else {
+    let Some(b) = get(sim, GROUP, "buckets", ns, name)? else {
         return Ok(Requeue::No);
     };
     let key = format!("{ns}/{name}");
@@ -267,7 +267,7 @@ pub fn reconcile_ack(sim: &Sim, ns: &str, name: &str) -> Result<Requeue, ApiErro
         .clone()
         .or_else(|| str_at(&b, "/spec/name").map(str::to_owned));
     let outcome = {
-        let mut cloud = sim.cloud.lock();
+        let mut cloud = sim.cloud().lock();
         match &bucket {
             None => Err("spec.name is required".to_owned()),
             Some(bn) => {
@@ -302,7 +302,7 @@ pub fn reconcile_ack(sim: &Sim, ns: &str, name: &str) -> Result<Requeue, ApiErro
             &ack(),
         )?;
     }
-    let Some(b) = get(sim, GROUP, "buckets", ns, name) else {
+    let Some(b) = get(sim, GROUP, "buckets", ns, name)? else {
         return Ok(Requeue::No);
     };
     let ready = outcome.is_ok();
@@ -330,7 +330,7 @@ fn is_bucket_class(class: &Value) -> bool {
     str_at(class, "/provisioner").is_some_and(|p| p.ends_with("/bucket") || p.ends_with("/obc"))
 }
 
-fn set_obc_phase(sim: &Sim, obc: &Value, phase: &str) -> Result<(), ApiError> {
+fn set_obc_phase(sim: &dyn Api, obc: &Value, phase: &str) -> Result<(), ApiError> {
     set_status(
         sim,
         OBC_GROUP,
@@ -343,22 +343,24 @@ fn set_obc_phase(sim: &Sim, obc: &Value, phase: &str) -> Result<(), ApiError> {
 
 /// The cloud's side of the binding: who manages the bucket, and whether deleting the
 /// claim (or the cluster) deletes it — greenfield and the ObjectBucket says `Delete`.
-fn mark_obc_bucket(sim: &Sim, bucket: &str, claim: &str, greenfield: bool, ob: &Value) {
+fn mark_obc_bucket(sim: &dyn Api, bucket: &str, claim: &str, greenfield: bool, ob: &Value) {
     let delete = greenfield && str_at(ob, "/spec/reclaimPolicy") == Some("Delete");
-    if let Some(b) = sim.cloud.lock().buckets.get_mut(bucket) {
+    if let Some(b) = sim.cloud().lock().buckets.get_mut(bucket) {
         b.managed_by = Some(claim.to_owned());
         b.delete_with_claim = delete;
     }
 }
 
-pub fn reconcile_obc(sim: &Sim, ns: &str, name: &str) -> Result<Requeue, ApiError> {
-    let Some(obc) = get(sim, OBC_GROUP, "objectbucketclaims", ns, name) else {
+pub fn reconcile_obc(sim: &dyn Api, ns: &str, name: &str) -> Result<Requeue, ApiError> {
+    let Some(obc) = get(sim, OBC_GROUP, "objectbucketclaims", ns, name)? else {
         return Ok(Requeue::No);
     };
     let claim = format!("{ns}/{name}");
-    let Some(class) = str_at(&obc, "/spec/storageClassName")
-        .and_then(|c| get(sim, "storage.k8s.io", "storageclasses", "", c))
-    else {
+    let class = match str_at(&obc, "/spec/storageClassName") {
+        Some(c) => get(sim, "storage.k8s.io", "storageclasses", "", c)?,
+        None => None,
+    };
+    let Some(class) = class else {
         super::warn(
             sim,
             &obc,
@@ -380,7 +382,7 @@ pub fn reconcile_obc(sim: &Sim, ns: &str, name: &str) -> Result<Requeue, ApiErro
         // Provisioning is complete (the library's own test); the cloud still learns who
         // manages the bucket and what deleting the claim would do.
         let ob_name = str_at(&obc, "/spec/objectBucketName").unwrap_or(&ob_name);
-        if let Some(ob) = get(sim, OBC_GROUP, "objectbuckets", "", ob_name)
+        if let Some(ob) = get(sim, OBC_GROUP, "objectbuckets", "", ob_name)?
             && let Some(bucket) = str_at(&ob, "/spec/endpoint/bucketName")
         {
             mark_obc_bucket(sim, bucket, &claim, brownfield.is_none(), &ob);
@@ -391,7 +393,7 @@ pub fn reconcile_obc(sim: &Sim, ns: &str, name: &str) -> Result<Requeue, ApiErro
         set_obc_phase(sim, &obc, "Pending")?;
     }
     let fail = |why: String| -> Result<Requeue, ApiError> {
-        let obc = get(sim, OBC_GROUP, "objectbucketclaims", ns, name).unwrap_or(Value::Null);
+        let obc = get(sim, OBC_GROUP, "objectbucketclaims", ns, name)?.unwrap_or(Value::Null);
         super::warn(sim, &obc, "ProvisioningFailed", &why, &obc_provisioner())?;
         Ok(Requeue::After(super::RETRY))
     };
@@ -414,7 +416,7 @@ pub fn reconcile_obc(sim: &Sim, ns: &str, name: &str) -> Result<Requeue, ApiErro
         }
     };
     {
-        let mut cloud = sim.cloud.lock();
+        let mut cloud = sim.cloud().lock();
         let ours = cloud
             .buckets
             .get(&bucket)
@@ -453,11 +455,10 @@ pub fn reconcile_obc(sim: &Sim, ns: &str, name: &str) -> Result<Requeue, ApiErro
     }]);
     let host = "s3.eu-west-1.amazonaws.com";
     let ensure = |plural: &str, obj: Value| -> Result<(), ApiError> {
-        let d = super::def(sim, "", plural)?;
-        if sim.get(&d, Some(ns), name).is_ok() {
+        if get(sim, "", plural, ns, name)?.is_some() {
             return Ok(());
         }
-        sim.create(&d, Some(ns), obj, &obc_provisioner(), WriteOpts::default())
+        sim.create("", plural, ns, obj, &obc_provisioner())
             .map(|_| ())
     };
     use base64::Engine as _;
@@ -477,7 +478,7 @@ pub fn reconcile_obc(sim: &Sim, ns: &str, name: &str) -> Result<Requeue, ApiErro
             "data": {"BUCKET_HOST": host, "BUCKET_NAME": bucket, "BUCKET_PORT": "443",
                      "BUCKET_REGION": "eu-west-1", "BUCKET_SUBREGION": ""}}),
     )?;
-    let ob = match get(sim, OBC_GROUP, "objectbuckets", "", &ob_name) {
+    let ob = match get(sim, OBC_GROUP, "objectbuckets", "", &ob_name)? {
         Some(ob) => ob,
         None => {
             let ob = json!({
@@ -494,10 +495,7 @@ pub fn reconcile_obc(sim: &Sim, ns: &str, name: &str) -> Result<Requeue, ApiErro
                         "region": "eu-west-1", "subRegion": "", "additionalConfig": {}},
                 },
             });
-            let d = super::def(sim, OBC_GROUP, "objectbuckets")?;
-            let created = sim
-                .create(&d, None, ob, &obc_provisioner(), WriteOpts::default())?
-                .value();
+            let created = sim.create(OBC_GROUP, "objectbuckets", "", ob, &obc_provisioner())?;
             set_status(
                 sim,
                 OBC_GROUP,
@@ -528,7 +526,7 @@ pub fn reconcile_obc(sim: &Sim, ns: &str, name: &str) -> Result<Requeue, ApiErro
                 "spec": {"objectBucketName": ob_name, "bucketName": bucket}}),
         &obc_provisioner(),
     )?;
-    if let Some(obc) = get(sim, OBC_GROUP, "objectbucketclaims", ns, name) {
+    if let Some(obc) = get(sim, OBC_GROUP, "objectbucketclaims", ns, name)? {
         set_obc_phase(sim, &obc, "Bound")?;
     }
     Ok(Requeue::No)
@@ -537,7 +535,7 @@ pub fn reconcile_obc(sim: &Sim, ns: &str, name: &str) -> Result<Requeue, ApiErro
 /// A claim being deleted: delete a greenfield bucket whose ObjectBucket says `Delete`,
 /// else revoke access; remove the ObjectBucket, Secret and ConfigMap; release the claim.
 fn delete_obc(
-    sim: &Sim,
+    sim: &dyn Api,
     obc: &Value,
     ob_name: &str,
     greenfield: bool,
@@ -546,9 +544,9 @@ fn delete_obc(
     let name = str_at(obc, "/metadata/name").unwrap_or_default();
     let ob_name = str_at(obc, "/spec/objectBucketName").unwrap_or(ob_name);
     let actor = obc_provisioner();
-    if let Some(ob) = get(sim, OBC_GROUP, "objectbuckets", "", ob_name) {
+    if let Some(ob) = get(sim, OBC_GROUP, "objectbuckets", "", ob_name)? {
         if let Some(bucket) = str_at(&ob, "/spec/endpoint/bucketName") {
-            let mut cloud = sim.cloud.lock();
+            let mut cloud = sim.cloud().lock();
             if greenfield && str_at(&ob, "/spec/reclaimPolicy") == Some("Delete") {
                 let _ = cloud.delete_bucket(
                     bucket,
@@ -561,20 +559,12 @@ fn delete_obc(
                 b.delete_with_claim = false;
             }
         }
-        let d = super::def(sim, OBC_GROUP, "objectbuckets")?;
-        let _ = sim.delete(&d, None, ob_name, None, false, &actor, WriteOpts::default());
+        // Already gone is what was wanted.
+        let _ = sim.delete(OBC_GROUP, "objectbuckets", "", ob_name, &actor);
     }
     for plural in ["secrets", "configmaps"] {
-        let d = super::def(sim, "", plural)?;
-        let _ = sim.delete(
-            &d,
-            Some(ns),
-            name,
-            None,
-            false,
-            &actor,
-            WriteOpts::default(),
-        );
+        // Already gone is what was wanted.
+        let _ = sim.delete("", plural, ns, name, &actor);
     }
     let finalizers: Vec<Value> = obc
         .pointer("/metadata/finalizers")

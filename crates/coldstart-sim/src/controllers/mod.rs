@@ -12,7 +12,9 @@
 //! admission gate applies to it exactly as to any client. The runner is a work queue fed by
 //! the store's change events, on its own thread so a slow reconcile never stalls the API.
 
+pub mod api;
 mod buckets;
+pub mod kube_api;
 mod namespaces;
 mod services;
 mod storage;
@@ -25,9 +27,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::apiserver::WriteOpts;
-use super::patch::PatchKind;
-use super::registry::ResourceDef;
+pub use self::api::{Api, Role};
 use super::semantics::UpdateScope;
 use super::status::ApiError;
 use super::store::EventType;
@@ -56,6 +56,9 @@ pub enum Key {
     /// A Rook/NooBaa ObjectBucketClaim (its ObjectBucket's changes land here too).
     ObjectBucketClaim(String, String),
     Namespace(String),
+    /// A VolumeAttachment kube-controller-manager's attach/detach controller made (only with
+    /// [`Role::CloudOnly`]: the embedded role attaches as its workloads start).
+    VolumeAttachment(String),
 }
 
 /// When to look at a key again.
@@ -67,12 +70,12 @@ pub enum Requeue {
 
 /// Pending work is retried at this pace: fast enough that tests settle in well under a
 /// second, slow enough not to spin.
-const RETRY: Duration = Duration::from_millis(200);
+pub(crate) const RETRY: Duration = Duration::from_millis(200);
 
 /// Running operators re-check what they manage this often (they recreate what is deleted).
 const OPERATOR_RESYNC: Duration = Duration::from_millis(500);
 
-fn keys_for(group: &str, plural: &str, ns: &str, name: &str, obj: &Value) -> Vec<Key> {
+pub fn keys_for(group: &str, plural: &str, ns: &str, name: &str, obj: &Value) -> Vec<Key> {
     let (ns, name) = (ns.to_owned(), name.to_owned());
     match (group, plural) {
         ("", "persistentvolumeclaims") => vec![Key::Pvc(ns, name)],
@@ -121,6 +124,7 @@ fn keys_for(group: &str, plural: &str, ns: &str, name: &str, obj: &Value) -> Vec
             }
             _ => Vec::new(),
         },
+        ("storage.k8s.io", "volumeattachments") => vec![Key::VolumeAttachment(name)],
         _ => Vec::new(),
     }
 }
@@ -174,7 +178,8 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
 
-fn reconcile(sim: &Sim, key: &Key) -> Requeue {
+/// Reconcile one key through `sim`'s verbs; what is not this role's to do is left alone.
+pub fn reconcile(sim: &dyn Api, key: &Key) -> Requeue {
     let result = match key {
         Key::Pvc(ns, name) => storage::reconcile_pvc(sim, ns, name),
         Key::Pv(name) => storage::reconcile_pv(sim, name),
@@ -189,6 +194,7 @@ fn reconcile(sim: &Sim, key: &Key) -> Requeue {
         Key::AckBucket(ns, name) => buckets::reconcile_ack(sim, ns, name),
         Key::ObjectBucketClaim(ns, name) => buckets::reconcile_obc(sim, ns, name),
         Key::Namespace(name) => namespaces::reconcile(sim, name),
+        Key::VolumeAttachment(name) => workloads::reconcile_volume_attachment(sim, name),
     };
     match result {
         Ok(r) => r,
@@ -250,7 +256,7 @@ pub fn spawn(sim: Arc<Sim>) -> Controllers {
                         if !seen.insert(k.clone()) {
                             continue;
                         }
-                        if let Requeue::After(d) = reconcile(&sim, &k) {
+                        if let Requeue::After(d) = reconcile(sim.as_ref(), &k) {
                             let at = Instant::now() + d;
                             due.entry(k).and_modify(|t| *t = (*t).min(at)).or_insert(at);
                         }
@@ -307,20 +313,20 @@ pub fn storage_disk_of(pv: &Value) -> Option<String> {
 
 // ---- small helpers shared by the controllers ----
 
-pub(crate) fn get(sim: &Sim, group: &str, plural: &str, ns: &str, name: &str) -> Option<Value> {
-    let def = sim.def(group, plural)?;
-    let ns = def.namespaced.then_some(ns);
-    sim.get(&def, ns, name).ok().map(|s| s.value())
-}
-
-pub(crate) fn def(sim: &Sim, group: &str, plural: &str) -> Result<ResourceDef, ApiError> {
-    sim.def(group, plural)
-        .ok_or_else(|| ApiError::internal(format!("{plural}.{group} is not served")))
+/// The object, `None` when it (or its type) does not exist; any other failure is an error.
+pub(crate) fn get(
+    api: &dyn Api,
+    group: &str,
+    plural: &str,
+    ns: &str,
+    name: &str,
+) -> Result<Option<Value>, ApiError> {
+    api.get(group, plural, ns, name)
 }
 
 /// Merge-patch the main resource.
 pub(crate) fn patch_main(
-    sim: &Sim,
+    api: &dyn Api,
     group: &str,
     plural: &str,
     ns: &str,
@@ -328,24 +334,12 @@ pub(crate) fn patch_main(
     patch: &Value,
     actor: &Actor,
 ) -> Result<(), ApiError> {
-    let d = def(sim, group, plural)?;
-    let ns = d.namespaced.then_some(ns);
-    sim.patch(
-        &d,
-        ns,
-        name,
-        PatchKind::Merge,
-        patch.to_string().as_bytes(),
-        UpdateScope::Main,
-        actor,
-        WriteOpts::default(),
-    )
-    .map(|_| ())
+    api.merge_patch(group, plural, ns, name, patch, actor)
 }
 
 /// Replace the status of an object if it differs.
 pub(crate) fn set_status(
-    sim: &Sim,
+    api: &dyn Api,
     group: &str,
     plural: &str,
     obj: &Value,
@@ -355,42 +349,28 @@ pub(crate) fn set_status(
     if obj.get("status") == Some(&status) {
         return Ok(());
     }
-    let d = def(sim, group, plural)?;
-    let name = obj
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let ns = obj.pointer("/metadata/namespace").and_then(Value::as_str);
+    let ns = str_at(obj, "/metadata/namespace").unwrap_or_default();
     let mut next = obj.clone();
     next["status"] = status;
-    sim.update(
-        &d,
-        ns,
-        name,
-        next,
-        UpdateScope::Status,
-        actor,
-        WriteOpts::default(),
-    )
-    .map(|_| ())
+    api.update(group, plural, ns, next, UpdateScope::Status, actor)
+        .map(|_| ())
 }
 
 /// Record a Warning event about `obj`, as a controller does when it cannot do its job
 /// (one event per object and reason: repeats only bump its count, as the event recorder
 /// aggregates them).
 pub(crate) fn warn(
-    sim: &Sim,
+    sim: &dyn Api,
     obj: &Value,
     reason: &str,
     message: &str,
     actor: &Actor,
 ) -> Result<(), ApiError> {
-    let d = def(sim, "", "events")?;
     let ns = str_at(obj, "/metadata/namespace").unwrap_or("default");
     let name = str_at(obj, "/metadata/name").unwrap_or_default();
     let event_name = format!("{name}.{}", reason.to_lowercase());
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    if let Some(existing) = get(sim, "", "events", ns, &event_name) {
+    if let Some(existing) = get(sim, "", "events", ns, &event_name)? {
         let count = existing["count"].as_i64().unwrap_or(1) + 1;
         return patch_main(
             sim,
@@ -413,8 +393,7 @@ pub(crate) fn warn(
         "firstTimestamp": now, "lastTimestamp": now,
         "source": {"component": actor.username},
     });
-    sim.create(&d, Some(ns), event, actor, WriteOpts::default())
-        .map(|_| ())
+    sim.create("", "events", ns, event, actor).map(|_| ())
 }
 
 pub(crate) fn str_at<'a>(v: &'a Value, ptr: &str) -> Option<&'a str> {

@@ -4,40 +4,37 @@
 
 use serde_json::json;
 
-use super::{Requeue, def, get, str_at};
-use crate::apiserver::WriteOpts;
+use super::{Api, Requeue, get, str_at};
+use crate::Actor;
 use crate::status::ApiError;
-use crate::{Actor, Sim};
 
-pub fn reconcile(sim: &Sim, name: &str) -> Result<Requeue, ApiError> {
-    let Some(ns) = get(sim, "", "namespaces", "", name) else {
+pub fn reconcile(sim: &dyn Api, name: &str) -> Result<Requeue, ApiError> {
+    let Some(ns) = get(sim, "", "namespaces", "", name)? else {
         return Ok(Requeue::No);
     };
     if str_at(&ns, "/status/phase") != Some("Active") {
         return Ok(Requeue::No);
     }
-    if get(sim, "", "serviceaccounts", name, "default").is_none() {
-        let d = def(sim, "", "serviceaccounts")?;
+    if get(sim, "", "serviceaccounts", name, "default")?.is_none() {
         let actor = Actor::system("system:serviceaccount:kube-system:service-account-controller");
         let _ = sim.create(
-            &d,
-            Some(name),
+            "",
+            "serviceaccounts",
+            name,
             json!({"metadata": {"name": "default"}}),
             &actor,
-            WriteOpts::default(),
         );
     }
-    if get(sim, "", "configmaps", name, "kube-root-ca.crt").is_none() {
-        let d = def(sim, "", "configmaps")?;
+    if get(sim, "", "configmaps", name, "kube-root-ca.crt")?.is_none() {
         let actor = Actor::system("system:serviceaccount:kube-system:root-ca-cert-publisher");
         let _ = sim.create(
-            &d,
-            Some(name),
+            "",
+            "configmaps",
+            name,
             json!({"metadata": {"name": "kube-root-ca.crt",
                                 "annotations": {"kubernetes.io/description": "Contains a CA bundle that can be used to verify the kube-apiserver when using internal endpoints such as the internal service IP or kubernetes.default.svc. No other usage is guaranteed across distributions of Kubernetes clusters."}},
                    "data": {"ca.crt": "-----BEGIN CERTIFICATE-----\nMIIBsimulatedcoldstart\n-----END CERTIFICATE-----\n"}}),
             &actor,
-            WriteOpts::default(),
         );
     }
     Ok(Requeue::No)

@@ -10,10 +10,10 @@
 
 use serde_json::{Value, json};
 
-use super::{Requeue, get, patch_main, set_status, str_at};
+use super::{Api, Requeue, get, patch_main, set_status, str_at};
+use crate::Actor;
 use crate::cloud::CloudState;
 use crate::status::ApiError;
-use crate::{Actor, Sim};
 
 const CLEANUP_FINALIZER: &str = "service.kubernetes.io/load-balancer-cleanup";
 
@@ -189,8 +189,8 @@ fn dns_target(svc: &Value) -> Option<String> {
     .map(str::to_owned)
 }
 
-pub fn reconcile(sim: &Sim, ns: &str, name: &str) -> Result<Requeue, ApiError> {
-    let Some(svc) = get(sim, "", "services", ns, name) else {
+pub fn reconcile(sim: &dyn Api, ns: &str, name: &str) -> Result<Requeue, ApiError> {
+    let Some(svc) = get(sim, "", "services", ns, name)? else {
         return Ok(Requeue::No);
     };
     let key = format!("{ns}/{name}");
@@ -204,7 +204,7 @@ pub fn reconcile(sim: &Sim, ns: &str, name: &str) -> Result<Requeue, ApiError> {
         .and_then(Value::as_array)
         .is_some_and(|f| f.iter().any(|x| x == CLEANUP_FINALIZER));
     let current_lb = {
-        let cloud = sim.cloud.lock();
+        let cloud = sim.cloud().lock();
         cloud
             .load_balancers
             .values()
@@ -213,7 +213,7 @@ pub fn reconcile(sim: &Sim, ns: &str, name: &str) -> Result<Requeue, ApiError> {
     };
     if !is_lb || deleting {
         if let Some(lb) = current_lb {
-            sim.cloud.lock().delete_load_balancer(
+            sim.cloud().lock().delete_load_balancer(
                 &lb.id,
                 &format!("Service {key} deleted or no longer a LoadBalancer"),
             );
@@ -261,7 +261,7 @@ pub fn reconcile(sim: &Sim, ns: &str, name: &str) -> Result<Requeue, ApiError> {
     let ask = ask_of(&svc);
     let share = share_key_of(&svc);
     let placed = {
-        let mut cloud = sim.cloud.lock();
+        let mut cloud = sim.cloud().lock();
         match place(&cloud, &key, &ask, share.as_deref()) {
             Placement::On(ip) if current_lb.as_ref().is_some_and(|lb| lb.ip == ip) => {
                 if matches!(ask, Ask::Pinned { .. }) {
@@ -319,7 +319,7 @@ pub fn reconcile(sim: &Sim, ns: &str, name: &str) -> Result<Requeue, ApiError> {
                 &format!("Error syncing load balancer: failed to ensure load balancer: {why}"),
                 &controller(),
             )?;
-            if let Some(svc) = get(sim, "", "services", ns, name) {
+            if let Some(svc) = get(sim, "", "services", ns, name)? {
                 set_status(
                     sim,
                     "",
@@ -342,7 +342,7 @@ pub fn reconcile(sim: &Sim, ns: &str, name: &str) -> Result<Requeue, ApiError> {
         ]
         .iter()
         .find_map(|k| annotation(&svc, k));
-        let mut cloud = sim.cloud.lock();
+        let mut cloud = sim.cloud().lock();
         for h in &hostnames {
             let record = match set_id {
                 Some(id) => format!("{h} [{id}]"),
@@ -351,7 +351,7 @@ pub fn reconcile(sim: &Sim, ns: &str, name: &str) -> Result<Requeue, ApiError> {
             cloud.upsert_dns(&record, &target, &format!("external-dns for Service {key}"));
         }
     }
-    if let Some(svc) = get(sim, "", "services", ns, name) {
+    if let Some(svc) = get(sim, "", "services", ns, name)? {
         set_status(
             sim,
             "",

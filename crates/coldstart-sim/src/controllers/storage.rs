@@ -1,14 +1,24 @@
 //! The PV binder and the dynamic provisioner, with Kubernetes' sharp edges kept: a PVC
 //! without `volumeName` gets a NEW, empty disk; a PV whose `claimRef.uid` names a claim that
 //! no longer exists is `Released`, and with reclaim policy `Delete` its disk is deleted.
+//!
+//! Beside kube-controller-manager ([`Role::CloudOnly`]) only the provisioner's half runs, as
+//! the CSI external-provisioner does: it provisions for a claim that the real PV binder
+//! handed to this driver (`volume.kubernetes.io/storage-provisioner`), and deletes the disk
+//! of a `Delete` volume it provisioned once the binder has `Released` it (or it is being
+//! deleted: its `external-provisioner.volume.kubernetes.io/finalizer` holds it until then).
 
 use serde_json::{Value, json};
 
-use super::{Requeue, def, get, patch_main, set_status, str_at};
-use crate::apiserver::WriteOpts;
+use super::{Api, Requeue, Role, get, patch_main, set_status, str_at};
+use crate::Actor;
 use crate::cloud::{CSI_DRIVER, ZONES};
+use crate::semantics::UpdateScope;
 use crate::status::ApiError;
-use crate::{Actor, Sim};
+
+/// The finalizer the CSI external-provisioner keeps on the `Delete` volumes it provisioned,
+/// so the disk is deleted even when the PV object goes first.
+pub const PROVISIONER_FINALIZER: &str = "external-provisioner.volume.kubernetes.io/finalizer";
 
 fn binder() -> Actor {
     Actor::system("system:serviceaccount:kube-system:persistent-volume-binder")
@@ -36,29 +46,16 @@ pub fn gib(q: &str) -> u64 {
     ((v * mult).ceil() as u64).max(1)
 }
 
-fn default_storage_class(sim: &Sim) -> Option<Value> {
-    let d = sim.def("storage.k8s.io", "storageclasses")?;
-    sim.store
-        .all(&d.group_resource(), None)
+fn default_storage_class(sim: &dyn Api) -> Result<Option<Value>, ApiError> {
+    Ok(sim
+        .list("storage.k8s.io", "storageclasses")?
         .into_iter()
-        .map(|(_, s)| s.value())
         .find(|sc| {
             str_at(
                 sc,
                 "/metadata/annotations/storageclass.kubernetes.io~1is-default-class",
             ) == Some("true")
-        })
-}
-
-fn all_pvs(sim: &Sim) -> Vec<Value> {
-    let Some(d) = sim.def("", "persistentvolumes") else {
-        return Vec::new();
-    };
-    sim.store
-        .all(&d.group_resource(), None)
-        .into_iter()
-        .map(|(_, s)| s.value())
-        .collect()
+        }))
 }
 
 /// The disk id behind a PV (CSI handle, or an in-tree EBS volume id).
@@ -76,8 +73,8 @@ pub fn disk_of(pv: &Value) -> Option<String> {
         })
 }
 
-pub fn reconcile_pvc(sim: &Sim, ns: &str, name: &str) -> Result<Requeue, ApiError> {
-    let Some(pvc) = get(sim, "", "persistentvolumeclaims", ns, name) else {
+pub fn reconcile_pvc(sim: &dyn Api, ns: &str, name: &str) -> Result<Requeue, ApiError> {
+    let Some(pvc) = get(sim, "", "persistentvolumeclaims", ns, name)? else {
         return Ok(Requeue::No);
     };
     if pvc.pointer("/metadata/deletionTimestamp").is_some() {
@@ -88,14 +85,17 @@ pub fn reconcile_pvc(sim: &Sim, ns: &str, name: &str) -> Result<Requeue, ApiErro
     if phase == "Bound" {
         return Ok(Requeue::No);
     }
+    if sim.role() == Role::CloudOnly {
+        return provision_as_external_provisioner(sim, &pvc, ns, name, &uid);
+    }
     if let Some(vn) = str_at(&pvc, "/spec/volumeName").filter(|v| !v.is_empty()) {
-        let Some(pv) = get(sim, "", "persistentvolumes", "", vn) else {
+        let Some(pv) = get(sim, "", "persistentvolumes", "", vn)? else {
             return Ok(Requeue::No); // the PV's creation will requeue this claim
         };
         return bind_if_compatible(sim, &pvc, &pv, &uid);
     }
     // A PV pre-bound to this claim (claimRef names it, uid empty or ours) wins.
-    if let Some(pv) = all_pvs(sim).into_iter().find(|pv| {
+    if let Some(pv) = sim.list("", "persistentvolumes")?.into_iter().find(|pv| {
         str_at(pv, "/spec/claimRef/namespace") == Some(ns)
             && str_at(pv, "/spec/claimRef/name") == Some(name)
             && str_at(pv, "/spec/claimRef/uid").is_none_or(|u| u.is_empty() || u == uid)
@@ -106,7 +106,12 @@ pub fn reconcile_pvc(sim: &Sim, ns: &str, name: &str) -> Result<Requeue, ApiErro
     provision(sim, &pvc, ns, name, &uid)
 }
 
-fn bind_if_compatible(sim: &Sim, pvc: &Value, pv: &Value, uid: &str) -> Result<Requeue, ApiError> {
+fn bind_if_compatible(
+    sim: &dyn Api,
+    pvc: &Value,
+    pv: &Value,
+    uid: &str,
+) -> Result<Requeue, ApiError> {
     let ns = str_at(pvc, "/metadata/namespace").unwrap_or_default();
     let name = str_at(pvc, "/metadata/name").unwrap_or_default();
     let pv_name = str_at(pv, "/metadata/name").unwrap_or_default();
@@ -139,7 +144,7 @@ fn bind_if_compatible(sim: &Sim, pvc: &Value, pv: &Value, uid: &str) -> Result<R
             "namespace": ns, "name": name, "uid": uid}}}),
         &binder(),
     )?;
-    if let Some(pv) = get(sim, "", "persistentvolumes", "", pv_name) {
+    if let Some(pv) = get(sim, "", "persistentvolumes", "", pv_name)? {
         set_status(
             sim,
             "",
@@ -164,7 +169,7 @@ fn bind_if_compatible(sim: &Sim, pvc: &Value, pv: &Value, uid: &str) -> Result<R
         &pvc_patch,
         &binder(),
     )?;
-    if let Some(pvc) = get(sim, "", "persistentvolumeclaims", ns, name) {
+    if let Some(pvc) = get(sim, "", "persistentvolumeclaims", ns, name)? {
         let status = json!({
             "phase": "Bound",
             "accessModes": pv.pointer("/spec/accessModes").cloned().unwrap_or(json!(["ReadWriteOnce"])),
@@ -175,16 +180,47 @@ fn bind_if_compatible(sim: &Sim, pvc: &Value, pv: &Value, uid: &str) -> Result<R
     Ok(Requeue::No)
 }
 
+/// The external-provisioner's test for a claim: no volume chosen, and the PV binder found no
+/// existing volume and handed it to this driver. Its volume is `pvc-<claim uid>`, so a claim
+/// whose volume exists already (not yet bound) gets no second disk.
+fn provision_as_external_provisioner(
+    sim: &dyn Api,
+    pvc: &Value,
+    ns: &str,
+    name: &str,
+    uid: &str,
+) -> Result<Requeue, ApiError> {
+    let handed_over = [
+        "/metadata/annotations/volume.kubernetes.io~1storage-provisioner",
+        "/metadata/annotations/volume.beta.kubernetes.io~1storage-provisioner",
+    ]
+    .iter()
+    .any(|p| str_at(pvc, p) == Some(CSI_DRIVER));
+    if !handed_over || str_at(pvc, "/spec/volumeName").is_some_and(|v| !v.is_empty()) {
+        return Ok(Requeue::No);
+    }
+    if get(sim, "", "persistentvolumes", "", &format!("pvc-{uid}"))?.is_some() {
+        return Ok(Requeue::No);
+    }
+    provision(sim, pvc, ns, name, uid)
+}
+
 /// Dynamic provisioning: a NEW disk and a PV for it.
-fn provision(sim: &Sim, pvc: &Value, ns: &str, name: &str, uid: &str) -> Result<Requeue, ApiError> {
+fn provision(
+    sim: &dyn Api,
+    pvc: &Value,
+    ns: &str,
+    name: &str,
+    uid: &str,
+) -> Result<Requeue, ApiError> {
     let sc_name = match pvc.pointer("/spec/storageClassName") {
         Some(Value::String(s)) if s.is_empty() => return Ok(Requeue::No), // static only
         Some(Value::String(s)) => Some(s.clone()),
         _ => None,
     };
     let sc = match &sc_name {
-        Some(n) => get(sim, "storage.k8s.io", "storageclasses", "", n),
-        None => default_storage_class(sim),
+        Some(n) => get(sim, "storage.k8s.io", "storageclasses", "", n)?,
+        None => default_storage_class(sim)?,
     };
     let Some(sc) = sc else {
         return Ok(Requeue::After(super::RETRY));
@@ -202,7 +238,12 @@ fn provision(sim: &Sim, pvc: &Value, ns: &str, name: &str, uid: &str) -> Result<
         .unwrap_or_else(|| {
             ZONES[uid.bytes().map(usize::from).sum::<usize>() % ZONES.len()].to_owned()
         });
-    let disk = sim.cloud.lock().create_disk(
+    let reclaim = str_at(&sc, "/reclaimPolicy").unwrap_or("Delete");
+    let mut finalizers = vec![json!("kubernetes.io/pv-protection")];
+    if sim.role() == Role::CloudOnly && reclaim == "Delete" {
+        finalizers.push(json!(PROVISIONER_FINALIZER));
+    }
+    let disk = sim.cloud().lock().create_disk(
         &zone,
         size,
         "",
@@ -213,11 +254,11 @@ fn provision(sim: &Sim, pvc: &Value, ns: &str, name: &str, uid: &str) -> Result<
         "metadata": {"name": format!("pvc-{uid}"),
                      "annotations": {"pv.kubernetes.io/provisioned-by": CSI_DRIVER,
                                      "volume.kubernetes.io/provisioner-deletion-secret-name": ""},
-                     "finalizers": ["kubernetes.io/pv-protection"]},
+                     "finalizers": finalizers},
         "spec": {
             "capacity": {"storage": format!("{size}Gi")},
             "accessModes": pvc.pointer("/spec/accessModes").cloned().unwrap_or(json!(["ReadWriteOnce"])),
-            "persistentVolumeReclaimPolicy": str_at(&sc, "/reclaimPolicy").unwrap_or("Delete"),
+            "persistentVolumeReclaimPolicy": reclaim,
             "storageClassName": sc_name,
             "volumeMode": "Filesystem",
             "csi": {"driver": CSI_DRIVER, "volumeHandle": disk.id, "fsType": "ext4"},
@@ -226,8 +267,11 @@ fn provision(sim: &Sim, pvc: &Value, ns: &str, name: &str, uid: &str) -> Result<
                 {"key": "topology.ebs.csi.aws.com/zone", "operator": "In", "values": [zone]}]}]}},
         }
     });
-    let d = def(sim, "", "persistentvolumes")?;
-    sim.create(&d, None, pv, &provisioner(), WriteOpts::default())?;
+    sim.create("", "persistentvolumes", "", pv, &provisioner())?;
+    if sim.role() == Role::CloudOnly {
+        // The PV binder annotated the claim already and binds it to the new volume.
+        return Ok(Requeue::No);
+    }
     patch_main(
         sim,
         "",
@@ -242,10 +286,13 @@ fn provision(sim: &Sim, pvc: &Value, ns: &str, name: &str, uid: &str) -> Result<
     Ok(Requeue::After(super::RETRY))
 }
 
-pub fn reconcile_pv(sim: &Sim, name: &str) -> Result<Requeue, ApiError> {
-    let Some(pv) = get(sim, "", "persistentvolumes", "", name) else {
+pub fn reconcile_pv(sim: &dyn Api, name: &str) -> Result<Requeue, ApiError> {
+    let Some(pv) = get(sim, "", "persistentvolumes", "", name)? else {
         return Ok(Requeue::No);
     };
+    if sim.role() == Role::CloudOnly {
+        return reclaim_as_external_provisioner(sim, &pv);
+    }
     let phase = str_at(&pv, "/status/phase").unwrap_or("Pending");
     if pv.pointer("/metadata/deletionTimestamp").is_some() {
         // pv-protection: released once no claim uses it.
@@ -257,15 +304,13 @@ pub fn reconcile_pv(sim: &Sim, name: &str) -> Result<Requeue, ApiError> {
             {
                 f.retain(|x| x != "kubernetes.io/pv-protection");
             }
-            let d = def(sim, "", "persistentvolumes")?;
             sim.update(
-                &d,
-                None,
-                name,
+                "",
+                "persistentvolumes",
+                "",
                 next,
-                crate::semantics::UpdateScope::Main,
+                UpdateScope::Main,
                 &binder(),
-                WriteOpts::default(),
             )?;
         }
         return Ok(Requeue::No);
@@ -278,7 +323,7 @@ pub fn reconcile_pv(sim: &Sim, name: &str) -> Result<Requeue, ApiError> {
     ) {
         (None, _, _) => "Available",
         (Some(uid), Some(cns), Some(cname)) => {
-            let claim = get(sim, "", "persistentvolumeclaims", cns, cname);
+            let claim = get(sim, "", "persistentvolumeclaims", cns, cname)?;
             match claim {
                 Some(c) if str_at(&c, "/metadata/uid") == Some(uid) => {
                     if phase == "Bound" {
@@ -313,7 +358,7 @@ pub fn reconcile_pv(sim: &Sim, name: &str) -> Result<Requeue, ApiError> {
                 str_at(&pv, "/spec/claimRef/name").unwrap_or(""),
                 claim_uid.unwrap_or("")
             );
-            let mut cloud = sim.cloud.lock();
+            let mut cloud = sim.cloud().lock();
             if cloud
                 .disks
                 .get(&disk)
@@ -323,29 +368,80 @@ pub fn reconcile_pv(sim: &Sim, name: &str) -> Result<Requeue, ApiError> {
             }
             let _ = cloud.delete_disk(&disk, &cause);
         }
-        let d = def(sim, "", "persistentvolumes")?;
         let mut next = pv.clone();
         if let Some(m) = next.pointer_mut("/metadata").and_then(Value::as_object_mut) {
             m.remove("finalizers");
         }
         let _ = sim.update(
-            &d,
-            None,
-            name,
+            "",
+            "persistentvolumes",
+            "",
             next,
-            crate::semantics::UpdateScope::Main,
+            UpdateScope::Main,
             &provisioner(),
-            WriteOpts::default(),
         );
-        let _ = sim.delete(
-            &d,
-            None,
-            name,
-            None,
-            false,
+        let _ = sim.delete("", "persistentvolumes", "", name, &provisioner());
+    }
+    Ok(Requeue::No)
+}
+
+/// The external-provisioner's half of reclaiming: a `Delete` volume this driver provisioned
+/// loses its disk once the PV binder has `Released` it, then the PV object goes; one being
+/// deleted keeps [`PROVISIONER_FINALIZER`] until its disk is gone. A disk still attached
+/// waits for the attacher, as the CSI driver's DeleteVolume fails on an attached volume.
+fn reclaim_as_external_provisioner(sim: &dyn Api, pv: &Value) -> Result<Requeue, ApiError> {
+    let name = str_at(pv, "/metadata/name").unwrap_or_default();
+    let ours = str_at(pv, "/metadata/annotations/pv.kubernetes.io~1provisioned-by")
+        == Some(CSI_DRIVER)
+        || str_at(pv, "/spec/csi/driver") == Some(CSI_DRIVER);
+    let delete_policy = str_at(pv, "/spec/persistentVolumeReclaimPolicy") == Some("Delete");
+    let deleting = pv.pointer("/metadata/deletionTimestamp").is_some();
+    let released = str_at(pv, "/status/phase") == Some("Released");
+    let finalized = pv
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .is_some_and(|f| f.iter().any(|x| x == PROVISIONER_FINALIZER));
+    if !ours || !delete_policy || !(released || (deleting && finalized)) {
+        return Ok(Requeue::No);
+    }
+    if let Some(disk) = disk_of(pv) {
+        let mut cloud = sim.cloud().lock();
+        if cloud
+            .disks
+            .get(&disk)
+            .is_some_and(|d| d.attached_to.is_some())
+        {
+            return Ok(Requeue::After(super::RETRY));
+        }
+        let cause = format!(
+            "reclaim policy Delete: PV {name} released by the PV binder (its claim {}/{} is gone)",
+            str_at(pv, "/spec/claimRef/namespace").unwrap_or(""),
+            str_at(pv, "/spec/claimRef/name").unwrap_or(""),
+        );
+        // Already gone is what deleting wanted.
+        let _ = cloud.delete_disk(&disk, &cause);
+    }
+    if !deleting {
+        sim.delete("", "persistentvolumes", "", name, &provisioner())?;
+    }
+    if finalized {
+        let Some(mut next) = get(sim, "", "persistentvolumes", "", name)? else {
+            return Ok(Requeue::No);
+        };
+        if let Some(f) = next
+            .pointer_mut("/metadata/finalizers")
+            .and_then(Value::as_array_mut)
+        {
+            f.retain(|x| x != PROVISIONER_FINALIZER);
+        }
+        sim.update(
+            "",
+            "persistentvolumes",
+            "",
+            next,
+            UpdateScope::Main,
             &provisioner(),
-            WriteOpts::default(),
-        );
+        )?;
     }
     Ok(Requeue::No)
 }
@@ -353,6 +449,123 @@ pub fn reconcile_pv(sim: &Sim, name: &str) -> Result<Requeue, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controllers::api::BesideKcm;
+    use crate::{Sim, SimConfig};
+
+    /// A cluster with the `gp3` class of the EBS CSI driver and a claim of it.
+    fn cluster_with_claim(handed_to_driver: bool) -> (std::sync::Arc<Sim>, String) {
+        let sim = Sim::new(SimConfig::default());
+        let admin = Actor::admin();
+        let api: &dyn Api = sim.as_ref();
+        api.create(
+            "",
+            "namespaces",
+            "",
+            json!({"metadata": {"name": "db"}}),
+            &admin,
+        )
+        .expect("namespace");
+        api.create(
+            "storage.k8s.io",
+            "storageclasses",
+            "",
+            json!({"metadata": {"name": "gp3"}, "provisioner": CSI_DRIVER, "reclaimPolicy": "Delete"}),
+            &admin,
+        )
+        .expect("class");
+        let mut pvc = json!({"metadata": {"name": "data", "namespace": "db"},
+            "spec": {"storageClassName": "gp3", "accessModes": ["ReadWriteOnce"],
+                     "resources": {"requests": {"storage": "5Gi"}}}});
+        if handed_to_driver {
+            pvc["metadata"]["annotations"] =
+                json!({"volume.kubernetes.io/storage-provisioner": CSI_DRIVER});
+        }
+        let pvc = api
+            .create("", "persistentvolumeclaims", "db", pvc, &admin)
+            .expect("claim");
+        let uid = str_at(&pvc, "/metadata/uid").expect("uid").to_owned();
+        (sim, uid)
+    }
+
+    #[test]
+    fn beside_the_real_binder_a_claim_handed_to_the_driver_gets_one_new_disk_however_often_it_is_reconciled()
+     {
+        let (sim, uid) = cluster_with_claim(true);
+        let api = BesideKcm(&sim);
+        for _ in 0..3 {
+            reconcile_pvc(&api, "db", "data").expect("reconcile");
+        }
+        assert_eq!(sim.cloud.lock().disks.len(), 1);
+        let pv = Api::get(
+            sim.as_ref(),
+            "",
+            "persistentvolumes",
+            "",
+            &format!("pvc-{uid}"),
+        )
+        .expect("get")
+        .expect("the provisioned volume");
+        assert_eq!(str_at(&pv, "/spec/claimRef/uid"), Some(uid.as_str()));
+        assert!(
+            pv["metadata"]["finalizers"]
+                .as_array()
+                .is_some_and(|f| f.iter().any(|x| x == PROVISIONER_FINALIZER)),
+            "{pv:#}"
+        );
+        let pvc = Api::get(sim.as_ref(), "", "persistentvolumeclaims", "db", "data")
+            .expect("get")
+            .expect("claim");
+        assert_eq!(
+            pvc.pointer("/spec/volumeName"),
+            None,
+            "binding is the real binder's"
+        );
+    }
+
+    #[test]
+    fn beside_the_real_binder_a_claim_not_handed_to_the_driver_gets_no_disk() {
+        let (sim, _) = cluster_with_claim(false);
+        reconcile_pvc(&BesideKcm(&sim), "db", "data").expect("reconcile");
+        assert!(sim.cloud.lock().disks.is_empty());
+    }
+
+    #[test]
+    fn beside_the_real_binder_a_released_delete_volume_loses_its_disk_and_then_its_object() {
+        let (sim, uid) = cluster_with_claim(true);
+        let api = BesideKcm(&sim);
+        reconcile_pvc(&api, "db", "data").expect("provision");
+        let name = format!("pvc-{uid}");
+        // The real binder releases it once its claim is gone.
+        let pv = Api::get(sim.as_ref(), "", "persistentvolumes", "", &name)
+            .expect("get")
+            .expect("pv");
+        set_status(
+            sim.as_ref(),
+            "",
+            "persistentvolumes",
+            &pv,
+            json!({"phase": "Released"}),
+            &Actor::admin(),
+        )
+        .expect("release");
+        reconcile_pv(&api, &name).expect("reclaim");
+        assert!(sim.cloud.lock().disks.is_empty(), "the disk is deleted");
+        // Deleting left only the pv-protection finalizer, which the real pv-protection
+        // controller removes; ours is gone.
+        let left = Api::get(sim.as_ref(), "", "persistentvolumes", "", &name).expect("get");
+        if let Some(pv) = left {
+            assert!(
+                pv.pointer("/metadata/deletionTimestamp").is_some(),
+                "{pv:#}"
+            );
+            assert!(
+                !pv["metadata"]["finalizers"]
+                    .as_array()
+                    .is_some_and(|f| f.iter().any(|x| x == PROVISIONER_FINALIZER)),
+                "{pv:#}"
+            );
+        }
+    }
 
     #[test]
     fn quantities_round_up_to_whole_gibibytes() {

@@ -4,10 +4,9 @@
 
 use serde_json::{Value, json};
 
-use super::{MANAGES_ANNOTATION, OPERATOR_LABEL, Requeue, def, get, set_status, str_at};
-use crate::apiserver::WriteOpts;
+use super::{Api, MANAGES_ANNOTATION, OPERATOR_LABEL, Requeue, Role, get, set_status, str_at};
+use crate::Actor;
 use crate::status::ApiError;
-use crate::{Actor, Sim};
 
 use super::storage::disk_of;
 
@@ -32,19 +31,23 @@ struct Volume {
 
 /// The bound PV and disk for a claim, if the claim is Bound (`Some(None)`: bound, but the
 /// PV has no disk this cloud knows).
-fn bound_disk(sim: &Sim, ns: &str, claim: &str) -> Option<Option<Volume>> {
-    let pvc = get(sim, "", "persistentvolumeclaims", ns, claim)?;
+fn bound_disk(sim: &dyn Api, ns: &str, claim: &str) -> Result<Option<Option<Volume>>, ApiError> {
+    let Some(pvc) = get(sim, "", "persistentvolumeclaims", ns, claim)? else {
+        return Ok(None);
+    };
     if str_at(&pvc, "/status/phase") != Some("Bound") {
-        return None;
+        return Ok(None);
     }
-    let pv =
-        str_at(&pvc, "/spec/volumeName").and_then(|vn| get(sim, "", "persistentvolumes", "", vn));
-    Some(pv.as_ref().and_then(|pv| {
+    let pv = match str_at(&pvc, "/spec/volumeName") {
+        Some(vn) => get(sim, "", "persistentvolumes", "", vn)?,
+        None => None,
+    };
+    Ok(Some(pv.as_ref().and_then(|pv| {
         Some(Volume {
             pv: str_at(pv, "/metadata/name")?.to_owned(),
             disk: disk_of(pv)?,
         })
-    }))
+    })))
 }
 
 fn attacher() -> Actor {
@@ -54,9 +57,9 @@ fn attacher() -> Actor {
 /// Attach (or detach) a volume's disk, with the VolumeAttachment a CSI attacher keeps;
 /// false when the disk cannot be attached (missing, or in use elsewhere), which keeps the
 /// workload from becoming ready, as on a real node.
-fn set_attached(sim: &Sim, v: &Volume, node: Option<&str>, cause: &str) -> bool {
+fn set_attached(sim: &dyn Api, v: &Volume, node: Option<&str>, cause: &str) -> bool {
     let attached = {
-        let mut cloud = sim.cloud.lock();
+        let mut cloud = sim.cloud().lock();
         match node {
             Some(n) => cloud.attach_disk(&v.disk, n).is_ok(),
             None => {
@@ -65,45 +68,38 @@ fn set_attached(sim: &Sim, v: &Volume, node: Option<&str>, cause: &str) -> bool 
             }
         }
     };
-    let Some(va) = sim.def("storage.k8s.io", "volumeattachments") else {
-        return attached || node.is_none();
-    };
+    const VA: (&str, &str) = ("storage.k8s.io", "volumeattachments");
     let name = format!("csi-{}", v.pv);
-    let exists = sim.get(&va, None, &name).is_ok();
+    let exists = matches!(sim.get(VA.0, VA.1, "", &name), Ok(Some(_)));
     match (node, attached, exists) {
         (Some(n), true, false) => {
             let obj = json!({"metadata": {"name": name},
                 "spec": {"attacher": crate::cloud::CSI_DRIVER, "nodeName": n,
                          "source": {"persistentVolumeName": v.pv}}});
-            if let Ok(s) = sim.create(&va, None, obj, &attacher(), WriteOpts::default()) {
+            if let Ok(s) = sim.create(VA.0, VA.1, "", obj, &attacher()) {
                 let _ = set_status(
                     sim,
                     "storage.k8s.io",
                     "volumeattachments",
-                    &s.value(),
+                    &s,
                     json!({"attached": true}),
                     &attacher(),
                 );
             }
         }
         (None, _, true) => {
-            let _ = sim.delete(
-                &va,
-                None,
-                &name,
-                None,
-                false,
-                &attacher(),
-                WriteOpts::default(),
-            );
+            let _ = sim.delete(VA.0, VA.1, "", &name, &attacher());
         }
         _ => {}
     }
     attached || node.is_none()
 }
 
-pub fn reconcile_statefulset(sim: &Sim, ns: &str, name: &str) -> Result<Requeue, ApiError> {
-    let Some(sts) = get(sim, "apps", "statefulsets", ns, name) else {
+pub fn reconcile_statefulset(sim: &dyn Api, ns: &str, name: &str) -> Result<Requeue, ApiError> {
+    if sim.role() == Role::CloudOnly {
+        return Ok(Requeue::No); // kube-controller-manager's StatefulSet controller
+    }
+    let Some(sts) = get(sim, "apps", "statefulsets", ns, name)? else {
         return Ok(Requeue::No);
     };
     let replicas = sts
@@ -119,7 +115,6 @@ pub fn reconcile_statefulset(sim: &Sim, ns: &str, name: &str) -> Result<Requeue,
         .pointer("/spec/selector/matchLabels")
         .cloned()
         .unwrap_or(json!({}));
-    let pvc_def = def(sim, "", "persistentvolumeclaims")?;
     let mut pending = false;
     let mut ready = 0usize;
     let mut still_in_order = true;
@@ -129,24 +124,19 @@ pub fn reconcile_statefulset(sim: &Sim, ns: &str, name: &str) -> Result<Requeue,
         for t in &templates {
             let tname = str_at(t, "/metadata/name").unwrap_or("data");
             let claim = format!("{tname}-{name}-{i}");
-            if get(sim, "", "persistentvolumeclaims", ns, &claim).is_none() {
+            if get(sim, "", "persistentvolumeclaims", ns, &claim)?.is_none() {
                 let pvc = json!({
                     "apiVersion": "v1", "kind": "PersistentVolumeClaim",
                     "metadata": {"name": claim, "namespace": ns, "labels": labels},
                     "spec": t.get("spec").cloned().unwrap_or(json!({})),
                 });
-                if let Err(e) = sim.create(
-                    &pvc_def,
-                    Some(ns),
-                    pvc,
-                    &sts_controller(),
-                    WriteOpts::default(),
-                ) && e.code != 409
+                if let Err(e) = sim.create("", "persistentvolumeclaims", ns, pvc, &sts_controller())
+                    && e.code != 409
                 {
                     tracing::debug!(%ns, %claim, error = %e, "statefulset claim not created");
                 }
             }
-            match bound_disk(sim, ns, &claim) {
+            match bound_disk(sim, ns, &claim)? {
                 Some(d) => disks.extend(d),
                 None => all_bound = false,
             }
@@ -167,25 +157,17 @@ pub fn reconcile_statefulset(sim: &Sim, ns: &str, name: &str) -> Result<Requeue,
     // Ordinals past the replica count: pods go, disks come off their nodes.
     for i in replicas..replicas + 64 {
         let pod = format!("{name}-{i}");
-        let had_pod = get(sim, "", "pods", ns, &pod).is_some();
+        let had_pod = get(sim, "", "pods", ns, &pod)?.is_some();
         let mut any = had_pod;
         for t in &templates {
             let tname = str_at(t, "/metadata/name").unwrap_or("data");
-            if let Some(Some(d)) = bound_disk(sim, ns, &format!("{tname}-{name}-{i}")) {
+            if let Some(Some(d)) = bound_disk(sim, ns, &format!("{tname}-{name}-{i}"))? {
                 any = true;
                 let _ = set_attached(sim, &d, None, &format!("pod {ns}/{pod} stopped"));
             }
         }
-        if had_pod && let Some(pd) = sim.def("", "pods") {
-            let _ = sim.delete(
-                &pd,
-                Some(ns),
-                &pod,
-                None,
-                false,
-                &sts_controller(),
-                WriteOpts::default(),
-            );
+        if had_pod {
+            let _ = sim.delete("", "pods", ns, &pod, &sts_controller());
         }
         if !any {
             break;
@@ -208,20 +190,17 @@ pub fn reconcile_statefulset(sim: &Sim, ns: &str, name: &str) -> Result<Requeue,
 }
 
 fn ensure_pod(
-    sim: &Sim,
+    sim: &dyn Api,
     sts: &Value,
     ns: &str,
     name: &str,
     i: usize,
     ready: bool,
 ) -> Result<(), ApiError> {
-    let Some(pd) = sim.def("", "pods") else {
-        return Ok(());
-    };
     let pod_name = format!("{name}-{i}");
     let phase = if ready { "Running" } else { "Pending" };
     let status = json!({"phase": phase, "conditions": [{"type": "Ready", "status": if ready {"True"} else {"False"}}]});
-    match get(sim, "", "pods", ns, &pod_name) {
+    match get(sim, "", "pods", ns, &pod_name)? {
         Some(p) => set_status(sim, "", "pods", &p, status, &sts_controller()),
         None => {
             let mut spec = sts
@@ -237,17 +216,29 @@ fn ensure_pod(
                         "uid": str_at(sts, "/metadata/uid").unwrap_or(""), "controller": true, "blockOwnerDeletion": true}]},
                 "spec": spec,
             });
-            let created =
-                sim.create(&pd, Some(ns), pod, &sts_controller(), WriteOpts::default())?;
-            set_status(sim, "", "pods", &created.value(), status, &sts_controller())
+            let created = sim.create("", "pods", ns, pod, &sts_controller())?;
+            set_status(sim, "", "pods", &created, status, &sts_controller())
         }
     }
 }
 
-pub fn reconcile_deployment(sim: &Sim, ns: &str, name: &str) -> Result<Requeue, ApiError> {
-    let Some(dep) = get(sim, "apps", "deployments", ns, name) else {
+pub fn reconcile_deployment(sim: &dyn Api, ns: &str, name: &str) -> Result<Requeue, ApiError> {
+    let Some(dep) = get(sim, "apps", "deployments", ns, name)? else {
         return Ok(Requeue::No);
     };
+    if sim.role() == Role::CloudOnly {
+        // kube-controller-manager and kwok run the pods and report readiness; what is left
+        // is the operator the Deployment runs.
+        let ready = dep
+            .pointer("/status/readyReplicas")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        if is_operator(&dep) && ready > 0 {
+            operate(sim, &dep, ns, name);
+            return Ok(Requeue::After(super::OPERATOR_RESYNC));
+        }
+        return Ok(Requeue::No);
+    }
     let replicas = dep
         .pointer("/spec/replicas")
         .and_then(Value::as_u64)
@@ -264,7 +255,7 @@ pub fn reconcile_deployment(sim: &Sim, ns: &str, name: &str) -> Result<Requeue, 
     let mut disks = Vec::new();
     let mut bound = true;
     for c in &claims {
-        match bound_disk(sim, ns, c) {
+        match bound_disk(sim, ns, c)? {
             Some(d) => disks.extend(d),
             None => bound = false,
         }
@@ -296,11 +287,7 @@ pub fn reconcile_deployment(sim: &Sim, ns: &str, name: &str) -> Result<Requeue, 
         status,
         &deploy_controller(),
     )?;
-    let is_operator = str_at(
-        &dep,
-        &format!("/metadata/labels/{}", OPERATOR_LABEL.replace('/', "~1")),
-    ) == Some("true");
-    if is_operator && ready > 0 {
+    if is_operator(&dep) && ready > 0 {
         operate(sim, &dep, ns, name);
         return Ok(Requeue::After(super::OPERATOR_RESYNC));
     }
@@ -311,8 +298,107 @@ pub fn reconcile_deployment(sim: &Sim, ns: &str, name: &str) -> Result<Requeue, 
     })
 }
 
+fn is_operator(dep: &Value) -> bool {
+    str_at(
+        dep,
+        &format!("/metadata/labels/{}", OPERATOR_LABEL.replace('/', "~1")),
+    ) == Some("true")
+}
+
+/// The finalizer the CSI external-attacher keeps on the VolumeAttachments it handles (the
+/// driver name with `.` as `-`), so the disk is detached before the object goes.
+fn attacher_finalizer() -> String {
+    format!(
+        "external-attacher/{}",
+        crate::cloud::CSI_DRIVER.replace('.', "-")
+    )
+}
+
+/// The CSI external-attacher stand-in, for VolumeAttachments kube-controller-manager's
+/// attach/detach controller creates: attach the PV's disk to the node and report
+/// `attached`, or the cloud's refusal as `attachError`; on deletion detach, then let go.
+pub fn reconcile_volume_attachment(sim: &dyn Api, name: &str) -> Result<Requeue, ApiError> {
+    const VA: (&str, &str) = ("storage.k8s.io", "volumeattachments");
+    let Some(va) = get(sim, VA.0, VA.1, "", name)? else {
+        return Ok(Requeue::No);
+    };
+    if str_at(&va, "/spec/attacher") != Some(crate::cloud::CSI_DRIVER) {
+        return Ok(Requeue::No);
+    }
+    let finalizer = attacher_finalizer();
+    let finalizers: Vec<Value> = va
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let held = finalizers.iter().any(|f| *f == finalizer);
+    let node = str_at(&va, "/spec/nodeName").unwrap_or_default();
+    let disk = match str_at(&va, "/spec/source/persistentVolumeName") {
+        Some(pv) => get(sim, "", "persistentvolumes", "", pv)?
+            .as_ref()
+            .and_then(disk_of),
+        None => None,
+    };
+    if va.pointer("/metadata/deletionTimestamp").is_some() {
+        if let Some(d) = &disk {
+            sim.cloud()
+                .lock()
+                .detach_disk(d, &format!("VolumeAttachment {name} deleted (node {node})"));
+        }
+        if held {
+            let rest: Vec<Value> = finalizers.into_iter().filter(|f| *f != finalizer).collect();
+            super::patch_main(
+                sim,
+                VA.0,
+                VA.1,
+                "",
+                name,
+                &json!({"metadata": {"finalizers": rest}}),
+                &attacher(),
+            )?;
+        }
+        return Ok(Requeue::No);
+    }
+    if !held {
+        let mut with = finalizers;
+        with.push(json!(finalizer));
+        super::patch_main(
+            sim,
+            VA.0,
+            VA.1,
+            "",
+            name,
+            &json!({"metadata": {"finalizers": with}}),
+            &attacher(),
+        )?;
+    }
+    let attached = match &disk {
+        Some(d) => sim
+            .cloud()
+            .lock()
+            .attach_disk(d, node)
+            .map_err(|e| e.to_string()),
+        None => Err("the volume names no disk of this cloud".to_owned()),
+    };
+    let Some(va) = get(sim, VA.0, VA.1, "", name)? else {
+        return Ok(Requeue::No);
+    };
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let (status, requeue) = match attached {
+        Ok(()) => (json!({"attached": true}), Requeue::No),
+        Err(why) => (
+            json!({"attached": false, "attachError": {"message": why, "time": now}}),
+            Requeue::After(super::RETRY),
+        ),
+    };
+    if va.pointer("/status/attached") != status.get("attached") || requeue != Requeue::No {
+        set_status(sim, VA.0, VA.1, &va, status, &attacher())?;
+    }
+    Ok(requeue)
+}
+
 /// A running operator creates whatever it manages that is absent, under its own identity.
-fn operate(sim: &Sim, dep: &Value, ns: &str, name: &str) {
+fn operate(sim: &dyn Api, dep: &Value, ns: &str, name: &str) {
     let Some(manages) = str_at(
         dep,
         &format!(
@@ -332,15 +418,14 @@ fn operate(sim: &Sim, dep: &Value, ns: &str, name: &str) {
         ) else {
             continue;
         };
-        let Some(d) = sim.registry().by_kind(av, kind).cloned() else {
+        let Ok(Some(d)) = sim.served_kind(av, kind) else {
             continue;
         };
-        let ons = str_at(&obj, "/metadata/namespace").unwrap_or(ns).to_owned();
-        let ons = d.namespaced.then_some(ons.as_str());
-        if sim.get(&d, ons, oname).is_ok() {
+        let ons = str_at(&obj, "/metadata/namespace").unwrap_or(ns);
+        if !matches!(sim.get(&d.group, &d.plural, ons, oname), Ok(None)) {
             continue;
         }
-        match sim.create(&d, ons, obj.clone(), &actor, WriteOpts::default()) {
+        match sim.create(&d.group, &d.plural, ons, obj.clone(), &actor) {
             Ok(_) => {
                 tracing::info!(operator = %format!("{ns}/{name}"), %kind, name = %oname, "operator created a managed object")
             }
@@ -348,5 +433,107 @@ fn operate(sim: &Sim, dep: &Value, ns: &str, name: &str) {
                 tracing::debug!(operator = %format!("{ns}/{name}"), %kind, name = %oname, error = %e, "operator could not create")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controllers::api::BesideKcm;
+    use crate::{Sim, SimConfig};
+
+    const VA: (&str, &str) = ("storage.k8s.io", "volumeattachments");
+
+    /// A PV on `disk` and the VolumeAttachment the attach/detach controller would make for
+    /// it on `node`.
+    fn attachment(sim: &Sim, name: &str, disk: &str, node: &str) {
+        let admin = Actor::admin();
+        let api: &dyn Api = sim;
+        api.create(
+            "",
+            "persistentvolumes",
+            "",
+            json!({"metadata": {"name": format!("pv-{name}")},
+                "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                         "csi": {"driver": crate::cloud::CSI_DRIVER, "volumeHandle": disk}}}),
+            &admin,
+        )
+        .expect("pv");
+        api.create(
+            VA.0,
+            VA.1,
+            "",
+            json!({"metadata": {"name": name},
+                "spec": {"attacher": crate::cloud::CSI_DRIVER, "nodeName": node,
+                         "source": {"persistentVolumeName": format!("pv-{name}")}}}),
+            &admin,
+        )
+        .expect("volume attachment");
+    }
+
+    #[test]
+    fn beside_the_real_attach_detach_controller_a_volume_attachment_attaches_its_disk_and_deletion_detaches_it()
+     {
+        let sim = Sim::new(SimConfig::default());
+        let disk = sim
+            .cloud
+            .lock()
+            .create_disk("eu-west-1a", 1, "d", "test")
+            .id;
+        attachment(&sim, "va-1", &disk, "node-a");
+        let api = BesideKcm(&sim);
+        assert_eq!(
+            reconcile_volume_attachment(&api, "va-1").expect("attach"),
+            Requeue::No
+        );
+        assert_eq!(
+            sim.cloud.lock().disks[&disk].attached_to.as_deref(),
+            Some("node-a")
+        );
+        let va = Api::get(sim.as_ref(), VA.0, VA.1, "", "va-1")
+            .expect("get")
+            .expect("va");
+        assert_eq!(va["status"]["attached"], true, "{va:#}");
+        assert_eq!(
+            va["metadata"]["finalizers"],
+            json!(["external-attacher/ebs-csi-aws-com"])
+        );
+        Api::delete(sim.as_ref(), VA.0, VA.1, "", "va-1", &Actor::admin()).expect("delete");
+        reconcile_volume_attachment(&api, "va-1").expect("detach");
+        assert_eq!(sim.cloud.lock().disks[&disk].attached_to, None);
+        assert_eq!(
+            Api::get(sim.as_ref(), VA.0, VA.1, "", "va-1").expect("get"),
+            None,
+            "the finalizer is released and the object goes"
+        );
+    }
+
+    #[test]
+    fn beside_the_real_attach_detach_controller_a_disk_in_use_elsewhere_is_reported_and_retried() {
+        let sim = Sim::new(SimConfig::default());
+        let disk = sim
+            .cloud
+            .lock()
+            .create_disk("eu-west-1a", 1, "d", "test")
+            .id;
+        sim.cloud
+            .lock()
+            .attach_disk(&disk, "node-b")
+            .expect("attached");
+        attachment(&sim, "va-2", &disk, "node-a");
+        assert_eq!(
+            reconcile_volume_attachment(&BesideKcm(&sim), "va-2").expect("reconcile"),
+            Requeue::After(crate::controllers::RETRY)
+        );
+        let va = Api::get(sim.as_ref(), VA.0, VA.1, "", "va-2")
+            .expect("get")
+            .expect("va");
+        assert_eq!(va["status"]["attached"], false);
+        assert!(
+            va["status"]["attachError"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("node-b")),
+            "{va:#}"
+        );
     }
 }
