@@ -9,7 +9,11 @@
 //!  POST   /sim/v1/cloud/snapshots/{id}/fast-restore {"zones"}
 //!  POST   /sim/v1/cloud/disks                       {"fromSnapshot", "zone", "tags"} → Disk
 //!  DELETE /sim/v1/cloud/disks/{id}
+//!  POST   /sim/v1/cloud/move                        {"ids", "destinationGroup"} (az resource move)
 //! ```
+//!
+//! The same routes are served wherever the cloud lives: beside the embedded API server, and
+//! on the admin endpoint of a real control plane's launcher ([`HasCloud`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::Sim;
-use super::cloud::CloudError;
+use super::cloud::{Cloud, CloudError};
 use super::status::ApiError;
 
 /// `POST /sim/v1/cloud/snapshots`.
@@ -53,17 +57,60 @@ pub struct FastRestore {
     pub zones: Vec<String>,
 }
 
-/// The write routes, merged into the simulated cluster's router.
-pub fn routes() -> Router<Arc<Sim>> {
+/// A server state that holds the simulated cloud.
+pub trait HasCloud: Clone + Send + Sync + 'static {
+    fn cloud(&self) -> &Cloud;
+}
+
+impl HasCloud for Arc<Sim> {
+    fn cloud(&self) -> &Cloud {
+        &self.cloud
+    }
+}
+
+/// The write routes, merged into the router of whatever serves the cloud.
+pub fn routes<S: HasCloud>() -> Router<S> {
     Router::new()
-        .route("/sim/v1/cloud/snapshots", post(create_snapshot))
-        .route("/sim/v1/cloud/snapshots/{id}", delete(delete_snapshot))
+        .route("/sim/v1/cloud/snapshots", post(create_snapshot::<S>))
+        .route("/sim/v1/cloud/snapshots/{id}", delete(delete_snapshot::<S>))
         .route(
             "/sim/v1/cloud/snapshots/{id}/fast-restore",
-            post(fast_restore),
+            post(fast_restore::<S>),
         )
-        .route("/sim/v1/cloud/disks", post(create_disk))
-        .route("/sim/v1/cloud/disks/{id}", delete(delete_disk))
+        .route("/sim/v1/cloud/disks", post(create_disk::<S>))
+        .route("/sim/v1/cloud/disks/{id}", delete(delete_disk::<S>))
+        .route("/sim/v1/cloud/move", post(move_resources::<S>))
+}
+
+/// `GET /sim/v1/cloud`: the cloud's state and ledger, with its region (a client learns the
+/// region from the answer, as from a real cloud's API).
+pub fn state(cloud: &Cloud) -> Response {
+    let mut state = json!(cloud.snapshot());
+    state["region"] = json!(super::cloud::region());
+    answer(StatusCode::OK, state)
+}
+
+/// `POST /sim/v1/cloud/move` `{"ids": [...], "destinationGroup": "rg"}`: what
+/// `az resource move` does; answers each id with its id after the move.
+async fn move_resources<S: HasCloud>(State(s): State<S>, body: Bytes) -> Response {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    struct Move {
+        ids: Vec<String>,
+        destination_group: String,
+    }
+    let m: Move = match decode(&body) {
+        Ok(m) => m,
+        Err(e) => return e.into_response(),
+    };
+    let moved = s
+        .cloud()
+        .lock()
+        .move_resources(&m.ids, &m.destination_group, "az resource move");
+    match moved {
+        Ok(moved) => answer(StatusCode::OK, json!({"moved": moved})),
+        Err(e) => ApiError::bad_request(format!("failed to move: {e}")).into_response(),
+    }
 }
 
 fn decode<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
@@ -89,13 +136,13 @@ fn failed(e: CloudError) -> Response {
     }
 }
 
-async fn create_snapshot(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
+async fn create_snapshot<S: HasCloud>(State(sim): State<S>, body: Bytes) -> Response {
     let req: CreateSnapshot = match decode(&body) {
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
     match sim
-        .cloud
+        .cloud()
         .lock()
         .create_snapshot(&req.disk_id, req.tags, "CreateSnapshot")
     {
@@ -104,15 +151,15 @@ async fn create_snapshot(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
     }
 }
 
-async fn delete_snapshot(State(sim): State<Arc<Sim>>, Path(id): Path<String>) -> Response {
-    match sim.cloud.lock().delete_snapshot(&id, "DeleteSnapshot") {
+async fn delete_snapshot<S: HasCloud>(State(sim): State<S>, Path(id): Path<String>) -> Response {
+    match sim.cloud().lock().delete_snapshot(&id, "DeleteSnapshot") {
         Ok(()) => answer(StatusCode::OK, json!({"deleted": id})),
         Err(e) => failed(e),
     }
 }
 
-async fn fast_restore(
-    State(sim): State<Arc<Sim>>,
+async fn fast_restore<S: HasCloud>(
+    State(sim): State<S>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
@@ -120,19 +167,19 @@ async fn fast_restore(
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
-    let mut cloud = sim.cloud.lock();
+    let mut cloud = sim.cloud().lock();
     match cloud.enable_fast_restore(&id, &req.zones) {
         Ok(()) => answer(StatusCode::OK, json!(cloud.snapshots.get(&id))),
         Err(e) => failed(e),
     }
 }
 
-async fn create_disk(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
+async fn create_disk<S: HasCloud>(State(sim): State<S>, body: Bytes) -> Response {
     let req: CreateDisk = match decode(&body) {
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
-    match sim.cloud.lock().create_disk_from_snapshot(
+    match sim.cloud().lock().create_disk_from_snapshot(
         &req.from_snapshot,
         &req.zone,
         req.tags,
@@ -143,8 +190,8 @@ async fn create_disk(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
     }
 }
 
-async fn delete_disk(State(sim): State<Arc<Sim>>, Path(id): Path<String>) -> Response {
-    match sim.cloud.lock().delete_disk(&id, "DeleteVolume") {
+async fn delete_disk<S: HasCloud>(State(sim): State<S>, Path(id): Path<String>) -> Response {
+    match sim.cloud().lock().delete_disk(&id, "DeleteVolume") {
         Ok(()) => answer(StatusCode::OK, json!({"deleted": id})),
         Err(e) => failed(e),
     }

@@ -117,7 +117,6 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .route("/sim/v1/cluster", get(sim_cluster))
         .route("/sim/v1/faults", get(get_faults).put(put_faults))
         .route("/sim/v1/cloud", get(sim_cloud).post(add_existing))
-        .route("/sim/v1/cloud/move", axum::routing::post(move_resources))
         .route("/sim/v1/teardown", axum::routing::post(sim_teardown))
         .merge(super::cloud_api::routes())
         .fallback(api)
@@ -141,10 +140,7 @@ async fn sim_cluster(State(sim): State<Arc<Sim>>) -> Response {
 }
 
 async fn sim_cloud(State(sim): State<Arc<Sim>>) -> Response {
-    let mut cloud = json!(sim.cloud.snapshot());
-    // A client learns the cloud's region from the answer, as from a real cloud's API.
-    cloud["region"] = json!(super::cloud::region());
-    json_response(StatusCode::OK, cloud)
+    super::cloud_api::state(&sim.cloud)
 }
 
 /// Add what a cloud account already holds (disks, addresses, pools, buckets).
@@ -175,32 +171,6 @@ pub(crate) fn add_to_cloud(cloud: &super::cloud::Cloud, body: &[u8]) -> Response
             ApiError::already_exists("cloud resource", &what).into_response()
         }
         Err(e) => ApiError::bad_request(format!("failed to add to the cloud: {e}")).into_response(),
-    }
-}
-
-/// `POST /sim/v1/cloud/move` `{"ids": [...], "destinationGroup": "rg"}`: what
-/// `az resource move` does; answers each id with its id after the move.
-async fn move_resources(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
-    #[derive(serde::Deserialize)]
-    #[serde(rename_all = "camelCase", deny_unknown_fields)]
-    struct Move {
-        ids: Vec<String>,
-        destination_group: String,
-    }
-    let m: Move = match serde_json::from_slice(&body) {
-        Ok(m) => m,
-        Err(e) => {
-            return ApiError::bad_request(format!("failed to decode the move: {e}"))
-                .into_response();
-        }
-    };
-    let moved = sim
-        .cloud
-        .lock()
-        .move_resources(&m.ids, &m.destination_group, "az resource move");
-    match moved {
-        Ok(moved) => json_response(StatusCode::OK, json!({"moved": moved})),
-        Err(e) => ApiError::bad_request(format!("failed to move: {e}")).into_response(),
     }
 }
 

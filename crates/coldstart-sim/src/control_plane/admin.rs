@@ -55,6 +55,7 @@ pub async fn serve(cp: Arc<Mutex<ControlPlane>>, cloud: Arc<Cloud>) -> std::io::
     let app = Router::new()
         .route("/sim/v1/teardown", post(teardown))
         .route("/sim/v1/cloud", get(cloud_state).post(add_to_cloud))
+        .merge(crate::cloud_api::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize))
         .with_state(state);
     let task = tokio::spawn(async move {
@@ -96,7 +97,13 @@ fn status(code: StatusCode, message: &str) -> Response {
 }
 
 async fn cloud_state(State(s): State<AdminState>) -> Response {
-    axum::Json(json!(s.cloud.snapshot())).into_response()
+    crate::cloud_api::state(&s.cloud)
+}
+
+impl crate::cloud_api::HasCloud for AdminState {
+    fn cloud(&self) -> &Cloud {
+        &self.cloud
+    }
 }
 
 async fn add_to_cloud(State(s): State<AdminState>, body: Bytes) -> Response {
