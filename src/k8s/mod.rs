@@ -60,3 +60,21 @@ pub fn typed_items(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod typed_items_tests {
+    use super::typed_items;
+
+    #[test]
+    fn list_items_without_their_type_get_the_listed_apiversion_and_kind() {
+        // As kube-apiserver sends them: no apiVersion or kind on a list's items.
+        let item: kube::api::DynamicObject = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "pv-1"}, "spec": {"persistentVolumeReclaimPolicy": "Delete"}
+        }))
+        .expect("object");
+        let out = typed_items(vec![item], "v1", "PersistentVolume").expect("json");
+        assert_eq!(out[0]["apiVersion"], "v1");
+        assert_eq!(out[0]["kind"], "PersistentVolume");
+        assert_eq!(out[0]["spec"]["persistentVolumeReclaimPolicy"], "Delete");
+    }
+}

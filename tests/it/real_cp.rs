@@ -605,12 +605,26 @@ const UNPINNED_SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_restore_gate_on_the_real_api_server_denies_new_disks_and_addresses_to_everyone_but_coldstart()
  {
-    let c = RealCluster::start().await;
+    gate_denies_new_disks_and_addresses(Plane::Kubernetes).await;
+}
+
+/// The same policies under the embedded server's CEL.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_restore_gate_on_the_embedded_server_denies_new_disks_and_addresses_to_everyone_but_coldstart()
+ {
+    gate_denies_new_disks_and_addresses(Plane::Embedded).await;
+}
+
+async fn gate_denies_new_disks_and_addresses(plane: Plane) {
+    let c = RealCluster::start_on(plane, &[]).await;
     let client = coldstart::k8s::connect::connect(Some(&c.kubeconfig), None)
         .await
         .expect("client");
     let me = coldstart::restore::whoami(&client).await.expect("whoami");
-    assert_eq!(me, "kubernetes-admin");
+    assert_eq!(
+        me, "kubernetes-admin",
+        "both hand out the same admin identity"
+    );
     coldstart::restore::gate::install(&client, &me)
         .await
         .expect("the gate installs");

@@ -8,9 +8,14 @@
 //! Deployments that create the objects they manage whenever they are running — what races a
 //! naive restore.
 //!
-//! Every controller acts through the API server's verbs under its own identity, so an
-//! admission gate applies to it exactly as to any client. The runner is a work queue fed by
-//! the store's change events, on its own thread so a slow reconcile never stalls the API.
+//! Every controller acts through the API server's verbs ([`api::Api`]) under its own
+//! identity, so an admission gate applies to it exactly as to any client. Two runners feed
+//! the same reconcile functions: on the embedded server a work queue fed by the store's
+//! change events (all of the above, [`Role::Everything`]); beside a real kube-apiserver
+//! ([`kube_api`]) one fed by `kube::runtime` watchers, running only the cloud's half
+//! ([`Role::CloudOnly`]: kube-controller-manager binds, runs StatefulSets and Deployments,
+//! and asks for attachments). Each runs on its own thread so a slow reconcile never stalls
+//! the API.
 
 pub mod api;
 mod buckets;
