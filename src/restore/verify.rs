@@ -203,7 +203,12 @@ pub fn judge(
             .filter(|x| x.claim.is_some())
             .count(),
         ips_expected: recorded.addresses.len(),
-        buckets_expected: recorded.buckets.len(),
+        buckets_expected: recorded
+            .buckets
+            .iter()
+            .map(|b| b.bucket.as_str())
+            .collect::<HashSet<_>>()
+            .len(),
         ..Default::default()
     };
     let recorded_disks: HashSet<String> = recorded
@@ -293,6 +298,9 @@ pub fn judge(
     // Every bucket object bindings knows, each with the bucket it is on once its
     // controller says it is ready.
     let live = live_buckets(&observed.bucket_objects);
+    // Counted per cloud bucket, not per object: a COSI claim and its Bucket object are one
+    // bucket (the report says how many of the cloud's buckets came back).
+    let mut reused: HashSet<&str> = HashSet::new();
     for rec in &recorded.buckets {
         let found = live
             .iter()
@@ -304,7 +312,9 @@ pub fn judge(
             .map(|(_, on)| on.clone())
             .max();
         match found.flatten() {
-            Some(b) if b == rec.bucket => v.buckets_reused += 1,
+            Some(b) if b == rec.bucket => {
+                reused.insert(rec.bucket.as_str());
+            }
             other => v.problems.push(format!(
                 "{} {}{} is on {}, expected bucket {}",
                 rec.kind,
@@ -318,6 +328,7 @@ pub fn judge(
             )),
         }
     }
+    v.buckets_reused = reused.len();
     // A COSI Bucket object is its claim's bucket, counted through the claim.
     v.new_buckets = live
         .iter()
