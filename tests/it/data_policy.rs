@@ -583,3 +583,113 @@ async fn a_quiesce_hook_stops_the_claims_workload_for_its_cloud_snapshot_and_bri
     })
     .await;
 }
+
+/// The Kubernetes-native road: with a VolumeSnapshotClass for the disk's CSI driver, the
+/// cloud snapshot is a CSI VolumeSnapshot (the simulated external-snapshotter takes it),
+/// recorded by its content's snapshotHandle — and a lost disk comes back from it.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_a_volume_snapshot_class_the_cloud_snapshot_is_a_csi_volume_snapshot() {
+    use std::sync::{Arc, Mutex};
+
+    use coldstart::bindings::SnapshotRoad;
+    use coldstart::restore::{self, RestoreOptions, source};
+    use coldstart::snapshot::crypto::Keys;
+    use coldstart::snapshot::{read, write};
+    use coldstart::store::Store;
+    use coldstart_sim::controllers::snapshots;
+
+    let c = settled_platform().await;
+    for crd in snapshots::crds() {
+        c.create(crd);
+    }
+    wait_until("the snapshot API is served", || {
+        c.sim().def(snapshots::GROUP, "volumesnapshots").is_some()
+    })
+    .await;
+    c.create(serde_json::json!({"apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshotClass",
+        "metadata": {"name": "ebs", "annotations": {"snapshot.storage.kubernetes.io/is-default-class": "true"}},
+        "driver": "ebs.csi.aws.com", "deletionPolicy": "Retain"}));
+    c.kubectl_ok(&[
+        "annotate",
+        "pvc",
+        "-n",
+        "tenant-a",
+        "pg-data",
+        "coldstart.dev/data-policy=snapshot",
+    ])
+    .await;
+    let disk = pv_of_claim(&c, "tenant-a", "pg-data")["spec"]["csi"]["volumeHandle"]
+        .as_str()
+        .expect("handle")
+        .to_owned();
+    let store = Store::memory();
+    let keys = Keys::from_master(&[6u8; 32]);
+    let client = c.client().await;
+    let m = write::take(
+        &client,
+        &store,
+        &keys,
+        &write::Options {
+            // No provider: the Kubernetes road needs none.
+            cloud: coldstart::cloud::Provider::None,
+            ..Default::default()
+        },
+        Arc::default(),
+    )
+    .await
+    .expect("snapshot");
+    let v = m
+        .bindings
+        .volumes
+        .iter()
+        .find(|v| v.disk_id == disk)
+        .expect("tenant volume");
+    let cs = v.cloud_snapshot.as_ref().expect("a cloud snapshot");
+    assert_eq!(cs.road, SnapshotRoad::VolumeSnapshot);
+    let (ns, name) = cs
+        .volume_snapshot
+        .as_deref()
+        .and_then(|s| s.split_once('/'))
+        .expect("ns/name");
+    let vs = c
+        .get(snapshots::GROUP, "volumesnapshots", ns, name)
+        .expect("the VolumeSnapshot");
+    assert_eq!(vs["status"]["readyToUse"], true);
+    let cloud = c.cloud();
+    let snap = cloud
+        .snapshots
+        .get(&cs.id)
+        .expect("its handle is a cloud snapshot");
+    assert_eq!(snap.disk_id, disk);
+
+    // Lost with the cluster (reclaim policy Delete), back from the VolumeSnapshot's handle.
+    c.teardown().await;
+    assert!(
+        !c.cloud().disks.contains_key(&disk),
+        "deleted with the cluster"
+    );
+    let snap = read::open(&store, &keys, &m.id).await.expect("open");
+    let r = restore::run(
+        &client,
+        &source::from_snapshot(&snap),
+        &RestoreOptions {
+            verify_timeout: std::time::Duration::from_secs(15),
+            operator_timeout: std::time::Duration::from_secs(15),
+            cloud: coldstart::cloud::Provider::Sim,
+            // Without a stop, ZooKeeper's disks and two addresses went with the cluster
+            // too: started without (held), the tenant volume is not among them.
+            accept_missing: coldstart::preflight::AcceptMissing::from_flags(&["all".into()]),
+            ..Default::default()
+        },
+        &Arc::new(Mutex::new(coldstart::progress::Progress::default())),
+    )
+    .await
+    .expect("restore");
+    assert!(r.succeeded, "{:#?}", r.verification);
+    assert_eq!((r.volumes_from_snapshot, r.new_disks), (1, 0));
+    assert!(
+        c.get(snapshots::GROUP, "volumesnapshots", ns, name)
+            .is_none(),
+        "coldstart's own VolumeSnapshot is not restored (it would snapshot the new disk)"
+    );
+}

@@ -4,7 +4,8 @@
 //! StatefulSet and Deployment controllers (claims from templates, readiness, disk
 //! attachment), the Service load-balancer controller (pinned address reused when free, else
 //! a NEW one) with external-dns-style records, a bucket operator (COSI and Crossplane styles:
-//! adopt the named bucket, else create a NEW one), namespace defaults, and "operators":
+//! adopt the named bucket, else create a NEW one), the CSI snapshotter (a `VolumeSnapshot`
+//! gets a cloud snapshot of its claim's disk), namespace defaults, and "operators":
 //! Deployments that create the objects they manage whenever they are running — what races a
 //! naive restore.
 //!
@@ -15,6 +16,7 @@
 mod buckets;
 mod namespaces;
 mod services;
+pub mod snapshots;
 mod storage;
 mod workloads;
 
@@ -54,6 +56,7 @@ pub enum Key {
     CrossplaneBucket(String, String, String),
     AckBucket(String, String),
     Namespace(String),
+    VolumeSnapshot(String, String),
 }
 
 /// When to look at a key again.
@@ -107,6 +110,7 @@ fn keys_for(group: &str, plural: &str, ns: &str, name: &str, obj: &Value) -> Vec
             vec![Key::CrossplaneBucket(g.to_owned(), ns, name)]
         }
         ("s3.services.k8s.aws", "buckets") => vec![Key::AckBucket(ns, name)],
+        (snapshots::GROUP, "volumesnapshots") => vec![Key::VolumeSnapshot(ns, name)],
         _ => Vec::new(),
     }
 }
@@ -126,6 +130,7 @@ fn all_keys(sim: &Sim) -> Vec<Key> {
         ("s3.aws.upbound.io", "buckets"),
         ("s3.aws.m.upbound.io", "buckets"),
         ("s3.services.k8s.aws", "buckets"),
+        (snapshots::GROUP, "volumesnapshots"),
     ] {
         let Some(def) = sim.def(group, plural) else {
             continue;
@@ -167,6 +172,7 @@ fn reconcile(sim: &Sim, key: &Key) -> Requeue {
         }
         Key::AckBucket(ns, name) => buckets::reconcile_ack(sim, ns, name),
         Key::Namespace(name) => namespaces::reconcile(sim, name),
+        Key::VolumeSnapshot(ns, name) => snapshots::reconcile(sim, ns, name),
     };
     match result {
         Ok(r) => r,
