@@ -44,24 +44,24 @@ fn pv_of_claim(c: &TestCluster, ns: &str, name: &str) -> serde_json::Value {
     c.get("", "persistentvolumes", "", &pv).expect("pv")
 }
 
+/// Annotate the tenant's PostgreSQL claim (`key=value` each) and say which disk it is on.
+async fn tenant_disk(c: &TestCluster, annotations: &[&str]) -> String {
+    for a in annotations {
+        c.kubectl_ok(&["annotate", "pvc", "-n", "tenant-a", "pg-data", a])
+            .await;
+    }
+    pv_of_claim(c, "tenant-a", "pg-data")["spec"]["csi"]["volumeHandle"]
+        .as_str()
+        .expect("handle")
+        .to_owned()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lost_snapshot_policy_disk_comes_back_from_its_snapshot_and_kafka_as_the_original() {
     let c = settled_platform().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let store = format!("file://{}", dir.path().display());
-    c.kubectl_ok(&[
-        "annotate",
-        "pvc",
-        "-n",
-        "tenant-a",
-        "pg-data",
-        "coldstart.dev/data-policy=snapshot",
-    ])
-    .await;
-    let tenant_disk = pv_of_claim(&c, "tenant-a", "pg-data")["spec"]["csi"]["volumeHandle"]
-        .as_str()
-        .expect("handle")
-        .to_owned();
+    let tenant_disk = tenant_disk(&c, &["coldstart.dev/data-policy=snapshot"]).await;
     let kafka_disk = pv_of_claim(&c, "kafka", "data-kafka-0")["spec"]["csi"]["volumeHandle"]
         .as_str()
         .expect("handle")
@@ -183,19 +183,7 @@ async fn a_scratch_drill_restores_the_tenant_volume_from_its_snapshot_and_checks
     use coldstart::store::Store;
 
     let c = settled_platform().await;
-    c.kubectl_ok(&[
-        "annotate",
-        "pvc",
-        "-n",
-        "tenant-a",
-        "pg-data",
-        "coldstart.dev/data-policy=snapshot",
-    ])
-    .await;
-    let tenant_disk = pv_of_claim(&c, "tenant-a", "pg-data")["spec"]["csi"]["volumeHandle"]
-        .as_str()
-        .expect("handle")
-        .to_owned();
+    let tenant_disk = tenant_disk(&c, &["coldstart.dev/data-policy=snapshot"]).await;
     let tenant_data = c.cloud().disks[&tenant_disk].data_token.clone();
     let store = Store::memory();
     let keys = Keys::from_master(&[5u8; 32]);
@@ -460,15 +448,7 @@ async fn pruning_a_snapshot_deletes_the_cloud_snapshots_only_it_named() {
     use coldstart::store::Store;
 
     let c = settled_platform().await;
-    c.kubectl_ok(&[
-        "annotate",
-        "pvc",
-        "-n",
-        "tenant-a",
-        "pg-data",
-        "coldstart.dev/data-policy=transfer-or-snapshot",
-    ])
-    .await;
+    tenant_disk(&c, &["coldstart.dev/data-policy=transfer-or-snapshot"]).await;
     let store = Store::memory();
     let keys = Keys::from_master(&[3u8; 32]);
     let client = c.client().await;
@@ -525,17 +505,14 @@ async fn a_quiesce_hook_stops_the_claims_workload_for_its_cloud_snapshot_and_bri
     use coldstart_sim::cloud::{Action, Resource};
 
     let c = settled_platform().await;
-    for a in [
-        "coldstart.dev/data-policy=snapshot",
-        "coldstart.dev/snapshot-quiesce=true",
-    ] {
-        c.kubectl_ok(&["annotate", "pvc", "-n", "tenant-a", "pg-data", a])
-            .await;
-    }
-    let disk = pv_of_claim(&c, "tenant-a", "pg-data")["spec"]["csi"]["volumeHandle"]
-        .as_str()
-        .expect("handle")
-        .to_owned();
+    let disk = tenant_disk(
+        &c,
+        &[
+            "coldstart.dev/data-policy=snapshot",
+            "coldstart.dev/snapshot-quiesce=true",
+        ],
+    )
+    .await;
     let replicas = |c: &TestCluster| {
         c.get("apps", "deployments", "tenant-a", "postgres")
             .expect("postgres")["spec"]["replicas"]
@@ -609,19 +586,7 @@ async fn with_a_volume_snapshot_class_the_cloud_snapshot_is_a_csi_volume_snapsho
     c.create(serde_json::json!({"apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshotClass",
         "metadata": {"name": "ebs", "annotations": {"snapshot.storage.kubernetes.io/is-default-class": "true"}},
         "driver": "ebs.csi.aws.com", "deletionPolicy": "Retain"}));
-    c.kubectl_ok(&[
-        "annotate",
-        "pvc",
-        "-n",
-        "tenant-a",
-        "pg-data",
-        "coldstart.dev/data-policy=snapshot",
-    ])
-    .await;
-    let disk = pv_of_claim(&c, "tenant-a", "pg-data")["spec"]["csi"]["volumeHandle"]
-        .as_str()
-        .expect("handle")
-        .to_owned();
+    let disk = tenant_disk(&c, &["coldstart.dev/data-policy=snapshot"]).await;
     let store = Store::memory();
     let keys = Keys::from_master(&[6u8; 32]);
     let client = c.client().await;
