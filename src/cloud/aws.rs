@@ -37,6 +37,12 @@ struct Eip {
     facts: AddressFacts,
 }
 
+/// The default AWS configuration chain (`AWS_ENDPOINT_URL` honoured).
+async fn env_config() -> SdkConfig {
+    crate::k8s::connect::init_tls();
+    aws_config::defaults(BehaviorVersion::latest()).load().await
+}
+
 /// Verifies bindings against one AWS account and region.
 #[derive(Clone)]
 pub struct AwsVerifier {
@@ -58,9 +64,7 @@ impl std::fmt::Debug for AwsVerifier {
 impl AwsVerifier {
     /// Clients from the default AWS configuration chain (`AWS_ENDPOINT_URL` honoured).
     pub async fn from_env() -> Self {
-        crate::k8s::connect::init_tls();
-        let conf = aws_config::defaults(BehaviorVersion::latest()).load().await;
-        Self::from_config(&conf)
+        Self::from_config(&env_config().await)
     }
 
     /// Clients from an explicit configuration (tests point it at moto). S3 uses path-style
@@ -469,9 +473,7 @@ impl std::fmt::Debug for AwsSnapshots {
 
 impl AwsSnapshots {
     pub async fn from_env() -> Self {
-        crate::k8s::connect::init_tls();
-        let conf = aws_config::defaults(BehaviorVersion::latest()).load().await;
-        Self::from_config(&conf)
+        Self::from_config(&env_config().await)
     }
 
     pub fn from_config(conf: &SdkConfig) -> Self {

@@ -109,6 +109,9 @@ pub struct DrillReport {
     pub rto_ms: Option<u64>,
     /// Age of the snapshot when the rehearsal restore finished, seconds.
     pub rpo_s: Option<i64>,
+    /// Hydration still ahead of disks restored from cloud snapshots when it finished, ms.
+    #[serde(default)]
+    pub hydration_ms: Option<u64>,
     /// Objects the rehearsal restore applied.
     pub objects: usize,
     pub tiers: BTreeMap<String, TierSummary>,
@@ -420,6 +423,7 @@ pub async fn run_drill(
         steps,
         rto_ms: rehearsal.as_ref().map(|r| r.rto_ms),
         rpo_s: rehearsal.as_ref().map(|r| r.rpo_s),
+        hydration_ms: rehearsal.as_ref().map(|r| r.hydration_ms),
         objects: rehearsal.as_ref().map_or(0, |r| r.objects),
         tiers: rehearsal
             .as_ref()
@@ -551,6 +555,7 @@ mod tests {
             steps: vec![],
             rto_ms: Some(1200),
             rpo_s: Some(60),
+            hydration_ms: None,
             objects: 10,
             tiers: BTreeMap::new(),
             restore_problems: vec![],

@@ -420,3 +420,46 @@ fn a_workload_held_by_an_earlier_run_is_released_to_its_recorded_replicas() {
         .is_none()
     );
 }
+
+#[test]
+fn a_missing_disk_whose_policy_restores_it_from_a_cloud_snapshot_is_recoverable_not_refused() {
+    let (mut bindings, objects) = shop();
+    let snapshot = crate::bindings::CloudSnapshot {
+        id: "snap-db".into(),
+        taken_at: chrono::Utc::now(),
+        size_gib: Some(10),
+        road: crate::bindings::SnapshotRoad::Provider,
+        volume_snapshot: None,
+    };
+    bindings.volumes[0].data_policy = crate::bindings::DataPolicy::Snapshot;
+    bindings.volumes[0].cloud_snapshot = Some(snapshot.clone());
+    // The cache's policy asks for snapshots, but none was ever taken: nothing to come back
+    // from.
+    bindings.volumes[1].data_policy = crate::bindings::DataPolicy::TransferOrSnapshot;
+    let cloud = replace(healthy(), Kind::Volume, "pv-db", Status::Missing);
+    let cloud = replace(cloud, Kind::Volume, "pv-cache", Status::Missing);
+    let pre = decide(
+        "sim",
+        &cloud.0,
+        &bindings,
+        &objects,
+        &BTreeSet::new(),
+        &AcceptMissing::default(),
+    );
+    let row = |pv: &str| pre.rows.iter().find(|r| r.subject == pv).expect("row");
+    assert_eq!(row("pv-db").decision(), "snapshot");
+    assert_eq!(row("pv-db").from_snapshot.as_deref(), Some("snap-db"));
+    assert!(row("pv-db").reason.contains("snap-db"));
+    assert_eq!(row("pv-cache").decision(), "REFUSED");
+    assert_eq!(
+        pre.refused()
+            .iter()
+            .map(|r| r.subject.as_str())
+            .collect::<Vec<_>>(),
+        ["pv-cache"]
+    );
+    assert!(
+        pre.held.is_empty(),
+        "nothing is held for a recoverable disk"
+    );
+}

@@ -558,4 +558,91 @@ mod tests {
         );
         assert_eq!(handle_for("vol-old", "vol-new"), "vol-new");
     }
+
+    /// A cloud whose one disk hydrates for `left` more questions.
+    struct Hydrating {
+        left: std::sync::Mutex<u32>,
+    }
+
+    impl DiskSnapshots for Hydrating {
+        fn name(&self) -> &'static str {
+            "fake"
+        }
+        fn take<'a>(
+            &'a self,
+            _: &'a str,
+            _: &'a BTreeMap<String, String>,
+        ) -> futures::future::BoxFuture<'a, Result<snapshots::TakenSnapshot, SnapshotError>>
+        {
+            unimplemented!("not asked")
+        }
+        fn delete<'a>(
+            &'a self,
+            _: &'a str,
+        ) -> futures::future::BoxFuture<'a, Result<bool, SnapshotError>> {
+            unimplemented!("not asked")
+        }
+        fn restore<'a>(
+            &'a self,
+            _: &'a RestoreRequest,
+        ) -> futures::future::BoxFuture<'a, Result<snapshots::RestoredDisk, SnapshotError>>
+        {
+            unimplemented!("not asked")
+        }
+        fn hydration<'a>(
+            &'a self,
+            _: &'a str,
+        ) -> futures::future::BoxFuture<'a, Result<snapshots::Hydration, SnapshotError>> {
+            let mut left = self.left.lock().expect("lock");
+            let hydrating = *left > 0;
+            *left = left.saturating_sub(1);
+            Box::pin(async move {
+                Ok(snapshots::Hydration {
+                    hydrating,
+                    remaining_ms: if hydrating { 1 } else { 0 },
+                })
+            })
+        }
+        fn check_data<'a>(
+            &'a self,
+            _: &'a str,
+            _: &'a str,
+        ) -> futures::future::BoxFuture<'a, Result<snapshots::DataCheck, SnapshotError>> {
+            unimplemented!("not asked")
+        }
+    }
+
+    fn restored(latency_critical: bool) -> VolumeDecision {
+        let mut d = decide(
+            &volume(DataPolicy::Snapshot, true, latency_critical),
+            &DiskState::Broken("missing".into()),
+            "sim",
+            &HydrationOptions::default(),
+        );
+        d.new_disk = Some("vol-new".into());
+        d
+    }
+
+    #[tokio::test]
+    async fn a_latency_critical_volume_is_waited_for_until_hydrated_and_others_are_not() {
+        let cloud = Hydrating {
+            left: std::sync::Mutex::new(3),
+        };
+        let timeout = std::time::Duration::from_secs(5);
+        wait_hydrated(&cloud, &[restored(false)], timeout)
+            .await
+            .expect("nothing to wait for");
+        assert_eq!(*cloud.left.lock().expect("lock"), 3, "not even asked");
+        wait_hydrated(&cloud, &[restored(true)], timeout)
+            .await
+            .expect("hydrated");
+        assert_eq!(*cloud.left.lock().expect("lock"), 0, "asked until hydrated");
+        let slow = Hydrating {
+            left: std::sync::Mutex::new(u32::MAX),
+        };
+        let err = wait_hydrated(&slow, &[restored(true)], std::time::Duration::ZERO)
+            .await
+            .expect_err("times out");
+        assert!(err.to_string().contains("still hydrating"), "{err}");
+    }
 }

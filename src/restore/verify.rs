@@ -583,4 +583,24 @@ mod tests {
             (1, 1, 1)
         );
     }
+
+    #[test]
+    fn a_disk_new_by_data_policy_is_counted_from_snapshot_never_as_new() {
+        let mut rec = recorded();
+        rec.volumes[0].disk = "vol-restored".into();
+        rec.volumes[0].from_snapshot = Some("snap-1".into());
+        let mut seen = as_recorded();
+        seen.persistent_volumes = vec![pv("pv-data").csi_disk("vol-restored").build()];
+        let cloud: BTreeSet<String> = ["vol-restored".to_owned()].into();
+        let v = judge(&rec, &seen, Some(&cloud));
+        assert!(v.ok(), "{v:#?}");
+        assert_eq!(
+            (v.volumes_reused, v.volumes_from_snapshot, v.new_disks),
+            (0, 1, 0)
+        );
+        // The same new disk without the policy's record is one nobody asked for.
+        let v = judge(&recorded(), &seen, Some(&cloud));
+        assert!(!v.ok());
+        assert_eq!(v.new_disks, 1);
+    }
 }

@@ -118,6 +118,7 @@ fn drill_row(r: &crate::drill::DrillReport) -> DrillRow {
         snapshot_id: r.snapshot.clone(),
         rto_ms: r.rto_ms.unwrap_or(0),
         rpo_s: r.rpo_s.unwrap_or(0).max(0) as u64,
+        hydration_ms: r.hydration_ms.unwrap_or(0),
         passed: r.passed,
         failures: r.failures.clone(),
     }

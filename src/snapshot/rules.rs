@@ -134,6 +134,14 @@ pub fn excluded_object(group: &str, resource: &str, obj: &Value) -> Option<&'sta
         {
             Some("tokens are signed by the old cluster's keys")
         }
+        ("snapshot.storage.k8s.io", "volumesnapshots" | "volumesnapshotcontents")
+            if str_at(obj, "/metadata/labels/app.kubernetes.io~1managed-by")
+                == Some("coldstart") =>
+        {
+            Some(
+                "coldstart's own VolumeSnapshots are recorded in the bindings; restored, they would snapshot the new disks again",
+            )
+        }
         ("", "services")
             if namespace == "default"
                 && name == "kubernetes"

@@ -2,10 +2,15 @@
 //! policy is `snapshot` or `transfer-or-snapshot` gets one, recorded in its binding (the
 //! handle a restore creates a new disk from). Volumes under `transfer` get none.
 //!
-//! The provider road: the cloud's API (EBS `CreateSnapshot`; the simulated cloud's
-//! `/sim/v1/cloud/snapshots`), tagged with the cluster snapshot's id and the PV so
-//! retention can find them. Retention deletes them with the cluster snapshots that name
-//! them ([`super::prune`]).
+//! The Kubernetes-native road first: when a `VolumeSnapshotClass` names the volume's CSI
+//! driver, a CSI `VolumeSnapshot` of the claim with that class (labelled as coldstart's,
+//! so the next snapshot leaves it out), watched until `readyToUse`; its bound
+//! `VolumeSnapshotContent`'s `snapshotHandle` is the cloud snapshot. Else the provider
+//! road: the cloud's API (EBS `CreateSnapshot`; the simulated cloud's
+//! `/sim/v1/cloud/snapshots`), tagged with the cluster snapshot's id and the PV. Either way
+//! a restore creates the new disk from the handle through the provider's API, and
+//! retention deletes the handle with the cluster snapshots that name it
+//! ([`super::prune`]).
 //!
 //! Consistency hook: a claim annotated `coldstart.dev/snapshot-quiesce: "true"` has the
 //! workloads that mount it scaled to 0 (watched until none is ready: the data store has
@@ -42,6 +47,12 @@ pub enum VolumeSnapshotError {
         what: String,
         source: kube::Error,
     },
+    #[error("failed to take VolumeSnapshot {name} of PV {pv}: {why}")]
+    VolumeSnapshot {
+        pv: String,
+        name: String,
+        why: String,
+    },
     #[error("failed to quiesce {workload} for the cloud snapshot of PV {pv}: {why}")]
     Quiesce {
         pv: String,
@@ -68,11 +79,24 @@ pub async fn take(
     bindings: &mut Bindings,
 ) -> Result<usize, VolumeSnapshotError> {
     let mut taken = 0;
+    let classes = snapshot_classes(client).await?;
     for v in bindings
         .volumes
         .iter_mut()
         .filter(|v| v.data_policy.wants_cloud_snapshot())
     {
+        if let (Some(class), Some(_)) = (class_for(&classes, &v.csi_driver), &v.claim) {
+            let quiesced = if v.quiesce {
+                quiesce(client, v).await?
+            } else {
+                Vec::new()
+            };
+            let result = take_native(client, v, &class, snapshot_id).await;
+            thaw(client, v, &quiesced).await?;
+            v.cloud_snapshot = Some(result?);
+            taken += 1;
+            continue;
+        }
         let Some(provider) = provider else {
             return Err(SnapshotError::NoProvider(format!(
                 "take a cloud snapshot of disk {} (PV {}, data policy {})",
@@ -107,6 +131,158 @@ pub async fn take(
         taken += 1;
     }
     Ok(taken)
+}
+
+const SNAPSHOT_GROUP: &str = "snapshot.storage.k8s.io";
+
+fn snapshot_api(kind: &str, plural: &str) -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(SNAPSHOT_GROUP, "v1", kind), plural)
+}
+
+/// How long a VolumeSnapshot may take to become ready (the cloud copies nothing before
+/// it answers; the snapshot is point-in-time once the handle exists).
+const VOLUME_SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Every `VolumeSnapshotClass` (none when the cluster does not serve the API).
+async fn snapshot_classes(client: &kube::Client) -> Result<Vec<Value>, VolumeSnapshotError> {
+    let api: Api<DynamicObject> = Api::all_with(
+        client.clone(),
+        &snapshot_api("VolumeSnapshotClass", "volumesnapshotclasses"),
+    );
+    match api.list(&ListParams::default()).await {
+        Ok(l) => l
+            .items
+            .into_iter()
+            .map(|o| {
+                serde_json::to_value(o).map_err(|e| VolumeSnapshotError::Hook {
+                    pv: String::new(),
+                    what: "read VolumeSnapshotClasses".into(),
+                    source: kube::Error::SerdeError(e),
+                })
+            })
+            .collect(),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(Vec::new()),
+        Err(source) => Err(VolumeSnapshotError::Hook {
+            pv: String::new(),
+            what: "list VolumeSnapshotClasses".into(),
+            source,
+        }),
+    }
+}
+
+/// The class to snapshot a volume of `driver` with: the driver's default class (the
+/// `snapshot.storage.kubernetes.io/is-default-class` annotation), else its first by name.
+pub fn class_for(classes: &[Value], driver: &str) -> Option<String> {
+    let mut of_driver: Vec<&Value> = classes
+        .iter()
+        .filter(|c| c.get("driver").and_then(Value::as_str) == Some(driver))
+        .collect();
+    of_driver.sort_by_key(|c| {
+        let default = c
+            .pointer("/metadata/annotations/snapshot.storage.kubernetes.io~1is-default-class")
+            .and_then(Value::as_str)
+            == Some("true");
+        (
+            !default,
+            c.pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+        )
+    });
+    of_driver
+        .first()
+        .and_then(|c| c.pointer("/metadata/name"))
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+}
+
+/// A CSI `VolumeSnapshot` of `v`'s claim with `class`, watched until ready; its content's
+/// `snapshotHandle` is the cloud snapshot.
+async fn take_native(
+    client: &kube::Client,
+    v: &VolumeBinding,
+    class: &str,
+    snapshot_id: &str,
+) -> Result<CloudSnapshot, VolumeSnapshotError> {
+    let Some(claim) = &v.claim else {
+        return Err(VolumeSnapshotError::VolumeSnapshot {
+            pv: v.pv.clone(),
+            name: String::new(),
+            why: "the volume has no claim".into(),
+        });
+    };
+    let mut name = format!("{}-{}", claim.name, snapshot_id.to_lowercase());
+    name.truncate(253);
+    let fail = |why: String| VolumeSnapshotError::VolumeSnapshot {
+        pv: v.pv.clone(),
+        name: format!("{}/{name}", claim.namespace),
+        why,
+    };
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        &claim.namespace,
+        &snapshot_api("VolumeSnapshot", "volumesnapshots"),
+    );
+    let vs: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": format!("{SNAPSHOT_GROUP}/v1"), "kind": "VolumeSnapshot",
+        "metadata": {"name": name, "namespace": claim.namespace,
+            "labels": {"app.kubernetes.io/managed-by": "coldstart", TAKEN_WITH: snapshot_id}},
+        "spec": {"volumeSnapshotClassName": class,
+            "source": {"persistentVolumeClaimName": claim.name}}}))
+    .map_err(|e| fail(e.to_string()))?;
+    let taken_at = Utc::now();
+    match api.create(&Default::default(), &vs).await {
+        Ok(_) => {}
+        // A re-run of the same cluster snapshot id cannot happen; an existing one is ours.
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => return Err(fail(crate::k8s::describe(&e))),
+    }
+    let ready = |o: Option<&DynamicObject>| {
+        o.and_then(|o| o.data.pointer("/status/readyToUse"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+    };
+    let ready = crate::k8s::wait::until(api.clone(), &name, VOLUME_SNAPSHOT_TIMEOUT, ready)
+        .await
+        .map_err(|e| fail(format!("not ready: {e}")))?
+        .ok_or_else(|| fail("deleted while waiting".into()))?;
+    let content = ready
+        .data
+        .pointer("/status/boundVolumeSnapshotContentName")
+        .and_then(Value::as_str)
+        .ok_or_else(|| fail("ready without a bound VolumeSnapshotContent".into()))?
+        .to_owned();
+    let contents: Api<DynamicObject> = Api::all_with(
+        client.clone(),
+        &snapshot_api("VolumeSnapshotContent", "volumesnapshotcontents"),
+    );
+    let c = contents.get(&content).await.map_err(|e| {
+        fail(format!(
+            "VolumeSnapshotContent {content}: {}",
+            crate::k8s::describe(&e)
+        ))
+    })?;
+    let handle = c
+        .data
+        .pointer("/status/snapshotHandle")
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            fail(format!(
+                "VolumeSnapshotContent {content} has no snapshotHandle"
+            ))
+        })?;
+    Ok(CloudSnapshot {
+        id: handle.to_owned(),
+        taken_at,
+        size_gib: c
+            .data
+            .pointer("/status/restoreSize")
+            .and_then(Value::as_u64)
+            .map(|b| b.div_ceil(1 << 30)),
+        road: SnapshotRoad::VolumeSnapshot,
+        volume_snapshot: Some(format!("{}/{name}", claim.namespace)),
+    })
 }
 
 fn apps(kind: &str, plural: &str) -> ApiResource {
@@ -215,4 +391,35 @@ async fn thaw(
             })?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_drivers_default_class_is_chosen_and_other_drivers_are_not() {
+        let class = |name: &str, driver: &str, default: bool| {
+            let mut c = json!({"metadata": {"name": name}, "driver": driver});
+            if default {
+                c["metadata"]["annotations"] =
+                    json!({"snapshot.storage.kubernetes.io/is-default-class": "true"});
+            }
+            c
+        };
+        let classes = [
+            class("a-ebs", "ebs.csi.aws.com", false),
+            class("b-ebs-default", "ebs.csi.aws.com", true),
+            class("azure", "disk.csi.azure.com", true),
+        ];
+        assert_eq!(
+            class_for(&classes, "ebs.csi.aws.com").as_deref(),
+            Some("b-ebs-default")
+        );
+        assert_eq!(
+            class_for(&classes[..1], "ebs.csi.aws.com").as_deref(),
+            Some("a-ebs")
+        );
+        assert_eq!(class_for(&classes, "pd.csi.storage.gke.io"), None);
+    }
 }

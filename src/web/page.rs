@@ -354,6 +354,19 @@ fn cards(h: &mut String, v: &ServiceView, p: &Progress, now: DateTime<Utc>) {
     h.push_str("</div></div></div>");
 }
 
+/// A drill's RTO, with the hydration still ahead of disks restored from cloud snapshots.
+fn rto_cell(d: &super::view::DrillRow) -> String {
+    if d.hydration_ms == 0 {
+        duration_ms(d.rto_ms)
+    } else {
+        format!(
+            "{} + {} hydrating",
+            duration_ms(d.rto_ms),
+            duration_ms(d.hydration_ms)
+        )
+    }
+}
+
 fn last_rto(v: &ServiceView) -> Option<u64> {
     v.drills.iter().max_by_key(|d| d.at).map(|d| d.rto_ms)
 }
@@ -540,7 +553,7 @@ fn drills_section(h: &mut String, v: &ServiceView, now: DateTime<Utc>) {
             r#"<tr><td data-label="When">{}</td><td data-label="Snapshot"><code>{}</code></td><td class="num" data-label="RTO">{}</td><td class="num" data-label="RPO">{}</td><td data-label="Result"><span class="badge {verdict}">{verdict}</span>{failures}</td></tr>"#,
             time_tag(d.at, now),
             esc(&d.snapshot_id),
-            duration_ms(d.rto_ms),
+            rto_cell(d),
             duration_ms(d.rpo_s * 1000),
         );
     }

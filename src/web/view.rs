@@ -185,6 +185,10 @@ pub struct DrillRow {
     pub rto_ms: u64,
     /// Age of the snapshot restored.
     pub rpo_s: u64,
+    /// Hydration still ahead of the disks restored from cloud snapshots when the restore
+    /// was verified: the RTO until every disk runs at full speed is `rto_ms` plus this.
+    #[serde(default)]
+    pub hydration_ms: u64,
     pub passed: bool,
     pub failures: Vec<String>,
 }

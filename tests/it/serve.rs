@@ -149,6 +149,7 @@ impl Jobs for FakeJobs {
             snapshot_id: "snap-1".to_owned(),
             rto_ms: 95_000,
             rpo_s: 300,
+            hydration_ms: 0,
             passed: true,
             failures: vec![],
         })

@@ -212,6 +212,7 @@ pub fn realistic_view() -> (ServiceView, Progress) {
                 snapshot_id: "20250105T0345Z-a41c".to_owned(),
                 rto_ms: 312_000,
                 rpo_s: 840,
+                hydration_ms: 5_400_000,
                 passed: true,
                 failures: vec![],
             },
@@ -221,6 +222,7 @@ pub fn realistic_view() -> (ServiceView, Progress) {
                 snapshot_id: "20241229T0350Z-19be".to_owned(),
                 rto_ms: 655_000,
                 rpo_s: 610,
+                hydration_ms: 0,
                 passed: false,
                 failures: vec![
                     "Service iot/mqtt came back on a new address 34.240.99.1".to_owned(),
@@ -439,6 +441,7 @@ async fn the_page_shows_every_section_and_refreshes_itself_without_javascript() 
         "DescribeVolumes: InvalidVolume.NotFound",
         "delete-reclaim-policy",
         "5 min 12 s",
+        "5 min 12 s + 1 h 30 min hydrating",
         "came back on a new address",
         "not ready",
     ] {

@@ -39,6 +39,7 @@ const WATCHED: &[(&str, &str)] = &[
     ("s3.services.k8s.aws", "buckets"),
     ("objectbucket.io", "objectbucketclaims"),
     ("objectbucket.io", "objectbuckets"),
+    ("snapshot.storage.k8s.io", "volumesnapshots"),
 ];
 
 /// A watcher whose resource is not served (yet) looks again this often: slow enough to be

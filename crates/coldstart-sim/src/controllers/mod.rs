@@ -4,7 +4,8 @@
 //! StatefulSet and Deployment controllers (claims from templates, readiness, disk
 //! attachment), the Service load-balancer controller (pinned address reused when free, else
 //! a NEW one) with external-dns-style records, a bucket operator (COSI and Crossplane styles:
-//! adopt the named bucket, else create a NEW one), namespace defaults, and "operators":
+//! adopt the named bucket, else create a NEW one), the CSI snapshotter (a `VolumeSnapshot`
+//! gets a cloud snapshot of its claim's disk), namespace defaults, and "operators":
 //! Deployments that create the objects they manage whenever they are running — what races a
 //! naive restore.
 //!
@@ -22,6 +23,7 @@ mod buckets;
 pub mod kube_api;
 mod namespaces;
 mod services;
+pub mod snapshots;
 mod storage;
 mod workloads;
 
@@ -64,6 +66,7 @@ pub enum Key {
     /// A VolumeAttachment kube-controller-manager's attach/detach controller made (only with
     /// [`Role::CloudOnly`]: the embedded role attaches as its workloads start).
     VolumeAttachment(String),
+    VolumeSnapshot(String, String),
 }
 
 /// When to look at a key again.
@@ -130,6 +133,7 @@ pub fn keys_for(group: &str, plural: &str, ns: &str, name: &str, obj: &Value) ->
             _ => Vec::new(),
         },
         ("storage.k8s.io", "volumeattachments") => vec![Key::VolumeAttachment(name)],
+        (snapshots::GROUP, "volumesnapshots") => vec![Key::VolumeSnapshot(ns, name)],
         _ => Vec::new(),
     }
 }
@@ -150,6 +154,7 @@ fn all_keys(sim: &Sim) -> Vec<Key> {
         ("s3.aws.m.upbound.io", "buckets"),
         ("s3.services.k8s.aws", "buckets"),
         ("objectbucket.io", "objectbucketclaims"),
+        (snapshots::GROUP, "volumesnapshots"),
     ] {
         let Some(def) = sim.def(group, plural) else {
             continue;
@@ -200,6 +205,7 @@ pub fn reconcile(sim: &dyn Api, key: &Key) -> Requeue {
         Key::ObjectBucketClaim(ns, name) => buckets::reconcile_obc(sim, ns, name),
         Key::Namespace(name) => namespaces::reconcile(sim, name),
         Key::VolumeAttachment(name) => workloads::reconcile_volume_attachment(sim, name),
+        Key::VolumeSnapshot(ns, name) => snapshots::reconcile(sim, ns, name),
     };
     match result {
         Ok(r) => r,
