@@ -730,3 +730,28 @@ async fn a_drill_on_a_scratch_cluster_restores_the_plan_but_attaches_nothing() {
         "bucket claims are not restored in a rehearsal"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_aws_ledger_counts_volumes_and_buckets_created_after_its_mark() {
+    use coldstart::cloud::CloudVerifier as _;
+    let moto = crate::helpers::Moto::start().await;
+    let ec2 = moto.ec2("us-east-1");
+    let old = volume(&ec2, "us-east-1a").await;
+    moto.bucket("kept").await;
+    let verifier = AwsVerifier::from_config(&moto.sdk_config("us-east-1"));
+    let before = verifier
+        .ledger()
+        .await
+        .expect("read")
+        .expect("aws keeps one");
+    assert!(before.disks.contains(&old));
+    let mark = before.position();
+    // Creation times have (at best) one-second resolution in moto and for S3: step past
+    // the mark's second so "after" is unambiguous.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    volume(&ec2, "us-east-1a").await;
+    moto.bucket("fresh").await;
+    let after = verifier.ledger().await.expect("read").expect("ledger");
+    let n = after.created_since(mark);
+    assert_eq!((n.disks, n.buckets, n.ips), (1, 1, 0), "{after:#?}");
+}
