@@ -21,9 +21,7 @@ use crate::helpers::{Moto, TestCluster, http, wait_until};
 
 const KEY_B64: &str = "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=";
 
-fn keys() -> Keys {
-    Keys::from_master(&[7u8; 32])
-}
+use crate::helpers::keys;
 
 fn opts() -> Options {
     Options {
