@@ -520,22 +520,6 @@ metadata:
 spec: {type: LoadBalancer, ports: [{port: 443}]}
 "#;
 
-const AWS_CLAIM: &str = r#"
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata: {name: buckets.objectstorage.k8s.io}
-spec:
-  group: objectstorage.k8s.io
-  scope: Cluster
-  names: {plural: buckets, singular: bucket, kind: Bucket}
-  versions:
-  - name: v1alpha1
-    served: true
-    storage: true
-    subresources: {status: {}}
-    schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
-"#;
-
 /// Brownfield COSI: the Bucket object names the cloud bucket, the claim the object.
 const AWS_CLAIM_OBJECTS: &str = r#"
 apiVersion: objectstorage.k8s.io/v1alpha1
@@ -577,7 +561,8 @@ async fn a_drill_against_moto_fails_for_each_binding_broken_in_turn_and_names_it
         &[],
     )
     .await;
-    c.apply(AWS_CLAIM, &[]).await;
+    c.apply(&coldstart::testing::cosi_bucket_crd().yaml(), &[])
+        .await;
     c.kubectl_ok(&[
         "wait",
         "--for",

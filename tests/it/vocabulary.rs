@@ -4,37 +4,18 @@
 
 use crate::helpers::TestCluster;
 use coldstart::restore;
+use coldstart::testing::crd;
 use serde_json::{Value, json};
-
-fn crd(group: &str, plural: &str, kind: &str, scope: &str, version: &str) -> Value {
-    json!({
-        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-        "metadata": {"name": format!("{plural}.{group}")},
-        "spec": {"group": group, "scope": scope,
-            "names": {"plural": plural, "singular": kind.to_lowercase(), "kind": kind},
-            "versions": [{"name": version, "served": true, "storage": true,
-                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}},
-                "subresources": {"status": {}}}]}
-    })
-}
 
 /// A cluster serving the ACK and Rook/NooBaa bucket APIs, with the gate up.
 async fn gated_cluster() -> TestCluster {
     let c = TestCluster::start().await;
-    c.create(crd(
-        "s3.services.k8s.aws",
-        "buckets",
-        "Bucket",
-        "Namespaced",
-        "v1alpha1",
-    ));
-    c.create(crd(
-        "objectbucket.io",
-        "objectbucketclaims",
-        "ObjectBucketClaim",
-        "Namespaced",
-        "v1alpha1",
-    ));
+    c.create(
+        crd("s3.services.k8s.aws", "v1alpha1", "Bucket", "buckets")
+            .status_subresource()
+            .build(),
+    );
+    c.create(coldstart::testing::object_bucket_claim_crd().build());
     c.apply(
         "apiVersion: v1\nkind: Namespace\nmetadata: {name: t}\n",
         &[],
