@@ -717,7 +717,7 @@ async fn a_drill_on_a_scratch_cluster_restores_the_plan_but_attaches_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_aws_ledger_counts_volumes_and_buckets_created_after_its_mark() {
+async fn the_aws_ledger_counts_volumes_and_buckets_created_after_its_mark_and_names_eips() {
     use coldstart::cloud::CloudVerifier as _;
     let moto = crate::helpers::Moto::start().await;
     let ec2 = moto.ec2("us-east-1");
@@ -739,4 +739,15 @@ async fn the_aws_ledger_counts_volumes_and_buckets_created_after_its_mark() {
     let after = verifier.ledger().await.expect("read").expect("ledger");
     let n = after.created_since(mark);
     assert_eq!((n.disks, n.buckets, n.ips), (1, 1, 0), "{after:#?}");
+    // The same account answers which Elastic IP an address is (what `stop` pins on AWS).
+    let (allocation, ip) = eip(&ec2).await;
+    let found = verifier
+        .allocations(&[ip.clone(), "198.51.100.99".to_owned()])
+        .await
+        .expect("describe");
+    assert_eq!(
+        found,
+        std::collections::BTreeMap::from([(ip, allocation)]),
+        "an address that is no Elastic IP is left out"
+    );
 }
