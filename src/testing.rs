@@ -252,6 +252,13 @@ pub fn cosi_bucket_claim_crd() -> Object {
     .status_subresource()
 }
 
+/// The COSI `Bucket` CRD (cluster-scoped, with a status subresource).
+pub fn cosi_bucket_crd() -> Object {
+    crd("objectstorage.k8s.io", "v1alpha1", "Bucket", "buckets")
+        .cluster_scoped()
+        .status_subresource()
+}
+
 /// The COSI `BucketClass` CRD (cluster-scoped).
 pub fn cosi_bucket_class_crd() -> Object {
     crd(

@@ -24,7 +24,7 @@ use super::snapshots::{
     DataCheck, DiskSnapshots, Hydration, RESTORED_FOR, RestoreRequest, RestoredDisk, SnapshotError,
     TakenSnapshot,
 };
-use super::{CloudVerifier, Verdict};
+use super::{CloudVerifier, Kind, Verdict};
 use crate::bindings::{Bindings, Provider};
 
 /// Volume ids per `DescribeVolumes` call (the API's filter takes up to 200 values).
@@ -429,6 +429,56 @@ impl CloudVerifier for AwsVerifier {
 
     fn verify<'a>(&'a self, bindings: &'a Bindings) -> BoxFuture<'a, Vec<Verdict>> {
         self.judge(bindings).boxed()
+    }
+
+    /// The ledger AWS can give: every EBS volume of the region (`DescribeVolumes`, paged)
+    /// and, as creations, each volume by its `CreateTime` and each bucket of the account
+    /// by its `CreationDate` (`ListBuckets`), the time in milliseconds as the sequence — so
+    /// a mark is the newest creation seen, and whatever is created after it counts, with
+    /// no local clock involved. What it cannot give, precisely: addresses (an Elastic IP
+    /// carries no allocation time, and a load balancer's own addresses are no Elastic IPs:
+    /// new addresses are counted from the cluster side alone); a resource created *and
+    /// deleted* between the mark and the end (no history, only what exists); and a bucket
+    /// created in the same second as the newest one before the mark (`CreationDate` has
+    /// one-second resolution).
+    fn ledger(&self) -> BoxFuture<'_, Result<Option<super::Ledger>, super::LedgerError>> {
+        async move {
+            let fail = |detail: String| super::LedgerError {
+                provider: "aws",
+                detail,
+            };
+            let mut ledger = super::Ledger::default();
+            let mut pages = self.ec2.describe_volumes().into_paginator().send();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(|e| fail(describe("ec2:DescribeVolumes", &e)))?;
+                for v in page.volumes() {
+                    if let Some(id) = v.volume_id() {
+                        ledger.disks.insert(id.to_owned());
+                    }
+                    if let Some(ms) = v.create_time().and_then(|t| t.to_millis().ok()) {
+                        ledger
+                            .creations
+                            .push((u64::try_from(ms).unwrap_or(0), Kind::Volume));
+                    }
+                }
+            }
+            let buckets = self
+                .s3
+                .list_buckets()
+                .send()
+                .await
+                .map_err(|e| fail(describe("s3:ListBuckets", &e)))?;
+            for b in buckets.buckets() {
+                if let Some(ms) = b.creation_date().and_then(|t| t.to_millis().ok()) {
+                    ledger
+                        .creations
+                        .push((u64::try_from(ms).unwrap_or(0), Kind::Bucket));
+                }
+            }
+            ledger.creations.sort();
+            Ok(Some(ledger))
+        }
+        .boxed()
     }
 
     fn allocations<'a>(

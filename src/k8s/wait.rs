@@ -106,3 +106,48 @@ pub enum NoneLeftError<K: Debug> {
     #[error(transparent)]
     Wait(WaitError),
 }
+
+/// Wakes whenever an object of any watched kind changes: for a condition spread over
+/// several kinds (a restore's verification judges claims, volumes, Services and bucket
+/// objects together), which is re-checked on every change instead of on a timer.
+pub struct Changes {
+    stream: futures::stream::BoxStream<'static, Result<(), watcher::Error>>,
+}
+
+impl Changes {
+    /// Watch every object of each of `apis` (cluster-wide).
+    pub fn of(apis: Vec<Api<kube::api::DynamicObject>>) -> Self {
+        use futures::StreamExt as _;
+        use kube::runtime::WatchStreamExt as _;
+        let streams = apis.into_iter().map(|api| {
+            watcher::watcher(api, watcher::Config::default())
+                // A failing watch is retried with backoff, not in a tight loop.
+                .default_backoff()
+                .map_ok(|_| ())
+                .boxed()
+        });
+        Changes {
+            stream: futures::stream::select_all(streams).boxed(),
+        }
+    }
+
+    /// Wait for the next change, at most `max`: true on a change, false when `max` passed
+    /// without one. A watch error also wakes the caller (true): the caller's own LISTs are
+    /// what decide, and report, an API failure; the watch only says when to look again.
+    pub async fn next(&mut self, max: Duration) -> bool {
+        use futures::StreamExt as _;
+        match tokio::time::timeout(max, self.stream.next()).await {
+            Ok(Some(Ok(()))) => true,
+            Ok(Some(Err(e))) => {
+                tracing::debug!(error = %e, "watch failed; looking again");
+                true
+            }
+            // Every watcher ended (none was given): nothing will wake us but the clock.
+            Ok(None) => {
+                tokio::time::sleep(max).await;
+                false
+            }
+            Err(_) => false,
+        }
+    }
+}

@@ -747,6 +747,24 @@ mod tests {
     }
 
     #[test]
+    fn a_pv_whose_disk_stop_moved_is_restored_naming_the_disk_where_it_is_now() {
+        let old = "/subscriptions/s/resourceGroups/MC_rg_aks_westeurope/providers/Microsoft.Compute/disks/d";
+        let moved = "/subscriptions/s/resourceGroups/keep/providers/Microsoft.Compute/disks/d";
+        let mut pv = crate::testing::pv("data")
+            .set(
+                "/spec/csi",
+                json!({"driver": "disk.csi.azure.com", "volumeHandle": old}),
+            )
+            .annotation(crate::bindings::azure::DISK_MOVED_TO, moved)
+            .reclaim("Retain")
+            .build();
+        let mut transforms = Vec::new();
+        transform_pv(&mut pv, &mut transforms);
+        assert_eq!(pv["spec"]["csi"]["volumeHandle"], moved, "{transforms:?}");
+        assert_eq!(crate::bindings::disk_id_of(&pv).as_deref(), Some(moved));
+    }
+
+    #[test]
     fn an_explicitly_set_cluster_ip_is_kept_and_an_allocated_one_cleared() {
         let allocated = json!({"metadata": {"name": "a", "managedFields": [
                 {"manager": "kubectl-client-side-apply", "fieldsV1": {"f:spec": {"f:ports": {}}}}]},

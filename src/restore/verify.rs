@@ -22,7 +22,7 @@ use serde_json::Value;
 use super::Recorded;
 use crate::bindings::{self, BucketBinding, BucketKind};
 use crate::cloud::{CloudVerifier, LedgerError};
-use crate::k8s::Resources;
+use crate::k8s::{self, Resources};
 
 /// The verification counts a restore reports.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
@@ -339,9 +339,30 @@ pub fn judge(
     v
 }
 
-/// How often verification looks again while claims bind and addresses appear: quick
-/// enough not to add to the RTO, slow enough to leave the API server to the restore.
-const SETTLE_INTERVAL: Duration = Duration::from_millis(200);
+/// Verification looks again whenever a watched object changes; without any change it still
+/// looks this often, as a safety net against a missed event (a watch that was restarting).
+const QUIET_RECHECK: Duration = Duration::from_secs(2);
+
+/// Watches on every kind verification judges (those the cluster serves): a change to any
+/// of them is when the verdict can change.
+fn changes(client: &kube::Client, resources: &Resources) -> k8s::wait::Changes {
+    let mut kinds: Vec<(String, &str)> = vec![
+        ("v1".into(), "PersistentVolume"),
+        ("v1".into(), "PersistentVolumeClaim"),
+        ("v1".into(), "Service"),
+    ];
+    kinds.extend(
+        bindings::BUCKET_APIS
+            .iter()
+            .map(|a| (format!("{}/{}", a.group, a.version), a.kind)),
+    );
+    k8s::wait::Changes::of(
+        kinds
+            .iter()
+            .filter_map(|(av, kind)| resources.api(client, av, kind, None))
+            .collect(),
+    )
+}
 
 /// Verify, observing again until everything matched or `timeout` passed; then count what
 /// the cloud created since `mark` (a ledger position read before the restore's first
@@ -356,6 +377,7 @@ pub async fn verify(
 ) -> Result<Verification, VerifyError> {
     let deadline = tokio::time::Instant::now() + timeout;
     let cloud_disks = cloud.ledger().await?.map(|l| l.disks);
+    let mut changed = changes(client, resources);
     let mut v = loop {
         let v = judge(
             recorded,
@@ -365,10 +387,13 @@ pub async fn verify(
         // A disk the cloud does not have will not appear by waiting: stop as soon as
         // nothing else is outstanding.
         let settled = v.problems.len() == v.permanent;
-        if settled || tokio::time::Instant::now() >= deadline {
+        let now = tokio::time::Instant::now();
+        if settled || now >= deadline {
             break v;
         }
-        tokio::time::sleep(SETTLE_INTERVAL).await;
+        changed
+            .next(QUIET_RECHECK.min(deadline.saturating_duration_since(now)))
+            .await;
     };
     if let Some(mark) = mark
         && let Some(ledger) = cloud.ledger().await?

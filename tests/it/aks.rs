@@ -3,16 +3,13 @@
 //! moves them out (as `az resource move` does) or refuses with what to do, and `start`
 //! finds them where they were moved.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::helpers::{TestCluster, http, wait_until};
+use crate::helpers::{
+    TestCluster, http, keys, progress, sim_start_opts, sim_stop_opts, wait_until,
+};
 use coldstart::audit::{self, FindingKind};
-use coldstart::lifecycle::{self, LifecycleError, StartOptions, StopOptions};
-use coldstart::progress::Progress;
-use coldstart::restore::RestoreOptions;
-use coldstart::snapshot::crypto::Keys;
-use coldstart::snapshot::write;
+use coldstart::lifecycle::{self, LifecycleError, StopOptions};
 use coldstart::store::Store;
 use coldstart::testing::{deployment, lb_service, pv, pvc};
 use serde_json::json;
@@ -90,14 +87,8 @@ async fn aks_cluster() -> TestCluster {
 
 fn stop_opts(move_to: Option<&str>) -> StopOptions {
     StopOptions {
-        snapshot: write::Options {
-            cluster_name: "aks1".into(),
-            ..Default::default()
-        },
-        quiesce_timeout: Duration::from_secs(20),
-        cloud: coldstart::cloud::Provider::Sim,
         move_to_resource_group: move_to.map(str::to_owned),
-        ..Default::default()
+        ..sim_stop_opts("aks1")
     }
 }
 
@@ -134,13 +125,12 @@ async fn the_audit_names_what_the_node_resource_group_takes_and_a_teardown_takes
 async fn stop_refuses_before_any_change_when_it_cannot_move_them_out() {
     let c = aks_cluster().await;
     let client = c.client().await;
-    let progress = Arc::new(Mutex::new(Progress::default()));
     let err = lifecycle::stop(
         &client,
         &Store::memory(),
-        &Keys::from_master(&[7u8; 32]),
+        &keys(),
         &stop_opts(None),
-        &progress,
+        &progress(),
     )
     .await
     .expect_err("refused");
@@ -168,8 +158,7 @@ async fn stop_moves_them_out_of_the_node_resource_group_and_start_finds_them_the
     let c = aks_cluster().await;
     let client = c.client().await;
     let store = Store::memory();
-    let keys = Keys::from_master(&[7u8; 32]);
-    let progress = Arc::new(Mutex::new(Progress::default()));
+    let (keys, progress) = (keys(), progress());
     lifecycle::stop(
         &client,
         &store,
@@ -197,18 +186,7 @@ async fn stop_moves_them_out_of_the_node_resource_group_and_start_finds_them_the
         "so did the IP"
     );
     let mark = c.cloud().position();
-    let start_opts = StartOptions {
-        restore: RestoreOptions {
-            verify_timeout: Duration::from_secs(15),
-            operator_timeout: Duration::from_secs(15),
-            cloud: coldstart::cloud::Provider::Sim,
-            ..Default::default()
-        },
-        snapshot: None,
-        ready_timeout: Duration::from_secs(20),
-        consent: Default::default(),
-    };
-    let started = lifecycle::start(&client, &store, &keys, &start_opts, &progress)
+    let started = lifecycle::start(&client, &store, &keys, &sim_start_opts(), &progress)
         .await
         .expect("start");
     assert!(started.restore.succeeded, "{:#?}", started.restore);

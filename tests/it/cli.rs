@@ -434,6 +434,15 @@ async fn sim_cloud_create_adds_what_an_account_already_holds_and_refuses_duplica
         vec!["address", "20.1.2.3", "--pip-name", "web-pip"],
         vec!["pool", "public", "--addresses", "192.168.10.0,192.168.10.1"],
         vec!["bucket", "brownfield-bucket", "--data", "invoices"],
+        vec!["node-resource-group", "MC_shop_aks1_westeurope"],
+        vec![
+            "address",
+            "20.1.2.4",
+            "--pip-name",
+            "front-pip",
+            "--resource-group",
+            "MC_shop_aks1_westeurope",
+        ],
     ] {
         let out = run(create(&args)).await;
         assert!(
@@ -455,6 +464,19 @@ async fn sim_cloud_create_adds_what_an_account_already_holds_and_refuses_duplica
     );
     assert_eq!(cloud.pools["public"].addresses.len(), 2);
     assert_eq!(cloud.buckets["brownfield-bucket"].data_token, "invoices");
+    assert_eq!(
+        cloud.node_resource_group.as_deref(),
+        Some("MC_shop_aks1_westeurope")
+    );
+    assert_eq!(
+        cloud.addresses["20.1.2.4"].resource_group.as_deref(),
+        Some("MC_shop_aks1_westeurope")
+    );
+    assert_eq!(
+        c.get("", "nodes", "", "sim-node-1").expect("node")["metadata"]["labels"]["kubernetes.azure.com/cluster"],
+        "MC_shop_aks1_westeurope",
+        "the nodes say their node resource group, as AKS nodes do"
+    );
     let again = run(create(&["bucket", "brownfield-bucket"])).await;
     assert!(!again.status.success(), "a duplicate is refused");
     let err = String::from_utf8_lossy(&again.stderr);

@@ -520,22 +520,6 @@ metadata:
 spec: {type: LoadBalancer, ports: [{port: 443}]}
 "#;
 
-const AWS_CLAIM: &str = r#"
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata: {name: buckets.objectstorage.k8s.io}
-spec:
-  group: objectstorage.k8s.io
-  scope: Cluster
-  names: {plural: buckets, singular: bucket, kind: Bucket}
-  versions:
-  - name: v1alpha1
-    served: true
-    storage: true
-    subresources: {status: {}}
-    schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
-"#;
-
 /// Brownfield COSI: the Bucket object names the cloud bucket, the claim the object.
 const AWS_CLAIM_OBJECTS: &str = r#"
 apiVersion: objectstorage.k8s.io/v1alpha1
@@ -577,7 +561,8 @@ async fn a_drill_against_moto_fails_for_each_binding_broken_in_turn_and_names_it
         &[],
     )
     .await;
-    c.apply(AWS_CLAIM, &[]).await;
+    c.apply(&coldstart::testing::cosi_bucket_crd().yaml(), &[])
+        .await;
     c.kubectl_ok(&[
         "wait",
         "--for",
@@ -728,5 +713,41 @@ async fn a_drill_on_a_scratch_cluster_restores_the_plan_but_attaches_nothing() {
             .get("objectstorage.k8s.io", "bucketclaims", "tenant-a", "data")
             .is_none(),
         "bucket claims are not restored in a rehearsal"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_aws_ledger_counts_volumes_and_buckets_created_after_its_mark_and_names_eips() {
+    use coldstart::cloud::CloudVerifier as _;
+    let moto = crate::helpers::Moto::start().await;
+    let ec2 = moto.ec2("us-east-1");
+    let old = volume(&ec2, "us-east-1a").await;
+    moto.bucket("kept").await;
+    let verifier = AwsVerifier::from_config(&moto.sdk_config("us-east-1"));
+    let before = verifier
+        .ledger()
+        .await
+        .expect("read")
+        .expect("aws keeps one");
+    assert!(before.disks.contains(&old));
+    let mark = before.position();
+    // Creation times have (at best) one-second resolution in moto and for S3: step past
+    // the mark's second so "after" is unambiguous.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    volume(&ec2, "us-east-1a").await;
+    moto.bucket("fresh").await;
+    let after = verifier.ledger().await.expect("read").expect("ledger");
+    let n = after.created_since(mark);
+    assert_eq!((n.disks, n.buckets, n.ips), (1, 1, 0), "{after:#?}");
+    // The same account answers which Elastic IP an address is (what `stop` pins on AWS).
+    let (allocation, ip) = eip(&ec2).await;
+    let found = verifier
+        .allocations(&[ip.clone(), "198.51.100.99".to_owned()])
+        .await
+        .expect("describe");
+    assert_eq!(
+        found,
+        std::collections::BTreeMap::from([(ip, allocation)]),
+        "an address that is no Elastic IP is left out"
     );
 }

@@ -10,16 +10,13 @@ use crate::helpers::{ReadOnlyStore, TestCluster, wait_until};
 use crate::restore::settled_platform;
 use coldstart::lifecycle::{self, LifecycleError, StopOptions};
 use coldstart::progress::Progress;
-use coldstart::snapshot::crypto::Keys;
 use coldstart::snapshot::write;
 use coldstart::store::Store;
 
 const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 const OTHER_KEY: &str = "HwAeHRwbGhkYFxYVFBMSERAPDg0MCwoJCAcGBQQDAgE=";
 
-fn keys() -> Keys {
-    Keys::from_master(&[7u8; 32])
-}
+use crate::helpers::keys;
 
 fn coldstart() -> Command {
     Command::new(env!("CARGO_BIN_EXE_coldstart"))

@@ -432,3 +432,55 @@ impl object_store::ObjectStore for ReadOnlyStore {
         Err(denied(to))
     }
 }
+
+/// The encryption keys the tests seal snapshots with (each test has its own store; a test
+/// about a wrong key makes another).
+pub fn keys() -> coldstart::snapshot::crypto::Keys {
+    coldstart::snapshot::crypto::Keys::from_master(&[7u8; 32])
+}
+
+/// A fresh progress record for one run.
+pub fn progress() -> std::sync::Arc<std::sync::Mutex<coldstart::progress::Progress>> {
+    std::sync::Arc::new(std::sync::Mutex::new(
+        coldstart::progress::Progress::default(),
+    ))
+}
+
+/// Snapshot options recording the cluster as `cluster`.
+pub fn snapshot_opts(cluster: &str) -> coldstart::snapshot::write::Options {
+    coldstart::snapshot::write::Options {
+        cluster_name: cluster.into(),
+        ..Default::default()
+    }
+}
+
+/// A restore on the simulated platform: short timeouts, and the simulated cloud checked
+/// before the first write and counted after (it knows which disks still exist).
+pub fn sim_restore_opts() -> coldstart::restore::RestoreOptions {
+    coldstart::restore::RestoreOptions {
+        verify_timeout: std::time::Duration::from_secs(15),
+        operator_timeout: std::time::Duration::from_secs(15),
+        cloud: coldstart::cloud::Provider::Sim,
+        ..Default::default()
+    }
+}
+
+/// A stop of `cluster` on the simulated platform, checked against the simulated cloud.
+pub fn sim_stop_opts(cluster: &str) -> coldstart::lifecycle::StopOptions {
+    coldstart::lifecycle::StopOptions {
+        snapshot: snapshot_opts(cluster),
+        quiesce_timeout: std::time::Duration::from_secs(20),
+        cloud: coldstart::cloud::Provider::Sim,
+        ..Default::default()
+    }
+}
+
+/// A start from the stop marker on the simulated platform ([`sim_restore_opts`]).
+pub fn sim_start_opts() -> coldstart::lifecycle::StartOptions {
+    coldstart::lifecycle::StartOptions {
+        restore: sim_restore_opts(),
+        snapshot: None,
+        ready_timeout: std::time::Duration::from_secs(20),
+        consent: Default::default(),
+    }
+}

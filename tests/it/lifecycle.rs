@@ -7,36 +7,21 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::helpers::TestCluster;
+use crate::helpers::{TestCluster, keys};
 use crate::restore::settled_platform;
 use coldstart::audit::{self, FindingKind};
 use coldstart::lifecycle::{self, StartOptions, StopOptions};
 use coldstart::progress::Progress;
 use coldstart::restore::{self, RestoreOptions};
-use coldstart::snapshot::crypto::Keys;
 use coldstart::snapshot::{read, write};
 use coldstart::store::Store;
 
-fn keys() -> Keys {
-    Keys::from_master(&[7u8; 32])
-}
-
 fn snapshot_opts() -> write::Options {
-    write::Options {
-        cluster_name: "platform".into(),
-        ..Default::default()
-    }
+    crate::helpers::snapshot_opts("platform")
 }
 
 fn restore_opts() -> RestoreOptions {
-    RestoreOptions {
-        verify_timeout: Duration::from_secs(15),
-        operator_timeout: Duration::from_secs(15),
-        // The simulated cloud knows which disks still exist: a claim bound to a deleted
-        // disk is not "reused".
-        cloud: coldstart::cloud::Provider::Sim,
-        ..Default::default()
-    }
+    crate::helpers::sim_restore_opts()
 }
 
 /// Every workload's replicas, by `namespace/name`.

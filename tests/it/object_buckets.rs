@@ -4,16 +4,11 @@
 //! the claim when the ObjectBucket says `Delete`); `stop` keeps the bucket by patching the
 //! ObjectBucket, and `start` adopts the same bucket with nothing new.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::helpers::{TestCluster, wait_until};
+use crate::helpers::{TestCluster, keys, progress, sim_start_opts, sim_stop_opts, wait_until};
 use coldstart::audit::{self, FindingKind};
-use coldstart::lifecycle::{self, StartOptions, StopOptions};
-use coldstart::progress::Progress;
-use coldstart::restore::RestoreOptions;
-use coldstart::snapshot::crypto::Keys;
-use coldstart::snapshot::write;
+use coldstart::lifecycle;
 use coldstart::store::Store;
 use coldstart::testing::{obc, object_bucket_claim_crd, object_bucket_crd, storage_class};
 
@@ -125,17 +120,8 @@ async fn stop_retains_an_obc_bucket_through_its_object_bucket_and_start_adopts_i
     let (c, bucket) = provisioned_claim().await;
     let client = c.client().await;
     let store = Store::memory();
-    let keys = Keys::from_master(&[7u8; 32]);
-    let progress = Arc::new(Mutex::new(Progress::default()));
-    let stop_opts = StopOptions {
-        snapshot: write::Options {
-            cluster_name: "obc".into(),
-            ..Default::default()
-        },
-        quiesce_timeout: Duration::from_secs(20),
-        ..Default::default()
-    };
-    let stopped = lifecycle::stop(&client, &store, &keys, &stop_opts, &progress)
+    let (keys, progress) = (keys(), progress());
+    let stopped = lifecycle::stop(&client, &store, &keys, &sim_stop_opts("obc"), &progress)
         .await
         .expect("stop");
     assert!(
@@ -168,18 +154,7 @@ async fn stop_retains_an_obc_bucket_through_its_object_bucket_and_start_adopts_i
         "the bucket outlived the cluster"
     );
     let mark = c.cloud().position();
-    let start_opts = StartOptions {
-        restore: RestoreOptions {
-            verify_timeout: Duration::from_secs(15),
-            operator_timeout: Duration::from_secs(15),
-            cloud: coldstart::cloud::Provider::Sim,
-            ..Default::default()
-        },
-        snapshot: None,
-        ready_timeout: Duration::from_secs(20),
-        consent: Default::default(),
-    };
-    let started = lifecycle::start(&client, &store, &keys, &start_opts, &progress)
+    let started = lifecycle::start(&client, &store, &keys, &sim_start_opts(), &progress)
         .await
         .expect("start");
     assert!(started.restore.succeeded, "{:#?}", started.restore);

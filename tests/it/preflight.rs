@@ -4,27 +4,17 @@
 //! everything else comes back.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::helpers::TestCluster;
+use crate::helpers::{TestCluster, keys, progress};
 use crate::restore::settled_platform;
 use coldstart::cloud::{Kind, Provider};
 use coldstart::lifecycle::{self, LifecycleError, StartOptions, StopOptions};
 use coldstart::preflight::{AcceptMissing, HELD, Problem};
-use coldstart::progress::Progress;
 use coldstart::restore::{self, RestoreError, RestoreOptions};
-use coldstart::snapshot::crypto::Keys;
 use coldstart::snapshot::write;
 use coldstart::store::Store;
-
-fn keys() -> Keys {
-    Keys::from_master(&[7u8; 32])
-}
-
-fn progress() -> Arc<Mutex<Progress>> {
-    Arc::new(Mutex::new(Progress::default()))
-}
 
 /// A restore that checks the simulated cloud first. The verification timeout is long on
 /// purpose: a run that waits for a binding already known missing would sit it out.

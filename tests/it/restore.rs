@@ -476,3 +476,46 @@ async fn without_the_gate_operators_that_start_first_provision_new_disks_and_add
     assert!(report.volumes_reused < 3);
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_change_to_a_watched_kind_wakes_verification_at_once_instead_of_a_timer() {
+    let c = TestCluster::start().await;
+    let client = c.client().await;
+    let resources = coldstart::k8s::Resources::discover(&client)
+        .await
+        .expect("discovery");
+    let api = resources
+        .api(&client, "v1", "ConfigMap", None)
+        .expect("served");
+    let mut changes = coldstart::k8s::wait::Changes::of(vec![api]);
+    // The initial listing wakes it; then it is quiet.
+    while changes.next(Duration::from_millis(300)).await {}
+    let started = std::time::Instant::now();
+    let writer = {
+        let url = c.url();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let (code, _) = crate::helpers::http(
+                "POST",
+                &format!("{url}/api/v1/namespaces/default/configmaps"),
+                Some("application/json"),
+                Some(r#"{"metadata": {"name": "nudge"}}"#.into()),
+            )
+            .await;
+            assert_eq!(code, 201);
+        })
+    };
+    assert!(
+        changes.next(Duration::from_secs(20)).await,
+        "woken by the change"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "woken when the object changed, not at the end of the wait: {:?}",
+        started.elapsed()
+    );
+    writer.await.expect("writer");
+    // An open watch would hold the server's graceful shutdown until it times out.
+    drop(changes);
+    c.stop().await;
+}

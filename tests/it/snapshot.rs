@@ -21,9 +21,7 @@ use crate::helpers::{Moto, TestCluster, http, wait_until};
 
 const KEY_B64: &str = "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=";
 
-fn keys() -> Keys {
-    Keys::from_master(&[7u8; 32])
-}
+use crate::helpers::keys;
 
 fn opts() -> Options {
     Options {
@@ -136,20 +134,6 @@ apiVersion: v1
 kind: Service
 metadata: {name: lan, namespace: shop, annotations: {metallb.io/loadBalancerIPs: 192.168.10.5}}
 spec: {type: LoadBalancer, ports: [{port: 80}]}
----
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata: {name: buckets.objectstorage.k8s.io}
-spec:
-  group: objectstorage.k8s.io
-  scope: Cluster
-  names: {plural: buckets, singular: bucket, kind: Bucket}
-  versions:
-  - name: v1alpha1
-    served: true
-    storage: true
-    subresources: {status: {}}
-    schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
 "#;
 
 const FIXTURE_OBJECTS: &str = r#"
@@ -221,6 +205,8 @@ async fn platform_like() -> TestCluster {
             .expect("pool");
     }
     c.apply(FIXTURE, &[]).await;
+    c.apply(&coldstart::testing::cosi_bucket_crd().yaml(), &[])
+        .await;
     c.apply(FIXTURE_OBJECTS, &[]).await;
     wait_until("load balancers and buckets are provisioned", || {
         ["web", "mqtt", "lan"].iter().all(|s| {

@@ -4,37 +4,18 @@
 
 use crate::helpers::TestCluster;
 use coldstart::restore;
+use coldstart::testing::crd;
 use serde_json::{Value, json};
-
-fn crd(group: &str, plural: &str, kind: &str, scope: &str, version: &str) -> Value {
-    json!({
-        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-        "metadata": {"name": format!("{plural}.{group}")},
-        "spec": {"group": group, "scope": scope,
-            "names": {"plural": plural, "singular": kind.to_lowercase(), "kind": kind},
-            "versions": [{"name": version, "served": true, "storage": true,
-                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}},
-                "subresources": {"status": {}}}]}
-    })
-}
 
 /// A cluster serving the ACK and Rook/NooBaa bucket APIs, with the gate up.
 async fn gated_cluster() -> TestCluster {
     let c = TestCluster::start().await;
-    c.create(crd(
-        "s3.services.k8s.aws",
-        "buckets",
-        "Bucket",
-        "Namespaced",
-        "v1alpha1",
-    ));
-    c.create(crd(
-        "objectbucket.io",
-        "objectbucketclaims",
-        "ObjectBucketClaim",
-        "Namespaced",
-        "v1alpha1",
-    ));
+    c.create(
+        crd("s3.services.k8s.aws", "v1alpha1", "Bucket", "buckets")
+            .status_subresource()
+            .build(),
+    );
+    c.create(coldstart::testing::object_bucket_claim_crd().build());
     c.apply(
         "apiVersion: v1\nkind: Namespace\nmetadata: {name: t}\n",
         &[],
@@ -133,8 +114,6 @@ async fn a_blank_pin_annotation_is_no_pin_for_the_gate_the_audit_and_stop() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn stop_rewrites_a_load_balancer_ip_aws_ignores_into_its_eip_and_start_keeps_the_address() {
-    use std::sync::{Arc, Mutex};
-    use std::time::Duration;
     let c = TestCluster::start().await;
     c.sim()
         .cloud
@@ -174,20 +153,16 @@ async fn stop_rewrites_a_load_balancer_ip_aws_ignores_into_its_eip_and_start_kee
     .await;
     let client = c.client().await;
     let store = coldstart::store::Store::memory();
-    let keys = coldstart::snapshot::crypto::Keys::from_master(&[7u8; 32]);
-    let progress = Arc::new(Mutex::new(coldstart::progress::Progress::default()));
-    let stop_opts = coldstart::lifecycle::StopOptions {
-        snapshot: coldstart::snapshot::write::Options {
-            cluster_name: "aws".into(),
-            ..Default::default()
-        },
-        quiesce_timeout: Duration::from_secs(20),
-        cloud: coldstart::cloud::Provider::Sim,
-        ..Default::default()
-    };
-    coldstart::lifecycle::stop(&client, &store, &keys, &stop_opts, &progress)
-        .await
-        .expect("stop");
+    let (keys, progress) = (crate::helpers::keys(), crate::helpers::progress());
+    coldstart::lifecycle::stop(
+        &client,
+        &store,
+        &keys,
+        &crate::helpers::sim_stop_opts("aws"),
+        &progress,
+    )
+    .await
+    .expect("stop");
     let svc = c.get("", "services", "web", "front").expect("Service");
     assert_eq!(
         svc["metadata"]["annotations"]["service.beta.kubernetes.io/aws-load-balancer-eip-allocations"],
@@ -200,20 +175,15 @@ async fn stop_rewrites_a_load_balancer_ip_aws_ignores_into_its_eip_and_start_kee
         "the audit no longer flags it"
     );
     c.teardown().await;
-    let start_opts = coldstart::lifecycle::StartOptions {
-        restore: coldstart::restore::RestoreOptions {
-            verify_timeout: Duration::from_secs(15),
-            operator_timeout: Duration::from_secs(15),
-            cloud: coldstart::cloud::Provider::Sim,
-            ..Default::default()
-        },
-        snapshot: None,
-        ready_timeout: Duration::from_secs(20),
-        consent: Default::default(),
-    };
-    let started = coldstart::lifecycle::start(&client, &store, &keys, &start_opts, &progress)
-        .await
-        .expect("start");
+    let started = coldstart::lifecycle::start(
+        &client,
+        &store,
+        &keys,
+        &crate::helpers::sim_start_opts(),
+        &progress,
+    )
+    .await
+    .expect("start");
     assert!(started.restore.succeeded, "{:#?}", started.restore);
     assert_eq!(
         (started.restore.ips_reused, started.restore.new_ips),
