@@ -16,7 +16,7 @@ use futures::stream::BoxStream;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::runtime::wait::conditions;
-use serde::Serialize;
+use serde::{Deserialize as _, Serialize};
 use serde_json::{Value, json};
 
 use super::plan::{ORIGINAL_MANAGEMENT, ORIGINAL_OWNERS, ORIGINAL_REPLICAS, Plan, Planned, Tier};
@@ -150,7 +150,8 @@ async fn apply_one(
             p.api_version, p.kind
         ));
     };
-    let obj: DynamicObject = match serde_json::from_value(p.object.clone()) {
+    // Deserialized from a borrow: a clone of every object in flight is memory for nothing.
+    let obj = match DynamicObject::deserialize(&p.object) {
         Ok(o) => o,
         Err(e) => return ObjectOutcome::Failed(format!("failed to decode object: {e}")),
     };
