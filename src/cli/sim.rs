@@ -188,7 +188,7 @@ pub async fn run(cmd: SimCommand, global: &Global) -> anyhow::Result<ExitCode> {
             let out = match admin_endpoint(global)? {
                 // A real control plane: its launcher re-creates the cluster.
                 Some(endpoint) => {
-                    sim::control_plane::admin::call(&endpoint, "POST", "/sim/v1/teardown")
+                    coldstart::k8s::test_bed::call(&endpoint, "POST", "/sim/v1/teardown")
                         .await
                         .context("failed to tear the cluster down")?
                 }
@@ -260,14 +260,16 @@ pub async fn run(cmd: SimCommand, global: &Global) -> anyhow::Result<ExitCode> {
 }
 
 /// The launcher's admin endpoint the kubeconfig names (a real control plane's), if any.
-fn admin_endpoint(global: &Global) -> anyhow::Result<Option<sim::kubeconfig::AdminEndpoint>> {
+fn admin_endpoint(
+    global: &Global,
+) -> anyhow::Result<Option<coldstart::k8s::test_bed::AdminEndpoint>> {
     let kc = match &global.kubeconfig {
         Some(path) => kube::config::Kubeconfig::read_from(path),
         None => kube::config::Kubeconfig::read(),
     };
     // No readable kubeconfig: the embedded path reports the error with its own context.
     let Ok(kc) = kc else { return Ok(None) };
-    Ok(sim::kubeconfig::admin_endpoint(
+    Ok(coldstart::k8s::test_bed::admin_endpoint(
         &kc,
         global.context.as_deref(),
     ))

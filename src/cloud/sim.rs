@@ -42,13 +42,54 @@ pub mod wire {
         pub buckets: BTreeMap<String, Bucket>,
         #[serde(default)]
         pub ledger: Vec<LedgerEntry>,
+        #[serde(default)]
+        pub snapshots: BTreeMap<String, Snapshot>,
     }
 
     #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
     pub struct Disk {
+        /// The disk's id (also its key in [`CloudState::disks`]).
+        #[serde(default)]
+        pub id: String,
         pub zone: String,
         #[serde(default)]
         pub attached_to: Option<String>,
+        /// What is written on the disk (the simulated cloud's stand-in for data).
+        #[serde(default)]
+        pub data_token: String,
+        /// The cloud snapshot it was created from.
+        #[serde(default)]
+        pub from_snapshot: Option<String>,
+        /// When a disk created from a snapshot is fully hydrated (RFC 3339).
+        #[serde(default)]
+        pub hydrated_at: Option<String>,
+        #[serde(default)]
+        pub tags: BTreeMap<String, String>,
+    }
+
+    impl Disk {
+        /// Milliseconds of hydration left at `now` (0 once hydrated, or never hydrating).
+        pub fn hydration_left_ms(&self, now: chrono::DateTime<chrono::Utc>) -> u64 {
+            self.hydrated_at
+                .as_deref()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map_or(0, |until| {
+                    (until.with_timezone(&chrono::Utc) - now)
+                        .num_milliseconds()
+                        .max(0) as u64
+                })
+        }
+    }
+
+    /// A cloud snapshot of a disk.
+    #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+    pub struct Snapshot {
+        #[serde(default)]
+        pub id: String,
+        pub size_gib: u64,
+        /// The disk's data when the snapshot was taken.
+        #[serde(default)]
+        pub data_token: String,
     }
 
     #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]

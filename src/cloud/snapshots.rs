@@ -16,8 +16,40 @@ use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 use super::Provider;
-use coldstart_sim::cloud::CloudState;
-use coldstart_sim::cloud_api::{CreateDisk, CreateSnapshot, FastRestore};
+use super::sim::wire::{self, CloudState};
+
+/// The simulated cloud's write requests (`/sim/v1/cloud/…`), as its API documents them.
+mod request {
+    use std::collections::BTreeMap;
+
+    use serde::Serialize;
+
+    #[derive(Debug, Serialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct CreateSnapshot {
+        pub disk_id: String,
+        pub tags: BTreeMap<String, String>,
+    }
+
+    #[derive(Debug, Serialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct CreateDisk {
+        pub from_snapshot: String,
+        pub zone: String,
+        pub tags: BTreeMap<String, String>,
+    }
+
+    #[derive(Debug, Serialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct FastRestore {
+        pub zones: Vec<String>,
+    }
+}
+use request::{CreateDisk, CreateSnapshot, FastRestore};
+
+/// How long the simulated cloud hydrates each GiB of a disk restored from a snapshot (its
+/// published rate; it stands for hours on a real cloud).
+const SIM_HYDRATION_MS_PER_GIB: u64 = 200;
 
 /// Tag on a disk restored from a snapshot: `<restore>/<pv>` (`<snapshot id>/<pv>` for a
 /// restore, `drill-<id>/<pv>` for a drill).
@@ -132,9 +164,7 @@ pub fn hydration_estimate(
         return Duration::ZERO;
     }
     match provider {
-        "sim" => Duration::from_millis(
-            size_gib.saturating_mul(coldstart_sim::cloud::HYDRATION_MS_PER_GIB),
-        ),
+        "sim" => Duration::from_millis(size_gib.saturating_mul(SIM_HYDRATION_MS_PER_GIB)),
         _ => {
             let rate = u64::from(initialization_rate_mib_s.unwrap_or(AWS_LAZY_LOAD_MIB_S)).max(1);
             Duration::from_secs(size_gib.saturating_mul(1024) / rate)
@@ -261,7 +291,7 @@ impl DiskSnapshots for SimSnapshots {
                     body(&req),
                 )
                 .await?;
-            let snap: coldstart_sim::cloud::Snapshot = decode(&action, out)?;
+            let snap: wire::Snapshot = decode(&action, out)?;
             Ok(TakenSnapshot {
                 id: snap.id,
                 size_gib: Some(snap.size_gib),
@@ -299,7 +329,7 @@ impl DiskSnapshots for SimSnapshots {
                 return Ok(RestoredDisk {
                     disk_id: d.id.clone(),
                     created: false,
-                    hydration_ms: d.hydration(now).remaining_ms,
+                    hydration_ms: d.hydration_left_ms(now),
                 });
             }
             if req.fast_restore {
@@ -330,9 +360,9 @@ impl DiskSnapshots for SimSnapshots {
                     body(&create),
                 )
                 .await?;
-            let d: coldstart_sim::cloud::Disk = decode(&action, out)?;
+            let d: wire::Disk = decode(&action, out)?;
             Ok(RestoredDisk {
-                hydration_ms: d.hydration(chrono::Utc::now()).remaining_ms,
+                hydration_ms: d.hydration_left_ms(chrono::Utc::now()),
                 disk_id: d.id,
                 created: true,
             })
@@ -348,10 +378,10 @@ impl DiskSnapshots for SimSnapshots {
                 action: format!("read the hydration of disk {disk}"),
                 detail: "no such disk".into(),
             })?;
-            let h = d.hydration(chrono::Utc::now());
+            let remaining_ms = d.hydration_left_ms(chrono::Utc::now());
             Ok(Hydration {
-                hydrating: h.hydrating,
-                remaining_ms: h.remaining_ms,
+                hydrating: remaining_ms > 0,
+                remaining_ms,
             })
         }
         .boxed()
@@ -408,24 +438,23 @@ mod tests {
 
     #[test]
     fn a_restored_disk_matches_only_the_data_of_its_snapshot() {
-        let mut c = CloudState::default();
-        let disk = c.create_disk("eu-west-1a", 10, "tables@t1", "seed");
-        let snap = c
-            .create_snapshot(&disk.id, Default::default(), "test")
-            .expect("snapshot");
-        let restored = c
-            .create_disk_from_snapshot(&snap.id, "eu-west-1b", Default::default(), "test")
-            .expect("restore");
-        assert_eq!(judge_data(&c, &restored.id, &snap.id), DataCheck::Matches);
-        let empty = c.create_disk("eu-west-1b", 10, "", "provisioned");
-        assert!(matches!(
-            judge_data(&c, &empty.id, &snap.id),
-            DataCheck::Differs(_)
-        ));
-        let later = c.create_disk("eu-west-1a", 10, "tables@t2", "seed");
-        assert!(matches!(
-            judge_data(&c, &later.id, &snap.id),
-            DataCheck::Differs(_)
-        ));
+        let disk = |data: &str| serde_json::json!({"zone": "eu-west-1b", "data_token": data});
+        let c: CloudState = serde_json::from_value(serde_json::json!({
+            "disks": {"vol-restored": disk("tables@t1"), "vol-empty": disk(""),
+                      "vol-later": disk("tables@t2")},
+            "snapshots": {"snap-1": {"size_gib": 10, "data_token": "tables@t1"}},
+        }))
+        .expect("the simulated cloud's answer");
+        assert_eq!(judge_data(&c, "vol-restored", "snap-1"), DataCheck::Matches);
+        for (disk, why) in [
+            ("vol-empty", "is empty"),
+            ("vol-later", "holds"),
+            ("vol-gone", "does not exist"),
+        ] {
+            assert!(
+                matches!(judge_data(&c, disk, "snap-1"), DataCheck::Differs(ref w) if w.contains(why)),
+                "{disk}"
+            );
+        }
     }
 }

@@ -58,7 +58,7 @@ pub async fn connect_with(
                     path: path.display().to_string(),
                     source,
                 })?;
-            let admin = coldstart_sim::kubeconfig::admin_endpoint(&kc, context);
+            let admin = super::test_bed::admin_endpoint(&kc, context);
             (
                 kube::Config::from_custom_kubeconfig(kc, &options).await?,
                 admin,
@@ -67,7 +67,7 @@ pub async fn connect_with(
         None => {
             let admin = Kubeconfig::read()
                 .ok()
-                .and_then(|kc| coldstart_sim::kubeconfig::admin_endpoint(&kc, context));
+                .and_then(|kc| super::test_bed::admin_endpoint(&kc, context));
             let config = if context.is_some() {
                 kube::Config::from_kubeconfig(&options).await?
             } else {
@@ -91,12 +91,11 @@ pub fn client(config: kube::Config, policy: RetryPolicy) -> Result<kube::Client,
 fn routed_client(
     mut config: kube::Config,
     policy: RetryPolicy,
-    admin: Option<coldstart_sim::kubeconfig::AdminEndpoint>,
+    admin: Option<super::test_bed::AdminEndpoint>,
 ) -> Result<kube::Client, kube::Error> {
     config.default_retry = false;
     let base = ClientBuilder::try_from(config)?;
-    let routed =
-        tower::util::option_layer(admin.map(coldstart_sim::control_plane::admin::RouteLayer));
+    let routed = tower::util::option_layer(admin.map(super::test_bed::RouteLayer));
     Ok(base
         .with_layer(&routed)
         // The retry layer clones the service per request; a buffer makes the boxed stack

@@ -17,6 +17,7 @@ pub mod concurrency;
 pub mod connect;
 pub mod discovery;
 pub mod retry;
+pub mod test_bed;
 pub mod wait;
 
 pub use connect::{ConnectError, connect, connect_with};

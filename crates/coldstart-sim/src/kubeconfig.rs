@@ -62,34 +62,6 @@ pub fn render_tls(
     serde_yaml::to_string(&doc).unwrap_or_default()
 }
 
-/// The admin endpoint a kubeconfig's current (or named) context's cluster names, if any.
-pub fn admin_endpoint(
-    kubeconfig: &kube::config::Kubeconfig,
-    context: Option<&str>,
-) -> Option<AdminEndpoint> {
-    let ctx_name = context
-        .map(str::to_owned)
-        .or_else(|| kubeconfig.current_context.clone())?;
-    let ctx = kubeconfig
-        .contexts
-        .iter()
-        .find(|c| c.name == ctx_name)?
-        .context
-        .as_ref()?;
-    let cluster = kubeconfig
-        .clusters
-        .iter()
-        .find(|c| c.name == ctx.cluster)?
-        .cluster
-        .as_ref()?;
-    let ext = cluster
-        .extensions
-        .as_ref()?
-        .iter()
-        .find(|e| e.name == ADMIN_EXTENSION)?;
-    serde_json::from_value(ext.extension.clone()).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,9 +90,23 @@ mod tests {
         };
         let y = render_tls("c", "https://127.0.0.1:6443", "CA", &pair, Some(&admin));
         let kc = kube::config::Kubeconfig::from_yaml(&y).expect("kube-rs reads it");
-        assert_eq!(admin_endpoint(&kc, None), Some(admin));
+        let ext = kc.clusters[0]
+            .cluster
+            .as_ref()
+            .and_then(|c| c.extensions.as_ref())
+            .and_then(|e| e.iter().find(|e| e.name == ADMIN_EXTENSION))
+            .expect("the admin extension");
+        assert_eq!(
+            serde_json::from_value::<AdminEndpoint>(ext.extension.clone()).expect("endpoint"),
+            admin
+        );
         let plain = render_tls("c", "https://127.0.0.1:6443", "CA", &pair, None);
         let kc = kube::config::Kubeconfig::from_yaml(&plain).expect("kube-rs reads it");
-        assert_eq!(admin_endpoint(&kc, None), None);
+        assert!(
+            kc.clusters[0]
+                .cluster
+                .as_ref()
+                .is_some_and(|c| c.extensions.is_none())
+        );
     }
 }
