@@ -241,6 +241,7 @@ impl SimSnapshots {
                 Vec::new(),
             )
             .await?
+            // A 404 (no simulated cloud here) is an empty answer, refused as such below.
             .unwrap_or_default();
         serde_json::from_str(&text).map_err(|e| SnapshotError::Call {
             provider: "sim",
