@@ -315,7 +315,7 @@ pub async fn run(
         },
         quiesce_timeout: Duration::from_secs(60),
         // The same cloud preflight as `coldstart stop` on a simulated cluster.
-        cloud: crate::cloud::Provider::Sim,
+        cloud: crate::cloud::CloudChoice::Sim,
         ..Default::default()
     };
     let stopped = lifecycle::stop(&client, &store, &keys, &stop_opts, progress).await?;
@@ -350,7 +350,7 @@ pub async fn run(
     let start_opts = StartOptions {
         restore: RestoreOptions {
             verify_timeout: Duration::from_secs(60),
-            cloud: crate::cloud::Provider::Sim,
+            cloud: crate::cloud::CloudChoice::Sim,
             ..Default::default()
         },
         snapshot: None,

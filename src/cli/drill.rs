@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use coldstart::cloud::{self, CloudVerifier, Provider, Tally, Verdict};
+use coldstart::cloud::{self, CloudChoice, CloudVerifier, Tally, Verdict};
 use coldstart::drill::{self, DrillOptions, DrillReport, Target};
 use coldstart::progress::Progress;
 use coldstart::restore::RestoreOptions;
@@ -23,14 +23,14 @@ pub struct CloudArgs {
     /// Cloud to check the bindings against: `aws` (credentials and region from the usual
     /// AWS sources, AWS_ENDPOINT_URL honoured), `sim` (the simulated cloud behind
     /// --kubeconfig), `none` (report every binding as unverifiable).
-    #[arg(long, value_enum, default_value_t = Provider::None)]
-    pub cloud: Provider,
+    #[arg(long, value_enum, default_value_t = CloudChoice::None)]
+    pub cloud: CloudChoice,
 }
 
 impl CloudArgs {
     async fn verifier(&self, global: &Global) -> anyhow::Result<Box<dyn CloudVerifier>> {
         let client = match self.cloud {
-            Provider::Sim | Provider::Auto => Some(
+            CloudChoice::Sim | CloudChoice::Auto => Some(
                 coldstart::k8s::connect::connect(
                     global.kubeconfig.as_deref(),
                     global.context.as_deref(),

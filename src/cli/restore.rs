@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use coldstart::audit::{self, Severity, SnapshotFacts};
-use coldstart::cloud::Provider;
+use coldstart::cloud::CloudChoice;
 use coldstart::preflight::{self, AcceptMissing, Preflight};
 use coldstart::progress::Progress;
 use coldstart::restore::apply::Existing;
@@ -50,8 +50,8 @@ pub struct PreflightArgs {
     /// Cloud to check every recorded disk, address and bucket against before the first
     /// write: `auto` (the simulated cloud on a simulated cluster, else none), `aws`
     /// (credentials and region from the usual AWS sources), `sim`, `none` (unverifiable).
-    #[arg(long, value_enum, env = "COLDSTART_CLOUD", default_value_t = Provider::Auto)]
-    pub cloud: Provider,
+    #[arg(long, value_enum, env = "COLDSTART_CLOUD", default_value_t = CloudChoice::Auto)]
+    pub cloud: CloudChoice,
     /// Go on without these broken bindings (disk id, IP or allocation id, bucket name, or
     /// PV / namespace/Service / namespace/claim name; comma-separated or repeated): the
     /// workloads that use them stay down, the rest comes back (exit code 3). `all` accepts
@@ -298,9 +298,9 @@ pub async fn restore_cmd(args: RestoreArgs, global: &Global) -> anyhow::Result<E
 }
 
 /// The provider whose hydration figures a dry run estimates with (it asks no cloud).
-fn dry_run_provider(cloud: coldstart::cloud::Provider) -> &'static str {
+fn dry_run_provider(cloud: coldstart::cloud::CloudChoice) -> &'static str {
     match cloud {
-        coldstart::cloud::Provider::Sim => "sim",
+        coldstart::cloud::CloudChoice::Sim => "sim",
         _ => "aws",
     }
 }
@@ -484,8 +484,8 @@ pub struct AuditArgs {
     pub fail_on: Option<Severity>,
     /// Cloud to check the live bindings against (`auto`: the simulated cloud on a
     /// simulated cluster, else none); a broken one is a critical finding.
-    #[arg(long, value_enum, env = "COLDSTART_CLOUD", default_value_t = Provider::Auto)]
-    pub cloud: Provider,
+    #[arg(long, value_enum, env = "COLDSTART_CLOUD", default_value_t = CloudChoice::Auto)]
+    pub cloud: CloudChoice,
     /// Data policy of volumes whose claim has no `coldstart.dev/data-policy` annotation
     /// (as the snapshots are taken with).
     #[arg(long, value_enum, env = "COLDSTART_DATA_POLICY", default_value_t = coldstart::bindings::DataPolicy::Transfer)]

@@ -56,8 +56,8 @@ pub struct ServeArgs {
     /// The cloud the auto-restore's preflight (and drills) check bindings against, as for
     /// `restore` and `start`: `auto` (the simulated cloud on a simulated cluster, else
     /// none), `aws`, `sim`, `none`.
-    #[arg(long, value_enum, env = "COLDSTART_CLOUD", default_value_t = coldstart::cloud::Provider::Auto)]
-    pub cloud: coldstart::cloud::Provider,
+    #[arg(long, value_enum, env = "COLDSTART_CLOUD", default_value_t = coldstart::cloud::CloudChoice::Auto)]
+    pub cloud: coldstart::cloud::CloudChoice,
     /// This replica's identity on the Lease (default: the pod name).
     #[arg(long, env = "POD_NAME", value_name = "NAME")]
     pub identity: Option<String>,

@@ -51,8 +51,8 @@ pub struct SnapshotArgs {
     pub data_policy: DataPolicy,
     /// The cloud that takes those snapshots: `auto` (the simulated cloud on a simulated
     /// cluster, else none), `aws`, `sim`, `none`.
-    #[arg(long, value_enum, env = "COLDSTART_CLOUD", default_value_t = coldstart::cloud::Provider::Auto)]
-    pub cloud: coldstart::cloud::Provider,
+    #[arg(long, value_enum, env = "COLDSTART_CLOUD", default_value_t = coldstart::cloud::CloudChoice::Auto)]
+    pub cloud: coldstart::cloud::CloudChoice,
     /// Only these namespaces (comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub include_namespaces: Vec<String>,
@@ -130,8 +130,8 @@ pub struct PruneArgs {
     /// The cloud holding the cloud snapshots of forgotten snapshots (deleted with them):
     /// `auto` (the simulated cloud when --kubeconfig names a simulated cluster, else
     /// none: they are listed as left), `aws`, `sim`, `none`.
-    #[arg(long, value_enum, env = "COLDSTART_CLOUD", default_value_t = coldstart::cloud::Provider::Auto)]
-    pub cloud: coldstart::cloud::Provider,
+    #[arg(long, value_enum, env = "COLDSTART_CLOUD", default_value_t = coldstart::cloud::CloudChoice::Auto)]
+    pub cloud: coldstart::cloud::CloudChoice,
     #[command(flatten)]
     pub key: KeyArgs,
 }
@@ -377,7 +377,7 @@ pub async fn snapshots(cmd: SnapshotsCommand, global: &Global) -> anyhow::Result
             // Only a cluster connection that works can reach the simulated cloud; AWS
             // needs none.
             let client = match a.cloud {
-                coldstart::cloud::Provider::None | coldstart::cloud::Provider::Aws => None,
+                coldstart::cloud::CloudChoice::None | coldstart::cloud::CloudChoice::Aws => None,
                 _ => global.client().await.ok(),
             };
             let cloud = coldstart::cloud::snapshots::provider(a.cloud, client).await;

@@ -222,10 +222,10 @@ pub struct MoveError {
 }
 
 /// The mover for `provider`, if coldstart can move resources in that cloud.
-pub async fn mover(provider: Provider, client: &kube::Client) -> Option<Box<dyn ResourceMover>> {
+pub async fn mover(provider: CloudChoice, client: &kube::Client) -> Option<Box<dyn ResourceMover>> {
     match provider {
-        Provider::Sim => Some(Box::new(sim::SimVerifier::new(client.clone()))),
-        Provider::Auto if sim::is_simulated(client).await => {
+        CloudChoice::Sim => Some(Box::new(sim::SimVerifier::new(client.clone()))),
+        CloudChoice::Auto if sim::is_simulated(client).await => {
             Some(Box::new(sim::SimVerifier::new(client.clone())))
         }
         _ => None,
@@ -289,7 +289,7 @@ pub struct LedgerError {
 /// Which cloud to verify against (`--cloud`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
-pub enum Provider {
+pub enum CloudChoice {
     /// AWS: EC2 volumes and Elastic IPs, S3 buckets, Route53 records. Credentials and
     /// region from the usual AWS sources; `AWS_ENDPOINT_URL` points it elsewhere (moto).
     Aws,
@@ -304,16 +304,16 @@ pub enum Provider {
 
 /// Build the verifier for `provider`. `sim` reads the simulated cloud through `client`.
 pub async fn verifier(
-    provider: Provider,
+    provider: CloudChoice,
     client: Option<kube::Client>,
 ) -> Result<Box<dyn CloudVerifier>, VerifierError> {
     Ok(match provider {
-        Provider::Aws => Box::new(aws::AwsVerifier::from_env().await),
-        Provider::Sim => Box::new(sim::SimVerifier::new(
+        CloudChoice::Aws => Box::new(aws::AwsVerifier::from_env().await),
+        CloudChoice::Sim => Box::new(sim::SimVerifier::new(
             client.ok_or(VerifierError::NeedsCluster)?,
         )),
-        Provider::None => Box::new(none::NoVerifier),
-        Provider::Auto => match client {
+        CloudChoice::None => Box::new(none::NoVerifier),
+        CloudChoice::Auto => match client {
             Some(c) if sim::is_simulated(&c).await => Box::new(sim::SimVerifier::new(c)),
             _ => Box::new(none::NoVerifier),
         },

@@ -15,7 +15,7 @@ use futures::FutureExt as _;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
-use super::Provider;
+use super::CloudChoice;
 use super::sim::wire::{self, CloudState};
 
 /// The simulated cloud's write requests (`/sim/v1/cloud/…`), as its API documents them.
@@ -181,14 +181,16 @@ pub const AWS_LAZY_LOAD_MIB_S: u32 = 40;
 /// The snapshot provider for `provider` (None for `none`; `auto` is the simulated cloud
 /// on a simulated cluster, else none).
 pub async fn provider(
-    provider: Provider,
+    provider: CloudChoice,
     client: Option<kube::Client>,
 ) -> Option<Box<dyn DiskSnapshots>> {
     match provider {
-        Provider::Aws => Some(Box::new(super::aws::AwsSnapshots::from_env().await)),
-        Provider::Sim => client.map(|c| Box::new(SimSnapshots::new(c)) as Box<dyn DiskSnapshots>),
-        Provider::None => None,
-        Provider::Auto => match client {
+        CloudChoice::Aws => Some(Box::new(super::aws::AwsSnapshots::from_env().await)),
+        CloudChoice::Sim => {
+            client.map(|c| Box::new(SimSnapshots::new(c)) as Box<dyn DiskSnapshots>)
+        }
+        CloudChoice::None => None,
+        CloudChoice::Auto => match client {
             Some(c) if super::sim::is_simulated(&c).await => Some(Box::new(SimSnapshots::new(c))),
             _ => None,
         },

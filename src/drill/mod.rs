@@ -486,7 +486,7 @@ async fn rehearse_in_shadow(
         .map_err(|e| DrillError::Shadow(e).to_string())?;
     // The shadow's cloud is simulated: its ledger shows anything the rehearsal created.
     let opts = &RestoreOptions {
-        cloud: crate::cloud::Provider::Sim,
+        cloud: crate::cloud::CloudChoice::Sim,
         ..opts.clone()
     };
     let result = async {

@@ -20,7 +20,7 @@ use kube::core::{ApiResource, GroupVersionKind};
 use serde::{Deserialize, Serialize};
 
 use crate::audit::{self, Finding};
-use crate::cloud::Provider;
+use crate::cloud::CloudChoice;
 use crate::k8s::Resources;
 use crate::preflight::{self, AcceptMissing, Preflight};
 use crate::progress::Progress;
@@ -53,7 +53,7 @@ pub struct StopOptions {
     pub snapshot: write::Options,
     pub dry_run: bool,
     /// The cloud the live bindings are checked against before anything is changed.
-    pub cloud: Provider,
+    pub cloud: CloudChoice,
     /// Broken bindings to stop without; any other one refuses the stop. Also names
     /// bindings in a node resource group the stop may leave to be deleted.
     pub accept_missing: AcceptMissing,
@@ -70,7 +70,7 @@ impl Default for StopOptions {
             quiesce_timeout: Duration::from_secs(600),
             snapshot: write::Options::default(),
             dry_run: false,
-            cloud: Provider::None,
+            cloud: CloudChoice::None,
             accept_missing: AcceptMissing::default(),
             move_to_resource_group: None,
         }

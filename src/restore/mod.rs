@@ -43,7 +43,7 @@ use futures::StreamExt as _;
 use self::plan::{ORIGINAL_MANAGEMENT, ORIGINAL_REPLICAS, Plan, PlanOptions, Planned, Tier};
 use self::verify::Verification;
 use crate::bindings::Bindings;
-use crate::cloud::{self, Provider};
+use crate::cloud::{self, CloudChoice};
 use crate::k8s::{self, Resources};
 use crate::preflight::{self, AcceptMissing, Preflight};
 use crate::progress::Progress;
@@ -111,7 +111,7 @@ pub struct RestoreOptions {
     /// Scale operators up after verification (a `start` does it itself, in order).
     pub scale_operators: bool,
     /// The cloud the preflight checks bindings against (`None`: every one unverifiable).
-    pub cloud: Provider,
+    pub cloud: CloudChoice,
     /// Broken bindings to start without; any other one refuses the restore.
     pub accept_missing: AcceptMissing,
     /// Fast Snapshot Restore, initialization rate: how disks restored from snapshots
@@ -134,7 +134,7 @@ impl Default for RestoreOptions {
             verify_timeout: Duration::from_secs(120),
             operator_timeout: Duration::from_secs(120),
             scale_operators: true,
-            cloud: Provider::None,
+            cloud: CloudChoice::None,
             accept_missing: AcceptMissing::default(),
             hydration: data_policy::HydrationOptions::default(),
             hydration_timeout: Duration::from_secs(600),

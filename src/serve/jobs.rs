@@ -20,7 +20,7 @@ use crate::snapshot::format::Manifest;
 use crate::snapshot::{prune, read, write};
 use crate::store::Store;
 use crate::web::view::{
-    BindingKind, BindingRow, BindingState, ClusterIdentity, DrillRow, Finding, Severity,
+    BindingKind, BindingRow, BindingState, ClusterView, DrillRow, FindingLevel, FindingRow,
     SnapshotRow,
 };
 
@@ -40,7 +40,7 @@ pub struct ClusterJobs {
     pub own_namespace: Option<String>,
     pub rpo_target: Duration,
     /// Which cloud a drill verifies bindings against.
-    pub cloud: crate::cloud::Provider,
+    pub cloud: crate::cloud::CloudChoice,
 }
 
 fn binding_rows(b: &Bindings) -> Vec<BindingRow> {
@@ -124,11 +124,11 @@ fn drill_row(r: &crate::drill::DrillReport) -> DrillRow {
     }
 }
 
-fn severity(s: audit::Severity) -> Severity {
+fn severity(s: audit::Severity) -> FindingLevel {
     match s {
-        audit::Severity::Critical | audit::Severity::High => Severity::Critical,
-        audit::Severity::Medium => Severity::Warning,
-        audit::Severity::Low | audit::Severity::Info => Severity::Info,
+        audit::Severity::Critical | audit::Severity::High => FindingLevel::Critical,
+        audit::Severity::Medium => FindingLevel::Warning,
+        audit::Severity::Low | audit::Severity::Info => FindingLevel::Info,
     }
 }
 
@@ -142,7 +142,7 @@ impl ClusterJobs {
 }
 
 impl Jobs for ClusterJobs {
-    async fn cluster_identity(&self) -> Result<ClusterIdentity, JobError> {
+    async fn cluster_identity(&self) -> Result<ClusterView, JobError> {
         let ns = Api::<Namespace>::all(self.client.clone())
             .get("kube-system")
             .await
@@ -150,7 +150,7 @@ impl Jobs for ClusterJobs {
                 what: "read namespace kube-system".to_owned(),
                 source,
             })?;
-        Ok(ClusterIdentity {
+        Ok(ClusterView {
             name: self.snapshot.cluster_name.clone(),
             uid: ns.metadata.uid.unwrap_or_default(),
         })
@@ -243,7 +243,7 @@ impl Jobs for ClusterJobs {
         let inputs = audit::collect(&self.client, facts).await?;
         let findings = audit::audit(&inputs, chrono::Utc::now(), self.rpo_target)
             .into_iter()
-            .map(|f| Finding {
+            .map(|f| FindingRow {
                 severity: severity(f.severity),
                 kind: serde_json::to_value(f.kind)
                     .ok()

@@ -39,7 +39,7 @@ use crate::config::{Retention, Settings};
 use crate::schedule::leader::LeaderState;
 use crate::schedule::{Decision, JobState, Schedule, next_due};
 use crate::web::view::{
-    AuditView, BindingRow, ClusterIdentity, DrillRow, Event, Finding, Outcome, Readiness,
+    AuditView, BindingRow, ClusterView, DrillRow, Event, FindingRow, Outcome, Readiness,
     RunningJob, ScheduleRow, SnapshotRow,
 };
 use crate::web::{Action, AppState};
@@ -55,7 +55,7 @@ pub struct Inventory {
 /// The result of an audit: findings, and the bindings with their verification state.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct AuditReport {
-    pub findings: Vec<Finding>,
+    pub findings: Vec<FindingRow>,
     pub bindings: Vec<BindingRow>,
 }
 
@@ -142,7 +142,7 @@ pub enum JobError {
 /// (shutdown, lost leadership), so implementations must leave nothing half-visible.
 pub trait Jobs: Send + Sync + 'static {
     /// Name (from the cluster, if it has one) and kube-system UID.
-    fn cluster_identity(&self) -> impl Future<Output = Result<ClusterIdentity, JobError>> + Send;
+    fn cluster_identity(&self) -> impl Future<Output = Result<ClusterView, JobError>> + Send;
     /// Snapshots, drills and bindings already recorded in the store.
     fn inventory(&self) -> impl Future<Output = Result<Inventory, JobError>> + Send;
     /// Take a snapshot; the row describes it (complete once its manifest is written).

@@ -91,7 +91,7 @@ pub struct Options {
     /// The data policy of volumes whose claim names none.
     pub data_policy: DataPolicy,
     /// The cloud that takes snapshots of volumes whose data policy asks for them.
-    pub cloud: crate::cloud::Provider,
+    pub cloud: crate::cloud::CloudChoice,
 }
 
 impl Default for Options {
@@ -106,7 +106,7 @@ impl Default for Options {
             pack_size: PACK_SIZE,
             lock_ttl: lock::DEFAULT_TTL,
             data_policy: DataPolicy::Transfer,
-            cloud: crate::cloud::Provider::Auto,
+            cloud: crate::cloud::CloudChoice::Auto,
         }
     }
 }

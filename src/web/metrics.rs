@@ -14,7 +14,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use super::view::{BindingKind, BindingState, Outcome, ServiceView, Severity};
+use super::view::{BindingKind, BindingState, FindingLevel, Outcome, ServiceView};
 use crate::progress::Progress;
 
 type FGauge = Gauge<f64, AtomicU64>;
@@ -341,7 +341,7 @@ fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-/// Severity exported for the dashboard test and docs.
+/// The finding levels exported for the dashboard test and docs.
 pub fn severities() -> impl Iterator<Item = &'static str> {
-    Severity::ALL.iter().map(|s| s.as_str())
+    FindingLevel::ALL.iter().map(|s| s.as_str())
 }

@@ -169,7 +169,7 @@ async fn page_handler(State(state): State<AppState>) -> Response {
 /// The summary: what the top of the page shows.
 #[derive(Debug, Serialize)]
 struct Status {
-    cluster: view::ClusterIdentity,
+    cluster: view::ClusterView,
     replica: view::ReplicaView,
     ready: view::Readiness,
     rpo: view::RpoStatus,

@@ -6,7 +6,7 @@ use std::fmt::Write;
 
 use chrono::{DateTime, Utc};
 
-use super::view::{BindingState, Outcome, RpoLevel, ServiceView, Severity};
+use super::view::{BindingState, FindingLevel, Outcome, RpoLevel, ServiceView};
 use crate::progress::Progress;
 
 /// Short enough to follow a restore tier by tier, long enough not to load the server.
@@ -524,7 +524,7 @@ fn audit_section(h: &mut String, v: &ServiceView, now: DateTime<Utc>) {
         );
     }
     h.push_str("</tbody></table></section>");
-    let _ = Severity::ALL;
+    let _ = FindingLevel::ALL;
 }
 
 fn drills_section(h: &mut String, v: &ServiceView, now: DateTime<Utc>) {

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 /// Everything a replica knows about its cluster's recoverability.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ServiceView {
-    pub cluster: ClusterIdentity,
+    pub cluster: ClusterView,
     pub replica: ReplicaView,
     pub ready: Readiness,
     /// Maximum acceptable age of the last good snapshot.
@@ -28,7 +28,7 @@ pub struct ServiceView {
 /// A cluster is identified by its kube-system namespace UID; a recreated cluster has a new
 /// one, which is how a cold start shows.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ClusterIdentity {
+pub struct ClusterView {
     pub name: String,
     pub uid: String,
 }
@@ -141,28 +141,32 @@ pub struct BindingRow {
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[serde(rename_all = "lowercase")]
-pub enum Severity {
+pub enum FindingLevel {
     Critical,
     Warning,
     Info,
 }
 
-impl Severity {
-    pub const ALL: [Severity; 3] = [Severity::Critical, Severity::Warning, Severity::Info];
+impl FindingLevel {
+    pub const ALL: [FindingLevel; 3] = [
+        FindingLevel::Critical,
+        FindingLevel::Warning,
+        FindingLevel::Info,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
-            Severity::Critical => "critical",
-            Severity::Warning => "warning",
-            Severity::Info => "info",
+            FindingLevel::Critical => "critical",
+            FindingLevel::Warning => "warning",
+            FindingLevel::Info => "info",
         }
     }
 }
 
 /// "What would be lost if this cluster were deleted now."
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Finding {
-    pub severity: Severity,
+pub struct FindingRow {
+    pub severity: FindingLevel,
     /// e.g. `delete-reclaim-policy`, `unpinned-address`, `bucket-deleted-with-claim`.
     pub kind: String,
     pub object: String,
@@ -172,7 +176,7 @@ pub struct Finding {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AuditView {
     pub at: Option<DateTime<Utc>>,
-    pub findings: Vec<Finding>,
+    pub findings: Vec<FindingRow>,
 }
 
 /// A restore drill: restore into a scratch cluster, verify, measure.
@@ -284,8 +288,8 @@ impl ServiceView {
     }
 
     /// Findings per severity, every severity present.
-    pub fn findings_by_severity(&self) -> Vec<(Severity, usize)> {
-        Severity::ALL
+    pub fn findings_by_severity(&self) -> Vec<(FindingLevel, usize)> {
+        FindingLevel::ALL
             .iter()
             .map(|s| {
                 (

@@ -219,7 +219,7 @@ async fn a_scratch_drill_restores_the_tenant_volume_from_its_snapshot_and_checks
         },
         restore: RestoreOptions {
             verify_timeout: std::time::Duration::from_secs(20),
-            cloud: coldstart::cloud::Provider::Sim,
+            cloud: coldstart::cloud::CloudChoice::Sim,
             ..Default::default()
         },
     };
@@ -596,7 +596,7 @@ async fn with_a_volume_snapshot_class_the_cloud_snapshot_is_a_csi_volume_snapsho
         &keys,
         &write::Options {
             // No provider: the Kubernetes road needs none.
-            cloud: coldstart::cloud::Provider::None,
+            cloud: coldstart::cloud::CloudChoice::None,
             ..Default::default()
         },
         Arc::default(),
@@ -640,7 +640,7 @@ async fn with_a_volume_snapshot_class_the_cloud_snapshot_is_a_csi_volume_snapsho
         &RestoreOptions {
             verify_timeout: std::time::Duration::from_secs(15),
             operator_timeout: std::time::Duration::from_secs(15),
-            cloud: coldstart::cloud::Provider::Sim,
+            cloud: coldstart::cloud::CloudChoice::Sim,
             // Without a stop, ZooKeeper's disks and two addresses went with the cluster
             // too: started without (held), the tenant volume is not among them.
             accept_missing: coldstart::preflight::AcceptMissing::from_flags(&["all".into()]),

@@ -460,7 +460,7 @@ pub fn sim_restore_opts() -> coldstart::restore::RestoreOptions {
     coldstart::restore::RestoreOptions {
         verify_timeout: std::time::Duration::from_secs(15),
         operator_timeout: std::time::Duration::from_secs(15),
-        cloud: coldstart::cloud::Provider::Sim,
+        cloud: coldstart::cloud::CloudChoice::Sim,
         ..Default::default()
     }
 }
@@ -470,7 +470,7 @@ pub fn sim_stop_opts(cluster: &str) -> coldstart::lifecycle::StopOptions {
     coldstart::lifecycle::StopOptions {
         snapshot: snapshot_opts(cluster),
         quiesce_timeout: std::time::Duration::from_secs(20),
-        cloud: coldstart::cloud::Provider::Sim,
+        cloud: coldstart::cloud::CloudChoice::Sim,
         ..Default::default()
     }
 }

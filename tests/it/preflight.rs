@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::helpers::{TestCluster, keys, progress};
 use crate::restore::settled_platform;
-use coldstart::cloud::{Kind, Provider};
+use coldstart::cloud::{CloudChoice, Kind};
 use coldstart::lifecycle::{self, LifecycleError, StartOptions, StopOptions};
 use coldstart::preflight::{AcceptMissing, HELD, Problem};
 use coldstart::restore::{self, RestoreError, RestoreOptions};
@@ -22,7 +22,7 @@ fn checked(accept: &[&str]) -> RestoreOptions {
     RestoreOptions {
         verify_timeout: Duration::from_secs(300),
         operator_timeout: Duration::from_secs(15),
-        cloud: Provider::Sim,
+        cloud: CloudChoice::Sim,
         accept_missing: AcceptMissing::from_flags(
             &accept.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>(),
         ),
@@ -37,7 +37,7 @@ fn stop_opts() -> StopOptions {
             ..Default::default()
         },
         quiesce_timeout: Duration::from_secs(20),
-        cloud: Provider::Sim,
+        cloud: CloudChoice::Sim,
         ..Default::default()
     }
 }

@@ -149,7 +149,7 @@ fn quick() -> RestoreOptions {
         verify_timeout: Duration::from_secs(15),
         operator_timeout: Duration::from_secs(15),
         // The simulated cloud keeps a ledger: count what it created, too.
-        cloud: coldstart::cloud::Provider::Sim,
+        cloud: coldstart::cloud::CloudChoice::Sim,
         ..Default::default()
     }
 }

@@ -16,8 +16,8 @@ use coldstart::serve::{
 };
 use coldstart::web::metrics::Metrics;
 use coldstart::web::view::{
-    BindingKind, BindingRow, BindingState, ClusterIdentity, DrillRow, Finding, Outcome,
-    ServiceView, Severity, SnapshotRow,
+    BindingKind, BindingRow, BindingState, ClusterView, DrillRow, FindingLevel, FindingRow,
+    Outcome, ServiceView, SnapshotRow,
 };
 use coldstart::web::{Action, AppState, Auth};
 use tokio::sync::{mpsc, watch};
@@ -97,8 +97,8 @@ impl FakeJobs {
 }
 
 impl Jobs for FakeJobs {
-    async fn cluster_identity(&self) -> Result<ClusterIdentity, JobError> {
-        Ok(ClusterIdentity {
+    async fn cluster_identity(&self) -> Result<ClusterView, JobError> {
+        Ok(ClusterView {
             name: "sim".to_owned(),
             uid: "2f1c5f0e-0000-4000-8000-000000000001".to_owned(),
         })
@@ -160,8 +160,8 @@ impl Jobs for FakeJobs {
         self.audits.fetch_add(1, Ordering::SeqCst);
         self.leave();
         Ok(AuditReport {
-            findings: vec![Finding {
-                severity: Severity::Critical,
+            findings: vec![FindingRow {
+                severity: FindingLevel::Critical,
                 kind: "delete-reclaim-policy".to_owned(),
                 object: "PersistentVolume pvc-zk-0".to_owned(),
                 message: "disk is deleted with the cluster".to_owned(),

@@ -9,8 +9,8 @@ use chrono::{Duration as ChronoDuration, Utc};
 use coldstart::progress::Progress;
 use coldstart::restore::plan::Tier;
 use coldstart::web::view::{
-    AuditView, BindingKind, BindingRow, BindingState, ClusterIdentity, DrillRow, Event, Finding,
-    Outcome, Readiness, ReplicaView, ScheduleRow, ServiceView, Severity, SnapshotRow,
+    AuditView, BindingKind, BindingRow, BindingState, ClusterView, DrillRow, Event, FindingLevel,
+    FindingRow, Outcome, Readiness, ReplicaView, ScheduleRow, ServiceView, SnapshotRow,
 };
 use coldstart::web::{self, AppState, Auth};
 use http_body_util::BodyExt;
@@ -79,7 +79,7 @@ pub fn realistic_view() -> (ServiceView, Progress) {
             reason: reason.map(str::to_owned),
         };
     let view = ServiceView {
-        cluster: ClusterIdentity {
+        cluster: ClusterView {
             name: "prod-eu1".to_owned(),
             uid: "6c1f0d4e-9a57-4b1e-8f2a-3d9e7c5b1a20".to_owned(),
         },
@@ -183,22 +183,22 @@ pub fn realistic_view() -> (ServiceView, Progress) {
         audit: AuditView {
             at: Some(now - ChronoDuration::minutes(1)),
             findings: vec![
-                Finding {
-                    severity: Severity::Critical,
+                FindingRow {
+                    severity: FindingLevel::Critical,
                     kind: "delete-reclaim-policy".to_owned(),
                     object: "PersistentVolume zookeeper/data-zk-0".to_owned(),
                     message: "reclaim policy Delete: the disk is deleted with the cluster"
                         .to_owned(),
                 },
-                Finding {
-                    severity: Severity::Warning,
+                FindingRow {
+                    severity: FindingLevel::Warning,
                     kind: "unpinned-address".to_owned(),
                     object: "Service iot/mqtt".to_owned(),
                     message: "34.240.11.7 was allocated by the controller and would be released"
                         .to_owned(),
                 },
-                Finding {
-                    severity: Severity::Info,
+                FindingRow {
+                    severity: FindingLevel::Info,
                     kind: "bucket-orphan".to_owned(),
                     object: "BucketClaim tenant-b/scratch".to_owned(),
                     message: "bucket is deleted with its claim (class says Delete)".to_owned(),
