@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use coldstart::cloud::{self, CloudChoice, CloudVerifier, Tally, Verdict};
-use coldstart::drill::{self, DrillOptions, DrillReport, Target};
+use coldstart::drill::{self, DrillOptions, DrillReport, DrillTarget};
 use coldstart::progress::Progress;
 use coldstart::restore::RestoreOptions;
 use coldstart::snapshot::read;
@@ -103,8 +103,8 @@ pub async fn drill_cmd(args: DrillArgs, global: &Global) -> anyhow::Result<ExitC
     let id = pick(&store, &keys, args.snapshot.as_deref()).await?;
     let verifier = args.cloud.verifier(global).await?;
     let target = match &args.target_kubeconfig {
-        None => Target::Shadow,
-        Some(path) => Target::Cluster {
+        None => DrillTarget::Shadow,
+        Some(path) => DrillTarget::Cluster {
             client: coldstart::k8s::connect::connect(Some(path), args.target_context.as_deref())
                 .await?,
             label: format!("cluster {}", path.display()),

@@ -14,7 +14,7 @@ use super::Global;
 #[derive(Debug, Subcommand)]
 pub enum SimCommand {
     /// Serve a simulated cluster until interrupted (Ctrl-C / SIGTERM).
-    Serve(ServeArgs),
+    Serve(SimServeArgs),
     /// Delete the simulated cluster the way a cloud deletes one (`--kubeconfig` names it):
     /// `Delete`-policy disks and controller-allocated IPs go, a new empty cluster answers.
     Teardown,
@@ -146,7 +146,7 @@ impl CreateCloud {
 }
 
 #[derive(Debug, Args)]
-pub struct ServeArgs {
+pub struct SimServeArgs {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub addr: SocketAddr,
@@ -299,7 +299,7 @@ async fn sim_call(
     serde_json::from_str(&text).context("failed to decode the simulated cluster's answer")
 }
 
-async fn serve(args: ServeArgs, global: &Global) -> anyhow::Result<ExitCode> {
+async fn serve(args: SimServeArgs, global: &Global) -> anyhow::Result<ExitCode> {
     if args.control_plane == ControlPlaneKind::Kubernetes {
         return serve_kubernetes(args, global).await;
     }
@@ -364,7 +364,7 @@ fn load_cloud(cloud: &cloud::Cloud, path: &std::path::Path) -> anyhow::Result<()
 
 /// Serve Kubernetes' own control plane until interrupted; `sim teardown` reaches it through
 /// the admin endpoint the kubeconfig names.
-async fn serve_kubernetes(args: ServeArgs, global: &Global) -> anyhow::Result<ExitCode> {
+async fn serve_kubernetes(args: SimServeArgs, global: &Global) -> anyhow::Result<ExitCode> {
     use sim::control_plane::{self, launch::Launched};
     let seed: Seed = args.seed.parse().context("invalid --seed")?;
     anyhow::ensure!(

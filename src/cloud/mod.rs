@@ -251,7 +251,7 @@ pub struct Ledger {
 
 /// Counts of what a cloud created after a mark.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Created {
+pub struct CreatedSince {
     pub disks: usize,
     pub ips: usize,
     pub buckets: usize,
@@ -264,8 +264,8 @@ impl Ledger {
     }
 
     /// What was created after `mark`.
-    pub fn created_since(&self, mark: u64) -> Created {
-        let mut n = Created::default();
+    pub fn created_since(&self, mark: u64) -> CreatedSince {
+        let mut n = CreatedSince::default();
         for (_, kind) in self.creations.iter().filter(|c| c.0 > mark) {
             match kind {
                 Kind::Volume => n.disks += 1,

@@ -38,25 +38,25 @@ use coldstart_sim::{self as sim, Sim, SimConfig};
 
 /// Where the rehearsal restore goes.
 #[derive(Clone)]
-pub enum Target {
+pub enum DrillTarget {
     /// An in-process simulated cluster with stand-ins for production's cloud resources.
     Shadow,
     /// A real scratch cluster (`--target-kubeconfig`), described by `label` in the report.
     Cluster { client: kube::Client, label: String },
 }
 
-impl std::fmt::Debug for Target {
+impl std::fmt::Debug for DrillTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Target::Shadow => f.write_str("Shadow"),
-            Target::Cluster { label, .. } => write!(f, "Cluster({label})"),
+            DrillTarget::Shadow => f.write_str("Shadow"),
+            DrillTarget::Cluster { label, .. } => write!(f, "Cluster({label})"),
         }
     }
 }
 
 #[derive(Debug, Clone)]
 pub struct DrillOptions {
-    pub target: Target,
+    pub target: DrillTarget,
     /// How the rehearsal restore runs (timeouts, concurrency, plan shape).
     pub restore: RestoreOptions,
 }
@@ -64,7 +64,7 @@ pub struct DrillOptions {
 impl Default for DrillOptions {
     fn default() -> Self {
         DrillOptions {
-            target: Target::Shadow,
+            target: DrillTarget::Shadow,
             restore: RestoreOptions::default(),
         }
     }
@@ -251,17 +251,18 @@ pub async fn run_drill(
     let mut left_out = Vec::new();
     let mut data = Vec::new();
     let target_label = match &opts.target {
-        Target::Shadow => "shadow".to_owned(),
-        Target::Cluster { label, .. } => label.clone(),
+        DrillTarget::Shadow => "shadow".to_owned(),
+        DrillTarget::Cluster { label, .. } => label.clone(),
     };
     if let Some(snap) = &snap {
         let t = Instant::now();
         let src = source::from_snapshot(snap);
         let outcome = match &opts.target {
-            Target::Shadow => {
+            DrillTarget::Shadow => {
                 rehearse_in_shadow(&id, &src, &bindings, &opts.restore, progress).await
             }
-            Target::Cluster { client, .. } => match rehearsal::for_scratch_cluster(&src).await {
+            DrillTarget::Cluster { client, .. } => match rehearsal::for_scratch_cluster(&src).await
+            {
                 Ok((src, out)) => {
                     left_out = out;
                     let ropts = RestoreOptions {
@@ -280,7 +281,7 @@ pub async fn run_drill(
         };
         // The data of every volume restored from its cloud snapshot, checked on the
         // drill's own new disk.
-        if let (Ok(r), Target::Cluster { client, .. }) = (&outcome, &opts.target) {
+        if let (Ok(r), DrillTarget::Cluster { client, .. }) = (&outcome, &opts.target) {
             let t = Instant::now();
             let restored: Vec<_> = r
                 .data

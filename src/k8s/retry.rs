@@ -7,7 +7,7 @@
 //!
 //! The budget is the client's ([`RetryPolicy`] given at connect), or a request's own when it
 //! carries a `RetryPolicy` extension (snapshot capture gives discovery of an aggregated API
-//! a shorter one). A request that carries a [`Tally`] learns how many retries it took.
+//! a shorter one). A request that carries a [`RetryCount`] learns how many retries it took.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -86,9 +86,9 @@ pub fn is_retryable(status: u16) -> bool {
 
 /// Counts the retries of the request that carries it (shared with the caller).
 #[derive(Debug, Clone, Default)]
-pub struct Tally(Arc<AtomicU32>);
+pub struct RetryCount(Arc<AtomicU32>);
 
-impl Tally {
+impl RetryCount {
     /// Attempts made so far: the first one and every retry.
     pub fn attempts(&self) -> u32 {
         self.0.load(Ordering::Relaxed) + 1
@@ -144,7 +144,7 @@ impl<Res> tower::retry::Policy<Request<Body>, Response<Res>, BoxError> for Budge
             .map_or(Duration::ZERO, |s| s.0.elapsed());
         let delay = policy.next(self.attempt, elapsed, retry_after, rand::random())?;
         self.attempt += 1;
-        if let Some(t) = req.extensions().get::<Tally>() {
+        if let Some(t) = req.extensions().get::<RetryCount>() {
             t.0.fetch_add(1, Ordering::Relaxed);
         }
         tracing::debug!(uri = %req.uri(), attempt = self.attempt, ?delay, "retrying");
@@ -288,7 +288,7 @@ mod tests {
             policy: RetryPolicy::default(),
             attempt: 0,
         };
-        let tally = Tally::default();
+        let tally = RetryCount::default();
         let mut original = Request::new(Body::empty());
         original.extensions_mut().insert(RetryPolicy {
             first_delay: Duration::from_millis(40),

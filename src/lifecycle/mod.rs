@@ -30,7 +30,7 @@ use crate::snapshot::crypto::{Keys, Role};
 use crate::snapshot::{format, read, write};
 use crate::store::{Store, layout};
 
-use self::stop::{Change, Group, Step};
+use self::stop::{Change, Group, QuiesceStep};
 
 /// What a stop leaves in the store for the start (and for `stop --undo`). Written before the
 /// stop's first change, without a snapshot, so an interrupted stop can be undone or
@@ -42,7 +42,7 @@ pub struct StopMarker {
     pub snapshot: Option<String>,
     pub stopped_at: DateTime<Utc>,
     pub changes: Vec<Change>,
-    pub steps: Vec<Step>,
+    pub steps: Vec<QuiesceStep>,
 }
 
 #[derive(Debug, Clone)]
@@ -84,7 +84,7 @@ pub struct StopReport {
     /// The live bindings as the cloud saw them before anything changed.
     pub preflight: Preflight,
     pub changes: Vec<Change>,
-    pub steps: Vec<Step>,
+    pub steps: Vec<QuiesceStep>,
     pub snapshot: Option<String>,
     pub snapshot_objects: u64,
     pub dry_run: bool,
@@ -221,7 +221,7 @@ async fn write_marker(
 
 /// The quiesce steps of a re-run stop: a workload an interrupted stop already scaled to 0
 /// keeps the replicas that stop recorded (the cluster no longer shows them).
-fn merge_steps(previous: Option<&[Step]>, mut steps: Vec<Step>) -> Vec<Step> {
+fn merge_steps(previous: Option<&[QuiesceStep]>, mut steps: Vec<QuiesceStep>) -> Vec<QuiesceStep> {
     let Some(previous) = previous else {
         return steps;
     };
@@ -539,9 +539,9 @@ pub async fn start(
     let mut scaled_up = Vec::new();
     if report.succeeded {
         // What uses a binding accepted as missing stays down; everything else comes back.
-        let steps: Vec<Step> = steps
+        let steps: Vec<QuiesceStep> = steps
             .iter()
-            .map(|s| Step {
+            .map(|s| QuiesceStep {
                 group: s.group,
                 workloads: s
                     .workloads

@@ -306,7 +306,7 @@ pub struct Quiesced {
 
 /// One quiesce step: a group, scaled down together.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Step {
+pub struct QuiesceStep {
     pub group: Group,
     pub workloads: Vec<Quiesced>,
 }
@@ -328,10 +328,10 @@ fn group_of(w: &Value) -> Group {
 
 /// Group the scalable workloads (Deployments, StatefulSets) in quiesce order. A workload
 /// already at 0 that carries a recorded original (an interrupted stop) keeps that original.
-pub fn plan_quiesce(workloads: &[Value], order: &[Group]) -> Vec<Step> {
+pub fn plan_quiesce(workloads: &[Value], order: &[Group]) -> Vec<QuiesceStep> {
     order
         .iter()
-        .map(|g| Step {
+        .map(|g| QuiesceStep {
             group: *g,
             workloads: workloads
                 .iter()
@@ -490,7 +490,7 @@ pub async fn apply_changes(
 pub async fn scale_step(
     client: &kube::Client,
     resources: &Resources,
-    step: &Step,
+    step: &QuiesceStep,
     to_zero: bool,
 ) -> Result<(), StopError> {
     for w in &step.workloads {
@@ -518,7 +518,7 @@ fn ready_replicas(o: Option<&DynamicObject>) -> i64 {
 pub async fn wait_step(
     client: &kube::Client,
     resources: &Resources,
-    step: &Step,
+    step: &QuiesceStep,
     stopping: bool,
     timeout: Duration,
 ) -> Result<(), StopError> {

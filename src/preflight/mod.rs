@@ -63,7 +63,7 @@ impl AcceptMissing {
         out
     }
 
-    fn accepts(&self, row: &Row) -> bool {
+    fn accepts(&self, row: &BindingCheck) -> bool {
         self.accepts_binding(&row.target, &row.subject)
     }
 
@@ -105,7 +105,7 @@ impl Problem {
 
 /// One binding, as the preflight judged it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Row {
+pub struct BindingCheck {
     pub kind: Kind,
     pub subject: String,
     pub target: String,
@@ -122,7 +122,7 @@ pub struct Row {
     pub from_snapshot: Option<String>,
 }
 
-impl Row {
+impl BindingCheck {
     /// `refused`, `accepted`, `snapshot` (restored from its cloud snapshot) or `ok` — the
     /// decision column of the table.
     pub fn decision(&self) -> &'static str {
@@ -178,14 +178,14 @@ impl Withheld {
 pub struct Preflight {
     /// The cloud checked (`sim`, `aws`, `none`).
     pub cloud: String,
-    pub rows: Vec<Row>,
+    pub rows: Vec<BindingCheck>,
     pub held: Vec<Held>,
     pub withheld: Vec<Withheld>,
 }
 
 impl Preflight {
     /// The problems nobody accepted: any one refuses the run.
-    pub fn refused(&self) -> Vec<&Row> {
+    pub fn refused(&self) -> Vec<&BindingCheck> {
         self.rows
             .iter()
             .filter(|r| r.problem.is_some() && !r.accepted)
@@ -193,7 +193,7 @@ impl Preflight {
     }
 
     /// The problems accepted: the run goes on without them.
-    pub fn accepted(&self) -> Vec<&Row> {
+    pub fn accepted(&self) -> Vec<&BindingCheck> {
         self.rows
             .iter()
             .filter(|r| r.problem.is_some() && r.accepted)
@@ -245,7 +245,7 @@ impl Preflight {
     /// what is held.
     pub fn table(&self) -> String {
         let mut out = format!("preflight against cloud `{}`:\n", self.cloud);
-        let shown: Vec<&Row> = self
+        let shown: Vec<&BindingCheck> = self
             .rows
             .iter()
             .filter(|r| r.problem.is_some() || !matches!(r.status, Status::Ok | Status::InUse))
@@ -475,7 +475,7 @@ pub fn decide(
     let mut held: BTreeMap<WorkloadRef, Vec<String>> = BTreeMap::new();
     for v in verdicts {
         let found = problem_of(v, nodes);
-        let mut row = Row {
+        let mut row = BindingCheck {
             kind: v.kind,
             subject: v.subject.clone(),
             target: v.target.clone(),
@@ -543,7 +543,7 @@ pub fn decide(
 
 /// The workloads that use an accepted binding, and the objects that would replace it.
 fn users_of(
-    row: &Row,
+    row: &BindingCheck,
     bindings: &Bindings,
     objects: &[Value],
     why: &str,

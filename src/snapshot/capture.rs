@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::format::{ResourceRef, Unavailable};
 use crate::k8s::RetryPolicy;
-use crate::k8s::retry::{Tally, is_retryable};
+use crate::k8s::retry::{RetryCount, is_retryable};
 
 /// Objects per LIST page. Each page in flight is parsed whole, so the page size times the
 /// listing concurrency sets the peak memory: 250 keeps a 100k-object snapshot under 256 MiB
@@ -54,7 +54,7 @@ pub async fn get(
     policy: &RetryPolicy,
 ) -> Result<Bytes, CaptureError> {
     let started = Instant::now();
-    let tally = Tally::default();
+    let tally = RetryCount::default();
     let mut req = http::Request::get(path)
         .body(kube::client::Body::empty())
         .map_err(|e| CaptureError::Request {

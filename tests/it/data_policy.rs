@@ -213,7 +213,7 @@ async fn a_scratch_drill_restores_the_tenant_volume_from_its_snapshot_and_checks
         drill::rehearsal::install_stand_ins(&mut cloud, &manifest.bindings);
     }
     let opts = DrillOptions {
-        target: drill::Target::Cluster {
+        target: drill::DrillTarget::Cluster {
             client: scratch.client().await,
             label: "scratch".into(),
         },

@@ -668,7 +668,7 @@ async fn a_drill_on_a_scratch_cluster_restores_the_plan_but_attaches_nothing() {
         .bindings;
     drill::rehearsal::install_stand_ins(&mut scratch.sim().cloud.lock(), &bindings);
     let opts = DrillOptions {
-        target: drill::Target::Cluster {
+        target: drill::DrillTarget::Cluster {
             client: scratch.client().await,
             label: "scratch".into(),
         },
