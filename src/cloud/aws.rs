@@ -17,7 +17,7 @@ use futures::FutureExt as _;
 use futures::future::BoxFuture;
 
 use super::rules::{
-    self, AddressFacts, AddressKey, Association, BucketFacts, DnsFacts, Observed, Versioning,
+    self, AddressFacts, AddressKey, Association, BucketFacts, DnsFacts, Lookup, Versioning,
     VolumeFacts,
 };
 use super::snapshots::{
@@ -195,7 +195,7 @@ impl AwsVerifier {
             .collect())
     }
 
-    async fn bucket(&self, name: &str) -> Observed<BucketFacts> {
+    async fn bucket(&self, name: &str) -> Lookup<BucketFacts> {
         let mut region = match self.s3.head_bucket().bucket(name).send().await {
             Ok(out) => out.bucket_region().map(str::to_owned),
             Err(e) => {
@@ -204,15 +204,15 @@ impl AwsVerifier {
                     .raw_response()
                     .and_then(|r| r.headers().get("x-amz-bucket-region").map(str::to_owned));
                 match status {
-                    Some(404) => return Observed::Absent,
+                    Some(404) => return Lookup::Absent,
                     // The bucket exists in another region than the client's.
                     Some(301) if header.is_some() => header,
                     Some(403) => {
-                        return Observed::Unknown(
+                        return Lookup::Unknown(
                             "s3:HeadBucket denied: no permission, or the bucket belongs to another account".to_owned(),
                         );
                     }
-                    _ => return Observed::Unknown(describe("s3:HeadBucket", &e)),
+                    _ => return Lookup::Unknown(describe("s3:HeadBucket", &e)),
                 }
             }
         };
@@ -266,7 +266,7 @@ impl AwsVerifier {
                 .to_owned(),
                 None => "enabled".to_owned(),
             });
-        Observed::Found(BucketFacts {
+        Lookup::Found(BucketFacts {
             region,
             versioning,
             object_lock,
@@ -298,13 +298,13 @@ impl AwsVerifier {
         Ok(out)
     }
 
-    async fn record(&self, zones: &[(String, String)], name: &str) -> Observed<DnsFacts> {
+    async fn record(&self, zones: &[(String, String)], name: &str) -> Lookup<DnsFacts> {
         let Some((_, zone)) = zones
             .iter()
             .filter(|(z, _)| name == z || name.ends_with(&format!(".{z}")))
             .max_by_key(|(z, _)| z.len())
         else {
-            return Observed::Unknown(format!("no Route53 hosted zone for {name} in this account"));
+            return Lookup::Unknown(format!("no Route53 hosted zone for {name} in this account"));
         };
         let resp = match self
             .route53
@@ -316,7 +316,7 @@ impl AwsVerifier {
             .await
         {
             Ok(r) => r,
-            Err(e) => return Observed::Unknown(describe("route53:ListResourceRecordSets", &e)),
+            Err(e) => return Lookup::Unknown(describe("route53:ListResourceRecordSets", &e)),
         };
         let values: Vec<String> = resp
             .resource_record_sets()
@@ -332,9 +332,9 @@ impl AwsVerifier {
             })
             .collect();
         if values.is_empty() {
-            Observed::Absent
+            Lookup::Absent
         } else {
-            Observed::Found(DnsFacts { values })
+            Lookup::Found(DnsFacts { values })
         }
     }
 
@@ -356,7 +356,7 @@ impl AwsVerifier {
         };
         for v in &bindings.volumes {
             let seen = if v.provider != Provider::Aws {
-                Observed::Unknown(format!(
+                Lookup::Unknown(format!(
                     "not an EBS volume ({}): not checked on AWS",
                     v.csi_driver
                 ))
@@ -365,8 +365,8 @@ impl AwsVerifier {
                     Ok(found) => found
                         .get(&v.disk_id)
                         .cloned()
-                        .map_or(Observed::Absent, Observed::Found),
-                    Err(why) => Observed::Unknown(why.clone()),
+                        .map_or(Lookup::Absent, Lookup::Found),
+                    Err(why) => Lookup::Unknown(why.clone()),
                 }
             };
             out.push(rules::volume(v, seen));
@@ -393,25 +393,25 @@ impl AwsVerifier {
             }
             for k in keys {
                 let seen = match (&addresses, &k) {
-                    (Err(why), _) => Observed::Unknown(why.clone()),
-                    (Ok(_), AddressKey::Name(n)) => Observed::Unknown(format!(
+                    (Err(why), _) => Lookup::Unknown(why.clone()),
+                    (Ok(_), AddressKey::Name(n)) => Lookup::Unknown(format!(
                         "{n} is a named address (Azure public IP), not an Elastic IP"
                     )),
                     (Ok(all), AddressKey::Allocation(id)) => all
                         .iter()
                         .find(|e| e.allocation_id.as_deref() == Some(id))
-                        .map_or(Observed::Absent, |e| Observed::Found(e.facts.clone())),
+                        .map_or(Lookup::Absent, |e| Lookup::Found(e.facts.clone())),
                     (Ok(all), AddressKey::Ip(ip)) => all
                         .iter()
                         .find(|e| e.facts.public_ip.as_deref() == Some(ip))
-                        .map_or(Observed::Absent, |e| Observed::Found(e.facts.clone())),
+                        .map_or(Lookup::Absent, |e| Lookup::Found(e.facts.clone())),
                 };
                 out.push(rules::address(lb, &k, seen));
             }
             for name in rules::dns_names(lb) {
                 let seen = match &zones {
                     Ok(z) => self.record(z, &name).await,
-                    Err(why) => Observed::Unknown(why.clone()),
+                    Err(why) => Lookup::Unknown(why.clone()),
                 };
                 out.push(rules::dns(lb, &name, seen));
             }
@@ -420,7 +420,7 @@ impl AwsVerifier {
         for b in rules::buckets_to_check(&bindings.buckets) {
             let seen = match rules::bucket_target(b) {
                 Some(name) => self.bucket(&name).await,
-                None => Observed::Absent,
+                None => Lookup::Absent,
             };
             out.push(rules::bucket(b, self.region.as_deref(), seen));
         }

@@ -4,7 +4,7 @@
 use futures::FutureExt as _;
 use futures::future::BoxFuture;
 
-use super::rules::{self, Observed};
+use super::rules::{self, Lookup};
 use super::{CloudVerifier, Verdict};
 use crate::bindings::Bindings;
 
@@ -27,7 +27,7 @@ impl CloudVerifier for NoVerifier {
 pub fn unverifiable(bindings: &Bindings, why: &str) -> Vec<Verdict> {
     let mut out = Vec::new();
     for v in &bindings.volumes {
-        out.push(rules::volume(v, Observed::Unknown(why.to_owned())));
+        out.push(rules::volume(v, Lookup::Unknown(why.to_owned())));
     }
     for lb in &bindings.load_balancers {
         let keys = rules::address_targets(lb);
@@ -35,14 +35,14 @@ pub fn unverifiable(bindings: &Bindings, why: &str) -> Vec<Verdict> {
             out.push(rules::address_unrecorded(lb));
         }
         for k in keys {
-            out.push(rules::address(lb, &k, Observed::Unknown(why.to_owned())));
+            out.push(rules::address(lb, &k, Lookup::Unknown(why.to_owned())));
         }
         for name in rules::dns_names(lb) {
-            out.push(rules::dns(lb, &name, Observed::Unknown(why.to_owned())));
+            out.push(rules::dns(lb, &name, Lookup::Unknown(why.to_owned())));
         }
     }
     for b in rules::buckets_to_check(&bindings.buckets) {
-        out.push(rules::bucket(b, None, Observed::Unknown(why.to_owned())));
+        out.push(rules::bucket(b, None, Lookup::Unknown(why.to_owned())));
     }
     out
 }

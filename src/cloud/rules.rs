@@ -19,7 +19,7 @@ use crate::bindings::{BucketBinding, BucketKind, LoadBalancerBinding, Pin, Volum
 
 /// What a provider observed about one target.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Observed<T> {
+pub enum Lookup<T> {
     Found(T),
     /// The cloud answered: there is no such thing.
     Absent,
@@ -188,18 +188,18 @@ fn verdict(kind: Kind, subject: String, target: &str, status: Status, reason: St
 }
 
 /// The verdict on a volume's disk.
-pub fn volume(v: &VolumeBinding, seen: Observed<VolumeFacts>) -> Verdict {
+pub fn volume(v: &VolumeBinding, seen: Lookup<VolumeFacts>) -> Verdict {
     let holders = match &seen {
-        Observed::Found(f) => f.attached_to.clone(),
+        Lookup::Found(f) => f.attached_to.clone(),
         _ => Vec::new(),
     };
     let (status, reason) = match seen {
-        Observed::Unknown(why) => (Status::Unverifiable, why),
-        Observed::Absent => (
+        Lookup::Unknown(why) => (Status::Unverifiable, why),
+        Lookup::Absent => (
             Status::Missing,
             "no such disk: deleted, or in another account or region; the volume's data is not there to restore".to_owned(),
         ),
-        Observed::Found(f) => match (&v.zone, &f.zone) {
+        Lookup::Found(f) => match (&v.zone, &f.zone) {
             (Some(want), Some(got)) if want != got => (
                 Status::Moved,
                 format!(
@@ -255,23 +255,19 @@ fn is_services_own(lb: &LoadBalancerBinding, name: &str, service: Option<&str>) 
 }
 
 /// The verdict on one of a Service's addresses.
-pub fn address(
-    lb: &LoadBalancerBinding,
-    key: &AddressKey,
-    seen: Observed<AddressFacts>,
-) -> Verdict {
+pub fn address(lb: &LoadBalancerBinding, key: &AddressKey, seen: Lookup<AddressFacts>) -> Verdict {
     let unpinned = if lb.pinned {
         ""
     } else {
         " (not pinned: released if the cluster is deleted; `coldstart stop` pins it)"
     };
     let (status, reason) = match seen {
-        Observed::Unknown(why) => (Status::Unverifiable, why),
-        Observed::Absent => (
+        Lookup::Unknown(why) => (Status::Unverifiable, why),
+        Lookup::Absent => (
             Status::Missing,
             format!("no such address: released or never allocated in this account{unpinned}"),
         ),
-        Observed::Found(f) => match f.association {
+        Lookup::Found(f) => match f.association {
             None => (
                 Status::Ok,
                 format!(
@@ -341,7 +337,7 @@ pub fn address_unrecorded(lb: &LoadBalancerBinding) -> Verdict {
 pub fn bucket(
     b: &BucketBinding,
     expected_region: Option<&str>,
-    seen: Observed<BucketFacts>,
+    seen: Lookup<BucketFacts>,
 ) -> Verdict {
     let Some(name) = bucket_target(b) else {
         return verdict(
@@ -353,12 +349,12 @@ pub fn bucket(
         );
     };
     let (status, reason) = match seen {
-        Observed::Unknown(why) => (Status::Unverifiable, why),
-        Observed::Absent => (
+        Lookup::Unknown(why) => (Status::Unverifiable, why),
+        Lookup::Absent => (
             Status::Missing,
             "no such bucket: deleted, or owned by another account".to_owned(),
         ),
-        Observed::Found(f) => {
+        Lookup::Found(f) => {
             let lock = f
                 .object_lock
                 .as_deref()
@@ -408,7 +404,7 @@ pub fn normalise_host(s: &str) -> String {
 
 /// The verdict on one DNS name of a Service: it must resolve to what the snapshot says
 /// (the external-dns target if set, else the recorded ingress addresses).
-pub fn dns(lb: &LoadBalancerBinding, name: &str, seen: Observed<DnsFacts>) -> Verdict {
+pub fn dns(lb: &LoadBalancerBinding, name: &str, seen: Lookup<DnsFacts>) -> Verdict {
     let expected: Vec<String> = if lb.dns_targets.is_empty() {
         lb.ingress_ips
             .iter()
@@ -419,16 +415,16 @@ pub fn dns(lb: &LoadBalancerBinding, name: &str, seen: Observed<DnsFacts>) -> Ve
         lb.dns_targets.iter().map(|s| normalise_host(s)).collect()
     };
     let (status, reason) = match seen {
-        Observed::Unknown(why) => (Status::Unverifiable, why),
-        Observed::Absent => (
+        Lookup::Unknown(why) => (Status::Unverifiable, why),
+        Lookup::Absent => (
             Status::Missing,
             "no DNS record: clients cannot find the Service".to_owned(),
         ),
-        Observed::Found(_) if expected.is_empty() => (
+        Lookup::Found(_) if expected.is_empty() => (
             Status::Unverifiable,
             "the snapshot recorded no address to compare the record with".to_owned(),
         ),
-        Observed::Found(f) => {
+        Lookup::Found(f) => {
             let values: Vec<String> = f.values.iter().map(|v| normalise_host(v)).collect();
             if values.iter().any(|v| expected.contains(v)) {
                 (Status::Ok, format!("points at {}", values.join(", ")))
@@ -477,8 +473,8 @@ mod tests {
         }
     }
 
-    fn facts(zone: &str, state: &str, attached: &[&str]) -> Observed<VolumeFacts> {
-        Observed::Found(VolumeFacts {
+    fn facts(zone: &str, state: &str, attached: &[&str]) -> Lookup<VolumeFacts> {
+        Lookup::Found(VolumeFacts {
             zone: Some(zone.into()),
             state: state.into(),
             attached_to: attached.iter().map(|s| (*s).to_owned()).collect(),
@@ -500,12 +496,7 @@ mod tests {
                 facts("eu-west-1a", "in-use", &["i-0prod"]),
                 Status::InUse,
             ),
-            (
-                "gone",
-                Some("eu-west-1a"),
-                Observed::Absent,
-                Status::Missing,
-            ),
+            ("gone", Some("eu-west-1a"), Lookup::Absent, Status::Missing),
             (
                 "being deleted",
                 Some("eu-west-1a"),
@@ -533,7 +524,7 @@ mod tests {
             (
                 "no permission",
                 None,
-                Observed::Unknown("denied".into()),
+                Lookup::Unknown("denied".into()),
                 Status::Unverifiable,
             ),
         ];
@@ -568,8 +559,8 @@ mod tests {
         }
     }
 
-    fn assoc(a: Option<Association>) -> Observed<AddressFacts> {
-        Observed::Found(AddressFacts {
+    fn assoc(a: Option<Association>) -> Lookup<AddressFacts> {
+        Lookup::Found(AddressFacts {
             public_ip: Some("203.0.113.7".into()),
             association: a,
         })
@@ -633,13 +624,13 @@ mod tests {
             (
                 "released",
                 svc(eip(), &[nlb]),
-                Observed::Absent,
+                Lookup::Absent,
                 Status::Missing,
             ),
             (
                 "unknown",
                 svc(None, &[]),
-                Observed::Unknown("denied".into()),
+                Lookup::Unknown("denied".into()),
                 Status::Unverifiable,
             ),
         ];
@@ -712,8 +703,8 @@ mod tests {
         }
     }
 
-    fn found(region: &str, versioning: Versioning) -> Observed<BucketFacts> {
-        Observed::Found(BucketFacts {
+    fn found(region: &str, versioning: Versioning) -> Lookup<BucketFacts> {
+        Lookup::Found(BucketFacts {
             region: Some(region.into()),
             versioning,
             object_lock: None,
@@ -743,10 +734,10 @@ mod tests {
                 found("us-east-1", Versioning::Enabled),
                 Status::Moved,
             ),
-            ("gone", Observed::Absent, Status::Missing),
+            ("gone", Lookup::Absent, Status::Missing),
             (
                 "denied",
-                Observed::Unknown("access denied".into()),
+                Lookup::Unknown("access denied".into()),
                 Status::Unverifiable,
             ),
         ];
@@ -759,7 +750,7 @@ mod tests {
             );
         }
         assert_eq!(
-            bucket(&claim(None), None, Observed::Absent).status,
+            bucket(&claim(None), None, Lookup::Absent).status,
             Status::Unverifiable
         );
     }
@@ -789,7 +780,7 @@ mod tests {
     fn a_dns_name_must_point_at_the_recorded_address_or_target() {
         let nlb = "k8s-shop-web-1.elb.eu-west-1.amazonaws.com";
         let rec = |vals: &[&str]| {
-            Observed::Found(DnsFacts {
+            Lookup::Found(DnsFacts {
                 values: vals.iter().map(|s| (*s).to_owned()).collect(),
             })
         };
@@ -812,12 +803,7 @@ mod tests {
                 rec(&["198.51.100.9"]),
                 Status::Moved,
             ),
-            (
-                "no record",
-                svc(None, &[]),
-                Observed::Absent,
-                Status::Missing,
-            ),
+            ("no record", svc(None, &[]), Lookup::Absent, Status::Missing),
         ];
         for (name, b, seen, want) in cases {
             let v = dns(&b, "shop.example.com", seen);

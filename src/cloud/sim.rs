@@ -12,7 +12,7 @@ use futures::FutureExt as _;
 use futures::future::BoxFuture;
 
 use super::rules::{
-    self, AddressFacts, Association, BucketFacts, DnsFacts, Observed, Versioning, VolumeFacts,
+    self, AddressFacts, Association, BucketFacts, DnsFacts, Lookup, Versioning, VolumeFacts,
 };
 use super::{CloudVerifier, Kind, Ledger, LedgerError, LookupError, Verdict};
 use crate::bindings::Bindings;
@@ -43,7 +43,7 @@ pub mod wire {
         #[serde(default)]
         pub ledger: Vec<LedgerEntry>,
         #[serde(default)]
-        pub snapshots: BTreeMap<String, Snapshot>,
+        pub snapshots: BTreeMap<String, DiskSnapshot>,
     }
 
     #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -83,7 +83,7 @@ pub mod wire {
 
     /// A cloud snapshot of a disk.
     #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-    pub struct Snapshot {
+    pub struct DiskSnapshot {
         #[serde(default)]
         pub id: String,
         pub size_gib: u64,
@@ -280,7 +280,7 @@ pub fn judge(cloud: &CloudState, bindings: &Bindings) -> Vec<Verdict> {
     let mut out = Vec::new();
     for v in &bindings.volumes {
         let seen = match cloud.disks.get(&v.disk_id) {
-            Some(d) => Observed::Found(VolumeFacts {
+            Some(d) => Lookup::Found(VolumeFacts {
                 zone: Some(d.zone.clone()),
                 state: if d.attached_to.is_some() {
                     "in-use"
@@ -290,7 +290,7 @@ pub fn judge(cloud: &CloudState, bindings: &Bindings) -> Vec<Verdict> {
                 .to_owned(),
                 attached_to: d.attached_to.iter().cloned().collect(),
             }),
-            None => Observed::Absent,
+            None => Lookup::Absent,
         };
         out.push(rules::volume(v, seen));
     }
@@ -301,7 +301,7 @@ pub fn judge(cloud: &CloudState, bindings: &Bindings) -> Vec<Verdict> {
         }
         for k in keys {
             let seen = match cloud.find_address(k.as_str()) {
-                Some(a) => Observed::Found(AddressFacts {
+                Some(a) => Lookup::Found(AddressFacts {
                     public_ip: Some(a.ip.clone()),
                     association: a
                         .load_balancer
@@ -311,23 +311,23 @@ pub fn judge(cloud: &CloudState, bindings: &Bindings) -> Vec<Verdict> {
                             service: cloud.load_balancers.get(id).map(|l| l.service.clone()),
                         }),
                 }),
-                None => Observed::Absent,
+                None => Lookup::Absent,
             };
             out.push(rules::address(lb, &k, seen));
         }
         for name in rules::dns_names(lb) {
             let seen = match cloud.dns.get(&name) {
-                Some(r) => Observed::Found(DnsFacts {
+                Some(r) => Lookup::Found(DnsFacts {
                     values: vec![r.target.clone()],
                 }),
-                None => Observed::Absent,
+                None => Lookup::Absent,
             };
             out.push(rules::dns(lb, &name, seen));
         }
     }
     for b in rules::buckets_to_check(&bindings.buckets) {
         let seen = match rules::bucket_target(b).and_then(|n| cloud.buckets.get(&n)) {
-            Some(x) => Observed::Found(BucketFacts {
+            Some(x) => Lookup::Found(BucketFacts {
                 region: Some(x.region.clone()),
                 versioning: if x.versioning {
                     Versioning::Enabled
@@ -336,7 +336,7 @@ pub fn judge(cloud: &CloudState, bindings: &Bindings) -> Vec<Verdict> {
                 },
                 object_lock: None,
             }),
-            None => Observed::Absent,
+            None => Lookup::Absent,
         };
         out.push(rules::bucket(b, cloud.region.as_deref(), seen));
     }

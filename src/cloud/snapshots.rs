@@ -294,7 +294,7 @@ impl DiskSnapshots for SimSnapshots {
                     body(&req),
                 )
                 .await?;
-            let snap: wire::Snapshot = decode(&action, out)?;
+            let snap: wire::DiskSnapshot = decode(&action, out)?;
             Ok(TakenSnapshot {
                 id: snap.id,
                 size_gib: Some(snap.size_gib),
