@@ -367,10 +367,139 @@ pub fn retain_fix(binding: &BucketBinding, obj: &Value) -> Option<RetainFix> {
     }
 }
 
+/// Where a Crossplane bucket's own policies wait while a restore adopts it read-only;
+/// restore puts them back once the bucket is verified.
+pub const ORIGINAL_MANAGEMENT: &str = "coldstart.dev/original-management";
+
+/// Rewrite a restored bucket object of any known API so its operator adopts `bucket` (the
+/// recorded one) instead of creating a new one; returns what was changed, for the plan.
+pub fn adopt_bucket(obj: &mut Value, bucket: Option<&str>) -> Vec<String> {
+    let mut transforms = Vec::new();
+    let api_version = obj["apiVersion"].as_str().unwrap_or_default().to_owned();
+    let kind = obj["kind"].as_str().unwrap_or_default().to_owned();
+    let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+    match (group, kind.as_str()) {
+        ("objectstorage.k8s.io", "BucketClaim") => {
+            if obj.pointer("/spec/existingBucketName").is_none()
+                && let Some(b) = bucket
+            {
+                obj["spec"]["existingBucketName"] = json!(b);
+                transforms.push(format!("adopts bucket {b} (spec.existingBucketName)"));
+            }
+        }
+        ("objectstorage.k8s.io", "Bucket") => {
+            if obj.pointer("/spec/existingBucketID").is_none()
+                && let Some(b) = bucket
+            {
+                obj["spec"]["existingBucketID"] = json!(b);
+                transforms.push(format!("adopts bucket {b} (spec.existingBucketID)"));
+            }
+        }
+        ("objectbucket.io", "ObjectBucketClaim") => {
+            if let Some(b) = bucket {
+                if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
+                    if spec.remove("generateBucketName").is_some() {
+                        transforms.push("generateBucketName removed".into());
+                    }
+                    spec.insert("bucketName".into(), json!(b));
+                }
+                transforms.push(format!("adopts bucket {b} (spec.bucketName)"));
+            }
+        }
+        (g, _) if g.ends_with(".services.k8s.aws") || g == "s3.services.k8s.aws" => {
+            let a = annotations_mut(obj);
+            a.insert("services.k8s.aws/adoption-policy".into(), json!("adopt"));
+            a.insert("services.k8s.aws/deletion-policy".into(), json!("retain"));
+            transforms.push("ACK adoption-policy adopt, deletion-policy retain".into());
+        }
+        (g, "Bucket") if g.contains("upbound.io") || g.contains("crossplane.io") => {
+            // Read-only adoption until verified: a missing bucket must show as missing, not
+            // be created anew; the original policies come back after verification.
+            let original = json!({
+                "managementPolicies": obj.pointer("/spec/managementPolicies").cloned().unwrap_or(Value::Null),
+                "deletionPolicy": obj.pointer("/spec/deletionPolicy").cloned().unwrap_or(Value::Null),
+            });
+            if obj.pointer("/spec/managementPolicies") != Some(&json!(["Observe"])) {
+                annotations_mut(obj)
+                    .insert(ORIGINAL_MANAGEMENT.into(), json!(original.to_string()));
+                obj["spec"]["managementPolicies"] = json!(["Observe"]);
+                obj["spec"]["deletionPolicy"] = json!("Orphan");
+                transforms.push(
+                    "managementPolicies [Observe], deletionPolicy Orphan until verified".into(),
+                );
+            }
+            let name = bucket.map(str::to_owned).or_else(|| {
+                obj.pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            });
+            if let Some(b) = name {
+                let a = annotations_mut(obj);
+                if a.get("crossplane.io/external-name").and_then(Value::as_str) != Some(b.as_str())
+                {
+                    a.insert("crossplane.io/external-name".into(), json!(b));
+                    transforms.push(format!("adopts bucket {b} (crossplane.io/external-name)"));
+                }
+            }
+        }
+        _ => {}
+    }
+    transforms
+}
+
+fn annotations_mut(obj: &mut Value) -> &mut serde_json::Map<String, Value> {
+    if !obj["metadata"]["annotations"].is_object() {
+        obj["metadata"]["annotations"] = json!({});
+    }
+    obj["metadata"]["annotations"]
+        .as_object_mut()
+        .expect("annotations was just made an object")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn bucket_claims_of_every_style_adopt_their_recorded_bucket() {
+        let cases = [
+            (
+                json!({"apiVersion": "objectstorage.k8s.io/v1alpha1", "kind": "BucketClaim", "metadata": {"name": "c"}, "spec": {"bucketClassName": "std"}}),
+                "/spec/existingBucketName",
+            ),
+            (
+                json!({"apiVersion": "objectbucket.io/v1alpha1", "kind": "ObjectBucketClaim", "metadata": {"name": "c"}, "spec": {"generateBucketName": "x"}}),
+                "/spec/bucketName",
+            ),
+            (
+                json!({"apiVersion": "s3.aws.upbound.io/v1beta1", "kind": "Bucket", "metadata": {"name": "c"}, "spec": {}}),
+                "/metadata/annotations/crossplane.io~1external-name",
+            ),
+        ];
+        let mut xp = json!({"apiVersion": "s3.aws.upbound.io/v1beta1", "kind": "Bucket", "metadata": {"name": "c"}, "spec": {"deletionPolicy": "Delete"}});
+        adopt_bucket(&mut xp, Some("b-1"));
+        assert_eq!(
+            xp["spec"]["managementPolicies"],
+            json!(["Observe"]),
+            "adopted read-only until verified"
+        );
+        assert_eq!(xp["spec"]["deletionPolicy"], "Orphan");
+        for (mut obj, ptr) in cases {
+            adopt_bucket(&mut obj, Some("b-1"));
+            assert_eq!(obj.pointer(ptr), Some(&json!("b-1")), "{obj}");
+        }
+        let mut ack = json!({"apiVersion": "s3.services.k8s.aws/v1alpha1", "kind": "Bucket", "metadata": {"name": "c"}, "spec": {}});
+        adopt_bucket(&mut ack, Some("c"));
+        assert_eq!(
+            ack["metadata"]["annotations"]["services.k8s.aws/adoption-policy"],
+            "adopt"
+        );
+        assert_eq!(
+            ack["metadata"]["annotations"]["services.k8s.aws/deletion-policy"],
+            "retain"
+        );
+    }
 
     #[test]
     fn every_bucket_api_yields_bucket_policy_and_adoption() {

@@ -2,7 +2,7 @@
 //! the address it answers on now, and the DNS names external-dns publishes for it.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::{owned, str_at};
 
@@ -151,6 +151,66 @@ fn split_list(s: &str) -> Vec<String> {
         .filter(|p| !p.is_empty())
         .map(str::to_owned)
         .collect()
+}
+
+/// The provider mechanism that pins a Service to an address: what `stop` writes before the
+/// snapshot and what a restore writes on a Service that was never pinned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+pub enum PinStyle {
+    /// `spec.loadBalancerIP` (GCP, and the simulated cloud).
+    LoadBalancerIp,
+    /// `metallb.io/loadBalancerIPs`.
+    Metallb,
+    /// `service.beta.kubernetes.io/azure-load-balancer-ipv4`.
+    Azure,
+    /// `service.beta.kubernetes.io/aws-load-balancer-eip-allocations` (needs the address's
+    /// Elastic IP allocation id).
+    Aws,
+}
+
+/// A pin as two merge patches: the one that pins a Service and the one that takes it off.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PinPatch {
+    pub patch: Value,
+    pub undo: Value,
+    /// Where the pin is written, for the plan and the stop report.
+    pub mechanism: String,
+}
+
+impl PinStyle {
+    /// The style this Service must be pinned with: one MetalLB serves (any `metallb.*`
+    /// annotation) is pinned the way MetalLB reads pins, whatever the cluster-wide style.
+    pub fn for_service(self, svc: &Value) -> PinStyle {
+        let metallb = svc
+            .pointer("/metadata/annotations")
+            .and_then(Value::as_object)
+            .is_some_and(|a| a.keys().any(|k| k.starts_with("metallb.")));
+        if metallb { PinStyle::Metallb } else { self }
+    }
+
+    /// The patches that pin a Service to `ip`. AWS pins an Elastic IP allocation, not an
+    /// address: without one (an NLB's own address) there is nothing to pin to, and the error
+    /// says so.
+    pub fn pin(self, ip: &str, allocation: Option<&str>) -> Result<PinPatch, String> {
+        let annotation = |key: &str, value: &str, mechanism: String| PinPatch {
+            patch: json!({"metadata": {"annotations": {key: value}}}),
+            undo: json!({"metadata": {"annotations": {key: null}}}),
+            mechanism,
+        };
+        match self {
+            PinStyle::LoadBalancerIp => Ok(PinPatch {
+                patch: json!({"spec": {"loadBalancerIP": ip}}),
+                undo: json!({"spec": {"loadBalancerIP": null}}),
+                mechanism: "spec.loadBalancerIP".into(),
+            }),
+            PinStyle::Metallb => Ok(annotation(METALLB[0], ip, METALLB[0].into())),
+            PinStyle::Azure => Ok(annotation(AZURE_IPV4, ip, AZURE_IPV4.into())),
+            PinStyle::Aws => match allocation {
+                Some(a) => Ok(annotation(AWS_EIPS, a, format!("EIP allocation {a}"))),
+                None => Err(format!("{ip} has no Elastic IP allocation to pin to")),
+            },
+        }
+    }
 }
 
 /// Whether a Service names its address in any provider's form (a blank pin is none).

@@ -21,13 +21,14 @@ use serde_json::Value;
 
 pub use buckets::{
     APIS as BUCKET_APIS, BucketApi, BucketBinding, BucketKind, OBJECT_BUCKET_API_VERSION,
-    OBJECT_BUCKET_KIND, OBJECT_BUCKET_PLURAL, RetainFix, bucket_ready, object_bucket_name,
-    object_bucket_of_claim, object_bucket_policy, object_bucket_retain_fix, retain_fix,
+    OBJECT_BUCKET_KIND, OBJECT_BUCKET_PLURAL, ORIGINAL_MANAGEMENT, RetainFix, adopt_bucket,
+    bucket_ready, object_bucket_name, object_bucket_of_claim, object_bucket_policy,
+    object_bucket_retain_fix, retain_fix,
 };
 pub use data_policy::{CloudSnapshot, DataPolicy, InvalidPolicy, SnapshotRoad};
 pub use load_balancers::{
-    AWS_EIPS, LoadBalancerBinding, PIN_ANNOTATIONS, Pin, PinProblem, is_pinned, pin_of,
-    pin_problems,
+    AWS_EIPS, LoadBalancerBinding, PIN_ANNOTATIONS, Pin, PinPatch, PinProblem, PinStyle, is_pinned,
+    pin_of, pin_problems,
 };
 pub use volumes::{ClaimRef, IN_TREE_SOURCES, Provider, VolumeBinding};
 

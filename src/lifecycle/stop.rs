@@ -10,10 +10,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::audit::Inputs;
+use crate::bindings::PinStyle;
 use crate::bindings::azure::{DISK_MOVED_TO, InNodeGroup, PIP_RESOURCE_GROUP};
 use crate::bindings::{AWS_EIPS, is_pinned};
 use crate::k8s::{self, K8sError, Resources};
-use crate::restore::plan::{ORIGINAL_RECLAIM, ORIGINAL_REPLICAS, PinStyle};
+use crate::restore::plan::{ORIGINAL_RECLAIM, ORIGINAL_REPLICAS};
 
 /// An object, addressed the way the API is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,34 +133,16 @@ pub fn plan_fixes(
         else {
             continue;
         };
-        // A Service MetalLB serves is pinned the way MetalLB reads pins, whatever the
-        // cluster-wide style says.
-        let metallb = svc
-            .pointer("/metadata/annotations")
-            .and_then(Value::as_object)
-            .is_some_and(|a| a.keys().any(|k| k.starts_with("metallb.")));
-        let style = if metallb {
-            PinStyle::Metallb
-        } else {
-            pin_style
+        // On AWS the pin is the address's Elastic IP allocation. An NLB's own address has
+        // none and cannot be turned into one: nothing to patch; the audit keeps reporting it.
+        let allocation = allocations.get(ip).map(String::as_str);
+        let Ok(pin) = pin_style.for_service(svc).pin(ip, allocation) else {
+            continue;
         };
-        let (patch, undo) = match style {
-            PinStyle::LoadBalancerIp => (
-                json!({"spec": {"loadBalancerIP": ip}, "metadata": {"annotations": {PINNED_BY_STOP: ip}}}),
-                json!({"spec": {"loadBalancerIP": null}, "metadata": {"annotations": {PINNED_BY_STOP: null}}}),
-            ),
-            PinStyle::Metallb => (
-                json!({"metadata": {"annotations": {"metallb.io/loadBalancerIPs": ip, PINNED_BY_STOP: ip}}}),
-                json!({"metadata": {"annotations": {"metallb.io/loadBalancerIPs": null, PINNED_BY_STOP: null}}}),
-            ),
-            PinStyle::Azure => (
-                json!({"metadata": {"annotations": {"service.beta.kubernetes.io/azure-load-balancer-ipv4": ip, PINNED_BY_STOP: ip}}}),
-                json!({"metadata": {"annotations": {"service.beta.kubernetes.io/azure-load-balancer-ipv4": null, PINNED_BY_STOP: null}}}),
-            ),
-            // An NLB address cannot be turned into an Elastic IP: nothing to patch; the
-            // audit keeps reporting it.
-            PinStyle::Aws => continue,
-        };
+        let (mut patch, mut undo) = (pin.patch, pin.undo);
+        // The marker says the pin is stop's, so `start` takes it off again.
+        patch["metadata"]["annotations"][PINNED_BY_STOP] = json!(ip);
+        undo["metadata"]["annotations"][PINNED_BY_STOP] = Value::Null;
         out.push(Change {
             object: ObjectRef::of(svc),
             description: format!("pinned to its current address {ip}"),
@@ -688,6 +671,55 @@ mod tests {
         assert!(
             crate::bindings::pin_problems(&fixed).is_empty(),
             "the audit no longer flags it"
+        );
+    }
+
+    #[test]
+    fn an_unpinned_aws_service_on_an_elastic_ip_is_pinned_to_its_allocation_and_an_nlb_address_is_left()
+     {
+        let inputs = Inputs {
+            services: vec![
+                crate::testing::lb_service("web", "on-eip")
+                    .ingress_ip("203.0.113.7")
+                    .build(),
+                crate::testing::lb_service("web", "nlb-own")
+                    .ingress_ip("198.51.100.9")
+                    .build(),
+                // MetalLB reads its own pin, whatever the cluster-wide style says.
+                crate::testing::lb_service("lan", "metallb")
+                    .annotation("metallb.io/address-pool", "lan")
+                    .ingress_ip("10.0.0.5")
+                    .build(),
+            ],
+            ..Default::default()
+        };
+        let allocations = BTreeMap::from([("203.0.113.7".to_owned(), "eipalloc-1".to_owned())]);
+        let changes = plan_fixes(&inputs, PinStyle::Aws, &allocations);
+        let pinned: Vec<(String, Value)> = changes
+            .iter()
+            .map(|c| {
+                (
+                    c.object.display(),
+                    c.patch["metadata"]["annotations"].clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            pinned,
+            vec![
+                (
+                    "Service web/on-eip".to_owned(),
+                    json!({AWS_EIPS: "eipalloc-1", PINNED_BY_STOP: "203.0.113.7"})
+                ),
+                (
+                    "Service lan/metallb".to_owned(),
+                    json!({"metallb.io/loadBalancerIPs": "10.0.0.5", PINNED_BY_STOP: "10.0.0.5"})
+                ),
+            ]
+        );
+        assert_eq!(
+            changes[0].undo["metadata"]["annotations"],
+            json!({AWS_EIPS: null, PINNED_BY_STOP: null})
         );
     }
 

@@ -106,25 +106,13 @@ impl Default for PlanOptions {
     }
 }
 
-/// The provider mechanism that pins a Service to an address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
-pub enum PinStyle {
-    /// `spec.loadBalancerIP` (GCP, and the simulated cloud).
-    LoadBalancerIp,
-    /// `metallb.io/loadBalancerIPs`.
-    Metallb,
-    /// `service.beta.kubernetes.io/azure-load-balancer-ipv4`.
-    Azure,
-    /// `service.beta.kubernetes.io/aws-load-balancer-eip-allocations` (needs the recorded
-    /// allocation id).
-    Aws,
-}
+pub use crate::bindings::PinStyle;
 
 /// Annotation recording what a transform replaced, so `start` can put it back.
 pub const ORIGINAL_RECLAIM: &str = "coldstart.dev/original-reclaim-policy";
 pub const ORIGINAL_REPLICAS: &str = "coldstart.dev/original-replicas";
 pub const ORIGINAL_OWNERS: &str = "coldstart.dev/original-owner-references";
-pub const ORIGINAL_MANAGEMENT: &str = "coldstart.dev/original-management";
+pub use crate::bindings::ORIGINAL_MANAGEMENT;
 
 /// One object, rewritten for the new cluster, with what was changed and why.
 #[derive(Debug, Clone, Serialize)]
@@ -412,110 +400,16 @@ pub fn transform_service(
         transforms.push("NOT pinned: no address was recorded for this Service".into());
         return;
     };
-    match opts.pin_style {
-        PinStyle::LoadBalancerIp => {
-            svc["spec"]["loadBalancerIP"] = json!(rec.ip);
+    let style = opts.pin_style.for_service(svc);
+    match style.pin(&rec.ip, rec.allocation_id.as_deref()) {
+        Ok(pin) => {
+            json_patch::merge(svc, &pin.patch);
             transforms.push(format!(
-                "pinned to its recorded address {} (spec.loadBalancerIP)",
-                rec.ip
+                "pinned to its recorded address {} ({})",
+                rec.ip, pin.mechanism
             ));
         }
-        PinStyle::Metallb => {
-            annotations_mut(svc).insert("metallb.io/loadBalancerIPs".into(), json!(rec.ip));
-            transforms.push(format!("pinned to {} (metallb.io/loadBalancerIPs)", rec.ip));
-        }
-        PinStyle::Azure => {
-            annotations_mut(svc).insert(
-                "service.beta.kubernetes.io/azure-load-balancer-ipv4".into(),
-                json!(rec.ip),
-            );
-            transforms.push(format!("pinned to {} (azure-load-balancer-ipv4)", rec.ip));
-        }
-        PinStyle::Aws => match &rec.allocation_id {
-            Some(a) => {
-                annotations_mut(svc).insert(
-                    "service.beta.kubernetes.io/aws-load-balancer-eip-allocations".into(),
-                    json!(a),
-                );
-                transforms.push(format!("pinned to {} (EIP allocation {a})", rec.ip));
-            }
-            None => transforms.push(format!(
-                "NOT pinned: {} has no Elastic IP allocation to pin to",
-                rec.ip
-            )),
-        },
-    }
-}
-
-/// Bucket claims of every style: adopt the recorded bucket instead of creating one.
-pub fn transform_bucket_claim(obj: &mut Value, bucket: Option<&str>, transforms: &mut Vec<String>) {
-    let api_version = obj["apiVersion"].as_str().unwrap_or_default().to_owned();
-    let kind = obj["kind"].as_str().unwrap_or_default().to_owned();
-    match (group_of(&api_version), kind.as_str()) {
-        ("objectstorage.k8s.io", "BucketClaim") => {
-            if obj.pointer("/spec/existingBucketName").is_none()
-                && let Some(b) = bucket
-            {
-                obj["spec"]["existingBucketName"] = json!(b);
-                transforms.push(format!("adopts bucket {b} (spec.existingBucketName)"));
-            }
-        }
-        ("objectstorage.k8s.io", "Bucket") => {
-            if obj.pointer("/spec/existingBucketID").is_none()
-                && let Some(b) = bucket
-            {
-                obj["spec"]["existingBucketID"] = json!(b);
-                transforms.push(format!("adopts bucket {b} (spec.existingBucketID)"));
-            }
-        }
-        ("objectbucket.io", "ObjectBucketClaim") => {
-            if let Some(b) = bucket {
-                if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
-                    if spec.remove("generateBucketName").is_some() {
-                        transforms.push("generateBucketName removed".into());
-                    }
-                    spec.insert("bucketName".into(), json!(b));
-                }
-                transforms.push(format!("adopts bucket {b} (spec.bucketName)"));
-            }
-        }
-        (g, _) if g.ends_with(".services.k8s.aws") || g == "s3.services.k8s.aws" => {
-            let a = annotations_mut(obj);
-            a.insert("services.k8s.aws/adoption-policy".into(), json!("adopt"));
-            a.insert("services.k8s.aws/deletion-policy".into(), json!("retain"));
-            transforms.push("ACK adoption-policy adopt, deletion-policy retain".into());
-        }
-        (g, "Bucket") if g.contains("upbound.io") || g.contains("crossplane.io") => {
-            // Read-only adoption until verified: a missing bucket must show as missing, not
-            // be created anew; the original policies come back after verification.
-            let original = json!({
-                "managementPolicies": obj.pointer("/spec/managementPolicies").cloned().unwrap_or(Value::Null),
-                "deletionPolicy": obj.pointer("/spec/deletionPolicy").cloned().unwrap_or(Value::Null),
-            });
-            if obj.pointer("/spec/managementPolicies") != Some(&json!(["Observe"])) {
-                annotations_mut(obj)
-                    .insert(ORIGINAL_MANAGEMENT.into(), json!(original.to_string()));
-                obj["spec"]["managementPolicies"] = json!(["Observe"]);
-                obj["spec"]["deletionPolicy"] = json!("Orphan");
-                transforms.push(
-                    "managementPolicies [Observe], deletionPolicy Orphan until verified".into(),
-                );
-            }
-            let name = bucket.map(str::to_owned).or_else(|| {
-                obj.pointer("/metadata/name")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-            });
-            if let Some(b) = name {
-                let a = annotations_mut(obj);
-                if a.get("crossplane.io/external-name").and_then(Value::as_str) != Some(b.as_str())
-                {
-                    a.insert("crossplane.io/external-name".into(), json!(b));
-                    transforms.push(format!("adopts bucket {b} (crossplane.io/external-name)"));
-                }
-            }
-        }
-        _ => {}
+        Err(why) => transforms.push(format!("NOT pinned: {why}")),
     }
 }
 
@@ -611,7 +505,12 @@ pub fn plan(objects: Vec<Value>, recorded: &Recorded, opts: &PlanOptions) -> Pla
                     .buckets
                     .iter()
                     .find(|b| b.kind == kind && b.namespace == namespace && b.name == name);
-                transform_bucket_claim(&mut obj, rec.map(|b| b.bucket.as_str()), &mut transforms);
+                // Bucket claims of every style adopt the recorded bucket instead of creating
+                // one (the mechanism per API is bindings' knowledge).
+                transforms.extend(crate::bindings::adopt_bucket(
+                    &mut obj,
+                    rec.map(|b| b.bucket.as_str()),
+                ));
             }
             _ => {}
         }
@@ -949,46 +848,6 @@ mod tests {
         assert!(
             t.iter().any(|x| x.starts_with("NOT pinned")),
             "no allocation id: reported, not faked"
-        );
-    }
-
-    #[test]
-    fn bucket_claims_of_every_style_adopt_their_recorded_bucket() {
-        let cases = [
-            (
-                json!({"apiVersion": "objectstorage.k8s.io/v1alpha1", "kind": "BucketClaim", "metadata": {"name": "c"}, "spec": {"bucketClassName": "std"}}),
-                "/spec/existingBucketName",
-            ),
-            (
-                json!({"apiVersion": "objectbucket.io/v1alpha1", "kind": "ObjectBucketClaim", "metadata": {"name": "c"}, "spec": {"generateBucketName": "x"}}),
-                "/spec/bucketName",
-            ),
-            (
-                json!({"apiVersion": "s3.aws.upbound.io/v1beta1", "kind": "Bucket", "metadata": {"name": "c"}, "spec": {}}),
-                "/metadata/annotations/crossplane.io~1external-name",
-            ),
-        ];
-        let mut xp = json!({"apiVersion": "s3.aws.upbound.io/v1beta1", "kind": "Bucket", "metadata": {"name": "c"}, "spec": {"deletionPolicy": "Delete"}});
-        transform_bucket_claim(&mut xp, Some("b-1"), &mut Vec::new());
-        assert_eq!(
-            xp["spec"]["managementPolicies"],
-            json!(["Observe"]),
-            "adopted read-only until verified"
-        );
-        assert_eq!(xp["spec"]["deletionPolicy"], "Orphan");
-        for (mut obj, ptr) in cases {
-            transform_bucket_claim(&mut obj, Some("b-1"), &mut Vec::new());
-            assert_eq!(obj.pointer(ptr), Some(&json!("b-1")), "{obj}");
-        }
-        let mut ack = json!({"apiVersion": "s3.services.k8s.aws/v1alpha1", "kind": "Bucket", "metadata": {"name": "c"}, "spec": {}});
-        transform_bucket_claim(&mut ack, Some("c"), &mut Vec::new());
-        assert_eq!(
-            ack["metadata"]["annotations"]["services.k8s.aws/adoption-policy"],
-            "adopt"
-        );
-        assert_eq!(
-            ack["metadata"]["annotations"]["services.k8s.aws/deletion-policy"],
-            "retain"
         );
     }
 
