@@ -370,9 +370,11 @@ impl CloudState {
         });
     }
 
-    /// The last ledger sequence number (0 before anything happened).
+    /// The last ledger sequence number (0 before anything happened). Read from the ledger,
+    /// not the id counter: the counter is not on the wire, and a state read back from `GET
+    /// /sim/v1/cloud` must mark the same position as the cloud it came from.
     pub fn position(&self) -> u64 {
-        self.next
+        self.ledger.last().map_or(0, |e| e.seq)
     }
 
     /// What was created after ledger position `since`.
