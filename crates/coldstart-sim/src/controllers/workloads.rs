@@ -270,7 +270,14 @@ pub fn reconcile_deployment(sim: &dyn Api, ns: &str, name: &str) -> Result<Reque
         }
         bound
     };
-    let ready = if bound && attached { replicas } else { 0 };
+    // kube-apiserver's ServiceAccount admission refuses a pod whose service account does not
+    // exist, so the ReplicaSet controller makes none until it does.
+    let pods_admitted = service_account_exists(sim, ns, &dep)?;
+    let ready = if bound && attached && pods_admitted {
+        replicas
+    } else {
+        0
+    };
     let generation = dep
         .pointer("/metadata/generation")
         .cloned()
@@ -291,11 +298,20 @@ pub fn reconcile_deployment(sim: &dyn Api, ns: &str, name: &str) -> Result<Reque
         operate(sim, &dep, ns, name);
         return Ok(Requeue::After(super::OPERATOR_RESYNC));
     }
-    Ok(if bound {
+    Ok(if bound && pods_admitted {
         Requeue::No
     } else {
         Requeue::After(super::RETRY)
     })
+}
+
+/// Whether the service account a workload's pod template runs as (`default` when it names
+/// none) exists in `ns`.
+fn service_account_exists(sim: &dyn Api, ns: &str, workload: &Value) -> Result<bool, ApiError> {
+    let sa = str_at(workload, "/spec/template/spec/serviceAccountName")
+        .filter(|s| !s.is_empty())
+        .unwrap_or("default");
+    Ok(get(sim, "", "serviceaccounts", ns, sa)?.is_some())
 }
 
 fn is_operator(dep: &Value) -> bool {
