@@ -465,9 +465,25 @@ async fn without_the_gate_operators_provision_anew(plane: Plane) {
     c.teardown().await;
     let mark = c.cloud().await.position();
     start_operators_early(&c, &source).await;
-    wait_until_async("the operators provisioned", async || {
+    // Provisioned means bound, not only a disk in the ledger: the provisioner makes the disk,
+    // then the PV. A restore that ran between the two (as it did on a loaded machine) put
+    // its own PVs, pre-bound to the same claims, first: the binder took those, the operators'
+    // new disks went unused, and the scenario showed nothing.
+    wait_until_async("the operators provisioned and bound", async || {
         let n = c.cloud().await.created_since(mark);
-        n.disks >= 3 && n.ips >= 1 && n.buckets >= 1
+        let claims: kube::Api<PersistentVolumeClaim> =
+            kube::Api::namespaced(c.client().await, "kafka");
+        let bound = claims.list(&Default::default()).await.is_ok_and(|l| {
+            l.items.len() >= 3
+                && l.items
+                    .iter()
+                    .all(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound"))
+        });
+        let addressed = c
+            .get("", "services", "kafka", "kafka-bootstrap")
+            .await
+            .is_some_and(|s| s["status"]["loadBalancer"]["ingress"][0]["ip"].is_string());
+        n.disks >= 3 && n.ips >= 1 && n.buckets >= 1 && bound && addressed
     })
     .await;
     let client = c.client().await;
