@@ -74,7 +74,8 @@ impl Bed {
                 use coldstart_sim::control_plane::{self, launch::Launched};
                 let bin = control_plane::locate_binaries().unwrap_or_else(|e| panic!("{e}"));
                 let launched = Launched::start(
-                    control_plane::Config::new("coldstart-test", bin),
+                    // The embedded server's default cluster name, so kubeconfigs name the same cluster.
+                    control_plane::Config::new("sim", bin),
                     std::sync::Arc::new(coldstart_sim::cloud::Cloud::default()),
                     seed,
                 )
@@ -182,6 +183,18 @@ impl Bed {
             .body(Vec::new())
             .expect("request");
         self.client.request(req).await.expect("GET /sim/v1/cloud")
+    }
+
+    /// Add what the cloud account already holds (`POST /sim/v1/cloud`).
+    pub async fn add_to_cloud(&self, existing: &coldstart_sim::cloud::Existing) {
+        let req = http::Request::post("/sim/v1/cloud")
+            .header("Content-Type", "application/json")
+            .body(serde_json::to_vec(existing).expect("json"))
+            .expect("request");
+        self.client
+            .request_text(req)
+            .await
+            .expect("POST /sim/v1/cloud");
     }
 
     /// Delete the cluster the way a cloud does (`POST /sim/v1/teardown`): the same address
