@@ -177,6 +177,44 @@ impl Bed {
         Some(serde_json::to_value(o).expect("json"))
     }
 
+    /// Every object of `group`/`plural` in every namespace, through the API; empty if the
+    /// kind is not served.
+    pub async fn list(&self, group: &str, plural: &str) -> Vec<serde_json::Value> {
+        let Some((ar, _)) = self.served(group, plural).await else {
+            return Vec::new();
+        };
+        let api: kube::Api<kube::api::DynamicObject> =
+            kube::Api::all_with(self.client.clone(), &ar);
+        api.list(&Default::default())
+            .await
+            .expect("the API answers")
+            .items
+            .into_iter()
+            .map(|o| serde_json::to_value(o).expect("json"))
+            .collect()
+    }
+
+    /// Every served resource of a group other than Kubernetes' own (a dot in its name, not
+    /// `*.k8s.io`, or COSI's `objectstorage.k8s.io`): the kind and the plural.
+    pub async fn custom_kinds(&self) -> Vec<(String, String, String)> {
+        let discovery = kube::Discovery::new(self.client.clone())
+            .run()
+            .await
+            .expect("discovery");
+        let mut out = Vec::new();
+        for g in discovery.groups() {
+            let name = g.name();
+            if !(name.contains('.') && !name.ends_with(".k8s.io") || name == "objectstorage.k8s.io")
+            {
+                continue;
+            }
+            for (ar, _) in g.recommended_resources() {
+                out.push((ar.group.clone(), ar.plural.clone(), ar.kind.clone()));
+            }
+        }
+        out
+    }
+
     /// The simulated cloud, as `GET /sim/v1/cloud` shows it (the kubeconfig names where).
     pub async fn cloud(&self) -> coldstart_sim::cloud::CloudState {
         let req = http::Request::get("/sim/v1/cloud")
