@@ -125,6 +125,19 @@ pub fn excluded_object(group: &str, resource: &str, obj: &Value) -> Option<&'sta
         ("", "configmaps") if name == "kube-root-ca.crt" => Some(
             "kube-controller-manager publishes it in every namespace; the new cluster has a new CA",
         ),
+        // Written by kube-apiserver's own controllers (clusterauthenticationtrust,
+        // legacytokentracking): the new cluster's API server writes its own, and the old
+        // one's would hand it the old cluster's client CAs.
+        ("", "configmaps")
+            if namespace == "kube-system"
+                && matches!(
+                    name,
+                    "extension-apiserver-authentication"
+                        | "kube-apiserver-legacy-service-account-token-tracking"
+                ) =>
+        {
+            Some("the API server writes it")
+        }
         ("", "serviceaccounts") if name == "default" => {
             Some("kube-controller-manager creates it in every namespace")
         }
@@ -370,6 +383,20 @@ mod tests {
                 "configmaps",
                 json!({"metadata": {"name": "kube-root-ca.crt", "namespace": "a"}}),
                 true,
+            ),
+            (
+                "the API server's client CAs",
+                "",
+                "configmaps",
+                json!({"metadata": {"name": "extension-apiserver-authentication", "namespace": "kube-system"}}),
+                true,
+            ),
+            (
+                "a configmap of that name elsewhere",
+                "",
+                "configmaps",
+                json!({"metadata": {"name": "extension-apiserver-authentication", "namespace": "a"}}),
+                false,
             ),
             ("other configmap", "", "configmaps", plain.clone(), false),
             (

@@ -1,17 +1,18 @@
 //! AKS: the node resource group (`MC_…`) is deleted with the cluster, with every managed
 //! disk and public IP in it, whatever the reclaim policy. The audit names them, `stop`
 //! moves them out (as `az resource move` does) or refuses with what to do, and `start`
-//! finds them where they were moved.
+//! finds them where they were moved. Each scenario runs on both API servers ([`Plane`]).
 
 use std::time::Duration;
 
 use crate::helpers::{
-    TestCluster, http, keys, progress, sim_start_opts, sim_stop_opts, wait_until,
+    Bed, Plane, keys, on_both_planes, progress, sim_start_opts, sim_stop_opts, wait_until_async,
 };
 use coldstart::audit::{self, FindingKind};
 use coldstart::lifecycle::{self, LifecycleError, StopOptions};
 use coldstart::store::Store;
 use coldstart::testing::{deployment, lb_service, pv, pvc};
+use coldstart_sim::seed::Seed;
 use serde_json::json;
 
 const NODE_RG: &str = "MC_shop_aks1_westeurope";
@@ -22,21 +23,15 @@ fn disk_id(group: &str) -> String {
 
 /// An AKS-style cluster whose node resource group holds the disk behind `shop/orders` and
 /// the public IP `pip-front` of `shop/front`, both in use.
-async fn aks_cluster() -> TestCluster {
-    let c = TestCluster::start().await;
+async fn aks_cluster(plane: Plane) -> Bed {
+    let c = Bed::start(plane, Seed::Empty).await;
     let existing = json!({
         "nodeResourceGroup": NODE_RG,
         "disks": [{"id": disk_id(NODE_RG), "zone": "eu-west-1a", "data": "orders-v1"}],
         "addresses": [{"ip": "198.51.100.40", "pipName": "pip-front", "resourceGroup": NODE_RG}],
     });
-    let (code, body) = http(
-        "POST",
-        &format!("{}/sim/v1/cloud", c.url()),
-        Some("application/json"),
-        Some(existing.to_string()),
-    )
-    .await;
-    assert_eq!(code, 201, "{body}");
+    c.add_to_cloud(&serde_json::from_value(existing).expect("what the account holds"))
+        .await;
     let yaml = [
         "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n".to_owned(),
         pv("orders")
@@ -71,15 +66,17 @@ async fn aks_cluster() -> TestCluster {
     ]
     .join("---\n");
     c.apply(&yaml, &[]).await;
-    wait_until("the disk is attached and the Service answers", || {
-        let cloud = c.cloud();
+    wait_until_async("the disk is attached and the Service answers", async || {
+        let cloud = c.cloud().await;
         cloud
             .disks
             .get(&disk_id(NODE_RG))
             .is_some_and(|d| d.attached_to.is_some())
-            && c.get("", "services", "shop", "front").is_some_and(|s| {
-                s.pointer("/status/loadBalancer/ingress/0/ip") == Some(&json!("198.51.100.40"))
-            })
+            && c.get("", "services", "shop", "front")
+                .await
+                .is_some_and(|s| {
+                    s.pointer("/status/loadBalancer/ingress/0/ip") == Some(&json!("198.51.100.40"))
+                })
     })
     .await;
     c
@@ -92,9 +89,13 @@ fn stop_opts(move_to: Option<&str>) -> StopOptions {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_audit_names_what_the_node_resource_group_takes_and_a_teardown_takes_it() {
-    let c = aks_cluster().await;
+on_both_planes!(
+    the_audit_names_what_the_node_resource_group_takes_and_a_teardown_takes_it =
+        audit_names_the_node_resource_group
+);
+
+async fn audit_names_the_node_resource_group(plane: Plane) {
+    let c = aks_cluster(plane).await;
     let client = c.client().await;
     let inputs = audit::collect(&client, None).await.expect("inputs");
     assert_eq!(inputs.node_resource_group.as_deref(), Some(NODE_RG));
@@ -109,7 +110,7 @@ async fn the_audit_names_what_the_node_resource_group_takes_and_a_teardown_takes
         "a Retain disk and a reserved IP are lost all the same"
     );
     c.teardown().await;
-    let cloud = c.cloud();
+    let cloud = c.cloud().await;
     assert!(
         !cloud.disks.contains_key(&disk_id(NODE_RG)),
         "the disk went"
@@ -121,9 +122,13 @@ async fn the_audit_names_what_the_node_resource_group_takes_and_a_teardown_takes
     c.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn stop_refuses_before_any_change_when_it_cannot_move_them_out() {
-    let c = aks_cluster().await;
+on_both_planes!(
+    stop_refuses_before_any_change_when_it_cannot_move_them_out =
+        stop_refuses_without_a_destination
+);
+
+async fn stop_refuses_without_a_destination(plane: Plane) {
+    let c = aks_cluster(plane).await;
     let client = c.client().await;
     let err = lifecycle::stop(
         &client,
@@ -148,14 +153,19 @@ async fn stop_refuses_before_any_change_when_it_cannot_move_them_out() {
     );
     let d = c
         .get("apps", "deployments", "shop", "orders")
+        .await
         .expect("deployment");
     assert_eq!(d["spec"]["replicas"], 1, "nothing was changed");
     c.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn stop_moves_them_out_of_the_node_resource_group_and_start_finds_them_there() {
-    let c = aks_cluster().await;
+on_both_planes!(
+    stop_moves_them_out_of_the_node_resource_group_and_start_finds_them_there =
+        stop_moves_start_finds
+);
+
+async fn stop_moves_start_finds(plane: Plane) {
+    let c = aks_cluster(plane).await;
     let client = c.client().await;
     let store = Store::memory();
     let (keys, progress) = (keys(), progress());
@@ -169,13 +179,16 @@ async fn stop_moves_them_out_of_the_node_resource_group_and_start_finds_them_the
     .await
     .expect("stop");
     let moved = disk_id("shop-keep");
-    let pv = c.get("", "persistentvolumes", "", "orders").expect("PV");
+    let pv = c
+        .get("", "persistentvolumes", "", "orders")
+        .await
+        .expect("PV");
     assert_eq!(
         pv["metadata"]["annotations"][coldstart::bindings::azure::DISK_MOVED_TO],
         moved.as_str()
     );
     c.teardown().await;
-    let cloud = c.cloud();
+    let cloud = c.cloud().await;
     assert_eq!(
         cloud.disks.get(&moved).map(|d| d.data_token.as_str()),
         Some("orders-v1"),
@@ -185,7 +198,7 @@ async fn stop_moves_them_out_of_the_node_resource_group_and_start_finds_them_the
         cloud.addresses.contains_key("198.51.100.40"),
         "so did the IP"
     );
-    let mark = c.cloud().position();
+    let mark = c.cloud().await.position();
     let started = lifecycle::start(&client, &store, &keys, &sim_start_opts(), &progress)
         .await
         .expect("start");
@@ -199,13 +212,16 @@ async fn stop_moves_them_out_of_the_node_resource_group_and_start_finds_them_the
         ),
         (1, 1, 0, 0)
     );
-    let pv = c.get("", "persistentvolumes", "", "orders").expect("PV");
+    let pv = c
+        .get("", "persistentvolumes", "", "orders")
+        .await
+        .expect("PV");
     assert_eq!(
         pv["spec"]["csi"]["volumeHandle"],
         moved.as_str(),
         "the restored PV names the disk where it is now"
     );
-    let created = c.cloud().created_since(mark);
+    let created = c.cloud().await.created_since(mark);
     assert_eq!((created.disks, created.ips), (0, 0), "nothing new");
     c.stop().await;
 }

@@ -1,5 +1,6 @@
-//! Shared fixtures: a simulated cluster per test, the real `kubectl` pointed at it, and a
-//! kube-rs client for it.
+//! Shared fixtures: a test bed per test on either API server ([`Bed`], [`Plane`]), the real
+//! `kubectl` pointed at it, and a kube-rs client for it. [`TestCluster`] is the embedded
+//! server reached in-process, for the tests that inject faults into it or read its store.
 
 use std::path::PathBuf;
 use std::process::Output;
@@ -7,6 +8,351 @@ use std::process::Output;
 use coldstart_sim::seed::{self, Seed};
 use coldstart_sim::{self as sim, Running, Sim, SimConfig};
 
+/// Which API server a scenario runs against. The end-to-end suite runs each scenario on
+/// both (issue 13): a difference in outcome is a bug in one of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plane {
+    /// coldstart's own in-process API server (`coldstart_sim`).
+    Embedded,
+    /// etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok, with the
+    /// simulated cloud's controllers beside them (`coldstart_sim::control_plane`).
+    Kubernetes,
+}
+
+/// A scenario written once as `async fn scenario(plane: Plane)`, as a module named for
+/// what it shows holding two tests, one per [`Plane`]: `NAME::on_the_embedded_server` and
+/// `NAME::on_kubernetes` (.config/nextest.toml limits how many of the latter run at once).
+macro_rules! on_both_planes {
+    ($(#[$meta:meta])* $name:ident = $scenario:ident) => {
+        $(#[$meta])*
+        mod $name {
+            #[tokio::test(flavor = "multi_thread")]
+            async fn on_the_embedded_server() {
+                super::$scenario($crate::helpers::Plane::Embedded).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread")]
+            async fn on_kubernetes() {
+                super::$scenario($crate::helpers::Plane::Kubernetes).await;
+            }
+        }
+    };
+}
+pub(crate) use on_both_planes;
+
+/// The server behind a [`Bed`].
+enum Server {
+    Embedded(Running),
+    Kubernetes(Box<coldstart_sim::control_plane::launch::Launched>),
+}
+
+/// A cluster on either [`Plane`], reached only the way a user reaches one: the Kubernetes API
+/// (a kube-rs client, `kubectl`) and the admin endpoint the kubeconfig names (`GET
+/// /sim/v1/cloud`, `POST /sim/v1/teardown`), so every step means the same thing on both.
+pub struct Bed {
+    server: Server,
+    pub dir: tempfile::TempDir,
+    pub kubeconfig: PathBuf,
+    client: kube::Client,
+}
+
+impl Bed {
+    /// Start a bed with `seed` applied. The real control plane's binaries missing fails the
+    /// test: a claim about real Kubernetes that was not checked against it must not pass.
+    pub async fn start(plane: Plane, seed: Seed) -> Self {
+        let (server, kubeconfig_yaml) = match plane {
+            Plane::Embedded => {
+                let sim = Sim::new(SimConfig::default());
+                seed::load(&sim, seed);
+                let running = sim::start(sim, "127.0.0.1:0".parse().expect("addr"))
+                    .await
+                    .expect("the embedded server starts");
+                let yaml = running.kubeconfig();
+                (Server::Embedded(running), yaml)
+            }
+            Plane::Kubernetes => {
+                use coldstart_sim::control_plane::{self, launch::Launched};
+                let bin = control_plane::locate_binaries().unwrap_or_else(|e| panic!("{e}"));
+                let launched = Launched::start(
+                    // The embedded server's default cluster name, so kubeconfigs name the same cluster.
+                    control_plane::Config::new("sim", bin),
+                    std::sync::Arc::new(coldstart_sim::cloud::Cloud::default()),
+                    seed,
+                )
+                .await
+                .unwrap_or_else(|e| panic!("the Kubernetes control plane starts: {e}"));
+                let yaml = launched.kubeconfig().await;
+                (Server::Kubernetes(Box::new(launched)), yaml)
+            }
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kubeconfig = dir.path().join("kubeconfig");
+        std::fs::write(&kubeconfig, kubeconfig_yaml).expect("write kubeconfig");
+        let client = coldstart::k8s::connect::connect(Some(&kubeconfig), None)
+            .await
+            .expect("client");
+        Bed {
+            server,
+            dir,
+            kubeconfig,
+            client,
+        }
+    }
+
+    pub async fn client(&self) -> kube::Client {
+        self.client.clone()
+    }
+
+    /// The API for `apiVersion`/`kind`, waiting (up to 30 s) for a kind a CRD just
+    /// defined to be served: kube-apiserver serves it once the CRD is established.
+    async fn api_for(
+        &self,
+        api_version: &str,
+        kind: &str,
+        ns: Option<&str>,
+    ) -> kube::Api<kube::api::DynamicObject> {
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        let gvk = kube::api::GroupVersionKind::gvk(group, version, kind);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let (ar, caps) = loop {
+            match kube::discovery::pinned_kind(&self.client, &gvk).await {
+                Ok(found) => break found,
+                Err(e) => assert!(
+                    std::time::Instant::now() < deadline,
+                    "{api_version} {kind} is not served: {e}"
+                ),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        };
+        match (caps.scope, ns) {
+            (kube::discovery::Scope::Namespaced, Some(ns)) => {
+                kube::Api::namespaced_with(self.client.clone(), ns, &ar)
+            }
+            (kube::discovery::Scope::Namespaced, None) => {
+                kube::Api::default_namespaced_with(self.client.clone(), &ar)
+            }
+            (kube::discovery::Scope::Cluster, _) => kube::Api::all_with(self.client.clone(), &ar),
+        }
+    }
+
+    /// Create an object as the cluster admin, through the API.
+    pub async fn create(&self, obj: serde_json::Value) -> serde_json::Value {
+        let av = obj["apiVersion"].as_str().unwrap_or_default().to_owned();
+        let kind = obj["kind"].as_str().unwrap_or_default().to_owned();
+        let ns = obj["metadata"]["namespace"].as_str().map(str::to_owned);
+        let api = self.api_for(&av, &kind, ns.as_deref()).await;
+        let o: kube::api::DynamicObject = serde_json::from_value(obj).expect("an object");
+        let created = api
+            .create(&Default::default(), &o)
+            .await
+            .unwrap_or_else(|e| panic!("create {kind} failed: {e}"));
+        serde_json::to_value(created).expect("json")
+    }
+
+    /// The resource `group`/`plural` as served (its preferred version), if it is.
+    async fn served(&self, group: &str, plural: &str) -> Option<(kube::api::ApiResource, bool)> {
+        let g = kube::discovery::group(&self.client, group).await.ok()?;
+        g.recommended_resources()
+            .into_iter()
+            .find(|(ar, _)| ar.plural == plural)
+            .map(|(ar, caps)| (ar, caps.scope == kube::discovery::Scope::Namespaced))
+    }
+
+    /// Read an object through the API (`group`, `plural`, namespace or "", name); `None` if
+    /// it or its kind does not exist.
+    pub async fn get(
+        &self,
+        group: &str,
+        plural: &str,
+        ns: &str,
+        name: &str,
+    ) -> Option<serde_json::Value> {
+        let (ar, namespaced) = self.served(group, plural).await?;
+        let api: kube::Api<kube::api::DynamicObject> = if namespaced {
+            kube::Api::namespaced_with(self.client.clone(), ns, &ar)
+        } else {
+            kube::Api::all_with(self.client.clone(), &ar)
+        };
+        let o = api.get_opt(name).await.expect("the API answers")?;
+        Some(serde_json::to_value(o).expect("json"))
+    }
+
+    /// Every object of `group`/`plural` in every namespace, through the API; empty if the
+    /// kind is not served.
+    pub async fn list(&self, group: &str, plural: &str) -> Vec<serde_json::Value> {
+        let Some((ar, _)) = self.served(group, plural).await else {
+            return Vec::new();
+        };
+        let api: kube::Api<kube::api::DynamicObject> =
+            kube::Api::all_with(self.client.clone(), &ar);
+        api.list(&Default::default())
+            .await
+            .expect("the API answers")
+            .items
+            .into_iter()
+            .map(|o| serde_json::to_value(o).expect("json"))
+            .collect()
+    }
+
+    /// Every served resource of a group other than Kubernetes' own (a dot in its name, not
+    /// `*.k8s.io`, or COSI's `objectstorage.k8s.io`): the kind and the plural.
+    pub async fn custom_kinds(&self) -> Vec<(String, String, String)> {
+        let discovery = kube::Discovery::new(self.client.clone())
+            .run()
+            .await
+            .expect("discovery");
+        let mut out = Vec::new();
+        for g in discovery.groups() {
+            let name = g.name();
+            if !(name.contains('.') && !name.ends_with(".k8s.io") || name == "objectstorage.k8s.io")
+            {
+                continue;
+            }
+            for (ar, _) in g.recommended_resources() {
+                out.push((ar.group.clone(), ar.plural.clone(), ar.kind.clone()));
+            }
+        }
+        out
+    }
+
+    /// The simulated cloud, as `GET /sim/v1/cloud` shows it (the kubeconfig names where).
+    pub async fn cloud(&self) -> coldstart_sim::cloud::CloudState {
+        let req = http::Request::get("/sim/v1/cloud")
+            .body(Vec::new())
+            .expect("request");
+        self.client.request(req).await.expect("GET /sim/v1/cloud")
+    }
+
+    /// Add what the cloud account already holds (`POST /sim/v1/cloud`).
+    pub async fn add_to_cloud(&self, existing: &coldstart_sim::cloud::Existing) {
+        let req = http::Request::post("/sim/v1/cloud")
+            .header("Content-Type", "application/json")
+            .body(serde_json::to_vec(existing).expect("json"))
+            .expect("request");
+        self.client
+            .request_text(req)
+            .await
+            .expect("POST /sim/v1/cloud");
+    }
+
+    /// Delete the cluster the way a cloud does (`POST /sim/v1/teardown`): the same address
+    /// answers an empty cluster; what the cloud keeps survives.
+    pub async fn teardown(&self) {
+        let req = http::Request::post("/sim/v1/teardown")
+            .body(Vec::new())
+            .expect("request");
+        self.client
+            .request_text(req)
+            .await
+            .expect("POST /sim/v1/teardown");
+    }
+
+    pub async fn kubectl(&self, args: &[&str]) -> Output {
+        self.kubectl_stdin(args, None).await
+    }
+
+    pub async fn kubectl_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        kubectl(&self.kubeconfig, self.dir.path(), args, stdin).await
+    }
+
+    /// kubectl that must succeed; returns stdout.
+    pub async fn kubectl_ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args).await;
+        assert_ok(&out, args);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub async fn apply(&self, yaml: &str, extra: &[&str]) -> String {
+        let mut args = vec!["apply", "-f", "-"];
+        args.extend_from_slice(extra);
+        let out = self.kubectl_stdin(&args, Some(yaml)).await;
+        assert_ok(&out, &args);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `kubectl get -o json ARGS`, decoded.
+    pub async fn get_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["get", "-o", "json"];
+        all.extend_from_slice(args);
+        serde_json::from_str(&self.kubectl_ok(&all).await).expect("json")
+    }
+
+    /// Run the coldstart CLI against this bed with a file store in `store`, sealing with
+    /// [`CLI_KEY`].
+    pub async fn coldstart(&self, store: &std::path::Path, args: &[&str]) -> Output {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_coldstart"))
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(["--store", &format!("file://{}", store.display())])
+            .args(args)
+            .env("COLDSTART_ENCRYPTION_KEY", CLI_KEY)
+            .output()
+            .await
+            .expect("coldstart runs")
+    }
+
+    /// `coldstart --json ARGS` against this bed, which must succeed: its JSON answer.
+    pub async fn coldstart_json(&self, args: &[&str]) -> serde_json::Value {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_coldstart"))
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--json")
+            .args(args)
+            .output()
+            .await
+            .expect("coldstart runs");
+        serde_json::from_str(&cli_ok(&out, &format!("coldstart {}", args.join(" ")))).expect("json")
+    }
+
+    pub async fn stop(self) {
+        match self.server {
+            Server::Embedded(r) => r.stop().await,
+            Server::Kubernetes(l) => l.shutdown().await,
+        }
+    }
+}
+
+/// Run the real kubectl with `kubeconfig` and its own discovery cache under `dir`, so tests
+/// never see each other's resources.
+async fn kubectl(
+    kubeconfig: &std::path::Path,
+    dir: &std::path::Path,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> Output {
+    let mut all: Vec<String> = vec![
+        format!("--kubeconfig={}", kubeconfig.display()),
+        format!("--cache-dir={}", dir.join("cache").display()),
+    ];
+    all.extend(args.iter().map(|s| (*s).to_owned()));
+    let input = stdin.map(str::to_owned);
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut cmd = std::process::Command::new("kubectl");
+        cmd.args(&all)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .stdin(std::process::Stdio::piped());
+        let mut child = cmd.spawn().expect("kubectl is installed (see README)");
+        if let Some(input) = input {
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(input.as_bytes())
+                .expect("write stdin");
+        } else {
+            drop(child.stdin.take());
+        }
+        child.wait_with_output().expect("kubectl runs")
+    })
+    .await
+    .expect("join")
+}
+
+/// The embedded server reached in-process ([`TestCluster::sim`]): for tests of the embedded
+/// server itself (fault injection, its store); scenarios that mean the same on both API
+/// servers use [`Bed`].
 pub struct TestCluster {
     pub running: Running,
     pub dir: tempfile::TempDir,
@@ -90,34 +436,7 @@ impl TestCluster {
     }
 
     pub async fn kubectl_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut all: Vec<String> = vec![
-            format!("--kubeconfig={}", self.kubeconfig.display()),
-            format!("--cache-dir={}", self.dir.path().join("cache").display()),
-        ];
-        all.extend(args.iter().map(|s| (*s).to_owned()));
-        let input = stdin.map(str::to_owned);
-        tokio::task::spawn_blocking(move || {
-            use std::io::Write;
-            let mut cmd = std::process::Command::new("kubectl");
-            cmd.args(&all)
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .stdin(std::process::Stdio::piped());
-            let mut child = cmd.spawn().expect("kubectl is installed (see README)");
-            if let Some(input) = input {
-                child
-                    .stdin
-                    .take()
-                    .expect("stdin")
-                    .write_all(input.as_bytes())
-                    .expect("write stdin");
-            } else {
-                drop(child.stdin.take());
-            }
-            child.wait_with_output().expect("kubectl runs")
-        })
-        .await
-        .expect("join")
+        kubectl(&self.kubeconfig, self.dir.path(), args, stdin).await
     }
 
     /// kubectl that must succeed; returns stdout.
@@ -157,6 +476,21 @@ impl TestCluster {
     pub async fn stop(self) {
         self.running.stop().await;
     }
+}
+
+/// The encryption key CLI runs against a [`Bed`] seal snapshots with.
+pub const CLI_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+/// A CLI run's stdout, which must have succeeded (`what` names it in the failure).
+pub fn cli_ok(out: &Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}): {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 pub fn assert_ok(out: &Output, args: &[&str]) {
@@ -305,13 +639,15 @@ impl Drop for Moto {
     }
 }
 
-/// Poll an async condition every 100 ms until it holds; panic with `what` after 60 s.
+/// Poll an async condition every 100 ms until it holds; panic with `what` after 120 s (the
+/// real control plane's controllers, sharing a loaded machine, take tens of seconds to
+/// settle the platform seed).
 pub async fn wait_until_async<F, Fut>(what: &str, mut cond: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     while !cond().await {
         assert!(
             std::time::Instant::now() < deadline,

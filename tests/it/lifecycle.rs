@@ -1,20 +1,23 @@
 //! Planned stop and start, end to end on the simulated platform: audit says what would be
 //! lost, stop fixes it and quiesces, the cluster is deleted the way a cloud deletes one, and
 //! start brings back the same disks, addresses, DNS names and buckets with nothing new —
-//! while the same cycle without `stop` loses exactly what the audit said.
+//! while the same cycle without `stop` loses exactly what the audit said. Each scenario runs
+//! on both API servers ([`Plane`]) but the start killed halfway: it slows the embedded
+//! server's writes through its fault injection, which Kubernetes' own has no equivalent of.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::helpers::{TestCluster, keys};
-use crate::restore::settled_platform;
+use crate::helpers::{Bed, Plane, TestCluster, keys, on_both_planes};
+use crate::restore::{settled_platform, settled_platform_on};
 use coldstart::audit::{self, FindingKind};
 use coldstart::lifecycle::{self, StartOptions, StopOptions};
 use coldstart::progress::Progress;
 use coldstart::restore::{self, RestoreOptions};
 use coldstart::snapshot::{read, write};
 use coldstart::store::Store;
+use coldstart_sim::cloud::CloudState;
 
 fn snapshot_opts() -> write::Options {
     crate::helpers::snapshot_opts("platform")
@@ -25,14 +28,18 @@ fn restore_opts() -> RestoreOptions {
 }
 
 /// Every workload's replicas, by `namespace/name`.
-fn replicas(c: &TestCluster) -> BTreeMap<String, i64> {
+async fn replicas(c: &Bed) -> BTreeMap<String, i64> {
     let mut out = BTreeMap::new();
     for plural in ["deployments", "statefulsets"] {
-        let def = c.sim().def("apps", plural).expect("served");
-        for ((ns, name), s) in c.sim().store.all(&def.group_resource(), None) {
+        let list = c.get_json(&[plural, "-A"]).await;
+        for w in list["items"].as_array().expect("items") {
             out.insert(
-                format!("{ns}/{name}"),
-                s.value()["spec"]["replicas"].as_i64().unwrap_or(1),
+                format!(
+                    "{}/{}",
+                    w["metadata"]["namespace"].as_str().unwrap_or_default(),
+                    w["metadata"]["name"].as_str().unwrap_or_default()
+                ),
+                w["spec"]["replicas"].as_i64().unwrap_or(1),
             );
         }
     }
@@ -47,8 +54,7 @@ type Inventory = (
     Vec<String>,
 );
 
-fn inventory(c: &TestCluster) -> Inventory {
-    let cloud = c.cloud();
+fn inventory(cloud: &CloudState) -> Inventory {
     let mut disks: Vec<_> = cloud
         .disks
         .values()
@@ -67,9 +73,12 @@ fn inventory(c: &TestCluster) -> Inventory {
     (disks, ips, dns, buckets)
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn stop_then_teardown_then_start_brings_back_every_original_and_nothing_new() {
-    let c = settled_platform().await;
+on_both_planes!(
+    stop_then_teardown_then_start_brings_back_every_original_and_nothing_new = stop_teardown_start
+);
+
+async fn stop_teardown_start(plane: Plane) {
+    let c = settled_platform_on(plane).await;
     let client = c.client().await;
     let store = Store::memory();
     let progress = Arc::new(Mutex::new(Progress::default()));
@@ -91,7 +100,7 @@ async fn stop_then_teardown_then_start_brings_back_every_original_and_nothing_ne
         "ZooKeeper ×3 and PostgreSQL disks; mqtt and api addresses"
     );
 
-    let before_replicas = replicas(&c);
+    let before_replicas = replicas(&c).await;
     let stop_opts = StopOptions {
         snapshot: snapshot_opts(),
         quiesce_timeout: Duration::from_secs(20),
@@ -102,11 +111,15 @@ async fn stop_then_teardown_then_start_brings_back_every_original_and_nothing_ne
         .expect("stop");
     assert!(stopped.changes.len() >= 8, "{:#?}", stopped.changes);
     assert!(
-        replicas(&c).values().all(|r| *r == 0),
+        replicas(&c).await.values().all(|r| *r == 0),
         "everything quiesced"
     );
     assert!(
-        c.cloud().disks.values().all(|d| d.attached_to.is_none()),
+        c.cloud()
+            .await
+            .disks
+            .values()
+            .all(|d| d.attached_to.is_none()),
         "every disk detached"
     );
     let after_stop = audit::audit(
@@ -121,16 +134,20 @@ async fn stop_then_teardown_then_start_brings_back_every_original_and_nothing_ne
             .all(|f| matches!(f.kind, FindingKind::NoSnapshot | FindingKind::SingleCopy)),
         "after stop nothing is losable: {after_stop:#?}"
     );
-    let before = inventory(&c);
+    let before = inventory(&c.cloud().await);
 
     c.teardown().await;
-    let mark = c.cloud().position();
+    let mark = c.cloud().await.position();
     assert_eq!(
-        inventory(&c).0,
+        inventory(&c.cloud().await).0,
         before.0,
         "no disk was lost with the cluster"
     );
-    assert_eq!(inventory(&c).1, before.1, "no address was released");
+    assert_eq!(
+        inventory(&c.cloud().await).1,
+        before.1,
+        "no address was released"
+    );
 
     let start_opts = StartOptions {
         restore: restore_opts(),
@@ -153,20 +170,24 @@ async fn stop_then_teardown_then_start_brings_back_every_original_and_nothing_ne
     assert_eq!(started.restore.volumes_reused, 7);
     assert_eq!(started.restore.ips_reused, 4);
     assert_eq!(started.scaled_up.len(), 3, "data, operators, apps");
-    let created = c.cloud().created_since(mark);
+    let created = c.cloud().await.created_since(mark);
     assert_eq!(
         (created.disks, created.ips, created.buckets),
         (0, 0, 0),
         "the ledger shows nothing new"
     );
     assert_eq!(
-        inventory(&c),
+        inventory(&c.cloud().await),
         before,
         "same disks (data intact), addresses, DNS targets, buckets"
     );
-    assert_eq!(replicas(&c), before_replicas, "replicas are as before");
+    assert_eq!(
+        replicas(&c).await,
+        before_replicas,
+        "replicas are as before"
+    );
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let created = c.cloud().created_since(mark);
+    let created = c.cloud().await.created_since(mark);
     assert_eq!(
         (created.disks, created.ips, created.buckets),
         (0, 0, 0),
@@ -175,9 +196,13 @@ async fn stop_then_teardown_then_start_brings_back_every_original_and_nothing_ne
     c.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn without_stop_a_snapshot_teardown_restore_loses_what_the_audit_named() {
-    let c = settled_platform().await;
+on_both_planes!(
+    without_stop_a_snapshot_teardown_restore_loses_what_the_audit_named =
+        without_stop_the_audited_losses_happen
+);
+
+async fn without_stop_the_audited_losses_happen(plane: Plane) {
+    let c = settled_platform_on(plane).await;
     let client = c.client().await;
     let store = Store::memory();
     let inputs = audit::collect(&client, None).await.expect("audit inputs");
@@ -202,7 +227,7 @@ async fn without_stop_a_snapshot_teardown_restore_loses_what_the_audit_named() {
     .await
     .expect("snapshot");
     c.teardown().await;
-    let cloud = c.cloud();
+    let cloud = c.cloud().await;
     for d in &named_disks {
         let id = d.rsplit('/').next().unwrap_or(d);
         assert!(
@@ -277,7 +302,7 @@ async fn a_start_killed_halfway_and_run_again_converges_to_the_same_end_state() 
     lifecycle::stop(&client, &store, &keys(), &stop_opts, &progress)
         .await
         .expect("stop");
-    let before = inventory(&c);
+    let before = inventory(&c.cloud());
     c.teardown().await;
     let mark = c.cloud().position();
     // Slow every write down so the first start is killed in the middle of its tiers.
@@ -333,7 +358,7 @@ async fn a_start_killed_halfway_and_run_again_converges_to_the_same_end_state() 
         again.restore.tiers.values().any(|t| t.existing > 0),
         "what the first run created is skipped"
     );
-    assert_eq!(inventory(&c), before);
+    assert_eq!(inventory(&c.cloud()), before);
     let created = c.cloud().created_since(mark);
     assert_eq!((created.disks, created.ips, created.buckets), (0, 0, 0));
     c.stop().await;
@@ -362,19 +387,21 @@ fn replicas_or_none(c: &TestCluster) -> usize {
         .sum()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_stop_can_be_undone_while_the_cluster_still_runs() {
-    let c = settled_platform().await;
+on_both_planes!(a_stop_can_be_undone_while_the_cluster_still_runs = stop_undone);
+
+async fn stop_undone(plane: Plane) {
+    let c = settled_platform_on(plane).await;
     let client = c.client().await;
     let store = Store::memory();
     let progress = Arc::new(Mutex::new(Progress::default()));
-    let before = replicas(&c);
-    let pv_policy = |c: &TestCluster| {
+    let before = replicas(&c).await;
+    let pv_policy = async |c: &Bed| {
         c.get("", "persistentvolumes", "", "pv-zookeeper-0")
+            .await
             .expect("pv")["spec"]["persistentVolumeReclaimPolicy"]
             .clone()
     };
-    assert_eq!(pv_policy(&c), "Delete");
+    assert_eq!(pv_policy(&c).await, "Delete");
     let stop_opts = StopOptions {
         snapshot: snapshot_opts(),
         quiesce_timeout: Duration::from_secs(20),
@@ -383,19 +410,25 @@ async fn a_stop_can_be_undone_while_the_cluster_still_runs() {
     lifecycle::stop(&client, &store, &keys(), &stop_opts, &progress)
         .await
         .expect("stop");
-    assert_eq!(pv_policy(&c), "Retain");
+    assert_eq!(pv_policy(&c).await, "Retain");
     let undone = lifecycle::undo_stop(&client, &store, &keys(), Duration::from_secs(20))
         .await
         .expect("undo");
     assert!(undone.changes_undone >= 8);
-    assert_eq!(pv_policy(&c), "Delete", "the recorded change is reverted");
     assert_eq!(
-        replicas(&c),
+        pv_policy(&c).await,
+        "Delete",
+        "the recorded change is reverted"
+    );
+    assert_eq!(
+        replicas(&c).await,
         before,
         "every workload is back at its replicas"
     );
     assert!(
-        c.get("", "services", "tenant-a", "mqtt").expect("svc")["spec"]
+        c.get("", "services", "tenant-a", "mqtt")
+            .await
+            .expect("svc")["spec"]
             .get("loadBalancerIP")
             .is_none()
     );

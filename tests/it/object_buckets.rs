@@ -2,25 +2,40 @@
 //! lib-bucket-provisioner (an `ObjectBucket` `obc-<ns>-<name>` carrying the class's
 //! `reclaimPolicy`, a Secret and a ConfigMap named after the claim, the bucket deleted with
 //! the claim when the ObjectBucket says `Delete`); `stop` keeps the bucket by patching the
-//! ObjectBucket, and `start` adopts the same bucket with nothing new.
+//! ObjectBucket, and `start` adopts the same bucket with nothing new. Each scenario runs on
+//! both API servers ([`Plane`]).
 
 use std::time::Duration;
 
-use crate::helpers::{TestCluster, keys, progress, sim_start_opts, sim_stop_opts, wait_until};
+use crate::helpers::{
+    Bed, Plane, keys, on_both_planes, progress, sim_start_opts, sim_stop_opts, wait_until_async,
+};
 use coldstart::audit::{self, FindingKind};
 use coldstart::lifecycle;
 use coldstart::store::Store;
 use coldstart::testing::{obc, object_bucket_claim_crd, object_bucket_crd, storage_class};
+use coldstart_sim::seed::Seed;
 
 const CLASS: &str = "rook-ceph-delete-bucket";
 
 /// A cluster running the OBC provisioner with one claim `apps/uploads` of a
 /// `reclaimPolicy: Delete` class, provisioned; returns the bucket's name.
-async fn provisioned_claim() -> (TestCluster, String) {
-    let c = TestCluster::start().await;
-    c.create(object_bucket_claim_crd().build());
-    c.create(object_bucket_crd().build());
-    c.create(storage_class(CLASS, "rook-ceph.ceph.rook.io/bucket", "Delete").build());
+async fn provisioned_claim(plane: Plane) -> (Bed, String) {
+    let c = Bed::start(plane, Seed::Empty).await;
+    c.create(object_bucket_claim_crd().build()).await;
+    c.create(object_bucket_crd().build()).await;
+    c.create(storage_class(CLASS, "rook-ceph.ceph.rook.io/bucket", "Delete").build())
+        .await;
+    // kube-apiserver serves a CRD's kind once it is established.
+    c.kubectl_ok(&[
+        "wait",
+        "--for",
+        "condition=established",
+        "--timeout=60s",
+        "crd",
+        "--all",
+    ])
+    .await;
     c.apply(
         "apiVersion: v1\nkind: Namespace\nmetadata: {name: apps}\n",
         &[],
@@ -33,13 +48,15 @@ async fn provisioned_claim() -> (TestCluster, String) {
         &[],
     )
     .await;
-    wait_until("the claim is bound", || {
+    wait_until_async("the claim is bound", async || {
         c.get("objectbucket.io", "objectbucketclaims", "apps", "uploads")
+            .await
             .is_some_and(|o| o["status"]["phase"] == "Bound")
     })
     .await;
     let claim = c
         .get("objectbucket.io", "objectbucketclaims", "apps", "uploads")
+        .await
         .expect("claim");
     let bucket = claim["spec"]["bucketName"]
         .as_str()
@@ -48,13 +65,21 @@ async fn provisioned_claim() -> (TestCluster, String) {
     (c, bucket)
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_obc_provisioner_creates_what_lib_bucket_provisioner_creates_and_deletes_on_delete() {
-    let (c, bucket) = provisioned_claim().await;
+on_both_planes!(
+    the_obc_provisioner_creates_what_lib_bucket_provisioner_creates_and_deletes_on_delete =
+        provisioner_creates_and_deletes
+);
+
+async fn provisioner_creates_and_deletes(plane: Plane) {
+    let (c, bucket) = provisioned_claim(plane).await;
     assert!(bucket.starts_with("uploads-"), "{bucket}");
-    assert!(c.cloud().buckets.contains_key(&bucket), "a new bucket");
+    assert!(
+        c.cloud().await.buckets.contains_key(&bucket),
+        "a new bucket"
+    );
     let ob = c
         .get("objectbucket.io", "objectbuckets", "", "obc-apps-uploads")
+        .await
         .expect("the ObjectBucket is named obc-<ns>-<name>");
     assert_eq!(
         ob["spec"]["reclaimPolicy"], "Delete",
@@ -63,9 +88,13 @@ async fn the_obc_provisioner_creates_what_lib_bucket_provisioner_creates_and_del
     assert_eq!(ob["spec"]["endpoint"]["bucketName"], bucket.as_str());
     let cm = c
         .get("", "configmaps", "apps", "uploads")
+        .await
         .expect("ConfigMap");
     assert_eq!(cm["data"]["BUCKET_NAME"], bucket.as_str());
-    assert!(c.get("", "secrets", "apps", "uploads").is_some(), "Secret");
+    assert!(
+        c.get("", "secrets", "apps", "uploads").await.is_some(),
+        "Secret"
+    );
 
     c.kubectl_ok(&[
         "delete",
@@ -76,27 +105,33 @@ async fn the_obc_provisioner_creates_what_lib_bucket_provisioner_creates_and_del
         "--wait=false",
     ])
     .await;
-    wait_until("the claim is gone", || {
+    wait_until_async("the claim is gone", async || {
         c.get("objectbucket.io", "objectbucketclaims", "apps", "uploads")
+            .await
             .is_none()
     })
     .await;
     assert!(
-        !c.cloud().buckets.contains_key(&bucket),
+        !c.cloud().await.buckets.contains_key(&bucket),
         "reclaimPolicy Delete: deleting the claim deleted the bucket"
     );
     assert!(
         c.get("objectbucket.io", "objectbuckets", "", "obc-apps-uploads")
+            .await
             .is_none()
-            && c.get("", "configmaps", "apps", "uploads").is_none(),
+            && c.get("", "configmaps", "apps", "uploads").await.is_none(),
         "the ObjectBucket and ConfigMap went with it"
     );
     c.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn without_stop_a_teardown_deletes_an_obc_bucket_whose_class_says_delete() {
-    let (c, bucket) = provisioned_claim().await;
+on_both_planes!(
+    without_stop_a_teardown_deletes_an_obc_bucket_whose_class_says_delete =
+        teardown_deletes_the_bucket
+);
+
+async fn teardown_deletes_the_bucket(plane: Plane) {
+    let (c, bucket) = provisioned_claim(plane).await;
     let client = c.client().await;
     let inputs = audit::collect(&client, None).await.expect("audit inputs");
     let findings = audit::audit(&inputs, chrono::Utc::now(), Duration::from_secs(900));
@@ -109,15 +144,19 @@ async fn without_stop_a_teardown_deletes_an_obc_bucket_whose_class_says_delete()
     );
     c.teardown().await;
     assert!(
-        !c.cloud().buckets.contains_key(&bucket),
+        !c.cloud().await.buckets.contains_key(&bucket),
         "the audit said so, and the bucket went with the cluster"
     );
     c.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn stop_retains_an_obc_bucket_through_its_object_bucket_and_start_adopts_it() {
-    let (c, bucket) = provisioned_claim().await;
+on_both_planes!(
+    stop_retains_an_obc_bucket_through_its_object_bucket_and_start_adopts_it =
+        stop_retains_start_adopts
+);
+
+async fn stop_retains_start_adopts(plane: Plane) {
+    let (c, bucket) = provisioned_claim(plane).await;
     let client = c.client().await;
     let store = Store::memory();
     let (keys, progress) = (keys(), progress());
@@ -134,6 +173,7 @@ async fn stop_retains_an_obc_bucket_through_its_object_bucket_and_start_adopts_i
     );
     let ob = c
         .get("objectbucket.io", "objectbuckets", "", "obc-apps-uploads")
+        .await
         .expect("ObjectBucket");
     assert_eq!(ob["spec"]["reclaimPolicy"], "Retain");
     let after = audit::audit(
@@ -150,10 +190,10 @@ async fn stop_retains_an_obc_bucket_through_its_object_bucket_and_start_adopts_i
 
     c.teardown().await;
     assert!(
-        c.cloud().buckets.contains_key(&bucket),
+        c.cloud().await.buckets.contains_key(&bucket),
         "the bucket outlived the cluster"
     );
-    let mark = c.cloud().position();
+    let mark = c.cloud().await.position();
     let started = lifecycle::start(&client, &store, &keys, &sim_start_opts(), &progress)
         .await
         .expect("start");
@@ -164,12 +204,17 @@ async fn stop_retains_an_obc_bucket_through_its_object_bucket_and_start_adopts_i
     );
     // The provisioner had time to act on the restored claim: it adopted, created nothing.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(c.cloud().created_since(mark).buckets, 0, "nothing new");
+    assert_eq!(
+        c.cloud().await.created_since(mark).buckets,
+        0,
+        "nothing new"
+    );
     let claim = c
         .get("objectbucket.io", "objectbucketclaims", "apps", "uploads")
+        .await
         .expect("restored claim");
     assert_eq!(claim["spec"]["bucketName"], bucket.as_str());
-    let cloud = c.cloud();
+    let cloud = c.cloud().await;
     let kept = cloud.buckets.get(&bucket).expect("same bucket");
     assert_eq!(kept.managed_by.as_deref(), Some("apps/uploads"));
     assert!(

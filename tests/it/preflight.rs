@@ -1,14 +1,18 @@
 //! Preflight and degraded start on the simulated platform: every recorded binding is checked
 //! against the cloud before the first write; what is missing or attached elsewhere refuses
 //! the run with nothing written, unless accepted — then only what uses it stays down and
-//! everything else comes back.
+//! everything else comes back. Accepted losses run on both API servers ([`Plane`]); the
+//! rest stays on the embedded server: "nothing was written" is read from its store's
+//! resource version (Kubernetes' own components write leases every few seconds, so its
+//! resource version never settles), and what is broken behind the cluster's back (a disk
+//! attached to a forgotten instance, a bucket deleted by hand) is set on its cloud directly.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::helpers::{TestCluster, keys, progress};
-use crate::restore::settled_platform;
+use crate::helpers::{Bed, Plane, TestCluster, keys, on_both_planes, progress};
+use crate::restore::{settled_platform, settled_platform_on};
 use coldstart::cloud::{CloudChoice, Kind};
 use coldstart::lifecycle::{self, LifecycleError, StartOptions, StopOptions};
 use coldstart::preflight::{AcceptMissing, HELD, Problem};
@@ -105,6 +109,38 @@ fn gate_policies(c: &TestCluster) -> Vec<String> {
     names
 }
 
+/// Every workload's replicas through the API, by `namespace/name`.
+async fn replicas_of(c: &Bed) -> BTreeMap<String, i64> {
+    let mut out = BTreeMap::new();
+    for plural in ["deployments", "statefulsets"] {
+        let list = c.get_json(&[plural, "-A"]).await;
+        for w in list["items"].as_array().expect("items") {
+            out.insert(
+                format!(
+                    "{}/{}",
+                    w["metadata"]["namespace"].as_str().unwrap_or_default(),
+                    w["metadata"]["name"].as_str().unwrap_or_default()
+                ),
+                w["spec"]["replicas"].as_i64().unwrap_or(1),
+            );
+        }
+    }
+    out
+}
+
+/// The ValidatingAdmissionPolicies in place, through the API.
+async fn gate_policies_of(c: &Bed) -> Vec<String> {
+    let list = c.get_json(&["validatingadmissionpolicies"]).await;
+    let mut names: Vec<String> = list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_owned))
+        .collect();
+    names.sort();
+    names
+}
+
 fn kafka_disk(c: &TestCluster, i: usize) -> String {
     let pv = c
         .get("", "persistentvolumes", "", &format!("pv-kafka-{i}"))
@@ -185,12 +221,15 @@ async fn a_plain_snapshot_teardown_restore_is_refused_at_preflight_naming_what_w
     c.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn with_the_losses_accepted_a_restore_brings_back_everything_else_and_holds_only_their_users()
-{
-    let c = settled_platform().await;
+on_both_planes!(
+    with_the_losses_accepted_a_restore_brings_back_everything_else_and_holds_only_their_users =
+        losses_accepted
+);
+
+async fn losses_accepted(plane: Plane) {
+    let c = settled_platform_on(plane).await;
     let client = c.client().await;
-    let before = replicas(&c);
+    let before = replicas_of(&c).await;
     let store = Store::memory();
     let m = write::take(
         &client,
@@ -206,7 +245,7 @@ async fn with_the_losses_accepted_a_restore_brings_back_everything_else_and_hold
         .expect("verified");
     let source = restore::source::from_snapshot(&snap);
     c.teardown().await;
-    let mark = c.cloud().position();
+    let mark = c.cloud().await.position();
     // Returns with the held report instead of waiting out the 300 s verification timeout
     // for disks the preflight already knew were gone.
     let report = restore::run(&client, &source, &checked(&["all"]), &progress())
@@ -234,7 +273,7 @@ async fn with_the_losses_accepted_a_restore_brings_back_everything_else_and_hold
         ],
         "the users of the lost disks and the backends of the lost addresses, nothing else"
     );
-    let after = replicas(&c);
+    let after = replicas_of(&c).await;
     for (name, n) in &before {
         let want = if held.iter().any(|h| h.ends_with(name.as_str())) {
             0
@@ -245,6 +284,7 @@ async fn with_the_losses_accepted_a_restore_brings_back_everything_else_and_hold
     }
     let zk = c
         .get("apps", "statefulsets", "kafka", "zookeeper")
+        .await
         .expect("restored, held");
     assert!(
         zk["metadata"]["annotations"][HELD]
@@ -253,13 +293,13 @@ async fn with_the_losses_accepted_a_restore_brings_back_everything_else_and_hold
         "{zk:#}"
     );
     assert!(
-        c.get("", "services", "tenant-a", "mqtt").is_none(),
+        c.get("", "services", "tenant-a", "mqtt").await.is_none(),
         "a Service whose address is gone is not restored (it would get a new one)"
     );
-    let created = c.cloud().created_since(mark);
+    let created = c.cloud().await.created_since(mark);
     assert_eq!((created.disks, created.ips, created.buckets), (0, 0, 0));
     assert_eq!(
-        gate_policies(&c),
+        gate_policies_of(&c).await,
         [
             "coldstart-gate-addresses",
             "coldstart-gate-buckets",

@@ -1,62 +1,49 @@
-//! The CLI against Kubernetes' own control plane (`coldstart sim serve --control-plane
-//! kubernetes`: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok), built
-//! by tests/kube/build.sh. These tests fail, never skip, when the binaries are missing: a
-//! claim about real Kubernetes that was not checked against it must not pass. Scenarios that
-//! take a [`Plane`] run on the embedded server too: a difference in outcome is a bug in one
-//! of them.
+//! The CLI against Kubernetes' own control plane (etcd, kube-apiserver,
+//! kube-controller-manager, kube-scheduler, kwok), built by tests/kube/build.sh. These tests
+//! fail, never skip, when the binaries are missing: a claim about real Kubernetes that was
+//! not checked against it must not pass. Scenarios that take a [`Plane`] run on the embedded
+//! server too: a difference in outcome is a bug in one of them. Two stay on Kubernetes
+//! alone: the launcher's own report, and the Helm chart under kube-apiserver's validation
+//! (helm.rs checks it against the embedded server).
 
-use std::path::PathBuf;
-use std::process::Output;
 use std::time::Duration;
 
 use serde_json::Value;
 
-const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+use crate::helpers::{Bed, Plane, cli_ok as ok, on_both_planes};
+use coldstart_sim::seed::Seed;
 
-/// Which API server a scenario runs against.
-#[derive(Debug, Clone, Copy)]
-enum Plane {
-    Embedded,
-    Kubernetes,
+/// Poll `cond` every 500 ms until it holds; panic with `what` after 90 s.
+async fn wait_for(c: &Bed, what: &str, mut cond: impl AsyncFnMut(&Bed) -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while !cond(c).await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
-/// A `coldstart sim serve --control-plane ...` process; killed (with its control plane,
-/// which dies with it) on drop.
-struct RealCluster {
+/// `coldstart sim serve --control-plane kubernetes ARGS`, and the launch report it prints;
+/// killed (with its control plane, which dies with it) on drop. Only for what checks the
+/// launcher's own report: scenarios use [`Bed`].
+struct Served {
     _serve: tokio::process::Child,
-    dir: tempfile::TempDir,
-    kubeconfig: PathBuf,
+    bed_dir: tempfile::TempDir,
     started: Value,
 }
 
-impl RealCluster {
-    async fn start() -> Self {
-        Self::start_with(&[]).await
-    }
-
-    /// Start with more `sim serve` arguments (e.g. `--seed platform`).
-    async fn start_with(extra: &[&str]) -> Self {
-        Self::start_on(Plane::Kubernetes, extra).await
-    }
-
-    async fn start_on(plane: Plane, extra: &[&str]) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let kubeconfig = dir.path().join("kubeconfig");
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_coldstart"));
-        cmd.args(["--json", "sim", "serve", "--control-plane"]);
-        match plane {
-            Plane::Embedded => cmd.arg("embedded"),
-            Plane::Kubernetes => {
-                let bin = coldstart_sim::control_plane::locate_binaries()
-                    .unwrap_or_else(|e| panic!("{e}"));
-                cmd.arg("kubernetes")
-                    .env(coldstart_sim::control_plane::BIN_ENV, &bin)
-            }
-        };
-        let mut serve = cmd
+impl Served {
+    async fn start(extra: &[&str]) -> Self {
+        let bed_dir = tempfile::tempdir().expect("tempdir");
+        let bin = coldstart_sim::control_plane::locate_binaries().unwrap_or_else(|e| panic!("{e}"));
+        let mut serve = tokio::process::Command::new(env!("CARGO_BIN_EXE_coldstart"))
+            .args(["--json", "sim", "serve", "--control-plane", "kubernetes"])
+            .env(coldstart_sim::control_plane::BIN_ENV, &bin)
             .args(extra)
             .arg("--kubeconfig-out")
-            .arg(&kubeconfig)
+            .arg(bed_dir.path().join("kubeconfig"))
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit())
             .kill_on_drop(true)
@@ -69,41 +56,29 @@ impl RealCluster {
             .expect("the control plane starts within 3 minutes")
             .expect("read stdout")
             .expect("sim serve prints its address (see its stderr above for why it did not)");
-        let started: Value = serde_json::from_str(&line).expect("json");
-        RealCluster {
+        Served {
             _serve: serve,
-            dir,
-            kubeconfig,
-            started,
+            bed_dir,
+            started: serde_json::from_str(&line).expect("json"),
         }
     }
 
-    async fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut cmd = tokio::process::Command::new("kubectl");
-        cmd.arg(format!("--kubeconfig={}", self.kubeconfig.display()))
+    /// kubectl against the served cluster, which must succeed: its stdout.
+    async fn kubectl_ok(&self, args: &[&str]) -> String {
+        let out = tokio::process::Command::new("kubectl")
+            .arg(format!(
+                "--kubeconfig={}",
+                self.bed_dir.path().join("kubeconfig").display()
+            ))
             .arg(format!(
                 "--cache-dir={}",
-                self.dir.path().join("cache").display()
+                self.bed_dir.path().join("cache").display()
             ))
             .args(args)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        let mut child = cmd.spawn().expect("kubectl is installed");
-        let mut input = child.stdin.take().expect("stdin");
-        if let Some(s) = stdin {
-            tokio::io::AsyncWriteExt::write_all(&mut input, s.as_bytes())
-                .await
-                .expect("write stdin");
-        }
-        drop(input);
-        child.wait_with_output().await.expect("kubectl runs")
-    }
-
-    async fn kubectl_ok(&self, args: &[&str]) -> String {
-        let out = self.kubectl(args, None).await;
-        crate::helpers::assert_ok(&out, args);
-        String::from_utf8_lossy(&out.stdout).into_owned()
+            .output()
+            .await
+            .expect("kubectl runs");
+        ok(&out, &format!("kubectl {}", args.join(" ")))
     }
 
     async fn get(&self, args: &[&str]) -> Value {
@@ -111,72 +86,12 @@ impl RealCluster {
         all.extend_from_slice(args);
         serde_json::from_str(&self.kubectl_ok(&all).await).expect("json")
     }
-
-    async fn apply(&self, yaml: &str) {
-        let args = ["apply", "-f", "-"];
-        let out = self.kubectl(&args, Some(yaml)).await;
-        crate::helpers::assert_ok(&out, &args);
-    }
-
-    /// Run the coldstart CLI against this cluster with a file store in `store`.
-    async fn coldstart(&self, store: &std::path::Path, args: &[&str]) -> Output {
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_coldstart"))
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .args(["--store", &format!("file://{}", store.display())])
-            .args(args)
-            .env("COLDSTART_ENCRYPTION_KEY", KEY)
-            .output()
-            .await
-            .expect("coldstart runs")
-    }
-
-    /// `coldstart --json ARGS` against this cluster, its JSON answer.
-    async fn coldstart_json(&self, args: &[&str]) -> Value {
-        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_coldstart"))
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .arg("--json")
-            .args(args)
-            .output()
-            .await
-            .expect("coldstart runs");
-        serde_json::from_str(&ok(&out, &format!("coldstart {}", args.join(" ")))).expect("json")
-    }
-
-    /// The simulated cloud beside the control plane (served by the launcher's admin
-    /// endpoint, reached through the kubeconfig like on the embedded server).
-    async fn cloud(&self) -> Value {
-        self.coldstart_json(&["sim", "cloud"]).await
-    }
-
-    async fn wait_for(&self, what: &str, mut cond: impl AsyncFnMut(&Self) -> bool) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(90);
-        while !cond(self).await {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "timed out waiting until {what}"
-            );
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    }
-}
-
-fn ok(out: &Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}): {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kubectl_version_against_the_real_control_plane_with_the_platform_seed_reports_the_release_and_its_nodes_are_ready_across_zones()
  {
-    let c = RealCluster::start_with(&["--seed", "platform"]).await;
+    let c = Served::start(&["--seed", "platform"]).await;
     // The seed went in through the API: its custom resources too (their CRDs established).
     let topics = c
         .get(&["-n", "kafka", "kafkatopics.kafka.strimzi.io"])
@@ -316,15 +231,15 @@ spec: {size: 3, color: blue}
 "#;
 
 /// What must be equal before and after: the user-owned part of each object.
-async fn state(c: &RealCluster) -> Value {
-    let cm = c.get(&["-n", "shop", "configmap", "settings"]).await;
-    let secret = c.get(&["-n", "shop", "secret", "db-creds"]).await;
-    let deploy = c.get(&["-n", "shop", "deployment", "web"]).await;
-    let sts = c.get(&["-n", "shop", "statefulset", "db"]).await;
-    let widget = c.get(&["-n", "shop", "widget", "blue"]).await;
-    let pv = c.get(&["pv", "pv-db-data"]).await;
-    let pvc = c.get(&["-n", "shop", "pvc", "db-data"]).await;
-    let ns = c.get(&["namespace", "shop"]).await;
+async fn state(c: &Bed) -> Value {
+    let cm = c.get_json(&["-n", "shop", "configmap", "settings"]).await;
+    let secret = c.get_json(&["-n", "shop", "secret", "db-creds"]).await;
+    let deploy = c.get_json(&["-n", "shop", "deployment", "web"]).await;
+    let sts = c.get_json(&["-n", "shop", "statefulset", "db"]).await;
+    let widget = c.get_json(&["-n", "shop", "widget", "blue"]).await;
+    let pv = c.get_json(&["pv", "pv-db-data"]).await;
+    let pvc = c.get_json(&["-n", "shop", "pvc", "db-data"]).await;
+    let ns = c.get_json(&["namespace", "shop"]).await;
     serde_json::json!({
         "ns_labels": ns["metadata"]["labels"]["team"],
         "cm": cm["data"],
@@ -337,10 +252,13 @@ async fn state(c: &RealCluster) -> Value {
     })
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn snapshot_teardown_restore_on_the_real_control_plane_brings_back_plain_objects_and_the_real_binder_binds_the_claim()
- {
-    let c = RealCluster::start().await;
+on_both_planes!(
+    a_snapshot_teardown_restore_brings_back_plain_objects_and_the_binder_binds_the_claim =
+        plain_objects_come_back
+);
+
+async fn plain_objects_come_back(plane: Plane) {
+    let c = Bed::start(plane, Seed::Empty).await;
     // The static volume's disk exists in the cloud beside the cluster, created through the
     // launcher's admin endpoint the kubeconfig names (the restore's preflight checks it).
     c.coldstart_json(&[
@@ -357,26 +275,26 @@ async fn snapshot_teardown_restore_on_the_real_control_plane_brings_back_plain_o
         "shop:orders",
     ])
     .await;
-    c.apply(MANIFESTS).await;
-    c.wait_for("the CRD is established", async |c| {
-        c.kubectl(&["get", "widgets.example.com", "-A"], None)
+    c.apply(MANIFESTS, &[]).await;
+    wait_for(&c, "the CRD is established", async |c| {
+        c.kubectl(&["get", "widgets.example.com", "-A"])
             .await
             .status
             .success()
     })
     .await;
-    c.apply(WIDGET).await;
-    c.wait_for("the real PV binder binds the claim", async |c| {
-        c.get(&["-n", "shop", "pvc", "db-data"]).await["status"]["phase"] == "Bound"
+    c.apply(WIDGET, &[]).await;
+    wait_for(&c, "the real PV binder binds the claim", async |c| {
+        c.get_json(&["-n", "shop", "pvc", "db-data"]).await["status"]["phase"] == "Bound"
     })
     .await;
-    c.wait_for("the deployment's pods run on kwok's nodes", async |c| {
-        c.get(&["-n", "shop", "deployment", "web"]).await["status"]["readyReplicas"] == 2
+    wait_for(&c, "the deployment's pods run on kwok's nodes", async |c| {
+        c.get_json(&["-n", "shop", "deployment", "web"]).await["status"]["readyReplicas"] == 2
     })
     .await;
     let before = state(&c).await;
     assert_eq!(before["pvc"][0], "pv-db-data", "{before:#}");
-    let uid_before = c.get(&["namespace", "kube-system"]).await["metadata"]["uid"].clone();
+    let uid_before = c.get_json(&["namespace", "kube-system"]).await["metadata"]["uid"].clone();
 
     let store = c.dir.path().join("store");
     let out = c.coldstart(&store, &["snapshot", "--json"]).await;
@@ -390,10 +308,10 @@ async fn snapshot_teardown_restore_on_the_real_control_plane_brings_back_plain_o
         .await
         .expect("coldstart runs");
     let torn: Value = serde_json::from_str(&ok(&out, "coldstart sim teardown")).expect("json");
-    let uid_after = c.get(&["namespace", "kube-system"]).await["metadata"]["uid"].clone();
+    let uid_after = c.get_json(&["namespace", "kube-system"]).await["metadata"]["uid"].clone();
     assert_eq!(torn["uid"], uid_after);
     assert_ne!(uid_before, uid_after, "a new cluster has a new kube-system");
-    let gone = c.kubectl(&["get", "namespace", "shop"], None).await;
+    let gone = c.kubectl(&["get", "namespace", "shop"]).await;
     assert!(!gone.status.success(), "the new cluster is empty");
 
     let out = c
@@ -401,16 +319,16 @@ async fn snapshot_teardown_restore_on_the_real_control_plane_brings_back_plain_o
         .await;
     let report = ok(&out, "coldstart restore");
     let report: Value = serde_json::from_str(&report).expect("json report");
-    c.wait_for("the restored claim is bound again", async |c| {
-        c.get(&["-n", "shop", "pvc", "db-data"]).await["status"]["phase"] == "Bound"
+    wait_for(&c, "the restored claim is bound again", async |c| {
+        c.get_json(&["-n", "shop", "pvc", "db-data"]).await["status"]["phase"] == "Bound"
     })
     .await;
     let after = state(&c).await;
     assert_eq!(before, after, "report: {report:#}");
     assert_eq!(report["volumes_reused"], 1, "{report:#}");
     assert_eq!(report["new_disks"], 0, "{report:#}");
-    let pvc = c.get(&["-n", "shop", "pvc", "db-data"]).await;
-    let pv = c.get(&["pv", "pv-db-data"]).await;
+    let pvc = c.get_json(&["-n", "shop", "pvc", "db-data"]).await;
+    let pv = c.get_json(&["pv", "pv-db-data"]).await;
     assert_eq!(
         pv["spec"]["claimRef"]["uid"], pvc["metadata"]["uid"],
         "the volume is bound to the new claim, not the old one's uid"
@@ -423,11 +341,14 @@ async fn snapshot_teardown_restore_on_the_real_control_plane_brings_back_plain_o
 /// Prometheus operator, which this cluster does not run.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_rendered_helm_chart_passes_the_real_api_servers_server_side_dry_run() {
-    let c = RealCluster::start().await;
+    let c = Bed::start(Plane::Kubernetes, Seed::Empty).await;
     // A server-side dry run of a Namespace creates nothing, so the objects in it need the
     // namespace to exist already.
-    c.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: coldstart}\n")
-        .await;
+    c.apply(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: coldstart}\n",
+        &[],
+    )
+    .await;
     for (name, settings) in crate::helm::equivalents() {
         let items: Vec<Value> = crate::helm::render(&settings)
             .into_iter()
@@ -436,23 +357,23 @@ async fn the_rendered_helm_chart_passes_the_real_api_servers_server_side_dry_run
         assert!(!items.is_empty(), "{name}: the chart rendered nothing");
         let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items});
         let args = ["apply", "--dry-run=server", "-f", "-"];
-        let out = c.kubectl(&args, Some(&list.to_string())).await;
+        let out = c.kubectl_stdin(&args, Some(&list.to_string())).await;
         ok(&out, &format!("{name}: kubectl apply --dry-run=server"));
     }
 }
 
 /// Every workload ready, every claim bound, every load balancer with its address.
-async fn platform_settled(c: &RealCluster) -> bool {
-    let workloads = c.get(&["deployments,statefulsets", "-A"]).await;
+async fn platform_settled(c: &Bed) -> bool {
+    let workloads = c.get_json(&["deployments,statefulsets", "-A"]).await;
     let ready = workloads["items"].as_array().is_some_and(|ws| {
         ws.iter()
             .all(|w| w["status"]["readyReplicas"] == w["spec"]["replicas"])
     });
-    let claims = c.get(&["pvc", "-A"]).await;
+    let claims = c.get_json(&["pvc", "-A"]).await;
     let bound = claims["items"]
         .as_array()
         .is_some_and(|cs| cs.iter().all(|pvc| pvc["status"]["phase"] == "Bound"));
-    let services = c.get(&["services", "-A"]).await;
+    let services = c.get_json(&["services", "-A"]).await;
     let addressed = services["items"].as_array().is_some_and(|ss| {
         ss.iter()
             .filter(|s| s["spec"]["type"] == "LoadBalancer")
@@ -482,29 +403,20 @@ fn inventory(cloud: &Value) -> Value {
     serde_json::json!({"disks": disks, "addresses": keys("addresses"), "buckets": keys("buckets")})
 }
 
-/// The planned stop and start of issue 13, on kube-apiserver, kube-controller-manager (its
-/// real PV binder, StatefulSet, attach/detach and GC controllers), kube-scheduler and kwok,
-/// with the simulated cloud's controllers beside them acting through the API.
-#[tokio::test(flavor = "multi_thread")]
-async fn stop_teardown_start_on_the_real_control_plane_reuses_every_disk_address_and_bucket_and_the_real_binder_binds_each_claim()
- {
-    stop_teardown_start_reuses_everything(Plane::Kubernetes).await;
-}
-
-/// The same scenario on the embedded server, through the same CLI and helpers.
-#[tokio::test(flavor = "multi_thread")]
-async fn stop_teardown_start_on_the_embedded_server_reuses_every_disk_address_and_bucket_and_its_binder_binds_each_claim()
- {
-    stop_teardown_start_reuses_everything(Plane::Embedded).await;
-}
+on_both_planes!(
+    /// The planned stop and start of issue 13: on Kubernetes, its real PV binder,
+    /// StatefulSet, attach/detach and GC controllers, with the simulated cloud's controllers
+    /// beside them acting through the API; on the embedded server, its own.
+    stop_teardown_start_reuses_every_disk_address_and_bucket_and_the_binder_binds_each_claim = stop_teardown_start_reuses_everything
+);
 
 async fn stop_teardown_start_reuses_everything(plane: Plane) {
-    let c = RealCluster::start_on(plane, &["--seed", "platform"]).await;
-    c.wait_for("the platform seed settles", async |c| {
+    let c = Bed::start(plane, Seed::Platform).await;
+    wait_for(&c, "the platform seed settles", async |c| {
         platform_settled(c).await
     })
     .await;
-    let before = inventory(&c.cloud().await);
+    let before = inventory(&c.coldstart_json(&["sim", "cloud"]).await);
     assert_eq!(
         before["disks"].as_object().map(serde_json::Map::len),
         Some(7),
@@ -514,8 +426,8 @@ async fn stop_teardown_start_reuses_everything(plane: Plane) {
     let store = c.dir.path().join("store");
     let out = c.coldstart(&store, &["stop", "--json"]).await;
     ok(&out, "coldstart stop");
-    c.wait_for("every disk is detached", async |c| {
-        c.cloud().await["disks"]
+    wait_for(&c, "every disk is detached", async |c| {
+        c.coldstart_json(&["sim", "cloud"]).await["disks"]
             .as_object()
             .is_some_and(|ds| ds.values().all(|d| d["attached_to"].is_null()))
     })
@@ -523,7 +435,7 @@ async fn stop_teardown_start_reuses_everything(plane: Plane) {
 
     let torn = c.coldstart_json(&["sim", "teardown"]).await;
     assert!(torn["uid"].is_string(), "{torn:#}");
-    let after_teardown = c.cloud().await;
+    let after_teardown = c.coldstart_json(&["sim", "cloud"]).await;
     assert_eq!(
         inventory(&after_teardown),
         before,
@@ -548,11 +460,11 @@ async fn stop_teardown_start_reuses_everything(plane: Plane) {
         [7, 4, 6],
         "{report:#}"
     );
-    c.wait_for("the platform runs again", async |c| {
+    wait_for(&c, "the platform runs again", async |c| {
         platform_settled(c).await
     })
     .await;
-    let cloud = c.cloud().await;
+    let cloud = c.coldstart_json(&["sim", "cloud"]).await;
     let created: Vec<&Value> = cloud["ledger"]
         .as_array()
         .map(|l| {
@@ -575,12 +487,12 @@ async fn stop_teardown_start_reuses_everything(plane: Plane) {
     );
     // The real PV binder bound each claim (it alone sets bind-completed; the simulated
     // cloud only provisions), to the claim's new uid.
-    let claims = c.get(&["pvc", "-A"]).await;
+    let claims = c.get_json(&["pvc", "-A"]).await;
     let claims = claims["items"].as_array().expect("items");
     assert_eq!(claims.len(), 7);
     for pvc in claims {
         let pv = c
-            .get(&["pv", pvc["spec"]["volumeName"].as_str().expect("bound")])
+            .get_json(&["pv", pvc["spec"]["volumeName"].as_str().expect("bound")])
             .await;
         assert_eq!(
             pvc["metadata"]["annotations"]["pv.kubernetes.io/bind-completed"], "yes",
@@ -598,28 +510,17 @@ const UNNAMED_CLAIM: &str = "apiVersion: v1\nkind: PersistentVolumeClaim\nmetada
 /// An unpinned LoadBalancer Service (a new address).
 const UNPINNED_SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: fresh, namespace: default}\nspec: {type: LoadBalancer, ports: [{port: 443}]}\n";
 
-/// The restore gate's ValidatingAdmissionPolicies, evaluated by kube-apiserver's own CEL:
-/// another identity is denied a new disk and a new address; coldstart's own identity (the
-/// one `whoami` reports, exempt) and a claim naming its volume are admitted; lifting the
-/// gate admits everyone.
-#[tokio::test(flavor = "multi_thread")]
-async fn the_restore_gate_on_the_real_api_server_denies_new_disks_and_addresses_to_everyone_but_coldstart()
- {
-    gate_denies_new_disks_and_addresses(Plane::Kubernetes).await;
-}
-
-/// The same policies under the embedded server's CEL.
-#[tokio::test(flavor = "multi_thread")]
-async fn the_restore_gate_on_the_embedded_server_denies_new_disks_and_addresses_to_everyone_but_coldstart()
- {
-    gate_denies_new_disks_and_addresses(Plane::Embedded).await;
-}
+on_both_planes!(
+    /// The restore gate's ValidatingAdmissionPolicies, evaluated by each server's CEL:
+    /// another identity is denied a new disk and a new address; coldstart's own identity
+    /// (the one `whoami` reports, exempt) and a claim naming its volume are admitted;
+    /// lifting the gate admits everyone.
+    the_restore_gate_denies_new_disks_and_addresses_to_everyone_but_coldstart = gate_denies_new_disks_and_addresses
+);
 
 async fn gate_denies_new_disks_and_addresses(plane: Plane) {
-    let c = RealCluster::start_on(plane, &[]).await;
-    let client = coldstart::k8s::connect::connect(Some(&c.kubeconfig), None)
-        .await
-        .expect("client");
+    let c = Bed::start(plane, Seed::Empty).await;
+    let client = c.client().await;
     let me = coldstart::restore::whoami(&client).await.expect("whoami");
     assert_eq!(
         me, "kubernetes-admin",
@@ -635,10 +536,11 @@ async fn gate_denies_new_disks_and_addresses(plane: Plane) {
     let create_as = async |who: &[&str], yaml: &str| {
         let mut args = vec!["create", "-f", "-"];
         args.extend_from_slice(who);
-        c.kubectl(&args, Some(yaml)).await
+        c.kubectl_stdin(&args, Some(yaml)).await
     };
     // A binding takes effect once the API server's policy informer has it.
-    c.wait_for(
+    wait_for(
+        &c,
         "the gate denies an operator's claim without a volume",
         async |_| {
             let out = create_as(&operator, UNNAMED_CLAIM).await;
@@ -672,7 +574,7 @@ async fn gate_denies_new_disks_and_addresses(plane: Plane) {
         .coldstart(&c.dir.path().join("store"), &["gate", "off"])
         .await;
     ok(&out, "coldstart gate off");
-    c.wait_for("the lifted gate admits the operator", async |_| {
+    wait_for(&c, "the lifted gate admits the operator", async |_| {
         create_as(&operator, UNPINNED_SERVICE)
             .await
             .status
@@ -684,12 +586,8 @@ async fn gate_denies_new_disks_and_addresses(plane: Plane) {
 /// The user-owned part of every object `kubectl get` lists for `what` in `ns`, by name:
 /// metadata's labels and annotations (kubectl's own last-applied left out) and everything
 /// but `status`.
-async fn user_owned(
-    c: &RealCluster,
-    ns: &str,
-    what: &str,
-) -> std::collections::BTreeMap<String, Value> {
-    let list = c.get(&["-n", ns, what]).await;
+async fn user_owned(c: &Bed, ns: &str, what: &str) -> std::collections::BTreeMap<String, Value> {
+    let list = c.get_json(&["-n", ns, what]).await;
     list["items"]
         .as_array()
         .expect("items")
@@ -719,47 +617,39 @@ async fn user_owned(
         .collect()
 }
 
-/// The corpus's Strimzi group (cluster operator install with its ten structural CRDs, a
-/// Kafka cluster and node pools with JBOD storage) installed as Strimzi's docs install it,
-/// then snapshot, the cluster deleted, restore: every object comes back as it was under
-/// kube-apiserver's own validation, defaulting and pruning of unknown fields.
-#[tokio::test(flavor = "multi_thread")]
-async fn snapshot_teardown_restore_of_the_corpus_strimzi_install_on_the_real_control_plane_brings_back_every_object()
- {
-    corpus_strimzi_comes_back(Plane::Kubernetes).await;
-}
-
-/// The same scenario on the embedded server.
-#[tokio::test(flavor = "multi_thread")]
-async fn snapshot_teardown_restore_of_the_corpus_strimzi_install_on_the_embedded_server_brings_back_every_object()
- {
-    corpus_strimzi_comes_back(Plane::Embedded).await;
-}
+on_both_planes!(
+    /// The corpus's Strimzi group (cluster operator install with its ten structural CRDs, a
+    /// Kafka cluster and node pools with JBOD storage) installed as Strimzi's docs install
+    /// it, then snapshot, the cluster deleted, restore: every object comes back as it was
+    /// under each server's validation, defaulting and pruning of unknown fields.
+    a_snapshot_teardown_restore_of_the_corpus_strimzi_install_brings_back_every_object = corpus_strimzi_comes_back
+);
 
 async fn corpus_strimzi_comes_back(plane: Plane) {
     let Some(root) = crate::realworld::corpus() else {
         return;
     };
-    let c = RealCluster::start_on(plane, &[]).await;
+    let c = Bed::start(plane, Seed::Empty).await;
     let base = root.join("00-base");
     for f in crate::realworld::yaml_files(&base) {
         ok(
-            &c.kubectl(&["apply", "-f", &f.display().to_string()], None)
-                .await,
+            &c.kubectl(&["apply", "-f", &f.display().to_string()]).await,
             "apply 00-base",
         );
     }
     // A manifest, not `kubectl create namespace`: the embedded server speaks no protobuf.
-    c.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: kafka}\n")
-        .await;
+    c.apply(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: kafka}\n",
+        &[],
+    )
+    .await;
     let files = crate::realworld::yaml_files(&root.join("01-strimzi"));
     let (crds, rest): (Vec<_>, Vec<_>) =
         files.iter().partition(|p| crate::realworld::is_crd_file(p));
     let create = async |f: &std::path::PathBuf| {
         let path = f.display().to_string();
         ok(
-            &c.kubectl(&["create", "-n", "kafka", "-f", &path], None)
-                .await,
+            &c.kubectl(&["create", "-n", "kafka", "-f", &path]).await,
             &format!("kubectl create -f {path}"),
         );
     };

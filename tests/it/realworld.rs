@@ -9,19 +9,28 @@
 //! The corpus is read at test time from `../shared/realworld` (beside the repository, as in
 //! CI) and never copied into the repository. Where it is absent (a user's clone), each test
 //! prints a loud SKIPPED line naming the path and returns.
+//!
+//! The scenarios reach the cluster only through the API and the admin endpoint, so they are
+//! written for either [`Plane`], but run on the embedded server alone for now: kube-apiserver
+//! refuses the corpus's COSI CRDs (group `objectstorage.k8s.io`, protected, and these
+//! controller-gen v0.17.3 copies carry no `api-approved.kubernetes.io`), which the embedded
+//! server accepts. The embedded server is the one that is wrong (the `fidelity` branch adds
+//! the check); once it refuses them too, CASES.md and `GROUPS` must say what a real install
+//! of 03-cosi does, and these become `on_both_planes!`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::helpers::TestCluster;
+use crate::helpers::{Bed, Plane};
 use coldstart::lifecycle::{self, StartOptions, StopOptions};
 use coldstart::progress::Progress;
 use coldstart::restore::{self, RestoreOptions};
 use coldstart::snapshot::crypto::Keys;
 use coldstart::snapshot::{read, write};
 use coldstart::store::Store;
+use coldstart_sim::seed::Seed;
 use serde_json::Value;
 
 /// Where the corpus lives, relative to the repository (CI checks it out beside the repo).
@@ -154,37 +163,26 @@ impl Group {
 }
 
 /// What a real cloud account already holds before the corpus is applied (CASES.md).
-fn precreate_cloud(c: &TestCluster) {
-    let mut cloud = c.sim().cloud.lock();
-    cloud.create_bucket("brownfield-bucket", "brownfield-data", "pre-existing");
-    cloud.create_bucket("rw-xp-existing-bucket", "xp-data", "pre-existing");
-    cloud.create_bucket("rw-ack-existing-bucket", "ack-data", "pre-existing");
-    cloud
-        .create_static_address("192.168.1.100", None, None, "pre-existing")
-        .expect("free address");
-    cloud
-        .create_pool(
-            "lb-metallb-a",
-            &["192.168.1.100".to_owned()],
-            "pre-existing",
-        )
-        .expect("pool");
-    cloud
-        .create_pool(
-            "production-public-ips",
-            &["192.168.10.0".to_owned(), "192.168.10.1".to_owned()],
-            "pre-existing",
-        )
-        .expect("pool");
-    cloud
-        .create_static_address("1.2.3.4", None, None, "pre-existing")
-        .expect("free address");
-    cloud
-        .create_static_address("52.1.1.10", Some("eipalloc-xyz"), None, "pre-existing")
-        .expect("free address");
-    cloud
-        .create_static_address("52.1.1.11", Some("eipalloc-zzz"), None, "pre-existing")
-        .expect("free address");
+async fn precreate_cloud(c: &Bed) {
+    let existing = serde_json::json!({
+        "buckets": [
+            {"name": "brownfield-bucket", "data": "brownfield-data"},
+            {"name": "rw-xp-existing-bucket", "data": "xp-data"},
+            {"name": "rw-ack-existing-bucket", "data": "ack-data"},
+        ],
+        "addresses": [
+            {"ip": "192.168.1.100"},
+            {"ip": "1.2.3.4"},
+            {"ip": "52.1.1.10", "allocationId": "eipalloc-xyz"},
+            {"ip": "52.1.1.11", "allocationId": "eipalloc-zzz"},
+        ],
+        "pools": [
+            {"name": "lb-metallb-a", "addresses": ["192.168.1.100"]},
+            {"name": "production-public-ips", "addresses": ["192.168.10.0", "192.168.10.1"]},
+        ],
+    });
+    c.add_to_cloud(&serde_json::from_value(existing).expect("what the account holds"))
+        .await;
 }
 
 pub(crate) fn yaml_files(dir: &Path) -> Vec<PathBuf> {
@@ -222,7 +220,7 @@ pub(crate) fn is_crd_file(path: &Path) -> bool {
         .contains("kind: CustomResourceDefinition")
 }
 
-async fn ensure_namespace(c: &TestCluster, ns: &str) {
+async fn ensure_namespace(c: &Bed, ns: &str) {
     if ns != "default" {
         c.apply(
             &format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n"),
@@ -234,7 +232,7 @@ async fn ensure_namespace(c: &TestCluster, ns: &str) {
 
 /// Apply the whole corpus as its docs install it; returns the objects the server refused
 /// (file names), which must be exactly the ones CASES.md names.
-async fn apply_corpus(c: &TestCluster, root: &Path) {
+async fn apply_corpus(c: &Bed, root: &Path) {
     for g in GROUPS {
         let dir = root.join(g.dir);
         let files = yaml_files(&dir);
@@ -290,9 +288,9 @@ async fn apply_corpus(c: &TestCluster, root: &Path) {
 }
 
 /// A cluster with the corpus applied and its controllers settled.
-async fn corpus_cluster(root: &Path) -> TestCluster {
-    let c = TestCluster::start().await;
-    precreate_cloud(&c);
+async fn corpus_cluster(plane: Plane, root: &Path) -> Bed {
+    let c = Bed::start(plane, Seed::Empty).await;
+    precreate_cloud(&c).await;
     apply_corpus(&c, root).await;
     settle(&c).await;
     c
@@ -300,23 +298,15 @@ async fn corpus_cluster(root: &Path) -> TestCluster {
 
 /// Wait until every LoadBalancer Service that can have an address has one and every
 /// workload is ready.
-async fn settle(c: &TestCluster) {
+async fn settle(c: &Bed) {
     crate::helpers::wait_until_async("the corpus settles", || async {
-        ready_workloads(c) && services_settled(c)
+        ready_workloads(c).await && services_settled(c).await
     })
     .await;
 }
 
-fn all(c: &TestCluster, group: &str, plural: &str) -> Vec<Value> {
-    let Some(def) = c.sim().def(group, plural) else {
-        return Vec::new();
-    };
-    c.sim()
-        .store
-        .all(&def.group_resource(), None)
-        .into_iter()
-        .map(|(_, s)| s.value())
-        .collect()
+async fn all(c: &Bed, group: &str, plural: &str) -> Vec<Value> {
+    c.list(group, plural).await
 }
 
 fn key(v: &Value) -> String {
@@ -327,18 +317,22 @@ fn key(v: &Value) -> String {
     )
 }
 
-fn ready_workloads(c: &TestCluster) -> bool {
-    ["deployments", "statefulsets"].iter().all(|p| {
-        all(c, "apps", p).iter().all(|w| {
+async fn ready_workloads(c: &Bed) -> bool {
+    for p in ["deployments", "statefulsets"] {
+        let ready = all(c, "apps", p).await.iter().all(|w| {
             let want = w["spec"]["replicas"].as_i64().unwrap_or(1);
             w["status"]["readyReplicas"].as_i64().unwrap_or(0) >= want
-        })
-    })
+        });
+        if !ready {
+            return false;
+        }
+    }
+    true
 }
 
 /// Services the in-tree controller owns that should have an address have one.
-fn services_settled(c: &TestCluster) -> bool {
-    all(c, "", "services").iter().all(|s| {
+async fn services_settled(c: &Bed) -> bool {
+    all(c, "", "services").await.iter().all(|s| {
         s["spec"]["type"] != "LoadBalancer"
             || s["spec"]["loadBalancerClass"].is_string()
             || s.pointer("/status/loadBalancer/ingress/0").is_some()
@@ -346,10 +340,10 @@ fn services_settled(c: &TestCluster) -> bool {
 }
 
 /// Every workload's replicas, by `namespace/name`.
-fn replicas(c: &TestCluster) -> BTreeMap<String, i64> {
+async fn replicas(c: &Bed) -> BTreeMap<String, i64> {
     let mut out = BTreeMap::new();
     for p in ["deployments", "statefulsets"] {
-        for w in all(c, "apps", p) {
+        for w in all(c, "apps", p).await {
             out.insert(key(&w), w["spec"]["replicas"].as_i64().unwrap_or(1));
         }
     }
@@ -357,16 +351,18 @@ fn replicas(c: &TestCluster) -> BTreeMap<String, i64> {
 }
 
 /// CronJobs and whether each is suspended.
-fn cronjobs(c: &TestCluster) -> BTreeMap<String, bool> {
+async fn cronjobs(c: &Bed) -> BTreeMap<String, bool> {
     all(c, "batch", "cronjobs")
+        .await
         .iter()
         .map(|j| (key(j), j["spec"]["suspend"].as_bool().unwrap_or(false)))
         .collect()
 }
 
 /// The address each LoadBalancer Service answers on.
-fn service_addresses(c: &TestCluster) -> BTreeMap<String, String> {
+async fn service_addresses(c: &Bed) -> BTreeMap<String, String> {
     all(c, "", "services")
+        .await
         .iter()
         .filter_map(|s| {
             Some((
@@ -389,8 +385,8 @@ struct Inventory {
     buckets: Vec<(String, String)>,
 }
 
-fn inventory(c: &TestCluster) -> Inventory {
-    let cloud = c.cloud();
+async fn inventory(c: &Bed) -> Inventory {
+    let cloud = c.cloud().await;
     Inventory {
         disks: cloud
             .disks
@@ -413,22 +409,11 @@ fn inventory(c: &TestCluster) -> Inventory {
 
 /// The spec of every custom resource, by `kind namespace/name`: what must come back as it
 /// was applied.
-fn custom_resources(c: &TestCluster) -> BTreeMap<String, Value> {
-    let defs: Vec<_> = c
-        .sim()
-        .registry()
-        .all()
-        .filter(|d| {
-            d.group.contains('.') && !d.group.ends_with(".k8s.io")
-                || d.group == "objectstorage.k8s.io"
-        })
-        .cloned()
-        .collect();
+async fn custom_resources(c: &Bed) -> BTreeMap<String, Value> {
     let mut out = BTreeMap::new();
-    for d in defs {
-        for ((_, _), s) in c.sim().store.all(&d.group_resource(), None) {
-            let v = s.value();
-            out.insert(format!("{} {}", d.kind, key(&v)), v["spec"].clone());
+    for (group, plural, kind) in c.custom_kinds().await {
+        for v in all(c, &group, &plural).await {
+            out.insert(format!("{kind} {}", key(&v)), v["spec"].clone());
         }
     }
     out
@@ -453,12 +438,13 @@ fn restore_opts() -> RestoreOptions {
     }
 }
 
-fn gate_objects(c: &TestCluster) -> Vec<String> {
+async fn gate_objects(c: &Bed) -> Vec<String> {
     all(
         c,
         "admissionregistration.k8s.io",
         "validatingadmissionpolicies",
     )
+    .await
     .iter()
     .filter(|p| p.pointer("/metadata/labels/coldstart.dev~1gate").is_some())
     .map(key)
@@ -467,9 +453,13 @@ fn gate_objects(c: &TestCluster) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_corpus_applies_as_its_docs_install_it_and_real_rejections_are_rejected() {
+    corpus_applies(Plane::Embedded).await;
+}
+
+async fn corpus_applies(plane: Plane) {
     let Some(root) = corpus() else { return };
-    let c = corpus_cluster(&root).await;
-    let addrs = service_addresses(&c);
+    let c = corpus_cluster(plane, &root).await;
+    let addrs = service_addresses(&c).await;
     assert_eq!(
         addrs.get("lb-metallb-a/nginx").map(String::as_str),
         Some("192.168.1.100"),
@@ -500,16 +490,20 @@ async fn the_corpus_applies_as_its_docs_install_it_and_real_rejections_are_rejec
 
 #[tokio::test(flavor = "multi_thread")]
 async fn stop_teardown_start_on_the_corpus_brings_back_every_original_and_nothing_new() {
+    corpus_stop_teardown_start(Plane::Embedded).await;
+}
+
+async fn corpus_stop_teardown_start(plane: Plane) {
     let Some(root) = corpus() else { return };
-    let c = corpus_cluster(&root).await;
+    let c = corpus_cluster(plane, &root).await;
     let client = c.client().await;
     let store = Store::memory();
     let progress = Arc::new(Mutex::new(Progress::default()));
 
-    let before_replicas = replicas(&c);
-    let before_cron = cronjobs(&c);
-    let before_addrs = service_addresses(&c);
-    let before_crs = custom_resources(&c);
+    let before_replicas = replicas(&c).await;
+    let before_cron = cronjobs(&c).await;
+    let before_addrs = service_addresses(&c).await;
+    let before_crs = custom_resources(&c).await;
     assert!(!before_cron.is_empty(), "the corpus has a CronJob");
 
     let stop_opts = StopOptions {
@@ -521,29 +515,29 @@ async fn stop_teardown_start_on_the_corpus_brings_back_every_original_and_nothin
         .await
         .expect("stop");
     assert!(
-        cronjobs(&c).values().all(|s| *s),
+        cronjobs(&c).await.values().all(|s| *s),
         "stop suspends every CronJob: {:?}",
-        cronjobs(&c)
+        cronjobs(&c).await
     );
-    let before = inventory(&c);
+    let before = inventory(&c).await;
 
     c.teardown().await;
     assert_eq!(
-        inventory(&c).disks,
+        inventory(&c).await.disks,
         before.disks,
         "after stop, deleting the cluster loses no disk"
     );
     assert_eq!(
-        inventory(&c).buckets,
+        inventory(&c).await.buckets,
         before.buckets,
         "after stop, deleting the cluster loses no bucket"
     );
     assert_eq!(
-        inventory(&c).addresses,
+        inventory(&c).await.addresses,
         before.addresses,
         "after stop, deleting the cluster releases no address"
     );
-    let mark = c.cloud().position();
+    let mark = c.cloud().await.position();
 
     let start_opts = StartOptions {
         restore: restore_opts(),
@@ -556,37 +550,42 @@ async fn stop_teardown_start_on_the_corpus_brings_back_every_original_and_nothin
         .expect("start");
     assert!(started.restore.succeeded, "{:#?}", started.restore);
     settle(&c).await;
-    let created = c.cloud().created_since(mark);
+    let created = c.cloud().await.created_since(mark);
     assert_eq!(
         (created.disks, created.ips, created.buckets),
         (0, 0, 0),
         "nothing new in the cloud: {:#?}",
         c.cloud()
+            .await
             .ledger
             .iter()
             .filter(|e| e.seq > mark)
             .collect::<Vec<_>>()
     );
     assert_eq!(
-        inventory(&c),
+        inventory(&c).await,
         before,
         "every disk, address, DNS name and bucket is the original"
     );
     assert_eq!(
-        service_addresses(&c),
+        service_addresses(&c).await,
         before_addrs,
         "every Service answers where it did"
     );
     assert_eq!(
-        replicas(&c),
+        replicas(&c).await,
         before_replicas,
         "every workload is back at its replica count"
     );
-    assert_eq!(cronjobs(&c), before_cron, "CronJobs resumed as they were");
+    assert_eq!(
+        cronjobs(&c).await,
+        before_cron,
+        "CronJobs resumed as they were"
+    );
     assert!(
-        gate_objects(&c).is_empty(),
+        gate_objects(&c).await.is_empty(),
         "the gate is lifted: {:?}",
-        gate_objects(&c)
+        gate_objects(&c).await
     );
     // Custom resources come back as they were applied, apart from what stop changed
     // (each change in its report) and what the restore documents (each transform in the
@@ -617,7 +616,7 @@ async fn stop_teardown_start_on_the_corpus_brings_back_every_original_and_nothin
             )
         })
         .collect();
-    let after_crs = custom_resources(&c);
+    let after_crs = custom_resources(&c).await;
     for (k, spec) in &before_crs {
         let mut expected = spec.clone();
         for change in &stopped.changes {
@@ -680,12 +679,16 @@ fn differing_fields(a: &Value, b: &Value) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn snapshot_teardown_restore_on_the_corpus_brings_back_everything_not_lost() {
+    corpus_snapshot_teardown_restore(Plane::Embedded).await;
+}
+
+async fn corpus_snapshot_teardown_restore(plane: Plane) {
     let Some(root) = corpus() else { return };
-    let c = corpus_cluster(&root).await;
+    let c = corpus_cluster(plane, &root).await;
     let client = c.client().await;
     let store = Store::memory();
-    let before_replicas = replicas(&c);
-    let before_crs = custom_resources(&c);
+    let before_replicas = replicas(&c).await;
+    let before_crs = custom_resources(&c).await;
     let m = write::take(
         &client,
         &store,
@@ -705,7 +708,7 @@ async fn snapshot_teardown_restore_on_the_corpus_brings_back_everything_not_lost
         .await
         .expect("restore runs");
     // Everything else comes back.
-    let after = replicas(&c);
+    let after = replicas(&c).await;
     for (k, n) in &before_replicas {
         assert_eq!(
             after.get(k),
@@ -713,7 +716,7 @@ async fn snapshot_teardown_restore_on_the_corpus_brings_back_everything_not_lost
             "{k} is back at its replica count: {report:#?}"
         );
     }
-    let after_crs = custom_resources(&c);
+    let after_crs = custom_resources(&c).await;
     for k in before_crs.keys() {
         assert!(after_crs.contains_key(k), "{k} came back");
     }

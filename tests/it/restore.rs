@@ -1,131 +1,75 @@
 //! Cold-start restore on the simulated cluster: seed the platform, capture it, tear the
 //! cluster down the way a cloud does, restore, and prove every disk, address and bucket is
 //! the original and nothing new was provisioned — and show what goes wrong without the gate.
+//! Each scenario runs on both API servers ([`Plane`]).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::helpers::{TestCluster, wait_until};
+use crate::helpers::{
+    Bed, Plane, TestCluster, keys, on_both_planes, snapshot_opts, wait_until, wait_until_async,
+};
+use coldstart::preflight::AcceptMissing;
 use coldstart::progress::Progress;
 use coldstart::restore::plan::PlanOptions;
-use coldstart::restore::source::Objects;
-use coldstart::restore::{
-    self, Recorded, RecordedAddress, RecordedBucket, RecordedVolume, RestoreOptions, RestoreSource,
-};
-use coldstart_sim::Sim;
+use coldstart::restore::source::{self, Objects};
+use coldstart::restore::{self, RestoreOptions, RestoreSource};
+use coldstart::snapshot::{read, write};
+use coldstart::store::Store;
 use coldstart_sim::seed::Seed;
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use serde_json::Value;
 
-/// Kinds a restore never brings back (controllers recreate them, or they are one
-/// cluster's life): the capture leaves them out as a snapshot does.
-const SKIP: [&str; 8] = [
-    "events",
-    "nodes",
-    "pods",
-    "endpoints",
-    "leases",
-    "endpointslices",
-    "controllerrevisions",
-    "replicasets",
-];
+/// What a snapshot of the bed records, read back as a restore reads it: the product's own
+/// capture, through the API, so it means the same on both planes.
+pub async fn snapshot_of(c: &Bed) -> RestoreSource {
+    let store = Store::memory();
+    let m = write::take(
+        &c.client().await,
+        &store,
+        &keys(),
+        &snapshot_opts("platform"),
+        Arc::new(write::CaptureProgress::default()),
+    )
+    .await
+    .expect("snapshot");
+    let snap = read::open(&store, &keys(), &m.id).await.expect("open");
+    source::from_snapshot(&snap)
+}
 
-/// An in-process capture of the simulated cluster with the bindings a snapshot records:
-/// enough to test the restore on its own.
-pub fn capture(sim: &Sim) -> RestoreSource {
-    let mut objects = Vec::new();
-    let mut recorded = Recorded::default();
-    let defs: Vec<_> = sim.registry().all().cloned().collect();
-    for d in defs {
-        if SKIP.contains(&d.plural.as_str())
-            || d.create_only
-            || sim
-                .registry()
-                .preferred(&d.group_resource())
-                .map(|p| &p.version)
-                != Some(&d.version)
-        {
-            continue;
-        }
-        for ((ns, name), s) in sim.store.all(&d.group_resource(), None) {
-            let v = s.value();
-            let system_ns = matches!(
-                ns.as_str(),
-                "kube-system" | "kube-public" | "kube-node-lease"
-            );
-            let builtin = (d.plural == "namespaces"
-                && matches!(
-                    name.as_str(),
-                    "default" | "kube-system" | "kube-public" | "kube-node-lease"
-                ))
-                || (d.plural == "services" && name == "kubernetes")
-                || (d.plural == "configmaps" && name == "kube-root-ca.crt")
-                || (d.plural == "serviceaccounts" && name == "default");
-            if system_ns || builtin {
-                continue;
-            }
-            match d.plural.as_str() {
-                "persistentvolumes" => recorded.volumes.push(RecordedVolume {
-                    pv: name.clone(),
-                    disk: coldstart_sim::controllers::storage_disk_of(&v).unwrap_or_default(),
-                    claim: v["spec"]["claimRef"]["name"].as_str().map(|c| {
-                        (
-                            v["spec"]["claimRef"]["namespace"]
-                                .as_str()
-                                .unwrap_or_default()
-                                .to_owned(),
-                            c.to_owned(),
-                        )
-                    }),
-                    from_snapshot: None,
-                }),
-                "services" => {
-                    if let Some(ip) = v
-                        .pointer("/status/loadBalancer/ingress/0/ip")
-                        .and_then(Value::as_str)
-                    {
-                        recorded.addresses.push(RecordedAddress {
-                            namespace: ns.clone(),
-                            name: name.clone(),
-                            ip: ip.to_owned(),
-                            allocation_id: None,
-                            hostnames: vec![],
-                        });
-                    }
-                }
-                "bucketclaims" => {
-                    if let Some(b) = v.pointer("/status/bucketName").and_then(Value::as_str) {
-                        recorded.buckets.push(RecordedBucket {
-                            kind: "BucketClaim".into(),
-                            namespace: Some(ns.clone()),
-                            name: name.clone(),
-                            bucket: b.into(),
-                        });
-                    }
-                }
-                "buckets" if d.group == "s3.aws.upbound.io" => {
-                    recorded.buckets.push(RecordedBucket {
-                        kind: "Bucket".into(),
-                        namespace: None,
-                        name: name.clone(),
-                        bucket: v
-                            .pointer("/metadata/annotations/crossplane.io~1external-name")
-                            .and_then(Value::as_str)
-                            .unwrap_or(&name)
-                            .to_owned(),
-                    })
-                }
-                _ => {}
-            }
-            objects.push(v);
+/// Whether the platform seed has settled: every load balancer addressed, every claim
+/// bound, every tenant's bucket ready, Kafka running.
+async fn platform_settled(c: &Bed) -> bool {
+    let client = c.client().await;
+    let claims: kube::Api<PersistentVolumeClaim> = kube::Api::all(client);
+    let bound = claims.list(&Default::default()).await.is_ok_and(|l| {
+        !l.items.is_empty()
+            && l.items
+                .iter()
+                .all(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound"))
+    });
+    if !bound || c.cloud().await.load_balancers.len() != 4 {
+        return false;
+    }
+    for t in ["tenant-a", "tenant-b", "tenant-c"] {
+        let ready = c
+            .get("objectstorage.k8s.io", "bucketclaims", t, "data")
+            .await
+            .is_some_and(|b| b["status"]["bucketReady"] == true);
+        if !ready {
+            return false;
         }
     }
-    RestoreSource {
-        snapshot_id: "in-process".into(),
-        taken_at: chrono::Utc::now(),
-        objects: Objects::Loaded(objects),
-        recorded,
-        bindings: Default::default(),
-    }
+    c.get("apps", "statefulsets", "kafka", "kafka")
+        .await
+        .is_some_and(|s| s["status"]["readyReplicas"] == 3)
+}
+
+/// The platform seed on `plane`, settled.
+pub async fn settled_platform_on(plane: Plane) -> Bed {
+    let c = Bed::start(plane, Seed::Platform).await;
+    wait_until_async("the platform has settled", || platform_settled(&c)).await;
+    c
 }
 
 pub async fn settled_platform() -> TestCluster {
@@ -154,9 +98,10 @@ fn quick() -> RestoreOptions {
     }
 }
 
-fn data_tokens(c: &TestCluster) -> Vec<String> {
+async fn data_tokens(c: &Bed) -> Vec<String> {
     let mut t: Vec<String> = c
         .cloud()
+        .await
         .disks
         .values()
         .map(|d| d.data_token.clone())
@@ -165,9 +110,13 @@ fn data_tokens(c: &TestCluster) -> Vec<String> {
     t
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_restore_after_teardown_reuses_every_disk_address_and_bucket_and_creates_nothing() {
-    let c = settled_platform().await;
+on_both_planes!(
+    a_restore_after_teardown_reuses_every_disk_address_and_bucket_and_creates_nothing =
+        restore_after_teardown_reuses_everything
+);
+
+async fn restore_after_teardown_reuses_everything(plane: Plane) {
+    let c = settled_platform_on(plane).await;
     // Make everything survivable first, as `stop` does: the claims' Delete disks and the
     // controller-allocated addresses would otherwise be lost with the cluster.
     for pv in ["pv-zookeeper-0", "pv-zookeeper-1", "pv-zookeeper-2"] {
@@ -182,6 +131,7 @@ async fn a_restore_after_teardown_reuses_every_disk_address_and_bucket_and_creat
     }
     let pg = c
         .get("", "persistentvolumeclaims", "tenant-a", "pg-data")
+        .await
         .expect("pvc")["spec"]["volumeName"]
         .as_str()
         .expect("bound")
@@ -195,11 +145,12 @@ async fn a_restore_after_teardown_reuses_every_disk_address_and_bucket_and_creat
     ])
     .await;
     for (ns, svc) in [("tenant-a", "mqtt"), ("tenant-b", "api")] {
-        let ip = c.get("", "services", ns, svc).expect("svc")["status"]["loadBalancer"]["ingress"]
-            [0]["ip"]
-            .as_str()
-            .expect("ip")
-            .to_owned();
+        let ip =
+            c.get("", "services", ns, svc).await.expect("svc")["status"]["loadBalancer"]["ingress"]
+                [0]["ip"]
+                .as_str()
+                .expect("ip")
+                .to_owned();
         c.kubectl_ok(&[
             "patch",
             "svc",
@@ -210,7 +161,7 @@ async fn a_restore_after_teardown_reuses_every_disk_address_and_bucket_and_creat
             &format!(r#"{{"spec":{{"loadBalancerIP":"{ip}"}}}}"#),
         ])
         .await;
-        wait_until("reserved", || c.cloud().addresses[&ip].reserved).await;
+        wait_until_async("reserved", async || c.cloud().await.addresses[&ip].reserved).await;
     }
     c.kubectl_ok(&[
         "patch",
@@ -221,8 +172,9 @@ async fn a_restore_after_teardown_reuses_every_disk_address_and_bucket_and_creat
         r#"{"spec":{"deletionPolicy":"Orphan"}}"#,
     ])
     .await;
-    wait_until("scratch retained", || {
+    wait_until_async("scratch retained", async || {
         c.cloud()
+            .await
             .buckets
             .get("tenant-b-scratch")
             .is_some_and(|b| !b.delete_with_claim)
@@ -245,18 +197,19 @@ async fn a_restore_after_teardown_reuses_every_disk_address_and_bucket_and_creat
         r#"{"spec":{"deletionPolicy":"Orphan"}}"#,
     ])
     .await;
-    wait_until("platform-scratch orphaned", || {
+    wait_until_async("platform-scratch orphaned", async || {
         c.cloud()
+            .await
             .buckets
             .get("platform-scratch")
             .is_some_and(|b| !b.delete_with_claim)
     })
     .await;
-    let source = capture(c.sim());
-    let tokens = data_tokens(&c);
-    let dns_before = c.cloud().dns.clone();
+    let source = snapshot_of(&c).await;
+    let tokens = data_tokens(&c).await;
+    let dns_before = c.cloud().await.dns.clone();
     c.teardown().await;
-    let mark = c.cloud().position();
+    let mark = c.cloud().await.position();
     let client = c.client().await;
     let progress = Arc::new(Mutex::new(Progress::default()));
     let report = restore::run(&client, &source, &quick(), &progress)
@@ -278,33 +231,34 @@ async fn a_restore_after_teardown_reuses_every_disk_address_and_bucket_and_creat
         report.verification.cloud_ledger,
         "the simulated cloud's ledger was consulted"
     );
-    let created = c.cloud().created_since(mark);
+    let created = c.cloud().await.created_since(mark);
     assert_eq!(
         (created.disks, created.ips, created.buckets),
         (0, 0, 0),
         "the ledger agrees: nothing new"
     );
     assert_eq!(
-        data_tokens(&c),
+        data_tokens(&c).await,
         tokens,
         "every disk with its data is still there"
     );
+    let cloud = c.cloud().await;
     for (name, rec) in dns_before {
         assert_eq!(
-            c.cloud().dns[&name].target,
-            rec.target,
+            cloud.dns[&name].target, rec.target,
             "{name} still resolves to the same address"
         );
     }
     assert_eq!(report.gate, "lifted");
     assert_eq!(report.operators_scaled_up.len(), 2);
-    wait_until("operators run again", || {
+    wait_until_async("operators run again", async || {
         c.get("apps", "deployments", "kafka", "strimzi-cluster-operator")
+            .await
             .is_some_and(|d| d["status"]["readyReplicas"] == 1)
     })
     .await;
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let created = c.cloud().created_since(mark);
+    let created = c.cloud().await.created_since(mark);
     assert_eq!(
         (created.disks, created.ips, created.buckets),
         (0, 0, 0),
@@ -314,11 +268,26 @@ async fn a_restore_after_teardown_reuses_every_disk_address_and_bucket_and_creat
 }
 
 /// Operators that come up while (or before) the restore runs, as a GitOps tool would
-/// start them: their namespaces, storage classes, CRDs and Deployments.
+/// start them: their namespaces, storage classes, CRDs, Deployments and the service accounts
+/// those run as (without which no pod of theirs is admitted).
 fn early_operators(source: &RestoreSource) -> Vec<Value> {
     let Objects::Loaded(all) = &source.objects else {
         panic!("the in-process capture is in memory")
     };
+    let accounts: Vec<(String, String)> = all
+        .iter()
+        .filter(|o| {
+            o["kind"] == "Deployment" && o["metadata"]["labels"]["coldstart.dev/operator"] == "true"
+        })
+        .filter_map(|o| {
+            Some((
+                o["metadata"]["namespace"].as_str()?.to_owned(),
+                o["spec"]["template"]["spec"]["serviceAccountName"]
+                    .as_str()?
+                    .to_owned(),
+            ))
+        })
+        .collect();
     all.iter()
         .filter(|o| {
             let kind = o["kind"].as_str().unwrap_or_default();
@@ -329,12 +298,33 @@ fn early_operators(source: &RestoreSource) -> Vec<Value> {
                 || (kind == "Namespace" && matches!(name, "kafka" | "tenant-b"))
                 || (kind == "Deployment"
                     && o["metadata"]["labels"]["coldstart.dev/operator"] == "true")
+                || (kind == "ServiceAccount"
+                    && accounts
+                        .iter()
+                        .any(|(ns, sa)| o["metadata"]["namespace"] == ns.as_str() && name == sa))
         })
         .cloned()
         .collect()
 }
 
-async fn start_operators_early(c: &TestCluster, source: &RestoreSource) {
+/// Whether the platform's two operators (Strimzi's, tenant-b's bucket operator) run.
+async fn operators_running(c: &Bed) -> bool {
+    for (ns, name) in [
+        ("kafka", "strimzi-cluster-operator"),
+        ("tenant-b", "bucket-operator"),
+    ] {
+        let ready = c
+            .get("apps", "deployments", ns, name)
+            .await
+            .is_some_and(|d| d["status"]["readyReplicas"] == 1);
+        if !ready {
+            return false;
+        }
+    }
+    true
+}
+
+async fn start_operators_early(c: &Bed, source: &RestoreSource) {
     let objs = early_operators(source);
     for o in objs
         .iter()
@@ -342,7 +332,7 @@ async fn start_operators_early(c: &TestCluster, source: &RestoreSource) {
     {
         let mut o = o.clone();
         clean(&mut o);
-        c.create(o);
+        c.create(o).await;
     }
     for o in objs
         .iter()
@@ -350,7 +340,7 @@ async fn start_operators_early(c: &TestCluster, source: &RestoreSource) {
     {
         let mut o = o.clone();
         clean(&mut o);
-        c.create(o);
+        c.create(o).await;
     }
 }
 
@@ -365,18 +355,27 @@ fn clean(o: &mut Value) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_gate_stops_operators_that_start_during_the_restore_from_creating_anything_new() {
-    let c = settled_platform().await;
-    let source = capture(c.sim());
+on_both_planes!(
+    the_gate_stops_operators_that_start_during_the_restore_from_creating_anything_new =
+        gate_stops_early_operators
+);
+
+async fn gate_stops_early_operators(plane: Plane) {
+    let c = settled_platform_on(plane).await;
+    let source = snapshot_of(&c).await;
     c.teardown().await;
-    let mark = c.cloud().position();
+    let mark = c.cloud().await.position();
     let client = c.client().await;
     let me = restore::whoami(&client).await.expect("whoami");
     restore::gate::install(&client, &me).await.expect("gate");
     start_operators_early(&c, &source).await;
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    let early = c.cloud().created_since(mark);
+    // Running operators, a few resyncs in: had the gate let anything through, it is there.
+    wait_until_async("the early operators run", async || {
+        operators_running(&c).await
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let early = c.cloud().await.created_since(mark);
     assert_eq!(
         (early.disks, early.ips, early.buckets),
         (0, 0, 0),
@@ -385,6 +384,8 @@ async fn the_gate_stops_operators_that_start_during_the_restore_from_creating_an
     let progress = Arc::new(Mutex::new(Progress::default()));
     let mut opts = quick();
     opts.plan = PlanOptions::default();
+    // What was lost without a stop, started without (the preflight refuses otherwise).
+    opts.accept_missing = AcceptMissing::from_flags(&["all".to_owned()]);
     let report = restore::run(&client, &source, &opts, &progress)
         .await
         .expect("restore runs");
@@ -395,27 +396,36 @@ async fn the_gate_stops_operators_that_start_during_the_restore_from_creating_an
         "the Kafka disks are reused: {:#?}",
         report.verification.problems
     );
-    assert!(
+    let lost = |kind: coldstart::cloud::Kind| {
         report
-            .verification
-            .problems
+            .preflight
+            .rows
             .iter()
-            .filter(|p| p.contains("no longer exists"))
+            .filter(|r| r.kind == kind && r.problem.is_some() && r.accepted)
             .count()
-            == 4
+    };
+    assert_eq!(
+        (
+            lost(coldstart::cloud::Kind::Volume),
+            lost(coldstart::cloud::Kind::Address)
+        ),
+        (4, 2),
+        "the preflight names every loss the run was started without: {:#?}",
+        report.preflight.rows
     );
     assert_eq!(
         report.new_disks,
         0,
         "and no new disk replaced the lost ones: {:#?}",
         c.cloud()
+            .await
             .ledger
             .iter()
             .filter(|e| e.seq > mark)
             .collect::<Vec<_>>()
     );
     assert_eq!(report.new_buckets, 0);
-    let created = c.cloud().created_since(mark);
+    let created = c.cloud().await.created_since(mark);
     assert_eq!(
         (created.disks, created.buckets),
         (0, 0),
@@ -431,33 +441,56 @@ async fn the_gate_stops_operators_that_start_during_the_restore_from_creating_an
         .clone();
     assert_eq!(
         c.get("", "services", "kafka", "kafka-bootstrap")
+            .await
             .expect("svc")["status"]["loadBalancer"]["ingress"][0]["ip"],
         kafka_ip.as_str()
     );
-    assert!(!report.succeeded, "what was lost is reported, not hidden");
     assert!(
-        report.gate.starts_with("kept up"),
-        "the gate stays up after a failed verification"
+        report.partly_up && !report.preflight.held.is_empty(),
+        "what was lost is reported, not hidden: the workloads on it are held ({}, {:#?})",
+        report.gate,
+        report.preflight.held
     );
     c.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn without_the_gate_operators_that_start_first_provision_new_disks_and_addresses() {
-    let c = settled_platform().await;
-    let source = capture(c.sim());
+on_both_planes!(
+    without_the_gate_operators_that_start_first_provision_new_disks_and_addresses =
+        without_the_gate_operators_provision_anew
+);
+
+async fn without_the_gate_operators_provision_anew(plane: Plane) {
+    let c = settled_platform_on(plane).await;
+    let source = snapshot_of(&c).await;
     c.teardown().await;
-    let mark = c.cloud().position();
+    let mark = c.cloud().await.position();
     start_operators_early(&c, &source).await;
-    wait_until("the operators provisioned", || {
-        let n = c.cloud().created_since(mark);
-        n.disks >= 3 && n.ips >= 1 && n.buckets >= 1
+    // Provisioned means bound, not only a disk in the ledger: the provisioner makes the disk,
+    // then the PV. A restore that ran between the two (as it did on a loaded machine) put
+    // its own PVs, pre-bound to the same claims, first: the binder took those, the operators'
+    // new disks went unused, and the scenario showed nothing.
+    wait_until_async("the operators provisioned and bound", async || {
+        let n = c.cloud().await.created_since(mark);
+        let claims: kube::Api<PersistentVolumeClaim> =
+            kube::Api::namespaced(c.client().await, "kafka");
+        let bound = claims.list(&Default::default()).await.is_ok_and(|l| {
+            l.items.len() >= 3
+                && l.items
+                    .iter()
+                    .all(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound"))
+        });
+        let addressed = c
+            .get("", "services", "kafka", "kafka-bootstrap")
+            .await
+            .is_some_and(|s| s["status"]["loadBalancer"]["ingress"][0]["ip"].is_string());
+        n.disks >= 3 && n.ips >= 1 && n.buckets >= 1 && bound && addressed
     })
     .await;
     let client = c.client().await;
     let progress = Arc::new(Mutex::new(Progress::default()));
     let mut opts = quick();
     opts.gate = false;
+    opts.accept_missing = AcceptMissing::from_flags(&["all".to_owned()]);
     opts.verify_timeout = Duration::from_secs(3);
     let report = restore::run(&client, &source, &opts, &progress)
         .await

@@ -1,6 +1,8 @@
 //! Snapshots end to end: a simulated cluster holding disks, load balancers, bucket claims
 //! and Secrets, snapshotted into memory, local and S3 (moto) stores, read back verified;
-//! and every way it can go wrong.
+//! and every way it can go wrong. What a capture holds runs on both API servers
+//! ([`Plane`]); the rest stays on the embedded server: scale seeds and injected faults are
+//! its own, and a store's crypto or layout does not depend on the server.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +19,7 @@ use coldstart::testing;
 use coldstart_sim::seed::Seed;
 use serde_json::{Value, json};
 
-use crate::helpers::{Moto, TestCluster, http, wait_until};
+use crate::helpers::{Bed, Moto, Plane, TestCluster, http, on_both_planes, wait_until_async};
 
 const KEY_B64: &str = "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=";
 
@@ -35,12 +37,12 @@ fn opts() -> Options {
 }
 
 async fn take(
-    c: &TestCluster,
+    c: &(impl Connected + ?Sized),
     store: &Store,
     keys: &Keys,
     opts: &Options,
 ) -> Result<Manifest, WriteError> {
-    let client = c.client().await;
+    let client = c.connect().await;
     write::take(
         &client,
         store,
@@ -49,6 +51,23 @@ async fn take(
         Arc::new(CaptureProgress::default()),
     )
     .await
+}
+
+/// A cluster a snapshot can be taken of: the embedded server in-process or a [`Bed`].
+trait Connected {
+    async fn connect(&self) -> kube::Client;
+}
+
+impl Connected for TestCluster {
+    async fn connect(&self) -> kube::Client {
+        self.client().await
+    }
+}
+
+impl Connected for Bed {
+    async fn connect(&self) -> kube::Client {
+        self.client().await
+    }
 }
 
 const FIXTURE: &str = r#"
@@ -104,13 +123,16 @@ spec:
       nodeSelectorTerms:
       - matchExpressions: [{key: topology.kubernetes.io/zone, operator: In, values: [us-central1-a]}]
 ---
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata:
-  name: data-pg-0
-  namespace: db
-  ownerReferences: [{apiVersion: apps/v1, kind: StatefulSet, name: pg, uid: "9", controller: true}]
-spec: {accessModes: [ReadWriteOnce], volumeName: pv-ebs, resources: {requests: {storage: 20Gi}}}
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: pg, namespace: db}
+spec:
+  serviceName: pg
+  replicas: 0
+  selector: {matchLabels: {app: pg}}
+  template:
+    metadata: {labels: {app: pg}}
+    spec: {containers: [{name: pg, image: "postgres:17"}]}
 ---
 apiVersion: v1
 kind: Service
@@ -180,8 +202,8 @@ spec: {containers: [{name: c, image: nginx}]}
 
 /// A cluster with every kind of binding; the simulated cloud's controllers give the load
 /// balancers their addresses and the class-based claim its bucket.
-async fn platform_like() -> TestCluster {
-    let c = TestCluster::start().await;
+async fn platform_like(plane: Plane) -> Bed {
+    let c = Bed::start(plane, Seed::Empty).await;
     c.apply(
         &format!(
             "{}---\n{}",
@@ -192,32 +214,62 @@ async fn platform_like() -> TestCluster {
     )
     .await;
     // What the account holds before the cluster: the pinned addresses.
-    {
-        let mut cloud = c.sim().cloud.lock();
-        cloud
-            .create_static_address("52.1.2.1", Some("eipalloc-1"), None, "pre-existing")
-            .expect("free");
-        cloud
-            .create_static_address("52.1.2.2", Some("eipalloc-2"), None, "pre-existing")
-            .expect("free");
-        cloud
-            .create_pool("lan", &["192.168.10.5".to_owned()], "pre-existing")
-            .expect("pool");
-    }
+    let existing = json!({
+        "addresses": [
+            {"ip": "52.1.2.1", "allocationId": "eipalloc-1"},
+            {"ip": "52.1.2.2", "allocationId": "eipalloc-2"},
+        ],
+        "pools": [{"name": "lan", "addresses": ["192.168.10.5"]}],
+    });
+    c.add_to_cloud(&serde_json::from_value(existing).expect("what the account holds"))
+        .await;
     c.apply(FIXTURE, &[]).await;
+    // The StatefulSet's claim names its owner by uid: an ownerReference to no object is
+    // garbage-collected at once.
+    let pg = c.get("apps", "statefulsets", "db", "pg").await.expect("pg");
+    c.create(json!({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "data-pg-0", "namespace": "db",
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "pg",
+                "uid": pg["metadata"]["uid"], "controller": true}]},
+        "spec": {"accessModes": ["ReadWriteOnce"], "volumeName": "pv-ebs",
+            "resources": {"requests": {"storage": "20Gi"}}},
+    }))
+    .await;
     c.apply(&coldstart::testing::cosi_bucket_crd().yaml(), &[])
         .await;
-    c.apply(FIXTURE_OBJECTS, &[]).await;
-    wait_until("load balancers and buckets are provisioned", || {
-        ["web", "mqtt", "lan"].iter().all(|s| {
-            c.get("", "services", "shop", s)
-                .is_some_and(|v| v["status"]["loadBalancer"]["ingress"][0]["ip"].is_string())
-        }) && c
-            .get("objectstorage.k8s.io", "bucketclaims", "shop", "scratch")
+    apply_when_served(&c, FIXTURE_OBJECTS).await;
+    wait_until_async("load balancers and buckets are provisioned", async || {
+        for s in ["web", "mqtt", "lan"] {
+            let addressed = c
+                .get("", "services", "shop", s)
+                .await
+                .is_some_and(|v| v["status"]["loadBalancer"]["ingress"][0]["ip"].is_string());
+            if !addressed {
+                return false;
+            }
+        }
+        c.get("objectstorage.k8s.io", "bucketclaims", "shop", "scratch")
+            .await
             .is_some_and(|v| v["status"]["bucketName"].is_string())
     })
     .await;
     c
+}
+
+/// `kubectl apply` once the kinds it names are served: kube-apiserver serves a CRD's kind
+/// only once it is established.
+async fn apply_when_served(c: &Bed, yaml: &str) {
+    c.kubectl_ok(&[
+        "wait",
+        "--for",
+        "condition=established",
+        "--timeout=60s",
+        "crd",
+        "--all",
+    ])
+    .await;
+    c.apply(yaml, &[]).await;
 }
 
 /// What the simulated cluster and cloud hold, which the bindings must match.
@@ -227,19 +279,21 @@ struct Live {
     scratch: String,
 }
 
-fn live(c: &TestCluster) -> Live {
-    let ip = |name: &str| {
-        c.get("", "services", "shop", name).expect("service")["status"]["loadBalancer"]["ingress"]
-            [0]["ip"]
+async fn live(c: &Bed) -> Live {
+    let ip = async |name: &str| {
+        c.get("", "services", "shop", name)
+            .await
+            .expect("service")["status"]["loadBalancer"]["ingress"][0]["ip"]
             .as_str()
             .expect("address")
             .to_owned()
     };
     Live {
-        web: ip("web"),
-        mqtt: ip("mqtt"),
+        web: ip("web").await,
+        mqtt: ip("mqtt").await,
         scratch: c
             .get("objectstorage.k8s.io", "bucketclaims", "shop", "scratch")
+            .await
             .expect("claim")["status"]["bucketName"]
             .as_str()
             .expect("bucket")
@@ -364,12 +418,16 @@ fn names(snap: &read::Snapshot, group: &str, resource: &str) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn a_snapshot_into_memory_holds_every_binding_and_only_what_a_cold_start_needs() {
-    let c = platform_like().await;
+on_both_planes!(
+    a_snapshot_into_memory_holds_every_binding_and_only_what_a_cold_start_needs =
+        snapshot_into_memory
+);
+
+async fn snapshot_into_memory(plane: Plane) {
+    let c = platform_like(plane).await;
     let store = Store::memory();
     let m = take(&c, &store, &keys(), &opts()).await.expect("snapshot");
-    check_bindings(&m, &live(&c));
+    check_bindings(&m, &live(&c).await);
     assert!(!m.cluster.uid.is_empty());
     assert_eq!(m.cluster.name, "test");
     assert_eq!(m.encryption, "xchacha20poly1305");
@@ -415,8 +473,8 @@ async fn a_snapshot_into_memory_holds_every_binding_and_only_what_a_cold_start_n
         }
     }
     // Nothing in the store reveals the Secret.
-    for l in store.list("").await.unwrap() {
-        let bytes = store.get(&l.key).await.unwrap();
+    for l in store.list("").await.expect("succeeds") {
+        let bytes = store.get(&l.key).await.expect("succeeds");
         assert!(
             !bytes.windows(8).any(|w| w == b"c3VwZXJz"),
             "{} holds the Secret in plaintext",
@@ -429,7 +487,7 @@ async fn a_snapshot_into_memory_holds_every_binding_and_only_what_a_cold_start_n
 async fn a_snapshot_into_s3_on_moto_holds_every_binding_and_verifies() {
     let moto = Moto::start().await;
     moto.bucket("snapshots").await;
-    let c = platform_like().await;
+    let c = platform_like(Plane::Embedded).await;
     // Through the CLI, so the store comes from the URL and the S3 endpoint from the env.
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_coldstart"))
         .args([
@@ -472,7 +530,7 @@ async fn a_snapshot_into_s3_on_moto_holds_every_binding_and_verifies() {
     let store = moto.store("snapshots", "prod/eu");
     let key = Keys::from_master(&coldstart::snapshot::crypto::parse_key(KEY_B64, "test").unwrap());
     let snap = read::open(&store, &key, id).await.expect("open from s3");
-    check_bindings(&snap.manifest, &live(&c));
+    check_bindings(&snap.manifest, &live(&c).await);
     assert_eq!(
         snap.manifest.cluster.name, "sim",
         "the kubeconfig's cluster name is the default"
@@ -543,7 +601,7 @@ async fn an_unchanged_cluster_costs_almost_nothing_to_snapshot_again_and_a_few_c
 
 #[tokio::test]
 async fn a_wrong_key_is_named_as_such_and_no_key_is_asked_for() {
-    let c = platform_like().await;
+    let c = platform_like(Plane::Embedded).await;
     let store = Store::memory();
     let m = take(&c, &store, &keys(), &opts()).await.unwrap();
     let wrong = Keys::from_master(&[8u8; 32]);
@@ -566,7 +624,7 @@ async fn a_wrong_key_is_named_as_such_and_no_key_is_asked_for() {
 
 #[tokio::test]
 async fn a_tampered_or_truncated_pack_or_a_missing_manifest_fails_verification_clearly() {
-    let c = platform_like().await;
+    let c = platform_like(Plane::Embedded).await;
     let store = Store::memory();
     let m = take(&c, &store, &keys(), &opts()).await.unwrap();
     let pack = layout::pack(&m.packs[0]);
@@ -749,20 +807,21 @@ async fn a_crash_mid_snapshot_leaves_nothing_that_looks_complete_and_the_lock_is
     read::verify(&store, &keys(), &next.id).await.unwrap();
 }
 
-#[tokio::test]
-async fn secrets_are_refused_without_a_key_unless_plaintext_is_allowed() {
-    let c = platform_like().await;
+on_both_planes!(secrets_are_refused_without_a_key_unless_plaintext_is_allowed = secrets_need_a_key);
+
+async fn secrets_need_a_key(plane: Plane) {
+    let c = platform_like(plane).await;
     let store = Store::memory();
     let err = take(&c, &store, &Keys::plaintext(), &opts())
         .await
-        .unwrap_err();
+        .expect_err("refused");
     assert!(matches!(err, WriteError::PlaintextSecrets), "{err}");
     // Nothing of the snapshot is written; the writer lock it took is left released (an
     // expired generation: lock generations only grow, see store/lock.rs).
     let written: Vec<_> = store
         .list("")
         .await
-        .unwrap()
+        .expect("succeeds")
         .into_iter()
         .filter(|l| !l.key.starts_with(coldstart::store::layout::WRITER_LOCK))
         .collect();
@@ -774,29 +833,30 @@ async fn secrets_are_refused_without_a_key_unless_plaintext_is_allowed() {
     no_secrets.selection.exclude_resources = vec!["secrets".into()];
     let m = take(&c, &store, &Keys::plaintext(), &no_secrets)
         .await
-        .unwrap();
+        .expect("succeeds");
     assert!(!m.plaintext_secrets && m.encryption == "none");
     let plain_store = Store::memory();
     let mut allowed = opts();
     allowed.allow_plaintext_secrets = true;
     let m = take(&c, &plain_store, &Keys::plaintext(), &allowed)
         .await
-        .unwrap();
+        .expect("succeeds");
     assert!(
         m.plaintext_secrets,
         "the manifest says Secrets are in plaintext"
     );
 }
 
-#[tokio::test]
-async fn namespaces_resources_and_labels_select_what_is_captured() {
-    let c = platform_like().await;
+on_both_planes!(namespaces_resources_and_labels_select_what_is_captured = selection);
+
+async fn selection(plane: Plane) {
+    let c = platform_like(plane).await;
     let mut o = opts();
     o.selection.include_namespaces = vec!["db".into()];
     o.selection.exclude_resources = vec!["persistentvolumes".into()];
     let store = Store::memory();
-    let m = take(&c, &store, &keys(), &o).await.unwrap();
-    let snap = read::open(&store, &keys(), &m.id).await.unwrap();
+    let m = take(&c, &store, &keys(), &o).await.expect("succeeds");
+    let snap = read::open(&store, &keys(), &m.id).await.expect("succeeds");
     assert_eq!(names(&snap, "", "namespaces"), ["db"]);
     assert!(names(&snap, "", "configmaps").is_empty());
     assert!(names(&snap, "", "persistentvolumes").is_empty());
@@ -805,16 +865,20 @@ async fn namespaces_resources_and_labels_select_what_is_captured() {
 
 #[tokio::test]
 async fn prune_keeps_what_retention_asks_and_collects_unreferenced_packs() {
-    let c = platform_like().await;
+    let c = platform_like(Plane::Embedded).await;
     let store = Store::memory();
     let mut ids = Vec::new();
     for i in 0..3 {
-        let _ = http(
-            "PATCH",
-            &format!("{}/api/v1/namespaces/shop/configmaps/app", c.url()),
-            Some("application/merge-patch+json"),
-            Some(json!({"data": {"round": format!("{i}")}}).to_string()),
-        )
+        c.kubectl_ok(&[
+            "patch",
+            "configmap",
+            "app",
+            "-n",
+            "shop",
+            "--type=merge",
+            "-p",
+            &json!({"data": {"round": format!("{i}")}}).to_string(),
+        ])
         .await;
         ids.push(take(&c, &store, &keys(), &opts()).await.unwrap().id);
     }

@@ -137,6 +137,24 @@ impl Sim {
         if let Some(defs) = crd_defs {
             self.serve_crd(&name, defs)?;
         }
+        // kube-controller-manager's garbage collector deletes an object whose every owner is
+        // absent (no object has the uid its ownerReference names) as soon as it sees it.
+        if !stored.owners.is_empty()
+            && stored
+                .owners
+                .iter()
+                .all(|o| self.store.locate_uid(o).is_none())
+        {
+            let _ = self.delete(
+                def,
+                Some(&ns),
+                &name,
+                None,
+                false,
+                &Actor::system("system:serviceaccount:kube-system:generic-garbage-collector"),
+                WriteOpts::default(),
+            );
+        }
         Ok(stored)
     }
 

@@ -29,6 +29,10 @@ pub fn region() -> &'static str {
 /// The CSI driver that provisions and names the simulated cloud's disks.
 pub const CSI_DRIVER: &str = "ebs.csi.aws.com";
 
+/// Every CSI driver whose disks this cloud holds: EBS volumes, and Azure managed disks
+/// (known by their resource id, for the AKS node resource group).
+pub const CSI_DRIVERS: [&str; 2] = [CSI_DRIVER, "disk.csi.azure.com"];
+
 /// How long a disk restored from a snapshot hydrates, per GiB, in the simulated cloud.
 /// Real EBS lazy loading of a 100 GiB volume takes hours; here a 10 GiB disk hydrates in
 /// two seconds, long enough for a test to see it and short enough not to slow the suite.
@@ -370,9 +374,11 @@ impl CloudState {
         });
     }
 
-    /// The last ledger sequence number (0 before anything happened).
+    /// The last ledger sequence number (0 before anything happened). Read from the ledger,
+    /// not the id counter: the counter is not on the wire, and a state read back from `GET
+    /// /sim/v1/cloud` must mark the same position as the cloud it came from.
     pub fn position(&self) -> u64 {
-        self.next
+        self.ledger.last().map_or(0, |e| e.seq)
     }
 
     /// What was created after ledger position `since`.

@@ -107,7 +107,43 @@ impl crate::cloud_api::HasCloud for AdminState {
 }
 
 async fn add_to_cloud(State(s): State<AdminState>, body: Bytes) -> Response {
-    crate::http::add_to_cloud(&s.cloud, &body)
+    let response = crate::http::add_to_cloud(&s.cloud, &body);
+    let aks = serde_json::from_slice::<crate::cloud::Existing>(&body)
+        .is_ok_and(|e| e.node_resource_group.is_some());
+    if response.status().is_success()
+        && aks
+        && let Err(e) = label_nodes_for_aks(&*s.cp.lock().await, &s.cloud).await
+    {
+        return status(StatusCode::INTERNAL_SERVER_ERROR, &e);
+    }
+    response
+}
+
+/// Label every node with the cloud's node resource group, as AKS does
+/// (`kubernetes.azure.com/cluster`), as the embedded server does for its own nodes.
+async fn label_nodes_for_aks(cp: &ControlPlane, cloud: &Cloud) -> Result<(), String> {
+    let Some(group) = cloud.lock().node_resource_group.clone() else {
+        return Ok(());
+    };
+    let client = cp.client().await.map_err(|e| e.to_string())?;
+    let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client);
+    let list = nodes
+        .list(&Default::default())
+        .await
+        .map_err(|e| format!("failed to list the nodes to label: {e}"))?;
+    let patch = json!({"metadata": {"labels": {"kubernetes.azure.com/cluster": group}}});
+    for node in list.items {
+        let name = node.metadata.name.unwrap_or_default();
+        nodes
+            .patch(
+                &name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&patch),
+            )
+            .await
+            .map_err(|e| format!("failed to label node {name}: {e}"))?;
+    }
+    Ok(())
 }
 
 /// Delete the cluster the way a cloud does: the disks of `Delete` volumes go with it, nodes
@@ -130,6 +166,8 @@ pub async fn teardown_cluster(cp: &Mutex<ControlPlane>, cloud: &Cloud) -> Result
     let doomed = delete_policy_disks(&cp).await?;
     let uid = cp.teardown().await.map_err(|e| e.to_string())?;
     cloud.lock().delete_cluster(&doomed);
+    // The new cluster's nodes are in the same node resource group.
+    label_nodes_for_aks(&cp, cloud).await?;
     tracing::info!(disks_deleted = doomed.len(), "real cluster torn down");
     Ok(uid)
 }

@@ -103,7 +103,59 @@ pub fn reconcile_pvc(sim: &dyn Api, ns: &str, name: &str) -> Result<Requeue, Api
     }) {
         return bind_if_compatible(sim, &pvc, &pv, &uid);
     }
+    // kube-controller-manager's binder looks for an available volume that fits before the
+    // class's provisioner gets the claim (its FindMatchingVolume): a static PV of the
+    // claim's class binds whether or not a StorageClass of that name exists.
+    if let Some(pv) = matching_available_volume(sim, &pvc)? {
+        return bind_if_compatible(sim, &pvc, &pv, &uid);
+    }
     provision(sim, &pvc, ns, name, &uid)
+}
+
+/// The smallest available volume a claim naming none can bind: unclaimed, not going away,
+/// of the claim's class, offering its access modes and volume mode, as large as it asks, and
+/// matching its label selector (`matchLabels`).
+fn matching_available_volume(sim: &dyn Api, pvc: &Value) -> Result<Option<Value>, ApiError> {
+    let class = str_at(pvc, "/spec/storageClassName").unwrap_or("");
+    let mode = str_at(pvc, "/spec/volumeMode").unwrap_or("Filesystem");
+    let want = str_at(pvc, "/spec/resources/requests/storage")
+        .map(gib)
+        .unwrap_or(1);
+    let modes = |o: &Value| -> Vec<String> {
+        o.pointer("/spec/accessModes")
+            .and_then(Value::as_array)
+            .map(|m| {
+                m.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let wanted_modes = modes(pvc);
+    let selector = pvc
+        .pointer("/spec/selector/matchLabels")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let fits = |pv: &Value| {
+        let offered = modes(pv);
+        pv.pointer("/spec/claimRef").is_none()
+            && pv.pointer("/metadata/deletionTimestamp").is_none()
+            && str_at(pv, "/status/phase").is_none_or(|p| p == "Available" || p == "Pending")
+            && str_at(pv, "/spec/storageClassName").unwrap_or("") == class
+            && str_at(pv, "/spec/volumeMode").unwrap_or("Filesystem") == mode
+            && wanted_modes.iter().all(|m| offered.contains(m))
+            && str_at(pv, "/spec/capacity/storage").map(gib).unwrap_or(0) >= want
+            && selector
+                .iter()
+                .all(|(k, v)| pv.pointer("/metadata/labels").and_then(|l| l.get(k)) == Some(v))
+    };
+    Ok(sim
+        .list("", "persistentvolumes")?
+        .into_iter()
+        .filter(fits)
+        .min_by_key(|pv| str_at(pv, "/spec/capacity/storage").map(gib).unwrap_or(0)))
 }
 
 fn bind_if_compatible(

@@ -73,8 +73,14 @@ fn set_attached(sim: &dyn Api, v: &Volume, node: Option<&str>, cause: &str) -> b
     let exists = matches!(sim.get(VA.0, VA.1, "", &name), Ok(Some(_)));
     match (node, attached, exists) {
         (Some(n), true, false) => {
+            // The driver whose attacher keeps it: an Azure disk is known by its resource id.
+            let driver = if crate::cloud::resource_group_of(&v.disk).is_some() {
+                crate::cloud::CSI_DRIVERS[1]
+            } else {
+                crate::cloud::CSI_DRIVER
+            };
             let obj = json!({"metadata": {"name": name},
-                "spec": {"attacher": crate::cloud::CSI_DRIVER, "nodeName": n,
+                "spec": {"attacher": driver, "nodeName": n,
                          "source": {"persistentVolumeName": v.pv}}});
             if let Ok(s) = sim.create(VA.0, VA.1, "", obj, &attacher()) {
                 let _ = set_status(
@@ -270,7 +276,14 @@ pub fn reconcile_deployment(sim: &dyn Api, ns: &str, name: &str) -> Result<Reque
         }
         bound
     };
-    let ready = if bound && attached { replicas } else { 0 };
+    // kube-apiserver's ServiceAccount admission refuses a pod whose service account does not
+    // exist, so the ReplicaSet controller makes none until it does.
+    let pods_admitted = service_account_exists(sim, ns, &dep)?;
+    let ready = if bound && attached && pods_admitted {
+        replicas
+    } else {
+        0
+    };
     let generation = dep
         .pointer("/metadata/generation")
         .cloned()
@@ -291,11 +304,20 @@ pub fn reconcile_deployment(sim: &dyn Api, ns: &str, name: &str) -> Result<Reque
         operate(sim, &dep, ns, name);
         return Ok(Requeue::After(super::OPERATOR_RESYNC));
     }
-    Ok(if bound {
+    Ok(if bound && pods_admitted {
         Requeue::No
     } else {
         Requeue::After(super::RETRY)
     })
+}
+
+/// Whether the service account a workload's pod template runs as (`default` when it names
+/// none) exists in `ns`.
+fn service_account_exists(sim: &dyn Api, ns: &str, workload: &Value) -> Result<bool, ApiError> {
+    let sa = str_at(workload, "/spec/template/spec/serviceAccountName")
+        .filter(|s| !s.is_empty())
+        .unwrap_or("default");
+    Ok(get(sim, "", "serviceaccounts", ns, sa)?.is_some())
 }
 
 fn is_operator(dep: &Value) -> bool {
@@ -307,11 +329,8 @@ fn is_operator(dep: &Value) -> bool {
 
 /// The finalizer the CSI external-attacher keeps on the VolumeAttachments it handles (the
 /// driver name with `.` as `-`), so the disk is detached before the object goes.
-fn attacher_finalizer() -> String {
-    format!(
-        "external-attacher/{}",
-        crate::cloud::CSI_DRIVER.replace('.', "-")
-    )
+fn attacher_finalizer(driver: &str) -> String {
+    format!("external-attacher/{}", driver.replace('.', "-"))
 }
 
 /// The CSI external-attacher stand-in, for VolumeAttachments kube-controller-manager's
@@ -322,10 +341,15 @@ pub fn reconcile_volume_attachment(sim: &dyn Api, name: &str) -> Result<Requeue,
     let Some(va) = get(sim, VA.0, VA.1, "", name)? else {
         return Ok(Requeue::No);
     };
-    if str_at(&va, "/spec/attacher") != Some(crate::cloud::CSI_DRIVER) {
+    // The attach/detach controller names the PV's driver: every driver whose disks this
+    // cloud holds is attached here, as each has its own attacher beside a real cluster.
+    let Some(driver) = str_at(&va, "/spec/attacher")
+        .filter(|a| crate::cloud::CSI_DRIVERS.contains(a))
+        .map(str::to_owned)
+    else {
         return Ok(Requeue::No);
-    }
-    let finalizer = attacher_finalizer();
+    };
+    let finalizer = attacher_finalizer(&driver);
     let finalizers: Vec<Value> = va
         .pointer("/metadata/finalizers")
         .and_then(Value::as_array)
