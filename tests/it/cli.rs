@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use crate::helpers::TestCluster;
+use crate::helpers::{Plane, TestCluster, on_both_planes};
 use crate::restore::settled_platform;
 
 fn coldstart() -> Command {
@@ -16,25 +16,19 @@ async fn run(mut cmd: Command) -> std::process::Output {
         .expect("join")
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_demo_runs_a_full_stop_and_start_and_proves_nothing_new_was_provisioned() {
-    demo_proves_nothing_new(&[]).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn the_demo_on_kubernetes_own_control_plane_proves_nothing_new_was_provisioned_too() {
-    demo_proves_nothing_new(&["--control-plane", "kubernetes"]).await;
-}
+on_both_planes!(
+    the_demo_runs_a_full_stop_and_start_and_proves_nothing_new_was_provisioned =
+        demo_proves_nothing_new
+);
 
 /// `coldstart demo` as the README runs it: a full stop and start of the simulated platform,
 /// every disk, address and bucket the original.
-async fn demo_proves_nothing_new(extra: &[&str]) {
+async fn demo_proves_nothing_new(plane: Plane) {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cmd = coldstart();
-    cmd.args(["demo", "--json", "--dir"])
-        .arg(dir.path())
-        .args(extra);
-    if extra.contains(&"kubernetes") {
+    cmd.args(["demo", "--json", "--dir"]).arg(dir.path());
+    if let Plane::Kubernetes = plane {
+        cmd.args(["--control-plane", "kubernetes"]);
         // Fails, never skips, without the binaries tests/kube/build.sh makes.
         let bin = coldstart_sim::control_plane::locate_binaries().unwrap_or_else(|e| panic!("{e}"));
         cmd.env(coldstart_sim::control_plane::BIN_ENV, bin);
