@@ -15,17 +15,17 @@ const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
 /// Which API server a scenario runs against.
 #[derive(Debug, Clone, Copy)]
-enum Plane {
+pub(crate) enum Plane {
     Embedded,
     Kubernetes,
 }
 
 /// A `coldstart sim serve --control-plane ...` process; killed (with its control plane,
 /// which dies with it) on drop.
-struct RealCluster {
+pub(crate) struct RealCluster {
     _serve: tokio::process::Child,
     dir: tempfile::TempDir,
-    kubeconfig: PathBuf,
+    pub(crate) kubeconfig: PathBuf,
     started: Value,
 }
 
@@ -39,7 +39,7 @@ impl RealCluster {
         Self::start_on(Plane::Kubernetes, extra).await
     }
 
-    async fn start_on(plane: Plane, extra: &[&str]) -> Self {
+    pub(crate) async fn start_on(plane: Plane, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let kubeconfig = dir.path().join("kubeconfig");
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_coldstart"));
@@ -78,7 +78,7 @@ impl RealCluster {
         }
     }
 
-    async fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Output {
+    pub(crate) async fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Output {
         let mut cmd = tokio::process::Command::new("kubectl");
         cmd.arg(format!("--kubeconfig={}", self.kubeconfig.display()))
             .arg(format!(
@@ -100,19 +100,19 @@ impl RealCluster {
         child.wait_with_output().await.expect("kubectl runs")
     }
 
-    async fn kubectl_ok(&self, args: &[&str]) -> String {
+    pub(crate) async fn kubectl_ok(&self, args: &[&str]) -> String {
         let out = self.kubectl(args, None).await;
         crate::helpers::assert_ok(&out, args);
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    async fn get(&self, args: &[&str]) -> Value {
+    pub(crate) async fn get(&self, args: &[&str]) -> Value {
         let mut all = vec!["get", "-o", "json"];
         all.extend_from_slice(args);
         serde_json::from_str(&self.kubectl_ok(&all).await).expect("json")
     }
 
-    async fn apply(&self, yaml: &str) {
+    pub(crate) async fn apply(&self, yaml: &str) {
         let args = ["apply", "-f", "-"];
         let out = self.kubectl(&args, Some(yaml)).await;
         crate::helpers::assert_ok(&out, &args);
@@ -146,11 +146,11 @@ impl RealCluster {
 
     /// The simulated cloud beside the control plane (served by the launcher's admin
     /// endpoint, reached through the kubeconfig like on the embedded server).
-    async fn cloud(&self) -> Value {
+    pub(crate) async fn cloud(&self) -> Value {
         self.coldstart_json(&["sim", "cloud"]).await
     }
 
-    async fn wait_for(&self, what: &str, mut cond: impl AsyncFnMut(&Self) -> bool) {
+    pub(crate) async fn wait_for(&self, what: &str, mut cond: impl AsyncFnMut(&Self) -> bool) {
         let deadline = std::time::Instant::now() + Duration::from_secs(90);
         while !cond(self).await {
             assert!(
