@@ -672,14 +672,15 @@ impl DiskSnapshots for AwsSnapshots {
                         snap_err(action(), describe("ec2:EnableFastSnapshotRestores", &e))
                     })?;
             }
-            let tags: BTreeMap<String, String> =
-                [(RESTORED_FOR.to_owned(), req.restored_for.clone())].into();
             let mut create = self
                 .ec2
                 .create_volume()
                 .snapshot_id(&req.snapshot)
                 .availability_zone(&req.zone)
-                .tag_specifications(tag_spec(aws_sdk_ec2::types::ResourceType::Volume, &tags));
+                .tag_specifications(tag_spec(
+                    aws_sdk_ec2::types::ResourceType::Volume,
+                    &req.disk_tags(),
+                ));
             if let Some(rate) = req.initialization_rate_mib_s {
                 create = create.volume_initialization_rate(rate as i32);
             }

@@ -79,6 +79,21 @@ pub struct RestoreRequest {
     pub initialization_rate_mib_s: Option<u32>,
 }
 
+impl RestoreRequest {
+    /// The tags the restored disk is created with: the one home of what marks a disk as
+    /// this restore's, for every provider.
+    pub fn disk_tags(&self) -> BTreeMap<String, String> {
+        [(RESTORED_FOR.to_owned(), self.restored_for.clone())].into()
+    }
+
+    /// Whether a disk created from `from_snapshot` with `tags` is this request's, made by an
+    /// earlier run of the same restore.
+    pub fn made(&self, from_snapshot: Option<&str>, tags: &BTreeMap<String, String>) -> bool {
+        from_snapshot == Some(self.snapshot.as_str())
+            && tags.get(RESTORED_FOR) == Some(&self.restored_for)
+    }
+}
+
 /// A disk created from a snapshot (or found, created by an earlier run of the same
 /// restore).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -325,10 +340,11 @@ impl DiskSnapshots for SimSnapshots {
         async move {
             let now = chrono::Utc::now();
             let cloud = self.state().await?;
-            if let Some(d) = cloud.disks.values().find(|d| {
-                d.from_snapshot.as_deref() == Some(req.snapshot.as_str())
-                    && d.tags.get(RESTORED_FOR) == Some(&req.restored_for)
-            }) {
+            if let Some(d) = cloud
+                .disks
+                .values()
+                .find(|d| req.made(d.from_snapshot.as_deref(), &d.tags))
+            {
                 return Ok(RestoredDisk {
                     disk_id: d.id.clone(),
                     created: false,
@@ -353,7 +369,7 @@ impl DiskSnapshots for SimSnapshots {
             let create = CreateDisk {
                 from_snapshot: req.snapshot.clone(),
                 zone: req.zone.clone(),
-                tags: [(RESTORED_FOR.to_owned(), req.restored_for.clone())].into(),
+                tags: req.disk_tags(),
             };
             let out = self
                 .call(

@@ -270,6 +270,18 @@ impl Bed {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Poll `cond` every 500 ms until it holds; panic with `what` after 90 s.
+    pub async fn wait_for(&self, what: &str, mut cond: impl AsyncFnMut(&Bed) -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+        while !cond(self).await {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting until {what}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    }
+
     /// `kubectl get -o json ARGS`, decoded.
     pub async fn get_json(&self, args: &[&str]) -> serde_json::Value {
         let mut all = vec!["get", "-o", "json"];

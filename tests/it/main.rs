@@ -7,6 +7,7 @@ mod data_policy;
 mod deploy;
 mod drill;
 mod faults;
+mod fidelity;
 mod fuzz;
 mod helm;
 mod helpers;

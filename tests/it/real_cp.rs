@@ -13,18 +13,6 @@ use serde_json::Value;
 use crate::helpers::{Bed, Plane, cli_ok as ok, on_both_planes};
 use coldstart_sim::seed::Seed;
 
-/// Poll `cond` every 500 ms until it holds; panic with `what` after 90 s.
-async fn wait_for(c: &Bed, what: &str, mut cond: impl AsyncFnMut(&Bed) -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(90);
-    while !cond(c).await {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
 /// `coldstart sim serve --control-plane kubernetes ARGS`, and the launch report it prints;
 /// killed (with its control plane, which dies with it) on drop. Only for what checks the
 /// launcher's own report: scenarios use [`Bed`].
@@ -276,7 +264,7 @@ async fn plain_objects_come_back(plane: Plane) {
     ])
     .await;
     c.apply(MANIFESTS, &[]).await;
-    wait_for(&c, "the CRD is established", async |c| {
+    c.wait_for("the CRD is established", async |c| {
         c.kubectl(&["get", "widgets.example.com", "-A"])
             .await
             .status
@@ -284,11 +272,11 @@ async fn plain_objects_come_back(plane: Plane) {
     })
     .await;
     c.apply(WIDGET, &[]).await;
-    wait_for(&c, "the real PV binder binds the claim", async |c| {
+    c.wait_for("the real PV binder binds the claim", async |c| {
         c.get_json(&["-n", "shop", "pvc", "db-data"]).await["status"]["phase"] == "Bound"
     })
     .await;
-    wait_for(&c, "the deployment's pods run on kwok's nodes", async |c| {
+    c.wait_for("the deployment's pods run on kwok's nodes", async |c| {
         c.get_json(&["-n", "shop", "deployment", "web"]).await["status"]["readyReplicas"] == 2
     })
     .await;
@@ -319,7 +307,7 @@ async fn plain_objects_come_back(plane: Plane) {
         .await;
     let report = ok(&out, "coldstart restore");
     let report: Value = serde_json::from_str(&report).expect("json report");
-    wait_for(&c, "the restored claim is bound again", async |c| {
+    c.wait_for("the restored claim is bound again", async |c| {
         c.get_json(&["-n", "shop", "pvc", "db-data"]).await["status"]["phase"] == "Bound"
     })
     .await;
@@ -412,7 +400,7 @@ on_both_planes!(
 
 async fn stop_teardown_start_reuses_everything(plane: Plane) {
     let c = Bed::start(plane, Seed::Platform).await;
-    wait_for(&c, "the platform seed settles", async |c| {
+    c.wait_for("the platform seed settles", async |c| {
         platform_settled(c).await
     })
     .await;
@@ -426,7 +414,7 @@ async fn stop_teardown_start_reuses_everything(plane: Plane) {
     let store = c.dir.path().join("store");
     let out = c.coldstart(&store, &["stop", "--json"]).await;
     ok(&out, "coldstart stop");
-    wait_for(&c, "every disk is detached", async |c| {
+    c.wait_for("every disk is detached", async |c| {
         c.coldstart_json(&["sim", "cloud"]).await["disks"]
             .as_object()
             .is_some_and(|ds| ds.values().all(|d| d["attached_to"].is_null()))
@@ -460,7 +448,7 @@ async fn stop_teardown_start_reuses_everything(plane: Plane) {
         [7, 4, 6],
         "{report:#}"
     );
-    wait_for(&c, "the platform runs again", async |c| {
+    c.wait_for("the platform runs again", async |c| {
         platform_settled(c).await
     })
     .await;
@@ -539,8 +527,7 @@ async fn gate_denies_new_disks_and_addresses(plane: Plane) {
         c.kubectl_stdin(&args, Some(yaml)).await
     };
     // A binding takes effect once the API server's policy informer has it.
-    wait_for(
-        &c,
+    c.wait_for(
         "the gate denies an operator's claim without a volume",
         async |_| {
             let out = create_as(&operator, UNNAMED_CLAIM).await;
@@ -574,7 +561,7 @@ async fn gate_denies_new_disks_and_addresses(plane: Plane) {
         .coldstart(&c.dir.path().join("store"), &["gate", "off"])
         .await;
     ok(&out, "coldstart gate off");
-    wait_for(&c, "the lifted gate admits the operator", async |_| {
+    c.wait_for("the lifted gate admits the operator", async |_| {
         create_as(&operator, UNPINNED_SERVICE)
             .await
             .status

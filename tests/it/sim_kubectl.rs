@@ -29,7 +29,9 @@ data: {a: "1"}
 const CRD: &str = r#"
 apiVersion: apiextensions.k8s.io/v1
 kind: CustomResourceDefinition
-metadata: {name: bucketclaims.objectstorage.k8s.io}
+metadata:
+  name: bucketclaims.objectstorage.k8s.io
+  annotations: {api-approved.kubernetes.io: "https://github.com/kubernetes-sigs/container-object-storage-interface-api/pull/2"}
 spec:
   group: objectstorage.k8s.io
   scope: Namespaced

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use super::admission::{self, Operation};
 use super::patch::{self, PatchKind};
+use super::quota::{self, Quota};
 use super::registry::{GroupResource, ResourceDef, defs_from_crd};
 use super::semantics::{
     self, Stamp, UpdateScope, has_finalizers, prepare_create, prepare_update, ready_to_remove,
@@ -29,6 +30,13 @@ fn crd_gr() -> GroupResource {
     GroupResource {
         group: "apiextensions.k8s.io".into(),
         plural: "customresourcedefinitions".into(),
+    }
+}
+
+fn resourcequotas_gr() -> GroupResource {
+    GroupResource {
+        group: String::new(),
+        plural: "resourcequotas".into(),
     }
 }
 
@@ -121,10 +129,12 @@ impl Sim {
             None
         };
         admission::check(self, Operation::Create, def, None, Some(&obj), None, actor)?;
+        let ns = ns_key(def, namespace);
+        // ResourceQuota admits last, after the policies, as kube-apiserver orders its plugins.
+        let _quota_turn = self.admit_by_quota(def, &ns, &name, &obj)?;
         if opts.dry_run {
             return Ok(Arc::new(dry_stored(&obj)));
         }
-        let ns = ns_key(def, namespace);
         let stored = self
             .store
             .write(&def.group_resource(), &ns, &name, |cur, _| {
@@ -137,6 +147,7 @@ impl Sim {
         if let Some(defs) = crd_defs {
             self.serve_crd(&name, defs)?;
         }
+        self.recount_quotas(&ns, &def.group_resource());
         // kube-controller-manager's garbage collector deletes an object whose every owner is
         // absent (no object has the uid its ownerReference names) as soon as it sees it.
         if !stored.owners.is_empty()
@@ -156,6 +167,77 @@ impl Sim {
             );
         }
         Ok(stored)
+    }
+
+    /// Quota admission of a create in `ns`: refused as kube-apiserver words it, or admitted
+    /// with the namespace's quota turn held until the caller has written and recounted.
+    fn admit_by_quota(
+        &self,
+        def: &ResourceDef,
+        ns: &str,
+        name: &str,
+        obj: &Value,
+    ) -> Result<Option<std::sync::MutexGuard<'_, ()>>, ApiError> {
+        if ns.is_empty() || self.store.count(&resourcequotas_gr()) == 0 {
+            return Ok(None);
+        }
+        let turn = self
+            .quota_admission
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let quotas: Vec<Quota> = self
+            .store
+            .all(&resourcequotas_gr(), Some(ns))
+            .iter()
+            .map(|(_, s)| Quota::from_object(&s.value()))
+            .collect();
+        quota::admit(&quotas, &def.group, &def.plural, obj).map_err(|quota::Refusal(why)| {
+            ApiError::forbidden_object(&resource_name(def), name, &why)
+        })?;
+        Ok(Some(turn))
+    }
+
+    /// Play kube-controller-manager's resource-quota controller for `ns` after a write to
+    /// `changed`: each quota counting that resource (or every quota, when a quota itself
+    /// changed) gets `status.hard` from its spec and `status.used` recounted from the store.
+    fn recount_quotas(&self, ns: &str, changed: &GroupResource) {
+        if ns.is_empty() || self.store.count(&resourcequotas_gr()) == 0 {
+            return;
+        }
+        let rq = resourcequotas_gr();
+        for ((_, name), stored) in self.store.all(&rq, Some(ns)) {
+            let obj = stored.value();
+            let mut q = Quota::from_object(&obj);
+            q.hard = quota::resource_list(obj.pointer("/spec/hard"));
+            let counted = quota::counted_resources(q.hard.keys());
+            if *changed != rq && !counted.contains(&(changed.group.clone(), changed.plural.clone()))
+            {
+                continue;
+            }
+            let mut objects = Vec::new();
+            for (group, plural) in &counted {
+                let gr = GroupResource {
+                    group: group.clone(),
+                    plural: plural.clone(),
+                };
+                for (_, s) in self.store.all(&gr, Some(ns)) {
+                    objects.push((group.as_str(), plural.as_str(), s.value()));
+                }
+            }
+            let used = quota::recount(&q, objects.iter().map(|(g, p, v)| (*g, *p, v)));
+            let status = quota::status(&q, &used);
+            if obj.get("status") == Some(&status) {
+                continue;
+            }
+            let _ = self.store.write(&rq, ns, &name, |cur, _| {
+                let Some(cur) = cur else {
+                    return Ok(Write::Keep);
+                };
+                let mut v = cur.value();
+                v["status"] = status.clone();
+                Ok(Write::Put(v))
+            });
+        }
     }
 
     /// Register a CRD's resources and mark it Established, as the apiextensions server does.
@@ -354,6 +436,9 @@ impl Sim {
             {
                 self.registry_mut().apply_crd(name, defs);
             }
+            // A pod that finishes, a Service that becomes a load balancer, a quota whose
+            // limits change: the quotas of the namespace are recounted.
+            self.recount_quotas(&ns, &gr);
             return Ok(stored);
         }
         Err(ApiError::conflict(&resource_name(def), name))
@@ -456,6 +541,7 @@ impl Sim {
         if !orphan && !stored.uid.is_empty() {
             self.collect_dependents(&stored.uid);
         }
+        self.recount_quotas(ns, &def.group_resource());
         if !ns.is_empty() {
             self.finish_namespace_if_empty(ns);
         }

@@ -8,7 +8,7 @@
 //!  kubectl / kube-rs ──HTTP──▶ http (auth, faults, routing, tables, watch)
 //!                                 │
 //!                                 ▼
-//!          controllers ──▶ apiserver (verbs) ──▶ admission (VAP + CEL) ──▶ store
+//!          controllers ──▶ apiserver (verbs) ──▶ admission (VAP + CEL, quota) ──▶ store
 //!              ▲                                                           │
 //!              └──────────────────────── change events ◀───────────────────┘
 //! ```
@@ -28,6 +28,8 @@ pub mod http;
 pub mod kubeconfig;
 pub mod patch;
 pub mod platform;
+/// ResourceQuota's pure rules: usage, admission and the recount.
+pub mod quota;
 pub mod registry;
 pub mod seed;
 pub mod selector;
@@ -128,13 +130,31 @@ pub struct Sim {
     pub faults: RwLock<Faults>,
     tokens: RwLock<HashMap<String, Actor>>,
     pub cel: admission::ProgramCache,
+    /// Held from a create's quota admission to its recount in a namespace with quotas, so
+    /// two creates cannot both take the last of a quota.
+    quota_admission: Mutex<()>,
     pub cluster_name: String,
     /// The admin's bearer token, written into generated kubeconfigs.
     pub admin_token: String,
+    /// Which controllers reconciling through this server play: all of them, except in the
+    /// tests of the half that runs beside a real kube-controller-manager.
+    role: controllers::Role,
 }
 
 impl Sim {
     pub fn new(config: SimConfig) -> Arc<Self> {
+        Self::playing(config, controllers::Role::Everything)
+    }
+
+    /// The embedded server seen as kube-apiserver with kube-controller-manager beside it:
+    /// controllers reconciling through it play only the cloud's half. For testing that half
+    /// without starting a real control plane.
+    #[cfg(test)]
+    pub(crate) fn beside_kcm() -> Arc<Self> {
+        Self::playing(SimConfig::default(), controllers::Role::CloudOnly)
+    }
+
+    fn playing(config: SimConfig, role: controllers::Role) -> Arc<Self> {
         let admin_token = format!("sim-admin-{}", uuid::Uuid::new_v4().simple());
         let mut tokens = HashMap::new();
         tokens.insert(admin_token.clone(), Actor::admin());
@@ -146,12 +166,14 @@ impl Sim {
             faults: RwLock::new(config.faults),
             tokens: RwLock::new(tokens),
             cel: admission::ProgramCache::default(),
+            quota_admission: Mutex::new(()),
             cluster_name: if config.cluster_name.is_empty() {
                 "sim".to_owned()
             } else {
                 config.cluster_name
             },
             admin_token,
+            role,
         });
         sim.bootstrap();
         sim

@@ -6,7 +6,7 @@
 use serde_json::{Map, Value, json};
 
 use super::registry::ResourceDef;
-use super::status::ApiError;
+use super::status::{ApiError, FieldError, FieldProblem};
 
 /// Values the server decides at write time, injected so the rules stay pure.
 #[derive(Debug, Clone)]
@@ -162,6 +162,12 @@ pub fn prepare_create(
 
 /// The few validations a real API server makes that manifests in the wild trip over.
 fn validate(def: &ResourceDef, kind: &str, name: &str, obj: &Value) -> Result<(), ApiError> {
+    if is_crd(def) {
+        let errors = api_approval_errors(obj, None);
+        if !errors.is_empty() {
+            return Err(ApiError::invalid_fields(&def.group, kind, name, &errors));
+        }
+    }
     if (def.group.as_str(), def.plural.as_str()) == ("", "services") {
         let ty = obj
             .pointer("/spec/type")
@@ -177,6 +183,107 @@ fn validate(def: &ResourceDef, kind: &str, name: &str, obj: &Value) -> Result<()
         }
     }
     Ok(())
+}
+
+fn is_crd(def: &ResourceDef) -> bool {
+    (def.group.as_str(), def.plural.as_str())
+        == ("apiextensions.k8s.io", "customresourcedefinitions")
+}
+
+/// The annotation a CRD in a Kubernetes-owned group must carry (KEP 1111).
+pub const API_APPROVED_ANNOTATION: &str = "api-approved.kubernetes.io";
+
+/// Groups the Kubernetes project owns: `k8s.io`, `kubernetes.io` and their subdomains
+/// (apiextensions-apiserver `apihelpers.IsProtectedCommunityGroup`).
+fn is_protected_community_group(group: &str) -> bool {
+    ["k8s.io", "kubernetes.io"]
+        .iter()
+        .any(|g| group == *g || group.ends_with(&format!(".{g}")))
+}
+
+/// What a CRD's approval annotation says (apiextensions-apiserver
+/// `apihelpers.GetAPIApprovalState`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ApprovalState {
+    Missing,
+    /// Starts with "unapproved": allowed, knowingly.
+    Bypassed,
+    /// A URL with a scheme and a host: the API review that approved it.
+    Approved,
+    Invalid,
+}
+
+fn approval_state(crd: &Value) -> ApprovalState {
+    let annotation = crd
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(API_APPROVED_ANNOTATION))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if annotation.is_empty() {
+        ApprovalState::Missing
+    } else if annotation.starts_with("unapproved") {
+        ApprovalState::Bypassed
+    } else if is_url_with_host(annotation) {
+        ApprovalState::Approved
+    } else {
+        ApprovalState::Invalid
+    }
+}
+
+/// What Go's `url.ParseRequestURI` accepts with a non-empty scheme and host.
+fn is_url_with_host(s: &str) -> bool {
+    let Some((scheme, rest)) = s.split_once("://") else {
+        return false;
+    };
+    let scheme_ok = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    scheme_ok && !host.is_empty() && !s.contains(char::is_whitespace)
+}
+
+/// kube-apiserver refuses a CRD in a protected group without an approval annotation
+/// (apiextensions-apiserver validation `validateAPIApproval`). An update that leaves the
+/// approval state as it was is never refused, so a controller that only edits a CRD's spec
+/// keeps working on one stored before the rule.
+fn api_approval_errors(new: &Value, old: Option<&Value>) -> Vec<FieldError> {
+    let group = new
+        .pointer("/spec/group")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if !is_protected_community_group(group) {
+        return Vec::new();
+    }
+    let state = approval_state(new);
+    if old.is_some_and(|o| approval_state(o) == state) {
+        return Vec::new();
+    }
+    let field = format!("metadata.annotations[{API_APPROVED_ANNOTATION}]");
+    let see = "see https://github.com/kubernetes/enhancements/pull/1111";
+    match state {
+        ApprovalState::Approved | ApprovalState::Bypassed => Vec::new(),
+        ApprovalState::Missing => vec![FieldError {
+            field,
+            problem: FieldProblem::Required,
+            detail: format!(
+                "protected groups must have approval annotation {API_APPROVED_ANNOTATION:?}, {see}"
+            ),
+        }],
+        ApprovalState::Invalid => vec![FieldError {
+            field,
+            problem: FieldProblem::Invalid(
+                new.pointer("/metadata/annotations")
+                    .and_then(|a| a.get(API_APPROVED_ANNOTATION))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned(),
+            ),
+            detail: format!(
+                "protected groups must have approval annotation {API_APPROVED_ANNOTATION:?} with either a URL or a reason starting with \"unapproved\", {see}"
+            ),
+        }],
+    }
 }
 
 /// Type-specific defaults that a real API server fills at creation.
@@ -316,6 +423,14 @@ pub fn prepare_update(
         .get("generation")
         .and_then(Value::as_i64)
         .unwrap_or(1);
+    if is_crd(def) {
+        let errors = api_approval_errors(&out, Some(current));
+        if !errors.is_empty() {
+            return Err(ApiError::invalid_fields(
+                &def.group, &def.kind, &name, &errors,
+            ));
+        }
+    }
     let changed = spec_part(current) != spec_part(&out);
     let meta = meta_mut(&mut out)?;
     meta.insert(
@@ -430,6 +545,101 @@ mod tests {
 
     fn def(g: &str, v: &str, p: &str) -> ResourceDef {
         Registry::new().get(g, v, p).cloned().expect("builtin")
+    }
+
+    fn crd(group: &str, approval: Option<&str>) -> Value {
+        let mut c = json!({
+            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": format!("widgets.{group}")},
+            "spec": {"group": group, "scope": "Namespaced",
+                "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+                "versions": [{"name": "v1", "served": true, "storage": true,
+                    "schema": {"openAPIV3Schema": {"type": "object"}}}]},
+        });
+        if let Some(a) = approval {
+            c["metadata"]["annotations"] = json!({API_APPROVED_ANNOTATION: a});
+        }
+        c
+    }
+
+    fn create_crd(c: Value) -> Result<Value, ApiError> {
+        prepare_create(
+            &def("apiextensions.k8s.io", "v1", "customresourcedefinitions"),
+            None,
+            c,
+            &stamp(),
+        )
+    }
+
+    #[test]
+    fn a_crd_in_a_kubernetes_owned_group_without_approval_is_refused_as_kube_apiserver_words_it() {
+        let e = create_crd(crd("widgets.k8s.io", None)).expect_err("refused");
+        assert_eq!((e.code, e.reason), (422, "Invalid"));
+        assert_eq!(
+            e.message,
+            "CustomResourceDefinition.apiextensions.k8s.io \"widgets.widgets.k8s.io\" is invalid: \
+             metadata.annotations[api-approved.kubernetes.io]: Required value: protected groups must \
+             have approval annotation \"api-approved.kubernetes.io\", see \
+             https://github.com/kubernetes/enhancements/pull/1111"
+        );
+        let cause = &e.details.as_ref().expect("details")["causes"][0];
+        assert_eq!(cause["reason"], "FieldValueRequired");
+        assert_eq!(
+            cause["field"],
+            "metadata.annotations[api-approved.kubernetes.io]"
+        );
+    }
+
+    #[test]
+    fn crd_approval_accepts_a_url_or_unapproved_and_ignores_other_groups() {
+        for (group, approval, ok) in [
+            (
+                "widgets.k8s.io",
+                Some("https://github.com/kubernetes/enhancements/pull/1111"),
+                true,
+            ),
+            ("widgets.k8s.io", Some("unapproved, experimental"), true),
+            ("x.kubernetes.io", None, false),
+            ("kubernetes.io", None, false),
+            ("k8s.io", Some("approved"), false),
+            (
+                "widgets.k8s.io",
+                Some("github.com/kubernetes/enhancements"),
+                false,
+            ),
+            ("notk8s.io", None, true),
+            ("example.com", None, true),
+        ] {
+            assert_eq!(
+                create_crd(crd(group, approval)).is_ok(),
+                ok,
+                "{group} {approval:?}"
+            );
+        }
+        let e = create_crd(crd("widgets.k8s.io", Some("bad value"))).expect_err("invalid");
+        assert!(
+            e.message.ends_with(
+                "metadata.annotations[api-approved.kubernetes.io]: Invalid value: \"bad value\": \
+                 protected groups must have approval annotation \"api-approved.kubernetes.io\" with \
+                 either a URL or a reason starting with \"unapproved\", see \
+                 https://github.com/kubernetes/enhancements/pull/1111"
+            ),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn a_crd_update_that_keeps_its_approval_state_is_never_refused() {
+        let d = def("apiextensions.k8s.io", "v1", "customresourcedefinitions");
+        let stored = crd("widgets.k8s.io", Some("https://example.com/review"));
+        let mut edited = stored.clone();
+        edited["spec"]["names"]["shortNames"] = json!(["wd"]);
+        assert!(prepare_update(&d, &stored, edited, UpdateScope::Main).is_ok());
+        let mut dropped = stored.clone();
+        dropped["metadata"]["annotations"] = json!({});
+        let e = prepare_update(&d, &stored, dropped, UpdateScope::Main).expect_err("missing");
+        assert_eq!(e.code, 422);
     }
 
     #[test]

@@ -6,6 +6,46 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+/// One broken field rule, as apimachinery's `field.Error` words it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// The path, e.g. `metadata.annotations[api-approved.kubernetes.io]`.
+    pub field: String,
+    pub problem: FieldProblem,
+    pub detail: String,
+}
+
+/// What is wrong with a field (`field.ErrorType`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FieldProblem {
+    Required,
+    /// The value given, shown quoted.
+    Invalid(String),
+}
+
+impl FieldError {
+    fn reason(&self) -> &'static str {
+        match self.problem {
+            FieldProblem::Required => "FieldValueRequired",
+            FieldProblem::Invalid(_) => "FieldValueInvalid",
+        }
+    }
+
+    /// The cause's message: the error without its field.
+    fn message(&self) -> String {
+        match &self.problem {
+            FieldProblem::Required => format!("Required value: {}", self.detail),
+            FieldProblem::Invalid(v) => format!("Invalid value: {v:?}: {}", self.detail),
+        }
+    }
+}
+
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message())
+    }
+}
+
 /// A failed API call, as the API server reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
@@ -107,6 +147,47 @@ impl ApiError {
         e.details = Some(Box::new(json!({"name": name, "kind": kind,
             "causes": [{"reason": "FieldValueInvalid", "message": message, "field": ""}]})));
         e
+    }
+
+    /// Refused for breaking field rules, worded as `field.ErrorList` is: the message names
+    /// the qualified kind (`CustomResourceDefinition.apiextensions.k8s.io`) and each cause,
+    /// and the details carry one cause per field, which kubectl prints.
+    pub fn invalid_fields(group: &str, kind: &str, name: &str, errors: &[FieldError]) -> Self {
+        let qualified = if group.is_empty() {
+            kind.to_owned()
+        } else {
+            format!("{kind}.{group}")
+        };
+        let shown: Vec<String> = errors.iter().map(FieldError::to_string).collect();
+        let joined = match shown.as_slice() {
+            [one] => one.clone(),
+            many => format!("[{}]", many.join(", ")),
+        };
+        let mut e = Self::new(
+            422,
+            "Invalid",
+            format!("{qualified} \"{name}\" is invalid: {joined}"),
+        );
+        let causes: Vec<Value> = errors
+            .iter()
+            .map(|f| json!({"reason": f.reason(), "message": f.message(), "field": f.field}))
+            .collect();
+        e.details = Some(Box::new(
+            json!({"name": name, "group": group, "kind": kind, "causes": causes}),
+        ));
+        e
+    }
+
+    /// An admission plugin's refusal of one object, worded as `admission.NewForbidden`:
+    /// `pods "web" is forbidden: <why>` (`resource` qualified by its group, as
+    /// `deployments.apps`).
+    pub fn forbidden_object(resource: &str, name: &str, why: &str) -> Self {
+        let message = if name.is_empty() {
+            format!("{resource} is forbidden: {why}")
+        } else {
+            format!("{resource} \"{name}\" is forbidden: {why}")
+        };
+        Self::new(403, "Forbidden", message).with_details(name, resource)
     }
 
     pub fn forbidden(message: impl Into<String>) -> Self {

@@ -41,9 +41,29 @@ pub struct Served {
     pub namespaced: bool,
 }
 
+/// One write to the API server; which object it touches is the verb's `group`, `plural`
+/// and `ns`, and the name given here (or the object's own).
+#[derive(Debug, Clone, Copy)]
+pub enum Write<'a> {
+    Create(&'a Value),
+    /// Replace the object (`Main`) or its status subresource (`Status`).
+    Update(&'a Value, UpdateScope),
+    /// JSON merge patch of the main resource.
+    MergePatch {
+        name: &'a str,
+        patch: &'a Value,
+    },
+    Delete {
+        name: &'a str,
+    },
+}
+
 /// The API verbs and the cloud, as the controllers use them. `ns` is ignored for
 /// cluster-scoped resources. Every error is the API server's own (code and reason), so a
 /// reconcile can tell a conflict from a refusal.
+///
+/// An implementation answers reads and carries out [`Write`]s; the write verbs the
+/// controllers call are built on `write` once, here.
 pub trait Api: Send + Sync {
     fn role(&self) -> Role;
     fn cloud(&self) -> &Cloud;
@@ -60,6 +80,17 @@ pub trait Api: Send + Sync {
     ) -> Result<Option<Value>, ApiError>;
     /// Every object of the resource, in all namespaces (empty when it is not served).
     fn list(&self, group: &str, plural: &str) -> Result<Vec<Value>, ApiError>;
+    /// Carry out one write as `actor`: the object as stored after a create or an update,
+    /// `None` after a patch or a delete.
+    fn write(
+        &self,
+        group: &str,
+        plural: &str,
+        ns: &str,
+        write: Write<'_>,
+        actor: &Actor,
+    ) -> Result<Option<Value>, ApiError>;
+
     fn create(
         &self,
         group: &str,
@@ -67,7 +98,9 @@ pub trait Api: Send + Sync {
         ns: &str,
         obj: Value,
         actor: &Actor,
-    ) -> Result<Value, ApiError>;
+    ) -> Result<Value, ApiError> {
+        stored(self.write(group, plural, ns, Write::Create(&obj), actor)?)
+    }
     /// Replace the object (`scope` Main) or its status subresource (`scope` Status).
     fn update(
         &self,
@@ -77,7 +110,9 @@ pub trait Api: Send + Sync {
         obj: Value,
         scope: UpdateScope,
         actor: &Actor,
-    ) -> Result<Value, ApiError>;
+    ) -> Result<Value, ApiError> {
+        stored(self.write(group, plural, ns, Write::Update(&obj, scope), actor)?)
+    }
     /// JSON merge patch of the main resource.
     fn merge_patch(
         &self,
@@ -87,7 +122,10 @@ pub trait Api: Send + Sync {
         name: &str,
         patch: &Value,
         actor: &Actor,
-    ) -> Result<(), ApiError>;
+    ) -> Result<(), ApiError> {
+        self.write(group, plural, ns, Write::MergePatch { name, patch }, actor)
+            .map(|_| ())
+    }
     fn delete(
         &self,
         group: &str,
@@ -95,27 +133,42 @@ pub trait Api: Send + Sync {
         ns: &str,
         name: &str,
         actor: &Actor,
-    ) -> Result<(), ApiError>;
+    ) -> Result<(), ApiError> {
+        self.write(group, plural, ns, Write::Delete { name }, actor)
+            .map(|_| ())
+    }
+}
+
+/// The object a create or an update stored (every implementation returns it for those).
+fn stored(v: Option<Value>) -> Result<Value, ApiError> {
+    v.ok_or_else(|| ApiError::internal("the API server returned no object"))
 }
 
 fn not_served(group: &str, plural: &str) -> ApiError {
     ApiError::internal(format!("{plural}.{group} is not served"))
 }
 
-fn name_of(obj: &Value) -> &str {
+/// The name an object gives itself (an update names its target so).
+pub(crate) fn name_of(obj: &Value) -> &str {
     obj.pointer("/metadata/name")
         .and_then(Value::as_str)
         .unwrap_or_default()
 }
 
 impl Sim {
-    fn served_def(
+    /// Where a verb on `group`/`plural` in `ns` lands: the served resource, and the
+    /// namespace when it is namespaced.
+    fn target<'a>(
         &self,
         group: &str,
         plural: &str,
-    ) -> Result<crate::registry::ResourceDef, ApiError> {
-        self.def(group, plural)
-            .ok_or_else(|| not_served(group, plural))
+        ns: &'a str,
+    ) -> Result<(crate::registry::ResourceDef, Option<&'a str>), ApiError> {
+        let d = self
+            .def(group, plural)
+            .ok_or_else(|| not_served(group, plural))?;
+        let ns = d.namespaced.then_some(ns);
+        Ok((d, ns))
     }
 }
 
@@ -131,7 +184,7 @@ fn served_of(d: &crate::registry::ResourceDef) -> Served {
 
 impl Api for Sim {
     fn role(&self) -> Role {
-        Role::Everything
+        self.role
     }
 
     fn cloud(&self) -> &Cloud {
@@ -175,149 +228,44 @@ impl Api for Sim {
             .collect())
     }
 
-    fn create(
+    fn write(
         &self,
         group: &str,
         plural: &str,
         ns: &str,
-        obj: Value,
+        write: Write<'_>,
         actor: &Actor,
-    ) -> Result<Value, ApiError> {
-        let d = self.served_def(group, plural)?;
-        Sim::create(
-            self,
-            &d,
-            d.namespaced.then_some(ns),
-            obj,
-            actor,
-            WriteOpts::default(),
-        )
-        .map(|s| s.value())
-    }
-
-    fn update(
-        &self,
-        group: &str,
-        plural: &str,
-        ns: &str,
-        obj: Value,
-        scope: UpdateScope,
-        actor: &Actor,
-    ) -> Result<Value, ApiError> {
-        let d = self.served_def(group, plural)?;
-        let name = name_of(&obj).to_owned();
-        Sim::update(
-            self,
-            &d,
-            d.namespaced.then_some(ns),
-            &name,
-            obj,
-            scope,
-            actor,
-            WriteOpts::default(),
-        )
-        .map(|s| s.value())
-    }
-
-    fn merge_patch(
-        &self,
-        group: &str,
-        plural: &str,
-        ns: &str,
-        name: &str,
-        patch: &Value,
-        actor: &Actor,
-    ) -> Result<(), ApiError> {
-        let d = self.served_def(group, plural)?;
-        Sim::patch(
-            self,
-            &d,
-            d.namespaced.then_some(ns),
-            name,
-            PatchKind::Merge,
-            patch.to_string().as_bytes(),
-            UpdateScope::Main,
-            actor,
-            WriteOpts::default(),
-        )
-        .map(|_| ())
-    }
-
-    fn delete(
-        &self,
-        group: &str,
-        plural: &str,
-        ns: &str,
-        name: &str,
-        actor: &Actor,
-    ) -> Result<(), ApiError> {
-        let d = self.served_def(group, plural)?;
-        Sim::delete(
-            self,
-            &d,
-            d.namespaced.then_some(ns),
-            name,
-            None,
-            false,
-            actor,
-            WriteOpts::default(),
-        )
-        .map(|_| ())
-    }
-}
-
-/// The embedded server seen as kube-apiserver with kube-controller-manager beside it: the
-/// same store, the cloud-only role. For testing the real control plane's half of each
-/// controller without starting one.
-#[cfg(test)]
-pub(crate) struct BesideKcm<'a>(pub &'a Sim);
-
-#[cfg(test)]
-impl Api for BesideKcm<'_> {
-    fn role(&self) -> Role {
-        Role::CloudOnly
-    }
-    fn cloud(&self) -> &Cloud {
-        &self.0.cloud
-    }
-    fn served(&self, group: &str, plural: &str) -> Result<Option<Served>, ApiError> {
-        Api::served(self.0, group, plural)
-    }
-    fn served_kind(&self, api_version: &str, kind: &str) -> Result<Option<Served>, ApiError> {
-        self.0.served_kind(api_version, kind)
-    }
-    fn get(&self, g: &str, p: &str, ns: &str, name: &str) -> Result<Option<Value>, ApiError> {
-        Api::get(self.0, g, p, ns, name)
-    }
-    fn list(&self, g: &str, p: &str) -> Result<Vec<Value>, ApiError> {
-        Api::list(self.0, g, p)
-    }
-    fn create(&self, g: &str, p: &str, ns: &str, o: Value, a: &Actor) -> Result<Value, ApiError> {
-        Api::create(self.0, g, p, ns, o, a)
-    }
-    fn update(
-        &self,
-        g: &str,
-        p: &str,
-        ns: &str,
-        o: Value,
-        s: UpdateScope,
-        a: &Actor,
-    ) -> Result<Value, ApiError> {
-        Api::update(self.0, g, p, ns, o, s, a)
-    }
-    fn merge_patch(
-        &self,
-        g: &str,
-        p: &str,
-        ns: &str,
-        name: &str,
-        patch: &Value,
-        a: &Actor,
-    ) -> Result<(), ApiError> {
-        self.0.merge_patch(g, p, ns, name, patch, a)
-    }
-    fn delete(&self, g: &str, p: &str, ns: &str, name: &str, a: &Actor) -> Result<(), ApiError> {
-        Api::delete(self.0, g, p, ns, name, a)
+    ) -> Result<Option<Value>, ApiError> {
+        let (d, ns) = self.target(group, plural, ns)?;
+        let opts = WriteOpts::default();
+        Ok(match write {
+            Write::Create(obj) => {
+                Some(Sim::create(self, &d, ns, obj.clone(), actor, opts)?.value())
+            }
+            Write::Update(obj, scope) => {
+                let name = name_of(obj);
+                Some(Sim::update(self, &d, ns, name, obj.clone(), scope, actor, opts)?.value())
+            }
+            Write::MergePatch { name, patch } => {
+                let body = patch.to_string();
+                let (kind, scope) = (PatchKind::Merge, UpdateScope::Main);
+                Sim::patch(
+                    self,
+                    &d,
+                    ns,
+                    name,
+                    kind,
+                    body.as_bytes(),
+                    scope,
+                    actor,
+                    opts,
+                )?;
+                None
+            }
+            Write::Delete { name } => {
+                Sim::delete(self, &d, ns, name, None, false, actor, opts)?;
+                None
+            }
+        })
     }
 }

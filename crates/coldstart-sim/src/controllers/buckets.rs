@@ -28,7 +28,7 @@
 
 use serde_json::{Value, json};
 
-use super::{Api, Requeue, get, set_status, str_at};
+use super::{Api, Requeue, set_status, str_at};
 use crate::Actor;
 use crate::status::ApiError;
 
@@ -59,16 +59,16 @@ fn pending(ready: bool) -> Requeue {
 }
 
 pub fn reconcile_claim(sim: &dyn Api, ns: &str, name: &str) -> Result<Requeue, ApiError> {
-    let Some(claim) = get(sim, COSI, "bucketclaims", ns, name)? else {
+    let Some(claim) = sim.get(COSI, "bucketclaims", ns, name)? else {
         return Ok(Requeue::No);
     };
     let bound = str_at(&claim, "/status/bucketName")
-        .map(|b| Ok::<_, ApiError>(get(sim, COSI, "buckets", "", b)?.map(|_| b.to_owned())))
+        .map(|b| Ok::<_, ApiError>(sim.get(COSI, "buckets", "", b)?.map(|_| b.to_owned())))
         .transpose()?
         .flatten();
     let bucket_object = match (str_at(&claim, "/spec/existingBucketName"), bound) {
         // Brownfield: the claim names a Bucket object, not a cloud bucket.
-        (Some(existing), _) => match get(sim, COSI, "buckets", "", existing)? {
+        (Some(existing), _) => match sim.get(COSI, "buckets", "", existing)? {
             Some(b) => b,
             None => {
                 let status = json!({"bucketReady": false,
@@ -77,11 +77,11 @@ pub fn reconcile_claim(sim: &dyn Api, ns: &str, name: &str) -> Result<Requeue, A
                 return Ok(Requeue::After(super::RETRY));
             }
         },
-        (None, Some(b)) => get(sim, COSI, "buckets", "", &b)?.unwrap_or(Value::Null),
+        (None, Some(b)) => sim.get(COSI, "buckets", "", &b)?.unwrap_or(Value::Null),
         // Greenfield: a new Bucket object from the class.
         (None, None) => {
             let class = match str_at(&claim, "/spec/bucketClassName") {
-                Some(c) => get(sim, COSI, "bucketclasses", "", c)?,
+                Some(c) => sim.get(COSI, "bucketclasses", "", c)?,
                 None => None,
             };
             let Some(class) = class else {
@@ -115,7 +115,7 @@ pub fn reconcile_claim(sim: &dyn Api, ns: &str, name: &str) -> Result<Requeue, A
 }
 
 pub fn reconcile_cosi_bucket(sim: &dyn Api, name: &str) -> Result<Requeue, ApiError> {
-    let Some(b) = get(sim, COSI, "buckets", "", name)? else {
+    let Some(b) = sim.get(COSI, "buckets", "", name)? else {
         return Ok(Requeue::No);
     };
     let delete = str_at(&b, "/spec/deletionPolicy") == Some("Delete");
@@ -184,7 +184,7 @@ pub fn reconcile_crossplane(
     ns: &str,
     name: &str,
 ) -> Result<Requeue, ApiError> {
-    let Some(b) = get(sim, group, "buckets", ns, name)? else {
+    let Some(b) = sim.get(group, "buckets", ns, name)? else {
         return Ok(Requeue::No);
     };
     let key = if ns.is_empty() {
@@ -218,8 +218,7 @@ pub fn reconcile_crossplane(
     };
     if ready && str_at(&b, "/metadata/annotations/crossplane.io~1external-name").is_none() {
         // Crossplane records the external name it found or created.
-        super::patch_main(
-            sim,
+        sim.merge_patch(
             group,
             "buckets",
             ns,
@@ -228,7 +227,7 @@ pub fn reconcile_crossplane(
             &crossplane(),
         )?;
     }
-    let Some(b) = get(sim, group, "buckets", ns, name)? else {
+    let Some(b) = sim.get(group, "buckets", ns, name)? else {
         return Ok(Requeue::No);
     };
     let status = json!({
@@ -245,7 +244,7 @@ pub fn reconcile_crossplane(
 
 pub fn reconcile_ack(sim: &dyn Api, ns: &str, name: &str) -> Result<Requeue, ApiError> {
     const GROUP: &str = "s3.services.k8s.aws";
-    let Some(b) = get(sim, GROUP, "buckets", ns, name)? else {
+    let Some(b) = sim.get(GROUP, "buckets", ns, name)? else {
         return Ok(Requeue::No);
     };
     let key = format!("{ns}/{name}");
@@ -292,8 +291,7 @@ pub fn reconcile_ack(sim: &dyn Api, ns: &str, name: &str) -> Result<Requeue, Api
     };
     if adopt && outcome.is_ok() && b.pointer("/spec/name").is_none() {
         // ACK fills the spec from the adopted resource.
-        super::patch_main(
-            sim,
+        sim.merge_patch(
             GROUP,
             "buckets",
             ns,
@@ -302,7 +300,7 @@ pub fn reconcile_ack(sim: &dyn Api, ns: &str, name: &str) -> Result<Requeue, Api
             &ack(),
         )?;
     }
-    let Some(b) = get(sim, GROUP, "buckets", ns, name)? else {
+    let Some(b) = sim.get(GROUP, "buckets", ns, name)? else {
         return Ok(Requeue::No);
     };
     let ready = outcome.is_ok();
@@ -352,12 +350,12 @@ fn mark_obc_bucket(sim: &dyn Api, bucket: &str, claim: &str, greenfield: bool, o
 }
 
 pub fn reconcile_obc(sim: &dyn Api, ns: &str, name: &str) -> Result<Requeue, ApiError> {
-    let Some(obc) = get(sim, OBC_GROUP, "objectbucketclaims", ns, name)? else {
+    let Some(obc) = sim.get(OBC_GROUP, "objectbucketclaims", ns, name)? else {
         return Ok(Requeue::No);
     };
     let claim = format!("{ns}/{name}");
     let class = match str_at(&obc, "/spec/storageClassName") {
-        Some(c) => get(sim, "storage.k8s.io", "storageclasses", "", c)?,
+        Some(c) => sim.get("storage.k8s.io", "storageclasses", "", c)?,
         None => None,
     };
     let Some(class) = class else {
@@ -382,7 +380,7 @@ pub fn reconcile_obc(sim: &dyn Api, ns: &str, name: &str) -> Result<Requeue, Api
         // Provisioning is complete (the library's own test); the cloud still learns who
         // manages the bucket and what deleting the claim would do.
         let ob_name = str_at(&obc, "/spec/objectBucketName").unwrap_or(&ob_name);
-        if let Some(ob) = get(sim, OBC_GROUP, "objectbuckets", "", ob_name)?
+        if let Some(ob) = sim.get(OBC_GROUP, "objectbuckets", "", ob_name)?
             && let Some(bucket) = str_at(&ob, "/spec/endpoint/bucketName")
         {
             mark_obc_bucket(sim, bucket, &claim, brownfield.is_none(), &ob);
@@ -393,7 +391,9 @@ pub fn reconcile_obc(sim: &dyn Api, ns: &str, name: &str) -> Result<Requeue, Api
         set_obc_phase(sim, &obc, "Pending")?;
     }
     let fail = |why: String| -> Result<Requeue, ApiError> {
-        let obc = get(sim, OBC_GROUP, "objectbucketclaims", ns, name)?.unwrap_or(Value::Null);
+        let obc = sim
+            .get(OBC_GROUP, "objectbucketclaims", ns, name)?
+            .unwrap_or(Value::Null);
         super::warn(sim, &obc, "ProvisioningFailed", &why, &obc_provisioner())?;
         Ok(Requeue::After(super::RETRY))
     };
@@ -455,7 +455,7 @@ pub fn reconcile_obc(sim: &dyn Api, ns: &str, name: &str) -> Result<Requeue, Api
     }]);
     let host = "s3.eu-west-1.amazonaws.com";
     let ensure = |plural: &str, obj: Value| -> Result<(), ApiError> {
-        if get(sim, "", plural, ns, name)?.is_some() {
+        if sim.get("", plural, ns, name)?.is_some() {
             return Ok(());
         }
         sim.create("", plural, ns, obj, &obc_provisioner())
@@ -478,7 +478,7 @@ pub fn reconcile_obc(sim: &dyn Api, ns: &str, name: &str) -> Result<Requeue, Api
             "data": {"BUCKET_HOST": host, "BUCKET_NAME": bucket, "BUCKET_PORT": "443",
                      "BUCKET_REGION": "eu-west-1", "BUCKET_SUBREGION": ""}}),
     )?;
-    let ob = match get(sim, OBC_GROUP, "objectbuckets", "", &ob_name)? {
+    let ob = match sim.get(OBC_GROUP, "objectbuckets", "", &ob_name)? {
         Some(ob) => ob,
         None => {
             let ob = json!({
@@ -516,8 +516,7 @@ pub fn reconcile_obc(sim: &dyn Api, ns: &str, name: &str) -> Result<Requeue, Api
     if !finalizers.iter().any(|f| f == OBC_FINALIZER) {
         finalizers.push(json!(OBC_FINALIZER));
     }
-    super::patch_main(
-        sim,
+    sim.merge_patch(
         OBC_GROUP,
         "objectbucketclaims",
         ns,
@@ -526,7 +525,7 @@ pub fn reconcile_obc(sim: &dyn Api, ns: &str, name: &str) -> Result<Requeue, Api
                 "spec": {"objectBucketName": ob_name, "bucketName": bucket}}),
         &obc_provisioner(),
     )?;
-    if let Some(obc) = get(sim, OBC_GROUP, "objectbucketclaims", ns, name)? {
+    if let Some(obc) = sim.get(OBC_GROUP, "objectbucketclaims", ns, name)? {
         set_obc_phase(sim, &obc, "Bound")?;
     }
     Ok(Requeue::No)
@@ -544,7 +543,7 @@ fn delete_obc(
     let name = str_at(obc, "/metadata/name").unwrap_or_default();
     let ob_name = str_at(obc, "/spec/objectBucketName").unwrap_or(ob_name);
     let actor = obc_provisioner();
-    if let Some(ob) = get(sim, OBC_GROUP, "objectbuckets", "", ob_name)? {
+    if let Some(ob) = sim.get(OBC_GROUP, "objectbuckets", "", ob_name)? {
         if let Some(bucket) = str_at(&ob, "/spec/endpoint/bucketName") {
             let mut cloud = sim.cloud().lock();
             if greenfield && str_at(&ob, "/spec/reclaimPolicy") == Some("Delete") {
@@ -574,8 +573,7 @@ fn delete_obc(
         .filter(|f| *f != OBC_FINALIZER)
         .cloned()
         .collect();
-    super::patch_main(
-        sim,
+    sim.merge_patch(
         OBC_GROUP,
         "objectbucketclaims",
         ns,

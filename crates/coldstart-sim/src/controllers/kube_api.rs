@@ -16,7 +16,7 @@ use kube::discovery::{ApiCapabilities, ApiResource, Scope};
 use kube::runtime::watcher;
 use serde_json::Value;
 
-use super::api::{Api, Role, Served};
+use super::api::{Api, Role, Served, Write, name_of};
 use super::{Key, Requeue, keys_for, reconcile};
 use crate::Actor;
 use crate::cloud::Cloud;
@@ -141,6 +141,17 @@ impl KubeApi {
         Ok(c)
     }
 
+    /// The resource's handle in `ns` (when namespaced) for writes as `actor`.
+    fn api_as(
+        &self,
+        actor: &Actor,
+        group: &str,
+        plural: &str,
+        ns: &str,
+    ) -> Result<kube::Api<DynamicObject>, ApiError> {
+        self.api(self.client_for(actor)?, group, plural, ns)
+    }
+
     fn api(
         &self,
         client: kube::Client,
@@ -258,72 +269,39 @@ impl Api for KubeApi {
             .collect()
     }
 
-    fn create(
+    fn write(
         &self,
         group: &str,
         plural: &str,
         ns: &str,
-        obj: Value,
+        write: Write<'_>,
         actor: &Actor,
-    ) -> Result<Value, ApiError> {
-        let api = self.api(self.client_for(actor)?, group, plural, ns)?;
-        let obj = to_dynamic(obj)?;
-        to_value(&self.block_on(api.create(&PostParams::default(), &obj))?)
-    }
-
-    fn update(
-        &self,
-        group: &str,
-        plural: &str,
-        ns: &str,
-        obj: Value,
-        scope: UpdateScope,
-        actor: &Actor,
-    ) -> Result<Value, ApiError> {
-        let api = self.api(self.client_for(actor)?, group, plural, ns)?;
-        let name = obj
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
-        let obj = to_dynamic(obj)?;
+    ) -> Result<Option<Value>, ApiError> {
+        let api = self.api_as(actor, group, plural, ns)?;
         let pp = PostParams::default();
-        let out = match scope {
-            UpdateScope::Status => self.block_on(api.replace_status(&name, &pp, &obj))?,
-            UpdateScope::Main => self.block_on(api.replace(&name, &pp, &obj))?,
+        let stored = match write {
+            Write::Create(obj) => self.block_on(api.create(&pp, &to_dynamic(obj.clone())?))?,
+            Write::Update(obj, scope) => {
+                let name = name_of(obj);
+                let obj = to_dynamic(obj.clone())?;
+                match scope {
+                    UpdateScope::Status => self.block_on(api.replace_status(name, &pp, &obj))?,
+                    UpdateScope::Main => self.block_on(api.replace(name, &pp, &obj))?,
+                }
+            }
+            Write::MergePatch { name, patch } => {
+                self.block_on(api.patch(name, &PatchParams::default(), &Patch::Merge(patch)))?;
+                return Ok(None);
+            }
+            Write::Delete { name } => {
+                return match self.block_on(api.delete(name, &DeleteParams::default())) {
+                    // Gone already: what deleting wanted.
+                    Ok(_) | Err(ApiError { code: 404, .. }) => Ok(None),
+                    Err(e) => Err(e),
+                };
+            }
         };
-        to_value(&out)
-    }
-
-    fn merge_patch(
-        &self,
-        group: &str,
-        plural: &str,
-        ns: &str,
-        name: &str,
-        patch: &Value,
-        actor: &Actor,
-    ) -> Result<(), ApiError> {
-        let api = self.api(self.client_for(actor)?, group, plural, ns)?;
-        self.block_on(api.patch(name, &PatchParams::default(), &Patch::Merge(patch)))
-            .map(|_| ())
-    }
-
-    fn delete(
-        &self,
-        group: &str,
-        plural: &str,
-        ns: &str,
-        name: &str,
-        actor: &Actor,
-    ) -> Result<(), ApiError> {
-        let api = self.api(self.client_for(actor)?, group, plural, ns)?;
-        match self.block_on(api.delete(name, &DeleteParams::default())) {
-            Ok(_) => Ok(()),
-            // Gone already: what deleting wanted.
-            Err(e) if e.code == 404 => Ok(()),
-            Err(e) => Err(e),
-        }
+        to_value(&stored).map(Some)
     }
 }
 

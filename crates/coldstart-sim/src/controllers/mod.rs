@@ -2,7 +2,8 @@
 //! the PV binder and a dynamic provisioner (a PVC without `volumeName` gets a NEW disk; a
 //! PV whose claim uid is stale is `Released`, and with `Delete` its disk is deleted), the
 //! StatefulSet and Deployment controllers (claims from templates, readiness, disk
-//! attachment), the Service load-balancer controller (pinned address reused when free, else
+//! attachment), kube-scheduler's volume binding (a `WaitForFirstConsumer` claim waits for
+//! its first pod's node, and its disk goes to that node's zone), the Service load-balancer controller (pinned address reused when free, else
 //! a NEW one) with external-dns-style records, a bucket operator (COSI and Crossplane styles:
 //! adopt the named bucket, else create a NEW one), the CSI snapshotter (a `VolumeSnapshot`
 //! gets a cloud snapshot of its claim's disk), namespace defaults, and "operators":
@@ -67,6 +68,9 @@ pub enum Key {
     /// [`Role::CloudOnly`]: the embedded role attaches as its workloads start).
     VolumeAttachment(String),
     VolumeSnapshot(String, String),
+    /// A pod whose claims may wait for their first consumer (only with
+    /// [`Role::Everything`]: beside a real control plane kube-scheduler selects the node).
+    Pod(String, String),
 }
 
 /// When to look at a key again.
@@ -100,6 +104,7 @@ pub fn keys_for(group: &str, plural: &str, ns: &str, name: &str, obj: &Value) ->
         }
         ("", "services") => vec![Key::Service(ns, name)],
         ("", "namespaces") => vec![Key::Namespace(name)],
+        ("", "pods") => vec![Key::Pod(ns, name)],
         ("apps", "statefulsets") => vec![Key::StatefulSet(ns, name)],
         ("apps", "deployments") => vec![Key::Deployment(ns, name)],
         ("objectstorage.k8s.io", "bucketclaims") => vec![Key::BucketClaim(ns, name)],
@@ -206,6 +211,7 @@ pub fn reconcile(sim: &dyn Api, key: &Key) -> Requeue {
         Key::Namespace(name) => namespaces::reconcile(sim, name),
         Key::VolumeAttachment(name) => workloads::reconcile_volume_attachment(sim, name),
         Key::VolumeSnapshot(ns, name) => snapshots::reconcile(sim, ns, name),
+        Key::Pod(ns, name) => storage::reconcile_pod(sim, ns, name),
     };
     match result {
         Ok(r) => r,
@@ -324,30 +330,6 @@ pub fn storage_disk_of(pv: &Value) -> Option<String> {
 
 // ---- small helpers shared by the controllers ----
 
-/// The object, `None` when it (or its type) does not exist; any other failure is an error.
-pub(crate) fn get(
-    api: &dyn Api,
-    group: &str,
-    plural: &str,
-    ns: &str,
-    name: &str,
-) -> Result<Option<Value>, ApiError> {
-    api.get(group, plural, ns, name)
-}
-
-/// Merge-patch the main resource.
-pub(crate) fn patch_main(
-    api: &dyn Api,
-    group: &str,
-    plural: &str,
-    ns: &str,
-    name: &str,
-    patch: &Value,
-    actor: &Actor,
-) -> Result<(), ApiError> {
-    api.merge_patch(group, plural, ns, name, patch, actor)
-}
-
 /// Replace the status of an object if it differs.
 pub(crate) fn set_status(
     api: &dyn Api,
@@ -381,10 +363,9 @@ pub(crate) fn warn(
     let name = str_at(obj, "/metadata/name").unwrap_or_default();
     let event_name = format!("{name}.{}", reason.to_lowercase());
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    if let Some(existing) = get(sim, "", "events", ns, &event_name)? {
+    if let Some(existing) = sim.get("", "events", ns, &event_name)? {
         let count = existing["count"].as_i64().unwrap_or(1) + 1;
-        return patch_main(
-            sim,
+        return sim.merge_patch(
             "",
             "events",
             ns,

@@ -4,18 +4,18 @@
 
 use serde_json::json;
 
-use super::{Api, Requeue, get, str_at};
+use super::{Api, Requeue, str_at};
 use crate::Actor;
 use crate::status::ApiError;
 
 pub fn reconcile(sim: &dyn Api, name: &str) -> Result<Requeue, ApiError> {
-    let Some(ns) = get(sim, "", "namespaces", "", name)? else {
+    let Some(ns) = sim.get("", "namespaces", "", name)? else {
         return Ok(Requeue::No);
     };
     if str_at(&ns, "/status/phase") != Some("Active") {
         return Ok(Requeue::No);
     }
-    if get(sim, "", "serviceaccounts", name, "default")?.is_none() {
+    if sim.get("", "serviceaccounts", name, "default")?.is_none() {
         let actor = Actor::system("system:serviceaccount:kube-system:service-account-controller");
         let _ = sim.create(
             "",
@@ -25,7 +25,10 @@ pub fn reconcile(sim: &dyn Api, name: &str) -> Result<Requeue, ApiError> {
             &actor,
         );
     }
-    if get(sim, "", "configmaps", name, "kube-root-ca.crt")?.is_none() {
+    if sim
+        .get("", "configmaps", name, "kube-root-ca.crt")?
+        .is_none()
+    {
         let actor = Actor::system("system:serviceaccount:kube-system:root-ca-cert-publisher");
         let _ = sim.create(
             "",

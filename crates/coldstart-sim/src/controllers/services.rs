@@ -10,7 +10,7 @@
 
 use serde_json::{Value, json};
 
-use super::{Api, Requeue, get, patch_main, set_status, str_at};
+use super::{Api, Requeue, set_status, str_at};
 use crate::Actor;
 use crate::cloud::CloudState;
 use crate::status::ApiError;
@@ -190,7 +190,7 @@ fn dns_target(svc: &Value) -> Option<String> {
 }
 
 pub fn reconcile(sim: &dyn Api, ns: &str, name: &str) -> Result<Requeue, ApiError> {
-    let Some(svc) = get(sim, "", "services", ns, name)? else {
+    let Some(svc) = sim.get("", "services", ns, name)? else {
         return Ok(Requeue::No);
     };
     let key = format!("{ns}/{name}");
@@ -229,8 +229,7 @@ pub fn reconcile(sim: &dyn Api, ns: &str, name: &str) -> Result<Requeue, ApiErro
                         .collect()
                 })
                 .unwrap_or_default();
-            patch_main(
-                sim,
+            sim.merge_patch(
                 "",
                 "services",
                 ns,
@@ -248,8 +247,7 @@ pub fn reconcile(sim: &dyn Api, ns: &str, name: &str) -> Result<Requeue, ApiErro
             .cloned()
             .unwrap_or_default();
         finalizers.push(json!(CLEANUP_FINALIZER));
-        patch_main(
-            sim,
+        sim.merge_patch(
             "",
             "services",
             ns,
@@ -319,7 +317,7 @@ pub fn reconcile(sim: &dyn Api, ns: &str, name: &str) -> Result<Requeue, ApiErro
                 &format!("Error syncing load balancer: failed to ensure load balancer: {why}"),
                 &controller(),
             )?;
-            if let Some(svc) = get(sim, "", "services", ns, name)? {
+            if let Some(svc) = sim.get("", "services", ns, name)? {
                 set_status(
                     sim,
                     "",
@@ -351,7 +349,7 @@ pub fn reconcile(sim: &dyn Api, ns: &str, name: &str) -> Result<Requeue, ApiErro
             cloud.upsert_dns(&record, &target, &format!("external-dns for Service {key}"));
         }
     }
-    if let Some(svc) = get(sim, "", "services", ns, name)? {
+    if let Some(svc) = sim.get("", "services", ns, name)? {
         set_status(
             sim,
             "",

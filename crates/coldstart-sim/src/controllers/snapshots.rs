@@ -8,7 +8,7 @@
 
 use serde_json::{Value, json};
 
-use super::{Api, Requeue, get, set_status, str_at};
+use super::{Api, Requeue, set_status, str_at};
 use crate::Actor;
 use crate::status::ApiError;
 
@@ -33,7 +33,10 @@ pub fn crds() -> Vec<Value> {
             version["subresources"] = json!({"status": {}});
         }
         json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-            "metadata": {"name": format!("{plural}.{GROUP}")},
+            // As the external-snapshotter ships them: its group is Kubernetes-owned, and
+            // kube-apiserver refuses the CRDs without their API review.
+            "metadata": {"name": format!("{plural}.{GROUP}"), "annotations": {
+                "api-approved.kubernetes.io": "https://github.com/kubernetes-csi/external-snapshotter/pull/814"}},
             "spec": {"group": GROUP, "scope": scope,
                 "names": {"kind": kind, "plural": plural, "singular": kind.to_lowercase(),
                           "listKind": format!("{kind}List")},
@@ -49,14 +52,14 @@ fn failed(sim: &dyn Api, vs: &Value, why: String) -> Result<Requeue, ApiError> {
 }
 
 pub fn reconcile(sim: &dyn Api, ns: &str, name: &str) -> Result<Requeue, ApiError> {
-    let Some(vs) = get(sim, GROUP, "volumesnapshots", ns, name)? else {
+    let Some(vs) = sim.get(GROUP, "volumesnapshots", ns, name)? else {
         return Ok(Requeue::No);
     };
     if vs.pointer("/status/readyToUse") == Some(&json!(true)) {
         return Ok(Requeue::No);
     }
     let class = match str_at(&vs, "/spec/volumeSnapshotClassName") {
-        Some(c) => get(sim, GROUP, "volumesnapshotclasses", "", c)?,
+        Some(c) => sim.get(GROUP, "volumesnapshotclasses", "", c)?,
         None => None,
     };
     let Some(class) = class else {
@@ -69,12 +72,13 @@ pub fn reconcile(sim: &dyn Api, ns: &str, name: &str) -> Result<Requeue, ApiErro
     let Some(claim) = str_at(&vs, "/spec/source/persistentVolumeClaimName") else {
         return failed(sim, &vs, "only snapshots of a claim are supported".into());
     };
-    let volume = get(sim, "", "persistentvolumeclaims", ns, claim)?
+    let volume = sim
+        .get("", "persistentvolumeclaims", ns, claim)?
         .and_then(|c| str_at(&c, "/spec/volumeName").map(str::to_owned));
     let disk = match volume {
-        Some(pv) => {
-            get(sim, "", "persistentvolumes", "", &pv)?.and_then(|pv| super::storage::disk_of(&pv))
-        }
+        Some(pv) => sim
+            .get("", "persistentvolumes", "", &pv)?
+            .and_then(|pv| super::storage::disk_of(&pv)),
         None => None,
     };
     let Some(disk) = disk else {
@@ -86,7 +90,7 @@ pub fn reconcile(sim: &dyn Api, ns: &str, name: &str) -> Result<Requeue, ApiErro
     };
     let uid = str_at(&vs, "/metadata/uid").unwrap_or_default().to_owned();
     let content_name = format!("snapcontent-{uid}");
-    let content = match get(sim, GROUP, "volumesnapshotcontents", "", &content_name)? {
+    let content = match sim.get(GROUP, "volumesnapshotcontents", "", &content_name)? {
         Some(c) => c,
         None => {
             let snap = sim
@@ -121,7 +125,8 @@ pub fn reconcile(sim: &dyn Api, ns: &str, name: &str) -> Result<Requeue, ApiErro
                 status,
                 &snapshotter(),
             )?;
-            get(sim, GROUP, "volumesnapshotcontents", "", &content_name)?.unwrap_or(created)
+            sim.get(GROUP, "volumesnapshotcontents", "", &content_name)?
+                .unwrap_or(created)
         }
     };
     let size = content

@@ -10,11 +10,22 @@
 
 use serde_json::{Value, json};
 
-use super::{Api, Requeue, Role, get, patch_main, set_status, str_at};
+use super::{Api, Requeue, Role, set_status, str_at};
 use crate::Actor;
 use crate::cloud::{CSI_DRIVER, ZONES};
 use crate::semantics::UpdateScope;
 use crate::status::ApiError;
+
+/// The annotation kube-scheduler puts on a `WaitForFirstConsumer` claim once it has picked
+/// the node of the first pod that uses it; provisioning waits for it.
+pub const SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";
+
+/// The node labels a volume's zone is read from: the EBS driver's own topology key (what
+/// its CSINode reports and its volumes' node affinity names), then the well-known one.
+const ZONE_LABELS: [&str; 2] = [
+    "topology.ebs.csi.aws.com/zone",
+    "topology.kubernetes.io/zone",
+];
 
 /// The finalizer the CSI external-provisioner keeps on the `Delete` volumes it provisioned,
 /// so the disk is deleted even when the PV object goes first.
@@ -74,7 +85,7 @@ pub fn disk_of(pv: &Value) -> Option<String> {
 }
 
 pub fn reconcile_pvc(sim: &dyn Api, ns: &str, name: &str) -> Result<Requeue, ApiError> {
-    let Some(pvc) = get(sim, "", "persistentvolumeclaims", ns, name)? else {
+    let Some(pvc) = sim.get("", "persistentvolumeclaims", ns, name)? else {
         return Ok(Requeue::No);
     };
     if pvc.pointer("/metadata/deletionTimestamp").is_some() {
@@ -89,7 +100,7 @@ pub fn reconcile_pvc(sim: &dyn Api, ns: &str, name: &str) -> Result<Requeue, Api
         return provision_as_external_provisioner(sim, &pvc, ns, name, &uid);
     }
     if let Some(vn) = str_at(&pvc, "/spec/volumeName").filter(|v| !v.is_empty()) {
-        let Some(pv) = get(sim, "", "persistentvolumes", "", vn)? else {
+        let Some(pv) = sim.get("", "persistentvolumes", "", vn)? else {
             return Ok(Requeue::No); // the PV's creation will requeue this claim
         };
         return bind_if_compatible(sim, &pvc, &pv, &uid);
@@ -186,8 +197,7 @@ fn bind_if_compatible(
         return Ok(Requeue::No);
     }
     // PV side first: claimRef with the claim's uid, then Bound.
-    patch_main(
-        sim,
+    sim.merge_patch(
         "",
         "persistentvolumes",
         "",
@@ -196,7 +206,7 @@ fn bind_if_compatible(
             "namespace": ns, "name": name, "uid": uid}}}),
         &binder(),
     )?;
-    if let Some(pv) = get(sim, "", "persistentvolumes", "", pv_name)? {
+    if let Some(pv) = sim.get("", "persistentvolumes", "", pv_name)? {
         set_status(
             sim,
             "",
@@ -212,8 +222,7 @@ fn bind_if_compatible(
         pvc_patch["spec"] = json!({"volumeName": pv_name});
         pvc_patch["metadata"]["annotations"]["pv.kubernetes.io/bound-by-controller"] = json!("yes");
     }
-    patch_main(
-        sim,
+    sim.merge_patch(
         "",
         "persistentvolumeclaims",
         ns,
@@ -221,7 +230,7 @@ fn bind_if_compatible(
         &pvc_patch,
         &binder(),
     )?;
-    if let Some(pvc) = get(sim, "", "persistentvolumeclaims", ns, name)? {
+    if let Some(pvc) = sim.get("", "persistentvolumeclaims", ns, name)? {
         let status = json!({
             "phase": "Bound",
             "accessModes": pv.pointer("/spec/accessModes").cloned().unwrap_or(json!(["ReadWriteOnce"])),
@@ -251,10 +260,184 @@ fn provision_as_external_provisioner(
     if !handed_over || str_at(pvc, "/spec/volumeName").is_some_and(|v| !v.is_empty()) {
         return Ok(Requeue::No);
     }
-    if get(sim, "", "persistentvolumes", "", &format!("pvc-{uid}"))?.is_some() {
+    if sim
+        .get("", "persistentvolumes", "", &format!("pvc-{uid}"))?
+        .is_some()
+    {
         return Ok(Requeue::No);
     }
     provision(sim, pvc, ns, name, uid)
+}
+
+/// The class a claim is provisioned by.
+enum Class {
+    /// `storageClassName: ""`: only an existing volume binds it.
+    Static,
+    /// Named (or defaulted) but not there (yet).
+    Missing,
+    Dynamic(Value),
+}
+
+fn class_of(sim: &dyn Api, pvc: &Value) -> Result<Class, ApiError> {
+    let sc = match pvc.pointer("/spec/storageClassName") {
+        Some(Value::String(s)) if s.is_empty() => return Ok(Class::Static),
+        Some(Value::String(s)) => sim.get("storage.k8s.io", "storageclasses", "", s)?,
+        _ => default_storage_class(sim)?,
+    };
+    Ok(sc.map_or(Class::Missing, Class::Dynamic))
+}
+
+fn scheduler() -> Actor {
+    Actor::system("system:kube-scheduler")
+}
+
+/// kube-scheduler's volume binding, played on the embedded server (beside a real control
+/// plane kube-scheduler does it): a pod whose claims wait for their first consumer is
+/// given a node (its own, or the first whose labels its `nodeSelector` asks for) and each
+/// such claim is annotated with it, which lets provisioning go ahead in that node's zone.
+pub fn reconcile_pod(sim: &dyn Api, ns: &str, name: &str) -> Result<Requeue, ApiError> {
+    if sim.role() == Role::CloudOnly {
+        return Ok(Requeue::No);
+    }
+    let Some(pod) = sim.get("", "pods", ns, name)? else {
+        return Ok(Requeue::No);
+    };
+    if pod.pointer("/metadata/deletionTimestamp").is_some() {
+        return Ok(Requeue::No);
+    }
+    let claims: Vec<&str> = pod
+        .pointer("/spec/volumes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|v| str_at(v, "/persistentVolumeClaim/claimName"))
+        .collect();
+    let mut waiting = Vec::new();
+    for claim in claims {
+        let Some(pvc) = sim.get("", "persistentvolumeclaims", ns, claim)? else {
+            // The scheduler waits for a pod's claims to exist.
+            return Ok(Requeue::After(super::RETRY));
+        };
+        if str_at(&pvc, "/spec/volumeName").is_some_and(|v| !v.is_empty())
+            || selected_node(&pvc).is_some()
+        {
+            continue;
+        }
+        if let Class::Dynamic(sc) = class_of(sim, &pvc)?
+            && str_at(&sc, "/volumeBindingMode") == Some("WaitForFirstConsumer")
+        {
+            waiting.push(claim);
+        }
+    }
+    if waiting.is_empty() {
+        return Ok(Requeue::No);
+    }
+    let node = match str_at(&pod, "/spec/nodeName").filter(|n| !n.is_empty()) {
+        Some(n) => Some(n.to_owned()),
+        None => first_fitting_node(sim, &pod)?,
+    };
+    let Some(node) = node else {
+        return Ok(Requeue::After(super::RETRY));
+    };
+    for claim in waiting {
+        sim.merge_patch(
+            "",
+            "persistentvolumeclaims",
+            ns,
+            claim,
+            &json!({"metadata": {"annotations": {SELECTED_NODE: node}}}),
+            &scheduler(),
+        )?;
+    }
+    if str_at(&pod, "/spec/nodeName").is_none_or(str::is_empty) {
+        sim.merge_patch(
+            "",
+            "pods",
+            ns,
+            name,
+            &json!({"spec": {"nodeName": node}}),
+            &scheduler(),
+        )?;
+    }
+    Ok(Requeue::No)
+}
+
+/// The first node, by name, carrying every label the pod's `nodeSelector` asks for.
+fn first_fitting_node(sim: &dyn Api, pod: &Value) -> Result<Option<String>, ApiError> {
+    let wanted = pod
+        .pointer("/spec/nodeSelector")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let mut names: Vec<String> = sim
+        .list("", "nodes")?
+        .iter()
+        .filter(|n| {
+            wanted
+                .iter()
+                .all(|(k, v)| n.pointer("/metadata/labels").and_then(|l| l.get(k)) == Some(v))
+        })
+        .filter_map(|n| str_at(n, "/metadata/name").map(str::to_owned))
+        .collect();
+    names.sort();
+    Ok(names.into_iter().next())
+}
+
+/// Where a claim's new disk goes, as the CSI external-provisioner decides it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Placement {
+    Zone(String),
+    /// A `WaitForFirstConsumer` claim no pod has been scheduled with yet: nothing to do
+    /// until kube-scheduler annotates it (that change requeues the claim).
+    WaitForNode,
+    /// The selected node is not (or no longer) there: try again.
+    NodeGone,
+}
+
+/// The node kube-scheduler picked for a claim, if it has.
+pub(crate) fn selected_node(pvc: &Value) -> Option<&str> {
+    pvc.pointer("/metadata/annotations")
+        .and_then(|a| a.get(SELECTED_NODE))
+        .and_then(Value::as_str)
+}
+
+fn node_zone(node: &Value) -> Option<String> {
+    let labels = node.pointer("/metadata/labels")?;
+    ZONE_LABELS
+        .iter()
+        .find_map(|l| labels.get(*l).and_then(Value::as_str))
+        .map(str::to_owned)
+}
+
+/// The zone of a claim's disk. With a node selected (`WaitForFirstConsumer`, after
+/// scheduling) it is that node's zone, the accessibility requirement external-provisioner
+/// builds from the node's topology labels; a `WaitForFirstConsumer` claim without one
+/// waits; an `Immediate` one goes where the class says (`parameters.zone`, else its first
+/// allowed zone), else to a zone its uid picks.
+fn placement(sc: &Value, pvc: &Value, node: Option<&Value>, uid: &str) -> Placement {
+    if selected_node(pvc).is_some() {
+        return match node.and_then(node_zone) {
+            Some(z) => Placement::Zone(z),
+            None => Placement::NodeGone,
+        };
+    }
+    if str_at(sc, "/volumeBindingMode") == Some("WaitForFirstConsumer") {
+        return Placement::WaitForNode;
+    }
+    let allowed = sc
+        .pointer("/allowedTopologies/0/matchLabelExpressions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .find(|e| str_at(e, "/key").is_some_and(|k| ZONE_LABELS.contains(&k)))
+        .and_then(|e| str_at(e, "/values/0"));
+    let zone = str_at(sc, "/parameters/zone")
+        .or(allowed)
+        .map(str::to_owned)
+        .unwrap_or_else(|| {
+            ZONES[uid.bytes().map(usize::from).sum::<usize>() % ZONES.len()].to_owned()
+        });
+    Placement::Zone(zone)
 }
 
 /// Dynamic provisioning: a NEW disk and a PV for it.
@@ -265,17 +448,10 @@ fn provision(
     name: &str,
     uid: &str,
 ) -> Result<Requeue, ApiError> {
-    let sc_name = match pvc.pointer("/spec/storageClassName") {
-        Some(Value::String(s)) if s.is_empty() => return Ok(Requeue::No), // static only
-        Some(Value::String(s)) => Some(s.clone()),
-        _ => None,
-    };
-    let sc = match &sc_name {
-        Some(n) => get(sim, "storage.k8s.io", "storageclasses", "", n)?,
-        None => default_storage_class(sim)?,
-    };
-    let Some(sc) = sc else {
-        return Ok(Requeue::After(super::RETRY));
+    let sc = match class_of(sim, pvc)? {
+        Class::Static => return Ok(Requeue::No),
+        Class::Missing => return Ok(Requeue::After(super::RETRY)),
+        Class::Dynamic(sc) => sc,
     };
     let prov = str_at(&sc, "/provisioner").unwrap_or_default();
     if prov != CSI_DRIVER && prov != "kubernetes.io/aws-ebs" {
@@ -285,11 +461,15 @@ fn provision(
     let size = str_at(pvc, "/spec/resources/requests/storage")
         .map(gib)
         .unwrap_or(1);
-    let zone = str_at(&sc, "/parameters/zone")
-        .map(str::to_owned)
-        .unwrap_or_else(|| {
-            ZONES[uid.bytes().map(usize::from).sum::<usize>() % ZONES.len()].to_owned()
-        });
+    let node = match selected_node(pvc) {
+        Some(n) => sim.get("", "nodes", "", n)?,
+        None => None,
+    };
+    let zone = match placement(&sc, pvc, node.as_ref(), uid) {
+        Placement::Zone(z) => z,
+        Placement::WaitForNode => return Ok(Requeue::No),
+        Placement::NodeGone => return Ok(Requeue::After(super::RETRY)),
+    };
     let reclaim = str_at(&sc, "/reclaimPolicy").unwrap_or("Delete");
     let mut finalizers = vec![json!("kubernetes.io/pv-protection")];
     if sim.role() == Role::CloudOnly && reclaim == "Delete" {
@@ -324,8 +504,7 @@ fn provision(
         // The PV binder annotated the claim already and binds it to the new volume.
         return Ok(Requeue::No);
     }
-    patch_main(
-        sim,
+    sim.merge_patch(
         "",
         "persistentvolumeclaims",
         ns,
@@ -339,7 +518,7 @@ fn provision(
 }
 
 pub fn reconcile_pv(sim: &dyn Api, name: &str) -> Result<Requeue, ApiError> {
-    let Some(pv) = get(sim, "", "persistentvolumes", "", name)? else {
+    let Some(pv) = sim.get("", "persistentvolumes", "", name)? else {
         return Ok(Requeue::No);
     };
     if sim.role() == Role::CloudOnly {
@@ -375,7 +554,7 @@ pub fn reconcile_pv(sim: &dyn Api, name: &str) -> Result<Requeue, ApiError> {
     ) {
         (None, _, _) => "Available",
         (Some(uid), Some(cns), Some(cname)) => {
-            let claim = get(sim, "", "persistentvolumeclaims", cns, cname)?;
+            let claim = sim.get("", "persistentvolumeclaims", cns, cname)?;
             match claim {
                 Some(c) if str_at(&c, "/metadata/uid") == Some(uid) => {
                     if phase == "Bound" {
@@ -477,7 +656,7 @@ fn reclaim_as_external_provisioner(sim: &dyn Api, pv: &Value) -> Result<Requeue,
         sim.delete("", "persistentvolumes", "", name, &provisioner())?;
     }
     if finalized {
-        let Some(mut next) = get(sim, "", "persistentvolumes", "", name)? else {
+        let Some(mut next) = sim.get("", "persistentvolumes", "", name)? else {
             return Ok(Requeue::No);
         };
         if let Some(f) = next
@@ -501,12 +680,12 @@ fn reclaim_as_external_provisioner(sim: &dyn Api, pv: &Value) -> Result<Requeue,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controllers::api::BesideKcm;
-    use crate::{Sim, SimConfig};
+    use crate::Sim;
 
-    /// A cluster with the `gp3` class of the EBS CSI driver and a claim of it.
+    /// A cluster beside kube-controller-manager with the `gp3` class of the EBS CSI driver
+    /// and a claim of it.
     fn cluster_with_claim(handed_to_driver: bool) -> (std::sync::Arc<Sim>, String) {
-        let sim = Sim::new(SimConfig::default());
+        let sim = Sim::beside_kcm();
         let admin = Actor::admin();
         let api: &dyn Api = sim.as_ref();
         api.create(
@@ -543,9 +722,9 @@ mod tests {
     fn beside_the_real_binder_a_claim_handed_to_the_driver_gets_one_new_disk_however_often_it_is_reconciled()
      {
         let (sim, uid) = cluster_with_claim(true);
-        let api = BesideKcm(&sim);
+        let api: &dyn Api = sim.as_ref();
         for _ in 0..3 {
-            reconcile_pvc(&api, "db", "data").expect("reconcile");
+            reconcile_pvc(api, "db", "data").expect("reconcile");
         }
         assert_eq!(sim.cloud.lock().disks.len(), 1);
         let pv = Api::get(
@@ -577,15 +756,15 @@ mod tests {
     #[test]
     fn beside_the_real_binder_a_claim_not_handed_to_the_driver_gets_no_disk() {
         let (sim, _) = cluster_with_claim(false);
-        reconcile_pvc(&BesideKcm(&sim), "db", "data").expect("reconcile");
+        reconcile_pvc(sim.as_ref(), "db", "data").expect("reconcile");
         assert!(sim.cloud.lock().disks.is_empty());
     }
 
     #[test]
     fn beside_the_real_binder_a_released_delete_volume_loses_its_disk_and_then_its_object() {
         let (sim, uid) = cluster_with_claim(true);
-        let api = BesideKcm(&sim);
-        reconcile_pvc(&api, "db", "data").expect("provision");
+        let api: &dyn Api = sim.as_ref();
+        reconcile_pvc(api, "db", "data").expect("provision");
         let name = format!("pvc-{uid}");
         // The real binder releases it once its claim is gone.
         let pv = Api::get(sim.as_ref(), "", "persistentvolumes", "", &name)
@@ -600,7 +779,7 @@ mod tests {
             &Actor::admin(),
         )
         .expect("release");
-        reconcile_pv(&api, &name).expect("reclaim");
+        reconcile_pv(api, &name).expect("reclaim");
         assert!(sim.cloud.lock().disks.is_empty(), "the disk is deleted");
         // Deleting left only the pv-protection finalizer, which the real pv-protection
         // controller removes; ours is gone.
@@ -617,6 +796,120 @@ mod tests {
                 "{pv:#}"
             );
         }
+    }
+
+    fn node_in(zone: &str) -> Value {
+        json!({"metadata": {"name": "n1", "labels": {"topology.kubernetes.io/zone": zone}}})
+    }
+
+    #[test]
+    fn a_claim_goes_to_its_selected_nodes_zone_and_a_wait_for_first_consumer_one_waits_for_a_node()
+    {
+        let wffc = json!({"volumeBindingMode": "WaitForFirstConsumer"});
+        let immediate =
+            json!({"volumeBindingMode": "Immediate", "parameters": {"zone": "eu-west-1c"}});
+        let unscheduled = json!({"metadata": {}});
+        let scheduled = json!({"metadata": {"annotations": {SELECTED_NODE: "n1"}}});
+        let node = node_in("eu-west-1b");
+        for (sc, pvc, node, want) in [
+            (&wffc, &unscheduled, None, Placement::WaitForNode),
+            (
+                &wffc,
+                &scheduled,
+                Some(&node),
+                Placement::Zone("eu-west-1b".into()),
+            ),
+            (&wffc, &scheduled, None, Placement::NodeGone),
+            (
+                &immediate,
+                &unscheduled,
+                None,
+                Placement::Zone("eu-west-1c".into()),
+            ),
+            // A node chosen for an Immediate claim still decides (the scheduler only sets
+            // it on delayed claims, but the provisioner honours it on any).
+            (
+                &immediate,
+                &scheduled,
+                Some(&node),
+                Placement::Zone("eu-west-1b".into()),
+            ),
+        ] {
+            assert_eq!(placement(sc, pvc, node, "uid"), want, "{sc} {pvc}");
+        }
+        let allowed = json!({"allowedTopologies": [{"matchLabelExpressions": [
+            {"key": "topology.ebs.csi.aws.com/zone", "values": ["eu-west-1a"]}]}]});
+        assert_eq!(
+            placement(&allowed, &unscheduled, None, "uid"),
+            Placement::Zone("eu-west-1a".into())
+        );
+    }
+
+    #[test]
+    fn the_drivers_own_topology_label_names_a_nodes_zone_before_the_well_known_one() {
+        let node = json!({"metadata": {"labels": {
+            "topology.kubernetes.io/zone": "eu-west-1a",
+            "topology.ebs.csi.aws.com/zone": "eu-west-1b"}}});
+        assert_eq!(node_zone(&node).as_deref(), Some("eu-west-1b"));
+        assert_eq!(node_zone(&json!({"metadata": {}})), None);
+    }
+
+    #[test]
+    fn beside_the_real_binder_a_wait_for_first_consumer_claim_is_provisioned_only_once_a_node_is_selected_and_in_its_zone()
+     {
+        let (sim, uid) = cluster_with_claim(true);
+        let admin = Actor::admin();
+        let api: &dyn Api = sim.as_ref();
+        sim.as_ref()
+            .merge_patch(
+                "storage.k8s.io",
+                "storageclasses",
+                "",
+                "gp3",
+                &json!({"volumeBindingMode": "WaitForFirstConsumer"}),
+                &admin,
+            )
+            .expect("delay binding");
+        reconcile_pvc(api, "db", "data").expect("reconcile");
+        assert!(sim.cloud.lock().disks.is_empty(), "no node, no disk");
+        let node = crate::controllers::api::Api::list(sim.as_ref(), "", "nodes")
+            .expect("nodes")
+            .into_iter()
+            .find(|n| node_zone(n).as_deref() == Some(ZONES[2]))
+            .expect("a node in the third zone");
+        let node_name = str_at(&node, "/metadata/name").expect("name").to_owned();
+        sim.as_ref()
+            .merge_patch(
+                "",
+                "persistentvolumeclaims",
+                "db",
+                "data",
+                &json!({"metadata": {"annotations": {SELECTED_NODE: node_name}}}),
+                &admin,
+            )
+            .expect("schedule");
+        reconcile_pvc(api, "db", "data").expect("reconcile");
+        let disks: Vec<String> = sim
+            .cloud
+            .lock()
+            .disks
+            .values()
+            .map(|d| d.zone.clone())
+            .collect();
+        assert_eq!(disks, [ZONES[2]]);
+        let pv = Api::get(
+            sim.as_ref(),
+            "",
+            "persistentvolumes",
+            "",
+            &format!("pvc-{uid}"),
+        )
+        .expect("get")
+        .expect("pv");
+        assert_eq!(
+            pv.pointer("/spec/nodeAffinity/required/nodeSelectorTerms/0/matchExpressions/0/values"),
+            Some(&json!([ZONES[2]]))
+        );
     }
 
     #[test]

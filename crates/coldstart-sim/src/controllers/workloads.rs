@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use super::{Api, MANAGES_ANNOTATION, OPERATOR_LABEL, Requeue, Role, get, set_status, str_at};
+use super::{Api, MANAGES_ANNOTATION, OPERATOR_LABEL, Requeue, Role, set_status, str_at};
 use crate::Actor;
 use crate::status::ApiError;
 
@@ -32,14 +32,14 @@ struct Volume {
 /// The bound PV and disk for a claim, if the claim is Bound (`Some(None)`: bound, but the
 /// PV has no disk this cloud knows).
 fn bound_disk(sim: &dyn Api, ns: &str, claim: &str) -> Result<Option<Option<Volume>>, ApiError> {
-    let Some(pvc) = get(sim, "", "persistentvolumeclaims", ns, claim)? else {
+    let Some(pvc) = sim.get("", "persistentvolumeclaims", ns, claim)? else {
         return Ok(None);
     };
     if str_at(&pvc, "/status/phase") != Some("Bound") {
         return Ok(None);
     }
     let pv = match str_at(&pvc, "/spec/volumeName") {
-        Some(vn) => get(sim, "", "persistentvolumes", "", vn)?,
+        Some(vn) => sim.get("", "persistentvolumes", "", vn)?,
         None => None,
     };
     Ok(Some(pv.as_ref().and_then(|pv| {
@@ -105,7 +105,7 @@ pub fn reconcile_statefulset(sim: &dyn Api, ns: &str, name: &str) -> Result<Requ
     if sim.role() == Role::CloudOnly {
         return Ok(Requeue::No); // kube-controller-manager's StatefulSet controller
     }
-    let Some(sts) = get(sim, "apps", "statefulsets", ns, name)? else {
+    let Some(sts) = sim.get("apps", "statefulsets", ns, name)? else {
         return Ok(Requeue::No);
     };
     let replicas = sts
@@ -130,7 +130,7 @@ pub fn reconcile_statefulset(sim: &dyn Api, ns: &str, name: &str) -> Result<Requ
         for t in &templates {
             let tname = str_at(t, "/metadata/name").unwrap_or("data");
             let claim = format!("{tname}-{name}-{i}");
-            if get(sim, "", "persistentvolumeclaims", ns, &claim)?.is_none() {
+            if sim.get("", "persistentvolumeclaims", ns, &claim)?.is_none() {
                 let pvc = json!({
                     "apiVersion": "v1", "kind": "PersistentVolumeClaim",
                     "metadata": {"name": claim, "namespace": ns, "labels": labels},
@@ -163,7 +163,7 @@ pub fn reconcile_statefulset(sim: &dyn Api, ns: &str, name: &str) -> Result<Requ
     // Ordinals past the replica count: pods go, disks come off their nodes.
     for i in replicas..replicas + 64 {
         let pod = format!("{name}-{i}");
-        let had_pod = get(sim, "", "pods", ns, &pod)?.is_some();
+        let had_pod = sim.get("", "pods", ns, &pod)?.is_some();
         let mut any = had_pod;
         for t in &templates {
             let tname = str_at(t, "/metadata/name").unwrap_or("data");
@@ -206,7 +206,7 @@ fn ensure_pod(
     let pod_name = format!("{name}-{i}");
     let phase = if ready { "Running" } else { "Pending" };
     let status = json!({"phase": phase, "conditions": [{"type": "Ready", "status": if ready {"True"} else {"False"}}]});
-    match get(sim, "", "pods", ns, &pod_name)? {
+    match sim.get("", "pods", ns, &pod_name)? {
         Some(p) => set_status(sim, "", "pods", &p, status, &sts_controller()),
         None => {
             let mut spec = sts
@@ -214,6 +214,31 @@ fn ensure_pod(
                 .cloned()
                 .unwrap_or(json!({}));
             spec["nodeName"] = json!(node_for(i));
+            // As the StatefulSet controller does: each claim template is a volume of the
+            // pod naming this ordinal's claim (which is how the scheduler finds the claims
+            // that wait for their first consumer).
+            let templates: Vec<&str> = sts
+                .pointer("/spec/volumeClaimTemplates")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|t| str_at(t, "/metadata/name").unwrap_or("data"))
+                .collect();
+            if !templates.is_empty() {
+                let mut volumes: Vec<Value> = spec
+                    .get("volumes")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter(|v| str_at(v, "/name").is_none_or(|n| !templates.contains(&n)))
+                    .cloned()
+                    .collect();
+                for t in templates {
+                    volumes.push(json!({"name": t,
+                        "persistentVolumeClaim": {"claimName": format!("{t}-{name}-{i}")}}));
+                }
+                spec["volumes"] = json!(volumes);
+            }
             let pod = json!({
                 "apiVersion": "v1", "kind": "Pod",
                 "metadata": {"name": pod_name, "namespace": ns,
@@ -229,7 +254,7 @@ fn ensure_pod(
 }
 
 pub fn reconcile_deployment(sim: &dyn Api, ns: &str, name: &str) -> Result<Requeue, ApiError> {
-    let Some(dep) = get(sim, "apps", "deployments", ns, name)? else {
+    let Some(dep) = sim.get("apps", "deployments", ns, name)? else {
         return Ok(Requeue::No);
     };
     if sim.role() == Role::CloudOnly {
@@ -317,7 +342,7 @@ fn service_account_exists(sim: &dyn Api, ns: &str, workload: &Value) -> Result<b
     let sa = str_at(workload, "/spec/template/spec/serviceAccountName")
         .filter(|s| !s.is_empty())
         .unwrap_or("default");
-    Ok(get(sim, "", "serviceaccounts", ns, sa)?.is_some())
+    Ok(sim.get("", "serviceaccounts", ns, sa)?.is_some())
 }
 
 fn is_operator(dep: &Value) -> bool {
@@ -338,7 +363,7 @@ fn attacher_finalizer(driver: &str) -> String {
 /// `attached`, or the cloud's refusal as `attachError`; on deletion detach, then let go.
 pub fn reconcile_volume_attachment(sim: &dyn Api, name: &str) -> Result<Requeue, ApiError> {
     const VA: (&str, &str) = ("storage.k8s.io", "volumeattachments");
-    let Some(va) = get(sim, VA.0, VA.1, "", name)? else {
+    let Some(va) = sim.get(VA.0, VA.1, "", name)? else {
         return Ok(Requeue::No);
     };
     // The attach/detach controller names the PV's driver: every driver whose disks this
@@ -358,7 +383,8 @@ pub fn reconcile_volume_attachment(sim: &dyn Api, name: &str) -> Result<Requeue,
     let held = finalizers.iter().any(|f| *f == finalizer);
     let node = str_at(&va, "/spec/nodeName").unwrap_or_default();
     let disk = match str_at(&va, "/spec/source/persistentVolumeName") {
-        Some(pv) => get(sim, "", "persistentvolumes", "", pv)?
+        Some(pv) => sim
+            .get("", "persistentvolumes", "", pv)?
             .as_ref()
             .and_then(disk_of),
         None => None,
@@ -371,8 +397,7 @@ pub fn reconcile_volume_attachment(sim: &dyn Api, name: &str) -> Result<Requeue,
         }
         if held {
             let rest: Vec<Value> = finalizers.into_iter().filter(|f| *f != finalizer).collect();
-            super::patch_main(
-                sim,
+            sim.merge_patch(
                 VA.0,
                 VA.1,
                 "",
@@ -386,8 +411,7 @@ pub fn reconcile_volume_attachment(sim: &dyn Api, name: &str) -> Result<Requeue,
     if !held {
         let mut with = finalizers;
         with.push(json!(finalizer));
-        super::patch_main(
-            sim,
+        sim.merge_patch(
             VA.0,
             VA.1,
             "",
@@ -404,7 +428,7 @@ pub fn reconcile_volume_attachment(sim: &dyn Api, name: &str) -> Result<Requeue,
             .map_err(|e| e.to_string()),
         None => Err("the volume names no disk of this cloud".to_owned()),
     };
-    let Some(va) = get(sim, VA.0, VA.1, "", name)? else {
+    let Some(va) = sim.get(VA.0, VA.1, "", name)? else {
         return Ok(Requeue::No);
     };
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
@@ -463,8 +487,7 @@ fn operate(sim: &dyn Api, dep: &Value, ns: &str, name: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controllers::api::BesideKcm;
-    use crate::{Sim, SimConfig};
+    use crate::Sim;
 
     const VA: (&str, &str) = ("storage.k8s.io", "volumeattachments");
 
@@ -498,16 +521,16 @@ mod tests {
     #[test]
     fn beside_the_real_attach_detach_controller_a_volume_attachment_attaches_its_disk_and_deletion_detaches_it()
      {
-        let sim = Sim::new(SimConfig::default());
+        let sim = Sim::beside_kcm();
         let disk = sim
             .cloud
             .lock()
             .create_disk("eu-west-1a", 1, "d", "test")
             .id;
         attachment(&sim, "va-1", &disk, "node-a");
-        let api = BesideKcm(&sim);
+        let api: &dyn Api = sim.as_ref();
         assert_eq!(
-            reconcile_volume_attachment(&api, "va-1").expect("attach"),
+            reconcile_volume_attachment(api, "va-1").expect("attach"),
             Requeue::No
         );
         assert_eq!(
@@ -523,7 +546,7 @@ mod tests {
             json!(["external-attacher/ebs-csi-aws-com"])
         );
         Api::delete(sim.as_ref(), VA.0, VA.1, "", "va-1", &Actor::admin()).expect("delete");
-        reconcile_volume_attachment(&api, "va-1").expect("detach");
+        reconcile_volume_attachment(api, "va-1").expect("detach");
         assert_eq!(sim.cloud.lock().disks[&disk].attached_to, None);
         assert_eq!(
             Api::get(sim.as_ref(), VA.0, VA.1, "", "va-1").expect("get"),
@@ -534,7 +557,7 @@ mod tests {
 
     #[test]
     fn beside_the_real_attach_detach_controller_a_disk_in_use_elsewhere_is_reported_and_retried() {
-        let sim = Sim::new(SimConfig::default());
+        let sim = Sim::beside_kcm();
         let disk = sim
             .cloud
             .lock()
@@ -546,7 +569,7 @@ mod tests {
             .expect("attached");
         attachment(&sim, "va-2", &disk, "node-a");
         assert_eq!(
-            reconcile_volume_attachment(&BesideKcm(&sim), "va-2").expect("reconcile"),
+            reconcile_volume_attachment(sim.as_ref(), "va-2").expect("reconcile"),
             Requeue::After(crate::controllers::RETRY)
         );
         let va = Api::get(sim.as_ref(), VA.0, VA.1, "", "va-2")
