@@ -22,6 +22,7 @@ use coldstart::restore::{self, RestoreOptions};
 use coldstart::snapshot::crypto::Keys;
 use coldstart::snapshot::{read, write};
 use coldstart::store::Store;
+use futures::StreamExt as _;
 use serde_json::Value;
 
 /// Where the corpus lives, relative to the repository (CI checks it out beside the repo).
@@ -598,13 +599,17 @@ async fn stop_teardown_start_on_the_corpus_brings_back_every_original_and_nothin
     )
     .await
     .expect("verified");
-    let plan = restore::plan_for(&restore::source::from_snapshot(&snap), &Default::default())
-        .await
-        .expect("planned");
-    let documented: BTreeMap<String, String> = plan
-        .tiers
-        .values()
-        .flatten()
+    let source = restore::source::from_snapshot(&snap);
+    let plan_opts = Default::default();
+    let mut planned = Vec::new();
+    for tier in restore::plan::Tier::ALL {
+        let mut tier_plan = restore::plan_tier(&source, &plan_opts, tier, |_| {});
+        while let Some(p) = tier_plan.next().await {
+            planned.push(p.expect("planned"));
+        }
+    }
+    let documented: BTreeMap<String, String> = planned
+        .iter()
         .map(|p| {
             (
                 format!(
