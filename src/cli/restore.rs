@@ -12,11 +12,12 @@ use coldstart::cloud::CloudChoice;
 use coldstart::preflight::{self, AcceptMissing, Preflight};
 use coldstart::progress::Progress;
 use coldstart::restore::apply::Existing;
-use coldstart::restore::plan::{PinStyle, Plan, Tier};
+use coldstart::restore::plan::{PinStyle, PlanOptions, Tier};
 use coldstart::restore::{self, RestoreOptions, RestoreReport, source};
 use coldstart::snapshot::crypto::Keys;
 use coldstart::snapshot::read;
 use coldstart::store::Store;
+use futures::StreamExt as _;
 
 use super::Global;
 use super::snapshot::{KeyArgs, load_keys};
@@ -244,7 +245,6 @@ pub async fn restore_cmd(args: RestoreArgs, global: &Global) -> anyhow::Result<E
     let src = source::from_stored(&store, &keys, snap);
     let plan_opts = args.shape.plan_options()?;
     if args.dry_run {
-        let plan = restore::plan_for(&src, &plan_opts).await?;
         // The cloud is not asked in a dry run: a transfer-or-snapshot volume says both.
         let data: Vec<_> = src
             .bindings
@@ -259,7 +259,7 @@ pub async fn restore_cmd(args: RestoreArgs, global: &Global) -> anyhow::Result<E
                 )
             })
             .collect();
-        print_plan(&plan, &data, global.json)?;
+        print_plan(&src, &plan_opts, &data, global.json).await?;
         return Ok(ExitCode::SUCCESS);
     }
     let client = global.client().await?;
@@ -305,18 +305,81 @@ fn dry_run_provider(cloud: coldstart::cloud::CloudChoice) -> &'static str {
     }
 }
 
-fn print_plan(
-    plan: &Plan,
+/// Print the plan (`restore --dry-run`) tier by tier as it is read and planned: what is
+/// held is a batch of planned objects, not the whole plan, whatever the snapshot's size.
+/// With `json`, one document: `{"tiers": {tier: [planned, ...], ...}, "data": [...]}`.
+async fn print_plan(
+    src: &restore::RestoreSource,
+    opts: &PlanOptions,
     data: &[restore::data_policy::VolumeDecision],
     json: bool,
 ) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::BufWriter::new(std::io::stdout());
     if json {
-        let mut v = serde_json::to_value(plan)?;
-        v["data"] = serde_json::to_value(data)?;
-        println!("{v}");
-        return Ok(());
+        out.write_all(b"{\"tiers\":{")?;
+    } else {
+        print_data(&mut out, data)?;
     }
-    println!("== data, per volume");
+    let mut first_tier = true;
+    for tier in Tier::ALL {
+        let count = src.objects.count(|t| t == tier);
+        if count == 0 {
+            continue;
+        }
+        if json {
+            if !first_tier {
+                out.write_all(b",")?;
+            }
+            serde_json::to_writer(&mut out, &tier)?;
+            out.write_all(b":[")?;
+        } else {
+            writeln!(out, "== tier {} ({count} objects)", tier.name())?;
+        }
+        first_tier = false;
+        let mut planned = restore::plan_tier(src, opts, tier, |_| {});
+        let mut first = true;
+        while let Some(p) = planned.next().await {
+            let p = p?;
+            if json {
+                if !first {
+                    out.write_all(b",")?;
+                }
+                serde_json::to_writer(&mut out, &p)?;
+            } else {
+                writeln!(
+                    out,
+                    "  {} {}",
+                    p.kind,
+                    p.namespace
+                        .as_deref()
+                        .map(|n| format!("{n}/{}", p.name))
+                        .unwrap_or_else(|| p.name.clone())
+                )?;
+                for t in &p.transforms {
+                    writeln!(out, "      ~ {t}")?;
+                }
+            }
+            first = false;
+        }
+        if json {
+            out.write_all(b"]")?;
+        }
+    }
+    if json {
+        out.write_all(b"},\"data\":")?;
+        serde_json::to_writer(&mut out, data)?;
+        out.write_all(b"}\n")?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn print_data(
+    out: &mut impl std::io::Write,
+    data: &[restore::data_policy::VolumeDecision],
+) -> std::io::Result<()> {
+    writeln!(out, "== data, per volume")?;
     for d in data {
         let how = match d.source {
             restore::data_policy::DataSource::Transfer => "TRANSFER".to_owned(),
@@ -326,31 +389,13 @@ fn print_plan(
                 humantime_ms(d.hydration_estimate_ms)
             ),
         };
-        println!(
+        writeln!(
+            out,
             "  {} ({}): {how}",
             d.pv,
             d.claim.as_deref().unwrap_or("unclaimed")
-        );
-        println!("      ~ {}", d.why);
-    }
-    for tier in Tier::ALL {
-        let Some(items) = plan.tiers.get(&tier) else {
-            continue;
-        };
-        println!("== tier {} ({} objects)", tier.name(), items.len());
-        for p in items {
-            println!(
-                "  {} {}",
-                p.kind,
-                p.namespace
-                    .as_deref()
-                    .map(|n| format!("{n}/{}", p.name))
-                    .unwrap_or_else(|| p.name.clone())
-            );
-            for t in &p.transforms {
-                println!("      ~ {t}");
-            }
-        }
+        )?;
+        writeln!(out, "      ~ {}", d.why)?;
     }
     Ok(())
 }

@@ -288,6 +288,7 @@ async fn apply_tier(
             pr.object_done(tier, matches!(outcome, ObjectOutcome::Failed(_)));
         }
         counts.total += 1;
+        let created = outcome == ObjectOutcome::Created;
         match outcome {
             ObjectOutcome::Created => counts.created += 1,
             ObjectOutcome::Existing => counts.existing += 1,
@@ -301,7 +302,7 @@ async fn apply_tier(
                 });
             }
         }
-        if let Some(k) = keep(p) {
+        if let Some(k) = keep(p, created) {
             kept.tiers.entry(tier).or_default().push(k);
         }
     }
@@ -320,10 +321,12 @@ const KEPT_ANNOTATIONS: [&str; 4] = [
 /// What the steps after the apply (CRDs established, owners re-linked, management given
 /// back, held workloads released, operators scaled up) need of an applied object: its
 /// identity and coldstart's annotations, for the objects those steps look at — CRDs,
-/// workloads, operators, objects with parked owners or adopted management. Every other
-/// object is dropped once created, so what a restore keeps grows by a few hundred bytes
-/// per such object, not by the objects.
-pub fn keep(mut p: Planned) -> Option<Planned> {
+/// operators, objects with parked owners or adopted management, and workloads this run
+/// did not create (one an earlier run held may be there, held: `created` says the object
+/// is exactly what this run sent, so there is nothing of an earlier run's to release).
+/// Every other object is dropped once created, so what a restore keeps grows by a few
+/// hundred bytes per such object, not by the objects.
+pub fn keep(mut p: Planned, created: bool) -> Option<Planned> {
     let annotations = p
         .object
         .pointer_mut("/metadata/annotations")
@@ -334,7 +337,8 @@ pub fn keep(mut p: Planned) -> Option<Planned> {
         .into_iter()
         .filter(|(k, _)| KEPT_ANNOTATIONS.contains(&k.as_str()))
         .collect();
-    let follow_up = matches!(p.tier, Tier::Crds | Tier::Workloads)
+    let follow_up = p.tier == Tier::Crds
+        || (p.tier == Tier::Workloads && !created)
         || p.operator
         || kept.contains_key(ORIGINAL_OWNERS)
         || kept.contains_key(ORIGINAL_MANAGEMENT);

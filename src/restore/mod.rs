@@ -39,6 +39,7 @@ use serde_json::{Value, json};
 
 use self::apply::{ApplyOptions, ApplyReport, Failure, TierCounts};
 use futures::StreamExt as _;
+use futures::stream::BoxStream;
 
 use self::plan::{ORIGINAL_MANAGEMENT, ORIGINAL_REPLICAS, Plan, PlanOptions, Planned, Tier};
 use self::verify::Verification;
@@ -358,20 +359,41 @@ async fn record_state(client: &kube::Client, data: Value) -> Result<(), RestoreE
     Ok(())
 }
 
-/// Plan a whole restore without touching a cluster (`restore --dry-run`: every object
-/// planned, in memory).
-pub async fn plan_for(
-    source: &RestoreSource,
-    opts: &PlanOptions,
-) -> Result<Plan, crate::snapshot::read::ReadError> {
-    let objects = source.objects.collect(|_| true).await?;
-    Ok(plan::plan(objects, &source.recorded, opts))
-}
-
 /// Objects planned together: the plan's per-call setup (the claim → volume index) is paid
 /// once per batch, and a batch is what sits planned ahead of the creates in flight
 /// (~500 × a few KB of parsed JSON).
 const PLAN_BATCH: usize = 500;
+
+/// One tier of `source`, read and planned in batches as the caller pulls it, each batch
+/// passed through `adjust` (a restore applies its preflight's holds there). A restore and
+/// `restore --dry-run` both stream a tier this way: a whole plan in memory is several times
+/// the snapshot's size.
+pub fn plan_tier<'a>(
+    source: &'a RestoreSource,
+    opts: &'a PlanOptions,
+    tier: Tier,
+    adjust: impl Fn(&mut Plan) + Send + 'a,
+) -> BoxStream<'a, Result<Planned, crate::snapshot::read::ReadError>> {
+    source
+        .objects
+        .read(move |t| t == tier)
+        .chunks(PLAN_BATCH)
+        .flat_map(move |batch| {
+            let planned = batch
+                .into_iter()
+                .collect::<Result<Vec<_>, _>>()
+                .map(|objects| {
+                    let mut plan = plan::plan(objects, &source.recorded, opts);
+                    adjust(&mut plan);
+                    plan.tiers.into_values().flatten().collect::<Vec<Planned>>()
+                });
+            match planned {
+                Ok(items) => futures::stream::iter(items.into_iter().map(Ok)).left_stream(),
+                Err(e) => futures::stream::once(async move { Err(e) }).right_stream(),
+            }
+        })
+        .boxed()
+}
 
 /// One tier of `source`, read and planned as the apply pulls it: the preflight's holds
 /// applied, withheld objects left out.
@@ -381,29 +403,11 @@ fn tier_objects<'a>(
     pre: &'a Preflight,
     tier: Tier,
 ) -> apply::TierObjects<'a> {
-    let planned = source
-        .objects
-        .read(move |t| t == tier)
-        .chunks(PLAN_BATCH)
-        .flat_map(move |batch| {
-            let planned: Result<Vec<Planned>, apply::ApplyError> = batch
-                .into_iter()
-                .collect::<Result<Vec<_>, _>>()
-                .map(|objects| {
-                    let mut plan = plan::plan(objects, &source.recorded, opts);
-                    pre.hold(&mut plan);
-                    plan.tiers.into_values().flatten().collect()
-                })
-                .map_err(apply::ApplyError::from);
-            match planned {
-                Ok(items) => futures::stream::iter(items.into_iter().map(Ok)).left_stream(),
-                Err(e) => futures::stream::once(async move { Err(e) }).right_stream(),
-            }
-        })
-        .boxed();
     apply::TierObjects {
         count: source.objects.count(|t| t == tier),
-        planned,
+        planned: plan_tier(source, opts, tier, move |plan| pre.hold(plan))
+            .map(|p| p.map_err(apply::ApplyError::from))
+            .boxed(),
     }
 }
 
@@ -601,8 +605,15 @@ pub async fn run_in(
     })
 }
 
+/// Reads of existing workloads in flight while releasing held ones: a re-run over a cluster
+/// that is mostly there already checks every workload it found existing, and one at a time
+/// that is ~10k sequential round trips at 100k objects.
+const RELEASE_IN_FLIGHT: usize = 16;
+
 /// Bring back the workloads an earlier, degraded run held and this one does not: a re-run
-/// once the missing binding is back is how a partly-up cluster becomes whole.
+/// once the missing binding is back is how a partly-up cluster becomes whole. Only the
+/// workloads this run found existing are read ([`apply::keep`]): one it created is what it
+/// sent.
 async fn release_held(
     client: &kube::Client,
     resources: &Resources,
@@ -611,38 +622,57 @@ async fn release_held(
     let Some(workloads) = plan.tiers.get(&Tier::Workloads) else {
         return Ok(0);
     };
-    let mut n = 0;
+    // Held in this run: its object carries the annotation already. The futures are made
+    // before they are driven: a stream of closures over borrowed objects, held across an
+    // await, makes the caller's future not provably `Send`.
+    let mut checks = Vec::new();
     for p in workloads {
-        // Held in this run: its object carries the annotation already.
-        if p.object
+        let held_now = p
+            .object
             .pointer("/metadata/annotations")
             .and_then(|a| a.get(preflight::HELD))
-            .is_some()
-        {
-            continue;
+            .is_some();
+        if !held_now {
+            checks.push(release_one(client, resources, p));
         }
-        let Some(api) = apply::api_of(client, resources, p) else {
-            continue;
-        };
-        let what = || format!("{} {}", p.kind, p.key());
-        let Some(live) = api
-            .get_opt(&p.name)
-            .await
-            .map_err(|e| RestoreError::Release(what(), e))?
-        else {
-            continue;
-        };
-        let live = serde_json::to_value(&live)
-            .map_err(|e| RestoreError::Release(what(), kube::Error::SerdeError(e)))?;
-        let Some(patch) = preflight::release_patch(&p.kind, &live) else {
-            continue;
-        };
-        api.patch(&p.name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .map_err(|e| RestoreError::Release(what(), e))?;
-        n += 1;
+    }
+    let released: Vec<Result<bool, RestoreError>> = futures::stream::iter(checks)
+        .buffer_unordered(RELEASE_IN_FLIGHT)
+        .collect()
+        .await;
+    let mut n = 0;
+    for r in released {
+        n += usize::from(r?);
     }
     Ok(n)
+}
+
+/// Release one workload if its live object is held; true if it was.
+async fn release_one(
+    client: &kube::Client,
+    resources: &Resources,
+    p: &Planned,
+) -> Result<bool, RestoreError> {
+    let Some(api) = apply::api_of(client, resources, p) else {
+        return Ok(false);
+    };
+    let what = || format!("{} {}", p.kind, p.key());
+    let Some(live) = api
+        .get_opt(&p.name)
+        .await
+        .map_err(|e| RestoreError::Release(what(), e))?
+    else {
+        return Ok(false);
+    };
+    let live = serde_json::to_value(&live)
+        .map_err(|e| RestoreError::Release(what(), kube::Error::SerdeError(e)))?;
+    let Some(patch) = preflight::release_patch(&p.kind, &live) else {
+        return Ok(false);
+    };
+    api.patch(&p.name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|e| RestoreError::Release(what(), e))?;
+    Ok(true)
 }
 
 /// The gate policies a degraded restore keeps up: one per kind of binding held.
@@ -848,8 +878,17 @@ mod tests {
         };
         let config = planned(service("shop", "web").build());
         assert!(
-            apply::keep(config).is_none(),
+            apply::keep(config, true).is_none(),
             "a Service is dropped once created"
+        );
+        let workload = || planned(deployment("shop", "api").build());
+        assert!(
+            apply::keep(workload(), true).is_none(),
+            "a workload this run created holds nothing of an earlier run's to release"
+        );
+        assert!(
+            apply::keep(workload(), false).is_some(),
+            "a workload that was there already may be one an earlier run held"
         );
         let owned = planned(
             deployment("shop", "web")
@@ -860,7 +899,7 @@ mod tests {
                 .annotation("big", &"x".repeat(10_000))
                 .build(),
         );
-        let kept = apply::keep(owned).expect("a workload with parked owners is kept");
+        let kept = apply::keep(owned, true).expect("a workload with parked owners is kept");
         let annotations = kept.object["metadata"]["annotations"]
             .as_object()
             .expect("annotations");

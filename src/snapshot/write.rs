@@ -127,7 +127,26 @@ struct Known {
     packs: Vec<(String, u64)>,
 }
 
-type Batch = Vec<(BlobId, Bytes)>;
+/// New blobs on their way to the packer: their bytes back to back in one buffer, each as
+/// (id, offset, length). One allocation per page, not one per object: the packer frees a
+/// page's blobs at once, and no blob carries a doubling buffer's spare capacity.
+#[derive(Debug, Default)]
+struct Batch {
+    data: Vec<u8>,
+    blobs: Vec<(BlobId, u32, u32)>,
+}
+
+impl Batch {
+    fn push(&mut self, id: BlobId, data: &[u8]) {
+        self.blobs
+            .push((id, self.data.len() as u32, data.len() as u32));
+        self.data.extend_from_slice(data);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.blobs.is_empty()
+    }
+}
 
 /// What listing one resource produced.
 #[derive(Debug, Default)]
@@ -258,7 +277,9 @@ async fn take_locked(
         .resources_total
         .store(resources.len() as u64, Ordering::Relaxed);
 
-    let (tx, rx) = mpsc::channel::<Batch>(8);
+    // A batch is a page's new blobs (~1 MiB at PAGE_SIZE); the listers wait rather than
+    // queue pages while the packer waits for an upload slot.
+    let (tx, rx) = mpsc::channel::<Batch>(2);
     let packer = tokio::spawn(pack_blobs(
         rx,
         store.clone(),
@@ -412,17 +433,17 @@ fn process_page(
     known: &Known,
     collector: &Mutex<Collector>,
 ) -> Result<Processed, CaptureError> {
-    let page = capture::parse_page(body, &format!("decode a page of {}", r.qualified()))?;
     let relevant = bindings::is_relevant(&r.group, &r.resource, &r.kind);
     let api_version = r.api_version();
     let mut out = Processed {
-        entries: Vec::with_capacity(page.items.len()),
-        new_blobs: Vec::new(),
+        entries: Vec::with_capacity(capture::PAGE_SIZE as usize),
+        new_blobs: Batch::default(),
         existing: Vec::new(),
         bytes: 0,
-        next: page.metadata.continue_token.filter(|c| !c.is_empty()),
+        next: None,
     };
-    for mut obj in page.items {
+    let what = format!("decode a page of {}", r.qualified());
+    let next = capture::for_each_item(body, &what, |mut obj| {
         let name = obj
             .pointer("/metadata/name")
             .and_then(serde_json::Value::as_str)
@@ -438,11 +459,11 @@ fn process_page(
             namespace.as_deref()
         };
         if !selection.wants_namespace(ns_of_object) {
-            continue;
+            return;
         }
         if let Some(why) = rules::excluded_object(&r.group, &r.resource, &obj) {
             tracing::trace!(resource = %r.qualified(), ?namespace, name, why, "object excluded");
-            continue;
+            return;
         }
         if relevant {
             collector.lock().unwrap_or_else(|e| e.into_inner()).observe(
@@ -453,15 +474,24 @@ fn process_page(
             );
         }
         rules::sanitize(&mut obj, &api_version, &r.kind);
-        let json = serde_json::to_vec(&obj).unwrap_or_default();
-        let id = keys.blob_id(&json);
-        out.bytes += json.len() as u64;
+        // Written straight after the page's other new blobs; taken back if the store has it.
+        let batch = &mut out.new_blobs;
+        let start = batch.data.len();
+        // Writing a Value into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut batch.data, &obj);
+        let len = batch.data.len() - start;
+        let id = keys.blob_id(&batch.data[start..]);
+        out.bytes += len as u64;
         match known.blobs.get(&id) {
-            Some(p) => out.existing.push(*p),
-            None => out.new_blobs.push((id, Bytes::from(json))),
+            Some(p) => {
+                out.existing.push(*p);
+                batch.data.truncate(start);
+            }
+            None => batch.blobs.push((id, start as u32, len as u32)),
         }
         out.entries.push((namespace, name, id));
-    }
+    })?;
+    out.next = next;
     Ok(out)
 }
 
@@ -516,7 +546,7 @@ async fn list_resource(ctx: ListCtx<'_>, r: ResourceRef) -> Result<Listed, Write
             None => break,
         }
     }
-    let mut tree_blobs: Batch = Vec::new();
+    let mut tree_blobs = Batch::default();
     for (namespace, mut objs) in by_ns {
         objs.sort_by(|a, b| a.0.cmp(&b.0));
         let ids: Vec<BlobId> = objs.iter().map(|(_, id)| *id).collect();
@@ -527,7 +557,7 @@ async fn list_resource(ctx: ListCtx<'_>, r: ResourceRef) -> Result<Listed, Write
                 Some(p) => {
                     listed.existing_packs.insert(*p);
                 }
-                None => tree_blobs.push((id, Bytes::from(chunk))),
+                None => tree_blobs.push(id, &chunk),
             }
             trees.push(id);
         }
@@ -562,12 +592,13 @@ async fn pack_blobs(
     loop {
         let finished = next.is_none();
         if let Some(batch) = next.take() {
-            for (id, data) in batch {
+            for (id, offset, len) in batch.blobs {
                 if !seen.insert(id) {
                     continue;
                 }
-                blobs.push((id, buf.len() as u32, data.len() as u32));
-                buf.extend_from_slice(&data);
+                blobs.push((id, buf.len() as u32, len));
+                let (from, to) = (offset as usize, (offset + len) as usize);
+                buf.extend_from_slice(&batch.data[from..to]);
             }
         }
         if buf.len() >= pack_size || (finished && !buf.is_empty()) {

@@ -31,6 +31,7 @@ use coldstart::snapshot::crypto::Keys;
 use coldstart::snapshot::{read, write};
 use coldstart::store::Store;
 use coldstart_sim::seed::Seed;
+use futures::StreamExt as _;
 use serde_json::Value;
 
 /// Where the corpus lives, relative to the repository (CI checks it out beside the repo).
@@ -597,13 +598,17 @@ async fn corpus_stop_teardown_start(plane: Plane) {
     )
     .await
     .expect("verified");
-    let plan = restore::plan_for(&restore::source::from_snapshot(&snap), &Default::default())
-        .await
-        .expect("planned");
-    let documented: BTreeMap<String, String> = plan
-        .tiers
-        .values()
-        .flatten()
+    let source = restore::source::from_snapshot(&snap);
+    let plan_opts = Default::default();
+    let mut planned = Vec::new();
+    for tier in restore::plan::Tier::ALL {
+        let mut tier_plan = restore::plan_tier(&source, &plan_opts, tier, |_| {});
+        while let Some(p) = tier_plan.next().await {
+            planned.push(p.expect("planned"));
+        }
+    }
+    let documented: BTreeMap<String, String> = planned
+        .iter()
         .map(|p| {
             (
                 format!(
