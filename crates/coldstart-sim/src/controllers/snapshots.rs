@@ -33,7 +33,11 @@ pub fn crds() -> Vec<Value> {
             version["subresources"] = json!({"status": {}});
         }
         json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-            "metadata": {"name": format!("{plural}.{GROUP}")},
+            // `snapshot.storage.k8s.io` is a protected group: kube-apiserver refuses its CRDs
+            // without the API-review link, which external-snapshotter's published CRDs carry.
+            "metadata": {"name": format!("{plural}.{GROUP}"),
+                "annotations": {"api-approved.kubernetes.io":
+                    "https://github.com/kubernetes-csi/external-snapshotter/pull/814"}},
             "spec": {"group": GROUP, "scope": scope,
                 "names": {"kind": kind, "plural": plural, "singular": kind.to_lowercase(),
                           "listKind": format!("{kind}List")},
