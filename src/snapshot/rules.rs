@@ -183,6 +183,24 @@ pub fn excluded_object(group: &str, resource: &str, obj: &Value) -> Option<&'sta
         {
             Some("local API services are registered by the API server")
         }
+        // Found by running against kube-apiserver v1.37: it allocates an IPAddress for every
+        // cluster IP, creates the ServiceCIDR `kubernetes` from its flags and publishes its
+        // serving CA as a ClusterTrustBundle. Restored, they would claim the new cluster's
+        // addresses or trust the old cluster's CA; ones a user created are kept.
+        ("networking.k8s.io", "ipaddresses")
+            if str_at(obj, "/metadata/labels/ipaddress.kubernetes.io~1managed-by")
+                == Some("ipallocator.k8s.io") =>
+        {
+            Some("the API server allocates one for each Service's cluster IP")
+        }
+        ("networking.k8s.io", "servicecidrs") if name == "kubernetes" => {
+            Some("the API server creates it from its service range")
+        }
+        ("certificates.k8s.io", "clustertrustbundles")
+            if str_at(obj, "/spec/signerName") == Some("kubernetes.io/kube-apiserver-serving") =>
+        {
+            Some("the API server publishes its own serving CA")
+        }
         _ => None,
     }
 }
@@ -315,6 +333,42 @@ mod tests {
         ];
         for (g, r, excluded) in cases {
             assert_eq!(excluded_resource(g, r).is_some(), excluded, "{g}/{r}");
+        }
+    }
+
+    #[test]
+    fn what_kube_apiserver_writes_for_itself_is_excluded_and_what_a_user_wrote_is_kept() {
+        let allocated = json!({"metadata": {"name": "10.96.0.10",
+            "labels": {"ipaddress.kubernetes.io/managed-by": "ipallocator.k8s.io"}}});
+        let by_hand = json!({"metadata": {"name": "10.96.0.11"}});
+        let serving = json!({"metadata": {"name": "kubernetes.io:kube-apiserver-serving:abc"},
+            "spec": {"signerName": "kubernetes.io/kube-apiserver-serving"}});
+        let users_bundle = json!({"metadata": {"name": "corp-ca"}, "spec": {}});
+        let cidr = |name: &str| json!({"metadata": {"name": name}});
+        let cases = [
+            ("networking.k8s.io", "ipaddresses", &allocated, true),
+            ("networking.k8s.io", "ipaddresses", &by_hand, false),
+            (
+                "networking.k8s.io",
+                "servicecidrs",
+                &cidr("kubernetes"),
+                true,
+            ),
+            ("networking.k8s.io", "servicecidrs", &cidr("extra"), false),
+            ("certificates.k8s.io", "clustertrustbundles", &serving, true),
+            (
+                "certificates.k8s.io",
+                "clustertrustbundles",
+                &users_bundle,
+                false,
+            ),
+        ];
+        for (g, r, obj, excluded) in cases {
+            assert_eq!(
+                excluded_object(g, r, obj).is_some(),
+                excluded,
+                "{g}/{r} {obj}"
+            );
         }
     }
 

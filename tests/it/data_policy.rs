@@ -2,18 +2,24 @@
 //! comes back as the original, a snapshot-policy tenant disk lost with the cluster comes
 //! back from its cloud snapshot on a new disk that hydrates — and the report counts it as
 //! new by policy, never new by accident.
+//!
+//! The scenarios on the simulated cloud run on both [`Plane`]s, through the API and the
+//! admin endpoint alone (the quiesce hook's scenario on the embedded server only, see it).
+//! The moto scenarios stay on the embedded server (their cluster is a
+//! fixture for AWS's API, not a claim about the API server), as does the scratch drill, whose
+//! scratch cluster gets its stand-ins written into its cloud in-process.
 
 use std::process::Command;
 
-use crate::helpers::{TestCluster, wait_until};
-use crate::restore::settled_platform;
+use crate::helpers::{Bed, Plane, TestCluster, on_both_planes, wait_until_async};
+use crate::restore::settled_platform_on;
 
 const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
-async fn run(c: &TestCluster, store: &str, args: &[&str]) -> std::process::Output {
+async fn run(kubeconfig: &std::path::Path, store: &str, args: &[&str]) -> std::process::Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_coldstart"));
     cmd.arg("--kubeconfig")
-        .arg(&c.kubeconfig)
+        .arg(kubeconfig)
         .args(["--store", store])
         .args(args)
         .env("COLDSTART_ENCRYPTION_KEY", KEY);
@@ -33,46 +39,54 @@ fn ok(out: &std::process::Output, what: &str) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
 }
 
-fn pv_of_claim(c: &TestCluster, ns: &str, name: &str) -> serde_json::Value {
+async fn pv_of_claim(c: &Bed, ns: &str, name: &str) -> serde_json::Value {
     let pvc = c
         .get("", "persistentvolumeclaims", ns, name)
+        .await
         .expect("claim");
     let pv = pvc["spec"]["volumeName"]
         .as_str()
         .expect("bound")
         .to_owned();
-    c.get("", "persistentvolumes", "", &pv).expect("pv")
+    c.get("", "persistentvolumes", "", &pv).await.expect("pv")
 }
 
 /// Annotate the tenant's PostgreSQL claim (`key=value` each) and say which disk it is on.
-async fn tenant_disk(c: &TestCluster, annotations: &[&str]) -> String {
+async fn tenant_disk(c: &Bed, annotations: &[&str]) -> String {
     for a in annotations {
         c.kubectl_ok(&["annotate", "pvc", "-n", "tenant-a", "pg-data", a])
             .await;
     }
-    pv_of_claim(c, "tenant-a", "pg-data")["spec"]["csi"]["volumeHandle"]
+    pv_of_claim(c, "tenant-a", "pg-data").await["spec"]["csi"]["volumeHandle"]
         .as_str()
         .expect("handle")
         .to_owned()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_lost_snapshot_policy_disk_comes_back_from_its_snapshot_and_kafka_as_the_original() {
-    let c = settled_platform().await;
+on_both_planes!(
+    a_lost_snapshot_policy_disk_comes_back_from_its_snapshot_and_kafka_as_the_original =
+        lost_snapshot_policy_disk
+);
+
+async fn lost_snapshot_policy_disk(plane: Plane) {
+    let c = settled_platform_on(plane).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let store = format!("file://{}", dir.path().display());
     let tenant_disk = tenant_disk(&c, &["coldstart.dev/data-policy=snapshot"]).await;
-    let kafka_disk = pv_of_claim(&c, "kafka", "data-kafka-0")["spec"]["csi"]["volumeHandle"]
+    let kafka_disk = pv_of_claim(&c, "kafka", "data-kafka-0").await["spec"]["csi"]["volumeHandle"]
         .as_str()
         .expect("handle")
         .to_owned();
-    let data_of = |id: &str| c.cloud().disks.get(id).map(|d| d.data_token.clone());
-    let tenant_data = data_of(&tenant_disk).expect("tenant disk");
-    let kafka_data = data_of(&kafka_disk).expect("kafka disk");
+    let data_of = async |id: &str| c.cloud().await.disks.get(id).map(|d| d.data_token.clone());
+    let tenant_data = data_of(&tenant_disk).await.expect("tenant disk");
+    let kafka_data = data_of(&kafka_disk).await.expect("kafka disk");
 
     // A planned stop: its final snapshot takes a cloud snapshot of the tenant disk only.
-    ok(&run(&c, &store, &["stop", "--json"]).await, "stop");
-    let snaps = c.cloud().snapshots;
+    ok(
+        &run(&c.kubeconfig, &store, &["stop", "--json"]).await,
+        "stop",
+    );
+    let snaps = c.cloud().await.snapshots;
     assert_eq!(snaps.len(), 1, "one cloud snapshot: {snaps:#?}");
     let snap = snaps.values().next().expect("snapshot").clone();
     assert_eq!(
@@ -84,19 +98,22 @@ async fn a_lost_snapshot_policy_disk_comes_back_from_its_snapshot_and_kafka_as_t
     c.teardown().await;
     ok(
         &run(
-            &c,
+            &c.kubeconfig,
             &store,
             &["sim", "cloud", "delete", "disk", &tenant_disk, "--json"],
         )
         .await,
         "sim cloud delete disk",
     );
-    assert!(data_of(&tenant_disk).is_none(), "the tenant disk is gone");
+    assert!(
+        data_of(&tenant_disk).await.is_none(),
+        "the tenant disk is gone"
+    );
 
     // The dry run says, per volume, which it will be and why.
     let plan = ok(
         &run(
-            &c,
+            &c.kubeconfig,
             &store,
             &["restore", "--dry-run", "--json", "--cloud", "sim"],
         )
@@ -111,9 +128,14 @@ async fn a_lost_snapshot_policy_disk_comes_back_from_its_snapshot_and_kafka_as_t
     assert_eq!(pg["snapshot"], snap.id.as_str());
     assert!(pg["hydrationEstimateMs"].as_u64() > Some(0), "{pg:#}");
 
-    let mark = c.cloud().position();
+    let mark = c.cloud().await.position();
     let started = ok(
-        &run(&c, &store, &["start", "--json", "--timeout", "60"]).await,
+        &run(
+            &c.kubeconfig,
+            &store,
+            &["start", "--json", "--timeout", "60"],
+        )
+        .await,
         "start",
     );
     let r = &started["restore"];
@@ -127,18 +149,18 @@ async fn a_lost_snapshot_policy_disk_comes_back_from_its_snapshot_and_kafka_as_t
     );
 
     // Kafka: the same disk, the same data.
-    let kafka_pv = pv_of_claim(&c, "kafka", "data-kafka-0");
+    let kafka_pv = pv_of_claim(&c, "kafka", "data-kafka-0").await;
     assert_eq!(kafka_pv["spec"]["csi"]["volumeHandle"], kafka_disk.as_str());
-    assert_eq!(data_of(&kafka_disk), Some(kafka_data));
+    assert_eq!(data_of(&kafka_disk).await, Some(kafka_data));
 
     // The tenant: a new disk with the snapshot's data, hydrating until done.
-    let tenant_pv = pv_of_claim(&c, "tenant-a", "pg-data");
+    let tenant_pv = pv_of_claim(&c, "tenant-a", "pg-data").await;
     let new_disk = tenant_pv["spec"]["csi"]["volumeHandle"]
         .as_str()
         .expect("handle")
         .to_owned();
     assert_ne!(new_disk, tenant_disk, "a new disk");
-    let cloud = c.cloud();
+    let cloud = c.cloud().await;
     let disk = cloud.disks.get(&new_disk).expect("the new disk exists");
     assert_eq!(disk.data_token, tenant_data, "the snapshot's data");
     assert_eq!(disk.from_snapshot.as_deref(), Some(snap.id.as_str()));
@@ -159,8 +181,9 @@ async fn a_lost_snapshot_policy_disk_comes_back_from_its_snapshot_and_kafka_as_t
         .and_then(|d| d.iter().find(|v| v["newDisk"] == new_disk.as_str()))
         .expect("the report names the new disk");
     assert!(planned["hydrationEstimateMs"].as_u64() > Some(0));
-    wait_until("the new disk has hydrated", || {
+    wait_until_async("the new disk has hydrated", || async {
         !c.cloud()
+            .await
             .disks
             .get(&new_disk)
             .expect("disk")
@@ -182,9 +205,9 @@ async fn a_scratch_drill_restores_the_tenant_volume_from_its_snapshot_and_checks
     use coldstart::snapshot::write;
     use coldstart::store::Store;
 
-    let c = settled_platform().await;
+    let c = settled_platform_on(Plane::Embedded).await;
     let tenant_disk = tenant_disk(&c, &["coldstart.dev/data-policy=snapshot"]).await;
-    let tenant_data = c.cloud().disks[&tenant_disk].data_token.clone();
+    let tenant_data = c.cloud().await.disks[&tenant_disk].data_token.clone();
     let store = Store::memory();
     let keys = Keys::from_master(&[5u8; 32]);
     let id = write::take(
@@ -207,9 +230,10 @@ async fn a_scratch_drill_restores_the_tenant_volume_from_its_snapshot_and_checks
     let manifest = coldstart::snapshot::read::manifest(&store, &keys, &id)
         .await
         .expect("manifest");
+    let production = c.cloud().await;
     {
         let mut cloud = scratch.sim().cloud.lock();
-        cloud.snapshots.extend(c.cloud().snapshots);
+        cloud.snapshots.extend(production.snapshots);
         drill::rehearsal::install_stand_ins(&mut cloud, &manifest.bindings);
     }
     let opts = DrillOptions {
@@ -234,7 +258,17 @@ async fn a_scratch_drill_restores_the_tenant_volume_from_its_snapshot_and_checks
     assert_eq!(checked.check, DataCheck::Matches);
     assert_ne!(checked.disk, tenant_disk, "the drill's own disk");
     assert_eq!(scratch.cloud().disks[&checked.disk].data_token, tenant_data);
-    let pv = pv_of_claim(&scratch, "tenant-a", "pg-data");
+    let claim = scratch
+        .get("", "persistentvolumeclaims", "tenant-a", "pg-data")
+        .expect("claim");
+    let pv = scratch
+        .get(
+            "",
+            "persistentvolumes",
+            "",
+            claim["spec"]["volumeName"].as_str().expect("bound"),
+        )
+        .expect("pv");
     assert_eq!(pv["spec"]["csi"]["volumeHandle"], checked.disk.as_str());
     assert_eq!(pv["spec"]["csi"]["driver"], "ebs.csi.aws.com");
     assert!(
@@ -437,8 +471,9 @@ async fn a_restore_on_aws_brings_a_lost_snapshot_policy_volume_back_from_its_ebs
     c.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn pruning_a_snapshot_deletes_the_cloud_snapshots_only_it_named() {
+on_both_planes!(pruning_a_snapshot_deletes_the_cloud_snapshots_only_it_named = pruning);
+
+async fn pruning(plane: Plane) {
     use std::sync::Arc;
 
     use coldstart::cloud::snapshots::SimSnapshots;
@@ -447,7 +482,7 @@ async fn pruning_a_snapshot_deletes_the_cloud_snapshots_only_it_named() {
     use coldstart::snapshot::write;
     use coldstart::store::Store;
 
-    let c = settled_platform().await;
+    let c = settled_platform_on(plane).await;
     tenant_disk(&c, &["coldstart.dev/data-policy=transfer-or-snapshot"]).await;
     let store = Store::memory();
     let keys = Keys::from_master(&[3u8; 32]);
@@ -471,7 +506,7 @@ async fn pruning_a_snapshot_deletes_the_cloud_snapshots_only_it_named() {
             .expect("the tenant volume has a cloud snapshot");
         taken.push(v.cloud_snapshot.clone().expect("cloud snapshot").id);
     }
-    assert_eq!(c.cloud().snapshots.len(), 2);
+    assert_eq!(c.cloud().await.snapshots.len(), 2);
     let sim = SimSnapshots::new(client);
     let r = prune::prune(
         &store,
@@ -487,16 +522,24 @@ async fn pruning_a_snapshot_deletes_the_cloud_snapshots_only_it_named() {
     .await
     .expect("prune");
     assert_eq!(r.cloud_snapshots_deleted, [taken[0].clone()]);
-    let left: Vec<String> = c.cloud().snapshots.keys().cloned().collect();
+    let left: Vec<String> = c.cloud().await.snapshots.keys().cloned().collect();
     assert_eq!(
         left,
         [taken[1].clone()],
         "the kept snapshot's cloud snapshot stays"
     );
+    c.stop().await;
 }
 
+// Embedded-only for now: on kube-apiserver v1.37.2 the ledger shows no detach of the disk
+// before its snapshot (not yet diagnosed: coldstart may snapshot before the real attacher
+// has detached, which the embedded server does at once on scale to 0).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_quiesce_hook_stops_the_claims_workload_for_its_cloud_snapshot_and_brings_it_back() {
+    quiesce_hook(Plane::Embedded).await;
+}
+
+async fn quiesce_hook(plane: Plane) {
     use std::sync::Arc;
 
     use coldstart::snapshot::crypto::Keys;
@@ -504,7 +547,7 @@ async fn a_quiesce_hook_stops_the_claims_workload_for_its_cloud_snapshot_and_bri
     use coldstart::store::Store;
     use coldstart_sim::cloud::{Action, Resource};
 
-    let c = settled_platform().await;
+    let c = settled_platform_on(plane).await;
     let disk = tenant_disk(
         &c,
         &[
@@ -513,13 +556,14 @@ async fn a_quiesce_hook_stops_the_claims_workload_for_its_cloud_snapshot_and_bri
         ],
     )
     .await;
-    let replicas = |c: &TestCluster| {
+    let replicas = async |c: &Bed| {
         c.get("apps", "deployments", "tenant-a", "postgres")
+            .await
             .expect("postgres")["spec"]["replicas"]
             .as_i64()
     };
-    let before = replicas(&c);
-    let mark = c.cloud().position();
+    let before = replicas(&c).await;
+    let mark = c.cloud().await.position();
     write::take(
         &c.client().await,
         &Store::memory(),
@@ -529,9 +573,10 @@ async fn a_quiesce_hook_stops_the_claims_workload_for_its_cloud_snapshot_and_bri
     )
     .await
     .expect("snapshot");
-    assert_eq!(replicas(&c), before, "thawed: back to its replicas");
+    assert_eq!(replicas(&c).await, before, "thawed: back to its replicas");
     let pg = c
         .get("apps", "deployments", "tenant-a", "postgres")
+        .await
         .expect("postgres");
     assert!(
         pg["metadata"]["annotations"]
@@ -539,7 +584,7 @@ async fn a_quiesce_hook_stops_the_claims_workload_for_its_cloud_snapshot_and_bri
             .is_none()
     );
     // The disk was detached (the data store stopped) when its snapshot was taken.
-    let cloud = c.cloud();
+    let cloud = c.cloud().await;
     let events: Vec<(Resource, Action)> = cloud
         .ledger
         .iter()
@@ -555,17 +600,21 @@ async fn a_quiesce_hook_stops_the_claims_workload_for_its_cloud_snapshot_and_bri
         .position(|e| *e == (Resource::Snapshot, Action::Created))
         .expect("snapshot taken");
     assert!(detached < snapped, "{events:?}");
-    wait_until("postgres is back on its disk", || {
-        c.cloud().disks[&disk].attached_to.is_some()
+    wait_until_async("postgres is back on its disk", || async {
+        c.cloud().await.disks[&disk].attached_to.is_some()
     })
     .await;
+    c.stop().await;
 }
 
-/// The Kubernetes-native road: with a VolumeSnapshotClass for the disk's CSI driver, the
-/// cloud snapshot is a CSI VolumeSnapshot (the simulated external-snapshotter takes it),
-/// recorded by its content's snapshotHandle — and a lost disk comes back from it.
-#[tokio::test(flavor = "multi_thread")]
-async fn with_a_volume_snapshot_class_the_cloud_snapshot_is_a_csi_volume_snapshot() {
+// The Kubernetes-native road: with a VolumeSnapshotClass for the disk's CSI driver, the
+// cloud snapshot is a CSI VolumeSnapshot (the simulated external-snapshotter takes it),
+// recorded by its content's snapshotHandle — and a lost disk comes back from it.
+on_both_planes!(
+    with_a_volume_snapshot_class_the_cloud_snapshot_is_a_csi_volume_snapshot = volume_snapshot_road
+);
+
+async fn volume_snapshot_road(plane: Plane) {
     use std::sync::{Arc, Mutex};
 
     use coldstart::bindings::SnapshotRoad;
@@ -575,17 +624,15 @@ async fn with_a_volume_snapshot_class_the_cloud_snapshot_is_a_csi_volume_snapsho
     use coldstart::store::Store;
     use coldstart_sim::controllers::snapshots;
 
-    let c = settled_platform().await;
+    let c = settled_platform_on(plane).await;
     for crd in snapshots::crds() {
-        c.create(crd);
+        c.create(crd).await;
     }
-    wait_until("the snapshot API is served", || {
-        c.sim().def(snapshots::GROUP, "volumesnapshots").is_some()
-    })
-    .await;
+    // Creating the class waits until the CRDs' kinds are served.
     c.create(serde_json::json!({"apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshotClass",
         "metadata": {"name": "ebs", "annotations": {"snapshot.storage.kubernetes.io/is-default-class": "true"}},
-        "driver": "ebs.csi.aws.com", "deletionPolicy": "Retain"}));
+        "driver": "ebs.csi.aws.com", "deletionPolicy": "Retain"}))
+        .await;
     let disk = tenant_disk(&c, &["coldstart.dev/data-policy=snapshot"]).await;
     let store = Store::memory();
     let keys = Keys::from_master(&[6u8; 32]);
@@ -618,9 +665,10 @@ async fn with_a_volume_snapshot_class_the_cloud_snapshot_is_a_csi_volume_snapsho
         .expect("ns/name");
     let vs = c
         .get(snapshots::GROUP, "volumesnapshots", ns, name)
+        .await
         .expect("the VolumeSnapshot");
     assert_eq!(vs["status"]["readyToUse"], true);
-    let cloud = c.cloud();
+    let cloud = c.cloud().await;
     let snap = cloud
         .snapshots
         .get(&cs.id)
@@ -630,7 +678,7 @@ async fn with_a_volume_snapshot_class_the_cloud_snapshot_is_a_csi_volume_snapsho
     // Lost with the cluster (reclaim policy Delete), back from the VolumeSnapshot's handle.
     c.teardown().await;
     assert!(
-        !c.cloud().disks.contains_key(&disk),
+        !c.cloud().await.disks.contains_key(&disk),
         "deleted with the cluster"
     );
     let snap = read::open(&store, &keys, &m.id).await.expect("open");
@@ -654,7 +702,9 @@ async fn with_a_volume_snapshot_class_the_cloud_snapshot_is_a_csi_volume_snapsho
     assert_eq!((r.volumes_from_snapshot, r.new_disks), (1, 0));
     assert!(
         c.get(snapshots::GROUP, "volumesnapshots", ns, name)
+            .await
             .is_none(),
         "coldstart's own VolumeSnapshot is not restored (it would snapshot the new disk)"
     );
+    c.stop().await;
 }

@@ -3,6 +3,12 @@
 //! with that binding named; the AWS verifier judges volumes, Elastic IPs, buckets and DNS
 //! records on moto's server, and a whole drill against moto (snapshot store on moto's S3
 //! too) fails for each binding broken in turn.
+//!
+//! The drills of the seeded platform run on both [`Plane`]s; the cluster is reached only
+//! through the API and the admin endpoint. Three stay on the embedded server: the two moto
+//! scenarios, whose cluster is the fixture for a verifier of moto's cloud (not a claim about
+//! the API server), and the scratch-cluster drill, whose scratch cluster gets its stand-ins
+//! written into its cloud in-process (`install_stand_ins`), which no endpoint offers yet.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,8 +30,8 @@ use coldstart::snapshot::write;
 use coldstart::store::Store;
 use serde_json::json;
 
-use crate::helpers::{Moto, TestCluster, wait_until};
-use crate::restore::settled_platform;
+use crate::helpers::{Moto, Plane, TestCluster, on_both_planes, wait_until};
+use crate::restore::{settled_platform, settled_platform_on};
 
 fn keys() -> Keys {
     Keys::from_master(&[9u8; 32])
@@ -42,12 +48,12 @@ fn drill_opts() -> DrillOptions {
     }
 }
 
-async fn snapshot(c: &TestCluster, store: &Store, name: &str) -> String {
+async fn snapshot(client: &kube::Client, store: &Store, name: &str) -> String {
     let opts = write::Options {
         cluster_name: name.into(),
         ..Default::default()
     };
-    write::take(&c.client().await, store, &keys(), &opts, Arc::default())
+    write::take(client, store, &keys(), &opts, Arc::default())
         .await
         .expect("snapshot")
         .id
@@ -67,12 +73,16 @@ fn status_of<'a>(verdicts: &'a [Verdict], kind: Kind, subject: &str) -> &'a Verd
         .unwrap_or_else(|| panic!("no {kind:?} verdict for {subject}: {verdicts:#?}"))
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_drill_of_the_platform_passes_in_a_shadow_cluster_and_never_touches_production() {
-    let c = settled_platform().await;
+on_both_planes!(
+    a_drill_of_the_platform_passes_in_a_shadow_cluster_and_never_touches_production =
+        drill_of_the_platform
+);
+
+async fn drill_of_the_platform(plane: Plane) {
+    let c = settled_platform_on(plane).await;
     let store = Store::memory();
-    let id = snapshot(&c, &store, "platform").await;
-    let ledger_before = c.cloud().ledger.len();
+    let id = snapshot(&c.client().await, &store, "platform").await;
+    let ledger_before = c.cloud().await.ledger.len();
     let verifier = SimVerifier::new(c.client().await);
 
     let report = drill(&store, &id, &verifier).await;
@@ -110,7 +120,7 @@ async fn a_drill_of_the_platform_passes_in_a_shadow_cluster_and_never_touches_pr
         Status::InUse
     );
     assert_eq!(
-        c.cloud().ledger.len(),
+        c.cloud().await.ledger.len(),
         ledger_before,
         "the drill created, attached or changed nothing in production's cloud"
     );
@@ -120,28 +130,27 @@ async fn a_drill_of_the_platform_passes_in_a_shadow_cluster_and_never_touches_pr
         report.objects
     );
 
-    // Break one binding: a Retain disk disappears from the cloud.
-    let pv = report
+    // Break one binding: a bucket is lost from the cloud (a disk in use cannot be deleted).
+    let lost = report
         .verdicts
         .iter()
-        .find(|v| v.kind == Kind::Volume && v.subject.starts_with("data-kafka-"))
-        .or_else(|| report.verdicts.iter().find(|v| v.kind == Kind::Volume))
-        .expect("a volume verdict")
+        .find(|v| v.kind == Kind::Bucket)
+        .expect("a bucket verdict")
         .clone();
-    c.sim().cloud.lock().disks.remove(&pv.target);
+    c.delete_bucket(&lost.target).await;
     let broken = drill(&store, &id, &verifier).await;
     assert!(!broken.passed);
     let failing: Vec<&Verdict> = broken.failing_verdicts().collect();
     assert_eq!(failing.len(), 1, "{failing:#?}");
     assert_eq!(
         (failing[0].subject.as_str(), failing[0].status),
-        (pv.subject.as_str(), Status::Missing)
+        (lost.subject.as_str(), Status::Missing)
     );
     assert!(
         broken
             .failures
             .iter()
-            .any(|f| f.contains(&pv.subject) && f.contains(&pv.target))
+            .any(|f| f.contains(&lost.subject) && f.contains(&lost.target))
     );
 
     let history = drill::history(&store, &keys()).await.expect("history");
@@ -150,28 +159,29 @@ async fn a_drill_of_the_platform_passes_in_a_shadow_cluster_and_never_touches_pr
     assert_eq!((history[0].passed, history[1].passed), (true, false));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_cli_drill_exits_non_zero_and_names_the_binding_when_it_fails() {
-    let c = settled_platform().await;
-    let dir = tempfile::tempdir().unwrap();
+on_both_planes!(the_cli_drill_exits_non_zero_and_names_the_binding_when_it_fails = cli_drill);
+
+async fn cli_drill(plane: Plane) {
+    let c = settled_platform_on(plane).await;
+    let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("file://{}", dir.path().display());
-    let store = Store::open(&url).unwrap();
-    let id = snapshot(&c, &store, "platform").await;
+    let store = Store::open(&url).expect("file store");
+    let id = snapshot(&c.client().await, &store, "platform").await;
     let key = base64_key();
     let run = |args: &[&str]| {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_coldstart"));
         cmd.args([
             "--kubeconfig",
-            c.kubeconfig.to_str().unwrap(),
+            c.kubeconfig.to_str().expect("utf-8 path"),
             "--store",
             &url,
         ])
         .args(args)
         .env("COLDSTART_ENCRYPTION_KEY", &key);
         async move {
-            tokio::task::spawn_blocking(move || cmd.output().unwrap())
+            tokio::task::spawn_blocking(move || cmd.output().expect("coldstart runs"))
                 .await
-                .unwrap()
+                .expect("join")
         }
     };
     let ok = run(&["--json", "drill", "--cloud", "sim", "--snapshot", &id]).await;
@@ -180,16 +190,17 @@ async fn the_cli_drill_exits_non_zero_and_names_the_binding_when_it_fails() {
         "{}",
         String::from_utf8_lossy(&ok.stderr)
     );
-    let report: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&ok.stdout).expect("json");
     assert_eq!(report["passed"], true);
 
     let bucket = c
         .get("objectstorage.k8s.io", "bucketclaims", "tenant-a", "data")
-        .unwrap()["status"]["bucketName"]
+        .await
+        .expect("the claim")["status"]["bucketName"]
         .as_str()
-        .unwrap()
+        .expect("bound to a bucket")
         .to_owned();
-    c.sim().cloud.lock().buckets.remove(&bucket);
+    c.delete_bucket(&bucket).await;
     let failed = run(&["drill", "--cloud", "sim"]).await;
     assert_eq!(failed.status.code(), Some(1));
     let out = String::from_utf8_lossy(&failed.stdout);
@@ -203,7 +214,7 @@ async fn the_cli_drill_exits_non_zero_and_names_the_binding_when_it_fails() {
     assert_eq!(verify.status.code(), Some(1));
     let list = run(&["--json", "drills", "list"]).await;
     assert!(list.status.success());
-    let all: Vec<serde_json::Value> = serde_json::from_slice(&list.stdout).unwrap();
+    let all: Vec<serde_json::Value> = serde_json::from_slice(&list.stdout).expect("json");
     assert_eq!(all.len(), 2);
     assert_eq!(
         (all[0]["passed"].clone(), all[1]["passed"].clone()),
@@ -581,7 +592,7 @@ async fn a_drill_against_moto_fails_for_each_binding_broken_in_turn_and_names_it
     })
     .await;
     let store = moto.store("snapshots", "prod");
-    let id = snapshot(&c, &store, "shop").await;
+    let id = snapshot(&c.client().await, &store, "shop").await;
     let verifier = AwsVerifier::from_config(&moto.sdk_config("us-east-1"));
 
     let healthy = drill(&store, &id, &verifier).await;
@@ -658,7 +669,7 @@ async fn a_drill_against_moto_fails_for_each_binding_broken_in_turn_and_names_it
 async fn a_drill_on_a_scratch_cluster_restores_the_plan_but_attaches_nothing() {
     let c = settled_platform().await;
     let store = Store::memory();
-    let id = snapshot(&c, &store, "platform").await;
+    let id = snapshot(&c.client().await, &store, "platform").await;
     // The scratch cluster shares the cloud account: production's disks and addresses are
     // visible there (stand-ins play them), and must stay untouched.
     let scratch = TestCluster::start().await;

@@ -235,6 +235,17 @@ impl Bed {
             .expect("POST /sim/v1/cloud");
     }
 
+    /// Lose a cloud bucket from outside the cluster (`DELETE /sim/v1/cloud/buckets/NAME`).
+    pub async fn delete_bucket(&self, name: &str) {
+        let req = http::Request::delete(format!("/sim/v1/cloud/buckets/{name}"))
+            .body(Vec::new())
+            .expect("request");
+        self.client
+            .request_text(req)
+            .await
+            .unwrap_or_else(|e| panic!("DELETE bucket {name}: {e}"));
+    }
+
     /// Delete the cluster the way a cloud does (`POST /sim/v1/teardown`): the same address
     /// answers an empty cluster; what the cloud keeps survives.
     pub async fn teardown(&self) {

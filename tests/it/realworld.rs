@@ -11,12 +11,12 @@
 //! prints a loud SKIPPED line naming the path and returns.
 //!
 //! The scenarios reach the cluster only through the API and the admin endpoint, so they are
-//! written for either [`Plane`], but run on the embedded server alone for now: kube-apiserver
-//! refuses the corpus's COSI CRDs (group `objectstorage.k8s.io`, protected, and these
-//! controller-gen v0.17.3 copies carry no `api-approved.kubernetes.io`), which the embedded
-//! server accepts. The embedded server is the one that is wrong (the `fidelity` branch adds
-//! the check); once it refuses them too, CASES.md and `GROUPS` must say what a real install
-//! of 03-cosi does, and these become `on_both_planes!`.
+//! written for either [`Plane`]. The COSI CRDs (group `objectstorage.k8s.io`, protected) are
+//! published without the `api-approved.kubernetes.io` annotation kube-apiserver requires;
+//! the harness adds it as COSI's installer does ([`approved`]), never editing the corpus.
+//! With it, the whole corpus applies on kube-apiserver v1.37.2 with the same rejections as
+//! on the embedded server, but there it does not settle within two minutes (not yet
+//! diagnosed), so the scenarios still run on the embedded server alone.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -69,6 +69,9 @@ struct Group {
     namespaces: &'static [(&'static str, &'static str)],
     /// Files a real API server rejects (CASES.md names them).
     rejected: &'static [&'static str],
+    /// The API-review link the project's installer adds to its CRDs in a protected group
+    /// (see [`approved`]); `None` applies them as published.
+    crd_approval: Option<&'static str>,
 }
 
 const GROUPS: &[Group] = &[
@@ -78,6 +81,7 @@ const GROUPS: &[Group] = &[
         install: Install::Apply,
         namespaces: &[],
         rejected: &[],
+        crd_approval: None,
     },
     Group {
         dir: "01-strimzi",
@@ -85,6 +89,7 @@ const GROUPS: &[Group] = &[
         install: Install::Create,
         namespaces: &[],
         rejected: &[],
+        crd_approval: None,
     },
     Group {
         dir: "02-cert-manager",
@@ -92,6 +97,7 @@ const GROUPS: &[Group] = &[
         install: Install::Apply,
         namespaces: &[],
         rejected: &[],
+        crd_approval: None,
     },
     Group {
         dir: "03-cosi",
@@ -99,6 +105,7 @@ const GROUPS: &[Group] = &[
         install: Install::Apply,
         namespaces: &[],
         rejected: &[],
+        crd_approval: Some(COSI_APPROVAL),
     },
     Group {
         dir: "04-crossplane",
@@ -106,6 +113,7 @@ const GROUPS: &[Group] = &[
         install: Install::Apply,
         namespaces: &[],
         rejected: &[],
+        crd_approval: None,
     },
     Group {
         dir: "05-ack",
@@ -113,6 +121,7 @@ const GROUPS: &[Group] = &[
         install: Install::Apply,
         namespaces: &[],
         rejected: &[],
+        crd_approval: None,
     },
     Group {
         dir: "07-lb",
@@ -131,6 +140,7 @@ const GROUPS: &[Group] = &[
             ("33-", "lb-weighted"),
         ],
         rejected: &["32-extdns-weighted-as-documented.yaml"],
+        crd_approval: None,
     },
     Group {
         dir: "08-storage",
@@ -138,6 +148,7 @@ const GROUPS: &[Group] = &[
         install: Install::Apply,
         namespaces: &[],
         rejected: &[],
+        crd_approval: None,
     },
     Group {
         dir: "09-k8s-website",
@@ -150,7 +161,15 @@ const GROUPS: &[Group] = &[
             ("63-", "prod"),
             ("64-", "svc-extip"),
         ],
-        rejected: &["40-cronjob.yaml"],
+        // The bed is a default single-stack IPv4 cluster (service CIDR 10.96.0.0/12), as
+        // kube-apiserver is started: 60- asks for IPv6 and 62- for the cluster IP
+        // 10.0.171.239, both of which only the page's example cluster has.
+        rejected: &[
+            "40-cronjob.yaml",
+            "60-dual-stack-prefer-ipv6-lb-svc.yaml",
+            "62-service-lb-with-clusterip.yaml",
+        ],
+        crd_approval: None,
     },
 ];
 
@@ -221,6 +240,50 @@ pub(crate) fn is_crd_file(path: &Path) -> bool {
         .contains("kind: CustomResourceDefinition")
 }
 
+/// The annotation kube-apiserver requires of a CRD in a protected group (`*.k8s.io`,
+/// `*.kubernetes.io`): the link to the API review that approved it.
+const API_APPROVED: &str = "api-approved.kubernetes.io";
+
+/// The approval COSI's installer adds: its controller-gen CRDs are published without it, and
+/// `resources/install.sh` pipes each through
+/// `sed '/annotations/ a "api-approved.kubernetes.io": "<this link>"'` (its kustomization
+/// does the same for `kubectl create -k`).
+const COSI_APPROVAL: &str =
+    "https://github.com/kubernetes-sigs/container-object-storage-interface-api/pull/2";
+
+/// `text` (one or more YAML documents) as the project's installer applies it: a CRD in a
+/// protected group without the approval annotation gets `approval`, since kube-apiserver
+/// (and, like it, the embedded server) refuses it otherwise. Every other document, and a
+/// CRD that carries an approval already, is left as it is. The corpus on disk is never
+/// edited: it is what the project publishes.
+pub(crate) fn approved(text: &str, approval: Option<&str>) -> String {
+    use serde::Deserialize;
+    let mut out = String::new();
+    for doc in serde_yaml::Deserializer::from_str(text) {
+        let mut doc = Value::deserialize(doc).expect("the corpus is YAML");
+        if doc.is_null() {
+            continue;
+        }
+        let group = doc
+            .pointer("/spec/group")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let protected = group.ends_with(".k8s.io") || group.ends_with(".kubernetes.io");
+        let unapproved = doc["metadata"]["annotations"][API_APPROVED].is_null();
+        if let (true, true, true, Some(link)) = (
+            doc["kind"] == "CustomResourceDefinition",
+            protected,
+            unapproved,
+            approval,
+        ) {
+            doc["metadata"]["annotations"][API_APPROVED] = Value::from(link);
+        }
+        out.push_str("---\n");
+        out.push_str(&serde_yaml::to_string(&doc).expect("yaml"));
+    }
+    out
+}
+
 async fn ensure_namespace(c: &Bed, ns: &str) {
     if ns != "default" {
         c.apply(
@@ -243,8 +306,15 @@ async fn apply_corpus(c: &Bed, root: &Path) {
         }
         let (crds, rest): (Vec<_>, Vec<_>) = files.iter().partition(|p| is_crd_file(p));
         for f in &crds {
-            let path = f.display().to_string();
-            c.kubectl_ok(&["create", "-f", &path]).await;
+            let text =
+                std::fs::read_to_string(f).unwrap_or_else(|e| panic!("read {}: {e}", f.display()));
+            let out = c
+                .kubectl_stdin(
+                    &["create", "-f", "-"],
+                    Some(&approved(&text, g.crd_approval)),
+                )
+                .await;
+            crate::helpers::assert_ok(&out, &["create", "-f", &f.display().to_string()]);
         }
         if !crds.is_empty() {
             c.kubectl_ok(&[
@@ -726,4 +796,51 @@ async fn corpus_snapshot_teardown_restore(plane: Plane) {
         assert!(after_crs.contains_key(k), "{k} came back");
     }
     c.stop().await;
+}
+
+#[test]
+fn a_protected_crd_without_approval_gets_the_installers_link_and_nothing_else_changes() {
+    let text = "\
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: buckets.objectstorage.k8s.io
+spec:
+  group: objectstorage.k8s.io
+---
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: gadgets.example.com
+spec:
+  group: example.com
+---
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: approved.sigs.k8s.io
+  annotations:
+    api-approved.kubernetes.io: https://example.org/review
+spec:
+  group: sigs.k8s.io
+";
+    let docs: Vec<Value> = {
+        use serde::Deserialize;
+        serde_yaml::Deserializer::from_str(&approved(text, Some(COSI_APPROVAL)))
+            .map(|d| Value::deserialize(d).expect("yaml"))
+            .collect()
+    };
+    let approval = |i: usize| docs[i]["metadata"]["annotations"][API_APPROVED].as_str();
+    assert_eq!(approval(0), Some(COSI_APPROVAL), "the COSI CRD is approved");
+    assert_eq!(approval(1), None, "an unprotected group needs no approval");
+    assert_eq!(
+        approval(2),
+        Some("https://example.org/review"),
+        "an existing approval is kept"
+    );
+    let unchanged = approved(text, None);
+    assert!(
+        !unchanged.contains(COSI_APPROVAL),
+        "a project whose installer adds nothing is applied as published"
+    );
 }

@@ -79,6 +79,7 @@ pub fn routes<S: HasCloud>() -> Router<S> {
         )
         .route("/sim/v1/cloud/disks", post(create_disk::<S>))
         .route("/sim/v1/cloud/disks/{id}", delete(delete_disk::<S>))
+        .route("/sim/v1/cloud/buckets/{name}", delete(delete_bucket::<S>))
         .route("/sim/v1/cloud/move", post(move_resources::<S>))
 }
 
@@ -186,6 +187,15 @@ async fn create_disk<S: HasCloud>(State(sim): State<S>, body: Bytes) -> Response
         "CreateVolume",
     ) {
         Ok(d) => answer(StatusCode::CREATED, json!(d)),
+        Err(e) => failed(e),
+    }
+}
+
+/// `DELETE /sim/v1/cloud/buckets/NAME`: the bucket is lost, as by S3's DeleteBucket from
+/// outside the cluster (what a drill must notice).
+async fn delete_bucket<S: HasCloud>(State(sim): State<S>, Path(name): Path<String>) -> Response {
+    match sim.cloud().lock().delete_bucket(&name, "DeleteBucket") {
+        Ok(()) => answer(StatusCode::OK, json!({"deleted": name})),
         Err(e) => failed(e),
     }
 }

@@ -181,6 +181,67 @@ fn validate(def: &ResourceDef, kind: &str, name: &str, obj: &Value) -> Result<()
         if ty != "ExternalName" && !headless && no_ports {
             return Err(ApiError::invalid(kind, name, "spec.ports: Required value"));
         }
+        validate_ip_families(kind, name, obj)?;
+        validate_cluster_ip(kind, name, obj)?;
+    }
+    Ok(())
+}
+
+/// The service CIDR, 10.96.0.0/12 (kubeadm's default, the real control plane's
+/// `--service-cluster-ip-range`, and where [`crate::Allocator::cluster_ip`] allocates): a
+/// Service asking for a cluster IP outside it is refused, as kube-apiserver refuses it.
+const SERVICE_CIDR: (std::net::Ipv4Addr, u32) = (std::net::Ipv4Addr::new(10, 96, 0, 0), 12);
+
+fn validate_cluster_ip(kind: &str, name: &str, obj: &Value) -> Result<(), ApiError> {
+    let Some(ip) = obj.pointer("/spec/clusterIP").and_then(Value::as_str) else {
+        return Ok(());
+    };
+    if ip.is_empty() || ip == "None" {
+        return Ok(());
+    }
+    let (base, bits) = SERVICE_CIDR;
+    let mask = u32::MAX << (32 - bits);
+    let in_range = ip
+        .parse::<std::net::Ipv4Addr>()
+        .is_ok_and(|a| u32::from(a) & mask == u32::from(base));
+    if in_range {
+        return Ok(());
+    }
+    Err(ApiError::invalid(
+        kind,
+        name,
+        format!(
+            "spec.clusterIPs: Invalid value: [{ip:?}]: failed to allocate IP {ip}: the provided network does not match the current range"
+        ),
+    ))
+}
+
+/// The one IP family this cluster's Services are allocated from: single-stack IPv4, as the
+/// real control plane is started (`--service-cluster-ip-range=10.96.0.0/12`) and as most
+/// managed clusters are. A Service asking for another family is refused as kube-apiserver
+/// refuses it, whatever its `ipFamilyPolicy` (even `PreferDualStack` names families it needs).
+const SERVICE_IP_FAMILY: &str = "IPv4";
+
+fn validate_ip_families(kind: &str, name: &str, obj: &Value) -> Result<(), ApiError> {
+    if obj.pointer("/spec/ipFamilyPolicy").and_then(Value::as_str) == Some("RequireDualStack") {
+        return Err(ApiError::invalid(
+            kind,
+            name,
+            "spec.ipFamilyPolicy: Invalid value: \"RequireDualStack\": this cluster is not configured for dual-stack services",
+        ));
+    }
+    let families = obj.pointer("/spec/ipFamilies").and_then(Value::as_array);
+    for (i, family) in families.into_iter().flatten().enumerate() {
+        let family = family.as_str().unwrap_or_default();
+        if family != SERVICE_IP_FAMILY {
+            return Err(ApiError::invalid(
+                kind,
+                name,
+                format!(
+                    "spec.ipFamilies[{i}]: Invalid value: {family:?}: not configured on this cluster"
+                ),
+            ));
+        }
     }
     Ok(())
 }
@@ -688,6 +749,50 @@ mod tests {
             let err = prepare_create(&d, Some("ns"), body.clone(), &stamp())
                 .expect_err("must be rejected");
             assert_eq!(err.code, code, "{body}");
+        }
+    }
+
+    #[test]
+    fn a_service_asking_for_a_family_the_single_stack_cluster_lacks_is_invalid() {
+        let d = def("", "v1", "services");
+        let service = |spec: Value| {
+            let mut spec = spec;
+            spec["ports"] = json!([{"port": 80}]);
+            prepare_create(
+                &d,
+                Some("ns"),
+                json!({"metadata": {"name": "s"}, "spec": spec}),
+                &stamp(),
+            )
+        };
+        for spec in [
+            json!({"ipFamilyPolicy": "PreferDualStack", "ipFamilies": ["IPv6"]}),
+            json!({"ipFamilies": ["IPv4", "IPv6"]}),
+            json!({"ipFamilyPolicy": "RequireDualStack"}),
+        ] {
+            let err = service(spec.clone()).expect_err("refused");
+            assert_eq!(err.code, 422, "{spec}");
+        }
+        service(json!({"ipFamilyPolicy": "PreferDualStack", "ipFamilies": ["IPv4"]}))
+            .expect("IPv4 is what the cluster has");
+    }
+
+    #[test]
+    fn a_service_asking_for_a_cluster_ip_outside_the_service_range_is_invalid() {
+        let d = def("", "v1", "services");
+        let service = |ip: &str| {
+            prepare_create(
+                &d,
+                Some("ns"),
+                json!({"metadata": {"name": "s"},
+                       "spec": {"clusterIP": ip, "ports": [{"port": 80}]}}),
+                &stamp(),
+            )
+        };
+        let err = service("10.0.171.239").expect_err("outside 10.96.0.0/12");
+        assert_eq!(err.code, 422);
+        for ip in ["10.96.0.10", "10.111.255.254", "None", ""] {
+            service(ip).unwrap_or_else(|e| panic!("{ip:?} is allowed: {e}"));
         }
     }
 

@@ -754,6 +754,59 @@ mod tests {
     }
 
     #[test]
+    fn a_claim_naming_no_volume_binds_the_smallest_fitting_static_volume_and_provisions_nothing() {
+        let sim = Sim::new(SimConfig::default());
+        let admin = Actor::admin();
+        let api: &dyn Api = sim.as_ref();
+        api.create(
+            "",
+            "namespaces",
+            "",
+            json!({"metadata": {"name": "db"}}),
+            &admin,
+        )
+        .expect("namespace");
+        let static_pv = |name: &str, class: &str, size: &str| {
+            json!({"metadata": {"name": name},
+                   "spec": {"storageClassName": class, "accessModes": ["ReadWriteOnce"],
+                            "capacity": {"storage": size},
+                            "hostPath": {"path": format!("/data/{name}")}}})
+        };
+        for pv in [
+            static_pv("too-small", "manual", "1Gi"),
+            static_pv("large", "manual", "20Gi"),
+            static_pv("fits", "manual", "10Gi"),
+            static_pv("other-class", "slow", "10Gi"),
+        ] {
+            api.create("", "persistentvolumes", "", pv, &admin)
+                .expect("pv");
+        }
+        // No StorageClass `manual` exists: only a static volume can satisfy the claim.
+        api.create(
+            "",
+            "persistentvolumeclaims",
+            "db",
+            json!({"metadata": {"name": "data", "namespace": "db"},
+                   "spec": {"storageClassName": "manual", "accessModes": ["ReadWriteOnce"],
+                            "resources": {"requests": {"storage": "5Gi"}}}}),
+            &admin,
+        )
+        .expect("claim");
+        reconcile_pvc(api, "db", "data").expect("reconcile");
+        let pv = Api::get(api, "", "persistentvolumes", "", "fits")
+            .expect("get")
+            .expect("pv");
+        assert_eq!(str_at(&pv, "/spec/claimRef/name"), Some("data"), "{pv:#}");
+        assert!(sim.cloud.lock().disks.is_empty(), "nothing was provisioned");
+        for other in ["too-small", "large", "other-class"] {
+            let pv = Api::get(api, "", "persistentvolumes", "", other)
+                .expect("get")
+                .expect("pv");
+            assert!(pv.pointer("/spec/claimRef").is_none(), "{other} stays free");
+        }
+    }
+
+    #[test]
     fn beside_the_real_binder_a_claim_not_handed_to_the_driver_gets_no_disk() {
         let (sim, _) = cluster_with_claim(false);
         reconcile_pvc(sim.as_ref(), "db", "data").expect("reconcile");
