@@ -680,7 +680,7 @@ fn reclaim_as_external_provisioner(sim: &dyn Api, pv: &Value) -> Result<Requeue,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Sim;
+    use crate::{Sim, SimConfig};
 
     /// A cluster beside kube-controller-manager with the `gp3` class of the EBS CSI driver
     /// and a claim of it.
