@@ -9,6 +9,7 @@
 //!  POST   /sim/v1/cloud/snapshots/{id}/fast-restore {"zones"}
 //!  POST   /sim/v1/cloud/disks                       {"fromSnapshot", "zone", "tags"} → Disk
 //!  DELETE /sim/v1/cloud/disks/{id}
+//!  DELETE /sim/v1/cloud/buckets/{name}
 //!  POST   /sim/v1/cloud/move                        {"ids", "destinationGroup"} (az resource move)
 //! ```
 //!
