@@ -551,18 +551,30 @@ pub async fn start(
                     .collect(),
             })
             .collect();
+        let mut brought_back = Ok(());
         for step in steps.iter().rev() {
             let t = Instant::now();
             set(
                 progress,
                 &format!("starting {:?}", step.group).to_lowercase(),
             );
-            stop::scale_step(client, &resources, step, false).await?;
-            stop::wait_step(client, &resources, step, false, opts.ready_timeout).await?;
+            brought_back = async {
+                stop::scale_step(client, &resources, step, false).await?;
+                stop::wait_step(client, &resources, step, false, opts.ready_timeout).await
+            }
+            .await;
+            if brought_back.is_err() {
+                break;
+            }
             let ms = t.elapsed().as_millis() as u64;
             phase_ms.insert(format!("start-{:?}", step.group).to_lowercase(), ms);
             scaled_up.push((step.group, ms));
         }
+        // The quotas get their limits back once the workloads have their pods again, and
+        // also when a step is stuck: a namespace must not stay without its limits.
+        set(progress, "giving quotas their limits back");
+        restore::put_back_quotas(client).await?;
+        brought_back?;
         // Only once everything is back: nothing fires into a half-restored platform.
         set(progress, "resuming CronJobs");
         stop::resume_cronjobs(client, &resources).await?;

@@ -208,6 +208,10 @@ pub enum RestoreError {
         "failed to bring back {0}, held by an earlier restore: {1}; scale it to its coldstart.dev/original-replicas by hand"
     )]
     Release(String, kube::Error),
+    #[error(
+        "failed to give ResourceQuota {0} back its limits: {1}; set its spec.hard from its coldstart.dev/original-quota-hard annotation by hand, or run the restore again"
+    )]
+    Quota(String, kube::Error),
     #[error("refused at preflight, nothing was written: {}", .0.refusal())]
     Refused(Box<Preflight>),
     #[error(transparent)]
@@ -544,6 +548,10 @@ pub async fn run_in(
         }
         restore_management(client, resources, &plan).await;
         release_held(client, resources, &plan).await?;
+        // A start brings the workloads back itself, in order, and then the quotas.
+        if opts.scale_operators {
+            put_back_quotas(client).await?;
+        }
         if opts.scale_operators {
             set_phase(progress, "scaling operators up");
             operators = scale_operators_up(client, resources, &plan, opts.operator_timeout).await;
@@ -643,6 +651,41 @@ async fn release_held(
     let mut n = 0;
     for r in released {
         n += usize::from(r?);
+    }
+    Ok(n)
+}
+
+/// Give every ResourceQuota the restore parked (`plan::ORIGINAL_QUOTA`) its limits back, once
+/// its namespace's workloads have their pods again; returns how many.
+pub async fn put_back_quotas(client: &kube::Client) -> Result<usize, RestoreError> {
+    let api: Api<k8s_openapi::api::core::v1::ResourceQuota> = Api::all(client.clone());
+    let quota = |name: &str, e| RestoreError::Quota(name.to_owned(), e);
+    let quotas = api
+        .list(&Default::default())
+        .await
+        .map_err(|e| quota("(list)", e))?;
+    let mut n = 0;
+    for q in quotas {
+        let Some(hard) = q
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(plan::ORIGINAL_QUOTA))
+        else {
+            continue;
+        };
+        let name = q.metadata.name.clone().unwrap_or_default();
+        let ns = q.metadata.namespace.clone().unwrap_or_default();
+        let key = format!("{ns}/{name}");
+        let hard: Value =
+            serde_json::from_str(hard).map_err(|e| quota(&key, kube::Error::SerdeError(e)))?;
+        let patch = json!({"spec": {"hard": hard},
+                           "metadata": {"annotations": {plan::ORIGINAL_QUOTA: null}}});
+        Api::<k8s_openapi::api::core::v1::ResourceQuota>::namespaced(client.clone(), &ns)
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(|e| quota(&key, e))?;
+        n += 1;
     }
     Ok(n)
 }

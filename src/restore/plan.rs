@@ -112,6 +112,8 @@ pub use crate::bindings::PinStyle;
 pub const ORIGINAL_RECLAIM: &str = "coldstart.dev/original-reclaim-policy";
 pub const ORIGINAL_REPLICAS: &str = "coldstart.dev/original-replicas";
 pub const ORIGINAL_OWNERS: &str = "coldstart.dev/original-owner-references";
+/// A ResourceQuota's `spec.hard`, parked while its namespace's workloads come back.
+pub const ORIGINAL_QUOTA: &str = "coldstart.dev/original-quota-hard";
 pub use crate::bindings::ORIGINAL_MANAGEMENT;
 
 /// One object, rewritten for the new cluster, with what was changed and why.
@@ -413,6 +415,21 @@ pub fn transform_service(
     }
 }
 
+/// A ResourceQuota comes back with no limits until its namespace's workloads are up again,
+/// then gets them back (`restore::put_back_quotas`). The workloads' pods were admitted
+/// before the quota existed, or under other limits; created again from scratch behind it,
+/// quota admission would refuse them (a pod without a request the quota constrains, or
+/// the namespace already at its limit) and the restore would not bring back what ran.
+fn park_quota(obj: &mut Value, transforms: &mut Vec<String>) {
+    let hard = obj.pointer("/spec/hard").cloned().unwrap_or(Value::Null);
+    if hard.as_object().is_none_or(serde_json::Map::is_empty) {
+        return;
+    }
+    annotations_mut(obj).insert(ORIGINAL_QUOTA.into(), json!(hard.to_string()));
+    obj["spec"]["hard"] = json!({});
+    transforms.push("quota limits parked until the namespace's workloads are back".into());
+}
+
 /// Whether an object is a bucket claim of a known style (bindings decides).
 pub fn is_bucket_claim(api_version: &str, kind: &str) -> bool {
     crate::bindings::bucket_kind_of(group_of(api_version), kind).is_some()
@@ -493,6 +510,7 @@ pub fn plan(objects: Vec<Value>, recorded: &Recorded, opts: &PlanOptions) -> Pla
                     .or_else(|| obj["spec"]["volumeName"].as_str().map(str::to_owned));
                 transform_pvc(&mut obj, vol.as_deref(), &mut transforms);
             }
+            ("", "ResourceQuota") => park_quota(&mut obj, &mut transforms),
             ("", "Service") => {
                 let rec = recorded
                     .addresses
@@ -849,6 +867,29 @@ mod tests {
             t.iter().any(|x| x.starts_with("NOT pinned")),
             "no allocation id: reported, not faked"
         );
+    }
+
+    #[test]
+    fn a_resource_quota_comes_back_without_limits_and_remembers_them() {
+        let mut quota = crate::testing::Object::new("v1", "ResourceQuota", Some("web"), "q")
+            .spec("hard", json!({"requests.cpu": "1", "limits.memory": "2Gi"}))
+            .build();
+        let mut transforms = Vec::new();
+        park_quota(&mut quota, &mut transforms);
+        assert_eq!(quota["spec"]["hard"], json!({}));
+        let parked: Value = serde_json::from_str(
+            quota["metadata"]["annotations"][ORIGINAL_QUOTA]
+                .as_str()
+                .expect("parked"),
+        )
+        .expect("json");
+        assert_eq!(parked, json!({"requests.cpu": "1", "limits.memory": "2Gi"}));
+        assert_eq!(transforms.len(), 1);
+        let mut open = crate::testing::Object::new("v1", "ResourceQuota", Some("web"), "none")
+            .spec("hard", json!({}))
+            .build();
+        park_quota(&mut open, &mut transforms);
+        assert!(open["metadata"]["annotations"][ORIGINAL_QUOTA].is_null());
     }
 
     #[test]

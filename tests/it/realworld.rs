@@ -370,10 +370,42 @@ async fn corpus_cluster(plane: Plane, root: &Path) -> Bed {
 /// Wait until every LoadBalancer Service that can have an address has one and every
 /// workload is ready.
 async fn settle(c: &Bed) {
-    crate::helpers::wait_until_async("the corpus settles", || async {
-        ready_workloads(c).await && services_settled(c).await
-    })
-    .await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let waiting = unsettled(c).await;
+        if waiting.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting until the corpus settles; still waiting for: {waiting:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+
+/// What keeps the corpus from having settled: workloads short of their replicas and
+/// LoadBalancer Services the in-tree controller owns without an address.
+async fn unsettled(c: &Bed) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in ["deployments", "statefulsets"] {
+        for w in all(c, "apps", p).await {
+            let want = w["spec"]["replicas"].as_i64().unwrap_or(1);
+            let ready = w["status"]["readyReplicas"].as_i64().unwrap_or(0);
+            if ready < want {
+                out.push(format!("{p} {} ({ready}/{want} ready)", key(&w)));
+            }
+        }
+    }
+    for s in all(c, "", "services").await {
+        if s["spec"]["type"] == "LoadBalancer"
+            && !s["spec"]["loadBalancerClass"].is_string()
+            && s.pointer("/status/loadBalancer/ingress/0").is_none()
+        {
+            out.push(format!("service {} (no address)", key(&s)));
+        }
+    }
+    out
 }
 
 async fn all(c: &Bed, group: &str, plural: &str) -> Vec<Value> {
@@ -386,28 +418,6 @@ fn key(v: &Value) -> String {
         v["metadata"]["namespace"].as_str().unwrap_or(""),
         v["metadata"]["name"].as_str().unwrap_or("")
     )
-}
-
-async fn ready_workloads(c: &Bed) -> bool {
-    for p in ["deployments", "statefulsets"] {
-        let ready = all(c, "apps", p).await.iter().all(|w| {
-            let want = w["spec"]["replicas"].as_i64().unwrap_or(1);
-            w["status"]["readyReplicas"].as_i64().unwrap_or(0) >= want
-        });
-        if !ready {
-            return false;
-        }
-    }
-    true
-}
-
-/// Services the in-tree controller owns that should have an address have one.
-async fn services_settled(c: &Bed) -> bool {
-    all(c, "", "services").await.iter().all(|s| {
-        s["spec"]["type"] != "LoadBalancer"
-            || s["spec"]["loadBalancerClass"].is_string()
-            || s.pointer("/status/loadBalancer/ingress/0").is_some()
-    })
 }
 
 /// Every workload's replicas, by `namespace/name`.

@@ -305,6 +305,44 @@ pub fn reconcile_pod(sim: &dyn Api, ns: &str, name: &str) -> Result<Requeue, Api
     if pod.pointer("/metadata/deletionTimestamp").is_some() {
         return Ok(Requeue::No);
     }
+    match bind_waiting_claims(sim, ns, &pod)? {
+        Scheduled::Nothing => Ok(Requeue::No),
+        Scheduled::Retry => Ok(Requeue::After(super::RETRY)),
+        Scheduled::On(node) => {
+            if str_at(&pod, "/spec/nodeName").is_none_or(str::is_empty) {
+                sim.merge_patch(
+                    "",
+                    "pods",
+                    ns,
+                    name,
+                    &json!({"spec": {"nodeName": node}}),
+                    &scheduler(),
+                )?;
+            }
+            Ok(Requeue::No)
+        }
+    }
+}
+
+/// What kube-scheduler's volume binding did for a pod.
+pub(crate) enum Scheduled {
+    /// No claim of the pod waits for its first consumer.
+    Nothing,
+    /// The waiting claims were annotated with this node, the pod's.
+    On(String),
+    /// A claim or a fitting node does not exist yet.
+    Retry,
+}
+
+/// kube-scheduler's volume binding for one pod (or a controller's pod template with its
+/// `spec.nodeName`): each of its claims that waits for its first consumer is annotated with
+/// the pod's node (`spec.nodeName`, else the first fitting node), which lets provisioning
+/// go ahead in that node's zone.
+pub(crate) fn bind_waiting_claims(
+    sim: &dyn Api,
+    ns: &str,
+    pod: &Value,
+) -> Result<Scheduled, ApiError> {
     let claims: Vec<&str> = pod
         .pointer("/spec/volumes")
         .and_then(Value::as_array)
@@ -316,7 +354,7 @@ pub fn reconcile_pod(sim: &dyn Api, ns: &str, name: &str) -> Result<Requeue, Api
     for claim in claims {
         let Some(pvc) = sim.get("", "persistentvolumeclaims", ns, claim)? else {
             // The scheduler waits for a pod's claims to exist.
-            return Ok(Requeue::After(super::RETRY));
+            return Ok(Scheduled::Retry);
         };
         if str_at(&pvc, "/spec/volumeName").is_some_and(|v| !v.is_empty())
             || selected_node(&pvc).is_some()
@@ -330,14 +368,14 @@ pub fn reconcile_pod(sim: &dyn Api, ns: &str, name: &str) -> Result<Requeue, Api
         }
     }
     if waiting.is_empty() {
-        return Ok(Requeue::No);
+        return Ok(Scheduled::Nothing);
     }
-    let node = match str_at(&pod, "/spec/nodeName").filter(|n| !n.is_empty()) {
+    let node = match str_at(pod, "/spec/nodeName").filter(|n| !n.is_empty()) {
         Some(n) => Some(n.to_owned()),
-        None => first_fitting_node(sim, &pod)?,
+        None => first_fitting_node(sim, pod)?,
     };
     let Some(node) = node else {
-        return Ok(Requeue::After(super::RETRY));
+        return Ok(Scheduled::Retry);
     };
     for claim in waiting {
         sim.merge_patch(
@@ -349,17 +387,7 @@ pub fn reconcile_pod(sim: &dyn Api, ns: &str, name: &str) -> Result<Requeue, Api
             &scheduler(),
         )?;
     }
-    if str_at(&pod, "/spec/nodeName").is_none_or(str::is_empty) {
-        sim.merge_patch(
-            "",
-            "pods",
-            ns,
-            name,
-            &json!({"spec": {"nodeName": node}}),
-            &scheduler(),
-        )?;
-    }
-    Ok(Requeue::No)
+    Ok(Scheduled::On(node))
 }
 
 /// The first node, by name, carrying every label the pod's `nodeSelector` asks for.

@@ -283,6 +283,15 @@ pub fn reconcile_deployment(sim: &dyn Api, ns: &str, name: &str) -> Result<Reque
                 .collect()
         })
         .unwrap_or_default();
+    // The embedded server runs no pods for a Deployment: its one pod would be scheduled to
+    // the node its disks attach to, and kube-scheduler's volume binding then hands each
+    // claim that waits for its first consumer that node.
+    if replicas > 0 && !claims.is_empty() {
+        let mut pod =
+            json!({"spec": dep.pointer("/spec/template/spec").cloned().unwrap_or(json!({}))});
+        pod["spec"]["nodeName"] = json!(node_for(0));
+        super::storage::bind_waiting_claims(sim, ns, &pod)?;
+    }
     let mut disks = Vec::new();
     let mut bound = true;
     for c in &claims {
