@@ -65,6 +65,10 @@ pub enum FindingKind {
     /// A disk or public IP in a resource group the provider deletes with the cluster (an
     /// AKS node resource group), whatever its reclaim policy.
     DeletedWithNodeResourceGroup,
+    /// A volume on one node's own storage (`hostPath`, `local`, a node-local CSI driver):
+    /// deleting the cluster's nodes deletes its data, and coldstart brings the claim back
+    /// empty.
+    NodeLocalVolume,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -120,6 +124,33 @@ impl SnapshotFacts {
             recorded: Recorded::from_bindings(b),
             volumes: b.volumes.clone(),
         }
+    }
+}
+
+/// The reclaim policy does not matter for a node-local volume: its data goes with the node.
+fn node_local_finding(pv: &Value, local: &bindings::NodeLocal) -> Finding {
+    let claim = match (
+        s(pv, "/spec/claimRef/namespace"),
+        s(pv, "/spec/claimRef/name"),
+    ) {
+        (Some(ns), Some(c)) => format!("claim {ns}/{c}"),
+        _ => "no claim".to_owned(),
+    };
+    let place = match (&local.path, &local.node) {
+        (Some(p), Some(n)) => format!("{p} on node {n}"),
+        (Some(p), None) => format!("{p} on its node"),
+        (None, Some(n)) => format!("node {n}"),
+        (None, None) => "its node".to_owned(),
+    };
+    Finding {
+        severity: Severity::High,
+        kind: FindingKind::NodeLocalVolume,
+        object: format!("PersistentVolume {}", name(pv)),
+        message: format!(
+            "its data ({claim}) is in {place} ({}): deleting the cluster's nodes deletes it, and a cold start brings the claim back empty",
+            local.source
+        ),
+        fix: "move the data to a cloud disk (a StorageClass of a cloud CSI driver) before the stop, or back it up with the application's own tools".into(),
     }
 }
 
@@ -222,6 +253,10 @@ fn buckets_fix(b: &BucketBinding) -> String {
 pub fn audit(inputs: &Inputs, now: DateTime<Utc>, rpo_target: Duration) -> Vec<Finding> {
     let mut out = Vec::new();
     for pv in &inputs.persistent_volumes {
+        if let Some(local) = bindings::node_local(pv) {
+            out.push(node_local_finding(pv, &local));
+            continue;
+        }
         if s(pv, "/spec/persistentVolumeReclaimPolicy").unwrap_or("Delete") == "Delete" {
             let claim = match (
                 s(pv, "/spec/claimRef/namespace"),
@@ -829,6 +864,30 @@ mod tests {
         );
         assert!(f.iter().any(|x| x.message.contains("vol-1")));
         assert!(f.iter().any(|x| x.message.contains("1.2.3.4")));
+    }
+
+    #[test]
+    fn a_host_path_volume_is_a_node_local_finding_whatever_its_reclaim_policy() {
+        let inputs = Inputs {
+            persistent_volumes: vec![
+                crate::testing::pv("task-pv-volume")
+                    .claimed_by("storage-demo", "task-pv-claim")
+                    .reclaim("Retain")
+                    .spec("hostPath", json!({"path": "/mnt/data"}))
+                    .build(),
+            ],
+            newest_snapshot: Some(snapshot(60)),
+            ..Default::default()
+        };
+        let f = audit(&inputs, now(), Duration::from_secs(3600));
+        assert_eq!(kinds(&f), vec![FindingKind::NodeLocalVolume]);
+        assert!(
+            f[0].message.contains(
+                "claim storage-demo/task-pv-claim) is in /mnt/data on its node (hostPath)"
+            ),
+            "{}",
+            f[0].message
+        );
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub use load_balancers::{
     AWS_EIPS, LoadBalancerBinding, PIN_ANNOTATIONS, Pin, PinPatch, PinProblem, PinStyle, is_pinned,
     pin_of, pin_problems,
 };
-pub use volumes::{ClaimRef, IN_TREE_SOURCES, Provider, VolumeBinding};
+pub use volumes::{ClaimRef, IN_TREE_SOURCES, NodeLocal, Provider, VolumeBinding, node_local};
 
 /// The binding of one PersistentVolume, if a cloud disk backs it.
 pub fn volume_of(pv: &Value) -> Option<VolumeBinding> {

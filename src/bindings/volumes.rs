@@ -139,6 +139,71 @@ pub const IN_TREE_SOURCES: [&str; 6] = [
     "portworxVolume",
 ];
 
+/// Node-affinity keys that pin a volume to one node: its data is on that node's own
+/// storage (local PVs and local-path use the hostname, TopoLVM and OpenEBS LocalPV their own).
+const NODE_KEYS: &[&str] = &[
+    "kubernetes.io/hostname",
+    "topology.topolvm.io/node",
+    "openebs.io/nodename",
+];
+
+/// A volume whose data lives on one node's own storage rather than in the cloud: deleting
+/// the cluster's nodes deletes it, whatever its reclaim policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeLocal {
+    /// `hostPath`, `local`, or the CSI driver that keeps it on the node.
+    pub source: String,
+    /// The directory on the node, when the volume names it.
+    pub path: Option<String>,
+    /// The node its affinity pins it to, when it names one.
+    pub node: Option<String>,
+}
+
+/// Whether a PV's data is node-local: a `hostPath` or `local` source, or any other volume
+/// (a node-local CSI driver) whose node affinity pins it to a single node.
+pub fn node_local(pv: &Value) -> Option<NodeLocal> {
+    let spec = pv.get("spec")?;
+    let node = node_from_affinity(pv);
+    for source in ["hostPath", "local"] {
+        if let Some(src) = spec.get(source) {
+            return Some(NodeLocal {
+                source: source.to_owned(),
+                path: owned(str_at(src, "/path")),
+                node,
+            });
+        }
+    }
+    let driver = str_at(spec, "/csi/driver")?;
+    if provider_of(driver) != Provider::Other {
+        return None;
+    }
+    Some(NodeLocal {
+        source: driver.to_owned(),
+        path: None,
+        node: Some(node?),
+    })
+}
+
+fn node_from_affinity(pv: &Value) -> Option<String> {
+    pv.pointer("/spec/nodeAffinity/required/nodeSelectorTerms")?
+        .as_array()?
+        .iter()
+        .filter_map(|t| t.get("matchExpressions").and_then(Value::as_array))
+        .flatten()
+        .find(|e| str_at(e, "/key").is_some_and(|k| NODE_KEYS.contains(&k)))
+        .and_then(|e| str_at(e, "/values/0"))
+        .map(str::to_owned)
+}
+
+/// The class a PV belongs to, as Kubernetes reads it (`GetPersistentVolumeClass`): the
+/// beta `volume.beta.kubernetes.io/storage-class` annotation first, then the field.
+fn class_of(pv: &Value) -> Option<&str> {
+    pv.pointer("/metadata/annotations")
+        .and_then(|a| a.get("volume.beta.kubernetes.io/storage-class"))
+        .or_else(|| pv.pointer("/spec/storageClassName"))
+        .and_then(Value::as_str)
+}
+
 /// The binding of one PV, if it is backed by a disk.
 pub fn extract(pv: &Value) -> Option<VolumeBinding> {
     let spec = pv.get("spec")?;
@@ -251,7 +316,7 @@ pub fn extract(pv: &Value) -> Option<VolumeBinding> {
         volume_handle: handle,
         zone,
         size: owned(str_at(spec, "/capacity/storage")),
-        storage_class: owned(str_at(spec, "/storageClassName")),
+        storage_class: owned(class_of(pv)),
         reclaim_policy: owned(str_at(spec, "/persistentVolumeReclaimPolicy")),
         claim,
         fs_type,
@@ -437,6 +502,72 @@ mod tests {
         for pv in cases {
             assert_eq!(extract(&pv), None, "{pv}");
         }
+    }
+
+    #[test]
+    fn host_path_local_and_node_pinned_csi_volumes_are_node_local_and_cloud_disks_are_not() {
+        let on_node = |key: &str| {
+            json!({"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                {"key": key, "operator": "In", "values": ["worker-1"]}]}]}})
+        };
+        let local = |source: Value, affinity: Option<Value>| {
+            let mut pv = json!({"metadata": {"name": "x"}, "spec": source});
+            if let Some(a) = affinity {
+                pv["spec"]["nodeAffinity"] = a;
+            }
+            node_local(&pv).map(|l| (l.source, l.path, l.node))
+        };
+        let some = |source: &str, path: Option<&str>, node: Option<&str>| {
+            Some((
+                source.to_owned(),
+                path.map(str::to_owned),
+                node.map(str::to_owned),
+            ))
+        };
+        assert_eq!(
+            local(
+                json!({"hostPath": {"path": "/tmp/hostpath-provisioner/db/data"}}),
+                None
+            ),
+            some("hostPath", Some("/tmp/hostpath-provisioner/db/data"), None)
+        );
+        assert_eq!(
+            local(
+                json!({"local": {"path": "/mnt/disks/ssd1"}}),
+                Some(on_node("kubernetes.io/hostname"))
+            ),
+            some("local", Some("/mnt/disks/ssd1"), Some("worker-1"))
+        );
+        assert_eq!(
+            local(
+                json!({"csi": {"driver": "topolvm.io", "volumeHandle": "h"}}),
+                Some(on_node("topology.topolvm.io/node"))
+            ),
+            some("topolvm.io", None, Some("worker-1"))
+        );
+        // A zonal cloud disk, and an unknown CSI driver not pinned to a node, are not.
+        assert_eq!(
+            local(
+                json!({"csi": {"driver": "ebs.csi.aws.com", "volumeHandle": "vol-1"}}),
+                Some(on_node("kubernetes.io/hostname"))
+            ),
+            None
+        );
+        assert_eq!(
+            local(
+                json!({"csi": {"driver": "nfs.csi.k8s.io", "volumeHandle": "n"}}),
+                None
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn a_volume_s_class_is_read_from_the_beta_annotation_first() {
+        let pv = json!({"metadata": {"name": "x",
+                "annotations": {"volume.beta.kubernetes.io/storage-class": "fast"}},
+            "spec": {"storageClassName": "gp3", "csi": {"driver": "ebs.csi.aws.com", "volumeHandle": "vol-1"}}});
+        assert_eq!(extract(&pv).unwrap().storage_class.as_deref(), Some("fast"));
     }
 
     #[test]

@@ -151,6 +151,135 @@ async fn crd_approval_is_required_in_protected_groups(plane: Plane) {
     }
 }
 
+// ---- custom resources: structural schema ----
+
+fn gadget_crd() -> Value {
+    json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "gadgets.schema.example.com"},
+        "spec": {"group": "schema.example.com", "scope": "Namespaced",
+            "names": {"plural": "gadgets", "singular": "gadget", "kind": "Gadget"},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "subresources": {"status": {}},
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                    "spec": {"type": "object", "required": ["size"], "properties": {
+                        "size": {"type": "integer"},
+                        "mode": {"type": "string", "enum": ["fast", "safe"]},
+                        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                        "raw": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}},
+                    "status": {"type": "object", "properties": {
+                        "conditions": {"type": "array", "items": {"type": "object",
+                            "required": ["type", "status", "lastTransitionTime"],
+                            "properties": {"type": {"type": "string"}, "status": {"type": "string"},
+                                           "lastTransitionTime": {"type": "string"}}}}}}}}}}]},
+    })
+}
+
+fn gadget(name: &str, spec: Value) -> Value {
+    json!({"apiVersion": "schema.example.com/v1", "kind": "Gadget",
+           "metadata": {"name": name}, "spec": spec})
+}
+
+on_both_planes!(
+    a_custom_resource_is_pruned_to_its_schema_and_refused_for_breaking_it =
+        custom_resources_keep_to_their_schema
+);
+
+async fn custom_resources_keep_to_their_schema(plane: Plane) {
+    let c = Bed::start(plane, Seed::Empty).await;
+    let client = client(&c).await;
+    create(&client, "namespaces", None, namespace("lab"))
+        .await
+        .expect("namespace");
+    create(&client, "customresourcedefinitions", None, gadget_crd())
+        .await
+        .expect("CRD");
+    // kube-apiserver serves a CRD's resource a moment after creating it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let created = loop {
+        let spec = json!({"size": 3, "mode": "fast", "colour": "red",
+                          "labels": {"team": "data"}, "raw": {"kept": {"as": "is"}}});
+        match create(&client, "gadgets", Some("lab"), gadget("kept", spec)).await {
+            Err(r) if r.code == 404 && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            other => break other.expect("a gadget within its schema"),
+        }
+    };
+    assert_eq!(
+        created["spec"],
+        json!({"size": 3, "mode": "fast", "labels": {"team": "data"}, "raw": {"kept": {"as": "is"}}}),
+        "the unknown spec.colour is pruned, what the schema preserves is kept"
+    );
+    let refused = |message: &str| Refusal {
+        code: 422,
+        reason: "Invalid".into(),
+        message: message.into(),
+    };
+    assert_eq!(
+        create(
+            &client,
+            "gadgets",
+            Some("lab"),
+            gadget("no-size", json!({"mode": "fast"}))
+        )
+        .await
+        .err(),
+        Some(refused(
+            "Gadget.schema.example.com \"no-size\" is invalid: spec.size: Required value"
+        ))
+    );
+    assert_eq!(
+        create(
+            &client,
+            "gadgets",
+            Some("lab"),
+            gadget("bad", json!({"size": "big", "mode": "slow"}))
+        )
+        .await
+        .err(),
+        Some(refused(
+            "Gadget.schema.example.com \"bad\" is invalid: [spec.size: Invalid value: \"string\": \
+             spec.size in body must be of type integer: \"string\", spec.mode: Unsupported value: \
+             \"slow\": supported values: \"fast\", \"safe\"]"
+        ))
+    );
+    // A controller's status without a field its CRD requires is refused too.
+    let ar = ApiResource::from_gvk_with_plural(
+        &kube::api::GroupVersionKind::gvk("schema.example.com", "v1", "Gadget"),
+        "gadgets",
+    );
+    let api: kube::Api<DynamicObject> = kube::Api::namespaced_with(client.clone(), "lab", &ar);
+    let status = |cond: Value| kube::api::Patch::Merge(json!({"status": {"conditions": [cond]}}));
+    let err = api
+        .patch_status(
+            "kept",
+            &Default::default(),
+            &status(json!({"type": "Ready", "status": "True"})),
+        )
+        .await
+        .expect_err("a condition without lastTransitionTime");
+    match err {
+        kube::Error::Api(s) => assert_eq!(
+            (s.code, s.message.as_str()),
+            (
+                422,
+                "Gadget.schema.example.com \"kept\" is invalid: \
+                 status.conditions[0].lastTransitionTime: Required value"
+            )
+        ),
+        other => panic!("the API server did not answer: {other}"),
+    }
+    api.patch_status(
+        "kept",
+        &Default::default(),
+        &status(json!({"type": "Ready", "status": "True",
+                       "lastTransitionTime": "2026-12-01T00:00:00Z"})),
+    )
+    .await
+    .expect("a complete condition");
+}
+
 // ---- ResourceQuota ----
 
 fn quota(name: &str, hard: Value) -> Value {

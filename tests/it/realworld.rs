@@ -10,25 +10,21 @@
 //! CI) and never copied into the repository. Where it is absent (a user's clone), each test
 //! prints a loud SKIPPED line naming the path and returns.
 //!
-//! The scenarios reach the cluster only through the API and the admin endpoint, so they are
-//! written for either [`Plane`]. The COSI CRDs (group `objectstorage.k8s.io`, protected) are
+//! The scenarios reach the cluster only through the API and the admin endpoint, so each
+//! runs on both [`Plane`]s. The COSI CRDs (group `objectstorage.k8s.io`, protected) are
 //! published without the `api-approved.kubernetes.io` annotation kube-apiserver requires;
 //! the harness adds it as COSI's installer does ([`approved`]), never editing the corpus.
-//! With it, the whole corpus applies on kube-apiserver v1.37.2 with the same rejections as
-//! on the embedded server, and everything settles there but 08-storage's Cassandra: its
-//! claims name their class by the beta `volume.beta.kubernetes.io/storage-class`
-//! annotation, `fast`, whose provisioner (`k8s.io/minikube-hostpath`) nothing serves here,
-//! so the real PV controller leaves them Pending; the embedded server ignores the beta
-//! annotation and provisions them from the default class. That difference is the embedded
-//! server's to fix (and CASES.md's expectation for Cassandra to settle), so the scenarios
-//! still run on the embedded server alone.
+//! 08-storage's Cassandra names its class by the beta `volume.beta.kubernetes.io/
+//! storage-class` annotation (`fast`, provisioner `k8s.io/minikube-hostpath`): both servers
+//! read the annotation first, as Kubernetes does, and the simulated cloud runs minikube's
+//! hostPath provisioner as minikube does, so its claims are provisioned on both.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::helpers::{Bed, Plane};
+use crate::helpers::{Bed, Plane, on_both_planes};
 use coldstart::lifecycle::{self, StartOptions, StopOptions};
 use coldstart::progress::Progress;
 use coldstart::restore::{self, RestoreOptions};
@@ -537,10 +533,9 @@ async fn gate_objects(c: &Bed) -> Vec<String> {
     .collect()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_corpus_applies_as_its_docs_install_it_and_real_rejections_are_rejected() {
-    corpus_applies(Plane::Embedded).await;
-}
+on_both_planes!(
+    the_corpus_applies_as_its_docs_install_it_and_real_rejections_are_rejected = corpus_applies
+);
 
 async fn corpus_applies(plane: Plane) {
     let Some(root) = corpus() else { return };
@@ -574,10 +569,10 @@ async fn corpus_applies(plane: Plane) {
     c.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn stop_teardown_start_on_the_corpus_brings_back_every_original_and_nothing_new() {
-    corpus_stop_teardown_start(Plane::Embedded).await;
-}
+on_both_planes!(
+    stop_teardown_start_on_the_corpus_brings_back_every_original_and_nothing_new =
+        corpus_stop_teardown_start
+);
 
 async fn corpus_stop_teardown_start(plane: Plane) {
     let Some(root) = corpus() else { return };
@@ -767,10 +762,10 @@ fn differing_fields(a: &Value, b: &Value) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn snapshot_teardown_restore_on_the_corpus_brings_back_everything_not_lost() {
-    corpus_snapshot_teardown_restore(Plane::Embedded).await;
-}
+on_both_planes!(
+    snapshot_teardown_restore_on_the_corpus_brings_back_everything_not_lost =
+        corpus_snapshot_teardown_restore
+);
 
 async fn corpus_snapshot_teardown_restore(plane: Plane) {
     let Some(root) = corpus() else { return };

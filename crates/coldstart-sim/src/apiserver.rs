@@ -33,6 +33,13 @@ fn crd_gr() -> GroupResource {
     }
 }
 
+fn storageclasses_gr() -> GroupResource {
+    GroupResource {
+        group: "storage.k8s.io".into(),
+        plural: "storageclasses".into(),
+    }
+}
+
 fn resourcequotas_gr() -> GroupResource {
     GroupResource {
         group: String::new(),
@@ -272,6 +279,16 @@ impl Sim {
 
     /// Defaults that depend on cluster state: Service cluster IPs and node ports.
     fn defaults_needing_state(&self, def: &ResourceDef, obj: &mut Value) {
+        // The DefaultStorageClass admission plugin: a claim naming no class (neither field
+        // nor beta annotation) gets the default class's name, the newest if several.
+        if def.group.is_empty()
+            && def.plural == "persistentvolumeclaims"
+            && crate::controllers::storage::claim_class(obj).is_none()
+            && let Some(class) = self.default_storage_class()
+            && let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut)
+        {
+            spec.insert("storageClassName".into(), json!(class));
+        }
         if def.group.is_empty() && def.plural == "services" {
             let ty = obj
                 .pointer("/spec/type")
@@ -300,6 +317,34 @@ impl Sim {
                 }
             }
         }
+    }
+
+    /// The class a claim naming none gets (`GetDefaultClass`): of the classes marked default
+    /// (GA or beta annotation), the newest, then by name.
+    fn default_storage_class(&self) -> Option<String> {
+        const MARKS: [&str; 2] = [
+            "storageclass.kubernetes.io/is-default-class",
+            "storageclass.beta.kubernetes.io/is-default-class",
+        ];
+        self.store
+            .all(&storageclasses_gr(), None)
+            .iter()
+            .map(|(_, s)| s.value())
+            .filter(|sc| {
+                MARKS.iter().any(|m| {
+                    sc.pointer("/metadata/annotations")
+                        .and_then(|a| a.get(*m))
+                        .and_then(Value::as_str)
+                        == Some("true")
+                })
+            })
+            .filter_map(|sc| {
+                let created = semantics::meta_str(&sc, "creationTimestamp")?.to_owned();
+                let name = semantics::meta_str(&sc, "name")?.to_owned();
+                Some((created, std::cmp::Reverse(name)))
+            })
+            .max()
+            .map(|(_, std::cmp::Reverse(name))| name)
     }
 
     /// Replace an object (PUT), on the main resource or its status.

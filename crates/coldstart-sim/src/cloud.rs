@@ -889,7 +889,7 @@ impl CloudState {
     pub fn create_bucket(&mut self, name: &str, data_token: &str, cause: &str) -> Bucket {
         let b = Bucket {
             name: name.to_owned(),
-            region: "eu-west-1".to_owned(),
+            region: region().to_owned(),
             versioning: false,
             data_token: data_token.to_owned(),
             managed_by: None,

@@ -36,6 +36,7 @@ pub mod selector;
 pub mod semantics;
 pub mod status;
 pub mod store;
+pub mod structural;
 pub mod table;
 
 use std::collections::HashMap;

@@ -346,11 +346,7 @@ fn claim_usage(pvc: &Value) -> ResourceList {
     if let Some(q) = storage {
         out.insert("requests.storage".into(), q);
     }
-    if let Some(sc) = pvc
-        .pointer("/spec/storageClassName")
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-    {
+    if let Some(sc) = crate::controllers::storage::claim_class(pvc).filter(|s| !s.is_empty()) {
         out.insert(
             format!("{sc}{STORAGE_CLASS_SUFFIX}persistentvolumeclaims"),
             one,

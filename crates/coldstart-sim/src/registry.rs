@@ -26,6 +26,9 @@ pub struct ResourceDef {
     pub create_only: bool,
     /// Columns for `kubectl get` tables, beyond NAME and AGE.
     pub columns: Vec<Column>,
+    /// A custom resource version's `openAPIV3Schema`: what its writes are pruned to and
+    /// checked against ([`crate::structural`]).
+    pub schema: Option<std::sync::Arc<Value>>,
 }
 
 /// Where a scalable resource keeps its replica counts (the CRD `scale` subresource shape).
@@ -432,6 +435,7 @@ fn builtin_defs() -> Vec<ResourceDef> {
                         json_path: (*p).to_owned(),
                     })
                     .collect(),
+                schema: None,
             }
         })
         .collect()
@@ -549,6 +553,10 @@ pub fn defs_from_crd(crd: &Value) -> Result<Vec<ResourceDef>, CrdError> {
             scale,
             create_only: false,
             columns,
+            schema: v
+                .pointer("/schema/openAPIV3Schema")
+                .cloned()
+                .map(std::sync::Arc::new),
         });
     }
     Ok(out)

@@ -155,9 +155,30 @@ pub fn prepare_create(
     {
         o.remove("status");
     }
+    apply_schema(def, &kind, &name, &mut obj)?;
     validate(def, &kind, &name, &obj)?;
     defaults_on_create(def, &mut obj);
     Ok(obj)
+}
+
+/// A custom resource is pruned to its version's schema and refused for breaking it, on
+/// every write (its status included), as kube-apiserver does.
+fn apply_schema(
+    def: &ResourceDef,
+    kind: &str,
+    name: &str,
+    obj: &mut Value,
+) -> Result<(), ApiError> {
+    let Some(schema) = &def.schema else {
+        return Ok(());
+    };
+    crate::structural::prune(schema, obj);
+    let errors = crate::structural::validate(schema, obj);
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid_fields(&def.group, kind, name, &errors))
+    }
 }
 
 /// The few validations a real API server makes that manifests in the wild trip over.
@@ -484,6 +505,7 @@ pub fn prepare_update(
         .get("generation")
         .and_then(Value::as_i64)
         .unwrap_or(1);
+    apply_schema(def, &def.kind, &name, &mut out)?;
     if is_crd(def) {
         let errors = api_approval_errors(&out, Some(current));
         if !errors.is_empty() {

@@ -21,6 +21,8 @@ pub enum FieldProblem {
     Required,
     /// The value given, shown quoted.
     Invalid(String),
+    /// A value outside an enumeration, shown quoted.
+    Unsupported(String),
 }
 
 impl FieldError {
@@ -28,14 +30,21 @@ impl FieldError {
         match self.problem {
             FieldProblem::Required => "FieldValueRequired",
             FieldProblem::Invalid(_) => "FieldValueInvalid",
+            FieldProblem::Unsupported(_) => "FieldValueNotSupported",
         }
     }
 
     /// The cause's message: the error without its field.
     fn message(&self) -> String {
-        match &self.problem {
-            FieldProblem::Required => format!("Required value: {}", self.detail),
-            FieldProblem::Invalid(v) => format!("Invalid value: {v:?}: {}", self.detail),
+        let what = match &self.problem {
+            FieldProblem::Required => "Required value".to_owned(),
+            FieldProblem::Invalid(v) => format!("Invalid value: {v:?}"),
+            FieldProblem::Unsupported(v) => format!("Unsupported value: {v:?}"),
+        };
+        if self.detail.is_empty() {
+            what
+        } else {
+            format!("{what}: {}", self.detail)
         }
     }
 }

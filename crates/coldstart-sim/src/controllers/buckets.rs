@@ -233,13 +233,28 @@ pub fn reconcile_crossplane(
     let status = json!({
         "atProvider": {"id": external, "arn": format!("arn:aws:s3:::{external}")},
         "conditions": [
-            {"type": "Ready", "status": if ready {"True"} else {"False"},
-             "reason": if ready {"Available"} else {"Unavailable"}},
-            {"type": "Synced", "status": "True", "reason": "ReconcileSuccess"},
+            condition(&b, "Ready", ready, if ready {"Available"} else {"Unavailable"}),
+            condition(&b, "Synced", true, "ReconcileSuccess"),
         ],
     });
     set_status(sim, group, "buckets", &b, status, &crossplane())?;
     Ok(pending(ready))
+}
+
+/// A Crossplane condition (`xpv1.Condition`: its CRDs require every field): its
+/// `lastTransitionTime` moves only when its status does.
+fn condition(obj: &Value, ty: &str, status: bool, reason: &str) -> Value {
+    let status = if status { "True" } else { "False" };
+    let since = obj
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == ty && c["status"] == status)
+        .and_then(|c| str_at(c, "/lastTransitionTime"))
+        .map(str::to_owned)
+        .unwrap_or_else(|| chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    json!({"type": ty, "status": status, "reason": reason, "lastTransitionTime": since})
 }
 
 pub fn reconcile_ack(sim: &dyn Api, ns: &str, name: &str) -> Result<Requeue, ApiError> {
@@ -306,7 +321,10 @@ pub fn reconcile_ack(sim: &dyn Api, ns: &str, name: &str) -> Result<Requeue, Api
     let ready = outcome.is_ok();
     let status = match &outcome {
         Ok(bn) => json!({
-            "ackResourceMetadata": {"arn": format!("arn:aws:s3:::{bn}"), "ownerAccountID": "000000000000"},
+            // The CRD requires the account and the region the controller runs in.
+            "ackResourceMetadata": {"arn": format!("arn:aws:s3:::{bn}"), "ownerAccountID": "000000000000",
+                                    "region": str_at(&b, "/metadata/annotations/services.k8s.aws~1region")
+                                        .unwrap_or(crate::cloud::region())},
             "conditions": [{"type": "ACK.ResourceSynced", "status": "True"}],
         }),
         Err(why) => json!({

@@ -25,7 +25,7 @@ pub mod kube_api;
 mod namespaces;
 mod services;
 pub mod snapshots;
-mod storage;
+pub(crate) mod storage;
 mod workloads;
 
 use std::collections::{HashMap, HashSet};

@@ -31,6 +31,76 @@ const ZONE_LABELS: [&str; 2] = [
 /// so the disk is deleted even when the PV object goes first.
 pub const PROVISIONER_FINALIZER: &str = "external-provisioner.volume.kubernetes.io/finalizer";
 
+/// The annotation that named a claim's (or a volume's) class before `storageClassName`
+/// existed. Kubernetes still reads it first (`GetPersistentVolumeClaimClass`), and the
+/// DefaultStorageClass admission plugin leaves a claim that carries it alone.
+pub const BETA_STORAGE_CLASS: &str = "volume.beta.kubernetes.io/storage-class";
+
+/// The class a claim asks for, as Kubernetes reads it: the beta annotation first, then
+/// `spec.storageClassName`; `None` when it names none (the default class's to take).
+pub fn claim_class(pvc: &Value) -> Option<&str> {
+    pvc.pointer("/metadata/annotations")
+        .and_then(|a| a.get(BETA_STORAGE_CLASS))
+        .or_else(|| pvc.pointer("/spec/storageClassName"))
+        .and_then(Value::as_str)
+}
+
+/// The class a volume belongs to (`GetPersistentVolumeClass`): "" for none.
+pub fn volume_class(pv: &Value) -> &str {
+    pv.pointer("/metadata/annotations")
+        .and_then(|a| a.get(BETA_STORAGE_CLASS))
+        .or_else(|| pv.pointer("/spec/storageClassName"))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+/// The dynamic provisioners the simulated cloud runs, as a real cluster has them installed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Served {
+    /// The EBS CSI driver, also for classes that still name the in-tree
+    /// `kubernetes.io/aws-ebs` (CSI migration hands those to it): a new cloud disk a claim.
+    CloudDisk,
+    /// minikube's storage-provisioner: a directory `/tmp/hostpath-provisioner/<ns>/<claim>`
+    /// on the node, no node affinity (minikube has one node).
+    MinikubeHostPath,
+    /// Rancher's local-path-provisioner (k3s's default class): a directory on the node the
+    /// claim's first pod was scheduled to, the volume pinned there by node affinity.
+    LocalPath,
+}
+
+impl Served {
+    fn by(provisioner: &str) -> Option<Served> {
+        match provisioner {
+            CSI_DRIVER | "kubernetes.io/aws-ebs" => Some(Served::CloudDisk),
+            "k8s.io/minikube-hostpath" => Some(Served::MinikubeHostPath),
+            "rancher.io/local-path" => Some(Served::LocalPath),
+            _ => None,
+        }
+    }
+
+    /// The name it provisions under (`volume.kubernetes.io/storage-provisioner`,
+    /// `pv.kubernetes.io/provisioned-by`).
+    fn name(self) -> &'static str {
+        match self {
+            Served::CloudDisk => CSI_DRIVER,
+            Served::MinikubeHostPath => "k8s.io/minikube-hostpath",
+            Served::LocalPath => "rancher.io/local-path",
+        }
+    }
+
+    fn actor(self) -> Actor {
+        match self {
+            Served::CloudDisk => provisioner(),
+            Served::MinikubeHostPath => {
+                Actor::system("system:serviceaccount:kube-system:storage-provisioner")
+            }
+            Served::LocalPath => Actor::system(
+                "system:serviceaccount:local-path-storage:local-path-provisioner-service-account",
+            ),
+        }
+    }
+}
+
 fn binder() -> Actor {
     Actor::system("system:serviceaccount:kube-system:persistent-volume-binder")
 }
@@ -127,7 +197,7 @@ pub fn reconcile_pvc(sim: &dyn Api, ns: &str, name: &str) -> Result<Requeue, Api
 /// of the claim's class, offering its access modes and volume mode, as large as it asks, and
 /// matching its label selector (`matchLabels`).
 fn matching_available_volume(sim: &dyn Api, pvc: &Value) -> Result<Option<Value>, ApiError> {
-    let class = str_at(pvc, "/spec/storageClassName").unwrap_or("");
+    let class = claim_class(pvc).unwrap_or("");
     let mode = str_at(pvc, "/spec/volumeMode").unwrap_or("Filesystem");
     let want = str_at(pvc, "/spec/resources/requests/storage")
         .map(gib)
@@ -154,7 +224,7 @@ fn matching_available_volume(sim: &dyn Api, pvc: &Value) -> Result<Option<Value>
         pv.pointer("/spec/claimRef").is_none()
             && pv.pointer("/metadata/deletionTimestamp").is_none()
             && str_at(pv, "/status/phase").is_none_or(|p| p == "Available" || p == "Pending")
-            && str_at(pv, "/spec/storageClassName").unwrap_or("") == class
+            && volume_class(pv) == class
             && str_at(pv, "/spec/volumeMode").unwrap_or("Filesystem") == mode
             && wanted_modes.iter().all(|m| offered.contains(m))
             && str_at(pv, "/spec/capacity/storage").map(gib).unwrap_or(0) >= want
@@ -256,7 +326,7 @@ fn provision_as_external_provisioner(
         "/metadata/annotations/volume.beta.kubernetes.io~1storage-provisioner",
     ]
     .iter()
-    .any(|p| str_at(pvc, p) == Some(CSI_DRIVER));
+    .any(|p| str_at(pvc, p).and_then(Served::by).is_some());
     if !handed_over || str_at(pvc, "/spec/volumeName").is_some_and(|v| !v.is_empty()) {
         return Ok(Requeue::No);
     }
@@ -279,10 +349,10 @@ enum Class {
 }
 
 fn class_of(sim: &dyn Api, pvc: &Value) -> Result<Class, ApiError> {
-    let sc = match pvc.pointer("/spec/storageClassName") {
-        Some(Value::String(s)) if s.is_empty() => return Ok(Class::Static),
-        Some(Value::String(s)) => sim.get("storage.k8s.io", "storageclasses", "", s)?,
-        _ => default_storage_class(sim)?,
+    let sc = match claim_class(pvc) {
+        Some("") => return Ok(Class::Static),
+        Some(name) => sim.get("storage.k8s.io", "storageclasses", "", name)?,
+        None => default_storage_class(sim)?,
     };
     Ok(sc.map_or(Class::Missing, Class::Dynamic))
 }
@@ -468,7 +538,8 @@ fn placement(sc: &Value, pvc: &Value, node: Option<&Value>, uid: &str) -> Placem
     Placement::Zone(zone)
 }
 
-/// Dynamic provisioning: a NEW disk and a PV for it.
+/// Dynamic provisioning by the class's provisioner, when the simulated cloud runs it: a
+/// NEW disk (or node directory) and a PV for it.
 fn provision(
     sim: &dyn Api,
     pvc: &Value,
@@ -481,53 +552,91 @@ fn provision(
         Class::Missing => return Ok(Requeue::After(super::RETRY)),
         Class::Dynamic(sc) => sc,
     };
-    let prov = str_at(&sc, "/provisioner").unwrap_or_default();
-    if prov != CSI_DRIVER && prov != "kubernetes.io/aws-ebs" {
+    // A provisioner nobody runs leaves the claim Pending, as in any cluster.
+    let Some(served) = str_at(&sc, "/provisioner").and_then(Served::by) else {
         return Ok(Requeue::No);
-    }
-    let sc_name = str_at(&sc, "/metadata/name").unwrap_or_default().to_owned();
-    let size = str_at(pvc, "/spec/resources/requests/storage")
-        .map(gib)
-        .unwrap_or(1);
+    };
     let node = match selected_node(pvc) {
         Some(n) => sim.get("", "nodes", "", n)?,
         None => None,
     };
-    let zone = match placement(&sc, pvc, node.as_ref(), uid) {
-        Placement::Zone(z) => z,
-        Placement::WaitForNode => return Ok(Requeue::No),
-        Placement::NodeGone => return Ok(Requeue::After(super::RETRY)),
-    };
     let reclaim = str_at(&sc, "/reclaimPolicy").unwrap_or("Delete");
+    let volume = match served {
+        Served::CloudDisk => {
+            let zone = match placement(&sc, pvc, node.as_ref(), uid) {
+                Placement::Zone(z) => z,
+                Placement::WaitForNode => return Ok(Requeue::No),
+                Placement::NodeGone => return Ok(Requeue::After(super::RETRY)),
+            };
+            let size = str_at(pvc, "/spec/resources/requests/storage")
+                .map(gib)
+                .unwrap_or(1);
+            let disk = sim.cloud().lock().create_disk(
+                &zone,
+                size,
+                "",
+                &format!("dynamically provisioned for PVC {ns}/{name} (no spec.volumeName)"),
+            );
+            json!({
+                "capacity": {"storage": format!("{size}Gi")},
+                "csi": {"driver": CSI_DRIVER, "volumeHandle": disk.id, "fsType": "ext4"},
+                "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                    {"key": "topology.ebs.csi.aws.com/zone", "operator": "In", "values": [zone]}]}]}},
+            })
+        }
+        Served::MinikubeHostPath => json!({
+            "capacity": {"storage": requested(pvc)},
+            "hostPath": {"path": format!("/tmp/hostpath-provisioner/{ns}/{name}"), "type": ""},
+        }),
+        Served::LocalPath => {
+            // It provisions on the node kube-scheduler picked, and refuses a claim without
+            // one ("no node was specified"): its class waits for the first consumer.
+            let host = match (selected_node(pvc), &node) {
+                (None, _) => return Ok(Requeue::No),
+                (Some(_), None) => return Ok(Requeue::After(super::RETRY)),
+                (Some(n), Some(node)) => str_at(node, "/metadata/labels/kubernetes.io~1hostname")
+                    .unwrap_or(n)
+                    .to_owned(),
+            };
+            json!({
+                "capacity": {"storage": requested(pvc)},
+                "hostPath": {"path": format!("/opt/local-path-provisioner/pvc-{uid}_{ns}_{name}"),
+                             "type": "DirectoryOrCreate"},
+                "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                    {"key": "kubernetes.io/hostname", "operator": "In", "values": [host]}]}]}},
+            })
+        }
+    };
     let mut finalizers = vec![json!("kubernetes.io/pv-protection")];
-    if sim.role() == Role::CloudOnly && reclaim == "Delete" {
+    if sim.role() == Role::CloudOnly && reclaim == "Delete" && served == Served::CloudDisk {
         finalizers.push(json!(PROVISIONER_FINALIZER));
     }
-    let disk = sim.cloud().lock().create_disk(
-        &zone,
-        size,
-        "",
-        &format!("dynamically provisioned for PVC {ns}/{name} (no spec.volumeName)"),
-    );
+    let mut annotations = json!({"pv.kubernetes.io/provisioned-by": served.name()});
+    match served {
+        Served::CloudDisk => {
+            annotations["volume.kubernetes.io/provisioner-deletion-secret-name"] = json!("");
+        }
+        Served::MinikubeHostPath => {
+            annotations["hostPathProvisionerIdentity"] = json!(HOST_PATH_IDENTITY);
+        }
+        Served::LocalPath => {}
+    }
+    let mut spec = json!({
+        "accessModes": pvc.pointer("/spec/accessModes").cloned().unwrap_or(json!(["ReadWriteOnce"])),
+        "persistentVolumeReclaimPolicy": reclaim,
+        "storageClassName": str_at(&sc, "/metadata/name").unwrap_or_default(),
+        "volumeMode": str_at(pvc, "/spec/volumeMode").unwrap_or("Filesystem"),
+        "claimRef": {"kind": "PersistentVolumeClaim", "apiVersion": "v1", "namespace": ns, "name": name, "uid": uid},
+    });
+    if let (Some(spec), Value::Object(source)) = (spec.as_object_mut(), volume) {
+        spec.extend(source);
+    }
     let pv = json!({
         "apiVersion": "v1", "kind": "PersistentVolume",
-        "metadata": {"name": format!("pvc-{uid}"),
-                     "annotations": {"pv.kubernetes.io/provisioned-by": CSI_DRIVER,
-                                     "volume.kubernetes.io/provisioner-deletion-secret-name": ""},
-                     "finalizers": finalizers},
-        "spec": {
-            "capacity": {"storage": format!("{size}Gi")},
-            "accessModes": pvc.pointer("/spec/accessModes").cloned().unwrap_or(json!(["ReadWriteOnce"])),
-            "persistentVolumeReclaimPolicy": reclaim,
-            "storageClassName": sc_name,
-            "volumeMode": "Filesystem",
-            "csi": {"driver": CSI_DRIVER, "volumeHandle": disk.id, "fsType": "ext4"},
-            "claimRef": {"kind": "PersistentVolumeClaim", "apiVersion": "v1", "namespace": ns, "name": name, "uid": uid},
-            "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
-                {"key": "topology.ebs.csi.aws.com/zone", "operator": "In", "values": [zone]}]}]}},
-        }
+        "metadata": {"name": format!("pvc-{uid}"), "annotations": annotations, "finalizers": finalizers},
+        "spec": spec,
     });
-    sim.create("", "persistentvolumes", "", pv, &provisioner())?;
+    sim.create("", "persistentvolumes", "", pv, &served.actor())?;
     if sim.role() == Role::CloudOnly {
         // The PV binder annotated the claim already and binds it to the new volume.
         return Ok(Requeue::No);
@@ -538,11 +647,21 @@ fn provision(
         ns,
         name,
         &json!({"metadata": {"annotations": {
-            "volume.kubernetes.io/storage-provisioner": CSI_DRIVER,
-            "volume.beta.kubernetes.io/storage-provisioner": CSI_DRIVER}}}),
-        &provisioner(),
+            "volume.kubernetes.io/storage-provisioner": served.name(),
+            "volume.beta.kubernetes.io/storage-provisioner": served.name()}}}),
+        &served.actor(),
     )?;
     Ok(Requeue::After(super::RETRY))
+}
+
+/// minikube's provisioner stamps its volumes with its own identity and deletes only those.
+const HOST_PATH_IDENTITY: &str = "coldstart-sim-storage-provisioner";
+
+/// A node-directory provisioner's capacity: the claim's request as written.
+fn requested(pvc: &Value) -> Value {
+    pvc.pointer("/spec/resources/requests/storage")
+        .cloned()
+        .unwrap_or(json!("1Gi"))
 }
 
 pub fn reconcile_pv(sim: &dyn Api, name: &str) -> Result<Requeue, ApiError> {
@@ -651,7 +770,8 @@ pub fn reconcile_pv(sim: &dyn Api, name: &str) -> Result<Requeue, ApiError> {
 fn reclaim_as_external_provisioner(sim: &dyn Api, pv: &Value) -> Result<Requeue, ApiError> {
     let name = str_at(pv, "/metadata/name").unwrap_or_default();
     let ours = str_at(pv, "/metadata/annotations/pv.kubernetes.io~1provisioned-by")
-        == Some(CSI_DRIVER)
+        .and_then(Served::by)
+        .is_some()
         || str_at(pv, "/spec/csi/driver") == Some(CSI_DRIVER);
     let delete_policy = str_at(pv, "/spec/persistentVolumeReclaimPolicy") == Some("Delete");
     let deleting = pv.pointer("/metadata/deletionTimestamp").is_some();
@@ -832,6 +952,165 @@ mod tests {
                 .expect("pv");
             assert!(pv.pointer("/spec/claimRef").is_none(), "{other} stays free");
         }
+    }
+
+    /// An embedded cluster with namespace `db`, these StorageClasses and a claim `db/data`
+    /// of 1Gi with these annotations and spec fields.
+    fn cluster_with_classes(classes: &[Value], claim: Value) -> std::sync::Arc<Sim> {
+        let sim = Sim::new(SimConfig::default());
+        let admin = Actor::admin();
+        let api: &dyn Api = sim.as_ref();
+        api.create(
+            "",
+            "namespaces",
+            "",
+            json!({"metadata": {"name": "db"}}),
+            &admin,
+        )
+        .expect("namespace");
+        for sc in classes {
+            api.create("storage.k8s.io", "storageclasses", "", sc.clone(), &admin)
+                .expect("class");
+        }
+        let mut pvc = json!({"metadata": {"name": "data", "namespace": "db"},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}});
+        for (part, fields) in claim.as_object().into_iter().flatten() {
+            for (k, v) in fields.as_object().into_iter().flatten() {
+                pvc[part][k] = v.clone();
+            }
+        }
+        api.create("", "persistentvolumeclaims", "db", pvc, &admin)
+            .expect("claim");
+        sim
+    }
+
+    fn class(name: &str, provisioner: &str, extra: Value) -> Value {
+        let mut sc = json!({"metadata": {"name": name}, "provisioner": provisioner, "reclaimPolicy": "Delete"});
+        for (k, v) in extra.as_object().into_iter().flatten() {
+            sc[k] = v.clone();
+        }
+        sc
+    }
+
+    fn default_gp3() -> Value {
+        class(
+            "gp3",
+            CSI_DRIVER,
+            json!({"metadata": {"name": "gp3", "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}}}),
+        )
+    }
+
+    fn claim(api: &dyn Api) -> Value {
+        Api::get(api, "", "persistentvolumeclaims", "db", "data")
+            .expect("get")
+            .expect("claim")
+    }
+
+    fn its_volume(api: &dyn Api, pvc: &Value) -> Option<Value> {
+        let uid = str_at(pvc, "/metadata/uid").expect("uid");
+        Api::get(api, "", "persistentvolumes", "", &format!("pvc-{uid}")).expect("get")
+    }
+
+    #[test]
+    fn a_claim_naming_no_class_is_given_the_default_one_at_creation() {
+        let sim = cluster_with_classes(&[default_gp3()], json!({}));
+        assert_eq!(
+            str_at(&claim(sim.as_ref()), "/spec/storageClassName"),
+            Some("gp3")
+        );
+    }
+
+    #[test]
+    fn a_claim_naming_its_class_by_the_beta_annotation_is_provisioned_by_that_class_and_not_the_default()
+     {
+        let sim = cluster_with_classes(
+            &[
+                default_gp3(),
+                class("fast", "k8s.io/minikube-hostpath", json!({})),
+            ],
+            json!({"metadata": {"annotations": {BETA_STORAGE_CLASS: "fast"}}}),
+        );
+        let api: &dyn Api = sim.as_ref();
+        let pvc = claim(api);
+        assert_eq!(
+            pvc.pointer("/spec/storageClassName"),
+            None,
+            "the DefaultStorageClass plugin leaves an annotated claim alone"
+        );
+        reconcile_pvc(api, "db", "data").expect("reconcile");
+        let pv = its_volume(api, &pvc).expect("provisioned");
+        assert_eq!(
+            str_at(&pv, "/spec/hostPath/path"),
+            Some("/tmp/hostpath-provisioner/db/data")
+        );
+        assert_eq!(
+            str_at(
+                &pv,
+                "/metadata/annotations/pv.kubernetes.io~1provisioned-by"
+            ),
+            Some("k8s.io/minikube-hostpath")
+        );
+        assert_eq!(str_at(&pv, "/spec/storageClassName"), Some("fast"));
+        assert!(sim.cloud.lock().disks.is_empty(), "no cloud disk: {pv:#}");
+    }
+
+    #[test]
+    fn a_class_whose_provisioner_nobody_runs_leaves_its_claim_pending() {
+        let sim = cluster_with_classes(
+            &[default_gp3(), class("nas", "example.com/nfs", json!({}))],
+            json!({"spec": {"storageClassName": "nas"}}),
+        );
+        let api: &dyn Api = sim.as_ref();
+        reconcile_pvc(api, "db", "data").expect("reconcile");
+        assert_eq!(its_volume(api, &claim(api)), None);
+        assert!(sim.cloud.lock().disks.is_empty());
+    }
+
+    #[test]
+    fn local_path_provisions_only_on_the_selected_node_and_pins_the_volume_to_it() {
+        let sim = cluster_with_classes(
+            &[class(
+                "local-path",
+                "rancher.io/local-path",
+                json!({"volumeBindingMode": "WaitForFirstConsumer"}),
+            )],
+            json!({"spec": {"storageClassName": "local-path"}}),
+        );
+        let api: &dyn Api = sim.as_ref();
+        let admin = Actor::admin();
+        api.create(
+            "",
+            "nodes",
+            "",
+            json!({"metadata": {"name": "worker-1", "labels": {"kubernetes.io/hostname": "worker-1"}}}),
+            &admin,
+        )
+        .expect("node");
+        reconcile_pvc(api, "db", "data").expect("reconcile");
+        assert_eq!(its_volume(api, &claim(api)), None, "waits for a node");
+        api.merge_patch(
+            "",
+            "persistentvolumeclaims",
+            "db",
+            "data",
+            &json!({"metadata": {"annotations": {SELECTED_NODE: "worker-1"}}}),
+            &admin,
+        )
+        .expect("select");
+        reconcile_pvc(api, "db", "data").expect("reconcile");
+        let pvc = claim(api);
+        let uid = str_at(&pvc, "/metadata/uid").expect("uid").to_owned();
+        let pv = its_volume(api, &pvc).expect("provisioned");
+        assert_eq!(
+            str_at(&pv, "/spec/hostPath/path"),
+            Some(format!("/opt/local-path-provisioner/pvc-{uid}_db_data").as_str())
+        );
+        assert_eq!(
+            pv.pointer("/spec/nodeAffinity/required/nodeSelectorTerms/0/matchExpressions/0"),
+            Some(
+                &json!({"key": "kubernetes.io/hostname", "operator": "In", "values": ["worker-1"]})
+            )
+        );
     }
 
     #[test]
