@@ -46,6 +46,19 @@ pub async fn until_none_left<K>(api: Api<K>, timeout: Duration) -> Result<(), No
 where
     K: Clone + Debug + Send + DeserializeOwned + Resource + 'static,
 {
+    until_none_left_of(api, timeout, |_| true).await
+}
+
+/// [`until_none_left`], counting only the objects `counts` picks (a field selector cannot
+/// name every field: a VolumeAttachment's volume is one it cannot).
+pub async fn until_none_left_of<K>(
+    api: Api<K>,
+    timeout: Duration,
+    counts: impl Fn(&K) -> bool,
+) -> Result<(), NoneLeftError<K>>
+where
+    K: Clone + Debug + Send + DeserializeOwned + Resource + 'static,
+{
     let mut left: BTreeMap<(Option<String>, String), K> = BTreeMap::new();
     let watch = async {
         let mut listing: BTreeMap<(Option<String>, String), K> = BTreeMap::new();
@@ -61,7 +74,9 @@ where
                     false
                 }
                 Event::InitApply(o) => {
-                    listing.insert(key(&o), o);
+                    if counts(&o) {
+                        listing.insert(key(&o), o);
+                    }
                     false
                 }
                 Event::InitDone => {
@@ -69,7 +84,11 @@ where
                     true
                 }
                 Event::Apply(o) => {
-                    left.insert(key(&o), o);
+                    if counts(&o) {
+                        left.insert(key(&o), o);
+                    } else {
+                        left.remove(&key(&o));
+                    }
                     true
                 }
                 Event::Delete(o) => {

@@ -360,7 +360,45 @@ async fn quiesce(
             });
         }
     }
+    // Not ready is not stopped: a terminating pod still writes until its grace period
+    // ends, and its disk stays attached until the kubelet unmounted it. The snapshot waits
+    // for the detach, so what it holds is what the data store last flushed.
+    if !out.is_empty()
+        && let Err(why) = wait_detached(client, &v.pv).await
+    {
+        thaw(client, v, &out).await?;
+        return Err(VolumeSnapshotError::Quiesce {
+            pv: v.pv.clone(),
+            workload: out
+                .iter()
+                .map(|(w, _)| w.display())
+                .collect::<Vec<_>>()
+                .join(", "),
+            why,
+        });
+    }
     Ok(out)
+}
+
+/// Wait until no VolumeAttachment attaches PV `pv` to a node.
+async fn wait_detached(client: &kube::Client, pv: &str) -> Result<(), String> {
+    use crate::k8s::wait::{NoneLeftError, until_none_left_of};
+    use k8s_openapi::api::storage::v1::VolumeAttachment;
+    let api: Api<VolumeAttachment> = Api::all(client.clone());
+    let names_pv =
+        |va: &VolumeAttachment| va.spec.source.persistent_volume_name.as_deref() == Some(pv);
+    match until_none_left_of(api, QUIESCE_TIMEOUT, names_pv).await {
+        Ok(()) => Ok(()),
+        Err(NoneLeftError::Remaining { timeout, objects }) => Err(format!(
+            "its disk is still attached to {} after {timeout:?}",
+            objects
+                .iter()
+                .map(|va| va.spec.node_name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+        Err(NoneLeftError::Wait(e)) => Err(format!("failed to watch VolumeAttachments: {e}")),
+    }
 }
 
 fn workload_api(client: &kube::Client, w: &WorkloadRef) -> Api<DynamicObject> {
