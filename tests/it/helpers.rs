@@ -246,6 +246,73 @@ impl Bed {
             .unwrap_or_else(|e| panic!("DELETE bucket {name}: {e}"));
     }
 
+    /// Lose a cloud disk from outside the cluster (`DELETE /sim/v1/cloud/disks/ID`).
+    pub async fn delete_disk(&self, id: &str) {
+        let req = http::Request::delete(format!("/sim/v1/cloud/disks/{id}"))
+            .body(Vec::new())
+            .expect("request");
+        self.client
+            .request_text(req)
+            .await
+            .unwrap_or_else(|e| panic!("DELETE disk {id}: {e}"));
+    }
+
+    /// Attach a cloud disk to an instance outside the cluster
+    /// (`POST /sim/v1/cloud/disks/ID/attach`).
+    pub async fn attach_disk(&self, id: &str, instance: &str) {
+        let req = http::Request::post(format!("/sim/v1/cloud/disks/{id}/attach"))
+            .header("Content-Type", "application/json")
+            .body(serde_json::to_vec(&serde_json::json!({"instance": instance})).expect("json"))
+            .expect("request");
+        self.client
+            .request_text(req)
+            .await
+            .unwrap_or_else(|e| panic!("attach disk {id}: {e}"));
+    }
+
+    /// Every object a client created in the cluster, as `resource namespace/name`: each
+    /// listable resource outside the control plane's own namespaces, without what the
+    /// control plane keeps writing by itself (Events, Leases, Nodes). Two equal answers
+    /// mean nobody created or deleted anything in between, on either server.
+    pub async fn user_objects(&self) -> std::collections::BTreeSet<String> {
+        const OWN_NAMESPACES: [&str; 3] = ["kube-system", "kube-public", "kube-node-lease"];
+        const OWN_KINDS: [&str; 4] = ["Event", "Lease", "Node", "ComponentStatus"];
+        let client = self.client().await;
+        let discovery = kube::Discovery::new(client.clone())
+            .run()
+            .await
+            .expect("discovery");
+        let mut out = std::collections::BTreeSet::new();
+        for group in discovery.groups() {
+            for (ar, caps) in group.recommended_resources() {
+                if !caps.supports_operation(kube::discovery::verbs::LIST)
+                    || OWN_KINDS.contains(&ar.kind.as_str())
+                {
+                    continue;
+                }
+                let api: kube::Api<kube::api::DynamicObject> =
+                    kube::Api::all_with(client.clone(), &ar);
+                let list = api
+                    .list(&Default::default())
+                    .await
+                    .unwrap_or_else(|e| panic!("list {}: {e}", ar.plural));
+                for o in list.items {
+                    let ns = o.metadata.namespace.clone().unwrap_or_default();
+                    if OWN_NAMESPACES.contains(&ns.as_str()) {
+                        continue;
+                    }
+                    out.insert(format!(
+                        "{}.{} {ns}/{}",
+                        ar.plural,
+                        ar.group,
+                        o.metadata.name.unwrap_or_default()
+                    ));
+                }
+            }
+        }
+        out
+    }
+
     /// Delete the cluster the way a cloud does (`POST /sim/v1/teardown`): the same address
     /// answers an empty cluster; what the cloud keeps survives.
     pub async fn teardown(&self) {

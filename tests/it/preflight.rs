@@ -1,18 +1,18 @@
 //! Preflight and degraded start on the simulated platform: every recorded binding is checked
 //! against the cloud before the first write; what is missing or attached elsewhere refuses
 //! the run with nothing written, unless accepted — then only what uses it stays down and
-//! everything else comes back. Accepted losses run on both API servers ([`Plane`]); the
-//! rest stays on the embedded server: "nothing was written" is read from its store's
-//! resource version (Kubernetes' own components write leases every few seconds, so its
-//! resource version never settles), and what is broken behind the cluster's back (a disk
-//! attached to a forgotten instance, a bucket deleted by hand) is set on its cloud directly.
+//! everything else comes back. Every scenario runs on both API servers ([`Plane`]): what is
+//! broken behind the cluster's back (a disk deleted or attached to a forgotten instance, a
+//! bucket deleted by hand) goes through the cloud's admin endpoint, and "nothing was
+//! written" is the set of objects clients created ([`Bed::user_objects`]) and the cloud's
+//! ledger, both unchanged.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::helpers::{Bed, Plane, TestCluster, keys, on_both_planes, progress};
-use crate::restore::{settled_platform, settled_platform_on};
+use crate::helpers::{Bed, Plane, keys, on_both_planes, progress};
+use crate::restore::settled_platform_on;
 use coldstart::cloud::{CloudChoice, Kind};
 use coldstart::lifecycle::{self, LifecycleError, StartOptions, StopOptions};
 use coldstart::preflight::{AcceptMissing, HELD, Problem};
@@ -55,58 +55,25 @@ fn start_opts(accept: &[&str]) -> StartOptions {
     }
 }
 
-/// Every write the cluster and the cloud have seen: the store's resource version and the
+/// What clients have written to the cluster and the cloud: the objects they created and the
 /// cloud ledger's position.
-fn writes(c: &TestCluster) -> (u64, u64) {
-    (c.sim().store.resource_version(), c.cloud().position())
+async fn writes(c: &Bed) -> (BTreeSet<String>, u64) {
+    (c.user_objects().await, c.cloud().await.position())
 }
 
-/// [`writes`], once the new cluster's own controllers have settled (nothing written for
-/// half a second), so what follows is the only writer.
-async fn settled_writes(c: &TestCluster) -> (u64, u64) {
-    let mut last = writes(c);
-    for _ in 0..40 {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let now = writes(c);
+/// [`writes`], once the new cluster's own controllers have settled (the same answer a
+/// second apart), so what follows is the only writer.
+async fn settled_writes(c: &Bed) -> (BTreeSet<String>, u64) {
+    let mut last = writes(c).await;
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = writes(c).await;
         if now == last {
             return now;
         }
         last = now;
     }
-    panic!("the simulated cluster never settled after the teardown");
-}
-
-fn replicas(c: &TestCluster) -> BTreeMap<String, i64> {
-    let mut out = BTreeMap::new();
-    for plural in ["deployments", "statefulsets"] {
-        let def = c.sim().def("apps", plural).expect("served");
-        for ((ns, name), s) in c.sim().store.all(&def.group_resource(), None) {
-            out.insert(
-                format!("{ns}/{name}"),
-                s.value()["spec"]["replicas"].as_i64().unwrap_or(1),
-            );
-        }
-    }
-    out
-}
-
-fn gate_policies(c: &TestCluster) -> Vec<String> {
-    let def = c
-        .sim()
-        .def(
-            "admissionregistration.k8s.io",
-            "validatingadmissionpolicies",
-        )
-        .expect("served");
-    let mut names: Vec<String> = c
-        .sim()
-        .store
-        .all(&def.group_resource(), None)
-        .into_iter()
-        .map(|((_, name), _)| name)
-        .collect();
-    names.sort();
-    names
+    panic!("the cluster never settled after the teardown");
 }
 
 /// Every workload's replicas through the API, by `namespace/name`.
@@ -141,9 +108,10 @@ async fn gate_policies_of(c: &Bed) -> Vec<String> {
     names
 }
 
-fn kafka_disk(c: &TestCluster, i: usize) -> String {
+async fn kafka_disk(c: &Bed, i: usize) -> String {
     let pv = c
         .get("", "persistentvolumes", "", &format!("pv-kafka-{i}"))
+        .await
         .expect("kafka pv");
     pv["spec"]["csi"]["volumeHandle"]
         .as_str()
@@ -151,10 +119,13 @@ fn kafka_disk(c: &TestCluster, i: usize) -> String {
         .to_owned()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_plain_snapshot_teardown_restore_is_refused_at_preflight_naming_what_was_lost_with_no_write()
- {
-    let c = settled_platform().await;
+on_both_planes!(
+    a_plain_snapshot_teardown_restore_is_refused_at_preflight_naming_what_was_lost_with_no_write =
+        plain_restore_refused
+);
+
+async fn plain_restore_refused(plane: Plane) {
+    let c = settled_platform_on(plane).await;
     let client = c.client().await;
     let store = Store::memory();
     let m = write::take(
@@ -179,7 +150,7 @@ async fn a_plain_snapshot_teardown_restore_is_refused_at_preflight_naming_what_w
         panic!("expected a preflight refusal, got {err}");
     };
     assert_eq!(
-        writes(&c),
+        writes(&c).await,
         before,
         "nothing was written to the cluster or the cloud"
     );
@@ -215,7 +186,7 @@ async fn a_plain_snapshot_teardown_restore_is_refused_at_preflight_naming_what_w
         );
     }
     assert!(
-        gate_policies(&c).is_empty(),
+        gate_policies_of(&c).await.is_empty(),
         "not even the gate was installed"
     );
     c.stop().await;
@@ -311,17 +282,21 @@ async fn losses_accepted(plane: Plane) {
     c.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_start_missing_one_disk_is_refused_then_accepted_holds_only_what_uses_it_cronjobs_included()
- {
-    let c = settled_platform().await;
+on_both_planes!(
+    a_start_missing_one_disk_is_refused_then_accepted_holds_only_what_uses_it_cronjobs_included =
+        start_missing_one_disk
+);
+
+async fn start_missing_one_disk(plane: Plane) {
+    let c = settled_platform_on(plane).await;
     let client = c.client().await;
     let store = Store::memory();
-    let before = replicas(&c);
-    let lost = kafka_disk(&c, 1);
+    let before = replicas_of(&c).await;
+    let lost = kafka_disk(&c, 1).await;
     // A CronJob reading the same disk: held with it, so the start must not resume it.
     let claim = c
         .get("", "persistentvolumes", "", "pv-kafka-1")
+        .await
         .and_then(|pv| pv["spec"]["claimRef"]["name"].as_str().map(str::to_owned))
         .expect("the PV is bound");
     c.create(
@@ -335,16 +310,14 @@ async fn a_start_missing_one_disk_is_refused_then_accepted_holds_only_what_uses_
                     "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": claim}}]}}}}),
             )
             .build(),
-    );
+    )
+    .await;
     lifecycle::stop(&client, &store, &keys(), &stop_opts(), &progress())
         .await
         .expect("stop");
     c.teardown().await;
-    c.sim()
-        .cloud
-        .lock()
-        .delete_disk(&lost, "deleted by hand while the cluster was down")
-        .expect("delete");
+    // Deleted by hand while the cluster was down.
+    c.delete_disk(&lost).await;
     let quiet = settled_writes(&c).await;
     let err = lifecycle::start(&client, &store, &keys(), &start_opts(&[]), &progress())
         .await
@@ -352,7 +325,7 @@ async fn a_start_missing_one_disk_is_refused_then_accepted_holds_only_what_uses_
     let LifecycleError::Restore(RestoreError::Refused(pre)) = err else {
         panic!("expected a preflight refusal, got {err}");
     };
-    assert_eq!(writes(&c), quiet, "the refused start wrote nothing");
+    assert_eq!(writes(&c).await, quiet, "the refused start wrote nothing");
     assert_eq!(
         pre.refused()
             .iter()
@@ -377,17 +350,18 @@ async fn a_start_missing_one_disk_is_refused_then_accepted_holds_only_what_uses_
     );
     assert_eq!(
         c.get("batch", "cronjobs", "kafka", "compact")
+            .await
             .expect("restored")["spec"]["suspend"],
         true,
         "a held CronJob is not resumed: it would fire against the missing disk"
     );
-    let after = replicas(&c);
+    let after = replicas_of(&c).await;
     for (name, n) in &before {
         let want = if name == "kafka/kafka" { 0 } else { *n };
         assert_eq!(after.get(name), Some(&want), "{name}");
     }
     assert_eq!(
-        gate_policies(&c),
+        gate_policies_of(&c).await,
         ["coldstart-gate-volumes"],
         "only the volumes gate stays up"
     );
@@ -402,21 +376,21 @@ async fn a_start_missing_one_disk_is_refused_then_accepted_holds_only_what_uses_
     c.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_disk_attached_to_an_instance_outside_the_new_cluster_is_refused_as_attached_elsewhere() {
-    let c = settled_platform().await;
+on_both_planes!(
+    a_disk_attached_to_an_instance_outside_the_new_cluster_is_refused_as_attached_elsewhere =
+        disk_attached_elsewhere
+);
+
+async fn disk_attached_elsewhere(plane: Plane) {
+    let c = settled_platform_on(plane).await;
     let client = c.client().await;
     let store = Store::memory();
-    let disk = kafka_disk(&c, 0);
+    let disk = kafka_disk(&c, 0).await;
     lifecycle::stop(&client, &store, &keys(), &stop_opts(), &progress())
         .await
         .expect("stop");
     c.teardown().await;
-    c.sim()
-        .cloud
-        .lock()
-        .attach_disk(&disk, "i-0forgotten")
-        .expect("attach");
+    c.attach_disk(&disk, "i-0forgotten").await;
     let err = lifecycle::start(&client, &store, &keys(), &start_opts(&[]), &progress())
         .await
         .expect_err("refused");
@@ -430,18 +404,18 @@ async fn a_disk_attached_to_an_instance_outside_the_new_cluster_is_refused_as_at
     c.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn stop_refuses_before_changing_anything_when_a_binding_is_already_broken() {
-    let c = settled_platform().await;
+on_both_planes!(
+    stop_refuses_before_changing_anything_when_a_binding_is_already_broken =
+        stop_with_a_broken_binding
+);
+
+async fn stop_with_a_broken_binding(plane: Plane) {
+    let c = settled_platform_on(plane).await;
     let client = c.client().await;
     let store = Store::memory();
-    let before = replicas(&c);
+    let before = replicas_of(&c).await;
     // The tenant's bucket was deleted in the cloud behind the cluster's back.
-    c.sim()
-        .cloud
-        .lock()
-        .delete_bucket("tenant-c-data", "deleted by hand")
-        .expect("delete");
+    c.delete_bucket("tenant-c-data").await;
     let err = lifecycle::stop(&client, &store, &keys(), &stop_opts(), &progress())
         .await
         .expect_err("refused");
@@ -455,9 +429,10 @@ async fn stop_refuses_before_changing_anything_when_a_binding_is_already_broken(
             .collect::<Vec<_>>(),
         ["tenant-c-data"]
     );
-    assert_eq!(replicas(&c), before, "nothing was quiesced");
+    assert_eq!(replicas_of(&c).await, before, "nothing was quiesced");
     assert_eq!(
         c.get("", "persistentvolumes", "", "pv-zookeeper-0")
+            .await
             .expect("pv")["spec"]["persistentVolumeReclaimPolicy"],
         "Delete",
         "no fix was applied"

@@ -80,6 +80,7 @@ pub fn routes<S: HasCloud>() -> Router<S> {
         )
         .route("/sim/v1/cloud/disks", post(create_disk::<S>))
         .route("/sim/v1/cloud/disks/{id}", delete(delete_disk::<S>))
+        .route("/sim/v1/cloud/disks/{id}/attach", post(attach_disk::<S>))
         .route("/sim/v1/cloud/buckets/{name}", delete(delete_bucket::<S>))
         .route("/sim/v1/cloud/move", post(move_resources::<S>))
 }
@@ -197,6 +198,31 @@ async fn create_disk<S: HasCloud>(State(sim): State<S>, body: Bytes) -> Response
 async fn delete_bucket<S: HasCloud>(State(sim): State<S>, Path(name): Path<String>) -> Response {
     match sim.cloud().lock().delete_bucket(&name, "DeleteBucket") {
         Ok(()) => answer(StatusCode::OK, json!({"deleted": name})),
+        Err(e) => failed(e),
+    }
+}
+
+/// `POST /sim/v1/cloud/disks/{id}/attach` `{"instance": "i-…"}`: what `aws ec2
+/// attach-volume` does from outside the cluster (a forgotten instance holding a disk).
+async fn attach_disk<S: HasCloud>(
+    State(sim): State<S>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Attach {
+        instance: String,
+    }
+    let a: Attach = match decode(&body) {
+        Ok(a) => a,
+        Err(e) => return e.into_response(),
+    };
+    match sim.cloud().lock().attach_disk(&id, &a.instance) {
+        Ok(()) => answer(
+            StatusCode::OK,
+            json!({"attached": id, "instance": a.instance}),
+        ),
         Err(e) => failed(e),
     }
 }
