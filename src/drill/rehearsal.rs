@@ -21,7 +21,10 @@ use crate::bindings::{Bindings, Pin};
 use crate::restore::RestoreSource;
 use crate::restore::source::Objects;
 use crate::snapshot::read::ReadError;
-use coldstart_sim::cloud::{Address, Bucket, CloudState, Disk, ZONES};
+use coldstart_sim::cloud::{
+    Address, Bucket, CloudState, Disk, Existing, ExistingAddress, ExistingBucket, ExistingDisk,
+    ExistingSnapshot, ZONES,
+};
 
 /// What a stand-in "holds": tells a rehearsal's disks and buckets from real ones.
 pub const REHEARSAL_TOKEN: &str = "rehearsal";
@@ -52,6 +55,56 @@ fn gib(q: Option<&str>) -> u64 {
     };
     num.parse::<f64>()
         .map_or(1, |v| ((v * mult).ceil() as u64).max(1))
+}
+
+/// The stand-ins [`install_stand_ins`] puts in, as what a cloud account already holds
+/// (`POST /sim/v1/cloud`): for a scratch cluster whose cloud is reached through its admin
+/// endpoint, not in-process.
+pub fn stand_ins(bindings: &Bindings) -> Existing {
+    let mut cloud = CloudState::default();
+    install_stand_ins(&mut cloud, bindings);
+    Existing {
+        disks: cloud
+            .disks
+            .into_values()
+            .map(|d| ExistingDisk {
+                id: d.id,
+                zone: d.zone,
+                size_gib: d.size_gib,
+                data: d.data_token,
+            })
+            .collect(),
+        addresses: cloud
+            .addresses
+            .into_values()
+            .map(|a| ExistingAddress {
+                ip: a.ip,
+                allocation_id: Some(a.allocation_id),
+                pip_name: a.name,
+                resource_group: a.resource_group,
+            })
+            .collect(),
+        buckets: cloud
+            .buckets
+            .into_values()
+            .map(|b| ExistingBucket {
+                name: b.name,
+                data: b.data_token,
+            })
+            .collect(),
+        snapshots: cloud
+            .snapshots
+            .into_values()
+            .map(|s| ExistingSnapshot {
+                id: s.id,
+                disk_id: s.disk_id,
+                zone: s.zone,
+                size_gib: s.size_gib,
+                data: s.data_token,
+            })
+            .collect(),
+        ..Default::default()
+    }
 }
 
 /// Put a stand-in for every recorded disk, address and bucket into a shadow cloud, without

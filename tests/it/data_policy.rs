@@ -5,9 +5,9 @@
 //!
 //! The scenarios on the simulated cloud run on both [`Plane`]s, through the API and the
 //! admin endpoint alone.
-//! The moto scenarios stay on the embedded server (their cluster is a
-//! fixture for AWS's API, not a claim about the API server), as does the scratch drill, whose
-//! scratch cluster gets its stand-ins written into its cloud in-process.
+//! The moto scenarios stay on the embedded server (their cluster is a fixture for AWS's
+//! API, not a claim about the API server); the scratch drill runs on both, its scratch
+//! cluster's stand-ins put in through its cloud's admin endpoint.
 
 use std::process::Command;
 
@@ -194,8 +194,12 @@ async fn lost_snapshot_policy_disk(plane: Plane) {
     c.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_scratch_drill_restores_the_tenant_volume_from_its_snapshot_and_checks_its_data() {
+on_both_planes!(
+    a_scratch_drill_restores_the_tenant_volume_from_its_snapshot_and_checks_its_data =
+        scratch_drill_checks_data
+);
+
+async fn scratch_drill_checks_data(plane: Plane) {
     use std::sync::{Arc, Mutex};
 
     use coldstart::cloud::snapshots::DataCheck;
@@ -205,7 +209,7 @@ async fn a_scratch_drill_restores_the_tenant_volume_from_its_snapshot_and_checks
     use coldstart::snapshot::write;
     use coldstart::store::Store;
 
-    let c = settled_platform_on(Plane::Embedded).await;
+    let c = settled_platform_on(plane).await;
     let tenant_disk = tenant_disk(&c, &["coldstart.dev/data-policy=snapshot"]).await;
     let tenant_data = c.cloud().await.disks[&tenant_disk].data_token.clone();
     let store = Store::memory();
@@ -225,17 +229,32 @@ async fn a_scratch_drill_restores_the_tenant_volume_from_its_snapshot_and_checks
     .id;
 
     // The scratch cluster lives in the same cloud account: it sees the cloud snapshot, and
-    // stand-ins play production's disks and addresses (which must stay untouched).
-    let scratch = TestCluster::start().await;
+    // stand-ins play production's disks and addresses (which must stay untouched), all put
+    // in through its cloud's admin endpoint.
+    let scratch = Bed::start(plane, coldstart_sim::seed::Seed::Empty).await;
     let manifest = coldstart::snapshot::read::manifest(&store, &keys, &id)
         .await
         .expect("manifest");
     let production = c.cloud().await;
-    {
-        let mut cloud = scratch.sim().cloud.lock();
-        cloud.snapshots.extend(production.snapshots);
-        drill::rehearsal::install_stand_ins(&mut cloud, &manifest.bindings);
-    }
+    let mut account = drill::rehearsal::stand_ins(&manifest.bindings);
+    account
+        .snapshots
+        .retain(|s| !production.snapshots.contains_key(&s.id));
+    account
+        .snapshots
+        .extend(
+            production
+                .snapshots
+                .values()
+                .map(|s| coldstart_sim::cloud::ExistingSnapshot {
+                    id: s.id.clone(),
+                    disk_id: s.disk_id.clone(),
+                    zone: s.zone.clone(),
+                    size_gib: s.size_gib,
+                    data: s.data_token.clone(),
+                }),
+        );
+    scratch.add_to_cloud(&account).await;
     let opts = DrillOptions {
         target: drill::DrillTarget::Cluster {
             client: scratch.client().await,
@@ -257,9 +276,13 @@ async fn a_scratch_drill_restores_the_tenant_volume_from_its_snapshot_and_checks
     let checked = &report.data[0];
     assert_eq!(checked.check, DataCheck::Matches);
     assert_ne!(checked.disk, tenant_disk, "the drill's own disk");
-    assert_eq!(scratch.cloud().disks[&checked.disk].data_token, tenant_data);
+    assert_eq!(
+        scratch.cloud().await.disks[&checked.disk].data_token,
+        tenant_data
+    );
     let claim = scratch
         .get("", "persistentvolumeclaims", "tenant-a", "pg-data")
+        .await
         .expect("claim");
     let pv = scratch
         .get(
@@ -268,11 +291,14 @@ async fn a_scratch_drill_restores_the_tenant_volume_from_its_snapshot_and_checks
             "",
             claim["spec"]["volumeName"].as_str().expect("bound"),
         )
+        .await
         .expect("pv");
     assert_eq!(pv["spec"]["csi"]["volumeHandle"], checked.disk.as_str());
     assert_eq!(pv["spec"]["csi"]["driver"], "ebs.csi.aws.com");
     assert!(
-        scratch.cloud().disks[&tenant_disk].attached_to.is_none(),
+        scratch.cloud().await.disks[&tenant_disk]
+            .attached_to
+            .is_none(),
         "production's disk (its stand-in here) is not attached"
     );
     assert!(
@@ -280,6 +306,8 @@ async fn a_scratch_drill_restores_the_tenant_volume_from_its_snapshot_and_checks
         "{:#?}",
         report.steps
     );
+    scratch.stop().await;
+    c.stop().await;
 }
 
 /// The EBS calls against moto's server: CreateSnapshot, CreateVolume from it (tagged, and

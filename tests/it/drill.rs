@@ -5,10 +5,10 @@
 //! too) fails for each binding broken in turn.
 //!
 //! The drills of the seeded platform run on both [`Plane`]s; the cluster is reached only
-//! through the API and the admin endpoint. Three stay on the embedded server: the two moto
-//! scenarios, whose cluster is the fixture for a verifier of moto's cloud (not a claim about
-//! the API server), and the scratch-cluster drill, whose scratch cluster gets its stand-ins
-//! written into its cloud in-process (`install_stand_ins`), which no endpoint offers yet.
+//! through the API and the admin endpoint, the scratch-cluster drill too (a second cluster
+//! of the same plane, production's bindings stood in through its cloud's admin endpoint).
+//! The two moto scenarios stay on the embedded server: their cluster is the fixture for a
+//! verifier of moto's cloud, not a claim about the API server.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,10 +28,11 @@ use coldstart::restore::RestoreOptions;
 use coldstart::snapshot::crypto::Keys;
 use coldstart::snapshot::write;
 use coldstart::store::Store;
+use coldstart_sim::seed::Seed;
 use serde_json::json;
 
-use crate::helpers::{Moto, Plane, TestCluster, on_both_planes, wait_until};
-use crate::restore::{settled_platform, settled_platform_on};
+use crate::helpers::{Bed, Moto, Plane, TestCluster, on_both_planes, wait_until};
+use crate::restore::settled_platform_on;
 
 fn keys() -> Keys {
     Keys::from_master(&[9u8; 32])
@@ -665,19 +666,25 @@ async fn a_drill_against_moto_fails_for_each_binding_broken_in_turn_and_names_it
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_drill_on_a_scratch_cluster_restores_the_plan_but_attaches_nothing() {
-    let c = settled_platform().await;
+on_both_planes!(
+    a_drill_on_a_scratch_cluster_restores_the_plan_but_attaches_nothing = scratch_drill
+);
+
+async fn scratch_drill(plane: Plane) {
+    let c = settled_platform_on(plane).await;
     let store = Store::memory();
     let id = snapshot(&c.client().await, &store, "platform").await;
     // The scratch cluster shares the cloud account: production's disks and addresses are
-    // visible there (stand-ins play them), and must stay untouched.
-    let scratch = TestCluster::start().await;
+    // visible there (stand-ins play them, put in through its cloud's admin endpoint), and
+    // must stay untouched.
+    let scratch = Bed::start(plane, Seed::Empty).await;
     let bindings = coldstart::snapshot::read::manifest(&store, &keys(), &id)
         .await
         .expect("manifest")
         .bindings;
-    drill::rehearsal::install_stand_ins(&mut scratch.sim().cloud.lock(), &bindings);
+    scratch
+        .add_to_cloud(&drill::rehearsal::stand_ins(&bindings))
+        .await;
     let opts = DrillOptions {
         target: drill::DrillTarget::Cluster {
             client: scratch.client().await,
@@ -702,6 +709,7 @@ async fn a_drill_on_a_scratch_cluster_restores_the_plan_but_attaches_nothing() {
     );
     let pv = scratch
         .get("", "persistentvolumes", "", "pv-kafka-0")
+        .await
         .expect("PV restored");
     assert_eq!(
         pv["spec"]["csi"]["driver"],
@@ -709,11 +717,13 @@ async fn a_drill_on_a_scratch_cluster_restores_the_plan_but_attaches_nothing() {
     );
     let kafka = scratch
         .get("apps", "statefulsets", "kafka", "kafka")
+        .await
         .expect("StatefulSet restored");
     assert_eq!(kafka["spec"]["replicas"], 0);
     assert!(
         scratch
             .cloud()
+            .await
             .disks
             .values()
             .all(|d| d.attached_to.is_none()),
@@ -722,9 +732,12 @@ async fn a_drill_on_a_scratch_cluster_restores_the_plan_but_attaches_nothing() {
     assert!(
         scratch
             .get("objectstorage.k8s.io", "bucketclaims", "tenant-a", "data")
+            .await
             .is_none(),
         "bucket claims are not restored in a rehearsal"
     );
+    scratch.stop().await;
+    c.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

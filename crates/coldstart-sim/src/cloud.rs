@@ -246,6 +246,8 @@ pub struct Existing {
     pub pools: Vec<ExistingPool>,
     #[serde(default)]
     pub buckets: Vec<ExistingBucket>,
+    #[serde(default)]
+    pub snapshots: Vec<ExistingSnapshot>,
     /// Make the cluster an AKS-style one whose node resource group is this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_resource_group: Option<String>,
@@ -291,6 +293,20 @@ pub struct ExistingPool {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ExistingBucket {
     pub name: String,
+    #[serde(default)]
+    pub data: String,
+}
+
+/// A disk snapshot the account holds (one another cluster of the account took).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExistingSnapshot {
+    pub id: String,
+    pub disk_id: String,
+    pub zone: String,
+    #[serde(default = "default_size")]
+    pub size_gib: u64,
+    /// The data it holds (what a disk created from it starts with).
     #[serde(default)]
     pub data: String,
 }
@@ -935,6 +951,25 @@ impl CloudState {
         }
         for b in &e.buckets {
             next.create_existing_bucket(&b.name, &b.data, CAUSE)?;
+        }
+        for s in &e.snapshots {
+            if next.snapshots.contains_key(&s.id) {
+                return Err(CloudError::Exists(format!("snapshot {}", s.id)));
+            }
+            next.snapshots.insert(
+                s.id.clone(),
+                Snapshot {
+                    id: s.id.clone(),
+                    disk_id: s.disk_id.clone(),
+                    zone: s.zone.clone(),
+                    size_gib: s.size_gib,
+                    data_token: s.data.clone(),
+                    created_at: now(),
+                    fast_restore_zones: Vec::new(),
+                    tags: BTreeMap::new(),
+                },
+            );
+            next.record(Resource::Snapshot, Action::Created, &s.id, CAUSE);
         }
         *self = next;
         Ok(())
