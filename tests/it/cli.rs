@@ -1,10 +1,11 @@
-//! The `coldstart` binary as a user runs it: the README's main job, and the restore
-//! commands against a simulated cluster.
+//! The `coldstart` binary as a user runs it: the README's main job, the restore commands
+//! and `serve`, each on both API servers ([`Plane`]); a wrong key and a tampered snapshot
+//! (which fail before the cluster is touched) and `sim cloud` on the embedded one.
 
 use std::process::Command;
 
 use crate::helpers::{Plane, TestCluster, on_both_planes};
-use crate::restore::settled_platform;
+use crate::restore::settled_platform_on;
 
 fn coldstart() -> Command {
     Command::new(env!("CARGO_BIN_EXE_coldstart"))
@@ -53,10 +54,13 @@ async fn demo_proves_nothing_new(plane: Plane) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn snapshot_then_teardown_then_restore_with_the_cli_is_refused_at_preflight_then_comes_back_partly_up_when_accepted()
- {
-    let c = settled_platform().await;
+on_both_planes!(
+    snapshot_then_teardown_then_restore_with_the_cli_is_refused_at_preflight_then_comes_back_partly_up_when_accepted =
+        cli_restore_refused_then_accepted
+);
+
+async fn cli_restore_refused_then_accepted(plane: Plane) {
+    let c = settled_platform_on(plane).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let store = format!("file://{}", dir.path().display());
     let key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
@@ -93,9 +97,7 @@ async fn snapshot_then_teardown_then_restore_with_the_cli_is_refused_at_prefligh
             && plan.contains("reclaim policy Delete → Retain"),
         "{plan}"
     );
-    let (code, _) =
-        crate::helpers::http("POST", &format!("{}/sim/v1/teardown", c.url()), None, None).await;
-    assert_eq!(code, 200);
+    c.teardown().await;
     // The preflight knows before the first write what the deletion lost: refused, exit 4.
     let out = run(base(&["restore", "--json", "--verify-timeout", "300"])).await;
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json report");
@@ -248,7 +250,7 @@ impl Drop for Serving {
     }
 }
 
-async fn serve(c: &TestCluster, dir: &std::path::Path, auto_restore: bool) -> Serving {
+async fn serve(kubeconfig: &std::path::Path, dir: &std::path::Path, auto_restore: bool) -> Serving {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("port")
@@ -260,7 +262,7 @@ async fn serve(c: &TestCluster, dir: &std::path::Path, auto_restore: bool) -> Se
          api: {{ token: env:COLDSTART_TEST_TOKEN }}\n", dir.display())).expect("config");
     let child = coldstart()
         .arg("--kubeconfig")
-        .arg(&c.kubeconfig)
+        .arg(kubeconfig)
         .args([
             "serve",
             "--listen",
@@ -301,11 +303,15 @@ async fn get_json(url: &str) -> serde_json::Value {
         .unwrap_or(serde_json::Value::Null)
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn serve_takes_snapshots_shows_them_and_restores_a_cold_start_before_it_is_ready() {
-    let c = settled_platform().await;
+on_both_planes!(
+    serve_takes_snapshots_shows_them_and_restores_a_cold_start_before_it_is_ready =
+        serve_snapshots_and_restores
+);
+
+async fn serve_snapshots_and_restores(plane: Plane) {
+    let c = settled_platform_on(plane).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let s = serve(&c, dir.path(), true).await;
+    let s = serve(&c.kubeconfig, dir.path(), true).await;
     crate::helpers::wait_until_async("the warm cluster is ready", || async {
         reqwest::get(format!("{}/readyz", s.url))
             .await
@@ -396,26 +402,22 @@ async fn serve_takes_snapshots_shows_them_and_restores_a_cold_start_before_it_is
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let (code, _) =
-        crate::helpers::http("POST", &format!("{}/sim/v1/teardown", c.url()), None, None).await;
-    assert_eq!(code, 200);
-    let s = serve(&c, dir.path(), true).await;
+    c.teardown().await;
+    let s = serve(&c.kubeconfig, dir.path(), true).await;
     crate::helpers::wait_until_async("the cold start is restored and verified", || async {
         reqwest::get(format!("{}/readyz", s.url))
             .await
             .is_ok_and(|r| r.status() == 200)
     })
     .await;
-    assert!(
-        c.get("", "persistentvolumeclaims", "kafka", "data-kafka-0")
-            .is_some(),
-        "the platform is back"
-    );
     assert_eq!(
         c.get("", "persistentvolumeclaims", "kafka", "data-kafka-0")
-            .expect("pvc")["spec"]["volumeName"],
+            .await
+            .expect("the platform is back")["spec"]["volumeName"],
         "pv-kafka-0"
     );
+    drop(s);
+    c.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
