@@ -99,6 +99,22 @@ pub struct Failure {
     pub reason: String,
 }
 
+/// What kube-apiserver's RBAC says when the restorer may not grant a role's permissions.
+const RBAC_ESCALATION: &str = "is attempting to grant RBAC permissions not currently held";
+
+/// A refusal, with what to do about it where coldstart knows.
+fn with_remedy(reason: String) -> String {
+    if reason.contains(RBAC_ESCALATION) {
+        format!(
+            "{reason}; to restore the cluster's roles and bindings coldstart's identity needs \
+             `escalate` and `bind` on roles and clusterroles (deploy/base/rbac.yaml and the \
+             Helm chart grant them)"
+        )
+    } else {
+        reason
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ApplyReport {
     pub tiers: BTreeMap<Tier, TierCounts>,
@@ -298,7 +314,7 @@ async fn apply_tier(
                 report.failures.push(Failure {
                     object: p.key(),
                     tier,
-                    reason,
+                    reason: with_remedy(reason),
                 });
             }
         }
@@ -427,4 +443,20 @@ async fn relink_owners(client: &kube::Client, resources: &Resources, plan: &Plan
         }
     }
     relinked
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_role_says_which_rbac_verbs_its_restore_needs() {
+        let refused = format!(
+            "403 (Forbidden): clusterroles.rbac.authorization.k8s.io \"kafka-operator\" is forbidden: user \"system:serviceaccount:coldstart:coldstart\" {RBAC_ESCALATION}"
+        );
+        assert!(with_remedy(refused).ends_with(
+            "needs `escalate` and `bind` on roles and clusterroles (deploy/base/rbac.yaml and the Helm chart grant them)"
+        ));
+        assert_eq!(with_remedy("409 (Conflict)".into()), "409 (Conflict)");
+    }
 }

@@ -174,6 +174,16 @@ fn rbac_grants_each_command_what_it_needs_and_no_delete_on_workloads() {
         "selfsubjectreviews",
         "create"
     ));
+    // Restoring the cluster's own roles and bindings passes RBAC's escalation check (proven
+    // against kube-apiserver in real_cp.rs).
+    for r in ["clusterroles", "roles"] {
+        for v in ["escalate", "bind"] {
+            assert!(
+                allows(&cluster_roles, "rbac.authorization.k8s.io", r, v),
+                "{v} {r}"
+            );
+        }
+    }
     // Leases only in its own namespace.
     assert!(allows(&roles, "coordination.k8s.io", "leases", "update"));
     assert!(

@@ -682,3 +682,116 @@ async fn corpus_strimzi_comes_back(plane: Plane) {
         );
     }
 }
+
+/// `kubeconfig` as the deployed ServiceAccount sees the cluster: the admin's credentials
+/// impersonating `system:serviceaccount:coldstart:coldstart` and its groups, so every
+/// request is authorized by kube-apiserver's RBAC against deploy/'s roles alone.
+fn as_service_account(kubeconfig: &std::path::Path, out: &std::path::Path) {
+    let text = std::fs::read_to_string(kubeconfig).expect("kubeconfig");
+    let mut config: serde_yaml::Value = serde_yaml::from_str(&text).expect("yaml");
+    for user in config["users"].as_sequence_mut().expect("users").iter_mut() {
+        let u = &mut user["user"];
+        u["as"] = "system:serviceaccount:coldstart:coldstart".into();
+        u["as-groups"] = serde_yaml::to_value([
+            "system:serviceaccounts",
+            "system:serviceaccounts:coldstart",
+            "system:authenticated",
+        ])
+        .expect("groups");
+    }
+    std::fs::write(out, serde_yaml::to_string(&config).expect("yaml")).expect("write");
+}
+
+/// Kubernetes only (the embedded server authorizes every request): `coldstart stop` and
+/// `start` run with nothing but the permissions deploy/base grants its ServiceAccount, on
+/// a platform whose operators bring their own RBAC (roles with `delete`, which coldstart
+/// itself does not hold). Restoring those roles is what RBAC's escalation check refuses
+/// unless the restorer may `escalate` and `bind`.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_deployed_service_account_may_stop_and_start_the_platform_under_real_rbac() {
+    let c = Bed::start(Plane::Kubernetes, Seed::Platform).await;
+    c.wait_for("the platform seed settles", async |c| {
+        platform_settled(c).await
+    })
+    .await;
+    c.apply(
+        r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: kafka-operator}
+rules:
+  - apiGroups: ["", "apps"]
+    resources: ["pods", "statefulsets", "persistentvolumeclaims"]
+    verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: kafka-operator}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: kafka-operator}
+subjects: [{kind: ServiceAccount, name: default, namespace: kafka}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: ingest, namespace: tenant-a}
+rules:
+  - apiGroups: [""]
+    resources: ["configmaps"]
+    verbs: ["delete", "deletecollection"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: ingest, namespace: tenant-a}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: ingest}
+subjects: [{kind: ServiceAccount, name: default, namespace: tenant-a}]
+"#,
+        &[],
+    )
+    .await;
+    let base = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/base");
+    c.kubectl_ok(&["apply", "-k", base]).await;
+    let sa = c.dir.path().join("as-coldstart.yaml");
+    as_service_account(&c.kubeconfig, &sa);
+    let store = format!("file://{}", c.dir.path().join("store").display());
+    let run = async |args: &[&str]| {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_coldstart"))
+            .arg("--kubeconfig")
+            .arg(&sa)
+            .args(["--store", &store])
+            .args(args)
+            .env("COLDSTART_ENCRYPTION_KEY", crate::helpers::CLI_KEY)
+            .output()
+            .await
+            .expect("coldstart runs");
+        ok(
+            &out,
+            &format!("coldstart {} as the ServiceAccount", args.join(" ")),
+        )
+    };
+    run(&["stop", "--json"]).await;
+    c.teardown().await;
+    // bootstrap-first: coldstart is deployed into the new cluster before it restores it.
+    c.kubectl_ok(&["apply", "-k", base]).await;
+    let report: Value = serde_json::from_str(&run(&["start", "--json"]).await).expect("json");
+    let r = &report["restore"];
+    assert_eq!(r["succeeded"], true, "{report:#}");
+    assert_eq!(
+        [&r["new_disks"], &r["new_ips"], &r["new_buckets"]],
+        [0, 0, 0],
+        "{report:#}"
+    );
+    // The operators' own RBAC came back.
+    for object in [
+        "clusterrole/kafka-operator",
+        "clusterrolebinding/kafka-operator",
+        "role/ingest",
+        "rolebinding/ingest",
+    ] {
+        let ns = if object.starts_with("cluster") {
+            "default"
+        } else {
+            "tenant-a"
+        };
+        c.kubectl_ok(&["get", object, "-n", ns, "-o", "name"]).await;
+    }
+    c.stop().await;
+}
