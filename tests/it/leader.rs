@@ -1,4 +1,6 @@
-//! Lease-based leader election against the simulated cluster.
+//! Lease-based leader election: on both API servers ([`Plane`]) for the elector itself (a
+//! Lease's optimistic concurrency is the API server's), on the embedded one for two `serve`
+//! replicas driven by a manual clock and fake jobs.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -10,7 +12,7 @@ use kube::api::Api;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::TestCluster;
+use crate::helpers::{Bed, Plane, TestCluster, on_both_planes};
 
 fn cfg(identity: &str) -> LeaseConfig {
     LeaseConfig {
@@ -33,9 +35,12 @@ async fn wait_for(
     }
 }
 
-#[tokio::test]
-async fn a_second_replica_takes_over_within_the_lease_duration_when_the_leader_dies() {
-    let cluster = TestCluster::start_with(Seed::Platform).await;
+on_both_planes!(
+    a_second_replica_takes_over_within_the_lease_duration_when_the_leader_dies = takeover
+);
+
+async fn takeover(plane: Plane) {
+    let cluster = Bed::start(plane, Seed::Empty).await;
     let (_pa, publish_a) = watch::channel(BTreeMap::from([(
         "coldstart.dev/ready".to_owned(),
         "true".to_owned(),
@@ -90,9 +95,10 @@ async fn a_second_replica_takes_over_within_the_lease_duration_when_the_leader_d
     cluster.stop().await;
 }
 
-#[tokio::test]
-async fn of_three_replicas_racing_for_the_lease_exactly_one_wins() {
-    let cluster = TestCluster::start().await;
+on_both_planes!(of_three_replicas_racing_for_the_lease_exactly_one_wins = three_race);
+
+async fn three_race(plane: Plane) {
+    let cluster = Bed::start(plane, Seed::Empty).await;
     let mut electors = Vec::new();
     for id in ["r1", "r2", "r3"] {
         let (_tx, rx) = watch::channel(BTreeMap::new());
@@ -195,12 +201,21 @@ async fn when_the_leading_replica_is_killed_the_other_takes_over_and_takes_the_s
     cluster.stop().await;
 }
 
-#[tokio::test]
-async fn a_missing_lease_namespace_is_created_before_the_elector_runs_and_it_then_leads() {
+on_both_planes!(
+    a_missing_lease_namespace_is_created_before_the_elector_runs_and_it_then_leads =
+        namespace_created_first
+);
+
+async fn namespace_created_first(plane: Plane) {
     use coldstart::schedule::leader::{NamespaceOutcome, ensure_namespace};
-    let cluster = TestCluster::start().await;
+    let cluster = Bed::start(plane, Seed::Empty).await;
     let client = cluster.client().await;
-    assert!(cluster.get("", "namespaces", "", "coldstart-ha").is_none());
+    assert!(
+        cluster
+            .get("", "namespaces", "", "coldstart-ha")
+            .await
+            .is_none()
+    );
     assert_eq!(
         ensure_namespace(&client, "coldstart-ha")
             .await
