@@ -903,17 +903,14 @@ mod tests {
 
     #[test]
     fn a_claim_naming_no_volume_binds_the_smallest_fitting_static_volume_and_provisions_nothing() {
-        let sim = Sim::new(SimConfig::default());
+        // No StorageClass `manual` exists: only a static volume can satisfy the claim.
+        let sim = cluster_with_classes(
+            &[],
+            json!({"spec": {"storageClassName": "manual",
+                            "resources": {"requests": {"storage": "5Gi"}}}}),
+        );
         let admin = Actor::admin();
         let api: &dyn Api = sim.as_ref();
-        api.create(
-            "",
-            "namespaces",
-            "",
-            json!({"metadata": {"name": "db"}}),
-            &admin,
-        )
-        .expect("namespace");
         let static_pv = |name: &str, class: &str, size: &str| {
             json!({"metadata": {"name": name},
                    "spec": {"storageClassName": class, "accessModes": ["ReadWriteOnce"],
@@ -929,17 +926,6 @@ mod tests {
             api.create("", "persistentvolumes", "", pv, &admin)
                 .expect("pv");
         }
-        // No StorageClass `manual` exists: only a static volume can satisfy the claim.
-        api.create(
-            "",
-            "persistentvolumeclaims",
-            "db",
-            json!({"metadata": {"name": "data", "namespace": "db"},
-                   "spec": {"storageClassName": "manual", "accessModes": ["ReadWriteOnce"],
-                            "resources": {"requests": {"storage": "5Gi"}}}}),
-            &admin,
-        )
-        .expect("claim");
         reconcile_pvc(api, "db", "data").expect("reconcile");
         let pv = Api::get(api, "", "persistentvolumes", "", "fits")
             .expect("get")
