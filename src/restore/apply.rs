@@ -123,8 +123,6 @@ pub enum ApplyError {
     CrdTimeout(String, Duration),
     #[error("failed to wait for CRD {0} to become Established: {1}")]
     CrdWatch(String, #[source] k8s::wait::WaitError),
-    #[error("failed to create an object: its task stopped ({0})")]
-    Task(String),
     #[error(
         "failed to read the snapshot back during the restore (it verified before the first write, so the store changed or failed since): {0}"
     )]
@@ -142,11 +140,11 @@ pub fn api_of(
 
 async fn apply_one(
     client: &kube::Client,
-    api: Option<Api<DynamicObject>>,
+    resources: &Resources,
     p: &Planned,
-    existing: Existing,
+    opts: &ApplyOptions,
 ) -> ObjectOutcome {
-    let Some(api) = api else {
+    let Some(api) = api_of(client, resources, p) else {
         return ObjectOutcome::Failed(format!(
             "{} {} is not served by this cluster (missing CRD or API)",
             p.api_version, p.kind
@@ -159,7 +157,7 @@ async fn apply_one(
     // 429s and 5xx are retried by the client's retry layer, within its budget.
     match k8s::create_unread(client, &api, &pp, &p.object).await {
         Ok(()) => ObjectOutcome::Created,
-        Err(kube::Error::Api(s)) if s.code == 409 => match existing {
+        Err(kube::Error::Api(s)) if s.code == 409 => match opts.existing {
             Existing::Skip => ObjectOutcome::Existing,
             Existing::Update => {
                 let patch = Patch::Apply(&p.object);
@@ -272,17 +270,7 @@ async fn apply_tier(
         .map(|p| async move {
             let p = p?;
             let permit = limit.acquire().await;
-            let api = api_of(client, resources, &p);
-            let (client, existing) = (client.clone(), opts.existing);
-            // Each create is its own task: its request is encoded and its answer read on
-            // whichever worker is free, not on this one, which also reads and plans the
-            // tier (a planned batch would otherwise hold up every create in flight).
-            let created = tokio::spawn(async move {
-                let outcome = apply_one(&client, api, &p, existing).await;
-                (p, outcome)
-            })
-            .await;
-            let (p, outcome) = created.map_err(|e| ApplyError::Task(e.to_string()))?;
+            let outcome = apply_one(client, resources, &p, opts).await;
             let throttled = matches!(&outcome, ObjectOutcome::Failed(r) if r.starts_with("429"));
             limit.release(permit, throttled);
             Ok::<_, ApplyError>((p, outcome))
