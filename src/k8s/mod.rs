@@ -42,6 +42,72 @@ pub fn describe(e: &kube::Error) -> String {
     }
 }
 
+/// Create `object` (already JSON) where `api` points, reading nothing of the answer but
+/// its status: a bulk writer (a restore's creates) has no use for the created object, and
+/// `Api::create` would copy the object into a typed value, then parse the server's copy
+/// back, for every create. Errors come back as `Api::create`'s do (`Error::Api` with the
+/// server's Status), so callers judge them the same way.
+pub async fn create_unread(
+    client: &kube::Client,
+    api: &kube::Api<kube::api::DynamicObject>,
+    params: &kube::api::PostParams,
+    object: &serde_json::Value,
+) -> Result<(), kube::Error> {
+    use http_body_util::BodyExt as _;
+    let body = serde_json::to_vec(object).map_err(kube::Error::SerdeError)?;
+    let mut req = kube::core::Request::new(api.resource_url())
+        .create(params, body)
+        .map_err(kube::Error::BuildRequest)?;
+    req.extensions_mut().insert("create");
+    let resp = client.send(req.map(kube::client::Body::from)).await?;
+    let status = resp.status();
+    // Read to the end either way: a connection is only reused once its answer is read.
+    let bytes = resp.into_body().collect().await?.to_bytes();
+    if status.is_success() {
+        return Ok(());
+    }
+    let status = match serde_json::from_slice::<kube::core::Status>(&bytes) {
+        Ok(s) => s,
+        Err(_) => kube::core::Status::failure(
+            String::from_utf8_lossy(&bytes).trim(),
+            "Failed to parse error data",
+        )
+        .with_code(status.as_u16()),
+    };
+    Err(kube::Error::Api(status.boxed()))
+}
+
+/// Objects per page of [`list_kept`]: a page of objects of a few KB each is a few MiB
+/// parsed, whatever the cluster's size.
+pub const LIST_PAGE: u32 = 500;
+
+/// Every object `api` lists (narrowed by `params`' selectors), page by page, as JSON with
+/// its `apiVersion` and `kind` ([`typed_items`]), keeping only those `keep` wants: memory
+/// holds one page and what is kept, not the whole list (a cluster's Services at 300k
+/// objects are ~100 MB of JSON).
+pub async fn list_kept(
+    api: &kube::Api<kube::api::DynamicObject>,
+    params: &kube::api::ListParams,
+    (api_version, kind): (&str, &str),
+    mut keep: impl FnMut(&serde_json::Value) -> bool,
+) -> Result<Vec<serde_json::Value>, kube::Error> {
+    let mut out = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let mut lp = params.clone().limit(LIST_PAGE);
+        if let Some(t) = &token {
+            lp = lp.continue_token(t);
+        }
+        let page = api.list(&lp).await?;
+        token = page.metadata.continue_.filter(|t| !t.is_empty());
+        let items = typed_items(page.items, api_version, kind).map_err(kube::Error::SerdeError)?;
+        out.extend(items.into_iter().filter(|o| keep(o)));
+        if token.is_none() {
+            return Ok(out);
+        }
+    }
+}
+
 /// A list's items as JSON, each with its `apiVersion` and `kind`: kube-apiserver leaves both
 /// out of a list's items, and what is made from them (changes, findings, bindings) names
 /// its object by both.

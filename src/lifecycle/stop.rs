@@ -416,27 +416,32 @@ pub async fn resume_cronjobs(
         "cronjobs",
     );
     let api: kube::Api<DynamicObject> = kube::Api::all_with(client.clone(), &ar);
-    let jobs = api
-        .list(&kube::api::ListParams::default())
-        .await
-        .map_err(|source| StopError::List {
-            what: "CronJobs",
-            source,
-        })?;
+    // Listed page by page, keeping only the few `stop` suspended.
+    let jobs = k8s::list_kept(
+        &api,
+        &kube::api::ListParams::default(),
+        ("batch/v1", "CronJob"),
+        resumable,
+    )
+    .await
+    .map_err(|source| StopError::List {
+        what: "CronJobs",
+        source,
+    })?;
     let mut n = 0;
-    for job in jobs.items {
-        let value = serde_json::to_value(&job).map_err(|e| StopError::List {
-            what: "CronJobs",
-            source: kube::Error::SerdeError(e),
-        })?;
-        if !resumable(&value) {
-            continue;
-        }
+    for job in &jobs {
         let o = ObjectRef {
             api_version: "batch/v1".into(),
             kind: "CronJob".into(),
-            namespace: job.metadata.namespace.clone(),
-            name: job.metadata.name.clone().unwrap_or_default(),
+            namespace: job
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            name: job
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
         };
         patch(
             client,

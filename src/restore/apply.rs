@@ -16,7 +16,7 @@ use futures::stream::BoxStream;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::runtime::wait::conditions;
-use serde::{Deserialize as _, Serialize};
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::plan::{ORIGINAL_MANAGEMENT, ORIGINAL_OWNERS, ORIGINAL_REPLICAS, Plan, Planned, Tier};
@@ -166,18 +166,13 @@ async fn apply_one(
             p.api_version, p.kind
         ));
     };
-    // Deserialized from a borrow: a clone of every object in flight is memory for nothing.
-    let obj = match DynamicObject::deserialize(&p.object) {
-        Ok(o) => o,
-        Err(e) => return ObjectOutcome::Failed(format!("failed to decode object: {e}")),
-    };
     let pp = PostParams {
         field_manager: Some("coldstart".into()),
         ..Default::default()
     };
     // 429s and 5xx are retried by the client's retry layer, within its budget.
-    match api.create(&pp, &obj).await {
-        Ok(_) => ObjectOutcome::Created,
+    match k8s::create_unread(client, &api, &pp, &p.object).await {
+        Ok(()) => ObjectOutcome::Created,
         Err(kube::Error::Api(s)) if s.code == 409 => match opts.existing {
             Existing::Skip => ObjectOutcome::Existing,
             Existing::Update => {

@@ -82,25 +82,21 @@ pub struct Observed {
     pub bucket_objects: Vec<Value>,
 }
 
-/// Every object of a kind, as JSON; a kind the cluster does not serve (discovery says so)
-/// has none.
+/// The objects of a kind `keep` wants, as JSON, listed page by page; a kind the cluster
+/// does not serve (discovery says so) has none.
 async fn list(
     client: &kube::Client,
     resources: &Resources,
     (api_version, kind): (&str, &str),
     what: &'static str,
+    keep: impl FnMut(&Value) -> bool,
 ) -> Result<Vec<Value>, VerifyError> {
     let Some(api) = resources.api(client, api_version, kind, None) else {
         return Ok(Vec::new());
     };
-    let list = api
-        .list(&ListParams::default())
+    crate::k8s::list_kept(&api, &ListParams::default(), (api_version, kind), keep)
         .await
-        .map_err(|source| VerifyError::List { what, source })?;
-    crate::k8s::typed_items(list.items, api_version, kind).map_err(|e| VerifyError::List {
-        what,
-        source: kube::Error::SerdeError(e),
-    })
+        .map_err(|source| VerifyError::List { what, source })
 }
 
 /// Look at the cluster once. A failed LIST is an error, never an empty list: "0 new disks"
@@ -115,6 +111,7 @@ pub async fn observe(
             resources,
             ("v1", "PersistentVolume"),
             "PersistentVolumes",
+            |_| true,
         )
         .await?,
         claims: list(
@@ -122,9 +119,15 @@ pub async fn observe(
             resources,
             ("v1", "PersistentVolumeClaim"),
             "PersistentVolumeClaims",
+            |_| true,
         )
         .await?,
-        services: list(client, resources, ("v1", "Service"), "Services").await?,
+        // Only a Service with an address counts (`judge` reads nothing else of them), and
+        // most of a big cluster's Services have none: they are not kept.
+        services: list(client, resources, ("v1", "Service"), "Services", |svc| {
+            address_of(svc).is_some()
+        })
+        .await?,
         bucket_objects: {
             let mut all = Vec::new();
             for api in bindings::BUCKET_APIS {
@@ -135,6 +138,7 @@ pub async fn observe(
                         resources,
                         (&api_version, api.kind),
                         "bucket objects",
+                        |_| true,
                     )
                     .await?,
                 );

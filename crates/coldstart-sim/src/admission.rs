@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use super::registry::{GroupResource, ResourceDef};
 use super::selector::LabelSelector;
 use super::status::ApiError;
+use super::store::Stored;
 use super::{Actor, Sim};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,10 +45,31 @@ fn bindings_gr() -> GroupResource {
     }
 }
 
-/// Compiled CEL programs, by source text: a gate evaluated on every write of a 100k-object
-/// restore must not re-parse its expressions each time.
-#[derive(Default)]
-pub struct ProgramCache(Mutex<HashMap<String, Arc<cel::Program>>>);
+/// What evaluating policies reuses across writes: compiled CEL programs by source text, the
+/// CEL standard environment, and policies and bindings parsed once per resourceVersion. A
+/// gate is evaluated on every write of a 100k-object restore; building the CEL stdlib per
+/// expression and re-parsing every policy and binding per write made the embedded server
+/// spend most of a gated write there, where kube-apiserver keeps its policies compiled.
+/// A policy or binding parsed at the resourceVersion it was parsed at.
+type Parsed = (u64, Arc<Value>);
+
+pub struct ProgramCache {
+    programs: Mutex<HashMap<String, Arc<cel::Program>>>,
+    env: Arc<cel::Env>,
+    /// (kind, uid) → (resourceVersion, parsed object). Grows by the policies and bindings
+    /// ever created: a few per restore.
+    parsed: Mutex<HashMap<(&'static str, String), Parsed>>,
+}
+
+impl Default for ProgramCache {
+    fn default() -> Self {
+        ProgramCache {
+            programs: Mutex::default(),
+            env: Arc::new(cel::Env::stdlib()),
+            parsed: Mutex::default(),
+        }
+    }
+}
 
 impl std::fmt::Debug for ProgramCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -57,13 +79,27 @@ impl std::fmt::Debug for ProgramCache {
 
 impl ProgramCache {
     fn get(&self, src: &str) -> Result<Arc<cel::Program>, String> {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.programs.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(p) = map.get(src) {
             return Ok(p.clone());
         }
         let p = Arc::new(cel::Program::compile(src).map_err(|e| e.to_string())?);
         map.insert(src.to_owned(), p.clone());
         Ok(p)
+    }
+
+    /// `stored` parsed, from the cache while its resourceVersion is the one cached.
+    fn parsed(&self, kind: &'static str, uid: &str, stored: &Stored) -> Arc<Value> {
+        let mut map = self.parsed.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (kind, uid.to_owned());
+        if let Some((rv, v)) = map.get(&key)
+            && *rv == stored.rv
+        {
+            return v.clone();
+        }
+        let v = Arc::new(stored.value());
+        map.insert(key, (stored.rv, v.clone()));
+        v
     }
 }
 
@@ -147,11 +183,43 @@ fn label_selector_matches(sel: &Value, obj: &Value) -> bool {
     LabelSelector::parse(&parts.join(",")).is_ok_and(|s| s.matches(&labels))
 }
 
-/// Everything a policy's expressions can see.
+/// Everything a policy's expressions can see, converted to CEL once per write (not once
+/// per expression).
 struct Inputs {
-    object: Value,
-    old_object: Value,
-    request: Value,
+    object: cel::Value,
+    old_object: cel::Value,
+    request: cel::Value,
+}
+
+impl Inputs {
+    fn new(
+        op: Operation,
+        def: &ResourceDef,
+        sub: Option<&str>,
+        object: Option<&Value>,
+        old: Option<&Value>,
+        actor: &Actor,
+    ) -> Result<Self, String> {
+        let subject = object.or(old);
+        let to = |v: Option<&Value>| match v {
+            Some(v) => cel::to_value(v).map_err(|e| e.to_string()),
+            None => Ok(cel::Value::Null),
+        };
+        let request = json!({
+            "operation": op.as_str(),
+            "name": subject.and_then(|s| s.pointer("/metadata/name")),
+            "namespace": subject.and_then(|s| s.pointer("/metadata/namespace")),
+            "kind": {"group": def.group, "version": def.version, "kind": def.kind},
+            "resource": {"group": def.group, "version": def.version, "resource": def.plural},
+            "subResource": sub.unwrap_or(""),
+            "userInfo": {"username": actor.username, "groups": actor.groups},
+        });
+        Ok(Inputs {
+            object: to(object)?,
+            old_object: to(old)?,
+            request: to(Some(&request))?,
+        })
+    }
 }
 
 fn eval(
@@ -161,13 +229,15 @@ fn eval(
     variables: &Value,
 ) -> Result<cel::Value, String> {
     let program = cache.get(src)?;
-    let mut ctx = cel::Context::default();
-    let to = |v: &Value| cel::to_value(v).map_err(|e| e.to_string());
-    ctx.add_variable_from_value("object", to(&inputs.object)?);
-    ctx.add_variable_from_value("oldObject", to(&inputs.old_object)?);
-    ctx.add_variable_from_value("request", to(&inputs.request)?);
+    let mut ctx = cel::Context::with_env(cache.env.clone());
+    ctx.add_variable_from_value("object", inputs.object.clone());
+    ctx.add_variable_from_value("oldObject", inputs.old_object.clone());
+    ctx.add_variable_from_value("request", inputs.request.clone());
     ctx.add_variable_from_value("params", cel::Value::Null);
-    ctx.add_variable_from_value("variables", to(variables)?);
+    ctx.add_variable_from_value(
+        "variables",
+        cel::to_value(variables).map_err(|e| e.to_string())?,
+    );
     program.execute(&ctx).map_err(|e| e.to_string())
 }
 
@@ -193,22 +263,11 @@ pub fn check(
     if sim.store.count(&bindings_gr()) == 0 {
         return Ok(());
     }
-    let subject = object.or(old).cloned().unwrap_or(Value::Null);
-    let inputs = Inputs {
-        object: object.cloned().unwrap_or(Value::Null),
-        old_object: old.cloned().unwrap_or(Value::Null),
-        request: json!({
-            "operation": op.as_str(),
-            "name": subject.pointer("/metadata/name"),
-            "namespace": subject.pointer("/metadata/namespace"),
-            "kind": {"group": def.group, "version": def.version, "kind": def.kind},
-            "resource": {"group": def.group, "version": def.version, "resource": def.plural},
-            "subResource": sub.unwrap_or(""),
-            "userInfo": {"username": actor.username, "groups": actor.groups},
-        }),
-    };
-    for (_, binding) in sim.store.all(&bindings_gr(), None) {
-        let binding = binding.value();
+    let subject = object.or(old).unwrap_or(&Value::Null);
+    // Converted to CEL on the first policy that applies: most writes match none.
+    let mut inputs: Option<Inputs> = None;
+    for (_, stored) in sim.store.all(&bindings_gr(), None) {
+        let binding = sim.cel.parsed("bindings", &stored.uid, &stored);
         let bname = binding
             .pointer("/metadata/name")
             .and_then(Value::as_str)
@@ -216,30 +275,37 @@ pub fn check(
         let Some(pname) = binding.pointer("/spec/policyName").and_then(Value::as_str) else {
             continue;
         };
-        let actions: Vec<&str> = binding
+        let deny = binding
             .pointer("/spec/validationActions")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
-        if !actions.contains(&"Deny") {
+            .is_some_and(|a| a.iter().any(|x| x == "Deny"));
+        if !deny {
             continue;
         }
-        let Some(policy) = sim.store.get(&policies_gr(), "", pname) else {
+        let Some(stored_policy) = sim.store.get(&policies_gr(), "", pname) else {
             continue;
         };
-        let policy = policy.value();
-        let spec = policy.get("spec").cloned().unwrap_or(json!({}));
-        if !matches_resources(spec.get("matchConstraints"), def, sub, op, &subject)
+        let policy = sim
+            .cel
+            .parsed("policies", &stored_policy.uid, &stored_policy);
+        let spec = policy.get("spec").unwrap_or(&Value::Null);
+        if !matches_resources(spec.get("matchConstraints"), def, sub, op, subject)
             || !matches_resources(
                 binding.pointer("/spec/matchResources"),
                 def,
                 sub,
                 op,
-                &subject,
+                subject,
             )
         {
             continue;
         }
+        let inputs = match &inputs {
+            Some(i) => i,
+            None => inputs.insert(Inputs::new(op, def, sub, object, old, actor).map_err(|e| {
+                ApiError::internal(format!("failed to bind admission inputs: {e}"))
+            })?),
+        };
         let fail_closed = spec.get("failurePolicy").and_then(Value::as_str) != Some("Ignore");
         let denied = |message: String, reason: Option<&str>| {
             let full = format!(
@@ -271,7 +337,7 @@ pub fn check(
             ) else {
                 continue;
             };
-            let v = match eval(&sim.cel, expr, &inputs, &variables) {
+            let v = match eval(&sim.cel, expr, inputs, &variables) {
                 Ok(v) => cel_to_json(&v),
                 Err(_) => Value::Null,
             };
@@ -288,7 +354,7 @@ pub fn check(
                 .get("expression")
                 .and_then(Value::as_str)
                 .unwrap_or("true");
-            match eval(&sim.cel, expr, &inputs, &variables) {
+            match eval(&sim.cel, expr, inputs, &variables) {
                 Ok(cel::Value::Bool(true)) => {}
                 Ok(_) => {
                     applies = false;
@@ -320,13 +386,13 @@ pub fn check(
                 .and_then(Value::as_str)
                 .unwrap_or("true");
             let reason = validation.get("reason").and_then(Value::as_str);
-            match eval(&sim.cel, expr, &inputs, &variables) {
+            match eval(&sim.cel, expr, inputs, &variables) {
                 Ok(cel::Value::Bool(true)) => {}
                 Ok(_) => {
                     let message = validation
                         .get("messageExpression")
                         .and_then(Value::as_str)
-                        .and_then(|m| eval(&sim.cel, m, &inputs, &variables).ok())
+                        .and_then(|m| eval(&sim.cel, m, inputs, &variables).ok())
                         .and_then(|v| cel_to_json(&v).as_str().map(str::to_owned))
                         .or_else(|| {
                             validation
