@@ -3,6 +3,8 @@
 //! Each module owns one thing in the life of a cluster's disaster recovery; each opens
 //! with a paragraph on what it owns.
 
+/// The allocator's purge delay, set in-process.
+pub mod allocator;
 /// The retention audit: what would be lost if the cluster were deleted now.
 pub mod audit;
 /// The bindings a cold start reuses: disks behind volumes, pinned addresses, buckets.

@@ -4,8 +4,7 @@ mod cli;
 
 /// mimalloc instead of the system allocator: with tokio's worker threads, glibc's per-thread
 /// arenas fragment and keep freed pages, which doubled the peak RSS of a 100k-object
-/// snapshot; mimalloc returns them, after `MIMALLOC_PURGE_DELAY` ms (1 s by default in
-/// mimalloc 3; the image sets 10 ms, see the Containerfile and docs/benchmarks.md).
+/// snapshot; mimalloc returns them, after its purge delay (`coldstart::allocator`).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -13,6 +12,7 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    coldstart::allocator::return_freed_pages_soon();
     let args = cli::Cli::parse();
     coldstart::telemetry::init(args.global.log_format);
     match cli::run(args).await {
