@@ -59,6 +59,10 @@ pub struct LockInfo {
     pub acquired: DateTime<Utc>,
     /// Last renewal plus the TTL.
     pub expires: DateTime<Utc>,
+    /// Its holder let it go when done (expired at that moment). Absent in locks written
+    /// before the field existed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub released: bool,
 }
 
 /// A lock is stale once its last renewal is older than its TTL; an unreadable lock is
@@ -142,12 +146,19 @@ pub async fn acquire(store: &Store, purpose: &str, ttl: Duration) -> Result<Writ
         purpose: purpose.to_owned(),
         acquired: now,
         expires: now + ttl_chrono(ttl),
+        released: false,
     };
     let next = match current(store).await? {
         None => 1,
         Some((_, Some(c))) if !is_stale(Some(&c), Utc::now()) => return Err(held(c)),
         Some((top, c)) => {
-            tracing::warn!(previous = ?c, "taking over a stale writer lock (its holder stopped renewing it)");
+            // A lock its holder released is the normal case; only one left to expire says
+            // a writer died (or was paused past its TTL).
+            if c.as_ref().is_some_and(|c| c.released) {
+                tracing::debug!(previous = ?c, "taking the writer lock its previous holder released");
+            } else {
+                tracing::warn!(previous = ?c, "taking over a stale writer lock (its holder stopped renewing it)");
+            }
             top + 1
         }
     };
@@ -262,6 +273,7 @@ impl WriterLock {
         if still_ours(&self.store, self.generation, &self.info.holder).await? {
             let mut info = self.info.clone();
             info.expires = Utc::now();
+            info.released = true;
             self.store
                 .put(&layout::writer_lock(self.generation), encode(&info))
                 .await?;
@@ -309,6 +321,7 @@ mod tests {
             purpose: "snapshot".into(),
             acquired: at("2025-01-01T00:00:00Z"),
             expires: at("2025-01-01T00:00:30Z"),
+            released: false,
         };
         let cases = [
             ("before expiry", Some(&info), "2025-01-01T00:00:29Z", false),
@@ -319,6 +332,18 @@ mod tests {
         for (name, info, now, stale) in cases {
             assert_eq!(is_stale(info, at(now)), stale, "{name}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_released_lock_says_so_and_the_next_writer_takes_it_at_once() {
+        let store = Store::memory();
+        let first = acquire(&store, "snapshot", DEFAULT_TTL).await.unwrap();
+        first.release().await.unwrap();
+        let (_, left) = current(&store).await.unwrap().expect("a generation");
+        assert!(left.expect("readable").released, "marked released");
+        let second = acquire(&store, "snapshot", DEFAULT_TTL).await.unwrap();
+        assert!(!second.info().released);
+        second.release().await.unwrap();
     }
 
     #[test]

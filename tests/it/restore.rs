@@ -439,12 +439,20 @@ async fn gate_stops_early_operators(plane: Plane) {
         .expect("recorded")
         .ip
         .clone();
-    assert_eq!(
-        c.get("", "services", "kafka", "kafka-bootstrap")
-            .await
-            .expect("svc")["status"]["loadBalancer"]["ingress"][0]["ip"],
-        kafka_ip.as_str()
-    );
+    // The load-balancer controller writes the address a moment after the Service is
+    // restored (beside kube-apiserver it is a separate process): it must end on the
+    // recorded one.
+    c.wait_for(
+        "kafka-bootstrap answers on its recorded address",
+        async |c| {
+            c.get("", "services", "kafka", "kafka-bootstrap")
+                .await
+                .is_some_and(|s| {
+                    s["status"]["loadBalancer"]["ingress"][0]["ip"] == kafka_ip.as_str()
+                })
+        },
+    )
+    .await;
     assert!(
         report.partly_up && !report.preflight.held.is_empty(),
         "what was lost is reported, not hidden: the workloads on it are held ({}, {:#?})",
