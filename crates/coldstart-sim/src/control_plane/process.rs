@@ -101,13 +101,25 @@ pub fn tail(path: &Path, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
+/// Where the components' ports are picked: below Linux's ephemeral range (32768–60999),
+/// which every `bind(":0")` and outgoing connection on the machine draws from. A port
+/// picked there could be handed to another process in the seconds before the component
+/// binds it (kwok, last to start, lost its port that way to a test's server); one below it
+/// is only taken by whoever asks for it by number.
+const PORTS: std::ops::Range<u16> = 20000..32000;
+
 /// A loopback port nobody listens on right now (the component binds it a moment later).
 pub fn free_port() -> Result<u16, Error> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|source| Error::Io {
-            what: "find a free loopback port".to_owned(),
-            source,
-        })
+    use rand::Rng as _;
+    let mut rng = rand::rng();
+    for _ in 0..200 {
+        let port = rng.random_range(PORTS);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(Error::Io {
+        what: format!("find a free loopback port in {PORTS:?}"),
+        source: std::io::Error::from(std::io::ErrorKind::AddrInUse),
+    })
 }
