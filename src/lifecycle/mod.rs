@@ -160,19 +160,16 @@ async fn workloads(client: &kube::Client) -> Result<Vec<serde_json::Value>, Life
         let ar =
             ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("apps", "v1", kind), plural);
         let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
-        let list = api
-            .list(&ListParams::default())
-            .await
-            .map_err(LifecycleError::List)?;
+        // Page by page: a large cluster's workloads are not held twice. kube-system is the
+        // platform's, not the workload's: leave it running.
         out.extend(
-            crate::k8s::typed_items(list.items, "apps/v1", kind)
-                .map_err(|e| LifecycleError::List(kube::Error::SerdeError(e)))?,
+            crate::k8s::list_kept(&api, &ListParams::default(), ("apps/v1", kind), |w| {
+                w.pointer("/metadata/namespace").and_then(|n| n.as_str()) != Some("kube-system")
+            })
+            .await
+            .map_err(LifecycleError::List)?,
         );
     }
-    // kube-system is the platform's, not the workload's: leave it running.
-    out.retain(|w| {
-        w.pointer("/metadata/namespace").and_then(|n| n.as_str()) != Some("kube-system")
-    });
     Ok(out)
 }
 
