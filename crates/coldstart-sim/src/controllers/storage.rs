@@ -830,20 +830,25 @@ mod tests {
     use super::*;
     use crate::{Sim, SimConfig};
 
+    /// The namespace `db` every scenario here puts its claim in.
+    fn namespace_db(api: &dyn Api) {
+        api.create(
+            "",
+            "namespaces",
+            "",
+            json!({"metadata": {"name": "db"}}),
+            &Actor::admin(),
+        )
+        .expect("namespace");
+    }
+
     /// A cluster beside kube-controller-manager with the `gp3` class of the EBS CSI driver
     /// and a claim of it.
     fn cluster_with_claim(handed_to_driver: bool) -> (std::sync::Arc<Sim>, String) {
         let sim = Sim::beside_kcm();
         let admin = Actor::admin();
         let api: &dyn Api = sim.as_ref();
-        api.create(
-            "",
-            "namespaces",
-            "",
-            json!({"metadata": {"name": "db"}}),
-            &admin,
-        )
-        .expect("namespace");
+        namespace_db(api);
         api.create(
             "storage.k8s.io",
             "storageclasses",
@@ -946,14 +951,7 @@ mod tests {
         let sim = Sim::new(SimConfig::default());
         let admin = Actor::admin();
         let api: &dyn Api = sim.as_ref();
-        api.create(
-            "",
-            "namespaces",
-            "",
-            json!({"metadata": {"name": "db"}}),
-            &admin,
-        )
-        .expect("namespace");
+        namespace_db(api);
         for sc in classes {
             api.create("storage.k8s.io", "storageclasses", "", sc.clone(), &admin)
                 .expect("class");
