@@ -33,6 +33,11 @@ use crate::store::{Created, Store, StoreError, layout};
 pub const PACK_SIZE: usize = 8 << 20;
 /// Packs sealed and uploaded at once.
 const UPLOADS_IN_FLIGHT: usize = 2;
+/// Packs an index covers. The packer writes an index as soon as this many packs are
+/// stored, so what it holds of the index is bounded (~20k blob entries, ~2 MiB of JSON
+/// while encoding) whatever the cluster's size; one index for a whole 300k-object run was
+/// 27 MiB of JSON at its end, the snapshot's peak.
+const PACKS_PER_INDEX: usize = 8;
 
 /// Why a snapshot failed. A failed snapshot leaves no manifest: it does not exist.
 #[derive(Debug, thiserror::Error)]
@@ -323,24 +328,13 @@ async fn take_locked(
     }
     entries.sort_by(|a, b| (&a.resource, &a.namespace).cmp(&(&b.resource, &b.namespace)));
 
-    let mut bytes_written = progress.bytes_written.load(Ordering::Relaxed);
-    if !new_packs.is_empty() {
-        let index = Index {
-            format: FORMAT_VERSION,
-            packs: new_packs.clone(),
-        };
-        let sealed = format::encode_json(keys, Role::Index, &index);
-        bytes_written += sealed.len() as u64;
-        let hash = format::stored_hash(&sealed);
-        store
-            .put(&layout::index(&hash), Bytes::from(sealed))
-            .await?;
-    }
+    // The packer's uploads and indexes are in; only the manifest is left to write.
+    let bytes_written = progress.bytes_written.load(Ordering::Relaxed);
     let mut packs: Vec<(String, u64)> = existing
         .into_iter()
         .filter_map(|i| known.packs.get(i as usize).cloned())
         .collect();
-    packs.extend(new_packs.iter().map(|p| (p.id.clone(), p.size)));
+    packs.extend(new_packs);
     packs.sort();
     packs.dedup();
     stats.bytes_stored = packs.iter().map(|(_, s)| s).sum();
@@ -575,19 +569,28 @@ async fn list_resource(ctx: ListCtx<'_>, r: ResourceRef) -> Result<Listed, Write
     Ok(listed)
 }
 
-/// Group new blobs into packs, seal and upload them; returns the packs written.
+/// Group new blobs into packs, seal and upload them, and index them [`PACKS_PER_INDEX`] at a
+/// time; returns the packs written, as (id, stored size).
+///
+/// A blob seen twice within [`PACKS_PER_INDEX`] packs is stored once; further apart it is
+/// stored twice, which readers accept (any copy serves) and which only identical objects
+/// listed twice can cause: remembering every blob of the run instead would grow with the
+/// cluster.
 async fn pack_blobs(
     mut rx: mpsc::Receiver<Batch>,
     store: Store,
     keys: Keys,
     pack_size: usize,
     progress: Arc<CaptureProgress>,
-) -> Result<Vec<PackEntry>, WriteError> {
+) -> Result<Vec<(String, u64)>, WriteError> {
     let mut seen: HashSet<BlobId> = HashSet::new();
     let mut buf: Vec<u8> = Vec::with_capacity(pack_size + (1 << 20));
     let mut blobs: Vec<(BlobId, u32, u32)> = Vec::new();
     let mut uploads = tokio::task::JoinSet::new();
-    let mut done = Vec::new();
+    // Uploaded packs not yet in an index, and every pack written.
+    let mut unindexed: Vec<PackEntry> = Vec::new();
+    let mut written: Vec<(String, u64)> = Vec::new();
+    let mut sealed_packs = 0;
     let mut next = rx.recv().await;
     loop {
         let finished = next.is_none();
@@ -604,11 +607,18 @@ async fn pack_blobs(
         if buf.len() >= pack_size || (finished && !buf.is_empty()) {
             while uploads.len() >= UPLOADS_IN_FLIGHT {
                 if let Some(r) = uploads.join_next().await {
-                    done.push(joined(r)?);
+                    unindexed.push(joined(r)?);
                 }
+            }
+            if unindexed.len() >= PACKS_PER_INDEX {
+                write_index(&store, &keys, &progress, &mut unindexed, &mut written).await?;
             }
             let payload = std::mem::replace(&mut buf, Vec::with_capacity(pack_size + (1 << 20)));
             let entries = std::mem::take(&mut blobs);
+            sealed_packs += 1;
+            if sealed_packs % PACKS_PER_INDEX == 0 {
+                seen.clear();
+            }
             let (store, keys, progress) = (store.clone(), keys.clone(), progress.clone());
             uploads.spawn(async move {
                 let sealed = tokio::task::spawn_blocking(move || {
@@ -636,9 +646,40 @@ async fn pack_blobs(
         next = rx.recv().await;
     }
     while let Some(r) = uploads.join_next().await {
-        done.push(joined(r)?);
+        unindexed.push(joined(r)?);
     }
-    Ok(done)
+    write_index(&store, &keys, &progress, &mut unindexed, &mut written).await?;
+    Ok(written)
+}
+
+/// Write an index of the uploaded packs in `unindexed` (none when it is empty), moving them
+/// to `written`. An index names only packs already stored, so a run that fails later leaves
+/// packs a later snapshot can reuse or prune can delete, never an index of a missing pack.
+async fn write_index(
+    store: &Store,
+    keys: &Keys,
+    progress: &CaptureProgress,
+    unindexed: &mut Vec<PackEntry>,
+    written: &mut Vec<(String, u64)>,
+) -> Result<(), WriteError> {
+    if unindexed.is_empty() {
+        return Ok(());
+    }
+    written.extend(unindexed.iter().map(|p| (p.id.clone(), p.size)));
+    let index = Index {
+        format: FORMAT_VERSION,
+        packs: std::mem::take(unindexed),
+    };
+    let sealed = format::encode_json(keys, Role::Index, &index);
+    drop(index);
+    progress
+        .bytes_written
+        .fetch_add(sealed.len() as u64, Ordering::Relaxed);
+    let hash = format::stored_hash(&sealed);
+    store
+        .put(&layout::index(&hash), Bytes::from(sealed))
+        .await?;
+    Ok(())
 }
 
 fn joined(

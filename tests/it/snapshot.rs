@@ -774,6 +774,30 @@ async fn the_api_retry_budget_is_enforced_even_when_the_server_keeps_asking_to_r
 }
 
 #[tokio::test]
+async fn a_snapshot_is_indexed_as_its_packs_are_stored_and_reads_back_whole() {
+    let c = TestCluster::start_with(Seed::Scale(3000)).await;
+    let store = Store::memory();
+    let mut o = opts();
+    o.pack_size = 16 << 10;
+    let m = take(&c, &store, &keys(), &o).await.unwrap();
+    let indexes = store.list(layout::INDEX).await.unwrap().len();
+    // A pack a page at this size, 8 to an index: the writer never holds the run's index.
+    assert!(
+        indexes >= m.packs.len().div_ceil(8) && indexes > 1,
+        "{indexes} indexes for {} packs",
+        m.packs.len()
+    );
+    let back = read::open_stored(&store, &keys(), &m.id).await.unwrap();
+    let objects: u64 = back.manifest.resources.iter().map(|e| e.count).sum();
+    assert_eq!(objects, m.stats.objects);
+    assert!(objects > 3000, "{objects}");
+    // Taken again, the cluster unchanged: every blob is found through those indexes.
+    let again = take(&c, &store, &keys(), &o).await.unwrap();
+    assert_eq!(store.list(layout::INDEX).await.unwrap().len(), indexes);
+    assert_eq!(again.packs, m.packs);
+}
+
+#[tokio::test]
 async fn a_crash_mid_snapshot_leaves_nothing_that_looks_complete_and_the_lock_is_recovered() {
     let c = TestCluster::start_with(Seed::Scale(3000)).await;
     let store = Store::memory();
