@@ -90,6 +90,7 @@ pub struct Inputs {
     pub persistent_volume_claims: Vec<Value>,
     /// The data policy of volumes whose claim names none.
     pub data_policy: bindings::DataPolicy,
+    /// LoadBalancer Services: the others hold no cloud address.
     pub services: Vec<Value>,
     pub cosi_classes: Vec<Value>,
     pub storage_classes: Vec<Value>,
@@ -639,23 +640,22 @@ pub enum AuditError {
 
 /// Every object of `api_version`/`kind`; a type the cluster does not serve (discovery says
 /// so) has nothing to lose.
+/// Every object of a kind the cluster serves (none when it does not), listed page by page
+/// and keeping only what `keep` picks, so a kind with many objects the rules ignore is
+/// never held whole.
 async fn list_served(
     client: &kube::Client,
     resources: &Resources,
     (api_version, kind): (&str, &str),
     what: &'static str,
+    keep: impl FnMut(&Value) -> bool,
 ) -> Result<Vec<Value>, AuditError> {
     let Some(api) = resources.api(client, api_version, kind, None) else {
         return Ok(Vec::new());
     };
-    let list = api
-        .list(&ListParams::default())
+    crate::k8s::list_kept(&api, &ListParams::default(), (api_version, kind), keep)
         .await
-        .map_err(|source| AuditError::List { what, source })?;
-    crate::k8s::typed_items(list.items, api_version, kind).map_err(|e| AuditError::List {
-        what,
-        source: kube::Error::SerdeError(e),
-    })
+        .map_err(|source| AuditError::List { what, source })
 }
 
 /// Collect what the rules look at from the cluster (discovering what it serves).
@@ -674,23 +674,35 @@ pub async fn collect_with(
     newest_snapshot: Option<SnapshotFacts>,
 ) -> Result<Inputs, AuditError> {
     let (c, r) = (client, resources);
+    let all = |_: &Value| true;
     Ok(Inputs {
-        persistent_volumes: list_served(c, r, ("v1", "PersistentVolume"), "PersistentVolumes")
+        persistent_volumes: list_served(c, r, ("v1", "PersistentVolume"), "PersistentVolumes", all)
             .await?,
         persistent_volume_claims: list_served(
             c,
             r,
             ("v1", "PersistentVolumeClaim"),
             "PersistentVolumeClaims",
+            all,
         )
         .await?,
         data_policy: bindings::DataPolicy::default(),
-        services: list_served(c, r, ("v1", "Service"), "Services").await?,
+        // Only a LoadBalancer Service holds a cloud address; a cluster has thousands of
+        // others.
+        services: list_served(
+            c,
+            r,
+            ("v1", "Service"),
+            "Services",
+            bindings::is_load_balancer,
+        )
+        .await?,
         cosi_classes: list_served(
             c,
             r,
             ("objectstorage.k8s.io/v1alpha1", "BucketClass"),
             "BucketClasses",
+            all,
         )
         .await?,
         storage_classes: list_served(
@@ -698,6 +710,7 @@ pub async fn collect_with(
             r,
             ("storage.k8s.io/v1", "StorageClass"),
             "StorageClasses",
+            all,
         )
         .await?,
         object_buckets: list_served(
@@ -708,17 +721,20 @@ pub async fn collect_with(
                 bindings::OBJECT_BUCKET_KIND,
             ),
             "ObjectBuckets",
+            all,
         )
         .await?,
         node_resource_group: bindings::azure::node_resource_group(
-            &list_served(c, r, ("v1", "Node"), "Nodes").await?,
+            &list_served(c, r, ("v1", "Node"), "Nodes", all).await?,
         ),
-        cronjobs: list_served(c, r, ("batch/v1", "CronJob"), "CronJobs").await?,
+        cronjobs: list_served(c, r, ("batch/v1", "CronJob"), "CronJobs", all).await?,
         bucket_objects: {
             let mut all = Vec::new();
             for api in bindings::BUCKET_APIS {
                 let api_version = format!("{}/{}", api.group, api.version);
-                all.extend(list_served(c, r, (&api_version, api.kind), "bucket objects").await?);
+                all.extend(
+                    list_served(c, r, (&api_version, api.kind), "bucket objects", |_| true).await?,
+                );
             }
             all
         },

@@ -259,8 +259,13 @@ fn dns(svc: &Value, suffix: &str) -> Vec<String> {
 }
 
 /// The binding of one Service, if it is of type LoadBalancer.
+/// Whether a Service is of type LoadBalancer: the only kind a cloud gives an address to.
+pub fn is_load_balancer(svc: &Value) -> bool {
+    str_at(svc, "/spec/type") == Some("LoadBalancer")
+}
+
 pub fn extract(svc: &Value) -> Option<LoadBalancerBinding> {
-    if str_at(svc, "/spec/type") != Some("LoadBalancer") {
+    if !is_load_balancer(svc) {
         return None;
     }
     let ingress = svc

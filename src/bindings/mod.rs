@@ -27,8 +27,8 @@ pub use buckets::{
 };
 pub use data_policy::{CloudSnapshot, DataPolicy, InvalidPolicy, SnapshotRoad};
 pub use load_balancers::{
-    AWS_EIPS, LoadBalancerBinding, PIN_ANNOTATIONS, Pin, PinPatch, PinProblem, PinStyle, is_pinned,
-    pin_of, pin_problems,
+    AWS_EIPS, LoadBalancerBinding, PIN_ANNOTATIONS, Pin, PinPatch, PinProblem, PinStyle,
+    is_load_balancer, is_pinned, pin_of, pin_problems,
 };
 pub use volumes::{ClaimRef, IN_TREE_SOURCES, NodeLocal, Provider, VolumeBinding, node_local};
 

@@ -2,7 +2,7 @@
 //! `await_condition` for one object, a watcher-fed set for "until none is left". A wait
 //! wakes on the change it is waiting for, and a failing watch is an error, never "not yet".
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Debug;
 use std::time::Duration;
 
@@ -112,9 +112,91 @@ where
     }
 }
 
-fn key<K: Resource>(o: &K) -> (Option<String>, String) {
+/// An object's (namespace, name).
+pub type Key = (Option<String>, String);
+
+/// Wait up to `timeout` until `done` holds for every object `wanted` names, each judged
+/// with its own value (`None` while it does not exist), with one watch over `api` (all
+/// of the kind, or one namespace, narrowed by `config`'s selectors) rather than one per
+/// object: ten thousand Deployments brought back by `start` are one watch whose objects
+/// stream through one at a time, not ten thousand watches each holding its object. On
+/// timeout, returns the keys not done.
+pub async fn until_all<K, W>(
+    api: Api<K>,
+    wanted: HashMap<Key, W>,
+    config: watcher::Config,
+    timeout: Duration,
+    done: impl Fn(&W, Option<&K>) -> bool,
+) -> Result<(), AllError>
+where
+    K: Clone + Debug + Send + DeserializeOwned + Resource + 'static,
+{
+    let mut pending: HashSet<Key> = wanted.keys().cloned().collect();
+    let watch = async {
+        // Keys judged during the current (re)list; what it did not list does not exist.
+        let mut listed: HashSet<Key> = HashSet::new();
+        let mut stream = std::pin::pin!(watcher::watcher(api, config));
+        let judge = |pending: &mut HashSet<Key>, k: Key, o: Option<&K>| {
+            if let Some(w) = wanted.get(&k) {
+                if done(w, o) {
+                    pending.remove(&k);
+                } else {
+                    pending.insert(k);
+                }
+            }
+        };
+        loop {
+            let Some(ev) = stream.try_next().await.map_err(WaitError::Watch)? else {
+                continue;
+            };
+            match ev {
+                Event::Init => listed.clear(),
+                Event::InitApply(o) => {
+                    let k = key(&o);
+                    if wanted.contains_key(&k) {
+                        listed.insert(k.clone());
+                        judge(&mut pending, k, Some(&o));
+                    }
+                }
+                Event::InitDone => {
+                    for k in wanted.keys().filter(|k| !listed.contains(*k)) {
+                        judge(&mut pending, k.clone(), None);
+                    }
+                    listed.clear();
+                }
+                Event::Apply(o) => judge(&mut pending, key(&o), Some(&o)),
+                Event::Delete(o) => judge(&mut pending, key(&o), None),
+            }
+            // Every key starts pending and leaves only when judged done from what the API
+            // server sent (a listed object, or its absence from a complete listing).
+            if pending.is_empty() {
+                return Ok::<(), WaitError>(());
+            }
+        }
+    };
+    match tokio::time::timeout(timeout, watch).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(AllError::Wait(e)),
+        Err(_) => {
+            let mut left: Vec<Key> = pending.into_iter().collect();
+            left.sort();
+            Err(AllError::Remaining { timeout, left })
+        }
+    }
+}
+
+fn key<K: Resource>(o: &K) -> Key {
     let m = o.meta();
     (m.namespace.clone(), m.name.clone().unwrap_or_default())
+}
+
+/// Why [`until_all`] ended before every object was done.
+#[derive(Debug, thiserror::Error)]
+pub enum AllError {
+    #[error("{} not there yet after {timeout:?}", left.len())]
+    Remaining { timeout: Duration, left: Vec<Key> },
+    #[error(transparent)]
+    Wait(WaitError),
 }
 
 /// Why [`until_none_left`] ended with objects left.

@@ -2,8 +2,11 @@
 //! pure functions from the audit's inputs ([`plan_fixes`], [`plan_quiesce`]); each change
 //! carries its undo, and everything applied is recorded so it can be shown and undone.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
+
+use futures::{StreamExt as _, TryStreamExt as _};
+use kube::runtime::watcher;
 
 use kube::api::{DynamicObject, Patch, PatchParams};
 use serde::{Deserialize, Serialize};
@@ -481,16 +484,42 @@ pub async fn scale_step(
     step: &QuiesceStep,
     to_zero: bool,
 ) -> Result<(), StopError> {
-    for w in &step.workloads {
-        let p = if to_zero {
-            json!({"spec": {"replicas": 0}, "metadata": {"annotations": {ORIGINAL_REPLICAS: w.replicas.to_string()}}})
-        } else {
-            json!({"spec": {"replicas": w.replicas}, "metadata": {"annotations": {ORIGINAL_REPLICAS: null}}})
-        };
-        patch(client, resources, &w.object, &p).await?;
-    }
-    Ok(())
+    // A group is scaled together: its patches go out PATCHES_IN_FLIGHT at a time (ten
+    // thousand one after another took minutes on a real API server); the first refusal
+    // stops the step, and re-running continues where it stopped.
+    // Made as they are sent, not all up front (by index: a closure over `&Quiesced` trips
+    // the compiler's higher-ranked lifetime check where the future must be Send).
+    let patches = (0..step.workloads.len())
+        .map(|i| scale_one(client, resources, &step.workloads[i], to_zero));
+    futures::stream::iter(patches)
+        .buffer_unordered(PATCHES_IN_FLIGHT)
+        .try_collect::<()>()
+        .await
 }
+
+async fn scale_one(
+    client: &kube::Client,
+    resources: &Resources,
+    w: &Quiesced,
+    to_zero: bool,
+) -> Result<(), StopError> {
+    let p = if to_zero {
+        json!({"spec": {"replicas": 0}, "metadata": {"annotations": {ORIGINAL_REPLICAS: w.replicas.to_string()}}})
+    } else {
+        json!({"spec": {"replicas": w.replicas}, "metadata": {"annotations": {ORIGINAL_REPLICAS: null}}})
+    };
+    patch(client, resources, &w.object, &p).await
+}
+
+/// Workload patches sent at once by [`scale_step`].
+const PATCHES_IN_FLIGHT: usize = 16;
+
+/// A kind with at most this many workloads in a step is watched object by object (a
+/// field-selected watch each); more share one watch over the whole kind.
+const WATCHED_ONE_BY_ONE: usize = 16;
+
+/// Stuck workloads a failed wait reads back to say how far each got; the rest are counted.
+const STUCK_SHOWN: usize = 20;
 
 fn ready_replicas(o: Option<&DynamicObject>) -> i64 {
     o.and_then(|o| {
@@ -501,8 +530,10 @@ fn ready_replicas(o: Option<&DynamicObject>) -> i64 {
     .unwrap_or(0)
 }
 
-/// Wait (watching each workload) until a step's workloads report the wanted readiness:
-/// none ready (stopping), or all ready (starting), all within `timeout`.
+/// Wait (watching) until a step's workloads report the wanted readiness: none ready
+/// (stopping), or all ready (starting), all within `timeout`. Memory stays small whatever
+/// the step's size: a kind with many workloads is one watch, its objects judged as they
+/// stream by and dropped.
 pub async fn wait_step(
     client: &kube::Client,
     resources: &Resources,
@@ -510,48 +541,102 @@ pub async fn wait_step(
     stopping: bool,
     timeout: Duration,
 ) -> Result<(), StopError> {
-    let waits = step.workloads.iter().filter_map(|w| {
-        let o = &w.object;
-        let api = resources.api(client, &o.api_version, &o.kind, o.namespace.as_deref())?;
-        let wanted = w.replicas;
-        let done = move |d: Option<&DynamicObject>| {
-            let ready = ready_replicas(d);
-            if stopping {
-                ready == 0
-            } else {
-                ready >= wanted
-            }
+    let mut by_kind: BTreeMap<(&str, &str), Vec<&Quiesced>> = BTreeMap::new();
+    for w in &step.workloads {
+        by_kind
+            .entry((&w.object.api_version, &w.object.kind))
+            .or_default()
+            .push(w);
+    }
+    let done = move |wanted: &i64, d: Option<&DynamicObject>| {
+        let ready = ready_replicas(d);
+        if stopping {
+            ready == 0
+        } else {
+            ready >= *wanted
+        }
+    };
+    let mut waits = Vec::new();
+    for ((api_version, kind), ws) in by_kind {
+        let wanted = |ws: &[&Quiesced]| -> HashMap<k8s::wait::Key, i64> {
+            ws.iter()
+                .map(|w| {
+                    (
+                        (w.object.namespace.clone(), w.object.name.clone()),
+                        w.replicas,
+                    )
+                })
+                .collect()
         };
-        Some(async move {
-            let waited = k8s::wait::until(api.clone(), &o.name, timeout, done).await;
-            (w, api, waited)
-        })
-    });
-    let mut stuck = Vec::new();
-    for (w, api, waited) in futures::future::join_all(waits).await {
-        match waited {
-            Ok(_) => {}
-            Err(k8s::wait::WaitError::Timeout(_)) => {
-                // Say how far it got; the count is only for the message.
-                let ready = match api.get_opt(&w.object.name).await {
-                    Ok(o) => ready_replicas(o.as_ref()).to_string(),
-                    Err(e) => format!("unknown: {}", k8s::describe(&e)),
-                };
-                stuck.push(format!("{} ({ready} ready)", w.object.display()));
+        if ws.len() > WATCHED_ONE_BY_ONE {
+            if let Some(api) = resources.api(client, api_version, kind, None) {
+                let config = watcher::Config::default();
+                waits.push(k8s::wait::until_all(
+                    api,
+                    wanted(&ws),
+                    config,
+                    timeout,
+                    done,
+                ));
             }
-            Err(source) => {
+            continue;
+        }
+        for w in ws {
+            let o = &w.object;
+            if let Some(api) = resources.api(client, api_version, kind, o.namespace.as_deref()) {
+                let config =
+                    watcher::Config::default().fields(&format!("metadata.name={}", o.name));
+                waits.push(k8s::wait::until_all(
+                    api,
+                    wanted(&[w]),
+                    config,
+                    timeout,
+                    done,
+                ));
+            }
+        }
+    }
+    let mut stuck = Vec::new();
+    for waited in futures::future::join_all(waits).await {
+        match waited {
+            Ok(()) => {}
+            Err(k8s::wait::AllError::Remaining { left, .. }) => stuck.extend(left),
+            Err(k8s::wait::AllError::Wait(source)) => {
                 return Err(StopError::Watch {
-                    what: w.object.display(),
+                    what: format!("the {:?} workloads", step.group).to_lowercase(),
                     source,
                 });
             }
         }
     }
     if stuck.is_empty() {
-        Ok(())
-    } else {
-        Err(StopError::Stuck { timeout, stuck })
+        return Ok(());
     }
+    let mut shown = Vec::new();
+    let of = |(ns, name): &k8s::wait::Key| {
+        step.workloads
+            .iter()
+            .find(|w| w.object.namespace == *ns && w.object.name == *name)
+    };
+    for w in stuck.iter().take(STUCK_SHOWN).filter_map(of) {
+        let o = &w.object;
+        // Say how far it got; the count is only for the message.
+        let ready = match resources.api(client, &o.api_version, &o.kind, o.namespace.as_deref()) {
+            Some(api) => match api.get_opt(&o.name).await {
+                Ok(d) => ready_replicas(d.as_ref()).to_string(),
+                Err(e) => format!("unknown: {}", k8s::describe(&e)),
+            },
+            None => "unknown".to_owned(),
+        };
+        shown.push(format!("{} ({ready} ready)", o.display()));
+    }
+    if stuck.len() > shown.len() {
+        shown.push(format!("and {} more", stuck.len() - shown.len()));
+    }
+    Err(StopError::Stuck {
+        timeout,
+        stuck: shown,
+    })
 }
 
 /// Wait (watching) until no volume is attached to a node any more (no VolumeAttachments

@@ -552,3 +552,79 @@ spec:
         cloud.disks
     );
 }
+
+on_both_planes!(
+    a_paged_list_is_one_revision_so_a_watch_from_it_sees_what_changed_while_paging =
+        paged_list_is_one_revision
+);
+
+/// kube's `watcher` lists page by page, then watches from the list's resourceVersion: a
+/// change to an object on an earlier page, made while later pages are read, must reach the
+/// watch. kube-apiserver serves every page at the first page's revision.
+async fn paged_list_is_one_revision(plane: Plane) {
+    use futures::{StreamExt as _, TryStreamExt as _};
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::{ListParams, Patch, PatchParams, WatchEvent, WatchParams};
+    let c = Bed::start(plane, Seed::Empty).await;
+    let client = client(&c).await;
+    create(&client, "namespaces", None, namespace("paged"))
+        .await
+        .expect("namespace");
+    for name in ["a", "b", "c", "d"] {
+        create(
+            &client,
+            "configmaps",
+            Some("paged"),
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}}),
+        )
+        .await
+        .expect("configmap");
+    }
+    let api: kube::Api<ConfigMap> = kube::Api::namespaced(client, "paged");
+    let first = api.list(&ListParams::default().limit(2)).await.unwrap();
+    let names: Vec<_> = first
+        .items
+        .iter()
+        .map(|o| o.metadata.name.clone().unwrap())
+        .collect();
+    assert_eq!(names, ["a", "b"]);
+    // Changed between the pages: `a` was on the first one.
+    api.patch(
+        "a",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"changed": "while paging"}})),
+    )
+    .await
+    .unwrap();
+    let token = first.metadata.continue_.clone().expect("a second page");
+    let second = api
+        .list(&ListParams::default().limit(2).continue_token(&token))
+        .await
+        .unwrap();
+    assert_eq!(
+        second.metadata.resource_version, first.metadata.resource_version,
+        "every page is served at the first page's revision"
+    );
+    let rv = second.metadata.resource_version.clone().unwrap();
+    let mut events = api
+        .watch(&WatchParams::default().timeout(10), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    let seen = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(ev) = events.try_next().await.unwrap() {
+            if let WatchEvent::Modified(o) = ev
+                && o.metadata.name.as_deref() == Some("a")
+            {
+                return o.data.unwrap_or_default().get("changed").cloned();
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten();
+    assert_eq!(seen.as_deref(), Some("while paging"));
+    drop(events);
+    c.stop().await;
+}

@@ -434,3 +434,84 @@ async fn stop_undone(plane: Plane) {
     );
     c.stop().await;
 }
+
+on_both_planes!(
+    a_step_of_many_workloads_is_watched_as_one_kind_and_names_only_what_never_came_up =
+        many_workloads_one_watch
+);
+
+/// More Deployments than are watched one by one, plus one that does not exist: starting,
+/// the wait names only the missing one (as not ready) once its timeout passes; stopping,
+/// every one at 0 and the missing one count as quiesced.
+async fn many_workloads_one_watch(plane: Plane) {
+    use coldstart::lifecycle::stop::{self, Group, ObjectRef, QuiesceStep, Quiesced};
+    let c = Bed::start(plane, coldstart_sim::seed::Seed::Empty).await;
+    c.create(
+        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "many"}}),
+    )
+    .await;
+    let names: Vec<String> = (0..24).map(|i| format!("app-{i:02}")).collect();
+    for name in &names {
+        c.create(serde_json::json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "namespace": "many"},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
+                     "template": {"metadata": {"labels": {"app": name}},
+                                  "spec": {"containers": [{"name": "main", "image": "registry.example.com/app:1"}]}}}
+        }))
+        .await;
+    }
+    let quiesced = |name: &str| Quiesced {
+        object: ObjectRef {
+            api_version: "apps/v1".into(),
+            kind: "Deployment".into(),
+            namespace: Some("many".into()),
+            name: name.into(),
+        },
+        replicas: 1,
+    };
+    let step = QuiesceStep {
+        group: Group::Apps,
+        workloads: names
+            .iter()
+            .map(|n| quiesced(n))
+            .chain([quiesced("ghost")])
+            .collect(),
+    };
+    let client = c.client().await;
+    let resources = coldstart::k8s::Resources::discover(&client).await.unwrap();
+
+    c.wait_for("every Deployment ready", async |c| {
+        c.list("apps", "deployments")
+            .await
+            .iter()
+            .filter(|d| d["status"]["readyReplicas"] == 1)
+            .count()
+            == names.len()
+    })
+    .await;
+    let err = stop::wait_step(&client, &resources, &step, false, Duration::from_secs(3))
+        .await
+        .expect_err("the missing Deployment never becomes ready");
+    match err {
+        stop::StopError::Stuck { stuck, .. } => {
+            assert_eq!(stuck, ["Deployment many/ghost (0 ready)"]);
+        }
+        other => panic!("{other}"),
+    }
+
+    stop::scale_step(&client, &resources, &step, true)
+        .await
+        .expect_err("the missing Deployment cannot be patched");
+    let real = QuiesceStep {
+        group: Group::Apps,
+        workloads: names.iter().map(|n| quiesced(n)).collect(),
+    };
+    stop::scale_step(&client, &resources, &real, true)
+        .await
+        .expect("scaled to 0");
+    stop::wait_step(&client, &resources, &step, true, Duration::from_secs(60))
+        .await
+        .expect("every Deployment at 0 and the missing one count as quiesced");
+    c.stop().await;
+}

@@ -603,17 +603,24 @@ fn selectors(query: &HashMap<String, String>) -> Result<(LabelSelector, FieldSel
     Ok((labels, fields))
 }
 
-fn encode_continue(k: &ObjKey) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json!([k.0, k.1]).to_string())
+/// A continue token: where the next page starts and the resourceVersion of the list's first
+/// page. kube-apiserver serves every page of a list at its first page's revision, so a
+/// watch from the list's resourceVersion misses nothing; this store keeps no old
+/// revisions, so later pages hold live objects but still report the first page's version
+/// (a watch from it replays what changed while the pages were read: at least once, never
+/// lost). Reporting each page's own, later version lost changes to earlier pages' objects:
+/// a paged watcher (kube's `watcher`) then waited forever on a change it never saw.
+fn encode_continue(k: &ObjKey, rv: u64) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json!([k.0, k.1, rv]).to_string())
 }
 
-fn decode_continue(s: &str) -> Result<ObjKey, ApiError> {
+fn decode_continue(s: &str) -> Result<(ObjKey, u64), ApiError> {
     let bad = || ApiError::bad_request(format!("continue key is not valid: {s:?}"));
     let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(s)
         .map_err(|_| bad())?;
-    let (ns, name): (String, String) = serde_json::from_slice(&raw).map_err(|_| bad())?;
-    Ok((ns, name))
+    let (ns, name, rv): (String, String, u64) = serde_json::from_slice(&raw).map_err(|_| bad())?;
+    Ok(((ns, name), rv))
 }
 
 fn list(
@@ -637,14 +644,17 @@ fn list(
         .filter(|c| !c.is_empty())
         .map(|c| decode_continue(c))
         .transpose()?;
-    let page = sim
-        .store
-        .list(&def.group_resource(), ns, after.as_ref(), limit, |k, s| {
-            labels.matches(&s.labels) && fields.matches(&k.0, &k.1)
-        });
-    let mut meta = json!({"resourceVersion": page.rv.to_string()});
+    let page = sim.store.list(
+        &def.group_resource(),
+        ns,
+        after.as_ref().map(|(k, _)| k),
+        limit,
+        |k, s| labels.matches(&s.labels) && fields.matches(&k.0, &k.1),
+    );
+    let rv = after.as_ref().map_or(page.rv, |(_, first)| *first);
+    let mut meta = json!({"resourceVersion": rv.to_string()});
     if let Some(next) = &page.next {
-        meta["continue"] = json!(encode_continue(next));
+        meta["continue"] = json!(encode_continue(next, rv));
     }
     if table::wants_table(accept(headers)) {
         let items: Vec<Value> = page.items.iter().map(|s| s.value()).collect();
@@ -901,7 +911,10 @@ mod tests {
     #[test]
     fn continue_tokens_round_trip_and_garbage_is_a_bad_request() {
         let k = ("ns".to_owned(), "name".to_owned());
-        assert_eq!(decode_continue(&encode_continue(&k)).expect("valid"), k);
+        assert_eq!(
+            decode_continue(&encode_continue(&k, 42)).expect("valid"),
+            (k, 42)
+        );
         assert_eq!(decode_continue("!!!").expect_err("invalid").code, 400);
     }
 }
