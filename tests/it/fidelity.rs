@@ -581,11 +581,14 @@ async fn paged_list_is_one_revision(plane: Plane) {
         .expect("configmap");
     }
     let api: kube::Api<ConfigMap> = kube::Api::namespaced(client, "paged");
-    let first = api.list(&ListParams::default().limit(2)).await.unwrap();
+    let first = api
+        .list(&ListParams::default().limit(2))
+        .await
+        .expect("the first page");
     let names: Vec<_> = first
         .items
         .iter()
-        .map(|o| o.metadata.name.clone().unwrap())
+        .filter_map(|o| o.metadata.name.clone())
         .collect();
     assert_eq!(names, ["a", "b"]);
     // Changed between the pages: `a` was on the first one.
@@ -595,24 +598,28 @@ async fn paged_list_is_one_revision(plane: Plane) {
         &Patch::Merge(json!({"data": {"changed": "while paging"}})),
     )
     .await
-    .unwrap();
+    .expect("patched");
     let token = first.metadata.continue_.clone().expect("a second page");
     let second = api
         .list(&ListParams::default().limit(2).continue_token(&token))
         .await
-        .unwrap();
+        .expect("the second page");
     assert_eq!(
         second.metadata.resource_version, first.metadata.resource_version,
         "every page is served at the first page's revision"
     );
-    let rv = second.metadata.resource_version.clone().unwrap();
+    let rv = second
+        .metadata
+        .resource_version
+        .clone()
+        .expect("a resourceVersion");
     let mut events = api
         .watch(&WatchParams::default().timeout(10), &rv)
         .await
-        .unwrap()
+        .expect("a watch")
         .boxed();
     let seen = tokio::time::timeout(Duration::from_secs(10), async {
-        while let Some(ev) = events.try_next().await.unwrap() {
+        while let Some(ev) = events.try_next().await.expect("the watch goes on") {
             if let WatchEvent::Modified(o) = ev
                 && o.metadata.name.as_deref() == Some("a")
             {

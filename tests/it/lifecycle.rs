@@ -479,7 +479,9 @@ async fn many_workloads_one_watch(plane: Plane) {
             .collect(),
     };
     let client = c.client().await;
-    let resources = coldstart::k8s::Resources::discover(&client).await.unwrap();
+    let resources = coldstart::k8s::Resources::discover(&client)
+        .await
+        .expect("discovery");
 
     c.wait_for("every Deployment ready", async |c| {
         c.list("apps", "deployments")
