@@ -88,9 +88,20 @@ pub const LIST_PAGE: u32 = 500;
 pub async fn list_kept(
     api: &kube::Api<kube::api::DynamicObject>,
     params: &kube::api::ListParams,
-    (api_version, kind): (&str, &str),
+    type_: (&str, &str),
     mut keep: impl FnMut(&serde_json::Value) -> bool,
 ) -> Result<Vec<serde_json::Value>, kube::Error> {
+    list_mapped(api, params, type_, |o| keep(&o).then_some(o)).await
+}
+
+/// [`list_kept`], keeping what `map` makes of each object (`None`: nothing): what a caller
+/// needs of thirty thousand Deployments is a few fields each, not their pod templates.
+pub async fn list_mapped<T>(
+    api: &kube::Api<kube::api::DynamicObject>,
+    params: &kube::api::ListParams,
+    (api_version, kind): (&str, &str),
+    mut map: impl FnMut(serde_json::Value) -> Option<T>,
+) -> Result<Vec<T>, kube::Error> {
     let mut out = Vec::new();
     let mut token: Option<String> = None;
     loop {
@@ -101,7 +112,7 @@ pub async fn list_kept(
         let page = api.list(&lp).await?;
         token = page.metadata.continue_.filter(|t| !t.is_empty());
         let items = typed_items(page.items, api_version, kind).map_err(kube::Error::SerdeError)?;
-        out.extend(items.into_iter().filter(|o| keep(o)));
+        out.extend(items.into_iter().filter_map(&mut map));
         if token.is_none() {
             return Ok(out);
         }

@@ -312,6 +312,27 @@ fn group_of(w: &Value) -> Group {
     }
 }
 
+/// What [`plan_quiesce`] reads of a workload, and nothing else: kind, name, labels, its
+/// replicas and the original a previous stop recorded.
+pub fn quiesce_view(w: &Value) -> Value {
+    let mut metadata = json!({
+        "name": w.pointer("/metadata/name"),
+        "namespace": w.pointer("/metadata/namespace"),
+        "labels": w.pointer("/metadata/labels"),
+    });
+    if let Some(original) = w
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(ORIGINAL_REPLICAS))
+    {
+        metadata["annotations"] = json!({ ORIGINAL_REPLICAS: original });
+    }
+    let mut view = json!({"apiVersion": w["apiVersion"], "kind": w["kind"], "metadata": metadata});
+    if let Some(replicas) = w.pointer("/spec/replicas") {
+        view["spec"] = json!({ "replicas": replicas });
+    }
+    view
+}
+
 /// Group the scalable workloads (Deployments, StatefulSets) in quiesce order. A workload
 /// already at 0 that carries a recorded original (an interrupted stop) keeps that original.
 pub fn plan_quiesce(workloads: &[Value], order: &[Group]) -> Vec<QuiesceStep> {
@@ -855,6 +876,12 @@ mod tests {
             ),
         ];
         let steps = plan_quiesce(&workloads, &DEFAULT_ORDER);
+        let views: Vec<Value> = workloads.iter().map(quiesce_view).collect();
+        assert_eq!(
+            plan_quiesce(&views, &DEFAULT_ORDER),
+            steps,
+            "what stop keeps of each workload plans the same"
+        );
         let names: Vec<Vec<(String, i64)>> = steps
             .iter()
             .map(|s| {
