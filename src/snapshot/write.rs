@@ -3,7 +3,7 @@
 //! already hold go to the packer, so an unchanged cluster costs a few KiB. Memory stays flat:
 //! a few pages and packs in flight, plus 32 bytes of id per object for the trees.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -128,8 +128,20 @@ pub struct CaptureProgress {
 /// Blobs the store already holds (from its indexes), and the packs they live in.
 #[derive(Debug, Default)]
 struct Known {
-    blobs: HashMap<BlobId, u32>,
+    /// (blob, pack number), sorted by blob: 36 bytes a blob, where a hash map took ~64
+    /// once its table doubled (19 MiB for a 300k-object store).
+    blobs: Vec<(BlobId, u32)>,
     packs: Vec<(String, u64)>,
+}
+
+impl Known {
+    /// The pack number of a stored blob.
+    fn pack_of(&self, blob: &BlobId) -> Option<u32> {
+        self.blobs
+            .binary_search_by(|(b, _)| b.cmp(blob))
+            .ok()
+            .map(|i| self.blobs[i].1)
+    }
 }
 
 /// New blobs on their way to the packer: their bytes back to back in one buffer, each as
@@ -392,11 +404,13 @@ async fn load_known(store: &Store, keys: &Keys) -> Result<Known, WriteError> {
         for p in index.packs {
             let n = known.packs.len() as u32;
             known.packs.push((p.id, p.size));
-            for (blob, _, _) in p.blobs {
-                known.blobs.entry(blob).or_insert(n);
-            }
+            known.blobs.extend(p.blobs.into_iter().map(|(blob, _, _)| (blob, n)));
         }
     }
+    // A blob stored twice is found in either pack: keep one.
+    known.blobs.sort_unstable();
+    known.blobs.dedup_by_key(|(b, _)| *b);
+    known.blobs.shrink_to_fit();
     Ok(known)
 }
 
@@ -476,9 +490,9 @@ fn process_page(
         let len = batch.data.len() - start;
         let id = keys.blob_id(&batch.data[start..]);
         out.bytes += len as u64;
-        match known.blobs.get(&id) {
+        match known.pack_of(&id) {
             Some(p) => {
-                out.existing.push(*p);
+                out.existing.push(p);
                 batch.data.truncate(start);
             }
             None => batch.blobs.push((id, start as u32, len as u32)),
@@ -547,9 +561,9 @@ async fn list_resource(ctx: ListCtx<'_>, r: ResourceRef) -> Result<Listed, Write
         let mut trees = Vec::new();
         for chunk in format::chunk_tree(&ids) {
             let id = ctx.keys.blob_id(&chunk);
-            match ctx.known.blobs.get(&id) {
+            match ctx.known.pack_of(&id) {
                 Some(p) => {
-                    listed.existing_packs.insert(*p);
+                    listed.existing_packs.insert(p);
                 }
                 None => tree_blobs.push(id, &chunk),
             }
