@@ -658,31 +658,39 @@ async fn release_held(
 /// Give every ResourceQuota the restore parked (`plan::ORIGINAL_QUOTA`) its limits back, once
 /// its namespace's workloads have their pods again; returns how many.
 pub async fn put_back_quotas(client: &kube::Client) -> Result<usize, RestoreError> {
-    let api: Api<k8s_openapi::api::core::v1::ResourceQuota> = Api::all(client.clone());
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("", "v1", "ResourceQuota"),
+        "resourcequotas",
+    );
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
     let quota = |name: &str, e| RestoreError::Quota(name.to_owned(), e);
-    let quotas = api
-        .list(&Default::default())
-        .await
-        .map_err(|e| quota("(list)", e))?;
+    let parked = |q: &Value| {
+        q.pointer("/metadata/annotations")
+            .and_then(|a| a.get(plan::ORIGINAL_QUOTA))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    // Page by page, keeping only the quotas a restore parked: a namespace per tenant has
+    // its quota, and most were never parked.
+    let quotas = k8s::list_kept(&api, &Default::default(), ("v1", "ResourceQuota"), |q| {
+        parked(q).is_some()
+    })
+    .await
+    .map_err(|e| quota("(list)", e))?;
     let mut n = 0;
     for q in quotas {
-        let Some(hard) = q
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(plan::ORIGINAL_QUOTA))
-        else {
+        let Some(hard) = parked(&q) else {
             continue;
         };
-        let name = q.metadata.name.clone().unwrap_or_default();
-        let ns = q.metadata.namespace.clone().unwrap_or_default();
+        let at = |f: &str| q.pointer(f).and_then(Value::as_str).unwrap_or_default();
+        let (name, ns) = (at("/metadata/name"), at("/metadata/namespace"));
         let key = format!("{ns}/{name}");
         let hard: Value =
-            serde_json::from_str(hard).map_err(|e| quota(&key, kube::Error::SerdeError(e)))?;
+            serde_json::from_str(&hard).map_err(|e| quota(&key, kube::Error::SerdeError(e)))?;
         let patch = json!({"spec": {"hard": hard},
                            "metadata": {"annotations": {plan::ORIGINAL_QUOTA: null}}});
-        Api::<k8s_openapi::api::core::v1::ResourceQuota>::namespaced(client.clone(), &ns)
-            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        Api::<k8s_openapi::api::core::v1::ResourceQuota>::namespaced(client.clone(), ns)
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .map_err(|e| quota(&key, e))?;
         n += 1;

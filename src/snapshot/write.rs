@@ -404,7 +404,9 @@ async fn load_known(store: &Store, keys: &Keys) -> Result<Known, WriteError> {
         for p in index.packs {
             let n = known.packs.len() as u32;
             known.packs.push((p.id, p.size));
-            known.blobs.extend(p.blobs.into_iter().map(|(blob, _, _)| (blob, n)));
+            known
+                .blobs
+                .extend(p.blobs.into_iter().map(|(blob, _, _)| (blob, n)));
         }
     }
     // A blob stored twice is found in either pack: keep one.

@@ -186,6 +186,17 @@ async fn stop_teardown_start(plane: Plane) {
         before_replicas,
         "replicas are as before"
     );
+    // The restore parks each tenant's quota while its pods come back; start gives the
+    // limits back.
+    let quotas = c.list("", "resourcequotas").await;
+    assert!(!quotas.is_empty(), "the platform's tenants have quotas");
+    for q in &quotas {
+        assert!(
+            q["metadata"]["annotations"][coldstart::restore::plan::ORIGINAL_QUOTA].is_null()
+                && q["spec"]["hard"]["requests.cpu"].is_string(),
+            "quota back to its limits: {q}"
+        );
+    }
     tokio::time::sleep(Duration::from_millis(800)).await;
     let created = c.cloud().await.created_since(mark);
     assert_eq!(
