@@ -15,6 +15,14 @@ use crate::bindings::{BUCKET_APIS, BucketKind, PIN_ANNOTATIONS};
 pub const GATE_LABEL: &str = "coldstart.dev/gate";
 /// Field manager for server-side apply of the gate.
 const MANAGER: &str = "coldstart";
+/// An object carrying this annotation is judged by the gate even when coldstart sends it:
+/// how [`install`] proves the gate is enforced (with a dry run) while its own identity is
+/// exempt.
+pub const PROBE_ANNOTATION: &str = "coldstart.dev/gate-probe";
+/// How long [`install`] waits for the API server to enforce the gate it just installed.
+const ENFORCED_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
+/// What every gate denial says.
+const DENIAL: &str = "coldstart is restoring this cluster";
 
 fn policy(name: &str, exempt: &str, rules: Value, validations: Value) -> Value {
     json!({
@@ -25,7 +33,11 @@ fn policy(name: &str, exempt: &str, rules: Value, validations: Value) -> Value {
             "failurePolicy": "Fail",
             "matchConstraints": {"resourceRules": rules},
             "matchConditions": [{"name": "not-coldstart",
-                "expression": format!("request.userInfo.username != {}", cel_string(exempt))}],
+                "expression": format!(
+                    "request.userInfo.username != {} || (has(object.metadata.annotations) && {} in object.metadata.annotations)",
+                    cel_string(exempt),
+                    cel_string(PROBE_ANNOTATION)
+                )}],
             "validations": validations,
         }
     })
@@ -163,9 +175,84 @@ pub enum GateError {
         "failed to lift the admission gate ({name}): {source}; lift it by hand with `coldstart gate off`"
     )]
     Lift { name: String, source: kube::Error },
+    #[error(
+        "the admission gate was installed but not enforced within {waited:?}: a dry-run probe ({probe}) was {last}; the API server must run the ValidatingAdmissionPolicy admission plugin (Kubernetes ≥ 1.30). Nothing was restored"
+    )]
+    NotEnforced {
+        waited: std::time::Duration,
+        probe: &'static str,
+        last: String,
+    },
 }
 
-/// Install (or refresh) the gate. Server-side apply, so re-running after a crash converges.
+/// The objects a new disk or a new address would start from, marked as probes: the gate
+/// must deny each (a bucket API may not be served, so buckets are not probed; their policy
+/// is loaded with the others).
+fn probes() -> [(&'static str, &'static str, Value); 2] {
+    let meta = json!({"generateName": "coldstart-gate-probe-", "namespace": "default",
+                      "annotations": {PROBE_ANNOTATION: "true"}});
+    [
+        (
+            "a claim without a volume",
+            "persistentvolumeclaims",
+            json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": meta,
+                   "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}),
+        ),
+        (
+            "an unpinned LoadBalancer Service",
+            "services",
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": meta,
+                   "spec": {"type": "LoadBalancer", "ports": [{"port": 443}]}}),
+        ),
+    ]
+}
+
+/// Wait until the API server denies each probe (a dry run: nothing is created). kube-apiserver
+/// enforces a new binding once its policy informer has it, a moment after the create; until
+/// then an operator started by someone else could provision what the gate is for.
+async fn until_enforced(client: &kube::Client) -> Result<(), GateError> {
+    let started = std::time::Instant::now();
+    let pp = kube::api::PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    for (probe, plural, obj) in probes() {
+        let gvk = GroupVersionKind::gvk("", "v1", obj["kind"].as_str().unwrap_or_default());
+        let api: Api<DynamicObject> = Api::namespaced_with(
+            client.clone(),
+            "default",
+            &ApiResource::from_gvk_with_plural(&gvk, plural),
+        );
+        let obj: DynamicObject =
+            serde_json::from_value(obj).map_err(|e| GateError::NotEnforced {
+                waited: started.elapsed(),
+                probe,
+                last: format!("not buildable ({e})"),
+            })?;
+        let mut pause = std::time::Duration::from_millis(50);
+        loop {
+            let last = match api.create(&pp, &obj).await {
+                Err(kube::Error::Api(s)) if s.message.contains(DENIAL) => break,
+                Ok(_) => "admitted".to_owned(),
+                Err(e) => format!("refused otherwise: {}", crate::k8s::describe(&e)),
+            };
+            if started.elapsed() >= ENFORCED_WITHIN {
+                return Err(GateError::NotEnforced {
+                    waited: started.elapsed(),
+                    probe,
+                    last,
+                });
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(std::time::Duration::from_secs(1));
+        }
+    }
+    Ok(())
+}
+
+/// Install (or refresh) the gate, and return once the API server enforces it (a dry-run
+/// probe of each guarded kind is denied). Server-side apply, so re-running after a crash
+/// converges.
 pub async fn install(client: &kube::Client, exempt: &str) -> Result<usize, GateError> {
     let items = policies(exempt);
     for obj in &items {
@@ -186,6 +273,7 @@ pub async fn install(client: &kube::Client, exempt: &str) -> Result<usize, GateE
                 source,
             })?;
     }
+    until_enforced(client).await?;
     Ok(items.len() / 2)
 }
 

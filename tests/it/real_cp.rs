@@ -556,6 +556,20 @@ async fn gate_denies_new_disks_and_addresses(plane: Plane) {
         &create_as(&[], UNNAMED_CLAIM).await,
         "coldstart's own claim",
     );
+    // coldstart proves the gate enforced with probes it sends itself: a probe is judged
+    // even from the exempt identity (a dry run, nothing is created).
+    let probe = UNPINNED_SERVICE.replace(
+        "namespace: default}",
+        "namespace: default, annotations: {coldstart.dev/gate-probe: 'true'}}",
+    );
+    let out = c
+        .kubectl_stdin(&["create", "--dry-run=server", "-f", "-"], Some(&probe))
+        .await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("must pin its address"),
+        "a probe is denied even to coldstart: {err}"
+    );
 
     let out = c
         .coldstart(&c.dir.path().join("store"), &["gate", "off"])
