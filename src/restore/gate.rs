@@ -176,7 +176,7 @@ pub enum GateError {
     )]
     Lift { name: String, source: kube::Error },
     #[error(
-        "the admission gate was installed but not enforced within {waited:?}: a dry-run probe ({probe}) was {last}; the API server must run the ValidatingAdmissionPolicy admission plugin (Kubernetes ≥ 1.30). Nothing was restored"
+        "the admission gate was installed but not proven enforced after {waited:?}: a dry-run probe ({probe}, namespace default) was {last}. Admitted: the API server does not run the ValidatingAdmissionPolicy admission plugin (Kubernetes ≥ 1.30); refused otherwise: coldstart may not create it there (RBAC) or the namespace is missing. Nothing was restored"
     )]
     NotEnforced {
         waited: std::time::Duration,
@@ -234,6 +234,14 @@ async fn until_enforced(client: &kube::Client) -> Result<(), GateError> {
             let last = match api.create(&pp, &obj).await {
                 Err(kube::Error::Api(s)) if s.message.contains(DENIAL) => break,
                 Ok(_) => "admitted".to_owned(),
+                // Forbidden by RBAC, or no `default` namespace: waiting changes nothing.
+                Err(kube::Error::Api(s)) if matches!(s.code, 401 | 403 | 404) => {
+                    return Err(GateError::NotEnforced {
+                        waited: started.elapsed(),
+                        probe,
+                        last: format!("refused otherwise: {} ({})", s.message, s.code),
+                    });
+                }
                 Err(e) => format!("refused otherwise: {}", crate::k8s::describe(&e)),
             };
             if started.elapsed() >= ENFORCED_WITHIN {
