@@ -15,21 +15,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 N=${1:-100000}
 SAMPLE=5000
-if [[ -z ${COLDSTART_BIN:-} ]]; then
-  cargo build --release --quiet
-  COLDSTART_BIN=./target/release/coldstart
-fi
-work=$(mktemp -d)
-trap 'kill $sim 2>/dev/null || true; rm -rf "$work"' EXIT
+source tests/bench/scale-cluster.sh
 go build -o "$work/plaincreate" tests/bench/plaincreate/main.go
-
-"$COLDSTART_BIN" sim serve --seed "scale:$N" --kubeconfig-out "$work/k.yaml" --json > "$work/sim.json" 2> "$work/sim.log" &
-sim=$!
-until [ -s "$work/sim.json" ]; do sleep 0.2; done
-url=$(python3 -c "import json;print(json.load(open('$work/sim.json'))['url'])")
-export KUBECONFIG="$work/k.yaml"
-export COLDSTART_STORE="file://$work/store"
-export COLDSTART_ENCRYPTION_KEY=$(head -c32 /dev/urandom | base64)
 
 "$COLDSTART_BIN" snapshot --json > "$work/snap.json"
 objects=$(python3 -c "import json;print(json.load(open('$work/snap.json'))['objects'])")

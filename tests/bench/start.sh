@@ -12,19 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 N=${1:-100000}
-if [[ -z ${COLDSTART_BIN:-} ]]; then
-  cargo build --release --quiet
-  COLDSTART_BIN=./target/release/coldstart
-fi
-work=$(mktemp -d)
-trap 'kill $sim 2>/dev/null || true; rm -rf "$work"' EXIT
-
-"$COLDSTART_BIN" sim serve --seed "scale:$N" --kubeconfig-out "$work/k.yaml" --json > "$work/sim.json" 2> "$work/sim.log" &
-sim=$!
-until [ -s "$work/sim.json" ]; do sleep 0.2; done
-export KUBECONFIG="$work/k.yaml"
-export COLDSTART_STORE="file://$work/store"
-export COLDSTART_ENCRYPTION_KEY=$(head -c32 /dev/urandom | base64)
+source tests/bench/scale-cluster.sh
 
 timed() {
   local name=$1; shift
