@@ -400,7 +400,7 @@ async fn take_locked(
 
 async fn load_known(store: &Store, keys: &Keys) -> Result<Known, WriteError> {
     let mut known = Known::default();
-    for (_, index) in read::load_indexes(store, keys).await? {
+    read::for_each_index(store, keys, |_, index| {
         for p in index.packs {
             let n = known.packs.len() as u32;
             known.packs.push((p.id, p.size));
@@ -408,7 +408,8 @@ async fn load_known(store: &Store, keys: &Keys) -> Result<Known, WriteError> {
                 .blobs
                 .extend(p.blobs.into_iter().map(|(blob, _, _)| (blob, n)));
         }
-    }
+    })
+    .await?;
     // A blob stored twice is found in either pack: keep one.
     known.blobs.sort_unstable();
     known.blobs.dedup_by_key(|(b, _)| *b);
