@@ -30,6 +30,16 @@ use crate::store::{Store, StoreError, layout};
 /// Packs downloaded and checked at once.
 const PACKS_IN_FLIGHT: usize = 4;
 
+/// Of the packs in flight, how many are decrypted and decompressed at once: one per core.
+/// A pack waiting for its turn is held sealed (compressed, a fifth of its payload); one
+/// being opened holds its whole payload ([`super::write::PACK_SIZE`]), so opening more
+/// than the cores can work on adds memory and no speed.
+fn packs_opened_at_once() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(PACKS_IN_FLIGHT)
+}
+
 /// Why a snapshot could not be read, or is not whole.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
@@ -389,8 +399,9 @@ struct Loc {
 #[derive(Debug, Clone)]
 pub struct StoredSnapshot {
     pub manifest: Manifest,
-    /// Per entry of `manifest.resources`, its objects in name order.
-    locations: Vec<Vec<Loc>>,
+    /// Per entry of `manifest.resources`, its objects in name order; shared with the
+    /// streams [`StoredSnapshot::read`] returns, which walk it pack by pack.
+    locations: Arc<Vec<Vec<Loc>>>,
     /// Stored bytes read by the verifying pass (packs).
     pub bytes_read: u64,
 }
@@ -422,7 +433,7 @@ impl StoredSnapshot {
         self.manifest
             .resources
             .iter()
-            .zip(&self.locations)
+            .zip(self.locations.iter())
             .filter(|(e, _)| select(e))
             .map(|(_, l)| l.len())
             .sum()
@@ -438,23 +449,45 @@ impl StoredSnapshot {
         keys: &Keys,
         select: impl Fn(&TreeEntry) -> bool,
     ) -> futures::stream::BoxStream<'static, Result<StoredObject, ReadError>> {
-        let mut by_pack: std::collections::BTreeMap<u32, Vec<(usize, Loc)>> = Default::default();
-        for (i, (entry, locs)) in self
+        // Which packs each picked entry's objects lie in, lowest to highest: an entry's
+        // objects are mostly in one or two packs, so finding a pack's objects looks at few
+        // entries. Each pack's list is made only when the stream comes to it, so the
+        // stream holds the objects' places of READ_AHEAD packs, not of the whole tier.
+        let spans: Vec<(usize, u32, u32)> = self
             .manifest
             .resources
             .iter()
-            .zip(&self.locations)
+            .zip(self.locations.iter())
             .enumerate()
-        {
-            if select(entry) {
-                for l in locs {
-                    by_pack.entry(l.pack).or_default().push((i, *l));
-                }
-            }
-        }
+            .filter(|(_, (entry, locs))| !locs.is_empty() && select(entry))
+            .map(|(i, (_, locs))| {
+                let (lo, hi) = locs.iter().fold((u32::MAX, 0), |(lo, hi), l| {
+                    (lo.min(l.pack), hi.max(l.pack))
+                });
+                (i, lo, hi)
+            })
+            .collect();
+        let locations = self.locations.clone();
+        let in_pack = move |pack: u32| -> Vec<(usize, Loc)> {
+            spans
+                .iter()
+                .filter(|(_, lo, hi)| (*lo..=*hi).contains(&pack))
+                .flat_map(|&(i, _, _)| {
+                    locations[i]
+                        .iter()
+                        .filter(move |l| l.pack == pack)
+                        .map(move |l| (i, *l))
+                })
+                .collect()
+        };
+        let by_pack =
+            futures::stream::iter(0..self.manifest.packs.len() as u32).filter_map(move |pack| {
+                let locs = in_pack(pack);
+                async move { (!locs.is_empty()).then_some((pack, locs)) }
+            });
         let (store, keys, id) = (store.clone(), keys.clone(), self.manifest.id.clone());
         let packs = self.manifest.packs.clone();
-        futures::stream::iter(by_pack)
+        by_pack
             .map(move |(pack, locs)| {
                 let (store, keys, id) = (store.clone(), keys.clone(), id.clone());
                 let name = packs[pack as usize].clone();
@@ -524,6 +557,7 @@ pub async fn open_stored(
         from = to;
     }
     let located = Arc::new(located);
+    let opening = tokio::sync::Semaphore::new(packs_opened_at_once());
     let checked: Vec<Result<PackCheck, ReadError>> = futures::stream::iter(0..manifest.packs.len())
         .map(|i| {
             let (located, trees) = (located.clone(), trees.clone());
@@ -536,6 +570,7 @@ pub async fn open_stored(
                 located,
                 from..to,
                 trees,
+                &opening,
             )
         })
         .buffer_unordered(PACKS_IN_FLIGHT)
@@ -591,7 +626,7 @@ pub async fn open_stored(
     }
     Ok(StoredSnapshot {
         manifest,
-        locations,
+        locations: Arc::new(locations),
         bytes_read,
     })
 }
@@ -615,10 +650,15 @@ async fn check_pack(
     located: Arc<Vec<(BlobId, Loc)>>,
     range: std::ops::Range<usize>,
     trees: Arc<std::collections::HashSet<BlobId>>,
+    opening: &tokio::sync::Semaphore,
 ) -> Result<PackCheck, ReadError> {
     let sealed = get_pack(store, id, pack).await?;
     let size = sealed.len() as u64;
     let (keys, pack) = (keys.clone(), pack.to_owned());
+    let _turn = opening
+        .acquire()
+        .await
+        .map_err(|e| ReadError::Task(e.to_string()))?;
     tokio::task::spawn_blocking(move || {
         let payload = open_pack(&keys, &pack, &sealed)?;
         drop(sealed);
