@@ -76,6 +76,7 @@ pub mod heap_stats {
 
     static LIVE: AtomicUsize = AtomicUsize::new(0);
     static PEAK: AtomicUsize = AtomicUsize::new(0);
+    static BIGGEST: AtomicUsize = AtomicUsize::new(0);
 
     pub struct Counting<A>(pub A);
 
@@ -113,15 +114,33 @@ pub mod heap_stats {
     fn grew(by: usize) {
         let now = LIVE.fetch_add(by, Relaxed) + by;
         PEAK.fetch_max(now, Relaxed);
+        BIGGEST.fetch_max(by, Relaxed);
     }
 
-    /// Bytes live now, and the most live since the last call (which starts a new window).
-    pub fn read() -> (usize, usize) {
+    /// What one window of the trace saw.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct Window {
+        /// Bytes live now.
+        pub live: usize,
+        /// The most bytes live at once since the last read.
+        pub peak: usize,
+        /// The largest single allocation since the last read: a peak made of one buffer
+        /// (a pack, a page body) shows here.
+        pub biggest: usize,
+    }
+
+    /// Read the counters; the read starts a new window.
+    pub fn read() -> Window {
         let live = LIVE.load(Relaxed);
-        (live, PEAK.swap(live, Relaxed).max(live))
+        Window {
+            live,
+            peak: PEAK.swap(live, Relaxed).max(live),
+            biggest: BIGGEST.swap(0, Relaxed),
+        }
     }
 
-    /// Append `seconds live_MiB window_peak_MiB` to `path` every 50 ms for the process's life.
+    /// Append `seconds live_MiB window_peak_MiB biggest_allocation_MiB` to `path` every 50 ms
+    /// for the process's life.
     pub fn trace_to(path: std::path::PathBuf) {
         std::thread::spawn(move || {
             use std::io::Write;
@@ -132,14 +151,15 @@ pub mod heap_stats {
             let start = std::time::Instant::now();
             loop {
                 std::thread::sleep(std::time::Duration::from_millis(50));
-                let (live, peak) = read();
+                let w = read();
                 let mib = |b: usize| b as f64 / (1024.0 * 1024.0);
                 let _ = writeln!(
                     out,
-                    "{:.2} {:.1} {:.1}",
+                    "{:.2} {:.1} {:.1} {:.1}",
                     start.elapsed().as_secs_f64(),
-                    mib(live),
-                    mib(peak)
+                    mib(w.live),
+                    mib(w.peak),
+                    mib(w.biggest)
                 );
             }
         });
@@ -193,22 +213,29 @@ mod tests {
     fn the_counting_allocator_counts_what_is_live_and_the_most_since_it_was_last_read() {
         use std::alloc::{GlobalAlloc, Layout, System};
         let counting = heap_stats::Counting(System);
-        let (before, _) = heap_stats::read();
+        let before = heap_stats::read().live;
         let layout = Layout::from_size_align(1 << 20, 8).unwrap();
         // SAFETY: a non-zero layout; the block is freed with the same layout below.
         let block = unsafe { counting.alloc(layout) };
         assert!(!block.is_null());
-        let (live, peak) = heap_stats::read();
-        assert_eq!(live - before, 1 << 20);
-        assert_eq!(peak, live);
+        let w = heap_stats::read();
+        assert_eq!(w.live - before, 1 << 20);
+        assert_eq!(w.peak, w.live);
+        assert_eq!(w.biggest, 1 << 20);
         // SAFETY: allocated above with this layout.
         let block = unsafe { counting.realloc(block, layout, 3 << 20) };
         let layout = Layout::from_size_align(3 << 20, 8).unwrap();
         // SAFETY: as above, with the layout it now has.
         unsafe { counting.dealloc(block, layout) };
-        let (after, peak) = heap_stats::read();
-        assert_eq!(after, before, "freed, nothing is live");
-        assert_eq!(peak - before, 3 << 20, "the window saw the 3 MiB block");
-        assert_eq!(heap_stats::read().1, after, "reading starts a new window");
+        let w = heap_stats::read();
+        assert_eq!(w.live, before, "freed, nothing is live");
+        assert_eq!(w.peak - before, 3 << 20, "the window saw the 3 MiB block");
+        assert_eq!(w.biggest, 3 << 20);
+        let next = heap_stats::read();
+        assert_eq!(
+            (next.peak, next.biggest),
+            (before, 0),
+            "reading starts a new window"
+        );
     }
 }

@@ -5,8 +5,10 @@
 # the resident set. Prints, per command: peak RSS (the kernel's high-water mark), the most
 # bytes live at once, and the run in tenths (median live, most live) so a peak can be
 # placed in a phase (a restore verifies the snapshot in its first tenth or two, then
-# applies). The difference between RSS and live bytes is the binary's text (~22 MiB) and
-# what the allocator keeps of freed memory.
+# applies), and the largest single allocation (a peak made of one buffer shows there).
+# The difference between RSS and live bytes is the binary's text (~22 MiB) and what the
+# allocator keeps of freed memory. HEAP_TRACE_KEEP=DIR keeps the raw traces (per 50 ms:
+# seconds, live MiB, the window's most live MiB, the window's largest allocation MiB).
 # Usage: tests/bench/heap.sh [N]   (default 100000; the measuring build goes to
 # target/heap-stats, a full release build the first time; HEAP_BIN names one already built)
 set -euo pipefail
@@ -42,7 +44,8 @@ rows = [tuple(map(float, l.split())) for l in open(trace) if l.strip()]
 if not rows:
     sys.exit(f"{name}: no heap trace (is this the heap-stats build?)")
 end = rows[-1][0]
-print(f"== {name}: {end:.1f} s, peak RSS {hwm} MiB, most live on the heap {max(r[2] for r in rows):.0f} MiB")
+print(f"== {name}: {end:.1f} s, peak RSS {hwm} MiB, most live on the heap {max(r[2] for r in rows):.0f} MiB, "
+      f"largest single allocation {max(r[3] for r in rows):.1f} MiB")
 tenths = []
 for i in range(10):
     seg = [r for r in rows if i * end / 10 <= r[0] < (i + 1) * end / 10]
@@ -56,3 +59,6 @@ PY
 traced snapshot "$COLDSTART_BIN" snapshot --json
 "$COLDSTART_BIN" sim teardown > /dev/null
 traced restore "$COLDSTART_BIN" restore --json --verify-timeout 600
+if [[ -n ${HEAP_TRACE_KEEP:-} ]]; then
+  cp "$work"/*.heap "$HEAP_TRACE_KEEP"/
+fi
