@@ -363,10 +363,10 @@ async fn record_state(client: &kube::Client, data: Value) -> Result<(), RestoreE
     Ok(())
 }
 
-/// Objects planned together: the plan's per-call setup (the claim → volume index) is paid
-/// once per batch, and a batch is what sits planned ahead of the creates in flight
-/// (~500 × a few KB of parsed JSON).
-const PLAN_BATCH: usize = 500;
+/// Objects parsed and planned together, ahead of the creates in flight: the batch is what a
+/// tier holds parsed beyond them. 500 Deployments parsed are ~25 MiB of `Value`s, the
+/// restore's highest peaks (docs/benchmarks.md); 100 keep a batch to a few MiB.
+const PLAN_BATCH: usize = 100;
 
 /// One tier of `source`, read and planned in batches as the caller pulls it, each batch
 /// passed through `adjust` (a restore applies its preflight's holds there). A restore and
@@ -378,6 +378,7 @@ pub fn plan_tier<'a>(
     tier: Tier,
     adjust: impl Fn(&mut Plan) + Send + 'a,
 ) -> BoxStream<'a, Result<Planned, crate::snapshot::read::ReadError>> {
+    let claim_volumes = plan::claim_volumes(&source.recorded);
     source
         .objects
         .read(move |t| t == tier)
@@ -387,7 +388,7 @@ pub fn plan_tier<'a>(
                 .into_iter()
                 .collect::<Result<Vec<_>, _>>()
                 .map(|objects| {
-                    let mut plan = plan::plan(objects, &source.recorded, opts);
+                    let mut plan = plan::plan_with(objects, &source.recorded, &claim_volumes, opts);
                     adjust(&mut plan);
                     plan.tiers.into_values().flatten().collect::<Vec<Planned>>()
                 });

@@ -445,10 +445,12 @@ fn matches_selector(obj: &Value, selector: &[(String, String)]) -> bool {
         })
 }
 
-/// Build the plan for a set of (sanitized) snapshot objects and their recorded bindings.
-pub fn plan(objects: Vec<Value>, recorded: &Recorded, opts: &PlanOptions) -> Plan {
-    let mut out = Plan::default();
-    let claim_volume: HashMap<(String, String), String> = recorded
+/// The volume each recorded claim was bound to, by (namespace, name): what a claim is bound
+/// back to. Built once for a restore's batches ([`plan_with`]), not once per batch.
+pub type ClaimVolumes = HashMap<(String, String), String>;
+
+pub fn claim_volumes(recorded: &Recorded) -> ClaimVolumes {
+    recorded
         .volumes
         .iter()
         .filter_map(|v| {
@@ -457,7 +459,22 @@ pub fn plan(objects: Vec<Value>, recorded: &Recorded, opts: &PlanOptions) -> Pla
                 v.pv.clone(),
             ))
         })
-        .collect();
+        .collect()
+}
+
+/// Build the plan for a set of (sanitized) snapshot objects and their recorded bindings.
+pub fn plan(objects: Vec<Value>, recorded: &Recorded, opts: &PlanOptions) -> Plan {
+    plan_with(objects, recorded, &claim_volumes(recorded), opts)
+}
+
+/// [`plan`] with the claim → volume index built by the caller, for planning in batches.
+pub fn plan_with(
+    objects: Vec<Value>,
+    recorded: &Recorded,
+    claim_volume: &ClaimVolumes,
+    opts: &PlanOptions,
+) -> Plan {
+    let mut out = Plan::default();
     for mut obj in objects {
         let api_version = obj["apiVersion"].as_str().unwrap_or_default().to_owned();
         let kind = obj["kind"].as_str().unwrap_or_default().to_owned();
