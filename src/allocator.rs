@@ -66,10 +66,10 @@ fn keep_pages_small() {
 }
 
 /// A global allocator that counts the bytes live on the heap and the highest count since it
-/// was last read, around the allocator that does the work. Built only with the `heap-stats`
-/// feature (a measuring build: two atomic operations per allocation): RSS says what the
-/// process holds, this says how much of it the code holds and how much is the allocator's.
-/// Always compiled, so its test runs in every build; only the measuring build installs it.
+/// was last read, around the allocator that does the work: RSS says what the process holds,
+/// this says how much of it the code holds and how much is the allocator's. Always compiled,
+/// so its test runs in every build; only the measuring build (the `heap-stats` feature, two
+/// atomic operations per allocation) installs it as the global allocator.
 pub mod heap_stats {
     use std::alloc::{GlobalAlloc, Layout};
     use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};

@@ -445,10 +445,11 @@ fn matches_selector(obj: &Value, selector: &[(String, String)]) -> bool {
         })
 }
 
-/// The volume each recorded claim was bound to, by (namespace, name): what a claim is bound
-/// back to. Built once for a restore's batches ([`plan_with`]), not once per batch.
+/// The volume each recorded claim was bound to, by (namespace, name).
 pub type ClaimVolumes = HashMap<(String, String), String>;
 
+/// What a claim is bound back to: built once for a tier's batches ([`plan_with`]), not
+/// once per batch (it costs one entry per recorded volume).
 pub fn claim_volumes(recorded: &Recorded) -> ClaimVolumes {
     recorded
         .volumes

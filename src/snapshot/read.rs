@@ -449,10 +449,11 @@ impl StoredSnapshot {
         keys: &Keys,
         select: impl Fn(&TreeEntry) -> bool,
     ) -> futures::stream::BoxStream<'static, Result<StoredObject, ReadError>> {
-        // Which packs each picked entry's objects lie in, lowest to highest: an entry's
-        // objects are mostly in one or two packs, so finding a pack's objects looks at few
-        // entries. Each pack's list is made only when the stream comes to it, so the
-        // stream holds the objects' places of READ_AHEAD packs, not of the whole tier.
+        // Which packs each picked entry's objects lie in, lowest to highest. Finding a
+        // pack's objects compares the pack with every span (one comparison per entry) and
+        // walks only the entries that span it: an entry's objects are mostly in one or two
+        // packs. Each pack's list is made only when the stream comes to it, so the stream
+        // holds the objects' places of READ_AHEAD packs, not of the whole tier.
         let spans: Vec<(usize, u32, u32)> = self
             .manifest
             .resources
