@@ -151,7 +151,7 @@ fn set(progress: &Arc<Mutex<Progress>>, phase: &str) {
     }
 }
 
-async fn workloads(client: &kube::Client) -> Result<Vec<serde_json::Value>, LifecycleError> {
+async fn workloads(client: &kube::Client) -> Result<Vec<stop::Scalable>, LifecycleError> {
     let mut out = Vec::new();
     for (kind, plural) in [
         ("Deployment", "deployments"),
@@ -160,13 +160,13 @@ async fn workloads(client: &kube::Client) -> Result<Vec<serde_json::Value>, Life
         let ar =
             ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("apps", "v1", kind), plural);
         let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
-        // Page by page, each kept as the few fields the quiesce plan reads: thirty thousand
+        // Page by page, each kept as what the quiesce plan reads: thirty thousand
         // Deployments with their pod templates were 400 MiB. kube-system is the platform's,
         // not the workload's: leave it running.
         out.extend(
             crate::k8s::list_mapped(&api, &ListParams::default(), ("apps/v1", kind), |w| {
                 (w.pointer("/metadata/namespace").and_then(|n| n.as_str()) != Some("kube-system"))
-                    .then(|| stop::quiesce_view(&w))
+                    .then(|| stop::Scalable::of(&w))
             })
             .await
             .map_err(LifecycleError::List)?,
@@ -344,7 +344,7 @@ pub async fn stop(
     }
     let steps = merge_steps(
         previous.as_ref().map(|m| m.steps.as_slice()),
-        stop::plan_quiesce(&workloads(client).await?, &opts.order),
+        stop::plan_quiesce(workloads(client).await?, &opts.order),
     );
     mark("audit", &mut t);
     if opts.dry_run {
@@ -500,21 +500,23 @@ pub async fn start(
 ) -> Result<StartReport, LifecycleError> {
     let started = Instant::now();
     let marker = read_marker(store, keys).await?;
-    let (id, steps) = match (&opts.snapshot, &marker) {
-        (Some(id), _) => (
-            id.clone(),
-            marker
-                .as_ref()
-                .filter(|m| m.snapshot.as_ref() == Some(id))
-                .map(|m| m.steps.clone())
-                .unwrap_or_default(),
-        ),
+    let id = match (&opts.snapshot, &marker) {
+        (Some(id), _) => id.clone(),
         (None, Some(m)) => match &m.snapshot {
-            Some(id) => (id.clone(), m.steps.clone()),
+            Some(id) => id.clone(),
             None => return Err(LifecycleError::StopIncomplete(store.url().to_owned())),
         },
         (None, None) => return Err(LifecycleError::NotStopped(store.url().to_owned())),
     };
+    // The marker's steps name every quiesced workload (tens of thousands in a large
+    // cluster): moved out, not copied, and held through the restore once.
+    let stopped_into_id = marker
+        .as_ref()
+        .is_some_and(|m| m.snapshot.as_ref() == Some(&id));
+    let mut steps = marker
+        .filter(|_| stopped_into_id)
+        .map(|m| m.steps)
+        .unwrap_or_default();
     set(progress, "reading and verifying the snapshot");
     // Verified whole, left in the store: the restore reads it back tier by tier.
     let snap = read::open_stored(store, keys, &id)
@@ -538,18 +540,10 @@ pub async fn start(
     let mut scaled_up = Vec::new();
     if report.succeeded {
         // What uses a binding accepted as missing stays down; everything else comes back.
-        let steps: Vec<QuiesceStep> = steps
-            .iter()
-            .map(|s| QuiesceStep {
-                group: s.group,
-                workloads: s
-                    .workloads
-                    .iter()
-                    .filter(|w| !report.preflight.holds(&w.object.workload()))
-                    .cloned()
-                    .collect(),
-            })
-            .collect();
+        for step in &mut steps {
+            step.workloads
+                .retain(|w| !report.preflight.holds(&w.object.workload()));
+        }
         let mut brought_back = Ok(());
         for step in steps.iter().rev() {
             let t = Instant::now();
@@ -579,7 +573,7 @@ pub async fn start(
         stop::resume_cronjobs(client, &resources).await?;
         // A partly-up start keeps the marker: once the missing bindings are back, running
         // `start` again brings the held workloads up.
-        if !report.partly_up && marker.is_some_and(|m| m.snapshot.as_ref() == Some(&id)) {
+        if !report.partly_up && stopped_into_id {
             let _ = store.delete(layout::STOP_MARKER).await;
         }
     }

@@ -378,7 +378,7 @@ pub fn plan_tier<'a>(
     tier: Tier,
     adjust: impl Fn(&mut Plan) + Send + 'a,
 ) -> BoxStream<'a, Result<Planned, crate::snapshot::read::ReadError>> {
-    let claim_volumes = plan::claim_volumes(&source.recorded);
+    let recorded = plan::RecordedIndex::new(&source.recorded);
     source
         .objects
         .read(move |t| t == tier)
@@ -388,7 +388,7 @@ pub fn plan_tier<'a>(
                 .into_iter()
                 .collect::<Result<Vec<_>, _>>()
                 .map(|objects| {
-                    let mut plan = plan::plan_with(objects, &source.recorded, &claim_volumes, opts);
+                    let mut plan = plan::plan_with(objects, &recorded, opts);
                     adjust(&mut plan);
                     plan.tiers.into_values().flatten().collect::<Vec<Planned>>()
                 });

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::Recorded;
+use super::{Recorded, RecordedAddress};
 
 /// The tiers, in order; each is a barrier (the next starts when it is done).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -362,7 +362,7 @@ pub use crate::bindings::is_pinned;
 /// address when it was not pinned already.
 pub fn transform_service(
     svc: &mut Value,
-    recorded: Option<&super::RecordedAddress>,
+    recorded: Option<&RecordedAddress>,
     opts: &PlanOptions,
     transforms: &mut Vec<String>,
 ) {
@@ -445,36 +445,79 @@ fn matches_selector(obj: &Value, selector: &[(String, String)]) -> bool {
         })
 }
 
-/// The volume each recorded claim was bound to, by (namespace, name).
-pub type ClaimVolumes = HashMap<(String, String), String>;
+/// The snapshot's recorded bindings keyed the way the plan looks them up: a claim's volume
+/// and a Service's address by (namespace, name), a bucket claim's bucket by (kind,
+/// namespace, name). Built once for a tier's batches ([`plan_with`]), so an object's lookup
+/// is a hash, not a walk over every recorded binding (thousands of LoadBalancer Services
+/// would make that quadratic). Where a record repeats, the first one counts, as before.
+pub struct RecordedIndex<'a> {
+    volumes: ByName<'a, &'a str>,
+    addresses: ByName<'a, &'a RecordedAddress>,
+    /// By the claim's kind first: a COSI BucketClaim and a Crossplane Bucket may share a name.
+    buckets: HashMap<&'a str, ByName<'a, &'a str>>,
+}
 
-/// What a claim is bound back to: built once for a tier's batches ([`plan_with`]), not
-/// once per batch (it costs one entry per recorded volume).
-pub fn claim_volumes(recorded: &Recorded) -> ClaimVolumes {
-    recorded
-        .volumes
-        .iter()
-        .filter_map(|v| {
-            Some((
-                (v.claim.as_ref()?.0.clone(), v.claim.as_ref()?.1.clone()),
-                v.pv.clone(),
-            ))
-        })
-        .collect()
+/// Namespace ([`CLUSTER_SCOPED`] for a cluster-scoped object) → name → record. Nested
+/// rather than keyed by a pair so a lookup borrows the object's own strings.
+type ByName<'a, T> = HashMap<&'a str, HashMap<&'a str, T>>;
+
+/// The namespace key of a cluster-scoped object: a name no namespace can have.
+const CLUSTER_SCOPED: &str = "";
+
+fn insert_first<'a, T>(map: &mut ByName<'a, T>, namespace: &'a str, name: &'a str, record: T) {
+    map.entry(namespace)
+        .or_default()
+        .entry(name)
+        .or_insert(record);
+}
+
+impl<'a> RecordedIndex<'a> {
+    pub fn new(recorded: &'a Recorded) -> Self {
+        let mut index = RecordedIndex {
+            volumes: HashMap::new(),
+            addresses: HashMap::new(),
+            buckets: HashMap::new(),
+        };
+        for v in &recorded.volumes {
+            if let Some((ns, name)) = &v.claim {
+                insert_first(&mut index.volumes, ns, name, v.pv.as_str());
+            }
+        }
+        for a in &recorded.addresses {
+            insert_first(&mut index.addresses, &a.namespace, &a.name, a);
+        }
+        for b in &recorded.buckets {
+            let by_name = index.buckets.entry(&b.kind).or_default();
+            let ns = b.namespace.as_deref().unwrap_or(CLUSTER_SCOPED);
+            insert_first(by_name, ns, &b.name, b.bucket.as_str());
+        }
+        index
+    }
+
+    fn volume_of(&self, namespace: Option<&str>, claim: &str) -> Option<&'a str> {
+        self.volumes.get(namespace?)?.get(claim).copied()
+    }
+
+    fn address_of(&self, namespace: Option<&str>, service: &str) -> Option<&'a RecordedAddress> {
+        self.addresses.get(namespace?)?.get(service).copied()
+    }
+
+    fn bucket_of(&self, kind: &str, namespace: Option<&str>, name: &str) -> Option<&'a str> {
+        let by_name = self.buckets.get(kind)?;
+        by_name
+            .get(namespace.unwrap_or(CLUSTER_SCOPED))?
+            .get(name)
+            .copied()
+    }
 }
 
 /// Build the plan for a set of (sanitized) snapshot objects and their recorded bindings.
 pub fn plan(objects: Vec<Value>, recorded: &Recorded, opts: &PlanOptions) -> Plan {
-    plan_with(objects, recorded, &claim_volumes(recorded), opts)
+    plan_with(objects, &RecordedIndex::new(recorded), opts)
 }
 
-/// [`plan`] with the claim → volume index built by the caller, for planning in batches.
-pub fn plan_with(
-    objects: Vec<Value>,
-    recorded: &Recorded,
-    claim_volume: &ClaimVolumes,
-    opts: &PlanOptions,
-) -> Plan {
+/// [`plan`] with the recorded bindings indexed by the caller, for planning in batches.
+pub fn plan_with(objects: Vec<Value>, recorded: &RecordedIndex<'_>, opts: &PlanOptions) -> Plan {
     let mut out = Plan::default();
     for mut obj in objects {
         let api_version = obj["apiVersion"].as_str().unwrap_or_default().to_owned();
@@ -521,32 +564,22 @@ pub fn plan_with(
         match (group.as_str(), kind.as_str()) {
             ("", "PersistentVolume") => transform_pv(&mut obj, &mut transforms),
             ("", "PersistentVolumeClaim") => {
-                let ns = namespace.clone().unwrap_or_default();
-                let vol = claim_volume
-                    .get(&(ns, name.clone()))
-                    .cloned()
+                let vol = recorded
+                    .volume_of(namespace.as_deref(), &name)
+                    .map(str::to_owned)
                     .or_else(|| obj["spec"]["volumeName"].as_str().map(str::to_owned));
                 transform_pvc(&mut obj, vol.as_deref(), &mut transforms);
             }
             ("", "ResourceQuota") => park_quota(&mut obj, &mut transforms),
             ("", "Service") => {
-                let rec = recorded
-                    .addresses
-                    .iter()
-                    .find(|a| Some(&a.namespace) == namespace.as_ref() && a.name == name);
+                let rec = recorded.address_of(namespace.as_deref(), &name);
                 transform_service(&mut obj, rec, opts, &mut transforms);
             }
             _ if is_bucket_claim(&api_version, &kind) => {
-                let rec = recorded
-                    .buckets
-                    .iter()
-                    .find(|b| b.kind == kind && b.namespace == namespace && b.name == name);
+                let rec = recorded.bucket_of(&kind, namespace.as_deref(), &name);
                 // Bucket claims of every style adopt the recorded bucket instead of creating
                 // one (the mechanism per API is bindings' knowledge).
-                transforms.extend(crate::bindings::adopt_bucket(
-                    &mut obj,
-                    rec.map(|b| b.bucket.as_str()),
-                ));
+                transforms.extend(crate::bindings::adopt_bucket(&mut obj, rec));
             }
             _ => {}
         }
@@ -586,7 +619,7 @@ pub fn plan_with(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::restore::{RecordedAddress, RecordedBucket, RecordedVolume};
+    use crate::restore::{RecordedBucket, RecordedVolume};
 
     #[test]
     fn tiers_follow_the_dependency_order_of_a_cold_start() {
@@ -951,5 +984,87 @@ mod tests {
             "pv-9"
         );
         assert_eq!(p.len(), 3);
+    }
+
+    #[test]
+    fn each_object_finds_its_own_record_among_records_of_the_same_name() {
+        use crate::testing::Object;
+        let service = |ns| {
+            Object::new("v1", "Service", Some(ns), "s")
+                .spec("type", json!("LoadBalancer"))
+                .build()
+        };
+        let claim = |ns| Object::new("v1", "PersistentVolumeClaim", Some(ns), "data").build();
+        let objects = vec![
+            service("a"),
+            service("b"),
+            claim("a"),
+            claim("b"),
+            Object::new(
+                "objectstorage.k8s.io/v1alpha1",
+                "BucketClaim",
+                Some("a"),
+                "x",
+            )
+            .build(),
+            Object::new("objectstorage.k8s.io/v1alpha1", "Bucket", None, "x").build(),
+        ];
+        let address = |ns: &str, ip: &str| RecordedAddress {
+            namespace: ns.into(),
+            ..recorded_ip(ip)
+        };
+        let volume = |ns: &str, pv: &str| RecordedVolume {
+            pv: pv.into(),
+            disk: format!("disk-of-{pv}"),
+            claim: Some((ns.into(), "data".into())),
+            from_snapshot: None,
+        };
+        let bucket = |kind: &str, ns: Option<&str>, bucket: &str| RecordedBucket {
+            kind: kind.into(),
+            namespace: ns.map(str::to_owned),
+            name: "x".into(),
+            bucket: bucket.into(),
+        };
+        let recorded = Recorded {
+            volumes: vec![
+                volume("b", "pv-b"),
+                volume("a", "pv-a"),
+                volume("a", "pv-later"),
+            ],
+            addresses: vec![address("b", "192.0.2.2"), address("a", "192.0.2.1")],
+            buckets: vec![
+                bucket("Bucket", None, "cluster-bucket"),
+                bucket("BucketClaim", Some("b"), "other-namespace"),
+                bucket("BucketClaim", Some("a"), "claimed-bucket"),
+            ],
+        };
+        let p = plan(objects, &recorded, &PlanOptions::default());
+        let field = |tier: Tier, ns: Option<&str>, pointer: &str| {
+            let planned = p.tiers[&tier]
+                .iter()
+                .find(|o| o.namespace.as_deref() == ns)
+                .expect("planned");
+            planned.object.pointer(pointer).cloned().unwrap_or_default()
+        };
+        let ip = "/spec/loadBalancerIP";
+        assert_eq!(field(Tier::Services, Some("a"), ip), "192.0.2.1");
+        assert_eq!(field(Tier::Services, Some("b"), ip), "192.0.2.2");
+        let pv = "/spec/volumeName";
+        let claims = Tier::PersistentVolumeClaims;
+        assert_eq!(
+            field(claims, Some("a"), pv),
+            "pv-a",
+            "the first record counts"
+        );
+        assert_eq!(field(claims, Some("b"), pv), "pv-b");
+        let buckets = Tier::CustomResources;
+        assert_eq!(
+            field(buckets, Some("a"), "/spec/existingBucketName"),
+            "claimed-bucket"
+        );
+        assert_eq!(
+            field(buckets, None, "/spec/existingBucketID"),
+            "cluster-bucket"
+        );
     }
 }

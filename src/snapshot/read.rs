@@ -521,42 +521,44 @@ pub async fn open_stored(
         .enumerate()
         .map(|(i, p)| (p.as_str(), i as u32))
         .collect();
-    // Every blob of this snapshot's packs, sorted by pack and offset so each pack's blobs
-    // are one slice; a sorted Vec, not a map, for the smallest footprint per blob. Sized
-    // up front for the blobs the manifest counts (its objects and trees), so it is not
-    // doubled and copied as it fills: packs shared with other snapshots may hold more.
-    let referenced = manifest
-        .resources
-        .iter()
-        .map(|e| e.count as usize + e.trees.len())
-        .sum();
-    let mut located: Vec<(BlobId, Loc)> = Vec::with_capacity(referenced);
+    // Every blob of this snapshot's packs as their indexes list them, each pack's list kept
+    // (trimmed to its length: decoding grows it by doubling) until all are read: packs
+    // shared with older snapshots also hold blobs this one no longer references, so no
+    // count known up front bounds the total.
+    let mut listed: Vec<Vec<(BlobId, u32, u32)>> = vec![Vec::new(); manifest.packs.len()];
     for_each_index(store, keys, |_, index| {
-        for p in index.packs {
-            if let Some(&pack) = pack_no.get(p.id.as_str()) {
-                located.extend(
-                    p.blobs
-                        .into_iter()
-                        .map(|(b, offset, len)| (b, Loc { pack, offset, len })),
-                );
+        for mut p in index.packs {
+            if let Some(&pack) = pack_no.get(p.id.as_str())
+                && listed[pack as usize].is_empty()
+            {
+                p.blobs.shrink_to_fit();
+                listed[pack as usize] = p.blobs;
             }
         }
     })
     .await?;
-    located.sort_unstable_by_key(|(_, l)| (l.pack, l.offset));
+    // Then one list sized to the total (never doubled and copied as it fills), each pack's
+    // blobs one slice sorted by offset; a sorted Vec, not a map, for the smallest footprint
+    // per blob. Each pack's decoded list is freed as it is moved in.
+    let mut located: Vec<(BlobId, Loc)> = Vec::with_capacity(listed.iter().map(Vec::len).sum());
+    let mut ranges = Vec::with_capacity(manifest.packs.len());
+    for (pack, blobs) in listed.into_iter().enumerate() {
+        let from = located.len();
+        let pack = pack as u32;
+        located.extend(
+            blobs
+                .into_iter()
+                .map(|(b, offset, len)| (b, Loc { pack, offset, len })),
+        );
+        located[from..].sort_unstable_by_key(|(_, l)| l.offset);
+        ranges.push((from, located.len()));
+    }
     let trees: std::collections::HashSet<BlobId> = manifest
         .resources
         .iter()
         .flat_map(|e| e.trees.iter().copied())
         .collect();
     let trees = Arc::new(trees);
-    let mut ranges = Vec::with_capacity(manifest.packs.len());
-    let mut from = 0;
-    for pack in 0..manifest.packs.len() as u32 {
-        let to = from + located[from..].partition_point(|(_, l)| l.pack == pack);
-        ranges.push((from, to));
-        from = to;
-    }
     let located = Arc::new(located);
     let opening = tokio::sync::Semaphore::new(packs_opened_at_once());
     let checked: Vec<Result<PackCheck, ReadError>> = futures::stream::iter(0..manifest.packs.len())

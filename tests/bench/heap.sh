@@ -9,6 +9,7 @@
 # The difference between RSS and live bytes is the binary's text (~22 MiB) and what the
 # allocator keeps of freed memory. HEAP_TRACE_KEEP=DIR keeps the raw traces (per 50 ms:
 # seconds, live MiB, the window's most live MiB, the window's largest allocation MiB).
+# Then stops the restored cluster, tears it down and starts it, traced the same way.
 # Usage: tests/bench/heap.sh [N]   (default 100000; the measuring build goes to
 # target/heap-stats, a full release build the first time; HEAP_BIN names one already built)
 set -euo pipefail
@@ -59,6 +60,10 @@ PY
 traced snapshot "$COLDSTART_BIN" snapshot --json
 "$COLDSTART_BIN" sim teardown > /dev/null
 traced restore "$COLDSTART_BIN" restore --json --verify-timeout 600
+# The restored cluster, stopped and started again (what tests/bench/start.sh measures).
+traced stop "$COLDSTART_BIN" stop --json --timeout 600
+"$COLDSTART_BIN" sim teardown > /dev/null
+traced start "$COLDSTART_BIN" start --json --timeout 600
 if [[ -n ${HEAP_TRACE_KEEP:-} ]]; then
   cp "$work"/*.heap "$HEAP_TRACE_KEEP"/
 fi

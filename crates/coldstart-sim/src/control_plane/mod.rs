@@ -156,9 +156,6 @@ struct Ports {
     etcd_client: u16,
     etcd_peer: u16,
     apiserver: u16,
-    controller_manager: u16,
-    scheduler: u16,
-    kwok: u16,
 }
 
 /// Memory of each component, bytes.
@@ -195,9 +192,6 @@ impl ControlPlane {
             etcd_client: free_port()?,
             etcd_peer: free_port()?,
             apiserver: free_port()?,
-            controller_manager: free_port()?,
-            scheduler: free_port()?,
-            kwok: free_port()?,
         };
         let pki = Pki::new(&config.cluster_name)?;
         let ca_pem = pki.ca_pem();
@@ -407,49 +401,55 @@ impl ControlPlane {
         self.wait_tcp(p.apiserver, "kube-apiserver").await?;
         self.wait_ready().await?;
 
+        let cluster_name = self.config.cluster_name.clone();
+        let stages = self.config.bin_dir.join("kwok-stages.yaml");
         let kcm = d("controller-manager.kubeconfig");
-        let kcm_args = vec![
-            format!("--kubeconfig={kcm}"),
-            format!("--authentication-kubeconfig={kcm}"),
-            format!("--authorization-kubeconfig={kcm}"),
-            "--bind-address=127.0.0.1".to_owned(),
-            format!("--secure-port={}", p.controller_manager),
-            format!("--cert-dir={}", d("controller-manager-certs")),
-            format!("--service-account-private-key-file={}", d("sa.key")),
-            format!("--root-ca-file={}", d("ca.crt")),
-            // Each controller acts as its own service account, with the bootstrap policy's
-            // role for it, as in a kubeadm cluster.
-            "--use-service-account-credentials=true".to_owned(),
-            "--controllers=*".to_owned(),
-            "--leader-elect=false".to_owned(),
-            format!("--cluster-name={}", self.config.cluster_name),
-        ];
-        self.spawn("kube-controller-manager", &kcm_args)?;
+        let kcm_args = |port: u16| {
+            vec![
+                format!("--kubeconfig={kcm}"),
+                format!("--authentication-kubeconfig={kcm}"),
+                format!("--authorization-kubeconfig={kcm}"),
+                "--bind-address=127.0.0.1".to_owned(),
+                format!("--secure-port={port}"),
+                format!("--cert-dir={}", d("controller-manager-certs")),
+                format!("--service-account-private-key-file={}", d("sa.key")),
+                format!("--root-ca-file={}", d("ca.crt")),
+                // Each controller acts as its own service account, with the bootstrap policy's
+                // role for it, as in a kubeadm cluster.
+                "--use-service-account-credentials=true".to_owned(),
+                "--controllers=*".to_owned(),
+                "--leader-elect=false".to_owned(),
+                format!("--cluster-name={cluster_name}"),
+            ]
+        };
         let sched = d("scheduler.kubeconfig");
-        let sched_args = vec![
-            format!("--kubeconfig={sched}"),
-            format!("--authentication-kubeconfig={sched}"),
-            format!("--authorization-kubeconfig={sched}"),
-            "--bind-address=127.0.0.1".to_owned(),
-            format!("--secure-port={}", p.scheduler),
-            format!("--cert-dir={}", d("scheduler-certs")),
-            "--leader-elect=false".to_owned(),
-        ];
-        self.spawn("kube-scheduler", &sched_args)?;
-        let kwok_args = vec![
-            format!("--kubeconfig={}", d("kwok.kubeconfig")),
-            format!(
-                "--config={}",
-                self.config.bin_dir.join("kwok-stages.yaml").display()
-            ),
-            "--manage-all-nodes=false".to_owned(),
-            format!("--manage-nodes-with-annotation-selector={KWOK_ANNOTATION}=fake"),
-            "--node-lease-duration-seconds=40".to_owned(),
-            "--cidr=10.244.0.0/16".to_owned(),
-            "--node-ip=10.0.0.1".to_owned(),
-            format!("--server-address=127.0.0.1:{}", p.kwok),
-        ];
-        self.spawn("kwok", &kwok_args)?;
+        let sched_args = |port: u16| {
+            vec![
+                format!("--kubeconfig={sched}"),
+                format!("--authentication-kubeconfig={sched}"),
+                format!("--authorization-kubeconfig={sched}"),
+                "--bind-address=127.0.0.1".to_owned(),
+                format!("--secure-port={port}"),
+                format!("--cert-dir={}", d("scheduler-certs")),
+                "--leader-elect=false".to_owned(),
+            ]
+        };
+        let kwok_args = |port: u16| {
+            vec![
+                format!("--kubeconfig={}", d("kwok.kubeconfig")),
+                format!("--config={}", stages.display()),
+                "--manage-all-nodes=false".to_owned(),
+                format!("--manage-nodes-with-annotation-selector={KWOK_ANNOTATION}=fake"),
+                "--node-lease-duration-seconds=40".to_owned(),
+                "--cidr=10.244.0.0/16".to_owned(),
+                "--node-ip=10.0.0.1".to_owned(),
+                format!("--server-address=127.0.0.1:{port}"),
+            ]
+        };
+        self.spawn_listening("kube-controller-manager", kcm_args)
+            .await?;
+        self.spawn_listening("kube-scheduler", sched_args).await?;
+        self.spawn_listening("kwok", kwok_args).await?;
 
         let client = self.client().await?;
         self.create_nodes(&client).await?;
@@ -465,6 +465,38 @@ impl ControlPlane {
         let c = Component::spawn(name, &bin, args, log)?;
         self.components.push(c);
         Ok(())
+    }
+
+    /// Start a component that serves only its own health and metrics on a port picked as it
+    /// starts, and wait until it listens. A port free when picked can still be taken before
+    /// the component binds it (another test bed starting at the same moment picked it too:
+    /// kwok exited with "address already in use"); such a component is started again on
+    /// another port, nothing else depending on which one.
+    async fn spawn_listening(
+        &mut self,
+        name: &'static str,
+        args: impl Fn(u16) -> Vec<String>,
+    ) -> Result<(), Error> {
+        const ATTEMPTS: usize = 3;
+        for attempt in 1..=ATTEMPTS {
+            let port = free_port()?;
+            self.spawn(name, &args(port))?;
+            match self.wait_tcp(port, name).await {
+                Err(Error::Exited {
+                    name: exited, tail, ..
+                }) if exited == name
+                    && tail.contains("address already in use")
+                    && attempt < ATTEMPTS =>
+                {
+                    // The last one spawned is the one that exited.
+                    if let Some(c) = self.components.pop() {
+                        c.stop().await;
+                    }
+                }
+                done => return done,
+            }
+        }
+        unreachable!("the last attempt returns")
     }
 
     fn check_alive(&mut self) -> Result<(), Error> {
