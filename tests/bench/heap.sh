@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # What the code holds against what the process holds: snapshot `scale:N`, tear the cluster
-# down and restore it, with the measuring build (`--features heap-stats`, the same mimalloc
+# down and restore it, then stop the restored cluster, tear it down and start it, each with
+# the measuring build (`--features heap-stats`, the same mimalloc
 # counted by a wrapper) tracing the bytes live on the heap every 50 ms, while /proc gives
 # the resident set. Prints, per command: peak RSS (the kernel's high-water mark), the most
 # bytes live at once, and the run in tenths (median live, most live) so a peak can be
@@ -9,7 +10,6 @@
 # The difference between RSS and live bytes is the binary's text (~22 MiB) and what the
 # allocator keeps of freed memory. HEAP_TRACE_KEEP=DIR keeps the raw traces (per 50 ms:
 # seconds, live MiB, the window's most live MiB, the window's largest allocation MiB).
-# Then stops the restored cluster, tears it down and starts it, traced the same way.
 # Usage: tests/bench/heap.sh [N]   (default 100000; the measuring build goes to
 # target/heap-stats, a full release build the first time; HEAP_BIN names one already built)
 set -euo pipefail
