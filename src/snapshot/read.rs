@@ -503,6 +503,26 @@ impl StoredSnapshot {
     }
 }
 
+/// Packs' blob lists as their indexes decoded them (trimmed by the caller: decoding grows
+/// them by doubling), made one list sized to their total, pack by pack in order, each
+/// pack's list freed as it is moved in; returns the list and each pack's (from, to) slice
+/// of it. Grown as the indexes come instead, the list doubles and is copied (for 300k blobs
+/// of 36 bytes, 27 MiB at once against 11), and no count known up front bounds it: packs
+/// shared with older snapshots also hold blobs a snapshot no longer references.
+pub(crate) fn flatten_packs<T>(
+    lists: Vec<Vec<(BlobId, u32, u32)>>,
+    mut each: impl FnMut(u32, (BlobId, u32, u32)) -> T,
+) -> (Vec<T>, Vec<(usize, usize)>) {
+    let mut out = Vec::with_capacity(lists.iter().map(Vec::len).sum());
+    let mut ranges = Vec::with_capacity(lists.len());
+    for (pack, blobs) in lists.into_iter().enumerate() {
+        let from = out.len();
+        out.extend(blobs.into_iter().map(|blob| each(pack as u32, blob)));
+        ranges.push((from, out.len()));
+    }
+    (out, ranges)
+}
+
 /// Verify a whole snapshot without keeping it: read the manifest, every index and every
 /// referenced pack ([`PACKS_IN_FLIGHT`] at a time); check each pack's hash, decrypt and
 /// decompress it, check every blob's keyed hash and that every object parses as JSON, and
@@ -521,10 +541,7 @@ pub async fn open_stored(
         .enumerate()
         .map(|(i, p)| (p.as_str(), i as u32))
         .collect();
-    // Every blob of this snapshot's packs as their indexes list them, each pack's list kept
-    // (trimmed to its length: decoding grows it by doubling) until all are read: packs
-    // shared with older snapshots also hold blobs this one no longer references, so no
-    // count known up front bounds the total.
+    // Every blob of this snapshot's packs as their indexes list them (see `flatten_packs`).
     let mut listed: Vec<Vec<(BlobId, u32, u32)>> = vec![Vec::new(); manifest.packs.len()];
     for_each_index(store, keys, |_, index| {
         for mut p in index.packs {
@@ -537,21 +554,13 @@ pub async fn open_stored(
         }
     })
     .await?;
-    // Then one list sized to the total (never doubled and copied as it fills), each pack's
-    // blobs one slice sorted by offset; a sorted Vec, not a map, for the smallest footprint
-    // per blob. Each pack's decoded list is freed as it is moved in.
-    let mut located: Vec<(BlobId, Loc)> = Vec::with_capacity(listed.iter().map(Vec::len).sum());
-    let mut ranges = Vec::with_capacity(manifest.packs.len());
-    for (pack, blobs) in listed.into_iter().enumerate() {
-        let from = located.len();
-        let pack = pack as u32;
-        located.extend(
-            blobs
-                .into_iter()
-                .map(|(b, offset, len)| (b, Loc { pack, offset, len })),
-        );
-        located[from..].sort_unstable_by_key(|(_, l)| l.offset);
-        ranges.push((from, located.len()));
+    // Then one list, each pack's blobs one slice sorted by offset; a sorted Vec, not a map,
+    // for the smallest footprint per blob.
+    let (mut located, ranges) = flatten_packs(listed, |pack, (b, offset, len)| {
+        (b, Loc { pack, offset, len })
+    });
+    for &(from, to) in &ranges {
+        located[from..to].sort_unstable_by_key(|(_, l)| l.offset);
     }
     let trees: std::collections::HashSet<BlobId> = manifest
         .resources

@@ -400,9 +400,7 @@ async fn take_locked(
 
 async fn load_known(store: &Store, keys: &Keys) -> Result<Known, WriteError> {
     let mut known = Known::default();
-    // Each pack's list as its index decoded it (trimmed), then one list sized to their total,
-    // each pack's freed as it is moved in: grown as the indexes came, the list doubled and
-    // was copied (27 MiB at once for a store of 300k blobs, against 11 MiB it needs).
+    // Each pack's list as its index decoded it, then one list (`read::flatten_packs`).
     let mut listed: Vec<Vec<(BlobId, u32, u32)>> = Vec::new();
     read::for_each_index(store, keys, |_, index| {
         for mut p in index.packs {
@@ -412,12 +410,7 @@ async fn load_known(store: &Store, keys: &Keys) -> Result<Known, WriteError> {
         }
     })
     .await?;
-    known.blobs = Vec::with_capacity(listed.iter().map(Vec::len).sum());
-    for (n, blobs) in listed.into_iter().enumerate() {
-        known
-            .blobs
-            .extend(blobs.into_iter().map(|(blob, _, _)| (blob, n as u32)));
-    }
+    known.blobs = read::flatten_packs(listed, |pack, (blob, _, _)| (blob, pack)).0;
     // A blob stored twice is found in either pack: keep one (rare enough that the spare
     // capacity is not worth a copy to trim).
     known.blobs.sort_unstable();
