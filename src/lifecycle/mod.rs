@@ -189,6 +189,21 @@ pub async fn read_marker(store: &Store, keys: &Keys) -> Result<Option<StopMarker
         .map_err(|e| LifecycleError::Marker(e.to_string()))
 }
 
+/// The quiesce steps of the stop marker, read again after a start's restore: the marker
+/// must still be the stop into `id` the start began from.
+async fn quiesced_steps(
+    store: &Store,
+    keys: &Keys,
+    id: &str,
+) -> Result<Vec<QuiesceStep>, LifecycleError> {
+    match read_marker(store, keys).await? {
+        Some(m) if m.snapshot.as_deref() == Some(id) => Ok(m.steps),
+        _ => Err(LifecycleError::Marker(format!(
+            "it no longer records the stop into snapshot {id} (another `coldstart stop` or `start` ran during this start); the restore is done and the quiesced workloads are still down: run `coldstart start` again"
+        ))),
+    }
+}
+
 /// Write the marker, read it back and open it: the proof that the store keeps what the
 /// stop records, with this key, before the stop relies on it.
 async fn write_marker(
@@ -508,15 +523,13 @@ pub async fn start(
         },
         (None, None) => return Err(LifecycleError::NotStopped(store.url().to_owned())),
     };
-    // The marker's steps name every quiesced workload (tens of thousands in a large
-    // cluster): moved out, not copied, and held through the restore once.
     let stopped_into_id = marker
         .as_ref()
         .is_some_and(|m| m.snapshot.as_ref() == Some(&id));
-    let mut steps = marker
-        .filter(|_| stopped_into_id)
-        .map(|m| m.steps)
-        .unwrap_or_default();
+    // The marker's steps name every quiesced workload (~200 bytes each, tens of thousands
+    // in a large cluster): not held through the restore, whose verifying pass and apply
+    // are the start's peak, but read again once they are needed.
+    let quiesced = stopped_into_id && marker.is_some_and(|m| !m.steps.is_empty());
     set(progress, "reading and verifying the snapshot");
     // Verified whole, left in the store: the restore reads it back tier by tier.
     let snap = read::open_stored(store, keys, &id)
@@ -529,16 +542,21 @@ pub async fn start(
     let source = restore::source::from_stored(store, keys, snap);
     let mut ropts = opts.restore.clone();
     // The start brings operators back itself, in reverse quiesce order.
-    ropts.scale_operators = steps.is_empty();
+    ropts.scale_operators = !quiesced;
     // One discovery for the whole start: the restore refreshes it once its CRDs are in, and
     // the workloads are scaled up with it.
     let mut resources = Resources::discover(client)
         .await
         .map_err(stop::StopError::from)?;
     let report = restore::run_in(client, &mut resources, &source, &ropts, progress).await?;
+    drop(source);
     let mut phase_ms = report.phase_ms.clone();
     let mut scaled_up = Vec::new();
     if report.succeeded {
+        let mut steps = match quiesced {
+            true => quiesced_steps(store, keys, &id).await?,
+            false => Vec::new(),
+        };
         // What uses a binding accepted as missing stays down; everything else comes back.
         for step in &mut steps {
             step.workloads
@@ -587,4 +605,46 @@ pub async fn start(
         scaled_up,
         phase_ms,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn marker_into(snapshot: &str) -> StopMarker {
+        StopMarker {
+            cluster: "prod".into(),
+            snapshot: Some(snapshot.into()),
+            stopped_at: Utc::now(),
+            changes: Vec::new(),
+            steps: vec![QuiesceStep {
+                group: Group::Operators,
+                workloads: Vec::new(),
+            }],
+        }
+    }
+
+    #[tokio::test]
+    async fn a_start_takes_the_steps_of_the_stop_it_began_from_read_after_its_restore() {
+        let (store, keys) = (Store::memory(), Keys::from_master(&[3; 32]));
+        write_marker(&store, &keys, &marker_into("snap-a"))
+            .await
+            .unwrap();
+        let steps = quiesced_steps(&store, &keys, "snap-a").await.unwrap();
+        assert_eq!(steps.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_marker_replaced_during_the_restore_fails_the_start_naming_what_to_do() {
+        let (store, keys) = (Store::memory(), Keys::from_master(&[3; 32]));
+        write_marker(&store, &keys, &marker_into("snap-b"))
+            .await
+            .unwrap();
+        let err = quiesced_steps(&store, &keys, "snap-a").await.unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("snapshot snap-a"), "{msg}");
+        assert!(msg.contains("run `coldstart start` again"), "{msg}");
+        store.delete(layout::STOP_MARKER).await.unwrap();
+        assert!(quiesced_steps(&store, &keys, "snap-a").await.is_err());
+    }
 }

@@ -85,7 +85,20 @@ impl BlobId {
         hex::decode_to_slice(s, &mut out).ok()?;
         Some(BlobId(out))
     }
+
+    /// Its first 16 bytes (see [`ShortId`]).
+    pub fn short(&self) -> ShortId {
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&self.0[..16]);
+        out
+    }
 }
+
+/// The first half of a [`BlobId`]: what a pass over every blob of a snapshot keeps per blob
+/// to find it again (16 bytes against 32, and 4-byte aligned where a `u128` would pad a
+/// 28-byte entry to 32). 128 bits of a keyed hash: two blobs of one store sharing a short
+/// id is a 1-in-2^69 chance at a billion blobs, and nobody without the key can make one.
+pub type ShortId = [u8; 16];
 
 impl serde::Serialize for BlobId {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {

@@ -22,7 +22,7 @@ use futures::StreamExt as _;
 use serde_json::Value;
 
 use super::StoreKeyError;
-use super::crypto::{BlobId, CryptoError, Keys, Role};
+use super::crypto::{BlobId, CryptoError, Keys, Role, ShortId};
 use super::format::{self, FormatError, Index, Manifest, ResourceRef, TreeEntry};
 use crate::bindings::Bindings;
 use crate::store::{Store, StoreError, layout};
@@ -509,9 +509,9 @@ impl StoredSnapshot {
 /// of it. Grown as the indexes come instead, the list doubles and is copied (for 300k blobs
 /// of 36 bytes, 27 MiB at once against 11), and no count known up front bounds it: packs
 /// shared with older snapshots also hold blobs a snapshot no longer references.
-pub(crate) fn flatten_packs<T>(
-    lists: Vec<Vec<(BlobId, u32, u32)>>,
-    mut each: impl FnMut(u32, (BlobId, u32, u32)) -> T,
+pub(crate) fn flatten_packs<B, T>(
+    lists: Vec<Vec<B>>,
+    mut each: impl FnMut(u32, B) -> T,
 ) -> (Vec<T>, Vec<(usize, usize)>) {
     let mut out = Vec::with_capacity(lists.iter().map(Vec::len).sum());
     let mut ranges = Vec::with_capacity(lists.len());
@@ -523,12 +523,31 @@ pub(crate) fn flatten_packs<T>(
     (out, ranges)
 }
 
+/// A tree chunk as the verifying pass keeps it: the short ids of the objects it lists
+/// (16 bytes an object, half the chunk), or None if its length is not whole ids.
+type ShortTree = Option<Vec<ShortId>>;
+
+fn short_tree(chunk: &[u8]) -> ShortTree {
+    chunk.len().is_multiple_of(32).then(|| {
+        chunk
+            .chunks_exact(32)
+            .map(|id| {
+                let mut short = [0u8; 16];
+                short.copy_from_slice(&id[..16]);
+                short
+            })
+            .collect()
+    })
+}
+
 /// Verify a whole snapshot without keeping it: read the manifest, every index and every
 /// referenced pack ([`PACKS_IN_FLIGHT`] at a time); check each pack's hash, decrypt and
 /// decompress it, check every blob's keyed hash and that every object parses as JSON, and
 /// resolve every tree. What is kept is where each object lies (12 bytes an object) and,
-/// while the packs are read, the tree chunks (32 bytes an object): memory grows with the
-/// object count by bytes per object, not by the objects themselves.
+/// while the packs are read, a blob list (28 bytes a blob) and the trees (16 bytes an
+/// object), both by [`ShortId`]; each tree is freed once resolved. Memory grows with the
+/// object count by bytes per object, not by the objects themselves: 44 bytes an object at
+/// most (full ids and whole tree chunks were 88).
 pub async fn open_stored(
     store: &Store,
     keys: &Keys,
@@ -541,15 +560,19 @@ pub async fn open_stored(
         .enumerate()
         .map(|(i, p)| (p.as_str(), i as u32))
         .collect();
-    // Every blob of this snapshot's packs as their indexes list them (see `flatten_packs`).
-    let mut listed: Vec<Vec<(BlobId, u32, u32)>> = vec![Vec::new(); manifest.packs.len()];
+    // Every blob of this snapshot's packs as their indexes list them, by short id from the
+    // start (see `flatten_packs`).
+    let mut listed: Vec<Vec<(ShortId, u32, u32)>> = vec![Vec::new(); manifest.packs.len()];
     for_each_index(store, keys, |_, index| {
-        for mut p in index.packs {
+        for p in index.packs {
             if let Some(&pack) = pack_no.get(p.id.as_str())
                 && listed[pack as usize].is_empty()
             {
-                p.blobs.shrink_to_fit();
-                listed[pack as usize] = p.blobs;
+                listed[pack as usize] = p
+                    .blobs
+                    .iter()
+                    .map(|(b, o, l)| (b.short(), *o, *l))
+                    .collect();
             }
         }
     })
@@ -562,12 +585,13 @@ pub async fn open_stored(
     for &(from, to) in &ranges {
         located[from..to].sort_unstable_by_key(|(_, l)| l.offset);
     }
-    let trees: std::collections::HashSet<BlobId> = manifest
-        .resources
-        .iter()
-        .flat_map(|e| e.trees.iter().copied())
-        .collect();
-    let trees = Arc::new(trees);
+    // How many entries list each tree chunk: a chunk is freed after its last use.
+    let mut tree_uses: HashMap<ShortId, u32> = HashMap::new();
+    for tree in manifest.resources.iter().flat_map(|e| e.trees.iter()) {
+        *tree_uses.entry(tree.short()).or_default() += 1;
+    }
+    let trees: Arc<std::collections::HashSet<ShortId>> =
+        Arc::new(tree_uses.keys().copied().collect());
     let located = Arc::new(located);
     let opening = tokio::sync::Semaphore::new(packs_opened_at_once());
     let checked: Vec<Result<PackCheck, ReadError>> = futures::stream::iter(0..manifest.packs.len())
@@ -588,8 +612,8 @@ pub async fn open_stored(
         .buffer_unordered(PACKS_IN_FLIGHT)
         .collect()
         .await;
-    let mut chunks: HashMap<BlobId, Bytes> = HashMap::new();
-    let mut not_json: HashMap<BlobId, serde_json::Error> = HashMap::new();
+    let mut chunks: HashMap<ShortId, ShortTree> = HashMap::new();
+    let mut not_json: HashMap<ShortId, serde_json::Error> = HashMap::new();
     let mut bytes_read = 0;
     for c in checked {
         let c = c?;
@@ -599,15 +623,15 @@ pub async fn open_stored(
     }
     let mut located = Arc::try_unwrap(located).unwrap_or_else(|shared| (*shared).clone());
     located.sort_unstable_by_key(|(b, _)| *b);
-    let find = |blob: &BlobId| {
+    let find = |blob: &ShortId| {
         located
             .binary_search_by_key(blob, |(b, _)| *b)
             .ok()
             .map(|i| located[i].1)
     };
-    let missing = |blob: &BlobId, what: String| ReadError::MissingBlob {
+    let missing = |blob: &ShortId, what: String| ReadError::MissingBlob {
         id: id.to_owned(),
-        blob: blob.to_hex(),
+        blob: short_hex(blob),
         what,
     };
     let mut locations = Vec::with_capacity(manifest.resources.len());
@@ -618,15 +642,22 @@ pub async fn open_stored(
             entry.namespace.as_deref().unwrap_or("(cluster)")
         );
         let mut locs = Vec::with_capacity(entry.count as usize);
-        for tree in &entry.trees {
-            let chunk = chunks
-                .get(tree)
-                .ok_or_else(|| missing(tree, format!("tree of {what}")))?;
-            for obj in format::parse_tree(chunk, &what)? {
+        for tree in entry.trees.iter().map(BlobId::short) {
+            let uses = tree_uses.get_mut(&tree).map(|n| {
+                *n -= 1;
+                *n
+            });
+            let chunk = match uses {
+                Some(0) => chunks.remove(&tree),
+                _ => chunks.get(&tree).cloned(),
+            }
+            .ok_or_else(|| missing(&tree, format!("tree of {what}")))?
+            .ok_or_else(|| FormatError::Tree { what: what.clone() })?;
+            for obj in chunk {
                 let loc = find(&obj).ok_or_else(|| missing(&obj, format!("object of {what}")))?;
                 if let Some(source) = not_json.remove(&obj) {
                     return Err(ReadError::Object {
-                        blob: obj.to_hex(),
+                        blob: short_hex(&obj),
                         what: what.clone(),
                         source,
                     });
@@ -643,14 +674,19 @@ pub async fn open_stored(
     })
 }
 
+/// A short id as an error shows it: the hex of a blob id's first half, marked as a prefix.
+fn short_hex(blob: &ShortId) -> String {
+    format!("{}…", hex::encode(blob))
+}
+
 /// What the verifying pass keeps of one pack.
 struct PackCheck {
     size: u64,
-    /// The snapshot's tree chunks found in it (copied out: the payload is dropped).
-    trees: Vec<(BlobId, Bytes)>,
+    /// The snapshot's tree chunks found in it, as short ids (the payload is dropped).
+    trees: Vec<(ShortId, ShortTree)>,
     /// Blobs that are not JSON: the tree chunks of this and other snapshots, and damage if
     /// a tree lists one of them as an object.
-    not_json: Vec<(BlobId, serde_json::Error)>,
+    not_json: Vec<(ShortId, serde_json::Error)>,
 }
 
 /// Download one pack, check it whole (see [`open_stored`]) and keep only its tree chunks.
@@ -659,9 +695,9 @@ async fn check_pack(
     keys: &Keys,
     id: &str,
     pack: &str,
-    located: Arc<Vec<(BlobId, Loc)>>,
+    located: Arc<Vec<(ShortId, Loc)>>,
     range: std::ops::Range<usize>,
-    trees: Arc<std::collections::HashSet<BlobId>>,
+    trees: Arc<std::collections::HashSet<ShortId>>,
     opening: &tokio::sync::Semaphore,
 ) -> Result<PackCheck, ReadError> {
     let sealed = get_pack(store, id, pack).await?;
@@ -682,13 +718,15 @@ async fn check_pack(
         };
         for (blob, loc) in &located[range] {
             let data = slice(&payload, loc, &what)?;
-            if keys.blob_id(data) != *blob {
+            // The index's short id against the content's: 128 bits of a keyed hash (the
+            // pack's own hash and its decryption have checked every byte already).
+            if keys.blob_id(data).short() != *blob {
                 return Err(ReadError::Hash {
-                    what: format!("blob {} in {what}", blob.to_hex()),
+                    what: format!("blob {} in {what}", short_hex(blob)),
                 });
             }
             if trees.contains(blob) {
-                out.trees.push((*blob, Bytes::copy_from_slice(data)));
+                out.trees.push((*blob, short_tree(data)));
             } else if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(data) {
                 out.not_json.push((*blob, e));
             }
