@@ -254,7 +254,8 @@ const CHUNK_BOUNDARY: u8 = 256u16.div_ceil(32) as u8;
 /// Upper bound on a chunk, so a long run without a boundary stays small.
 const CHUNK_MAX: usize = 256;
 
-/// Split a (resource, namespace)'s object blobs, sorted by object name, into tree chunks.
+/// Split a (resource, namespace)'s object blobs, in name order (or by id, see
+/// `write::NamespaceObjects`), into tree chunks.
 pub fn chunk_tree(sorted: &[BlobId]) -> Vec<Vec<u8>> {
     let mut chunks = Vec::new();
     let mut cur: Vec<u8> = Vec::new();

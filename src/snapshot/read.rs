@@ -285,7 +285,8 @@ async fn newest<T, F: Future<Output = Result<T, ReadError>>>(
     newest_damage.map_or(Ok(None), Err)
 }
 
-/// The objects of one resource in one namespace, in name order, verified.
+/// The objects of one resource in one namespace, verified, in name order (by blob id from
+/// a server that lists out of name order: see `write::NamespaceObjects`).
 #[derive(Debug, Clone)]
 pub struct ResourceObjects {
     pub resource: ResourceRef,
@@ -399,7 +400,7 @@ struct Loc {
 #[derive(Debug, Clone)]
 pub struct StoredSnapshot {
     pub manifest: Manifest,
-    /// Per entry of `manifest.resources`, its objects in name order; shared with the
+    /// Per entry of `manifest.resources`, its objects in tree order; shared with the
     /// streams [`StoredSnapshot::read`] returns, which walk it pack by pack.
     locations: Arc<Vec<Vec<Loc>>>,
     /// Stored bytes read by the verifying pass (packs).
