@@ -504,8 +504,9 @@ impl StoredSnapshot {
     }
 }
 
-/// Packs' blob lists as their indexes decoded them (trimmed by the caller: decoding grows
-/// them by doubling), made one list sized to their total, pack by pack in order, each
+/// Packs' blob lists as their indexes are decoded (copied by the caller, exactly sized,
+/// into what it keeps of a blob: a decoded list has a doubling buffer's spare capacity),
+/// made one list sized to their total, pack by pack in order, each
 /// pack's list freed as it is moved in; returns the list and each pack's (from, to) slice
 /// of it. Grown as the indexes come instead, the list doubles and is copied (for 300k blobs
 /// of 36 bytes, 27 MiB at once against 11), and no count known up front bounds it: packs

@@ -14,7 +14,7 @@ use futures::StreamExt as _;
 use tokio::sync::mpsc;
 
 use super::capture::{self, CaptureError};
-use super::crypto::{BlobId, Keys, Role};
+use super::crypto::{BlobId, Keys, Role, ShortId};
 use super::format::{
     self, ClusterIdentity, FORMAT_VERSION, Index, Manifest, PackEntry, ResourceRef, Stats,
     TreeEntry,
@@ -128,17 +128,20 @@ pub struct CaptureProgress {
 /// Blobs the store already holds (from its indexes), and the packs they live in.
 #[derive(Debug, Default)]
 struct Known {
-    /// (blob, pack number), sorted by blob: 36 bytes a blob, where a hash map took ~64
-    /// once its table doubled (19 MiB for a 300k-object store).
-    blobs: Vec<(BlobId, u32)>,
+    /// (blob, pack number), sorted by blob: 20 bytes a blob by short id (the same 128 bits
+    /// the verifying pass finds blobs by; 36 with whole ids), where a hash map took ~64
+    /// once its table doubled (19 MiB for a 300k-object store). It holds every blob of
+    /// every snapshot in the store, so it grows with their history too.
+    blobs: Vec<(ShortId, u32)>,
     packs: Vec<(String, u64)>,
 }
 
 impl Known {
     /// The pack number of a stored blob.
     fn pack_of(&self, blob: &BlobId) -> Option<u32> {
+        let blob = blob.short();
         self.blobs
-            .binary_search_by(|(b, _)| b.cmp(blob))
+            .binary_search_by(|(b, _)| b.cmp(&blob))
             .ok()
             .map(|i| self.blobs[i].1)
     }
@@ -400,17 +403,17 @@ async fn take_locked(
 
 async fn load_known(store: &Store, keys: &Keys) -> Result<Known, WriteError> {
     let mut known = Known::default();
-    // Each pack's list as its index decoded it, then one list (`read::flatten_packs`).
-    let mut listed: Vec<Vec<(BlobId, u32, u32)>> = Vec::new();
+    // Each pack's list by short id as its index is decoded, then one list
+    // (`read::flatten_packs`).
+    let mut listed: Vec<Vec<ShortId>> = Vec::new();
     read::for_each_index(store, keys, |_, index| {
-        for mut p in index.packs {
+        for p in index.packs {
             known.packs.push((p.id, p.size));
-            p.blobs.shrink_to_fit();
-            listed.push(p.blobs);
+            listed.push(p.blobs.iter().map(|(b, _, _)| b.short()).collect());
         }
     })
     .await?;
-    known.blobs = read::flatten_packs(listed, |pack, (blob, _, _)| (blob, pack)).0;
+    known.blobs = read::flatten_packs(listed, |pack, blob| (blob, pack)).0;
     // A blob stored twice is found in either pack: keep one (rare enough that the spare
     // capacity is not worth a copy to trim).
     known.blobs.sort_unstable();
