@@ -88,10 +88,15 @@ impl BlobId {
 
     /// Its first 16 bytes (see [`ShortId`]).
     pub fn short(&self) -> ShortId {
-        let mut out = [0u8; 16];
-        out.copy_from_slice(&self.0[..16]);
-        out
+        short_of(&self.0)
     }
+}
+
+/// The [`ShortId`] of a blob id as stored (32 bytes, e.g. one entry of a tree chunk).
+pub fn short_of(id: &[u8]) -> ShortId {
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&id[..16]);
+    out
 }
 
 /// The first half of a [`BlobId`]: what a pass over every blob of a snapshot keeps per blob

@@ -533,11 +533,7 @@ fn short_tree(chunk: &[u8]) -> ShortTree {
     chunk.len().is_multiple_of(32).then(|| {
         chunk
             .chunks_exact(32)
-            .map(|id| {
-                let mut short = [0u8; 16];
-                short.copy_from_slice(&id[..16]);
-                short
-            })
+            .map(super::crypto::short_of)
             .collect()
     })
 }
