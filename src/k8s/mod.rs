@@ -42,7 +42,7 @@ pub fn describe(e: &kube::Error) -> String {
     }
 }
 
-/// Create `object` (already JSON) where `api` points, reading nothing of the answer but
+/// Create the object `body` holds (its JSON) where `api` points, reading nothing of the answer but
 /// its status: a bulk writer (a restore's creates) has no use for the created object, and
 /// `Api::create` would copy the object into a typed value, then parse the server's copy
 /// back, for every create. Errors come back as `Api::create`'s do (`Error::Api` with the
@@ -51,15 +51,18 @@ pub async fn create_unread(
     client: &kube::Client,
     api: &kube::Api<kube::api::DynamicObject>,
     params: &kube::api::PostParams,
-    object: &serde_json::Value,
+    body: &bytes::Bytes,
 ) -> Result<(), kube::Error> {
     use http_body_util::BodyExt as _;
-    let body = serde_json::to_vec(object).map_err(kube::Error::SerdeError)?;
+    // The request is built around an empty body and given the caller's bytes after: a
+    // `Bytes` is shared, not copied, so a create in flight holds its body once.
     let mut req = kube::core::Request::new(api.resource_url())
-        .create(params, body)
+        .create(params, Vec::new())
         .map_err(kube::Error::BuildRequest)?;
     req.extensions_mut().insert("create");
-    let resp = client.send(req.map(kube::client::Body::from)).await?;
+    let resp = client
+        .send(req.map(|_| kube::client::Body::from(body.clone())))
+        .await?;
     let status = resp.status();
     // Read to the end either way: a connection is only reused once its answer is read.
     let bytes = resp.into_body().collect().await?.to_bytes();

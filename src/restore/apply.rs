@@ -157,9 +157,10 @@ pub fn api_of(
 async fn apply_one(
     client: &kube::Client,
     resources: &Resources,
-    p: &Planned,
+    out: &Outgoing,
     opts: &ApplyOptions,
 ) -> ObjectOutcome {
+    let p = &out.kept;
     let Some(api) = api_of(client, resources, p) else {
         return ObjectOutcome::Failed(format!(
             "{} {} is not served by this cluster (missing CRD or API)",
@@ -171,12 +172,22 @@ async fn apply_one(
         ..Default::default()
     };
     // 429s and 5xx are retried by the client's retry layer, within its budget.
-    match k8s::create_unread(client, &api, &pp, &p.object).await {
+    match k8s::create_unread(client, &api, &pp, &out.body).await {
         Ok(()) => ObjectOutcome::Created,
         Err(kube::Error::Api(s)) if s.code == 409 => match opts.existing {
             Existing::Skip => ObjectOutcome::Existing,
             Existing::Update => {
-                let patch = Patch::Apply(&p.object);
+                // The body is parsed again only here, for the few objects an update run
+                // finds existing: what waits in flight stays serialized.
+                let object: Value = match serde_json::from_slice(&out.body) {
+                    Ok(o) => o,
+                    Err(e) => {
+                        return ObjectOutcome::Failed(format!(
+                            "failed to re-read the object to update it: {e}"
+                        ));
+                    }
+                };
+                let patch = Patch::Apply(&object);
                 let params = PatchParams::apply("coldstart").force();
                 match api.patch(&p.name, &params, &patch).await {
                     Ok(_) => ObjectOutcome::Updated,
@@ -284,12 +295,14 @@ async fn apply_tier(
     // planned): the limit's ceiling, so the limit, not the buffer, decides what is in flight.
     let mut results = planned
         .map(|p| async move {
-            let p = p?;
+            // Serialized and stripped before it waits for a slot: up to the limit's ceiling
+            // wait or fly at once, and a parsed object is several times its JSON.
+            let out = Outgoing::from(p?);
             let permit = limit.acquire().await;
-            let outcome = apply_one(client, resources, &p, opts).await;
+            let outcome = apply_one(client, resources, &out, opts).await;
             let throttled = matches!(&outcome, ObjectOutcome::Failed(r) if r.starts_with("429"));
             limit.release(permit, throttled);
-            Ok::<_, ApplyError>((p, outcome))
+            Ok::<_, ApplyError>((out.kept, outcome))
         })
         .buffer_unordered(limit.max());
     let counts = report.tiers.entry(tier).or_default();
@@ -313,8 +326,8 @@ async fn apply_tier(
                 });
             }
         }
-        if let Some(k) = keep(p, created) {
-            kept.tiers.entry(tier).or_default().push(k);
+        if follows_up(&p, created) {
+            kept.tiers.entry(tier).or_default().push(p);
         }
     }
     Ok(())
@@ -329,6 +342,25 @@ const KEPT_ANNOTATIONS: [&str; 4] = [
     HELD,
 ];
 
+/// A planned object on its way to the API server: the body it sends, serialized once (a
+/// parsed object is several times its JSON, and up to the limit's ceiling of them wait or
+/// fly at once), and the object reduced to what [`keep`] keeps.
+struct Outgoing {
+    body: bytes::Bytes,
+    kept: Planned,
+}
+
+impl From<Planned> for Outgoing {
+    fn from(p: Planned) -> Self {
+        // A `Value` always serializes: its map keys are strings and nothing in it can refuse.
+        let body = serde_json::to_vec(&p.object).expect("a JSON value serializes");
+        Outgoing {
+            body: body.into(),
+            kept: stripped(p),
+        }
+    }
+}
+
 /// What the steps after the apply (CRDs established, owners re-linked, management given
 /// back, held workloads released, operators scaled up) need of an applied object: its
 /// identity and coldstart's annotations, for the objects those steps look at — CRDs,
@@ -337,7 +369,13 @@ const KEPT_ANNOTATIONS: [&str; 4] = [
 /// is exactly what this run sent, so there is nothing of an earlier run's to release).
 /// Every other object is dropped once created, so what a restore keeps grows by a few
 /// hundred bytes per such object, not by the objects.
-pub fn keep(mut p: Planned, created: bool) -> Option<Planned> {
+pub fn keep(p: Planned, created: bool) -> Option<Planned> {
+    let p = stripped(p);
+    follows_up(&p, created).then_some(p)
+}
+
+/// The object reduced to its identity and [`KEPT_ANNOTATIONS`].
+fn stripped(mut p: Planned) -> Planned {
     let annotations = p
         .object
         .pointer_mut("/metadata/annotations")
@@ -348,17 +386,23 @@ pub fn keep(mut p: Planned, created: bool) -> Option<Planned> {
         .into_iter()
         .filter(|(k, _)| KEPT_ANNOTATIONS.contains(&k.as_str()))
         .collect();
-    let follow_up = p.tier == Tier::Crds
-        || (p.tier == Tier::Workloads && !created)
-        || p.operator
-        || kept.contains_key(ORIGINAL_OWNERS)
-        || kept.contains_key(ORIGINAL_MANAGEMENT);
-    if !follow_up {
-        return None;
-    }
     p.object = json!({"metadata": {"annotations": kept}});
     p.transforms = Vec::new();
-    Some(p)
+    p
+}
+
+/// Whether a step after the apply looks at this (stripped) object ([`keep`]).
+fn follows_up(p: &Planned, created: bool) -> bool {
+    let kept = |k: &str| {
+        p.object
+            .pointer("/metadata/annotations")
+            .is_some_and(|a| a.get(k).is_some())
+    };
+    p.tier == Tier::Crds
+        || (p.tier == Tier::Workloads && !created)
+        || p.operator
+        || kept(ORIGINAL_OWNERS)
+        || kept(ORIGINAL_MANAGEMENT)
 }
 
 /// Give parked owner references their owners' new uids, now that owners exist.
@@ -443,6 +487,39 @@ async fn relink_owners(client: &kube::Client, resources: &Resources, plan: &Plan
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_object_waiting_for_its_create_holds_its_body_as_json_and_only_coldstarts_annotations_parsed()
+     {
+        let object = json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "shop",
+                "annotations": {ORIGINAL_REPLICAS: "3", "note": "x".repeat(1_000)}},
+            "spec": {"replicas": 0, "template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}},
+        });
+        let out = Outgoing::from(Planned {
+            tier: Tier::Workloads,
+            api_version: "apps/v1".into(),
+            kind: "Deployment".into(),
+            namespace: Some("shop".into()),
+            name: "web".into(),
+            object: object.clone(),
+            transforms: vec!["replicas 3 -> 0".into()],
+            operator: false,
+        });
+        let sent: Value = serde_json::from_slice(&out.body).expect("the body is JSON");
+        assert_eq!(
+            sent, object,
+            "the body is the whole object, annotations included"
+        );
+        assert_eq!(
+            out.kept.object,
+            json!({"metadata": {"annotations": {ORIGINAL_REPLICAS: "3"}}})
+        );
+        assert!(out.kept.transforms.is_empty());
+        assert_eq!(out.kept.key(), "apps/v1/Deployment/shop/web");
+        assert!(!follows_up(&out.kept, true) && follows_up(&out.kept, false));
+    }
 
     #[test]
     fn a_refused_role_says_which_rbac_verbs_its_restore_needs() {
