@@ -65,5 +65,5 @@ traced stop "$COLDSTART_BIN" stop --json --timeout 600
 "$COLDSTART_BIN" sim teardown > /dev/null
 traced start "$COLDSTART_BIN" start --json --timeout 600
 if [[ -n ${HEAP_TRACE_KEEP:-} ]]; then
-  cp "$work"/*.heap "$HEAP_TRACE_KEEP"/
+  mkdir -p "$HEAP_TRACE_KEEP" && cp "$work"/*.heap "$HEAP_TRACE_KEEP"/
 fi
