@@ -562,3 +562,56 @@ async fn a_change_to_a_watched_kind_wakes_verification_at_once_instead_of_a_time
     drop(changes);
     c.stop().await;
 }
+
+on_both_planes!(
+    a_restore_told_to_update_existing_objects_puts_the_snapshots_version_back =
+        update_existing_puts_the_snapshots_version_back
+);
+
+/// `--existing update`: an object that drifted since the snapshot is given the snapshot's
+/// version by a forced server-side apply (the one path that parses a create's body again).
+async fn update_existing_puts_the_snapshots_version_back(plane: Plane) {
+    let c = Bed::start(plane, Seed::Empty).await;
+    let settings = |mode: &str| {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n  namespace: default\ndata:\n  mode: {mode}\n"
+        )
+    };
+    c.apply(&settings("original"), &[]).await;
+    let source = snapshot_of(&c).await;
+    c.apply(&settings("drifted"), &[]).await;
+
+    let opts = RestoreOptions {
+        apply: coldstart::restore::apply::ApplyOptions {
+            existing: coldstart::restore::apply::Existing::Update,
+            ..Default::default()
+        },
+        ..quick()
+    };
+    let progress = Arc::new(Mutex::new(Progress::default()));
+    let report = restore::run(&c.client().await, &source, &opts, &progress)
+        .await
+        .expect("restore");
+
+    let now = c
+        .get("", "configmaps", "default", "settings")
+        .await
+        .expect("the ConfigMap is there");
+    assert_eq!(
+        now["data"]["mode"], "original",
+        "the snapshot's version is back"
+    );
+    assert!(
+        report.tiers.values().map(|t| t.updated).sum::<usize>() >= 1,
+        "the ConfigMap is counted as updated: {:?}",
+        report.tiers
+    );
+    assert!(
+        !report
+            .failures
+            .iter()
+            .any(|f| f.object.ends_with("/settings")),
+        "{:?}",
+        report.failures
+    );
+}
