@@ -397,7 +397,7 @@ struct Loc {
 /// Where an entry's objects lie, in tree order: runs of objects laid out one after the
 /// other in a pack, and each object's length. A snapshot writes an entry's new objects
 /// in tree order, so an entry is a run or a few; an unchanged object kept from an older
-/// snapshot's pack starts a new one. 4 bytes an object (a `Loc` each was 12: 2.4 MiB of
+/// snapshot's pack starts a new one. 4 bytes an object (a `Loc` each was 12: 3.6 MiB of
 /// a 300k-object restore's floor) and 12 a run; 16 an object at worst, no run at all.
 #[derive(Debug, Clone, Default)]
 struct Places {
