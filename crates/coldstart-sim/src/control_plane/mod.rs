@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use self::pki::{CertPair, Pki};
-use self::process::{Component, free_port};
+use self::process::{Component, PortLease, free_port};
 
 /// Environment variable naming the directory that holds the binaries (`tests/run` sets it to
 /// what `tests/kube/build.sh` prints).
@@ -150,12 +150,14 @@ impl Config {
     }
 }
 
-/// Loopback ports, chosen once so that a re-created cluster answers on the same address.
-#[derive(Debug, Clone, Copy)]
+/// Loopback ports, chosen once so that a re-created cluster answers on the same address;
+/// leased for the control plane's whole life, so no other one takes them while a teardown
+/// restarts the components.
+#[derive(Debug)]
 struct Ports {
-    etcd_client: u16,
-    etcd_peer: u16,
-    apiserver: u16,
+    etcd_client: PortLease,
+    etcd_peer: PortLease,
+    apiserver: PortLease,
 }
 
 /// Memory of each component, bytes.
@@ -211,7 +213,7 @@ impl ControlPlane {
     }
 
     pub fn url(&self) -> String {
-        format!("https://127.0.0.1:{}", self.ports.apiserver)
+        format!("https://127.0.0.1:{}", self.ports.apiserver.port)
     }
 
     pub fn dir(&self) -> &Path {
@@ -357,11 +359,15 @@ impl ControlPlane {
     /// ready, the fake nodes Ready, the `default` service account made.
     async fn boot(&mut self) -> Result<(), Error> {
         let started = Instant::now();
-        let p = self.ports;
+        let (etcd_client, etcd_peer, apiserver) = (
+            self.ports.etcd_client.port,
+            self.ports.etcd_peer.port,
+            self.ports.apiserver.port,
+        );
         let dir = self.dir.path().to_path_buf();
         let d = |name: &str| dir.join(name).display().to_string();
-        let etcd_url = format!("http://127.0.0.1:{}", p.etcd_client);
-        let peer_url = format!("http://127.0.0.1:{}", p.etcd_peer);
+        let etcd_url = format!("http://127.0.0.1:{}", etcd_client);
+        let peer_url = format!("http://127.0.0.1:{}", etcd_peer);
         let etcd_args = vec![
             format!("--data-dir={}", d("etcd-data")),
             format!("--listen-client-urls={etcd_url}"),
@@ -374,7 +380,7 @@ impl ControlPlane {
             "--log-level=warn".to_owned(),
         ];
         self.spawn("etcd", &etcd_args)?;
-        self.wait_tcp(p.etcd_client, "etcd").await?;
+        self.wait_tcp(etcd_client, "etcd").await?;
 
         let apiserver_args = vec![
             format!("--etcd-servers={etcd_url}"),
@@ -383,7 +389,7 @@ impl ControlPlane {
             // v1.37 refuses a loopback address in the `kubernetes` Service's endpoints;
             // nothing in this cluster dials that Service, so no reconciler keeps them.
             "--endpoint-reconciler-type=none".to_owned(),
-            format!("--secure-port={}", p.apiserver),
+            format!("--secure-port={}", apiserver),
             format!("--cert-dir={}", d("apiserver-certs")),
             format!("--tls-cert-file={}", d("apiserver.crt")),
             format!("--tls-private-key-file={}", d("apiserver.key")),
@@ -398,7 +404,7 @@ impl ControlPlane {
         ];
         self.spawn("kube-apiserver", &apiserver_args)?;
         // Listening first, then ready: fewer failed /readyz calls for kube-rs to log.
-        self.wait_tcp(p.apiserver, "kube-apiserver").await?;
+        self.wait_tcp(apiserver, "kube-apiserver").await?;
         self.wait_ready().await?;
 
         let cluster_name = self.config.cluster_name.clone();
@@ -467,11 +473,10 @@ impl ControlPlane {
         Ok(())
     }
 
-    /// Start a component that serves only its own health and metrics on a port picked as it
-    /// starts, and wait until it listens. A port free when picked can still be taken before
-    /// the component binds it (another test bed starting at the same moment picked it too:
-    /// kwok exited with "address already in use"); such a component is started again on
-    /// another port, nothing else depending on which one.
+    /// Start a component that serves only its own health and metrics on a port leased as it
+    /// starts (held while the component runs), and wait until it listens. A process that is
+    /// no control plane can still take the port before the component binds it; such a
+    /// component is started again on another port, nothing else depending on which one.
     async fn spawn_listening(
         &mut self,
         name: &'static str,
@@ -479,8 +484,12 @@ impl ControlPlane {
     ) -> Result<(), Error> {
         const ATTEMPTS: usize = 3;
         for attempt in 1..=ATTEMPTS {
-            let port = free_port()?;
+            let lease = free_port()?;
+            let port = lease.port;
             self.spawn(name, &args(port))?;
+            if let Some(c) = self.components.last_mut() {
+                c.lease = Some(lease);
+            }
             match self.wait_tcp(port, name).await {
                 Err(Error::Exited {
                     name: exited, tail, ..

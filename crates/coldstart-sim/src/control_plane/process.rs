@@ -14,6 +14,8 @@ pub struct Component {
     pub name: &'static str,
     pub child: Child,
     pub log: PathBuf,
+    /// The port it listens on, when it was picked for it alone.
+    pub lease: Option<PortLease>,
 }
 
 impl Component {
@@ -58,7 +60,12 @@ impl Component {
             bin: bin.to_path_buf(),
             source,
         })?;
-        Ok(Component { name, child, log })
+        Ok(Component {
+            name,
+            child,
+            log,
+            lease: None,
+        })
     }
 
     /// The process id (setpriv execs the component, so it is the component's own).
@@ -108,18 +115,89 @@ pub fn tail(path: &Path, n: usize) -> String {
 /// is only taken by whoever asks for it by number.
 const PORTS: std::ops::Range<u16> = 20000..32000;
 
-/// A loopback port nobody listens on right now (the component binds it a moment later).
-pub fn free_port() -> Result<u16, Error> {
+/// A loopback port this control plane holds for as long as the lease lives.
+///
+/// Checking that nobody listens is not enough: control planes started by other processes
+/// at the same moment (nextest runs each test in its own) check too, and a port stays
+/// unbound between the check and the component's bind, and again while a teardown restarts
+/// its components on the same address. Two test beds once both picked 25922 and the second
+/// kube-apiserver exited with "address already in use". So every picker also takes an
+/// exclusive lock on a file named after the port, held until the lease is dropped; the
+/// kernel releases it when the process dies, however it dies, so no lease outlives its
+/// holder.
+#[derive(Debug)]
+pub struct PortLease {
+    pub port: u16,
+    _lock: std::fs::File,
+}
+
+/// Lease a loopback port nobody listens on and no other control plane holds (the component
+/// binds it a moment later).
+pub fn free_port() -> Result<PortLease, Error> {
+    lease_in(PORTS)
+}
+
+fn lease_in(ports: std::ops::Range<u16>) -> Result<PortLease, Error> {
     use rand::Rng as _;
+    let dir = std::env::temp_dir().join("coldstart-ports");
+    std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
+        what: format!("create {}", dir.display()),
+        source,
+    })?;
     let mut rng = rand::rng();
     for _ in 0..200 {
-        let port = rng.random_range(PORTS);
+        let port = rng.random_range(ports.clone());
+        let path = dir.join(format!("{port}.lock"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|source| Error::Io {
+                what: format!("open {}", path.display()),
+                source,
+            })?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => continue,
+            Err(std::fs::TryLockError::Error(source)) => {
+                return Err(Error::Io {
+                    what: format!("lock {}", path.display()),
+                    source,
+                });
+            }
+        }
         if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return Ok(port);
+            return Ok(PortLease { port, _lock: file });
         }
     }
     Err(Error::Io {
-        what: format!("find a free loopback port in {PORTS:?}"),
+        what: format!("find a free loopback port in {ports:?}"),
         source: std::io::Error::from(std::io::ErrorKind::AddrInUse),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two ports out of the way of `PORTS`, so test beds running beside never meet these
+    /// leases.
+    const TWO: std::ops::Range<u16> = 19_990..19_992;
+
+    #[test]
+    fn a_leased_port_is_handed_to_nobody_else_until_the_lease_is_dropped() {
+        let first = lease_in(TWO).expect("first lease");
+        let second = lease_in(TWO).expect("second lease");
+        assert_ne!(first.port, second.port, "each lease gets its own port");
+        let refused = lease_in(TWO).expect_err("both ports are held");
+        assert!(
+            refused.to_string().contains("free loopback port"),
+            "the error names what it looked for: {refused}"
+        );
+        let freed = first.port;
+        drop(first);
+        let again = lease_in(TWO).expect("a dropped lease frees its port");
+        assert_eq!(again.port, freed);
+    }
 }
