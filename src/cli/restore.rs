@@ -179,9 +179,11 @@ pub struct RestoreArgs {
     /// What to do with objects that already exist.
     #[arg(long, value_enum, default_value_t = Existing::Skip)]
     pub existing: Existing,
-    /// The most creates in flight within a tier: the number adapts below it, starting at 64,
-    /// growing while the API server keeps up and halving when it throttles (429).
-    #[arg(long, default_value_t = 256)]
+    /// The most creates in flight within a tier: the number adapts below it, starting at 64
+    /// (or here when lower), halving when the API server throttles (429) and growing by one
+    /// a window while it keeps up. Raise it only for a control plane shown to write faster
+    /// with more in flight.
+    #[arg(long, default_value_t = coldstart::restore::apply::INITIAL_CONCURRENCY)]
     pub concurrency: usize,
     /// Seconds to wait for claims to bind and addresses to appear.
     #[arg(long, default_value_t = 300)]
