@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use self::pki::{CertPair, Pki};
-use self::process::{Component, PortLease, free_port};
+use self::process::{Component, PortLease, lease_port};
 
 /// Environment variable naming the directory that holds the binaries (`tests/run` sets it to
 /// what `tests/kube/build.sh` prints).
@@ -191,9 +191,9 @@ impl ControlPlane {
                 source,
             })?;
         let ports = Ports {
-            etcd_client: free_port()?,
-            etcd_peer: free_port()?,
-            apiserver: free_port()?,
+            etcd_client: lease_port()?,
+            etcd_peer: lease_port()?,
+            apiserver: lease_port()?,
         };
         let pki = Pki::new(&config.cluster_name)?;
         let ca_pem = pki.ca_pem();
@@ -484,7 +484,7 @@ impl ControlPlane {
     ) -> Result<(), Error> {
         const ATTEMPTS: usize = 3;
         for attempt in 1..=ATTEMPTS {
-            let lease = free_port()?;
+            let lease = lease_port()?;
             let port = lease.port;
             self.spawn(name, &args(port))?;
             if let Some(c) = self.components.last_mut() {

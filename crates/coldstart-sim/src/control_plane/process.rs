@@ -133,7 +133,7 @@ pub struct PortLease {
 
 /// Lease a loopback port nobody listens on and no other control plane holds (the component
 /// binds it a moment later).
-pub fn free_port() -> Result<PortLease, Error> {
+pub fn lease_port() -> Result<PortLease, Error> {
     lease_in(PORTS)
 }
 
