@@ -70,6 +70,24 @@ pub fn decode(keys: &Keys, role: Role, sealed: &[u8], what: &str) -> Result<Vec<
     }
 }
 
+/// Open, then decompress as the caller reads: a pass that looks at a payload once, front to
+/// back, holds the compressed bytes and the decompressor's window (2 MiB at
+/// [`ZSTD_LEVEL`]) instead of the whole payload ([`decode`]: a pack's 8 MiB).
+pub fn decode_reader(
+    keys: &Keys,
+    role: Role,
+    sealed: &[u8],
+    what: &str,
+) -> Result<impl std::io::Read + use<>, FormatError> {
+    let compressed = keys.open(role, sealed, what)?;
+    zstd::stream::read::Decoder::with_buffer(std::io::Cursor::new(compressed)).map_err(|source| {
+        FormatError::Decompress {
+            what: what.to_owned(),
+            source,
+        }
+    })
+}
+
 /// Encode a JSON document (index, manifest).
 pub fn encode_json<T: Serialize>(keys: &Keys, role: Role, doc: &T) -> Vec<u8> {
     encode(keys, role, &serde_json::to_vec(doc).unwrap_or_default())

@@ -616,27 +616,45 @@ pub(crate) fn flatten_packs<B, T>(
     (out, ranges)
 }
 
-/// A tree chunk as the verifying pass keeps it: the short ids of the objects it lists
-/// (16 bytes an object, half the chunk), or None if its length is not whole ids.
-type ShortTree = Option<Vec<ShortId>>;
+/// A tree chunk as the verifying pass keeps it, resolved as soon as its pack is checked:
+/// where each object it lists is in the blob list (4 bytes an object, where the chunk's
+/// ids would be 16 kept as short ids and 32 whole).
+#[derive(Debug, Clone)]
+enum Tree {
+    /// Each object's position in the id-sorted blob list, in the chunk's order.
+    Objects(Vec<u32>),
+    /// The first object it lists that no pack of the snapshot holds.
+    Missing(ShortId),
+    /// Its length is not whole ids.
+    NotWhole,
+}
 
-fn short_tree(chunk: &[u8]) -> ShortTree {
-    chunk.len().is_multiple_of(32).then(|| {
-        chunk
-            .chunks_exact(32)
-            .map(super::crypto::short_of)
-            .collect()
-    })
+impl Tree {
+    fn resolve(chunk: &[u8], located: &[(ShortId, Loc)]) -> Tree {
+        if !chunk.len().is_multiple_of(32) {
+            return Tree::NotWhole;
+        }
+        let mut objects = Vec::with_capacity(chunk.len() / 32);
+        for id in chunk.chunks_exact(32).map(super::crypto::short_of) {
+            match located.binary_search_by_key(&id, |(b, _)| *b) {
+                Ok(i) => objects.push(i as u32),
+                Err(_) => return Tree::Missing(id),
+            }
+        }
+        Tree::Objects(objects)
+    }
 }
 
 /// Verify a whole snapshot without keeping it: read the manifest, every index and every
 /// referenced pack ([`PACKS_IN_FLIGHT`] at a time); check each pack's hash, decrypt and
 /// decompress it, check every blob's keyed hash and that every object parses as JSON, and
-/// resolve every tree. What is kept is where each object lies (12 bytes an object) and,
-/// while the packs are read, a blob list (28 bytes a blob) and the trees (16 bytes an
-/// object), both by [`ShortId`]; each tree is freed once resolved. Memory grows with the
-/// object count by bytes per object, not by the objects themselves: 44 bytes an object at
-/// most (full ids and whole tree chunks were 88).
+/// resolve every tree. What is kept is where each object lies ([`Places`], 4 bytes an
+/// object) and, while the packs are read, a blob list sorted by [`ShortId`] (28 bytes a
+/// blob), each pack's blobs in it (4 bytes a blob, freed as the pack is checked) and the
+/// trees resolved to positions in the list (4 bytes an object), each freed once used.
+/// Memory grows with the object count by bytes per object, not by the objects themselves:
+/// 36 bytes an object at most (whole ids and tree chunks were 88; short ids and unresolved
+/// chunks 48).
 pub async fn open_stored(
     store: &Store,
     keys: &Keys,
@@ -666,13 +684,22 @@ pub async fn open_stored(
         }
     })
     .await?;
-    // Then one list, each pack's blobs one slice sorted by offset; a sorted Vec, not a map,
-    // for the smallest footprint per blob.
+    // Then one list sorted by id, a sorted Vec and not a map for the smallest footprint per
+    // blob, so a tree chunk is resolved the moment its pack is checked; and each pack's
+    // blobs as positions in it, in the pack's order.
     let (mut located, ranges) = flatten_packs(listed, |pack, (b, offset, len)| {
         (b, Loc { pack, offset, len })
     });
-    for &(from, to) in &ranges {
-        located[from..to].sort_unstable_by_key(|(_, l)| l.offset);
+    located.sort_unstable_by_key(|(b, _)| *b);
+    let mut in_pack: Vec<Vec<u32>> = ranges
+        .iter()
+        .map(|(from, to)| Vec::with_capacity(to - from))
+        .collect();
+    for (i, (_, loc)) in located.iter().enumerate() {
+        in_pack[loc.pack as usize].push(i as u32);
+    }
+    for blobs in &mut in_pack {
+        blobs.sort_unstable_by_key(|&i| located[i as usize].1.offset);
     }
     // How many entries list each tree chunk: a chunk is freed after its last use.
     let mut tree_uses: HashMap<ShortId, u32> = HashMap::new();
@@ -683,26 +710,25 @@ pub async fn open_stored(
         Arc::new(tree_uses.keys().copied().collect());
     let located = Arc::new(located);
     let opening = tokio::sync::Semaphore::new(packs_opened_at_once());
-    let checked: Vec<Result<PackCheck, ReadError>> = futures::stream::iter(0..manifest.packs.len())
-        .map(|i| {
-            let (located, trees) = (located.clone(), trees.clone());
-            let (from, to) = ranges[i];
-            check_pack(
-                store,
-                keys,
-                id,
-                &manifest.packs[i],
-                located,
-                from..to,
-                trees,
-                &opening,
-            )
-        })
-        .buffer_unordered(PACKS_IN_FLIGHT)
-        .collect()
-        .await;
-    let mut chunks: HashMap<ShortId, ShortTree> = HashMap::new();
-    let mut not_json: HashMap<ShortId, serde_json::Error> = HashMap::new();
+    let checked: Vec<Result<PackCheck, ReadError>> =
+        futures::stream::iter(in_pack.into_iter().enumerate())
+            .map(|(i, blobs)| {
+                check_pack(
+                    store,
+                    keys,
+                    id,
+                    &manifest.packs[i],
+                    located.clone(),
+                    blobs,
+                    trees.clone(),
+                    &opening,
+                )
+            })
+            .buffer_unordered(PACKS_IN_FLIGHT)
+            .collect()
+            .await;
+    let mut chunks: HashMap<ShortId, Tree> = HashMap::new();
+    let mut not_json: HashMap<u32, serde_json::Error> = HashMap::new();
     let mut bytes_read = 0;
     for c in checked {
         let c = c?;
@@ -710,14 +736,6 @@ pub async fn open_stored(
         chunks.extend(c.trees);
         not_json.extend(c.not_json);
     }
-    let mut located = Arc::try_unwrap(located).unwrap_or_else(|shared| (*shared).clone());
-    located.sort_unstable_by_key(|(b, _)| *b);
-    let find = |blob: &ShortId| {
-        located
-            .binary_search_by_key(blob, |(b, _)| *b)
-            .ok()
-            .map(|i| located[i].1)
-    };
     let missing = |blob: &ShortId, what: String| ReadError::MissingBlob {
         id: id.to_owned(),
         blob: short_hex(blob),
@@ -740,13 +758,17 @@ pub async fn open_stored(
                 Some(0) => chunks.remove(&tree),
                 _ => chunks.get(&tree).cloned(),
             }
-            .ok_or_else(|| missing(&tree, format!("tree of {what}")))?
-            .ok_or_else(|| FormatError::Tree { what: what.clone() })?;
-            for obj in chunk {
-                let loc = find(&obj).ok_or_else(|| missing(&obj, format!("object of {what}")))?;
+            .ok_or_else(|| missing(&tree, format!("tree of {what}")))?;
+            let objects = match chunk {
+                Tree::Objects(objects) => objects,
+                Tree::Missing(obj) => return Err(missing(&obj, format!("object of {what}"))),
+                Tree::NotWhole => return Err(FormatError::Tree { what: what.clone() }.into()),
+            };
+            for obj in objects {
+                let (blob, loc) = located[obj as usize];
                 if let Some(source) = not_json.remove(&obj) {
                     return Err(ReadError::Object {
-                        blob: short_hex(&obj),
+                        blob: short_hex(&blob),
                         what: what.clone(),
                         source,
                     });
@@ -772,21 +794,22 @@ fn short_hex(blob: &ShortId) -> String {
 /// What the verifying pass keeps of one pack.
 struct PackCheck {
     size: u64,
-    /// The snapshot's tree chunks found in it, as short ids (the payload is dropped).
-    trees: Vec<(ShortId, ShortTree)>,
-    /// Blobs that are not JSON: the tree chunks of this and other snapshots, and damage if
-    /// a tree lists one of them as an object.
-    not_json: Vec<(ShortId, serde_json::Error)>,
+    /// The snapshot's tree chunks found in it, resolved (the payload is dropped).
+    trees: Vec<(ShortId, Tree)>,
+    /// Blobs that are not JSON, by position in the blob list: the tree chunks of this and
+    /// other snapshots, and damage if a tree lists one of them as an object.
+    not_json: Vec<(u32, serde_json::Error)>,
 }
 
-/// Download one pack, check it whole (see [`open_stored`]) and keep only its tree chunks.
+/// Download one pack, check it whole (see [`open_stored`]) and keep only its tree chunks,
+/// resolved. `blobs` are its blobs' positions in `located`, in the pack's order.
 async fn check_pack(
     store: &Store,
     keys: &Keys,
     id: &str,
     pack: &str,
     located: Arc<Vec<(ShortId, Loc)>>,
-    range: std::ops::Range<usize>,
+    blobs: Vec<u32>,
     trees: Arc<std::collections::HashSet<ShortId>>,
     opening: &tokio::sync::Semaphore,
 ) -> Result<PackCheck, ReadError> {
@@ -798,16 +821,14 @@ async fn check_pack(
         .await
         .map_err(|e| ReadError::Task(e.to_string()))?;
     tokio::task::spawn_blocking(move || {
-        let payload = open_pack(&keys, &pack, &sealed)?;
-        drop(sealed);
         let what = format!("pack {pack}");
         let mut out = PackCheck {
             size,
             trees: Vec::new(),
             not_json: Vec::new(),
         };
-        for (blob, loc) in &located[range] {
-            let data = slice(&payload, loc, &what)?;
+        let mut check = |i: u32, data: &[u8]| {
+            let blob = &located[i as usize].0;
             // The index's short id against the content's: 128 bits of a keyed hash (the
             // pack's own hash and its decryption have checked every byte already).
             if keys.blob_id(data).short() != *blob {
@@ -816,15 +837,93 @@ async fn check_pack(
                 });
             }
             if trees.contains(blob) {
-                out.trees.push((*blob, short_tree(data)));
+                out.trees.push((*blob, Tree::resolve(data, &located)));
             } else if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(data) {
-                out.not_json.push((*blob, e));
+                out.not_json.push((i, e));
+            }
+            Ok(())
+        };
+        let laid_out = blobs.iter().map(|&i| located[i as usize].1);
+        if one_after_another(laid_out) {
+            check_streamed(&keys, &pack, sealed, &located, &blobs, &mut check)?;
+        } else {
+            let payload = open_pack(&keys, &pack, &sealed)?;
+            drop(sealed);
+            for &i in &blobs {
+                check(i, slice(&payload, &located[i as usize].1, &what)?)?;
             }
         }
         Ok(out)
     })
     .await
     .map_err(|e| ReadError::Task(e.to_string()))?
+}
+
+/// Whether blobs in a pack's order never overlap, so one pass front to back reads them all.
+/// A snapshot writes each blob once after the last; an index saying otherwise is read the
+/// slow way, from the whole payload, and checked just the same.
+fn one_after_another(mut locs: impl Iterator<Item = Loc>) -> bool {
+    let mut end = 0u64;
+    locs.all(|loc| {
+        let fits = u64::from(loc.offset) >= end;
+        end = u64::from(loc.offset) + u64::from(loc.len);
+        fits
+    })
+}
+
+/// Check a pack's blobs (`blobs`, positions in `located` in the pack's order, laid out one
+/// after another) as its payload is decompressed: one blob in memory at a time beside the
+/// decompressor's window, not the payload (two packs opened at once held 17 MiB of payload).
+fn check_streamed(
+    keys: &Keys,
+    pack: &str,
+    sealed: Bytes,
+    located: &[(ShortId, Loc)],
+    blobs: &[u32],
+    mut check: impl FnMut(u32, &[u8]) -> Result<(), ReadError>,
+) -> Result<(), ReadError> {
+    use std::io::Read as _;
+    let what = format!("pack {pack}");
+    if format::stored_hash(&sealed) != pack {
+        return Err(ReadError::Hash { what });
+    }
+    let mut payload = format::decode_reader(keys, Role::Pack, &sealed, &what).map_err(decoded)?;
+    drop(sealed);
+    let damaged = |source| {
+        decoded(FormatError::Decompress {
+            what: what.clone(),
+            source,
+        })
+    };
+    let past_end = || ReadError::Hash {
+        what: format!("{what} (a blob lies past its end)"),
+    };
+    let (mut at, mut data) = (0u64, Vec::new());
+    for &i in blobs {
+        let loc = located[i as usize].1;
+        let gap = u64::from(loc.offset) - at;
+        if std::io::copy(&mut payload.by_ref().take(gap), &mut std::io::sink()).map_err(damaged)?
+            < gap
+        {
+            return Err(past_end());
+        }
+        // Read to the blob's end or the payload's, whichever comes first: the buffer grows
+        // with what arrives, never to a length an index claims past the payload.
+        data.clear();
+        let len = u64::from(loc.len);
+        if payload
+            .by_ref()
+            .take(len)
+            .read_to_end(&mut data)
+            .map_err(damaged)? as u64
+            != len
+        {
+            return Err(past_end());
+        }
+        at = u64::from(loc.offset) + u64::from(loc.len);
+        check(i, &data)?;
+    }
+    Ok(())
 }
 
 /// Read one pack again and slice out the objects at `locs`.
@@ -1258,6 +1357,103 @@ mod tests {
             .map(|o| o["metadata"]["name"].as_str().unwrap().to_owned())
             .collect();
         assert_eq!(names, ["c3", "c1", "c2", "c1"]);
+    }
+
+    /// Rewrite the store's one index with `f` (re-sealed under its new name): an index that
+    /// disagrees with its packs, as a bug or a damaged store would leave one.
+    async fn rewrite_index(store: &Store, f: impl FnOnce(&mut Index)) {
+        let mut indexes = load_indexes(store, &keys()).await.unwrap();
+        assert_eq!(indexes.len(), 1);
+        let (name, mut index) = indexes.pop().unwrap();
+        f(&mut index);
+        store.delete(&layout::index(&name)).await.unwrap();
+        let sealed = format::encode_json(&keys(), Role::Index, &index);
+        store
+            .put(
+                &layout::index(&format::stored_hash(&sealed)),
+                Bytes::from(sealed),
+            )
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_index_placing_a_blob_past_its_packs_end_is_refused_by_the_verifying_pass() {
+        // Moved past the end, or grown to 4 GiB (which must not be allocated to find out).
+        type Listed = (BlobId, u32, u32);
+        let moves: [fn(&mut Listed); 2] = [|b| b.1 += 1 << 20, |b| b.2 = u32::MAX];
+        for moved in moves {
+            let (store, _) = stored_groups(&[("ConfigMap", "configmaps", &["c1", "c2"])]).await;
+            // The last blob in the pack: the others stay where they are, in order, so the
+            // pass reads front to back up to it.
+            rewrite_index(&store, |index| {
+                moved(index.packs[0].blobs.iter_mut().max_by_key(|b| b.1).unwrap())
+            })
+            .await;
+            let err = open_stored(&store, &keys(), "s-1").await.unwrap_err();
+            assert!(
+                matches!(&err, ReadError::Hash { what } if what.contains("past its end")),
+                "{err}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn an_index_swapping_two_blobs_places_is_refused_by_the_verifying_pass() {
+        // "c1" and "c2" serialize to the same length: the swapped places are in bounds, in
+        // order, and each holds the other's content.
+        let (store, _) = stored_groups(&[("ConfigMap", "configmaps", &["c1", "c2"])]).await;
+        rewrite_index(&store, |index| {
+            let blobs = &mut index.packs[0].blobs;
+            let (a, b) = (blobs[0].1, blobs[1].1);
+            (blobs[0].1, blobs[1].1) = (b, a);
+        })
+        .await;
+        let err = open_stored(&store, &keys(), "s-1").await.unwrap_err();
+        assert!(
+            matches!(&err, ReadError::Hash { what } if what.starts_with("blob ")),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_index_listing_a_blob_twice_over_itself_still_verifies_and_reads_back() {
+        // Overlapping places cannot be read in one pass front to back: the pack is checked
+        // from its whole payload instead, just as strictly.
+        let (store, _) = stored_groups(&[("ConfigMap", "configmaps", &["c1", "c2"])]).await;
+        rewrite_index(&store, |index| {
+            let first = index.packs[0].blobs[0];
+            index.packs[0].blobs.push(first);
+        })
+        .await;
+        let snap = open_stored(&store, &keys(), "s-1").await.unwrap();
+        assert_eq!(
+            names_read(&snap, &store, "ConfigMap").await.unwrap(),
+            ["c1", "c2"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_tree_listing_an_object_no_pack_holds_names_the_object_and_its_group() {
+        let (store, _) = stored_groups(&[("ConfigMap", "configmaps", &["c1", "c2"])]).await;
+        rewrite_index(&store, |index| {
+            index.packs[0].blobs.remove(0);
+        })
+        .await;
+        let err = open_stored(&store, &keys(), "s-1").await.unwrap_err();
+        assert!(
+            matches!(&err, ReadError::MissingBlob { what, .. } if what == "object of configmaps in n"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn blobs_are_read_front_to_back_unless_one_overlaps_the_one_before() {
+        let after = |locs: &[Loc]| one_after_another(locs.iter().copied());
+        assert!(after(&[]));
+        assert!(after(&[loc(0, 0, 10), loc(0, 10, 5), loc(0, 40, 1)]));
+        assert!(!after(&[loc(0, 0, 10), loc(0, 9, 5)]));
+        assert!(!after(&[loc(0, 0, 10), loc(0, 0, 10)]));
     }
 
     fn loc(pack: u32, offset: u32, len: u32) -> Loc {
