@@ -214,20 +214,72 @@ async fn wait_established(
     client: &kube::Client,
     crds: &[Planned],
     timeout: Duration,
-) -> Result<(), ApplyError> {
+) -> Result<Vec<ServedKind>, ApplyError> {
     let deadline = tokio::time::Instant::now() + timeout;
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let mut served = Vec::new();
     for p in crds {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         match k8s::wait::until(api.clone(), &p.name, left, conditions::is_crd_established()).await {
-            Ok(_) => {}
+            Ok(crd) => served.extend(crd.iter().flat_map(served_kinds)),
             Err(k8s::wait::WaitError::Timeout(_)) => {
                 return Err(ApplyError::CrdTimeout(p.name.clone(), timeout));
             }
             Err(e) => return Err(ApplyError::CrdWatch(p.name.clone(), e)),
         }
     }
-    Ok(())
+    Ok(served)
+}
+
+/// A kind a CRD serves, as `apiVersion` and `kind`.
+type ServedKind = (String, String);
+
+/// Every (apiVersion, kind) a CRD serves: its group at each version marked served.
+fn served_kinds(crd: &CustomResourceDefinition) -> Vec<ServedKind> {
+    let spec = &crd.spec;
+    spec.versions
+        .iter()
+        .filter(|v| v.served)
+        .map(|v| {
+            (
+                format!("{}/{}", spec.group, v.name),
+                spec.names.kind.clone(),
+            )
+        })
+        .collect()
+}
+
+/// The first of `served` that discovery does not list yet.
+fn first_unserved<'a>(resources: &Resources, served: &'a [ServedKind]) -> Option<&'a ServedKind> {
+    served
+        .iter()
+        .find(|(api_version, kind)| !resources.serves(api_version, kind))
+}
+
+/// Discovery once it lists every kind the restored CRDs serve, or at `timeout` as it is then.
+/// kube-apiserver marks a CRD Established before its discovery lists the new group (another
+/// controller publishes that), so one discovery run right after can miss it, and every
+/// object of the kind would fail as not served (met with Strimzi's Kafka on kube-apiserver
+/// 1.37). A kind still missing at the timeout fails its objects so, each named in the report.
+async fn discover_serving(
+    client: &kube::Client,
+    served: &[ServedKind],
+    timeout: Duration,
+) -> Result<Resources, ApplyError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let resources = Resources::discover(client).await?;
+        let Some((api_version, kind)) = first_unserved(&resources, served) else {
+            return Ok(resources);
+        };
+        if tokio::time::Instant::now() + pause > deadline {
+            tracing::warn!(%api_version, %kind, "a restored CRD's kind is still not in discovery; its objects will fail as not served");
+            return Ok(resources);
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(1));
+    }
 }
 
 /// One tier's objects, planned, as a stream: how many there are (for progress) and the
@@ -273,9 +325,9 @@ pub async fn apply<'a>(
         .await?;
         if tier == Tier::Crds {
             let crds = kept.tiers.get(&Tier::Crds).map_or(&[][..], Vec::as_slice);
-            wait_established(client, crds, opts.crd_timeout).await?;
+            let served = wait_established(client, crds, opts.crd_timeout).await?;
             // Custom resources are only discoverable once their CRDs are served.
-            *resources = Resources::discover(client).await?;
+            *resources = discover_serving(client, &served, opts.crd_timeout).await?;
         }
     }
     report.owners_relinked = relink_owners(client, resources, &kept).await;
@@ -536,5 +588,53 @@ mod tests {
             "needs `escalate` and `bind` on roles and clusterroles (deploy/base/rbac.yaml and the Helm chart grant them)"
         ));
         assert_eq!(with_remedy("409 (Conflict)".into()), "409 (Conflict)");
+    }
+
+    fn crd(group: &str, kind: &str, versions: &[(&str, bool)]) -> CustomResourceDefinition {
+        let versions: Vec<Value> = versions
+            .iter()
+            .map(|(name, served)| json!({"name": name, "served": served, "storage": *name == versions[0].0}))
+            .collect();
+        serde_json::from_value(json!({
+            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": format!("{}s.{group}", kind.to_lowercase())},
+            "spec": {"group": group, "scope": "Namespaced", "versions": versions,
+                "names": {"kind": kind, "plural": format!("{}s", kind.to_lowercase())}},
+        }))
+        .expect("a CRD")
+    }
+
+    fn discovered(entries: &[(&str, &str, &str)]) -> Resources {
+        Resources::from_resources(entries.iter().map(|(group, version, kind)| {
+            let gvk = kube::core::GroupVersionKind::gvk(group, version, kind);
+            (kube::core::ApiResource::from_gvk(&gvk), true)
+        }))
+    }
+
+    #[test]
+    fn a_restored_crds_kinds_are_waited_for_at_every_served_version_and_no_other() {
+        let kafka = crd(
+            "kafka.strimzi.io",
+            "Kafka",
+            &[("v1", true), ("v1beta2", true), ("v1beta1", false)],
+        );
+        let served = served_kinds(&kafka);
+        assert_eq!(
+            served,
+            [
+                ("kafka.strimzi.io/v1".to_owned(), "Kafka".to_owned()),
+                ("kafka.strimzi.io/v1beta2".to_owned(), "Kafka".to_owned())
+            ]
+        );
+        // Right after Established, discovery may list the group at one version, or not at all.
+        let none = discovered(&[("apps", "v1", "Deployment")]);
+        assert_eq!(first_unserved(&none, &served), Some(&served[0]));
+        let one = discovered(&[("kafka.strimzi.io", "v1beta2", "Kafka")]);
+        assert_eq!(first_unserved(&one, &served), Some(&served[0]));
+        let both = discovered(&[
+            ("kafka.strimzi.io", "v1", "Kafka"),
+            ("kafka.strimzi.io", "v1beta2", "Kafka"),
+        ]);
+        assert_eq!(first_unserved(&both, &served), None);
     }
 }
