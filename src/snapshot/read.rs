@@ -1359,13 +1359,20 @@ mod tests {
         assert_eq!(names, ["c3", "c1", "c2", "c1"]);
     }
 
-    /// Rewrite the store's one index with `f` (re-sealed under its new name): an index that
-    /// disagrees with its packs, as a bug or a damaged store would leave one.
-    async fn rewrite_index(store: &Store, f: impl FnOnce(&mut Index)) {
-        let mut indexes = load_indexes(store, &keys()).await.unwrap();
+    /// A blob as a pack's index lists it: (blob, offset, length).
+    type Listed = (BlobId, u32, u32);
+
+    /// ConfigMaps "c1" and "c2" stored in one pack, its index's blob list rewritten by `f`
+    /// (and re-sealed under its new name): an index that disagrees with its pack, as a bug
+    /// or a damaged store would leave one. Returns the store and the verifying pass's answer.
+    async fn opened_with_index(
+        f: impl FnOnce(&mut Vec<Listed>),
+    ) -> (Store, Result<StoredSnapshot, ReadError>) {
+        let (store, _) = stored_groups(&[("ConfigMap", "configmaps", &["c1", "c2"])]).await;
+        let mut indexes = load_indexes(&store, &keys()).await.unwrap();
         assert_eq!(indexes.len(), 1);
         let (name, mut index) = indexes.pop().unwrap();
-        f(&mut index);
+        f(&mut index.packs[0].blobs);
         store.delete(&layout::index(&name)).await.unwrap();
         let sealed = format::encode_json(&keys(), Role::Index, &index);
         store
@@ -1375,22 +1382,21 @@ mod tests {
             )
             .await
             .unwrap();
+        let opened = open_stored(&store, &keys(), "s-1").await;
+        (store, opened)
     }
 
     #[tokio::test]
     async fn an_index_placing_a_blob_past_its_packs_end_is_refused_by_the_verifying_pass() {
         // Moved past the end, or grown to 4 GiB (which must not be allocated to find out).
-        type Listed = (BlobId, u32, u32);
+        // The last blob in the pack: the others stay where they are, in order, so the pass
+        // reads front to back up to it.
         let moves: [fn(&mut Listed); 2] = [|b| b.1 += 1 << 20, |b| b.2 = u32::MAX];
         for moved in moves {
-            let (store, _) = stored_groups(&[("ConfigMap", "configmaps", &["c1", "c2"])]).await;
-            // The last blob in the pack: the others stay where they are, in order, so the
-            // pass reads front to back up to it.
-            rewrite_index(&store, |index| {
-                moved(index.packs[0].blobs.iter_mut().max_by_key(|b| b.1).unwrap())
-            })
-            .await;
-            let err = open_stored(&store, &keys(), "s-1").await.unwrap_err();
+            let (_, opened) =
+                opened_with_index(|blobs| moved(blobs.iter_mut().max_by_key(|b| b.1).unwrap()))
+                    .await;
+            let err = opened.unwrap_err();
             assert!(
                 matches!(&err, ReadError::Hash { what } if what.contains("past its end")),
                 "{err}"
@@ -1402,14 +1408,12 @@ mod tests {
     async fn an_index_swapping_two_blobs_places_is_refused_by_the_verifying_pass() {
         // "c1" and "c2" serialize to the same length: the swapped places are in bounds, in
         // order, and each holds the other's content.
-        let (store, _) = stored_groups(&[("ConfigMap", "configmaps", &["c1", "c2"])]).await;
-        rewrite_index(&store, |index| {
-            let blobs = &mut index.packs[0].blobs;
+        let (_, opened) = opened_with_index(|blobs| {
             let (a, b) = (blobs[0].1, blobs[1].1);
             (blobs[0].1, blobs[1].1) = (b, a);
         })
         .await;
-        let err = open_stored(&store, &keys(), "s-1").await.unwrap_err();
+        let err = opened.unwrap_err();
         assert!(
             matches!(&err, ReadError::Hash { what } if what.starts_with("blob ")),
             "{err}"
@@ -1420,27 +1424,22 @@ mod tests {
     async fn an_index_listing_a_blob_twice_over_itself_still_verifies_and_reads_back() {
         // Overlapping places cannot be read in one pass front to back: the pack is checked
         // from its whole payload instead, just as strictly.
-        let (store, _) = stored_groups(&[("ConfigMap", "configmaps", &["c1", "c2"])]).await;
-        rewrite_index(&store, |index| {
-            let first = index.packs[0].blobs[0];
-            index.packs[0].blobs.push(first);
-        })
-        .await;
-        let snap = open_stored(&store, &keys(), "s-1").await.unwrap();
+        let (store, opened) = opened_with_index(|blobs| blobs.push(blobs[0])).await;
         assert_eq!(
-            names_read(&snap, &store, "ConfigMap").await.unwrap(),
+            names_read(&opened.unwrap(), &store, "ConfigMap")
+                .await
+                .unwrap(),
             ["c1", "c2"]
         );
     }
 
     #[tokio::test]
     async fn a_tree_listing_an_object_no_pack_holds_names_the_object_and_its_group() {
-        let (store, _) = stored_groups(&[("ConfigMap", "configmaps", &["c1", "c2"])]).await;
-        rewrite_index(&store, |index| {
-            index.packs[0].blobs.remove(0);
+        let (_, opened) = opened_with_index(|blobs| {
+            blobs.remove(0);
         })
         .await;
-        let err = open_stored(&store, &keys(), "s-1").await.unwrap_err();
+        let err = opened.unwrap_err();
         assert!(
             matches!(&err, ReadError::MissingBlob { what, .. } if what == "object of configmaps in n"),
             "{err}"
